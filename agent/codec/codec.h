@@ -1,0 +1,122 @@
+/*
+ * codec.h: the small hot primitives of the Kafka data model, hand-written
+ * because they are on every record's path: CRC-32C, zigzag varints,
+ * murmur2 (Kafka's default partitioner), and the RecordBatch v2 encoder
+ * and decoder (magic 2) with optional zstd compression of the records.
+ *
+ * RecordBatch v2 layout (all integers big-endian):
+ *   baseOffset int64 | batchLength int32 | partitionLeaderEpoch int32 |
+ *   magic int8 (=2) | crc uint32 (CRC-32C of attributes..end) |
+ *   attributes int16 | lastOffsetDelta int32 | baseTimestamp int64 |
+ *   maxTimestamp int64 | producerId int64 | producerEpoch int16 |
+ *   baseSequence int32 | recordCount int32 | records...
+ * Record: length varint | attributes int8 | timestampDelta varlong |
+ *   offsetDelta varint | keyLen varint | key | valueLen varint | value |
+ *   headerCount varint | (hKeyLen varint | hKey | hValLen varint | hVal)*
+ */
+#ifndef SPOOL_CODEC_H
+#define SPOOL_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spool/spool.h"
+
+#define SPOOL_BATCH_HEADER_SIZE 61 /* bytes before the first record */
+#define SPOOL_BATCH_LOG_OVERHEAD 12 /* baseOffset + batchLength */
+#define SPOOL_BATCH_CRC_OFFSET 17  /* where the crc field starts */
+#define SPOOL_BATCH_ATTR_OFFSET 21 /* CRC covers from here to the end */
+
+enum spool_compression {
+    SPOOL_COMPRESS_NONE = 0, /* Kafka attributes bits 0-2 = 0 */
+    SPOOL_COMPRESS_GZIP = 1,
+    SPOOL_COMPRESS_ZSTD = 4,
+};
+
+/* CRC-32C (Castagnoli). Start with crc = 0; chain calls for pieces. */
+uint32_t spool_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* Kafka's murmur2 of key (as the Java client and librdkafka compute it). */
+uint32_t spool_murmur2(const void *key, size_t len);
+/* Kafka's default partition for a key: (murmur2 & 0x7fffffff) % n. */
+int32_t spool_partition_for_key(const void *key, size_t len, int32_t n);
+
+/* Zigzag varints (Kafka/protobuf). Encoders write at most 5 / 10 bytes and
+ * return the count. Decoders return bytes read, or 0 if truncated or
+ * over-long. */
+size_t spool_varint_encode(uint8_t *dst, int32_t v);
+size_t spool_varlong_encode(uint8_t *dst, int64_t v);
+size_t spool_varint_decode(const uint8_t *src, size_t len, int32_t *out);
+size_t spool_varlong_decode(const uint8_t *src, size_t len, int64_t *out);
+/* Bytes spool_varlong_encode would write. */
+size_t spool_varlong_size(int64_t v);
+
+/* A growable byte buffer. */
+typedef struct spool_buf {
+    uint8_t *data; /* len used bytes of cap */
+    size_t len;    /* bytes */
+    size_t cap;    /* bytes */
+} spool_buf;
+
+int spool_buf_reserve(spool_buf *b, size_t extra); /* 0 or -ENOMEM */
+int spool_buf_append(spool_buf *b, const void *p, size_t n);
+void spool_buf_free(spool_buf *b);
+
+/*
+ * Appends one RecordBatch v2 holding recs[0..n) to out, with baseOffset
+ * base_offset and offsets base_offset + i. Timestamps of 0 are replaced by
+ * now_ms. compression is a spool_compression (NONE or ZSTD; level is the
+ * zstd level). Returns 0, -EINVAL (n == 0 or a field too large), -ENOMEM,
+ * or -EIO (compressor failure).
+ */
+int spool_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *recs, size_t n,
+                       int64_t now_ms, int compression, int level);
+
+/* The fixed fields of a batch, read without decoding records. */
+typedef struct spool_batch_info {
+    int64_t base_offset;
+    int32_t batch_length;    /* bytes after the batchLength field */
+    uint32_t crc;
+    int16_t attributes;
+    int32_t last_offset_delta;
+    int64_t base_timestamp;  /* ms */
+    int64_t max_timestamp;   /* ms */
+    int32_t record_count;
+} spool_batch_info;
+
+/*
+ * Parses the header of the batch at buf. Returns the whole batch size in
+ * bytes (12 + batchLength) on success; 0 if len is too short to hold the
+ * whole batch (need more bytes); -EBADMSG if the header is invalid (magic
+ * not 2, length out of range) or, with verify_crc, the CRC does not match.
+ */
+long spool_batch_parse_header(const uint8_t *buf, size_t len, int verify_crc,
+                              spool_batch_info *info);
+
+/* Decoded records of one or more batches; reused across calls to avoid
+ * allocation per batch. Record views point into `raw` or `scratch`. */
+typedef struct spool_decoded {
+    spool_record *records;  /* count entries */
+    size_t count;
+    size_t cap;             /* allocated entries of records */
+    spool_header *headers;  /* storage for all records' headers */
+    size_t header_count;
+    size_t header_cap;
+    spool_buf scratch;      /* decompressed record bytes */
+} spool_decoded;
+
+/*
+ * Decodes every record of the complete batch at buf (whole batch, as sized
+ * by spool_batch_parse_header; CRC is checked) and appends them to d, with
+ * partition set to `partition`, skipping records with offset < min_offset.
+ * Views stay valid until the next decode into d after spool_decoded_reset,
+ * and while buf lives. Returns records appended, or -EBADMSG / -ENOMEM.
+ * Note: header pointers of earlier records are rebased when the header
+ * array grows, so decode everything first, then read.
+ */
+int spool_batch_decode(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
+                       spool_decoded *d);
+void spool_decoded_reset(spool_decoded *d);
+void spool_decoded_free(spool_decoded *d);
+
+#endif /* SPOOL_CODEC_H */

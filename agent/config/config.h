@@ -1,0 +1,117 @@
+/*
+ * config.h: the YAML configuration: loading (libyaml) into a tree that keeps
+ * every node's file position, environment substitution, units, and
+ * validation against declarative option tables.
+ *
+ * Every error is collected, not only the first, each with file:line:column
+ * and the path of the offending node ("inputs[2].paths"). The loader never
+ * prints; the caller prints spool_errors.
+ *
+ * ${VAR} and ${VAR:-default} are replaced in scalar values when the file is
+ * loaded (an unset ${VAR} without default is an error); "{{ field }}"
+ * templates are left as they are for per-record rendering.
+ */
+#ifndef SPOOL_CONFIG_H
+#define SPOOL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spool/spool.h"
+
+/* ---- errors ---- */
+
+typedef struct spool_error {
+    char *file;   /* the config file */
+    int line;     /* 1-based, 0 if unknown */
+    int column;   /* 1-based, 0 if unknown */
+    char *path;   /* "inputs[2].paths", "" for the document */
+    char *message;
+} spool_error;
+
+typedef struct spool_errors {
+    spool_error *items;
+    size_t count;
+    size_t cap;
+} spool_errors;
+
+void spool_errors_add(spool_errors *e, const char *file, int line, int column, const char *path,
+                      const char *fmt, ...) SPOOL_PRINTF(6, 7);
+/* "FILE:LINE:COL: PATH: MESSAGE\n" for each error, to the stream. */
+void spool_errors_print(const spool_errors *e, void *stream /* FILE * */);
+void spool_errors_free(spool_errors *e);
+
+/* ---- the tree ---- */
+
+typedef enum spool_cnode_type {
+    SPOOL_CNODE_SCALAR,
+    SPOOL_CNODE_SEQUENCE,
+    SPOOL_CNODE_MAPPING,
+} spool_cnode_type;
+
+typedef struct spool_cnode spool_cnode;
+struct spool_cnode {
+    spool_cnode_type type;
+    int line, column;     /* 1-based start of the node */
+    char *value;          /* SCALAR: text after ${VAR} substitution */
+    int quoted;           /* SCALAR: was quoted in the file (so "3" stays a string) */
+    int is_null;          /* SCALAR: an empty/~/null plain scalar */
+    spool_cnode **items;  /* SEQUENCE: items; MAPPING: values */
+    char **keys;          /* MAPPING: keys, parallel to items */
+    int *key_lines;       /* MAPPING: position of each key */
+    int *key_columns;
+    size_t count;
+};
+
+typedef struct spool_cdoc {
+    char *file;          /* path as given */
+    spool_cnode *root;   /* NULL for an empty document */
+} spool_cdoc;
+
+/* Parses a file into a tree. Invalid YAML or an unreadable file adds an
+ * error (libyaml's own position) and returns -EINVAL / -errno. */
+int spool_cdoc_load_file(const char *path, spool_cdoc *doc, spool_errors *errs);
+/* The same from a buffer; `name` is used in positions. */
+int spool_cdoc_load_buffer(const char *name, const char *text, size_t len, spool_cdoc *doc,
+                           spool_errors *errs);
+void spool_cdoc_free(spool_cdoc *doc);
+
+/* The value under key in a mapping, or NULL. */
+const spool_cnode *spool_cnode_get(const spool_cnode *map, const char *key);
+
+/* ---- scalars with units ---- */
+
+/* "64MiB", "10GB", "4k", "4096" -> bytes (KiB/MiB/GiB/TiB are 1024-based,
+ * KB/MB/GB/TB and k/m/g 1000-based... see the .c for the exact table).
+ * 0 or -EINVAL. */
+int spool_parse_size(const char *text, int64_t *bytes);
+/* "500ms", "7d", "1h30m", "2s", "250us" (rounded up to ms), "0" -> ms. */
+int spool_parse_duration(const char *text, int64_t *ms);
+/* "true/false/yes/no/on/off". */
+int spool_parse_bool(const char *text, int *out);
+
+/* ---- validation against option tables ---- */
+
+/*
+ * Fills ctx from the mapping `map` by `tables` (several tables may share
+ * one mapping, e.g. the core's common input options and the plugin's; each
+ * table fills its own ctx). Reports: unknown keys (with a did-you-mean from
+ * all tables), wrong types, out-of-range values, bad units, bad enum
+ * values, missing required options. Options not given get their defaults.
+ * Keys listed in `ignore` (NULL-terminated, may be NULL) are accepted as
+ * they are. `path` prefixes error paths ("inputs[0]"). `what` names the
+ * mapping in messages ("inputs[0] (tail)"). Returns the number of errors
+ * added (0 = all good).
+ */
+int spool_config_fill(const spool_cdoc *doc, const spool_cnode *map, const spool_option *const *tables,
+                      void *const *ctxs, size_t ntables, const char *const *ignore,
+                      const char *path, const char *what, spool_errors *errs);
+
+/* Position of the node an option came from ("paths" or "multiline.start"),
+ * for errors a plugin reports in check(). 0 if found. */
+int spool_config_option_pos(const spool_cnode *map, const char *option, int *line, int *column);
+
+/* Levenshtein-closest of candidates to word, or NULL if none is close. */
+const char *spool_did_you_mean(const char *word, const char *const *candidates, size_t n);
+
+#endif /* SPOOL_CONFIG_H */

@@ -1,0 +1,210 @@
+/*
+ * log.h: the durable partition log (DESIGN.md, "The partition log on disk").
+ *
+ * Layout under data_dir:
+ *   topics/<topic>/<partition>/<20-digit base offset>.log     RecordBatch v2 batches
+ *   topics/<topic>/<partition>/<20-digit base offset>.index   sparse offset -> position
+ *   state/checkpoint.0, state/checkpoint.1                    the commit point (below)
+ *   cursors/<output>.cursor                                   output cursors
+ *
+ * The commit point. One writer thread appends to every partition. After a
+ * run of appends it calls spool_log_commit(), which syncs what the topics'
+ * fsync policies ask for and then writes a checkpoint: every partition's
+ * end offset and byte size, and every source position attached to the
+ * appended batches, in one CRC-protected file written alternately to two
+ * slots. The durable end offset readers see moves only then. On open,
+ * recovery keeps the longest valid prefix of each partition and cuts it to
+ * the checkpoint's end offset, so the positions in the checkpoint describe
+ * exactly the data in the log: a restart neither loses nor duplicates.
+ *
+ * Threads: one writer thread calls append/commit/retention; any number of
+ * reader threads call read/offsets/wait; cursor calls from any thread.
+ */
+#ifndef SPOOL_LOG_H
+#define SPOOL_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spool/spool.h"
+#include "codec/codec.h"
+
+typedef struct spool_log spool_log;
+
+enum spool_fsync_mode {
+    SPOOL_FSYNC_NEVER = 0,    /* leave it to the OS */
+    SPOOL_FSYNC_ALWAYS = 1,   /* fdatasync before every commit returns */
+    SPOOL_FSYNC_INTERVAL = 2, /* at most fsync_interval_ms apart, and when idle */
+};
+
+enum spool_on_full {
+    SPOOL_ON_FULL_BLOCK = 0,       /* stop accepting until outputs catch up */
+    SPOOL_ON_FULL_DROP_OLDEST = 1, /* delete oldest segments, count drops */
+};
+
+/* A topic as configured (the core fills it from the `topics:` section). */
+typedef struct spool_topic_conf {
+    char *name;
+    int32_t partitions;          /* >= 1 */
+    int64_t segment_bytes;       /* roll when a segment reaches this size */
+    int64_t segment_ms;          /* roll when the active segment is this old; 0 = never */
+    int64_t retention_ms;        /* delete delivered segments older; 0 = keep */
+    int64_t retention_bytes;     /* delete delivered segments beyond; 0 = keep */
+    int64_t max_bytes;           /* hard limit per partition; 0 = none (on_full applies) */
+    int fsync_mode;              /* enum spool_fsync_mode */
+    int64_t fsync_interval_ms;   /* for SPOOL_FSYNC_INTERVAL */
+    int on_full;                 /* enum spool_on_full */
+    int compression;             /* enum spool_compression: NONE or ZSTD */
+    int64_t index_interval_bytes; /* bytes between index entries (4096) */
+} spool_topic_conf;
+
+/* The I/O the log does, through a table a test can replace (STYLE.md). */
+typedef struct spool_log_io {
+    int (*open)(const char *path, int flags, int mode);
+    long (*pwrite)(int fd, const void *buf, size_t len, int64_t off);
+    long (*pread)(int fd, void *buf, size_t len, int64_t off);
+    int (*fdatasync)(int fd);
+    int (*ftruncate)(int fd, int64_t len);
+    int (*close)(int fd);
+} spool_log_io;
+
+/* The real system calls. */
+extern const spool_log_io spool_log_io_posix;
+
+typedef struct spool_log_options {
+    const char *data_dir;            /* created if missing */
+    const spool_topic_conf *topics;  /* copied */
+    size_t topic_count;
+    const spool_log_io *io;          /* NULL = spool_log_io_posix */
+    int read_only;                   /* CLI readers: no recovery writes, no locks */
+} spool_log_options;
+
+/*
+ * Opens (creating) the log and recovers every partition: a torn tail is cut
+ * and logged with topic, partition, offset and bytes; a corrupt batch in
+ * the middle is logged, the rest of that segment moved to <segment>.corrupt;
+ * a missing or stale index is rebuilt. Takes an exclusive lock on data_dir
+ * (-EBUSY if another spool holds it) unless read_only. Topics found on
+ * disk but not configured stay readable. 0 or negative errno; *out NULL on
+ * failure.
+ */
+int spool_log_open(const spool_log_options *opt, spool_log **out);
+/* Closes everything. Does not commit. Accepts NULL. */
+void spool_log_close(spool_log *log);
+
+/* Index of topic `name` or -ENOENT. */
+int spool_log_topic_index(const spool_log *log, const char *name);
+size_t spool_log_topic_count(const spool_log *log);
+const spool_topic_conf *spool_log_topic_conf(const spool_log *log, int topic);
+
+/* ---- writer thread ---- */
+
+/*
+ * Appends recs[0..n) to one partition as one RecordBatch v2, assigning
+ * offsets from the partition's end. The batch is written but not yet
+ * visible to readers until spool_log_commit(). On *base_offset the first
+ * offset assigned. Returns 0; -ENOSPC or -EIO (nothing of the batch is left
+ * in the file: a short write is truncated away; retry later); -EAGAIN if
+ * the topic is full under on_full: block (retry after outputs advance).
+ * Rolls the segment first when it is full or old.
+ */
+int spool_log_append(spool_log *log, int topic, int32_t partition, const spool_record *recs,
+                     size_t n, int64_t *base_offset);
+
+/* Records a source position to be made durable by the next commit
+ * (len 0 = forget the source). Copies. 0 or -ENOMEM. */
+int spool_log_position_set(spool_log *log, const char *source, const void *pos, size_t len);
+
+/*
+ * Group commit: fdatasync the partitions whose policy asks for it (all of
+ * them if `force`), write the checkpoint, and publish the durable end
+ * offsets (waking readers). `idle` tells the log the writer ran out of
+ * work, which triggers the sync of interval topics. Sets *next_ms to the
+ * milliseconds after which commit must be called again for an interval
+ * topic with unsynced data (-1 if none). 0 or negative errno (then nothing
+ * new was published; data stays, retry).
+ */
+int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms);
+
+/* Bytes appended since the last commit (to size group commits). */
+uint64_t spool_log_uncommitted_bytes(const spool_log *log);
+
+/*
+ * Retention: deletes whole segments by age and size, never past the lowest
+ * cursor of the partition (unless on_full: drop_oldest at max_bytes, when
+ * drops are counted and logged). Rolls aged segments. Writer thread,
+ * cheap to call often (it checks at most once a second unless force).
+ */
+int spool_log_retention_run(spool_log *log, int force);
+
+/* ---- positions (any thread) ---- */
+
+/* Copies the durable position of source into buf. -ENOENT if none. */
+int spool_log_position_get(spool_log *log, const char *source, void *buf, size_t cap,
+                           size_t *len);
+/* Calls fn for each durable position whose source starts with prefix. */
+int spool_log_position_foreach(spool_log *log, const char *prefix,
+                               void (*fn)(void *arg, const char *source, const void *pos,
+                                          size_t len),
+                               void *arg);
+
+/* ---- readers (any thread) ---- */
+
+/* Durable beginning and end offsets, bytes and segments of one partition. */
+typedef struct spool_partition_info {
+    int64_t begin_offset;  /* first readable offset */
+    int64_t end_offset;    /* one past the last durable record */
+    int64_t bytes;         /* on disk, all segments */
+    int32_t segments;
+    int64_t dropped;       /* records dropped by drop_oldest since start */
+} spool_partition_info;
+
+int spool_log_partition_info(spool_log *log, int topic, int32_t partition,
+                             spool_partition_info *info);
+
+/*
+ * Reads whole batches of one partition starting with the batch that holds
+ * `offset` (or the first batch after it, if offset fell in a gap or below
+ * the beginning), up to max_bytes (at least one batch, whatever its size),
+ * never past the durable end. Appends the bytes to out. Sets *next to the
+ * offset after the last batch read (== offset if nothing new). Returns
+ * bytes read (0 at the end), or -EBADMSG with the offset logged if a
+ * batch is corrupt (the caller may skip with spool_log_skip_corrupt), or
+ * another negative errno.
+ */
+long spool_log_read(spool_log *log, int topic, int32_t partition, int64_t offset,
+                    size_t max_bytes, spool_buf *out, int64_t *next);
+
+/* First offset >= the first record with timestamp >= ts_ms, or the end. */
+int spool_log_offset_for_time(spool_log *log, int topic, int32_t partition, int64_t ts_ms,
+                              int64_t *offset);
+
+/* Blocks until a commit publishes new data in any partition of `topic` (-1 =
+ * any topic), the log is woken, or timeout_ms passes. Returns 0 woken or
+ * new data, -ETIMEDOUT. */
+int spool_log_wait(spool_log *log, int topic, int64_t timeout_ms);
+/* Wakes every waiter (shutdown). */
+void spool_log_wake(spool_log *log);
+
+/* ---- output cursors (any thread) ---- */
+
+/* A named consumer (an output): one committed offset per topic/partition,
+ * stored in cursors/<name>.cursor, written atomically. Registering makes
+ * retention respect it. 0 or -errno. */
+int spool_log_cursor_register(spool_log *log, const char *consumer);
+/* The committed offset (the next offset to deliver); the partition's
+ * beginning if none was committed. */
+int64_t spool_log_cursor_get(spool_log *log, const char *consumer, int topic, int32_t partition);
+/* Advances the in-memory cursor; durable after spool_log_cursor_flush. */
+int spool_log_cursor_set(spool_log *log, const char *consumer, int topic, int32_t partition,
+                         int64_t offset);
+/* Writes the consumer's cursors atomically (tmp + fsync + rename). */
+int spool_log_cursor_flush(spool_log *log, const char *consumer);
+
+/* Reads every cursor file under data_dir (for `spool topics` lag). */
+int spool_log_cursor_foreach(spool_log *log,
+                             void (*fn)(void *arg, const char *consumer, const char *topic,
+                                        int32_t partition, int64_t offset),
+                             void *arg);
+
+#endif /* SPOOL_LOG_H */
