@@ -394,6 +394,16 @@ int spool_template_is_literal(const spool_template *t);
  * exceeds cap, dst holds a truncated prefix. */
 size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len);
 
+/* ------------------------------------------------------------------------ */
+/* Added for the http output (issue 6).                                     */
+/* ------------------------------------------------------------------------ */
+
+/* For an output about to return SPOOL_RETRY from flush (or to complete a
+ * pending chunk with SPOOL_RETRY): the destination asked for at least ms
+ * milliseconds before the next attempt (HTTP Retry-After). The runner
+ * waits max(ms, its own backoff) before retrying that chunk. Any thread. */
+void spool_output_retry_after(spool_instance *ins, int64_t ms);
+
 #ifdef __cplusplus
 }
 #endif
