@@ -26,24 +26,30 @@
 #define SPOOL_BATCH_LOG_OVERHEAD 12 /* baseOffset + batchLength */
 #define SPOOL_BATCH_CRC_OFFSET 17  /* where the crc field starts */
 #define SPOOL_BATCH_ATTR_OFFSET 21 /* CRC covers from here to the end */
+/* Largest decompressed records section spool_batch_decode accepts (bytes). */
+#define SPOOL_BATCH_MAX_DECOMPRESSED ((size_t)64 << 20)
 
 enum spool_compression {
     SPOOL_COMPRESS_NONE = 0, /* Kafka attributes bits 0-2 = 0 */
-    SPOOL_COMPRESS_GZIP = 1,
-    SPOOL_COMPRESS_ZSTD = 4,
+    SPOOL_COMPRESS_GZIP = 1, /* encode and decode (zlib) */
+    SPOOL_COMPRESS_ZSTD = 4, /* encode and decode */
 };
 
-/* CRC-32C (Castagnoli). Start with crc = 0; chain calls for pieces. */
+/* CRC-32C (Castagnoli). Start with crc = 0; chain calls for pieces:
+ * crc32c(crc32c(0, a, n), b, m) == crc32c(0, a||b, n+m). SSE4.2 when the
+ * CPU has it, slice-by-8 otherwise. Pure, any thread. */
 uint32_t spool_crc32c(uint32_t crc, const void *buf, size_t len);
 
 /* Kafka's murmur2 of key (as the Java client and librdkafka compute it). */
 uint32_t spool_murmur2(const void *key, size_t len);
-/* Kafka's default partition for a key: (murmur2 & 0x7fffffff) % n. */
+/* Kafka's default partition for a key: (murmur2 & 0x7fffffff) % n;
+ * -1 if n <= 0. */
 int32_t spool_partition_for_key(const void *key, size_t len, int32_t n);
 
 /* Zigzag varints (Kafka/protobuf). Encoders write at most 5 / 10 bytes and
  * return the count. Decoders return bytes read, or 0 if truncated or
- * over-long. */
+ * over-long (more than 5 / 10 bytes, or bits set beyond 32 / 64).
+ * Non-minimal encodings that fit are accepted, as Kafka does. */
 size_t spool_varint_encode(uint8_t *dst, int32_t v);
 size_t spool_varlong_encode(uint8_t *dst, int64_t v);
 size_t spool_varint_decode(const uint8_t *src, size_t len, int32_t *out);
@@ -51,7 +57,7 @@ size_t spool_varlong_decode(const uint8_t *src, size_t len, int64_t *out);
 /* Bytes spool_varlong_encode would write. */
 size_t spool_varlong_size(int64_t v);
 
-/* A growable byte buffer. */
+/* A growable byte buffer. A zeroed struct is empty; capacity doubles. */
 typedef struct spool_buf {
     uint8_t *data; /* len used bytes of cap */
     size_t len;    /* bytes */
@@ -65,9 +71,15 @@ void spool_buf_free(spool_buf *b);
 /*
  * Appends one RecordBatch v2 holding recs[0..n) to out, with baseOffset
  * base_offset and offsets base_offset + i. Timestamps of 0 are replaced by
- * now_ms. compression is a spool_compression (NONE or ZSTD; level is the
- * zstd level). Returns 0, -EINVAL (n == 0 or a field too large), -ENOMEM,
- * or -EIO (compressor failure).
+ * now_ms. baseTimestamp is the smallest (stamped) timestamp, maxTimestamp
+ * the largest. compression is a spool_compression (NONE, ZSTD or GZIP;
+ * level is the zstd level, or the zlib level 1-9 for GZIP, else default).
+ * If compression does not make the records smaller they are stored
+ * uncompressed (the attributes say so). One reservation of out per call, no
+ * allocation per record. Returns 0, -EINVAL (n == 0, a length below -1, a
+ * NULL pointer with a positive length, or a batch over 2 GiB), -ENOMEM, or
+ * -EIO (compressor failure); on error out->len is unchanged. Any thread
+ * (zstd contexts are per thread).
  */
 int spool_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *recs, size_t n,
                        int64_t now_ms, int compression, int level);
@@ -88,13 +100,17 @@ typedef struct spool_batch_info {
  * Parses the header of the batch at buf. Returns the whole batch size in
  * bytes (12 + batchLength) on success; 0 if len is too short to hold the
  * whole batch (need more bytes); -EBADMSG if the header is invalid (magic
- * not 2, length out of range) or, with verify_crc, the CRC does not match.
+ * not 2 (checked once byte 16 is present), batchLength below 49,
+ * recordCount negative) or, with verify_crc, the CRC does not match.
+ * info may be NULL. Pure, any thread.
  */
 long spool_batch_parse_header(const uint8_t *buf, size_t len, int verify_crc,
                               spool_batch_info *info);
 
 /* Decoded records of one or more batches; reused across calls to avoid
- * allocation per batch. Record views point into `raw` or `scratch`. */
+ * allocation per batch. A zeroed struct is empty. Record views point into
+ * the caller's batch bytes (uncompressed batches), into `scratch`
+ * (decompressed ones) or, for empty strings, into static storage. */
 typedef struct spool_decoded {
     spool_record *records;  /* count entries */
     size_t count;
@@ -107,16 +123,25 @@ typedef struct spool_decoded {
 
 /*
  * Decodes every record of the complete batch at buf (whole batch, as sized
- * by spool_batch_parse_header; CRC is checked) and appends them to d, with
- * partition set to `partition`, skipping records with offset < min_offset.
- * Views stay valid until the next decode into d after spool_decoded_reset,
- * and while buf lives. Returns records appended, or -EBADMSG / -ENOMEM.
- * Note: header pointers of earlier records are rebased when the header
- * array grows, so decode everything first, then read.
+ * by spool_batch_parse_header; bytes past it are ignored; CRC is checked)
+ * and appends them to d, with partition set to `partition`, skipping
+ * records with offset < min_offset. Control batches yield no records.
+ * View stability: when d->headers or d->scratch must grow, every earlier
+ * record's views into them are rebased onto the new block before the old
+ * one is freed, so all records in d stay valid across any number of decode
+ * calls, until spool_decoded_reset/free (and, for uncompressed batches,
+ * while buf lives). Copy the spool_record structs, not pointers to them:
+ * d->records itself may move on the next decode.
+ * Returns records appended (>= 0), or -EBADMSG (truncated, bad CRC or any
+ * malformed field), -ENOTSUP (snappy or lz4), -ENOMEM; on error d is as it
+ * was before the call. Fuzz-safe: never reads outside buf[0..len).
+ * One thread per d.
  */
 int spool_batch_decode(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
                        spool_decoded *d);
+/* Forgets all records (keeps the allocations for reuse). */
 void spool_decoded_reset(spool_decoded *d);
+/* Frees everything; accepts NULL; d is empty (zeroed) afterwards. */
 void spool_decoded_free(spool_decoded *d);
 
 #endif /* SPOOL_CODEC_H */

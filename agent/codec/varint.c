@@ -1,0 +1,88 @@
+/*
+ * varint.c: Kafka's zigzag varints (int32, at most 5 bytes) and varlongs
+ * (int64, at most 10 bytes), as in the RecordBatch v2 record format.
+ *
+ * Decoders are bounds-checked: they never read past `len` and return 0 for
+ * a truncated value or an over-long one (more than 5 / 10 bytes, or bits
+ * set above bit 31 / 63 in the last byte). Non-minimal encodings that fit
+ * (e.g. 0x80 0x00 for 0) are accepted, as Kafka accepts them.
+ * Pure functions, thread-safe.
+ */
+#include <stdint.h>
+
+#include "codec/codec.h"
+
+size_t spool_varint_encode(uint8_t *dst, int32_t v)
+{
+    uint32_t z = ((uint32_t)v << 1) ^ (uint32_t)(v >> 31);
+    size_t n = 0;
+    while (z >= 0x80) {
+        dst[n++] = (uint8_t)(z | 0x80);
+        z >>= 7;
+    }
+    dst[n++] = (uint8_t)z;
+    return n;
+}
+
+size_t spool_varlong_encode(uint8_t *dst, int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    size_t n = 0;
+    while (z >= 0x80) {
+        dst[n++] = (uint8_t)(z | 0x80);
+        z >>= 7;
+    }
+    dst[n++] = (uint8_t)z;
+    return n;
+}
+
+size_t spool_varlong_size(int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    size_t n = 1;
+    while (z >= 0x80) {
+        z >>= 7;
+        n++;
+    }
+    return n;
+}
+
+size_t spool_varint_decode(const uint8_t *src, size_t len, int32_t *out)
+{
+    uint32_t z = 0;
+    for (size_t i = 0; i < 5; i++) {
+        if (i >= len) {
+            return 0; /* truncated */
+        }
+        uint8_t b = src[i];
+        if (i == 4 && b > 0x0f) {
+            return 0; /* continuation bit or bits above bit 31 */
+        }
+        z |= (uint32_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *out = (int32_t)((z >> 1) ^ (0u - (z & 1)));
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+size_t spool_varlong_decode(const uint8_t *src, size_t len, int64_t *out)
+{
+    uint64_t z = 0;
+    for (size_t i = 0; i < 10; i++) {
+        if (i >= len) {
+            return 0; /* truncated */
+        }
+        uint8_t b = src[i];
+        if (i == 9 && b > 0x01) {
+            return 0; /* continuation bit or bits above bit 63 */
+        }
+        z |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *out = (int64_t)((z >> 1) ^ (0u - (z & 1)));
+            return i + 1;
+        }
+    }
+    return 0;
+}
