@@ -14,6 +14,7 @@
 #ifndef SPOOL_CONFIG_H
 #define SPOOL_CONFIG_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,9 +38,18 @@ typedef struct spool_errors {
 
 void spool_errors_add(spool_errors *e, const char *file, int line, int column, const char *path,
                       const char *fmt, ...) SPOOL_PRINTF(6, 7);
-/* "FILE:LINE:COL: PATH: MESSAGE\n" for each error, to the stream. */
+/* "FILE:LINE:COL: PATH: MESSAGE\n" for each error, to the stream. Parts
+ * that are empty are left out with their separator: no file -> no
+ * "FILE:LINE:COL: ", line 0 -> "FILE: ", column 0 -> "FILE:LINE: ", empty
+ * path -> no "PATH: ". Messages are lower-case, without a final period. */
 void spool_errors_print(const spool_errors *e, void *stream /* FILE * */);
+/* Frees the items and resets *e to empty (reusable). Accepts NULL. */
 void spool_errors_free(spool_errors *e);
+/* The va_list form of spool_errors_add. */
+void spool_errors_addv(spool_errors *e, const char *file, int line, int column, const char *path,
+                       const char *fmt, va_list ap);
+/* Stable sort by file, line, column (errors without a position first). */
+void spool_errors_sort(spool_errors *e);
 
 /* ---- the tree ---- */
 
@@ -61,6 +71,7 @@ struct spool_cnode {
     int *key_lines;       /* MAPPING: position of each key */
     int *key_columns;
     size_t count;
+    int bad;              /* SCALAR: ${VAR} substitution failed (already reported) */
 };
 
 typedef struct spool_cdoc {
@@ -69,7 +80,19 @@ typedef struct spool_cdoc {
 } spool_cdoc;
 
 /* Parses a file into a tree. Invalid YAML or an unreadable file adds an
- * error (libyaml's own position) and returns -EINVAL / -errno. */
+ * error (libyaml's own position) and returns -EINVAL / -errno.
+ * Exact behaviour (see tree.c):
+ *  - 0: no error; doc->root is the tree (NULL for an empty file).
+ *  - -EINVAL with doc->root set: errors that do not stop parsing were added
+ *    (duplicate keys, unset ${VAR}, anchors/aliases, a second document);
+ *    the tree is usable, so the caller should still validate it to report
+ *    every error of the file in one run.
+ *  - -EINVAL with doc->root NULL: a YAML syntax error ("invalid YAML: ...").
+ *  - -errno (-ENOENT, -EACCES, ...): unreadable; the error is
+ *    "cannot read FILE: strerror" with no file/line in the error itself.
+ *  - -ENOMEM.
+ * Always call spool_cdoc_free afterwards (doc->file is set in every case
+ * except -ENOMEM). */
 int spool_cdoc_load_file(const char *path, spool_cdoc *doc, spool_errors *errs);
 /* The same from a buffer; `name` is used in positions. */
 int spool_cdoc_load_buffer(const char *name, const char *text, size_t len, spool_cdoc *doc,
@@ -78,6 +101,11 @@ void spool_cdoc_free(spool_cdoc *doc);
 
 /* The value under key in a mapping, or NULL. */
 const spool_cnode *spool_cnode_get(const spool_cnode *map, const char *key);
+/* "a scalar", "null", "a list", "a mapping" ("nothing" for NULL), for
+ * messages such as "expected a mapping, got a list". */
+const char *spool_cnode_type_name(const spool_cnode *n);
+/* Frees a node and its children. Accepts NULL. */
+void spool_cnode_free(spool_cnode *n);
 
 /* ---- scalars with units ---- */
 
@@ -89,6 +117,21 @@ int spool_parse_size(const char *text, int64_t *bytes);
 int spool_parse_duration(const char *text, int64_t *ms);
 /* "true/false/yes/no/on/off". */
 int spool_parse_bool(const char *text, int *out);
+/* The exact conventions (units.c):
+ *  sizes: number [blanks] [unit], unit case-insensitive; none or B = 1;
+ *    K/KB, M/MB, G/GB, T/TB = 1000^n; Ki/KiB, Mi/MiB, Gi/GiB, Ti/TiB = 1024^n;
+ *    a fraction is allowed ("1.5GiB") and the result rounded down to a byte.
+ *  durations: one or more number+unit parts ("1h30m", "1h 30m"), units
+ *    case-sensitive: us, ms, s, m (minute), h, d, w; fractions allowed
+ *    ("1.5s"); rounded up to whole ms; a bare number is an error except "0".
+ *  booleans: true/false, yes/no, on/off, any case.
+ * All return 0, -EINVAL (bad text) or -ERANGE (does not fit int64). */
+
+/* Writes the shortest exact form of a size ("64MiB", "10GB", "1500B") or a
+ * duration ("1h30m", "500ms", "0s") into buf (snprintf semantics); returns
+ * the length needed. For messages and `spool plugins`. */
+size_t spool_format_size(int64_t bytes, char *buf, size_t cap);
+size_t spool_format_duration(int64_t ms, char *buf, size_t cap);
 
 /* ---- validation against option tables ---- */
 
@@ -102,6 +145,14 @@ int spool_parse_bool(const char *text, int *out);
  * they are. `path` prefixes error paths ("inputs[0]"). `what` names the
  * mapping in messages ("inputs[0] (tail)"). Returns the number of errors
  * added (0 = all good).
+ *
+ * Details (validate.c): `doc` gives the file name for errors (may be NULL).
+ * `map` may be NULL or a null scalar (= an empty mapping). A null value
+ * counts as absent (the default applies). A ctxs[i] of NULL (or ctxs NULL)
+ * validates without storing. Stored strings/lists/maps are malloc'd and
+ * replace (and free) what the field held, so contexts must start zeroed;
+ * release them with spool_options_free(table, ctx). Values are stored even
+ * when other options of the same mapping had errors.
  */
 int spool_config_fill(const spool_cdoc *doc, const spool_cnode *map, const spool_option *const *tables,
                       void *const *ctxs, size_t ntables, const char *const *ignore,
