@@ -254,7 +254,7 @@ static int put_utf8(spool_buf *b, uint32_t cp)
     return spool_buf_append(b, t, n);
 }
 
-/* Reads a string (at its opening quote) into scratch; *off/*len locate it.
+/* Reads a string (at its opening quote) into scratch; off and len locate it.
  * With scratch NULL the string is only skipped. */
 static int jstring(jrd *r, spool_buf *scratch, long *off, long *len)
 {

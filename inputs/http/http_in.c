@@ -1,0 +1,699 @@
+/*
+ * http_in.c: the `http` input, the aggregator's ingest endpoint
+ * (libmicrohttpd, one thread per connection).
+ *
+ * POST /v1/batches with
+ *   Content-Type: application/vnd.spool.batch  RecordBatch v2 bytes as an
+ *     agent's log holds them (CRCs checked; Spool-First-Offset and
+ *     Spool-Next-Offset headers, when present, bound the records taken from
+ *     them), or
+ *   Content-Type: application/x-ndjson | application/json  records as JSON
+ *     (http_format.h), ndjson or one array;
+ * optionally Content-Encoding: zstd | gzip. One request becomes one batch
+ * of the pipeline; the response is 200 only once that batch is durable in
+ * the log (spool_input_submit_durable returned 0).
+ *
+ * Statuses: 400 bad payload (one-line reason), 401 no token, 403 wrong
+ * token or client certificate not trusted, 404/405 other paths/methods,
+ * 413 body over max_body_bytes (or decompressing beyond 8x that), 503 with
+ * Retry-After when the pipeline pushes back or is not durable in time.
+ *
+ * Records keep their key, value, timestamp and headers; a header `agent`
+ * with the peer's IP address replaces any `agent` header they had. The core
+ * partitions them by key.
+ *
+ * What it does not do: chunked responses, HTTP/2, or deduplicate a batch
+ * an agent re-sends after a lost acknowledgement (delivery is at least once).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <gnutls/gnutls.h>
+#include <microhttpd.h>
+
+#include "../../outputs/http/http_format.h"
+#include "http_in.h"
+
+#define HTTPI_PATH "/v1/batches"
+#define HTTPI_MAX_HEADERS 256 /* headers per record this input keeps, plus `agent` */
+
+typedef struct httpi_ctx {
+    /* options */
+    char *listen;             /* host:port */
+    char *tokens_file;        /* bearer tokens, one a line */
+    char *tls_cert;           /* tls.cert: server certificate (PEM file) */
+    char *tls_key;            /* tls.key: server key (PEM file) */
+    char *tls_client_ca;      /* tls.client_ca: CA (PEM) client certificates must chain to */
+    int64_t max_body_bytes;   /* bytes of a request body as received */
+    int64_t ack_timeout;      /* ms to wait for durability before 503 */
+    int64_t retry_after;      /* ms, the Retry-After of a 503 (rounded up to s) */
+    int64_t max_connections;  /* concurrent connections */
+
+    /* state */
+    spool_instance *ins;
+    struct MHD_Daemon *daemon;
+    char *cert_pem, *key_pem, *ca_pem; /* file contents for MHD */
+    int use_tokens;
+    httpi_tokens tokens;
+    struct sockaddr_storage addr;
+    spool_counter *c_bad;      /* 4xx answered */
+    spool_counter *c_busy;     /* 503 answered */
+} httpi_ctx;
+
+static const spool_option httpi_options[] = {
+    SPOOL_OPT_STR("listen", httpi_ctx, listen, NULL, 1, "address to listen on, host:port"),
+    SPOOL_OPT_STR("tokens_file", httpi_ctx, tokens_file, NULL, 0,
+                  "bearer tokens, one per line; re-read when the file changes"),
+    SPOOL_OPT_STR("tls.cert", httpi_ctx, tls_cert, NULL, 0, "server certificate (PEM)"),
+    SPOOL_OPT_STR("tls.key", httpi_ctx, tls_key, NULL, 0, "server private key (PEM)"),
+    SPOOL_OPT_STR("tls.client_ca", httpi_ctx, tls_client_ca, NULL, 0,
+                  "require client certificates issued by this CA (PEM): mutual TLS"),
+    SPOOL_OPT_BYTES("max_body_bytes", httpi_ctx, max_body_bytes, "64MiB", 1024,
+                    (int64_t)1 << 31, "largest request body accepted (413 beyond)"),
+    SPOOL_OPT_TIME("ack_timeout", httpi_ctx, ack_timeout, "30s", 1, 3600000,
+                   "how long a request waits for its batch to be durable before 503"),
+    SPOOL_OPT_TIME("retry_after", httpi_ctx, retry_after, "1s", 1000, 3600000,
+                   "Retry-After sent with 503"),
+    SPOOL_OPT_INTEGER("max_connections", httpi_ctx, max_connections, "1024", 1, 65536,
+                      "concurrent connections (one thread each)"),
+    SPOOL_OPT_END,
+};
+
+enum { KIND_NATIVE = 1, KIND_JSON = 2 };
+
+/* One request's state (MHD's con_cls). */
+typedef struct httpi_req {
+    int kind;            /* KIND_* */
+    int enc;             /* HTTPI_ENC_* */
+    int too_big;         /* body exceeded max_body_bytes */
+    int64_t first;       /* Spool-First-Offset, INT64_MIN if absent */
+    int64_t next;        /* Spool-Next-Offset, INT64_MAX if absent */
+    spool_buf body;      /* as received */
+    char agent[INET6_ADDRSTRLEN];
+} httpi_req;
+
+/* ---------------------------------------------------------------------- */
+
+static enum MHD_Result httpi_respond(struct MHD_Connection *conn, httpi_ctx *c, unsigned status,
+                                     const char *text)
+{
+    char line[1200];
+    snprintf(line, sizeof(line), "%s\n", text);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(line), line, MHD_RESPMEM_MUST_COPY);
+    if (!r) {
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+    if (status == MHD_HTTP_UNAUTHORIZED) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    }
+    if (status == MHD_HTTP_SERVICE_UNAVAILABLE) {
+        char ra[32];
+        snprintf(ra, sizeof(ra), "%" PRId64, (c->retry_after + 999) / 1000);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+        spool_counter_add(c->c_busy, 1);
+    } else if (status >= 400) {
+        spool_counter_add(c->c_bad, 1);
+        spool_count(c->ins, SPOOL_COUNT_ERRORS, 1);
+    }
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* 1 if the TLS peer presented a certificate that chains to client_ca. */
+static int httpi_client_cert_ok(struct MHD_Connection *conn, const char **why)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (!ci || !ci->tls_session) {
+        *why = "no TLS session";
+        return 0;
+    }
+    gnutls_session_t s = (gnutls_session_t)ci->tls_session;
+    unsigned int n = 0;
+    if (!gnutls_certificate_get_peers(s, &n) || n == 0) {
+        *why = "no client certificate";
+        return 0;
+    }
+    unsigned int status = 0;
+    if (gnutls_certificate_verify_peers2(s, &status) < 0 || status != 0) {
+        *why = (status & GNUTLS_CERT_EXPIRED) ? "client certificate expired"
+                                              : "client certificate not trusted";
+        return 0;
+    }
+    return 1;
+}
+
+static int content_type_is(const char *ct, const char *want)
+{
+    size_t n = strlen(want);
+    return strncasecmp(ct, want, n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+static int64_t header_int(struct MHD_Connection *conn, const char *name, int64_t dflt)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+    if (!v) {
+        return dflt;
+    }
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || errno) {
+        return dflt;
+    }
+    return (int64_t)x;
+}
+
+/* The first call of a request: route, authenticate, classify. Returns a
+ * status to answer with now, or 0 to go on reading the body. */
+static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const char *url,
+                            const char *method, httpi_req *req, const char **why)
+{
+    if (strcmp(url, HTTPI_PATH) != 0) {
+        *why = "not found; POST " HTTPI_PATH;
+        return MHD_HTTP_NOT_FOUND;
+    }
+    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
+        *why = "method not allowed; POST " HTTPI_PATH;
+        return MHD_HTTP_METHOD_NOT_ALLOWED;
+    }
+    if (c->tls_client_ca && !httpi_client_cert_ok(conn, why)) {
+        return MHD_HTTP_FORBIDDEN;
+    }
+    if (c->use_tokens) {
+        const char *auth =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        int a = httpi_tokens_check(&c->tokens, c->ins, auth);
+        if (a == HTTPI_AUTH_MISSING) {
+            *why = "missing bearer token";
+            return MHD_HTTP_UNAUTHORIZED;
+        }
+        if (a != HTTPI_AUTH_OK) {
+            *why = "invalid token";
+            return MHD_HTTP_FORBIDDEN;
+        }
+    }
+    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!ct) {
+        *why = "unknown format: no Content-Type";
+        return MHD_HTTP_BAD_REQUEST;
+    }
+    if (content_type_is(ct, "application/vnd.spool.batch")) {
+        req->kind = KIND_NATIVE;
+    } else if (content_type_is(ct, "application/x-ndjson") ||
+               content_type_is(ct, "application/json") ||
+               content_type_is(ct, "application/jsonl")) {
+        req->kind = KIND_JSON;
+    } else {
+        *why = "unknown format: Content-Type must be application/vnd.spool.batch, "
+               "application/x-ndjson or application/json";
+        return MHD_HTTP_BAD_REQUEST;
+    }
+    const char *ce = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_ENCODING);
+    if (!ce || strcasecmp(ce, "identity") == 0) {
+        req->enc = HTTPI_ENC_NONE;
+    } else if (strcasecmp(ce, "zstd") == 0) {
+        req->enc = HTTPI_ENC_ZSTD;
+    } else if (strcasecmp(ce, "gzip") == 0) {
+        req->enc = HTTPI_ENC_GZIP;
+    } else {
+        *why = "unsupported Content-Encoding (zstd, gzip or none)";
+        return MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
+    }
+    int64_t cl = header_int(conn, MHD_HTTP_HEADER_CONTENT_LENGTH, -1);
+    if (cl > c->max_body_bytes) {
+        *why = "body larger than max_body_bytes";
+        return MHD_HTTP_CONTENT_TOO_LARGE;
+    }
+    req->first = header_int(conn, "Spool-First-Offset", INT64_MIN);
+    req->next = header_int(conn, "Spool-Next-Offset", INT64_MAX);
+
+    const union MHD_ConnectionInfo *ai =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    req->agent[0] = '\0';
+    if (ai && ai->client_addr) {
+        const struct sockaddr *sa = ai->client_addr;
+        if (sa->sa_family == AF_INET) {
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, req->agent,
+                      sizeof(req->agent));
+        } else if (sa->sa_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->agent,
+                      sizeof(req->agent));
+        }
+    }
+    return 0;
+}
+
+/* Appends r to the batch with its headers but `agent`, then agent. */
+typedef struct httpi_sink {
+    spool_batch *batch;
+    const char *agent;
+    spool_header hdrs[HTTPI_MAX_HEADERS + 1];
+} httpi_sink;
+
+static int httpi_sink_add(void *arg, const spool_record *r)
+{
+    httpi_sink *s = arg;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->header_count && n < HTTPI_MAX_HEADERS; i++) {
+        const spool_header *h = &r->headers[i];
+        if (h->key_len == 5 && memcmp(h->key, "agent", 5) == 0) {
+            continue;
+        }
+        s->hdrs[n++] = *h;
+    }
+    if (r->header_count > HTTPI_MAX_HEADERS) {
+        return -E2BIG;
+    }
+    s->hdrs[n].key = "agent";
+    s->hdrs[n].key_len = 5;
+    s->hdrs[n].value = (const uint8_t *)s->agent;
+    s->hdrs[n].value_len = (int32_t)strlen(s->agent);
+    n++;
+    spool_record copy = *r;
+    copy.headers = s->hdrs;
+    copy.header_count = n;
+    copy.partition = -1;
+    copy.offset = -1;
+    return spool_batch_append(s->batch, &copy);
+}
+
+/* Decodes native batches from body into the sink. 0 or a status with why. */
+static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body, httpi_sink *sink,
+                                    char *why, size_t whycap)
+{
+    spool_decoded d;
+    memset(&d, 0, sizeof(d));
+    unsigned status = 0;
+    size_t pos = 0;
+    while (pos < body->len) {
+        spool_batch_info info;
+        long n = spool_batch_parse_header(body->data + pos, body->len - pos, 1, &info);
+        if (n == 0) {
+            snprintf(why, whycap, "truncated batch at byte %zu", pos);
+            status = MHD_HTTP_BAD_REQUEST;
+            break;
+        }
+        if (n < 0) {
+            snprintf(why, whycap, "corrupt batch at byte %zu: bad header or CRC mismatch", pos);
+            status = MHD_HTTP_BAD_REQUEST;
+            break;
+        }
+        spool_decoded_reset(&d);
+        int m = spool_batch_decode(body->data + pos, (size_t)n, -1, req->first, &d);
+        if (m < 0) {
+            snprintf(why, whycap, "corrupt batch at byte %zu: %s", pos,
+                     m == -ENOTSUP ? "unsupported compression" : "malformed records");
+            status = MHD_HTTP_BAD_REQUEST;
+            break;
+        }
+        for (size_t i = 0; i < d.count; i++) {
+            if (d.records[i].offset >= req->next) {
+                break;
+            }
+            int rc = httpi_sink_add(sink, &d.records[i]);
+            if (rc < 0) {
+                snprintf(why, whycap, "%s", rc == -E2BIG ? "too many headers in a record"
+                                                         : "out of memory");
+                status = rc == -E2BIG ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_SERVICE_UNAVAILABLE;
+                break;
+            }
+        }
+        if (status) {
+            break;
+        }
+        pos += (size_t)n;
+    }
+    spool_decoded_free(&d);
+    return status;
+}
+
+/* The last call of a request: decode, submit, wait, answer. */
+static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, httpi_req *req)
+{
+    char why[1024];
+    why[0] = '\0';
+    unsigned status = 0;
+    spool_buf plain = {0};
+    spool_batch *b = NULL;
+    httpi_sink *sink = NULL;
+
+    if (req->too_big) {
+        return httpi_respond(conn, c, MHD_HTTP_CONTENT_TOO_LARGE, "body larger than max_body_bytes");
+    }
+    size_t limit = (size_t)c->max_body_bytes * 8;
+    int rc = httpi_decompress(req->enc, req->body.data, req->body.len, limit, &plain);
+    if (rc == -EFBIG) {
+        status = MHD_HTTP_CONTENT_TOO_LARGE;
+        snprintf(why, sizeof(why), "decompressed body larger than 8 x max_body_bytes");
+        goto out;
+    } else if (rc < 0) {
+        status = rc == -ENOMEM ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST;
+        snprintf(why, sizeof(why), "%s", rc == -ENOMEM ? "out of memory" : "corrupt compressed body");
+        goto out;
+    }
+    b = spool_batch_create(c->ins);
+    sink = malloc(sizeof(*sink));
+    if (!b || !sink) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, sizeof(why), "out of memory");
+        goto out;
+    }
+    sink->batch = b;
+    sink->agent = req->agent;
+    if (req->kind == KIND_NATIVE) {
+        status = httpi_decode_native(req, &plain, sink, why, sizeof(why));
+    } else {
+        httpfmt_parser p;
+        memset(&p, 0, sizeof(p));
+        long n = httpfmt_parse(&p, plain.data ? plain.data : (const uint8_t *)"", plain.len,
+                               httpi_sink_add, sink, why, sizeof(why));
+        httpfmt_parser_free(&p);
+        if (n == -E2BIG) {
+            snprintf(why, sizeof(why), "too many headers in a record");
+        }
+        if (n == -ENOMEM) {
+            status = MHD_HTTP_SERVICE_UNAVAILABLE;
+            snprintf(why, sizeof(why), "out of memory");
+        } else if (n < 0) {
+            status = MHD_HTTP_BAD_REQUEST;
+            if (!why[0]) {
+                snprintf(why, sizeof(why), "malformed body");
+            }
+        }
+    }
+    if (status) {
+        goto out;
+    }
+    size_t count = spool_batch_count(b);
+    if (count == 0) {
+        status = MHD_HTTP_OK;
+        snprintf(why, sizeof(why), "ok 0 records");
+        goto out;
+    }
+    spool_count(c->ins, SPOOL_COUNT_BYTES_IN, req->body.len);
+    rc = spool_input_submit_durable(c->ins, b, c->ack_timeout);
+    if (rc == 0) {
+        b = NULL;
+        status = MHD_HTTP_OK;
+        snprintf(why, sizeof(why), "ok %zu records", count);
+    } else if (rc == -EAGAIN || rc == -ESHUTDOWN) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, sizeof(why), "%s", rc == -EAGAIN ? "busy: the pipeline is full, retry later"
+                                                       : "shutting down, retry later");
+    } else {
+        /* Queued but not (yet) durable: the core owns the batch now. */
+        b = NULL;
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, sizeof(why), "not durable: %s", strerror(-rc));
+    }
+out:
+    if (status >= 400 && status != MHD_HTTP_SERVICE_UNAVAILABLE) {
+        spool_log_warn(c->ins, "%s: HTTP %u: %s", req->agent, status, why);
+    }
+    spool_batch_destroy(b);
+    free(sink);
+    spool_buf_free(&plain);
+    return httpi_respond(conn, c, status, why);
+}
+
+static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls)
+{
+    httpi_ctx *c = cls;
+    httpi_req *req = *con_cls;
+    if (!req) {
+        req = calloc(1, sizeof(*req));
+        if (!req) {
+            return MHD_NO;
+        }
+        *con_cls = req;
+        const char *why = "";
+        unsigned status = httpi_admit(c, conn, url, method, req, &why);
+        if (status) {
+            spool_log_debug(c->ins, "%s %s: HTTP %u: %s", method, url, status, why);
+            if (status != MHD_HTTP_UNAUTHORIZED && status != MHD_HTTP_NOT_FOUND) {
+                spool_log_warn(c->ins, "%s: HTTP %u: %s", req->agent[0] ? req->agent : "client",
+                               status, why);
+            }
+            return httpi_respond(conn, c, status, why);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!req->too_big) {
+            if (req->body.len + *upload_data_size > (size_t)c->max_body_bytes) {
+                req->too_big = 1;
+                spool_buf_free(&req->body);
+            } else if (spool_buf_append(&req->body, upload_data, *upload_data_size) < 0) {
+                return MHD_NO;
+            }
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return httpi_finish(c, conn, req);
+}
+
+static void httpi_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+    httpi_req *req = *con_cls;
+    if (req) {
+        spool_buf_free(&req->body);
+        free(req);
+        *con_cls = NULL;
+    }
+}
+
+static void httpi_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    httpi_ctx *c = cls;
+    char line[512];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    size_t n = strlen(line);
+    while (n > 0 && line[n - 1] == '\n') {
+        line[--n] = '\0';
+    }
+    spool_log_debug(c->ins, "microhttpd: %s", line);
+}
+
+/* ---------------------------------------------------------------------- */
+
+/* Parses "host:port", "[v6]:port" or ":port" into addr. */
+static int httpi_parse_listen(const char *listen, struct sockaddr_storage *addr)
+{
+    char host[256];
+    const char *port;
+    if (listen[0] == '[') {
+        const char *e = strchr(listen, ']');
+        if (!e || e[1] != ':' || (size_t)(e - listen - 1) >= sizeof(host)) {
+            return -EINVAL;
+        }
+        memcpy(host, listen + 1, (size_t)(e - listen - 1));
+        host[e - listen - 1] = '\0';
+        port = e + 2;
+    } else {
+        const char *colon = strrchr(listen, ':');
+        if (!colon || (size_t)(colon - listen) >= sizeof(host)) {
+            return -EINVAL;
+        }
+        memcpy(host, listen, (size_t)(colon - listen));
+        host[colon - listen] = '\0';
+        port = colon + 1;
+    }
+    char *end;
+    long p = strtol(port, &end, 10);
+    if (*port == '\0' || *end != '\0' || p < 0 || p > 65535) {
+        return -EINVAL;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0 || !res) {
+        return -EINVAL;
+    }
+    memset(addr, 0, sizeof(*addr));
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int httpi_check(spool_instance *ins, void *vctx)
+{
+    httpi_ctx *c = vctx;
+    int rc = 0;
+    struct sockaddr_storage ss;
+    if (c->listen && httpi_parse_listen(c->listen, &ss) < 0) {
+        spool_config_error(ins, "listen", "expected host:port, got '%s'", c->listen);
+        rc = -EINVAL;
+    }
+    if ((c->tls_cert != NULL) != (c->tls_key != NULL)) {
+        spool_config_error(ins, c->tls_cert ? "tls.key" : "tls.cert",
+                           "tls.cert and tls.key go together");
+        rc = -EINVAL;
+    }
+    if (c->tls_client_ca && !c->tls_cert) {
+        spool_config_error(ins, "tls.client_ca", "needs tls.cert and tls.key");
+        rc = -EINVAL;
+    }
+    return rc;
+}
+
+static int read_file(const char *path, char **out)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        return -errno;
+    }
+    spool_buf b = {0};
+    char tmp[8192];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
+        if ((rc = spool_buf_append(&b, tmp, n)) < 0) {
+            break;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        rc = -EIO;
+    }
+    fclose(f);
+    if (rc == 0) {
+        rc = spool_buf_append(&b, "", 1);
+    }
+    if (rc < 0) {
+        spool_buf_free(&b);
+        return rc;
+    }
+    *out = (char *)b.data;
+    return 0;
+}
+
+static int httpi_init(spool_instance *ins, void *vctx)
+{
+    httpi_ctx *c = vctx;
+    c->ins = ins;
+    int rc = httpi_check(ins, vctx);
+    if (rc < 0) {
+        return rc;
+    }
+    httpi_parse_listen(c->listen, &c->addr);
+    struct { const char *path, *opt; char **dst; } files[] = {
+        {c->tls_cert, "tls.cert", &c->cert_pem},
+        {c->tls_key, "tls.key", &c->key_pem},
+        {c->tls_client_ca, "tls.client_ca", &c->ca_pem},
+    };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (files[i].path && (rc = read_file(files[i].path, files[i].dst)) < 0) {
+            spool_log_error(ins, "%s %s: %s", files[i].opt, files[i].path, strerror(-rc));
+            return rc;
+        }
+    }
+    if (c->tokens_file) {
+        rc = httpi_tokens_init(&c->tokens, c->tokens_file);
+        c->use_tokens = 1;
+        if (rc < 0) {
+            spool_log_error(ins, "tokens_file %s: %s", c->tokens_file, strerror(-rc));
+            return rc;
+        }
+        c->use_tokens = 1;
+    }
+    if (!c->tokens_file && !c->tls_client_ca) {
+        spool_log_warn(ins, "no tokens_file and no tls.client_ca: anyone who can connect to %s "
+                       "may submit records", c->listen);
+    }
+    c->c_bad = spool_counter_register(ins, "requests_refused", "requests answered 4xx");
+    c->c_busy = spool_counter_register(ins, "requests_busy", "requests answered 503");
+    return 0;
+}
+
+static int httpi_start(spool_instance *ins, void *vctx)
+{
+    httpi_ctx *c = vctx;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG;
+    if (c->addr.ss_family == AF_INET6) {
+        flags |= MHD_USE_IPv6;
+    }
+    struct MHD_OptionItem opts[16];
+    size_t n = 0;
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &c->addr};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)httpi_completed,
+                                        NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
+                                        (intptr_t)c->max_connections, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)httpi_mhd_log, c};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+    if (c->cert_pem) {
+        flags |= MHD_USE_TLS;
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, c->key_pem};
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, c->cert_pem};
+        if (c->ca_pem) {
+            opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, c->ca_pem};
+        }
+    }
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    c->daemon = MHD_start_daemon(flags, 0, NULL, NULL, httpi_access, c, MHD_OPTION_ARRAY, opts,
+                                 MHD_OPTION_END);
+    if (!c->daemon) {
+        spool_log_error(ins, "cannot listen on %s (address in use, or bad TLS files?)",
+                        c->listen);
+        return -EADDRNOTAVAIL;
+    }
+    spool_log_info(ins, "listening on %s%s", c->listen, c->cert_pem ? " (TLS)" : "");
+    return 0;
+}
+
+static void httpi_stop(spool_instance *ins, void *vctx)
+{
+    httpi_ctx *c = vctx;
+    if (c->daemon) {
+        MHD_stop_daemon(c->daemon);
+        c->daemon = NULL;
+    }
+}
+
+static void httpi_destroy(spool_instance *ins, void *vctx)
+{
+    httpi_ctx *c = vctx;
+    httpi_stop(ins, vctx);
+    if (c->use_tokens) {
+        httpi_tokens_destroy(&c->tokens);
+        c->use_tokens = 0;
+    }
+    free(c->cert_pem);
+    free(c->key_pem);
+    free(c->ca_pem);
+    c->cert_pem = c->key_pem = c->ca_pem = NULL;
+}
+
+const spool_plugin spool_plugin_http_in = {
+    .abi_version = SPOOL_ABI_VERSION,
+    .struct_size = sizeof(spool_plugin),
+    .kind = SPOOL_PLUGIN_INPUT,
+    .name = "http",
+    .description = "receive batches over HTTP (POST /v1/batches): the aggregator's ingest",
+    .options = httpi_options,
+    .context_size = sizeof(httpi_ctx),
+    .check = httpi_check,
+    .init = httpi_init,
+    .start = httpi_start,
+    .stop = httpi_stop,
+    .destroy = httpi_destroy,
+};

@@ -1,0 +1,289 @@
+/*
+ * http_in_auth.c: bearer tokens of the `http` input and body decompression.
+ *
+ * tokens_file holds one token per line; blank lines and lines starting
+ * with '#' are ignored, surrounding blanks trimmed. The file is re-read
+ * when its mtime changes, checked at most once a second on the request
+ * path (there is no reload callback; SIGHUP is not needed). A file that
+ * cannot be read on a re-read keeps the previous tokens (logged); an
+ * empty file means no token is valid. Comparison is constant-time per
+ * token.
+ *
+ * Decompression (zstd, gzip) is bounded: a body that would expand beyond
+ * the limit is refused, so a small "zip bomb" cannot take the memory.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include <zlib.h>
+#include <zstd.h>
+
+#include "http_in.h"
+
+#define HTTPI_TOKEN_RECHECK_MS 1000
+
+static void tokens_free_items(char **items, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free(items[i]);
+    }
+    free(items);
+}
+
+/* Reads the file into a new array. 0 or -errno. */
+static int tokens_load(const char *path, char ***items_out, size_t *count_out,
+                       struct timespec *mtime)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        return -errno;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0) {
+        *mtime = st.st_mtim;
+    }
+    char **items = NULL;
+    size_t count = 0, cap = 0;
+    char line[4096];
+    int rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char *s = line;
+        while (*s == ' ' || *s == '\t') {
+            s++;
+        }
+        size_t n = strlen(s);
+        while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' ||
+                         s[n - 1] == '\t')) {
+            s[--n] = '\0';
+        }
+        if (n == 0 || s[0] == '#') {
+            continue;
+        }
+        if (count == cap) {
+            cap = cap ? cap * 2 : 8;
+            char **p = realloc(items, cap * sizeof(*p));
+            if (!p) {
+                rc = -ENOMEM;
+                goto fail;
+            }
+            items = p;
+        }
+        items[count] = strdup(s);
+        if (!items[count]) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        count++;
+    }
+    if (ferror(f)) {
+        rc = -EIO;
+        goto fail;
+    }
+    fclose(f);
+    *items_out = items;
+    *count_out = count;
+    return 0;
+fail:
+    fclose(f);
+    tokens_free_items(items, count);
+    return rc;
+}
+
+int httpi_tokens_init(httpi_tokens *t, const char *path)
+{
+    memset(t, 0, sizeof(*t));
+    pthread_mutex_init(&t->lock, NULL);
+    t->lock_init = 1;
+    t->path = (char *)path;
+    t->checked_ms = spool_monotonic_ms();
+    return tokens_load(path, &t->items, &t->count, &t->mtime);
+}
+
+void httpi_tokens_destroy(httpi_tokens *t)
+{
+    if (!t || !t->lock_init) {
+        return;
+    }
+    tokens_free_items(t->items, t->count);
+    t->items = NULL;
+    t->count = 0;
+    pthread_mutex_destroy(&t->lock);
+    t->lock_init = 0;
+}
+
+/* Caller holds t->lock. */
+static void tokens_maybe_reload(httpi_tokens *t, spool_instance *ins)
+{
+    int64_t now = spool_monotonic_ms();
+    if (now - t->checked_ms < HTTPI_TOKEN_RECHECK_MS) {
+        return;
+    }
+    t->checked_ms = now;
+    struct stat st;
+    if (stat(t->path, &st) != 0) {
+        spool_log_warn(ins, "tokens_file %s: %s; keeping %zu tokens", t->path, strerror(errno),
+                       t->count);
+        return;
+    }
+    if (st.st_mtim.tv_sec == t->mtime.tv_sec && st.st_mtim.tv_nsec == t->mtime.tv_nsec) {
+        return;
+    }
+    char **items = NULL;
+    size_t count = 0;
+    struct timespec mt = st.st_mtim;
+    int rc = tokens_load(t->path, &items, &count, &mt);
+    if (rc < 0) {
+        spool_log_warn(ins, "tokens_file %s: %s; keeping %zu tokens", t->path, strerror(-rc),
+                       t->count);
+        return;
+    }
+    tokens_free_items(t->items, t->count);
+    t->items = items;
+    t->count = count;
+    t->mtime = mt;
+    spool_log_info(ins, "tokens_file %s re-read: %zu tokens", t->path, count);
+}
+
+static int token_equal(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    unsigned diff = alen != blen;
+    for (size_t i = 0; i < alen; i++) {
+        diff |= (unsigned char)a[i] ^ (unsigned char)b[i < blen ? i : 0];
+    }
+    return diff == 0;
+}
+
+int httpi_tokens_check(httpi_tokens *t, spool_instance *ins, const char *authorization)
+{
+    if (!authorization) {
+        return HTTPI_AUTH_MISSING;
+    }
+    const char *s = authorization;
+    while (*s == ' ') {
+        s++;
+    }
+    if (strncasecmp(s, "Bearer ", 7) != 0) {
+        return HTTPI_AUTH_MISSING;
+    }
+    s += 7;
+    while (*s == ' ') {
+        s++;
+    }
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == ' ') {
+        n--;
+    }
+    if (n == 0) {
+        return HTTPI_AUTH_MISSING;
+    }
+    int ok = 0;
+    pthread_mutex_lock(&t->lock);
+    tokens_maybe_reload(t, ins);
+    for (size_t i = 0; i < t->count; i++) {
+        ok |= token_equal(s, n, t->items[i]);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return ok ? HTTPI_AUTH_OK : HTTPI_AUTH_WRONG;
+}
+
+/* ---------------------------------------------------------------------- */
+
+static int decompress_zstd(const uint8_t *src, size_t len, size_t limit, spool_buf *out)
+{
+    ZSTD_DCtx *dc = ZSTD_createDCtx();
+    if (!dc) {
+        return -ENOMEM;
+    }
+    int rc = 0;
+    ZSTD_inBuffer in = {src, len, 0};
+    size_t last = 1;
+    while (in.pos < in.size || last != 0) {
+        if (out->cap - out->len < 65536) {
+            size_t want = out->len < 65536 ? 65536 : out->len;
+            if ((rc = spool_buf_reserve(out, want)) < 0) {
+                goto out;
+            }
+        }
+        ZSTD_outBuffer ob = {out->data + out->len, out->cap - out->len, 0};
+        size_t before = in.pos;
+        last = ZSTD_decompressStream(dc, &ob, &in);
+        if (ZSTD_isError(last)) {
+            rc = -EBADMSG;
+            goto out;
+        }
+        out->len += ob.pos;
+        if (out->len > limit) {
+            rc = -EFBIG;
+            goto out;
+        }
+        if (in.pos == in.size && ob.pos == 0 && before == in.pos && last != 0) {
+            rc = -EBADMSG; /* truncated frame */
+            goto out;
+        }
+    }
+out:
+    ZSTD_freeDCtx(dc);
+    return rc;
+}
+
+static int decompress_gzip(const uint8_t *src, size_t len, size_t limit, spool_buf *out)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof(zs));
+    if (inflateInit2(&zs, 15 + 32) != Z_OK) {
+        return -ENOMEM;
+    }
+    int rc = 0;
+    zs.next_in = (Bytef *)src;
+    zs.avail_in = (uInt)len;
+    for (;;) {
+        if (out->cap - out->len < 65536) {
+            size_t want = out->len < 65536 ? 65536 : out->len;
+            if ((rc = spool_buf_reserve(out, want)) < 0) {
+                break;
+            }
+        }
+        zs.next_out = out->data + out->len;
+        zs.avail_out = (uInt)(out->cap - out->len);
+        uInt before = zs.avail_out;
+        int z = inflate(&zs, Z_NO_FLUSH);
+        out->len += before - zs.avail_out;
+        if (out->len > limit) {
+            rc = -EFBIG;
+            break;
+        }
+        if (z == Z_STREAM_END) {
+            break;
+        }
+        if (z != Z_OK && !(z == Z_BUF_ERROR && zs.avail_out == 0)) {
+            rc = -EBADMSG;
+            break;
+        }
+        if (zs.avail_in == 0 && zs.avail_out != 0) {
+            rc = -EBADMSG; /* truncated */
+            break;
+        }
+    }
+    inflateEnd(&zs);
+    return rc;
+}
+
+int httpi_decompress(int enc, const uint8_t *src, size_t len, size_t limit, spool_buf *out)
+{
+    out->len = 0;
+    if (enc == HTTPI_ENC_ZSTD) {
+        return decompress_zstd(src, len, limit, out);
+    }
+    if (enc == HTTPI_ENC_GZIP) {
+        return decompress_gzip(src, len, limit, out);
+    }
+    if (len > limit) {
+        return -EFBIG;
+    }
+    return spool_buf_append(out, src, len);
+}
