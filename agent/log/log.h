@@ -207,4 +207,44 @@ int spool_log_cursor_foreach(spool_log *log,
                                         int32_t partition, int64_t offset),
                              void *arg);
 
+/* ---- additions (log module, additive) ---- */
+
+/* What recovery did on open (for tests, metrics and `spool topics`). */
+typedef struct spool_log_recovery_stats {
+    int64_t torn_cuts;        /* torn tails truncated */
+    int64_t torn_bytes;       /* bytes cut from torn tails */
+    int64_t corrupt_moved;    /* corrupt regions moved to .corrupt files */
+    int64_t corrupt_bytes;    /* bytes moved */
+    int64_t ckpt_cut_bytes;   /* bytes beyond the checkpoint truncated */
+    int64_t ckpt_missing;     /* partitions holding less than the checkpoint says */
+    int64_t index_rebuilt;    /* indexes rebuilt (missing or stale) */
+} spool_log_recovery_stats;
+
+/* Copies the recovery statistics of the last open. Any thread. */
+void spool_log_recovery_get(const spool_log *log, spool_log_recovery_stats *out);
+
+/*
+ * read_only logs (the CLI): re-reads the checkpoint a running spool writes
+ * and extends every partition to its new durable end (new segments
+ * included). Cheap when nothing changed. 0 or negative errno. Not for a
+ * writable log (returns -EINVAL).
+ */
+int spool_log_refresh(spool_log *log);
+
+/*
+ * After spool_log_read returned -EBADMSG at `offset`: sets *next to the
+ * offset where reading may resume past the corrupt batch (the next batch
+ * if its header is sane, else the next segment, else the durable end).
+ * The skip is logged with topic, partition and offsets. 0 or -errno.
+ */
+int spool_log_skip_corrupt(spool_log *log, int topic, int32_t partition, int64_t offset,
+                           int64_t *next);
+
+/* Publication counter of `topic` (-1 = any topic), for a race-free wait:
+ * read it, check for data, then spool_log_wait_since(). Any thread. */
+uint64_t spool_log_generation(spool_log *log, int topic);
+/* Like spool_log_wait, but returns at once if the generation moved past
+ * `gen` already. 0 or -ETIMEDOUT. */
+int spool_log_wait_since(spool_log *log, int topic, uint64_t gen, int64_t timeout_ms);
+
 #endif /* SPOOL_LOG_H */
