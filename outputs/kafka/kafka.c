@@ -281,7 +281,8 @@ static int kafka_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
                                 rd_kafka_err2name(err), rd_kafka_err2str(err));
             }
             /* The rest of the chunk is not produced: it is sent again. */
-            kafka_pending_fail(p, err, chunk->count - i);
+            kafka_pending_fail(p, err, ctx->topic_tpl ? ctx->scratch : ctx->kafka_topic,
+                               chunk->count - i);
             break;
         }
     }

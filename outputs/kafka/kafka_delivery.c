@@ -58,12 +58,18 @@ static void kafka_pending_finish(kafka_pending *p)
                 spool_counter_add(ctx->redelivered, acked);
             }
         }
-        spool_log_warn(ins, "%s[%d] offsets %lld..%lld: %zu of %zu records not delivered (%s)%s",
-                       p->chunk->topic, (int)p->chunk->partition,
-                       (long long)p->chunk->first_offset, (long long)p->chunk->next_offset - 1,
-                       p->chunk->count - acked, p->chunk->count, reason,
-                       result == SPOOL_RETRY ? "; the chunk will be sent again"
-                                             : "; the chunk goes to the dead-letter topic");
+        if (err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION && ctx->partitioner == KAFKA_PART_SAME) {
+            spool_log_error(ins, "Kafka topic %s has no partition %d: partitioner: same needs at "
+                            "least as many Kafka partitions as the spool topic %s has",
+                            p->err_topic, (int)p->chunk->partition, p->chunk->topic);
+        }
+        spool_log_error(ins, "%zu of %zu records of %s[%d] offsets %lld..%lld not delivered to "
+                        "Kafka topic %s: %s%s", p->chunk->count - acked, p->chunk->count,
+                        p->chunk->topic, (int)p->chunk->partition,
+                        (long long)p->chunk->first_offset, (long long)p->chunk->next_offset - 1,
+                        p->err_topic, reason,
+                        result == SPOOL_RETRY ? "; the chunk will be sent again"
+                                              : "; the chunk goes to the dead-letter topic");
     }
     if (atomic_load(&ctx->complete_allowed)) {
         spool_output_complete(ins, p->chunk, result, result == SPOOL_OK ? NULL : reason);
@@ -94,7 +100,7 @@ static int kafka_err_is_reject(rd_kafka_resp_err_t err)
     }
 }
 
-void kafka_pending_fail(kafka_pending *p, rd_kafka_resp_err_t err, size_t n)
+void kafka_pending_fail(kafka_pending *p, rd_kafka_resp_err_t err, const char *ktopic, size_t n)
 {
     int want = kafka_err_is_reject(err) ? SPOOL_REJECT : SPOOL_RETRY;
     int cur = atomic_load(&p->result);
@@ -102,7 +108,9 @@ void kafka_pending_fail(kafka_pending *p, rd_kafka_resp_err_t err, size_t n)
 
     while (cur < want && !atomic_compare_exchange_weak(&p->result, &cur, want)) {
     }
-    atomic_compare_exchange_strong(&p->first_err, &expected, (int)err);
+    if (atomic_compare_exchange_strong(&p->first_err, &expected, (int)err)) {
+        snprintf(p->err_topic, sizeof(p->err_topic), "%s", ktopic ? ktopic : "?");
+    }
     kafka_pending_release(p, n);
 }
 
@@ -120,21 +128,12 @@ void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return;
     }
     /* Purges happen on shutdown and after fatal errors: not the broker's
-     * fault, so not counted as errors. */
+     * fault, so not counted as errors. The chunk's outcome is logged once
+     * when it completes. */
     if (m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
         spool_count(ctx->ins, SPOOL_COUNT_ERRORS, 1);
-        if (m->err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION && ctx->partitioner == KAFKA_PART_SAME) {
-            spool_log_error(ctx->ins,
-                            "Kafka topic %s has no partition %d (partitioner: same needs at "
-                            "least as many Kafka partitions as the spool topic has)",
-                            rd_kafka_topic_name(m->rkt), (int)m->partition);
-        } else {
-            spool_log_error(ctx->ins, "delivery to %s[%d] failed: %s (%s)",
-                            rd_kafka_topic_name(m->rkt), (int)m->partition,
-                            rd_kafka_err2name(m->err), rd_kafka_err2str(m->err));
-        }
     }
-    kafka_pending_fail(p, m->err, 1);
+    kafka_pending_fail(p, m->err, rd_kafka_topic_name(m->rkt), 1);
 }
 
 void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)

@@ -41,6 +41,7 @@ typedef struct kafka_pending {
     atomic_size_t acked;      /* records Kafka acknowledged */
     atomic_int result;        /* worst outcome so far: OK < RETRY < REJECT */
     atomic_int first_err;     /* rd_kafka_resp_err_t of the first failure, 0 = none */
+    char err_topic[128];      /* Kafka topic of the first failure (written by its winner) */
 } kafka_pending;
 
 typedef struct kafka_ctx {
@@ -112,7 +113,7 @@ void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *
 kafka_pending *kafka_pending_new(kafka_ctx *ctx, const spool_chunk *chunk, size_t n);
 /* Records the failure of `n` records of p with err (classifying it), then
  * drops n references; the last one completes the chunk. Any thread. */
-void kafka_pending_fail(kafka_pending *p, rd_kafka_resp_err_t err, size_t n);
+void kafka_pending_fail(kafka_pending *p, rd_kafka_resp_err_t err, const char *ktopic, size_t n);
 /* Drops n references after success; the last completes the chunk. */
 void kafka_pending_release(kafka_pending *p, size_t n);
 
