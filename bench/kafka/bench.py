@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Kafka output benchmark: tail a file of 120-byte lines -> spool's log ->
+the kafka output -> librdkafka's mock cluster (3 brokers), and, in the same
+run against the same cluster, `kcat -P` producing the same file (the
+librdkafka speed limit). Prints records/s, MiB/s, CPU seconds per million
+records and peak RSS for both, and appends them to bench/RESULTS.md.
+
+Usage: bench/kafka/bench.py [--bytes 1GiB] [--build DIR] [--no-append]
+Needs a build with the spool binary and tests/helpers/kafka_mock, and kcat.
+Not a test: nothing is asserted; figures depend on the machine.
+"""
+import argparse
+import datetime
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(os.path.dirname(HERE))
+LINE = 120
+
+
+def parse_size(s):
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "": 1}
+    for u in ("KiB", "MiB", "GiB"):
+        if s.endswith(u):
+            return int(float(s[:-len(u)]) * units[u])
+    return int(s)
+
+
+def make_file(path, size):
+    """size bytes of 120-byte lines (119 characters and a newline)."""
+    if os.path.exists(path) and os.path.getsize(path) == size // LINE * LINE:
+        return size // LINE
+    n = size // LINE
+    with open(path, "wb") as f:
+        block = []
+        for i in range(n):
+            block.append(b"%012d " % i + b"x" * (LINE - 14) + b"\n")
+            if len(block) == 10000:
+                f.write(b"".join(block))
+                block = []
+        f.write(b"".join(block))
+    return n
+
+
+def kafka_count(kcat, bootstrap, topic):
+    """Messages in topic: sum over partitions of (last offset + 1)."""
+    r = subprocess.run([kcat, "-b", bootstrap, "-C", "-t", topic, "-o", "-1", "-e", "-q",
+                        "-f", "%p %o\n"], capture_output=True, timeout=120)
+    last = {}
+    for line in r.stdout.decode().splitlines():
+        p, o = line.split()
+        last[int(p)] = max(last.get(int(p), -1), int(o))
+    return sum(o + 1 for o in last.values())
+
+
+def wait_rusage(proc):
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ru
+
+
+def run_kcat(kcat, bootstrap, path, n):
+    t0 = time.monotonic()
+    p = subprocess.Popen([kcat, "-b", bootstrap, "-P", "-t", "bench.kcat", "-l", path,
+                          "-X", "enable.idempotence=true", "-X", "acks=all"])
+    ru = wait_rusage(p)
+    wall = time.monotonic() - t0
+    got = kafka_count(kcat, bootstrap, "bench.kcat")
+    return {"who": "kcat -P", "wall": wall, "cpu": ru.ru_utime + ru.ru_stime,
+            "rss_kib": ru.ru_maxrss, "n": got, "want": n}
+
+
+def run_spool(spool, kcat, bootstrap, path, n, tmp, timeout):
+    cfg = os.path.join(tmp, "spool.yaml")
+    with open(cfg, "w") as f:
+        f.write("""service:
+  data_dir: %s/data
+  log_level: warn
+topics:
+  app:
+    partitions: 4
+    fsync: 1s
+    segment_bytes: 256MiB
+inputs:
+  - type: tail
+    name: bench
+    topic: app
+    paths: [%s]
+    read_from: beginning
+outputs:
+  - type: kafka
+    name: bench
+    topics: [app]
+    brokers: [%s]
+    kafka_topic: bench.spool
+    max_in_flight: 8
+""" % (tmp, path, ", ".join(bootstrap.split(","))))
+    shutil.rmtree(os.path.join(tmp, "data"), ignore_errors=True)
+    err = open(os.path.join(tmp, "spool.stderr"), "wb")
+    t0 = time.monotonic()
+    p = subprocess.Popen([spool, "run", "-c", cfg], stderr=err)
+    got = 0
+    deadline = t0 + timeout
+    while time.monotonic() < deadline and p.poll() is None:
+        time.sleep(1.0)
+        got = kafka_count(kcat, bootstrap, "bench.spool")
+        if got >= n:
+            break
+    wall = time.monotonic() - t0
+    p.send_signal(signal.SIGTERM)
+    ru = wait_rusage(p)
+    return {"who": "spool tail->log->kafka", "wall": wall, "cpu": ru.ru_utime + ru.ru_stime,
+            "rss_kib": ru.ru_maxrss, "n": got, "want": n}
+
+
+def row(r, size_per_rec):
+    rps = r["n"] / r["wall"] if r["wall"] else 0
+    mib = rps * size_per_rec / (1 << 20)
+    cpm = r["cpu"] / r["n"] * 1e6 if r["n"] else 0
+    return "| %s | %d/%d | %.1f | %.0f | %.1f | %.2f | %.0f |" % (
+        r["who"], r["n"], r["want"], r["wall"], rps, mib, cpm, r["rss_kib"] / 1024)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bytes", default="1GiB")
+    ap.add_argument("--build", default=os.environ.get("SPOOL_BUILD", os.path.join(SRC, "build")))
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--no-append", action="store_true")
+    a = ap.parse_args()
+    spool = os.path.join(a.build, "spool")
+    mock = os.path.join(a.build, "tests", "helpers", "kafka_mock", "kafka_mock")
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    for need in (spool, mock, kcat):
+        if not need or not os.path.exists(need):
+            sys.exit("missing: %s" % need)
+    tmp = tempfile.mkdtemp(prefix="spool-bench-kafka-")
+    size = parse_size(a.bytes)
+    path = os.path.join(tmp, "input.log")
+    n = make_file(path, size)
+    m = subprocess.Popen([mock, "bench.spool:4", "bench.kcat:4"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    bootstrap = m.stdout.readline().strip()
+    try:
+        k = run_kcat(kcat, bootstrap, path, n)
+        s = run_spool(spool, kcat, bootstrap, path, n, tmp, a.timeout)
+    finally:
+        m.stdin.close()
+        m.wait(60)
+    head = ("| producer | records in Kafka | wall s | records/s | MiB/s | CPU s per 1M records "
+            "| peak RSS MiB |\n|---|---|---|---|---|---|---|")
+    ratio = (s["n"] / s["wall"]) / (k["n"] / k["wall"]) if k["wall"] and s["wall"] and k["n"] else 0
+    text = "\n".join([
+        "",
+        "## kafka output (bench/kafka/bench.py)",
+        "",
+        "%s, %d CPUs, %s of %d-byte lines (%d records), librdkafka mock cluster with 3 brokers "
+        "in the same run; spool: tail -> log (4 partitions, fsync 1s) -> kafka output "
+        "(max_in_flight 8, idempotent, acks all); kcat -P -l with idempotence and acks all. "
+        "Mock cluster, spool and kcat share the machine." % (
+            datetime.date.today().isoformat(), os.cpu_count(), a.bytes, LINE, n),
+        "",
+        head,
+        row(k, LINE),
+        row(s, LINE),
+        "",
+        "spool reaches %.0f%% of kcat's record rate (goal: 80%%)." % (ratio * 100),
+        "",
+    ])
+    print(text)
+    if not a.no_append:
+        with open(os.path.join(SRC, "bench", "RESULTS.md"), "a") as f:
+            f.write(text)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
