@@ -119,7 +119,7 @@ typedef struct spool_option {
 
 /* Compile-time check that `field` of `T` has type `FT`. */
 #define SPOOL__FIELD(T, field, FT) \
-    (offsetof(T, field) + 0 * sizeof(&((T *)0)->field - (FT *)0))
+    (offsetof(T, field) + 0 * sizeof((FT *)0 == &((T *)0)->field))
 
 #define SPOOL_OPT_STR(n, T, f, d, req, desc) \
     { n, SPOOL_OPT_STRING, d, req, SPOOL__FIELD(T, f, char *), 1, 0, NULL, desc }

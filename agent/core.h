@@ -1,0 +1,289 @@
+/*
+ * core.h: core-private types shared by the files of agent/: instances,
+ * batches, the bounded queue, the plugin registry, the service's parsed
+ * configuration and the running service. Plugins never include this.
+ */
+#ifndef SPOOL_CORE_H
+#define SPOOL_CORE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spool/spool.h"
+#include "config/config.h"
+#include "log/log.h"
+
+struct spool_service;
+
+/* ---- logging ---- */
+
+enum spool_log_format { SPOOL_LOGFMT_TEXT = 0, SPOOL_LOGFMT_JSON = 1 };
+void spool__log_configure(int level, int format);
+
+/* ---- metrics (agent/metrics.c) ---- */
+
+struct spool_counter {
+    struct spool_counter *next; /* registry list */
+    char *name;                 /* full metric name */
+    char *help;
+    char *labels;               /* preformatted label set */
+    int gauge;                  /* 1 = gauge */
+    _Atomic int64_t value;
+};
+
+/* Registers a counter or gauge under a full metric name with labels. */
+spool_counter *spool__metric_register(const char *name, const char *help, const char *labels,
+                                      int gauge);
+/* Unlinks and frees every counter whose labels equal `labels` (instance removal). */
+void spool__metric_unregister_labels(const char *labels);
+/* Health sources: a stage reports progress and outputs report failure. */
+void spool__health_set_service(struct spool_service *svc);
+
+/* ---- bounded queue (agent/queue.c) ---- */
+
+typedef struct spool_queue_item {
+    struct spool_queue_item *next;
+    size_t weight; /* bytes, as given to push */
+} spool_queue_item;
+
+typedef struct spool_queue {
+    pthread_mutex_t lock;
+    pthread_cond_t not_empty;
+    pthread_cond_t not_full;
+    spool_queue_item *head, *tail;
+    size_t count;         /* items queued */
+    size_t bytes;         /* bytes queued (as pushed) */
+    size_t max_count;     /* items; 0 = no limit */
+    size_t max_bytes;     /* bytes; an item larger than this still passes alone */
+    int closed;           /* push refuses; pop drains then returns NULL */
+    spool_counter *depth; /* gauge: items */
+    spool_counter *depth_bytes;
+} spool_queue;
+
+int spool_queue_init(spool_queue *q, size_t max_count, size_t max_bytes);
+void spool_queue_destroy(spool_queue *q);
+/* Blocks while full, at most timeout_ms (-1 = forever). 0, -EAGAIN (timed
+ * out), -ESHUTDOWN (closed). `bytes` is the item's weight. */
+int spool_queue_push(spool_queue *q, spool_queue_item *item, size_t bytes, int64_t timeout_ms);
+/* Pops the oldest item, waiting at most timeout_ms. NULL on timeout or when
+ * closed and empty. *bytes gets the weight given at push. */
+spool_queue_item *spool_queue_pop(spool_queue *q, int64_t timeout_ms, size_t *bytes);
+void spool_queue_close(spool_queue *q);
+size_t spool_queue_count(spool_queue *q);
+
+/* ---- batches (agent/batch.c) ---- */
+
+typedef struct spool__brec {
+    uint32_t key_off;   /* arena offset */
+    int32_t key_len;    /* -1 = no key */
+    uint32_t value_off;
+    int32_t value_len;  /* -1 = null */
+    uint32_t hdr_first; /* index into hdrs */
+    uint32_t hdr_count;
+    int64_t timestamp;  /* ms */
+} spool__brec;
+
+typedef struct spool__bhdr {
+    uint32_t key_off, key_len;
+    uint32_t value_off;
+    int32_t value_len;
+} spool__bhdr;
+
+typedef struct spool__bpos {
+    char *source;  /* namespaced "<input>/<source>" */
+    void *pos;     /* NULL = forget */
+    size_t len;
+} spool__bpos;
+
+typedef struct spool__durable spool__durable;
+
+struct spool_batch {
+    spool_queue_item link;     /* must stay first */
+    spool_instance *ins;       /* the input that made it */
+    int topic;                 /* log topic index */
+    spool__brec *recs;
+    size_t count, cap;
+    spool__bhdr *hdrs;
+    size_t hcount, hcap;
+    uint8_t *arena;
+    size_t alen, acap;         /* bytes */
+    size_t bytes;              /* payload bytes (keys, values, headers) */
+    spool__bpos *pos;
+    size_t npos, pos_cap;
+    spool__durable *durable;   /* non-NULL for submit_durable */
+    /* Materialized views for readers (writer, processors). */
+    spool_record *views;
+    spool_header *hviews;
+    size_t views_cap, hviews_cap;
+};
+
+/* Builds views of every record (valid until the batch changes). */
+int spool__batch_views(spool_batch *b, spool_record **recs);
+
+/* Durable acknowledgement of a batch, shared by submitter and writer
+ * (created with two references). */
+spool__durable *spool__durable_new(void);
+int spool__durable_wait(spool__durable *d, int64_t timeout_ms);
+void spool__durable_done(spool__durable *d, int result);
+void spool__durable_release(spool__durable *d);
+
+/* ---- instances (agent/instance.c) ---- */
+
+typedef struct spool_input_common {
+    char *topic;
+    char *key;
+} spool_input_common;
+
+typedef struct spool_output_common {
+    spool_strlist topics;
+    int64_t max_records;
+    int64_t max_bytes;
+    int64_t linger;          /* ms */
+    int64_t max_in_flight;
+    int64_t max_retry_time;  /* ms, 0 = forever */
+    int64_t retry_backoff;   /* ms */
+    int64_t retry_backoff_max; /* ms */
+    char *dead_letter_topic;
+} spool_output_common;
+
+extern const spool_option spool__input_common_options[];
+extern const spool_option spool__output_common_options[];
+
+struct spool_output_runner;
+
+struct spool_instance {
+    const spool_plugin *plugin;
+    spool_plugin_kind kind;
+    char *name;              /* given or "<type>.<index>" */
+    char *label;             /* "input:tail:app-logs" */
+    int index;               /* position in its section */
+    void *ctx;               /* context_size bytes, option fields filled */
+    struct spool_service *svc;
+    /* config positions, valid while the document lives */
+    const spool_cdoc *doc;
+    const spool_cnode *node;
+    spool_errors *errs;      /* during check/init */
+    int config_errors;       /* reported by spool_config_error */
+    /* inputs */
+    spool_input_common in;
+    int topic;               /* log topic index */
+    spool_template *key_tpl; /* NULL = none */
+    /* outputs */
+    spool_output_common out;
+    struct spool_output_runner *runner;
+    char *reject_reason;     /* set by spool_output_set_reject_reason */
+    /* state */
+    _Atomic int stopping;
+    int initialized;         /* init succeeded */
+    int started;
+    pthread_t thread;
+    int thread_running;
+    spool_counter *counters[SPOOL_COUNT__MAX];
+};
+
+spool_instance *spool__instance_new(const spool_plugin *p, spool_plugin_kind kind, int index,
+                                    const char *name);
+/* Registers the instance's standard counters. */
+int spool__instance_metrics(spool_instance *ins);
+/* Frees the context (option values via the tables) and the instance. */
+void spool__instance_free(spool_instance *ins);
+
+/* ---- registry (agent/registry.c) ---- */
+
+/* Looks a plugin up by kind and name; NULL if none. */
+const spool_plugin *spool_registry_find(spool_plugin_kind kind, const char *name);
+/* Calls fn for each registered plugin (built-in and loaded). */
+void spool_registry_foreach(void (*fn)(void *arg, const spool_plugin *p, const char *origin),
+                            void *arg);
+/* Validates and registers one plugin. origin: "built-in" or the .so path.
+ * -EEXIST for a duplicate (kind, name); -EINVAL with *why set for a bad one. */
+int spool_registry_add(const spool_plugin *p, const char *origin, const char **why);
+/* Registers the built-ins once. */
+int spool_registry_init(void);
+/* Loads every *.so of dir. Errors go to errs with the file's path. */
+int spool_registry_load_dir(const char *dir, spool_errors *errs);
+/* Loads one shared object. 0 or -errno with a message in errbuf. */
+int spool_registry_load_file(const char *path, char *errbuf, size_t cap);
+/* Names of registered plugins of one kind (for did-you-mean); static array. */
+size_t spool_registry_names(spool_plugin_kind kind, const char **names, size_t cap);
+#define REGISTRY_NAMES_MAX 256
+/* Forgets every plugin (tests). Does not dlclose. */
+void spool_registry_reset(void);
+
+/* ---- configuration (agent/config_load.c) ---- */
+
+typedef struct spool_service_conf {
+    spool_cdoc doc;
+    char *data_dir;
+    int log_level;
+    int log_format;
+    char *plugin_dir;
+    char *http_listen;
+    int64_t memory_limit;     /* bytes over all queues and buffers */
+    int64_t shutdown_timeout; /* ms */
+    char *hostname;
+    spool_topic_conf *topics;
+    size_t ntopics;
+    spool_instance **inputs;
+    size_t ninputs;
+    spool_instance **processors;
+    size_t nprocessors;
+    spool_instance **outputs;
+    size_t noutputs;
+} spool_service_conf;
+
+/* Loads and validates a configuration (from a file, or the embedded default
+ * if path is NULL). Calls each plugin's check(). Returns the number of
+ * errors (0 = valid). The conf must be freed with spool_service_conf_free
+ * in any case. */
+int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_errors *errs);
+void spool_service_conf_free(spool_service_conf *conf);
+
+extern const char spool_default_config[];
+extern const size_t spool_default_config_len;
+
+/* ---- the running service (agent/service.c, pipeline.c, output.c) ---- */
+
+typedef struct spool_service {
+    spool_service_conf *conf;
+    spool_log *log;
+    spool_queue in_queue;     /* inputs -> processors */
+    spool_queue write_queue;  /* processors -> log writer */
+    pthread_t processor_thread, writer_thread;
+    int processor_running, writer_running;
+    _Atomic int writer_done;  /* writer drained and committed */
+    _Atomic int64_t writer_heartbeat;    /* monotonic ms of the writer's last loop */
+    _Atomic int64_t processor_heartbeat;
+    _Atomic int writer_blocked; /* 1 while the log refuses appends (disk full...) */
+    char writer_error[256];
+    _Atomic int stopping;     /* inputs told to stop */
+    _Atomic int draining;     /* outputs finishing up to the end offsets */
+    int64_t drain_deadline;   /* monotonic ms */
+    spool_instance **dl_inputs; /* one dead-letter pseudo input per output */
+} spool_service;
+
+/* Pipeline stages. */
+int spool__pipeline_start(spool_service *svc);
+/* Closes the input queue and waits for the processor and writer to drain
+ * everything queued into the log and commit. */
+void spool__pipeline_finish(spool_service *svc);
+
+/* Output runners. */
+int spool__output_start(spool_service *svc, spool_instance *ins);
+void spool__output_join(spool_service *svc, spool_instance *ins);
+/* Frees the runner; call after the plugin's destroy. Accepts none. */
+void spool__output_free(spool_instance *ins);
+/* Health of an output: 1 healthy, else 0 and a reason. */
+int spool__output_health(spool_instance *ins, char *reason, size_t cap);
+
+/* Requests a shutdown of the running service (signal-safe flag). */
+void spool__service_request_stop(void);
+/* `spool run`: 0 clean, 1 runtime failure, 2 config error. */
+int spool_service_run(const char *config_path);
+
+/* The current service, for API calls that need it (NULL when none). */
+extern spool_service *spool__current;
+
+#endif /* SPOOL_CORE_H */

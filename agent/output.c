@@ -1,0 +1,682 @@
+/*
+ * output.c: the output runner, one thread per output instance (DESIGN.md:
+ * "The log is the buffer").
+ *
+ * The runner reads the output's topics from its committed cursor, cuts
+ * chunks of one partition (max_records, max_bytes, linger), hands them to
+ * the plugin's flush(), and commits a partition's cursor only past chunks
+ * the destination accepted, strictly in offset order. With max_in_flight
+ * > 1 and SPOOL_PENDING several chunks are outstanding; completions may
+ * arrive from any thread in any order, the cursor still moves in order.
+ *
+ * Invariants: a partition never has a chunk in flight that starts after a
+ * chunk waiting to be retried (so the destination sees each partition in
+ * order); the runner never spins: with nothing to do it sleeps in
+ * spool_log_wait until new data, a completion, or the next retry is due.
+ * Rejected chunks go to the dead-letter topic (durably) before the cursor
+ * moves past them.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+#define CURSOR_FLUSH_MS 1000
+#define FAILING_UNHEALTHY_MS 1000
+
+enum slot_state {
+    SLOT_FREE = 0,
+    SLOT_INFLIGHT,   /* flush called, answer pending */
+    SLOT_DONE,       /* answer in `result` */
+    SLOT_WAIT_RETRY, /* to be flushed again at retry_at */
+};
+
+typedef struct chunk_slot {
+    spool_chunk chunk;     /* what the plugin sees; must stay first */
+    int state;             /* enum slot_state */
+    int result;            /* SPOOL_OK / RETRY / REJECT when DONE */
+    int part;              /* index into runner->parts */
+    uint64_t seq;          /* order of creation inside its partition */
+    char *reason;          /* rejection reason */
+    spool_buf raw;         /* batches read from the log */
+    spool_decoded dec;     /* records decoded from raw */
+    int64_t first_fail;    /* monotonic ms of the first failure, 0 = none */
+    int64_t backoff;       /* ms of the next retry delay */
+    int64_t retry_at;      /* monotonic ms */
+} chunk_slot;
+
+typedef struct part_state {
+    int topic;
+    int32_t partition;
+    const char *topic_name;
+    int64_t committed;     /* cursor: next offset not yet acknowledged */
+    int64_t read_pos;      /* next offset to read */
+    uint64_t next_seq;     /* seq for the next chunk */
+    uint64_t commit_seq;   /* seq of the next chunk to commit */
+    int64_t pending_since; /* monotonic ms data first waited (linger), 0 = none */
+    int64_t corrupt_until; /* back off after a corrupt read */
+} part_state;
+
+typedef struct spool_output_runner {
+    spool_service *svc;
+    spool_instance *ins;
+    pthread_mutex_t lock;  /* slot states and results; completions from any thread */
+    chunk_slot *slots;
+    size_t nslots;
+    part_state *parts;
+    size_t nparts;
+    size_t rr;             /* round-robin start */
+    char consumer[300];
+    int cursor_dirty;
+    int64_t last_cursor_flush;
+    int64_t retry_after_ms; /* set by spool_output_retry_after during flush */
+    _Atomic int64_t failing_since; /* monotonic ms, 0 = healthy */
+    char last_error[256];
+    spool_instance *dl;    /* dead-letter pseudo input, NULL = none */
+    pthread_t thread;
+    int running;
+} spool_output_runner;
+
+/* ---- dead letters ---- */
+
+static int dl_start(spool_instance *ins, void *ctx)
+{
+    return 0;
+}
+
+static const spool_plugin dead_letter_plugin = {
+    .abi_version = SPOOL_ABI_VERSION,
+    .struct_size = sizeof(spool_plugin),
+    .kind = SPOOL_PLUGIN_INPUT,
+    .name = "dead_letter",
+    .description = "records an output's destination rejected",
+    .start = dl_start,
+};
+
+static int dead_letter(spool_output_runner *r, chunk_slot *s)
+{
+    spool_instance *ins = r->ins;
+    const spool_chunk *c = &s->chunk;
+    const char *reason = s->reason ? s->reason : "rejected by the destination";
+    if (!r->dl) {
+        spool_log_warn(ins, "destination rejected %zu records (topic %s, partition %d, offsets "
+                       "%lld-%lld): %s; no dead_letter_topic is set, so they are skipped",
+                       c->count, c->topic, c->partition, (long long)c->first_offset,
+                       (long long)c->next_offset - 1, reason);
+        return 0;
+    }
+    spool_batch *b = spool_batch_create(r->dl);
+    if (!b) {
+        return -ENOMEM;
+    }
+    char part[16], off[32];
+    snprintf(part, sizeof(part), "%d", c->partition);
+    for (size_t i = 0; i < c->count; i++) {
+        const spool_record *rec = &c->records[i];
+        spool_header h[64 + 5];
+        uint32_t nh = rec->header_count < 64 ? rec->header_count : 64;
+        memcpy(h, rec->headers, nh * sizeof(*h));
+        snprintf(off, sizeof(off), "%lld", (long long)rec->offset);
+        const char *names[5] = {"dead_letter.reason", "dead_letter.output", "dead_letter.topic",
+                                "dead_letter.partition", "dead_letter.offset"};
+        const char *vals[5] = {reason, ins->name, c->topic, part, off};
+        for (int k = 0; k < 5; k++) {
+            h[nh].key = names[k];
+            h[nh].key_len = (uint32_t)strlen(names[k]);
+            h[nh].value = (const uint8_t *)vals[k];
+            h[nh].value_len = (int32_t)strlen(vals[k]);
+            nh++;
+        }
+        spool_record dr = *rec;
+        dr.headers = h;
+        dr.header_count = nh;
+        if (spool_batch_append(b, &dr) < 0) {
+            spool_batch_destroy(b);
+            return -ENOMEM;
+        }
+    }
+    int rc = spool_input_submit_durable(r->dl, b, -1);
+    if (rc < 0) {
+        if (rc == -ESHUTDOWN || rc == -EAGAIN) {
+            spool_batch_destroy(b);
+        }
+        return rc;
+    }
+    spool_log_warn(ins, "destination rejected %zu records (topic %s, partition %d, offsets "
+                   "%lld-%lld): %s; written to dead-letter topic %s", c->count, c->topic,
+                   c->partition, (long long)c->first_offset, (long long)c->next_offset - 1,
+                   reason, ins->out.dead_letter_topic);
+    return 0;
+}
+
+/* ---- plugin-facing ---- */
+
+void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int result,
+                           const char *reason)
+{
+    spool_output_runner *r = ins->runner;
+    chunk_slot *s = (chunk_slot *)chunk;
+    pthread_mutex_lock(&r->lock);
+    s->state = SLOT_DONE;
+    s->result = result;
+    if (reason && result == SPOOL_REJECT) {
+        free(s->reason);
+        s->reason = strdup(reason);
+    }
+    pthread_mutex_unlock(&r->lock);
+    spool_log_wake(r->svc->log);
+}
+
+void spool_output_set_reject_reason(spool_instance *ins, const char *reason)
+{
+    free(ins->reject_reason);
+    ins->reject_reason = reason ? strdup(reason) : NULL;
+}
+
+void spool_output_retry_after(spool_instance *ins, int64_t ms)
+{
+    spool_output_runner *r = ins->runner;
+    pthread_mutex_lock(&r->lock);
+    if (ms > r->retry_after_ms) {
+        r->retry_after_ms = ms;
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+int spool__output_health(spool_instance *ins, char *reason, size_t cap)
+{
+    spool_output_runner *r = ins->runner;
+    if (!r) {
+        return 1;
+    }
+    int64_t since = atomic_load(&r->failing_since);
+    if (since && spool_monotonic_ms() - since >= FAILING_UNHEALTHY_MS) {
+        pthread_mutex_lock(&r->lock);
+        snprintf(reason, cap, "output %s: destination failing for %llds%s%s", ins->name,
+                 (long long)((spool_monotonic_ms() - since) / 1000), r->last_error[0] ? ": " : "",
+                 r->last_error);
+        pthread_mutex_unlock(&r->lock);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- the runner ---- */
+
+static void call_flush(spool_output_runner *r, chunk_slot *s)
+{
+    spool_instance *ins = r->ins;
+    free(ins->reject_reason);
+    ins->reject_reason = NULL;
+    pthread_mutex_lock(&r->lock);
+    s->state = SLOT_INFLIGHT;
+    pthread_mutex_unlock(&r->lock);
+    int rc = ins->plugin->flush(ins, ins->ctx, &s->chunk);
+    if (rc == SPOOL_PENDING) {
+        return;
+    }
+    pthread_mutex_lock(&r->lock);
+    s->state = SLOT_DONE;
+    s->result = rc == SPOOL_OK || rc == SPOOL_REJECT ? rc : SPOOL_RETRY;
+    if (rc == SPOOL_REJECT && ins->reject_reason) {
+        free(s->reason);
+        s->reason = ins->reject_reason;
+        ins->reject_reason = NULL;
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void slot_release(chunk_slot *s)
+{
+    s->state = SLOT_FREE;
+    free(s->reason);
+    s->reason = NULL;
+    s->first_fail = 0;
+    s->backoff = 0;
+    s->raw.len = 0;
+    spool_decoded_reset(&s->dec);
+}
+
+static int64_t jitter(int64_t ms)
+{
+    /* +-20% so many agents do not retry in lockstep. */
+    int64_t span = ms / 5;
+    return span > 0 ? ms - span + (int64_t)((uint64_t)rand() % (uint64_t)(2 * span + 1)) : ms;
+}
+
+/* Turns answers into cursor moves, retries and dead letters. Returns 1 if
+ * anything changed. */
+static int settle(spool_output_runner *r)
+{
+    spool_instance *ins = r->ins;
+    int changed = 0;
+    int64_t now = spool_monotonic_ms();
+    for (size_t i = 0; i < r->nslots; i++) {
+        chunk_slot *s = &r->slots[i];
+        pthread_mutex_lock(&r->lock);
+        int st = s->state, res = s->result;
+        int64_t ra = r->retry_after_ms;
+        if (st == SLOT_DONE && res == SPOOL_RETRY) {
+            r->retry_after_ms = 0;
+        }
+        pthread_mutex_unlock(&r->lock);
+        if (st != SLOT_DONE || res != SPOOL_RETRY) {
+            continue;
+        }
+        changed = 1;
+        spool_count(ins, SPOOL_COUNT_RETRIES, 1);
+        if (!s->first_fail) {
+            s->first_fail = now;
+            s->backoff = ins->out.retry_backoff;
+        }
+        int64_t since = 0;
+        atomic_compare_exchange_strong(&r->failing_since, &since, now);
+        if (ins->out.max_retry_time && now - s->first_fail >= ins->out.max_retry_time) {
+            pthread_mutex_lock(&r->lock);
+            s->result = SPOOL_REJECT;
+            free(s->reason);
+            s->reason = strdup("gave up after max_retry_time");
+            pthread_mutex_unlock(&r->lock);
+            continue;
+        }
+        int64_t delay = jitter(s->backoff);
+        if (ra > delay) {
+            delay = ra;
+        }
+        s->backoff = s->backoff * 2 > ins->out.retry_backoff_max ? ins->out.retry_backoff_max
+                                                                 : s->backoff * 2;
+        s->retry_at = now + delay;
+        pthread_mutex_lock(&r->lock);
+        s->state = SLOT_WAIT_RETRY;
+        pthread_mutex_unlock(&r->lock);
+        spool_log_debug(ins, "chunk of topic %s partition %d offsets %lld-%lld will be retried in "
+                        "%lldms", s->chunk.topic, s->chunk.partition,
+                        (long long)s->chunk.first_offset, (long long)s->chunk.next_offset - 1,
+                        (long long)delay);
+    }
+    /* Commit in order: per partition, the chunk with the next commit seq. */
+    for (size_t p = 0; p < r->nparts; p++) {
+        part_state *ps = &r->parts[p];
+        for (;;) {
+            chunk_slot *head = NULL;
+            for (size_t i = 0; i < r->nslots; i++) {
+                chunk_slot *s = &r->slots[i];
+                if (s->state != SLOT_FREE && s->part == (int)p && s->seq == ps->commit_seq) {
+                    head = s;
+                    break;
+                }
+            }
+            pthread_mutex_lock(&r->lock);
+            int done = head && head->state == SLOT_DONE && head->result != SPOOL_RETRY;
+            pthread_mutex_unlock(&r->lock);
+            if (!done) {
+                break;
+            }
+            if (head->result == SPOOL_REJECT) {
+                if (dead_letter(r, head) < 0) {
+                    break; /* try again on the next pass */
+                }
+                spool_count(ins, SPOOL_COUNT_REJECTED, head->chunk.count);
+            } else {
+                spool_count(ins, SPOOL_COUNT_RECORDS_OUT, head->chunk.count);
+                spool_count(ins, SPOOL_COUNT_BYTES_OUT, head->chunk.bytes);
+                atomic_store(&r->failing_since, 0);
+            }
+            ps->committed = head->chunk.next_offset;
+            spool_log_cursor_set(r->svc->log, r->consumer, ps->topic, ps->partition,
+                                 ps->committed);
+            r->cursor_dirty = 1;
+            ps->commit_seq++;
+            slot_release(head);
+            changed = 1;
+        }
+    }
+    return changed;
+}
+
+static int retry_due(spool_output_runner *r, int64_t *next_wake)
+{
+    int64_t now = spool_monotonic_ms();
+    int did = 0;
+    for (size_t i = 0; i < r->nslots; i++) {
+        chunk_slot *s = &r->slots[i];
+        if (s->state != SLOT_WAIT_RETRY) {
+            continue;
+        }
+        if (now >= s->retry_at) {
+            call_flush(r, s);
+            did = 1;
+        } else if (*next_wake < 0 || s->retry_at < *next_wake) {
+            *next_wake = s->retry_at;
+        }
+    }
+    return did;
+}
+
+static int part_blocked(spool_output_runner *r, size_t p)
+{
+    for (size_t i = 0; i < r->nslots; i++) {
+        if (r->slots[i].part == (int)p && r->slots[i].state == SLOT_WAIT_RETRY) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Reads the next chunk of partition p into slot s. 1 = filled, 0 = nothing
+ * to send now, <0 error. */
+static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *next_wake)
+{
+    spool_instance *ins = r->ins;
+    part_state *ps = &r->parts[p];
+    spool_partition_info pi;
+    int64_t now = spool_monotonic_ms();
+
+    if (ps->corrupt_until > now) {
+        if (*next_wake < 0 || ps->corrupt_until < *next_wake) {
+            *next_wake = ps->corrupt_until;
+        }
+        return 0;
+    }
+    if (spool_log_partition_info(r->svc->log, ps->topic, ps->partition, &pi) < 0) {
+        return 0;
+    }
+    if (ps->read_pos < pi.begin_offset) {
+        spool_log_warn(ins, "topic %s partition %d: offsets %lld-%lld were removed by retention "
+                       "before this output delivered them", ps->topic_name, ps->partition,
+                       (long long)ps->read_pos, (long long)pi.begin_offset - 1);
+        ps->read_pos = pi.begin_offset;
+        if (ps->committed < pi.begin_offset) {
+            ps->committed = pi.begin_offset;
+        }
+    }
+    if (ps->read_pos >= pi.end_offset) {
+        ps->pending_since = 0;
+        return 0;
+    }
+    if (ins->out.linger > 0 && !atomic_load(&r->svc->draining)) {
+        if (!ps->pending_since) {
+            ps->pending_since = now;
+        }
+        /* Only wait when what is there cannot fill a chunk anyway. */
+        if (pi.end_offset - ps->read_pos < ins->out.max_records &&
+            now - ps->pending_since < ins->out.linger) {
+            int64_t at = ps->pending_since + ins->out.linger;
+            if (*next_wake < 0 || at < *next_wake) {
+                *next_wake = at;
+            }
+            return 0;
+        }
+    }
+    int64_t next = ps->read_pos;
+    s->raw.len = 0;
+    spool_decoded_reset(&s->dec);
+    long n = spool_log_read(r->svc->log, ps->topic, ps->partition, ps->read_pos,
+                            (size_t)ins->out.max_bytes, &s->raw, &next);
+    if (n == -EBADMSG) {
+        spool_log_error(ins, "topic %s partition %d: corrupt batch at offset %lld; retrying in 5s",
+                        ps->topic_name, ps->partition, (long long)ps->read_pos);
+        spool_count(ins, SPOOL_COUNT_ERRORS, 1);
+        ps->corrupt_until = now + 5000;
+        return 0;
+    }
+    if (n <= 0) {
+        return n < 0 ? (int)n : 0;
+    }
+    size_t off = 0;
+    while (off < s->raw.len) {
+        spool_batch_info bi;
+        long sz = spool_batch_parse_header(s->raw.data + off, s->raw.len - off, 0, &bi);
+        if (sz <= 0) {
+            break;
+        }
+        int rc = spool_batch_decode(s->raw.data + off, (size_t)sz, ps->partition, ps->read_pos,
+                                    &s->dec);
+        if (rc < 0) {
+            spool_log_error(ins, "topic %s partition %d: cannot decode batch at offset %lld: %s",
+                            ps->topic_name, ps->partition, (long long)bi.base_offset,
+                            strerror(-rc));
+            spool_count(ins, SPOOL_COUNT_ERRORS, 1);
+            ps->corrupt_until = now + 5000;
+            return 0;
+        }
+        off += (size_t)sz;
+    }
+    size_t count = s->dec.count;
+    if (count > (size_t)ins->out.max_records) {
+        count = (size_t)ins->out.max_records;
+        next = s->dec.records[count].offset;
+    }
+    if (count == 0) {
+        ps->read_pos = next; /* a gap (compacted or skipped offsets) */
+        return 0;
+    }
+    size_t bytes = 0;
+    for (size_t i = 0; i < count; i++) {
+        const spool_record *rec = &s->dec.records[i];
+        bytes += (size_t)(rec->key_len > 0 ? rec->key_len : 0) +
+                 (size_t)(rec->value_len > 0 ? rec->value_len : 0);
+        for (uint32_t h = 0; h < rec->header_count; h++) {
+            bytes += rec->headers[h].key_len +
+                     (size_t)(rec->headers[h].value_len > 0 ? rec->headers[h].value_len : 0);
+        }
+    }
+    s->chunk = (spool_chunk){
+        .topic = ps->topic_name,
+        .partition = ps->partition,
+        .first_offset = s->dec.records[0].offset,
+        .next_offset = next,
+        .records = s->dec.records,
+        .count = count,
+        .bytes = bytes,
+        .raw = s->raw.data,
+        .raw_len = s->raw.len,
+    };
+    s->part = (int)p;
+    s->seq = ps->next_seq++;
+    ps->read_pos = next;
+    ps->pending_since = 0;
+    return 1;
+}
+
+static chunk_slot *free_slot(spool_output_runner *r)
+{
+    for (size_t i = 0; i < r->nslots; i++) {
+        if (r->slots[i].state == SLOT_FREE) {
+            return &r->slots[i];
+        }
+    }
+    return NULL;
+}
+
+static int all_delivered(spool_output_runner *r)
+{
+    for (size_t i = 0; i < r->nslots; i++) {
+        if (r->slots[i].state != SLOT_FREE) {
+            return 0;
+        }
+    }
+    for (size_t p = 0; p < r->nparts; p++) {
+        spool_partition_info pi;
+        if (spool_log_partition_info(r->svc->log, r->parts[p].topic, r->parts[p].partition,
+                                     &pi) == 0 &&
+            r->parts[p].committed < pi.end_offset) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void flush_cursors(spool_output_runner *r, int force)
+{
+    int64_t now = spool_monotonic_ms();
+    if (!r->cursor_dirty || (!force && now - r->last_cursor_flush < CURSOR_FLUSH_MS)) {
+        return;
+    }
+    int rc = spool_log_cursor_flush(r->svc->log, r->consumer);
+    if (rc < 0) {
+        spool_log_error(r->ins, "cannot save the output cursor: %s (delivery goes on; a restart "
+                        "would resend from the last saved cursor)", strerror(-rc));
+    } else {
+        r->cursor_dirty = 0;
+    }
+    r->last_cursor_flush = now;
+}
+
+static void *runner_main(void *arg)
+{
+    spool_output_runner *r = arg;
+    spool_service *svc = r->svc;
+    for (;;) {
+        int64_t next_wake = -1;
+        int busy = settle(r);
+        busy |= retry_due(r, &next_wake);
+        flush_cursors(r, 0);
+        if (atomic_load(&svc->draining)) {
+            if (atomic_load(&svc->writer_done) && all_delivered(r)) {
+                break;
+            }
+            if (spool_monotonic_ms() > svc->drain_deadline) {
+                spool_log_warn(r->ins, "shutdown timeout: stopping with undelivered records; "
+                               "they stay in the log and are sent after the next start");
+                break;
+            }
+        }
+        chunk_slot *s;
+        size_t tried = 0;
+        while ((s = free_slot(r)) && tried < r->nparts) {
+            size_t p = (r->rr + tried) % r->nparts;
+            tried++;
+            if (part_blocked(r, p)) {
+                continue;
+            }
+            int rc = fill_chunk(r, p, s, &next_wake);
+            if (rc == 1) {
+                call_flush(r, s);
+                busy = 1;
+                tried = 0;
+                r->rr = (p + 1) % r->nparts;
+            }
+        }
+        if (busy) {
+            continue;
+        }
+        int64_t timeout = 1000;
+        int64_t now = spool_monotonic_ms();
+        if (next_wake >= 0) {
+            timeout = next_wake - now;
+        }
+        if (r->cursor_dirty) {
+            int64_t t = r->last_cursor_flush + CURSOR_FLUSH_MS - now;
+            timeout = t < timeout ? t : timeout;
+        }
+        if (atomic_load(&svc->draining)) {
+            timeout = timeout > 100 ? 100 : timeout;
+        }
+        if (timeout > 0) {
+            spool_log_wait(svc->log, -1, timeout);
+        }
+    }
+    if (r->ins->plugin->drain) {
+        int64_t left = svc->drain_deadline - spool_monotonic_ms();
+        r->ins->plugin->drain(r->ins, r->ins->ctx, left > 0 ? left : 0);
+        settle(r);
+    }
+    flush_cursors(r, 1);
+    return NULL;
+}
+
+int spool__output_start(spool_service *svc, spool_instance *ins)
+{
+    spool_output_runner *r = calloc(1, sizeof(*r));
+    int rc;
+    if (!r) {
+        return -ENOMEM;
+    }
+    r->svc = svc;
+    r->ins = ins;
+    pthread_mutex_init(&r->lock, NULL);
+    ins->runner = r;
+    snprintf(r->consumer, sizeof(r->consumer), "output.%s", ins->name);
+    r->nslots = (size_t)ins->out.max_in_flight;
+    r->slots = calloc(r->nslots, sizeof(*r->slots));
+    for (size_t t = 0; t < ins->out.topics.count; t++) {
+        int ti = spool_log_topic_index(svc->log, ins->out.topics.items[t]);
+        if (ti >= 0) {
+            r->nparts += (size_t)spool_log_topic_conf(svc->log, ti)->partitions;
+        }
+    }
+    r->parts = calloc(r->nparts ? r->nparts : 1, sizeof(*r->parts));
+    if (!r->slots || !r->parts) {
+        return -ENOMEM;
+    }
+    if ((rc = spool_log_cursor_register(svc->log, r->consumer)) < 0) {
+        spool_log_error(ins, "cannot load the output cursor: %s", strerror(-rc));
+        return rc;
+    }
+    size_t k = 0;
+    for (size_t t = 0; t < ins->out.topics.count; t++) {
+        int ti = spool_log_topic_index(svc->log, ins->out.topics.items[t]);
+        if (ti < 0) {
+            continue;
+        }
+        const spool_topic_conf *tc = spool_log_topic_conf(svc->log, ti);
+        for (int32_t p = 0; p < tc->partitions; p++) {
+            part_state *ps = &r->parts[k++];
+            ps->topic = ti;
+            ps->partition = p;
+            ps->topic_name = tc->name;
+            ps->committed = spool_log_cursor_get(svc->log, r->consumer, ti, p);
+            ps->read_pos = ps->committed;
+        }
+    }
+    if (ins->out.dead_letter_topic) {
+        r->dl = spool__instance_new(&dead_letter_plugin, SPOOL_PLUGIN_INPUT, ins->index, NULL);
+        if (!r->dl) {
+            return -ENOMEM;
+        }
+        free(r->dl->name);
+        char nm[300];
+        snprintf(nm, sizeof(nm), "%s.dead_letter", ins->name);
+        r->dl->name = strdup(nm);
+        r->dl->svc = svc;
+        r->dl->topic = spool_log_topic_index(svc->log, ins->out.dead_letter_topic);
+        r->dl->in.topic = strdup(ins->out.dead_letter_topic);
+    }
+    if (pthread_create(&r->thread, NULL, runner_main, r) != 0) {
+        return -EAGAIN;
+    }
+    r->running = 1;
+    return 0;
+}
+
+void spool__output_join(spool_service *svc, spool_instance *ins)
+{
+    spool_output_runner *r = ins->runner;
+    if (r && r->running) {
+        pthread_join(r->thread, NULL);
+        r->running = 0;
+    }
+}
+
+/* Frees the runner after the plugin was destroyed (no completion can come). */
+void spool__output_free(spool_instance *ins)
+{
+    spool_output_runner *r = ins->runner;
+    if (!r) {
+        return;
+    }
+    for (size_t i = 0; i < r->nslots; i++) {
+        free(r->slots[i].reason);
+        spool_buf_free(&r->slots[i].raw);
+        spool_decoded_free(&r->slots[i].dec);
+    }
+    free(r->slots);
+    free(r->parts);
+    spool__instance_free(r->dl);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+    ins->runner = NULL;
+}

@@ -1,0 +1,354 @@
+/*
+ * service.c: `spool run`: bring the service up from a validated
+ * configuration, wait for signals, and take it down without losing what
+ * was accepted.
+ *
+ * Start order: log (recovery) -> HTTP API -> instances' init -> pipeline
+ * stages -> output runners -> inputs -> READY=1. Stop order (SIGTERM,
+ * SIGINT, or a plugin's spool_service_shutdown): inputs stop and are
+ * joined -> queues drain into the log -> final commit -> outputs deliver up
+ * to the end offsets or until shutdown_timeout -> cursors saved ->
+ * everything destroyed. SIGHUP reloads: the new file is validated first;
+ * if it has errors they are logged and the old configuration keeps
+ * running; otherwise the service stops as above (every position and cursor
+ * is durable) and starts again on the new file, in the same process.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "service/http_api.h"
+#include "service/systemd.h"
+
+static _Atomic int stop_requested;
+static pthread_t main_thread;
+
+void spool__service_request_stop(void)
+{
+    atomic_store(&stop_requested, 1);
+    pthread_kill(main_thread, SIGUSR2);
+}
+
+void spool_service_shutdown(const char *reason)
+{
+    spool_log_info(NULL, "shutdown requested: %s", reason ? reason : "by a plugin");
+    spool__service_request_stop();
+}
+
+static void *input_thread(void *arg)
+{
+    spool_instance *ins = arg;
+    int rc = ins->plugin->run(ins, ins->ctx);
+    if (rc < 0 && !atomic_load(&ins->stopping)) {
+        spool_log_error(ins, "input stopped: %s", strerror(-rc));
+    }
+    return NULL;
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0750) < 0 && errno != EEXIST) {
+                return -errno;
+            }
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0750) < 0 && errno != EEXIST) {
+        return -errno;
+    }
+    return 0;
+}
+
+static void stop_inputs(spool_service *svc)
+{
+    spool_service_conf *conf = svc->conf;
+    atomic_store(&svc->stopping, 1);
+    for (size_t i = 0; i < conf->ninputs; i++) {
+        spool_instance *ins = conf->inputs[i];
+        atomic_store(&ins->stopping, 1);
+        if (ins->started && ins->plugin->stop) {
+            ins->plugin->stop(ins, ins->ctx);
+        }
+    }
+    for (size_t i = 0; i < conf->ninputs; i++) {
+        spool_instance *ins = conf->inputs[i];
+        if (ins->thread_running) {
+            pthread_join(ins->thread, NULL);
+            ins->thread_running = 0;
+        }
+    }
+}
+
+static void destroy_all(spool_service *svc)
+{
+    spool_service_conf *conf = svc->conf;
+    spool_instance **lists[3] = {conf->inputs, conf->processors, conf->outputs};
+    size_t counts[3] = {conf->ninputs, conf->nprocessors, conf->noutputs};
+    for (size_t i = 0; i < conf->noutputs; i++) {
+        spool_instance *ins = conf->outputs[i];
+        atomic_store(&ins->stopping, 1);
+        if (ins->started && ins->plugin->stop) {
+            ins->plugin->stop(ins, ins->ctx);
+        }
+    }
+    for (int k = 0; k < 3; k++) {
+        for (size_t i = 0; i < counts[k]; i++) {
+            spool_instance *ins = lists[k][i];
+            if (ins->plugin->destroy && (ins->initialized || ins->started || ins->thread_running ||
+                                         ins->config_errors >= 0)) {
+                if (ins->initialized) {
+                    ins->plugin->destroy(ins, ins->ctx);
+                }
+            }
+            ins->initialized = 0;
+            if (k == 2) {
+                spool__output_free(ins);
+            }
+        }
+    }
+}
+
+/* Runs one configuration until stop (returns 0) or reload (returns 1);
+ * -1 on a start failure. */
+static int run_conf(spool_service_conf *conf, const char *config_path, spool_service_conf **next)
+{
+    spool_service svc_s;
+    spool_service *svc = &svc_s;
+    spool_log_options lo = {0};
+    spool_http_api *api = NULL;
+    int rc, result = 0;
+
+    memset(svc, 0, sizeof(*svc));
+    svc->conf = conf;
+    *next = NULL;
+    if ((rc = mkdir_p(conf->data_dir)) < 0) {
+        spool_log_error(NULL, "cannot create data_dir %s: %s", conf->data_dir, strerror(-rc));
+        return -1;
+    }
+    lo.data_dir = conf->data_dir;
+    lo.topics = conf->topics;
+    lo.topic_count = conf->ntopics;
+    if ((rc = spool_log_open(&lo, &svc->log)) < 0) {
+        spool_log_error(NULL, "cannot open the log in %s: %s", conf->data_dir, strerror(-rc));
+        return -1;
+    }
+    spool__current = svc;
+    spool_instance **lists[3] = {conf->inputs, conf->processors, conf->outputs};
+    size_t counts[3] = {conf->ninputs, conf->nprocessors, conf->noutputs};
+    for (int k = 0; k < 3; k++) {
+        for (size_t i = 0; i < counts[k]; i++) {
+            spool_instance *ins = lists[k][i];
+            ins->svc = svc;
+            if (!ins->counters[0] && spool__instance_metrics(ins) < 0) {
+                result = -1;
+                goto out;
+            }
+        }
+    }
+    if (conf->http_listen && (rc = spool_http_api_start(conf->http_listen, &api)) < 0) {
+        spool_log_error(NULL, "cannot serve the HTTP API on %s: %s", conf->http_listen,
+                        strerror(-rc));
+        result = -1;
+        goto out;
+    }
+    /* init: outputs and processors first, so nothing is read that cannot go anywhere. */
+    for (int k = 2; k >= 0; k--) {
+        for (size_t i = 0; i < counts[k]; i++) {
+            spool_instance *ins = lists[k][i];
+            if (ins->plugin->init && (rc = ins->plugin->init(ins, ins->ctx)) < 0) {
+                spool_log_error(ins, "cannot start: %s", strerror(-rc));
+                if (ins->plugin->destroy) {
+                    ins->plugin->destroy(ins, ins->ctx);
+                }
+                result = -1;
+                goto out;
+            }
+            ins->initialized = 1;
+        }
+    }
+    if ((rc = spool__pipeline_start(svc)) < 0) {
+        spool_log_error(NULL, "cannot start the pipeline: %s", strerror(-rc));
+        result = -1;
+        goto out;
+    }
+    for (size_t i = 0; i < conf->noutputs; i++) {
+        spool_instance *ins = conf->outputs[i];
+        if (ins->plugin->start && (rc = ins->plugin->start(ins, ins->ctx)) < 0) {
+            spool_log_error(ins, "cannot start: %s", strerror(-rc));
+            result = -1;
+            goto out_pipeline;
+        }
+        ins->started = 1;
+        if ((rc = spool__output_start(svc, ins)) < 0) {
+            spool_log_error(ins, "cannot start the output runner: %s", strerror(-rc));
+            result = -1;
+            goto out_pipeline;
+        }
+    }
+    for (size_t i = 0; i < conf->ninputs; i++) {
+        spool_instance *ins = conf->inputs[i];
+        if (ins->plugin->start && (rc = ins->plugin->start(ins, ins->ctx)) < 0) {
+            spool_log_error(ins, "cannot start: %s", strerror(-rc));
+            result = -1;
+            goto out_pipeline;
+        }
+        ins->started = 1;
+        if (ins->plugin->run) {
+            if (pthread_create(&ins->thread, NULL, input_thread, ins) != 0) {
+                result = -1;
+                goto out_pipeline;
+            }
+            ins->thread_running = 1;
+        }
+    }
+    spool_log_info(NULL, "spool %s running: %zu topics, %zu inputs, %zu outputs, data in %s",
+                   SPOOL_VERSION, conf->ntopics, conf->ninputs, conf->noutputs, conf->data_dir);
+    spool_sd_ready();
+    spool_sd_status("running: %zu inputs, %zu outputs", conf->ninputs, conf->noutputs);
+
+    /* Wait for a signal, pinging the watchdog while every stage makes progress. */
+    int64_t wd_ms = 0;
+    int wd = spool_sd_watchdog_enabled(&wd_ms) > 0 && wd_ms > 0;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR2);
+    while (!atomic_load(&stop_requested)) {
+        int64_t tick = wd ? wd_ms / 3 : 1000;
+        struct timespec ts = {tick / 1000, (tick % 1000) * 1000000};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (wd) {
+            char reason[256];
+            int64_t now = spool_monotonic_ms();
+            if (now - atomic_load(&svc->writer_heartbeat) < 30000 &&
+                now - atomic_load(&svc->processor_heartbeat) < 30000) {
+                spool_sd_watchdog_ping();
+            } else {
+                spool_health_check(reason, sizeof(reason));
+                spool_log_error(NULL, "a stage is stuck (%s): not pinging the watchdog", reason);
+            }
+        }
+        if (sig == SIGTERM || sig == SIGINT) {
+            spool_log_info(NULL, "%s received: shutting down", sig == SIGTERM ? "SIGTERM"
+                                                                                : "SIGINT");
+            break;
+        }
+        if (sig == SIGHUP) {
+            spool_errors errs = {0};
+            spool_service_conf *nc = calloc(1, sizeof(*nc));
+            spool_log_info(NULL, "SIGHUP: reloading %s", config_path ? config_path
+                                                                      : "the embedded config");
+            spool_sd_reloading();
+            int n = nc ? spool_service_conf_load(config_path, nc, &errs) : 1;
+            if (n > 0) {
+                for (size_t i = 0; i < errs.count; i++) {
+                    spool_error *e = &errs.items[i];
+                    spool_log_error(NULL, "reload: %s:%d:%d: %s: %s", e->file, e->line,
+                                    e->column, e->path, e->message);
+                }
+                spool_log_error(NULL, "reload refused: %d errors; the running configuration "
+                                "stays in force", n);
+                if (nc) {
+                    spool_service_conf_free(nc);
+                    free(nc);
+                }
+                spool_errors_free(&errs);
+                spool_sd_ready();
+                continue;
+            }
+            spool_errors_free(&errs);
+            *next = nc;
+            result = 1;
+            break;
+        }
+    }
+    if (result != 1) {
+        spool_sd_stopping();
+    }
+    spool_sd_status("stopping");
+
+out_pipeline:
+    stop_inputs(svc);
+    spool__pipeline_finish(svc);
+    svc->drain_deadline = spool_monotonic_ms() + conf->shutdown_timeout;
+    atomic_store(&svc->draining, 1);
+    spool_log_wake(svc->log);
+    for (size_t i = 0; i < conf->noutputs; i++) {
+        spool__output_join(svc, conf->outputs[i]);
+    }
+out:
+    spool_http_api_stop(api);
+    destroy_all(svc);
+    if (svc->processor_running || svc->writer_running) {
+        spool__pipeline_finish(svc);
+    }
+    spool__current = NULL;
+    spool_log_close(svc->log);
+    if (svc->in_queue.max_count) {
+        spool_queue_destroy(&svc->in_queue);
+        spool_queue_destroy(&svc->write_queue);
+    }
+    spool__metric_unregister_labels("stage=\"processors\"");
+    spool__metric_unregister_labels("stage=\"log_writer\"");
+    return result;
+}
+
+int spool_service_run(const char *config_path)
+{
+    spool_errors errs = {0};
+    spool_service_conf *conf = calloc(1, sizeof(*conf));
+    int rc;
+    sigset_t set;
+
+    if (!conf) {
+        return 1;
+    }
+    main_thread = pthread_self();
+    /* Every thread inherits this mask; only the main thread takes signals. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    spool_registry_init();
+    if (spool_service_conf_load(config_path, conf, &errs) > 0) {
+        spool_errors_print(&errs, stderr);
+        fprintf(stderr, "spool: %zu error%s in %s; not started\n", errs.count,
+                errs.count == 1 ? "" : "s", config_path ? config_path : "the embedded config");
+        spool_errors_free(&errs);
+        spool_service_conf_free(conf);
+        free(conf);
+        return 2;
+    }
+    spool_errors_free(&errs);
+    for (;;) {
+        spool_service_conf *next = NULL;
+        spool__log_configure(conf->log_level, conf->log_format);
+        rc = run_conf(conf, config_path, &next);
+        spool_service_conf_free(conf);
+        free(conf);
+        if (rc != 1) {
+            break;
+        }
+        conf = next;
+        spool_log_info(NULL, "reload: starting the new configuration");
+    }
+    spool_log_info(NULL, "stopped");
+    return rc < 0 ? 1 : 0;
+}

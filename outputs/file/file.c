@@ -1,0 +1,415 @@
+/*
+ * file.c: the `file` and `stdout` outputs.
+ *
+ * Each chunk is formatted into one buffer and written with as few write(2)
+ * calls as there are destination files in it; `raw` writes the value and a
+ * newline, `json` one object per record (topic, partition, offset,
+ * timestamp, key, value, headers; bytes that are not UTF-8 escaped as
+ * \u00XX, never dropped). The `file` path may be a template over record
+ * fields ("{{ host }}") and strftime conversions of the record's timestamp
+ * in UTC ("%Y-%m-%d"), so an aggregator can write one file per host and
+ * day; open files are cached (max_open_files) and closed when idle.
+ *
+ * Delivery is at least once: the cursor moves after write() returned (and
+ * after fdatasync with `fsync: true`); a restart after a crash may repeat
+ * the records written after the last saved cursor.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "spool/spool.h"
+
+static const char *const formats[] = {"raw", "json", NULL};
+enum { FMT_RAW = 0, FMT_JSON = 1 };
+
+#define FILE_MAX_OPEN_DEFAULT "64"
+
+typedef struct open_file {
+    char *path;
+    int fd;
+    int64_t last_used; /* monotonic ms */
+} open_file;
+
+typedef struct file_ctx {
+    char *path;              /* option: path template */
+    int format;              /* option */
+    int fsync;               /* option */
+    int64_t max_open_files;  /* option */
+    int64_t idle_close;      /* option, ms */
+    int is_stdout;
+    spool_template *tpl;     /* compiled path */
+    int has_strftime;        /* path contains '%' */
+    open_file *files;
+    size_t nfiles;
+    char *buf;               /* formatted output */
+    size_t len, cap;
+    int last_failed;         /* log an error once per failure streak */
+} file_ctx;
+
+static const spool_option file_options[] = {
+    SPOOL_OPT_STR("path", file_ctx, path, NULL, 1,
+                  "file to append to; may use {{ field }} and strftime %Y-%m-%d (UTC)"),
+    SPOOL_OPT_CHOICE("format", file_ctx, format, "raw", formats,
+                     "raw: the value and a newline; json: one object per record"),
+    SPOOL_OPT_FLAG("fsync", file_ctx, fsync, "false",
+                   "fdatasync before acknowledging (slower, survives power loss)"),
+    SPOOL_OPT_INTEGER("max_open_files", file_ctx, max_open_files, FILE_MAX_OPEN_DEFAULT, 1,
+                      65536, "open file descriptors kept for templated paths"),
+    SPOOL_OPT_TIME("idle_close", file_ctx, idle_close, "60s", 0, 86400000,
+                   "close a file not written for this long"),
+    SPOOL_OPT_END,
+};
+
+static const spool_option stdout_options[] = {
+    SPOOL_OPT_CHOICE("format", file_ctx, format, "raw", formats,
+                     "raw: the value and a newline; json: one object per record"),
+    SPOOL_OPT_END,
+};
+
+static int file_check(spool_instance *ins, void *vctx)
+{
+    file_ctx *ctx = vctx;
+    const char *err;
+    spool_template *t = spool_template_compile(ctx->path, &err);
+    if (!t) {
+        spool_config_error(ins, "path", "%s", err);
+        return -EINVAL;
+    }
+    spool_template_destroy(t);
+    return 0;
+}
+
+static int file_init(spool_instance *ins, void *vctx)
+{
+    file_ctx *ctx = vctx;
+    const char *err;
+    ctx->tpl = spool_template_compile(ctx->path, &err);
+    if (!ctx->tpl) {
+        spool_log_error(ins, "path: %s", err);
+        return -EINVAL;
+    }
+    ctx->has_strftime = strchr(ctx->path, '%') != NULL;
+    ctx->files = calloc((size_t)ctx->max_open_files, sizeof(*ctx->files));
+    return ctx->files ? 0 : -ENOMEM;
+}
+
+static int stdout_init(spool_instance *ins, void *vctx)
+{
+    file_ctx *ctx = vctx;
+    ctx->is_stdout = 1;
+    return 0;
+}
+
+static int reserve(file_ctx *ctx, size_t extra)
+{
+    if (ctx->len + extra <= ctx->cap) {
+        return 0;
+    }
+    size_t n = ctx->cap ? ctx->cap : 65536;
+    while (n < ctx->len + extra) {
+        n *= 2;
+    }
+    char *b = realloc(ctx->buf, n);
+    if (!b) {
+        return -ENOMEM;
+    }
+    ctx->buf = b;
+    ctx->cap = n;
+    return 0;
+}
+
+static int put(file_ctx *ctx, const void *p, size_t n)
+{
+    if (reserve(ctx, n) < 0) {
+        return -ENOMEM;
+    }
+    memcpy(ctx->buf + ctx->len, p, n);
+    ctx->len += n;
+    return 0;
+}
+
+static int put_json_str(file_ctx *ctx, const uint8_t *s, size_t n)
+{
+    /* Worst case every byte becomes \u00XX. */
+    if (reserve(ctx, n * 6 + 2) < 0) {
+        return -ENOMEM;
+    }
+    ctx->buf[ctx->len++] = '"';
+    ctx->len += spool_json_escape(ctx->buf + ctx->len, ctx->cap - ctx->len, s, n);
+    ctx->buf[ctx->len++] = '"';
+    return 0;
+}
+
+static int format_json(file_ctx *ctx, const spool_chunk *c, const spool_record *r)
+{
+    char num[160];
+    int rc = 0;
+    int n = snprintf(num, sizeof(num), "{\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,"
+                     "\"timestamp\":%lld,\"key\":", c->topic, c->partition,
+                     (long long)r->offset, (long long)r->timestamp);
+    rc |= put(ctx, num, (size_t)n);
+    if (r->key) {
+        rc |= put_json_str(ctx, r->key, (size_t)r->key_len);
+    } else {
+        rc |= put(ctx, "null", 4);
+    }
+    rc |= put(ctx, ",\"value\":", 9);
+    if (r->value) {
+        rc |= put_json_str(ctx, r->value, (size_t)r->value_len);
+    } else {
+        rc |= put(ctx, "null", 4);
+    }
+    rc |= put(ctx, ",\"headers\":{", 12);
+    for (uint32_t i = 0; i < r->header_count; i++) {
+        const spool_header *h = &r->headers[i];
+        if (i) {
+            rc |= put(ctx, ",", 1);
+        }
+        rc |= put_json_str(ctx, (const uint8_t *)h->key, h->key_len);
+        rc |= put(ctx, ":", 1);
+        if (h->value) {
+            rc |= put_json_str(ctx, h->value, (size_t)h->value_len);
+        } else {
+            rc |= put(ctx, "null", 4);
+        }
+    }
+    rc |= put(ctx, "}}\n", 3);
+    return rc ? -ENOMEM : 0;
+}
+
+static int format_record(file_ctx *ctx, const spool_chunk *c, const spool_record *r)
+{
+    if (ctx->format == FMT_JSON) {
+        return format_json(ctx, c, r);
+    }
+    if (reserve(ctx, (size_t)(r->value_len > 0 ? r->value_len : 0) + 1) < 0) {
+        return -ENOMEM;
+    }
+    if (r->value_len > 0) {
+        memcpy(ctx->buf + ctx->len, r->value, (size_t)r->value_len);
+        ctx->len += (size_t)r->value_len;
+    }
+    ctx->buf[ctx->len++] = '\n';
+    return 0;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int mkdirs_for(const char *path)
+{
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
+                return -errno;
+            }
+            *p = '/';
+        }
+    }
+    return 0;
+}
+
+static void close_file(open_file *f)
+{
+    if (f->path) {
+        close(f->fd);
+        free(f->path);
+        f->path = NULL;
+    }
+}
+
+/* Returns the fd for path, opening (and evicting the least recently used)
+ * as needed; negative errno on failure. */
+static int get_fd(spool_instance *ins, file_ctx *ctx, const char *path)
+{
+    int64_t now = spool_monotonic_ms();
+    open_file *lru = NULL, *empty = NULL;
+    for (size_t i = 0; i < (size_t)ctx->max_open_files; i++) {
+        open_file *f = &ctx->files[i];
+        if (!f->path) {
+            empty = empty ? empty : f;
+            continue;
+        }
+        if (strcmp(f->path, path) == 0) {
+            f->last_used = now;
+            return f->fd;
+        }
+        if (!lru || f->last_used < lru->last_used) {
+            lru = f;
+        }
+    }
+    if (empty) {
+        lru = empty;
+    }
+    close_file(lru);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT && mkdirs_for(path) == 0) {
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    }
+    if (fd < 0) {
+        return -errno;
+    }
+    lru->path = strdup(path);
+    if (!lru->path) {
+        close(fd);
+        return -ENOMEM;
+    }
+    lru->fd = fd;
+    lru->last_used = now;
+    return fd;
+}
+
+static size_t render_path(file_ctx *ctx, const spool_chunk *c, const spool_record *r, char *out,
+                          size_t cap)
+{
+    char tmp[4096];
+    size_t n = spool_template_render(ctx->tpl, r, c->topic, NULL, tmp, sizeof(tmp));
+    if (n >= sizeof(tmp)) {
+        n = sizeof(tmp) - 1;
+    }
+    tmp[n] = '\0';
+    if (!ctx->has_strftime) {
+        snprintf(out, cap, "%s", tmp);
+        return strlen(out);
+    }
+    time_t secs = (time_t)(r->timestamp / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t m = strftime(out, cap, tmp, &tm);
+    if (m == 0) {
+        snprintf(out, cap, "%s", tmp);
+    }
+    return strlen(out);
+}
+
+static int flush_to(spool_instance *ins, file_ctx *ctx, int fd)
+{
+    int rc = write_all(fd, ctx->buf, ctx->len);
+    if (rc == 0 && ctx->fsync && !ctx->is_stdout) {
+        rc = fdatasync(fd) < 0 ? -errno : 0;
+    }
+    ctx->len = 0;
+    return rc;
+}
+
+static int file_flush(spool_instance *ins, void *vctx, const spool_chunk *c)
+{
+    file_ctx *ctx = vctx;
+    char path[4096], cur[4096] = "";
+    int rc = 0, fd = 1;
+    int templated = !ctx->is_stdout &&
+                    (ctx->has_strftime || !spool_template_is_literal(ctx->tpl));
+
+    ctx->len = 0;
+    if (!ctx->is_stdout && !templated) {
+        render_path(ctx, c, &c->records[0], cur, sizeof(cur));
+    }
+    for (size_t i = 0; i < c->count && rc == 0; i++) {
+        const spool_record *r = &c->records[i];
+        if (templated) {
+            render_path(ctx, c, r, path, sizeof(path));
+            if (strcmp(path, cur) != 0) {
+                if (ctx->len && (fd = get_fd(ins, ctx, cur)) >= 0) {
+                    rc = flush_to(ins, ctx, fd);
+                } else if (ctx->len) {
+                    rc = fd;
+                }
+                snprintf(cur, sizeof(cur), "%s", path);
+            }
+        }
+        if (rc == 0) {
+            rc = format_record(ctx, c, r);
+        }
+    }
+    if (rc == 0 && ctx->len) {
+        fd = ctx->is_stdout ? 1 : get_fd(ins, ctx, cur);
+        rc = fd < 0 ? fd : flush_to(ins, ctx, fd);
+    }
+    if (rc < 0) {
+        if (!ctx->last_failed) {
+            spool_log_error(ins, "writing %s: %s; retrying", ctx->is_stdout ? "stdout" : cur,
+                            strerror(-rc));
+        }
+        ctx->last_failed = 1;
+        spool_count(ins, SPOOL_COUNT_ERRORS, 1);
+        return SPOOL_RETRY;
+    }
+    if (ctx->last_failed) {
+        spool_log_info(ins, "writing works again");
+        ctx->last_failed = 0;
+    }
+    if (!ctx->is_stdout && ctx->idle_close > 0) {
+        int64_t now = spool_monotonic_ms();
+        for (size_t i = 0; i < (size_t)ctx->max_open_files; i++) {
+            if (ctx->files[i].path && now - ctx->files[i].last_used > ctx->idle_close) {
+                close_file(&ctx->files[i]);
+            }
+        }
+    }
+    return SPOOL_OK;
+}
+
+static void file_destroy(spool_instance *ins, void *vctx)
+{
+    file_ctx *ctx = vctx;
+    if (ctx->files) {
+        for (size_t i = 0; i < (size_t)ctx->max_open_files; i++) {
+            close_file(&ctx->files[i]);
+        }
+        free(ctx->files);
+        ctx->files = NULL;
+    }
+    spool_template_destroy(ctx->tpl);
+    ctx->tpl = NULL;
+    free(ctx->buf);
+    ctx->buf = NULL;
+}
+
+const spool_plugin spool_plugin_file = {
+    .abi_version = SPOOL_ABI_VERSION,
+    .struct_size = sizeof(spool_plugin),
+    .kind = SPOOL_PLUGIN_OUTPUT,
+    .name = "file",
+    .description = "append records to a file (raw lines or JSON), per-record paths by template",
+    .options = file_options,
+    .context_size = sizeof(file_ctx),
+    .check = file_check,
+    .init = file_init,
+    .flush = file_flush,
+    .destroy = file_destroy,
+};
+
+const spool_plugin spool_plugin_stdout = {
+    .abi_version = SPOOL_ABI_VERSION,
+    .struct_size = sizeof(spool_plugin),
+    .kind = SPOOL_PLUGIN_OUTPUT,
+    .name = "stdout",
+    .description = "write records to standard output (raw lines or JSON)",
+    .options = stdout_options,
+    .context_size = sizeof(file_ctx),
+    .init = stdout_init,
+    .flush = file_flush,
+    .destroy = file_destroy,
+};
