@@ -43,6 +43,7 @@ static int kafka_conf_put(rd_kafka_conf_t *conf, spool_instance *ins, int report
     if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) == RD_KAFKA_CONF_OK) {
         return 0;
     }
+    errstr[strcspn(errstr, "\r\n")] = '\0'; /* some messages end with a newline */
     snprintf(msg, sizeof(msg), "librdkafka rejects %s=%s: %s", name, value, errstr);
     kafka_conf_report(ins, report, option, msg);
     return -EINVAL;
