@@ -241,8 +241,11 @@ int spool_log_open(const spool_log_options *opt, spool_log **out)
             }
         }
     }
-    /* Recovery may have cut or rebased partitions: record that at once. */
-    log->ckpt_dirty = !log->read_only;
+    /* Recovery may have cut or rebased partitions: record that at once, so
+     * a fresh log has a commit point before its first append. */
+    if (!log->read_only && (rc = spool__ckpt_write(log, 1)) < 0) {
+        goto fail;
+    }
     spool__ckpt_free(&ck);
     *out = log;
     return 0;

@@ -270,7 +270,9 @@ static int list_segments(const char *dir, int64_t above, int64_t **out, size_t *
         (*out)[(*n)++] = base;
     }
     closedir(d);
-    qsort(*out, *n, sizeof(**out), cmp_i64);
+    if (*n > 1) {
+        qsort(*out, *n, sizeof(**out), cmp_i64);
+    }
     return 0;
 }
 
@@ -482,8 +484,8 @@ int spool__part_recover(spool_log *log, spool__part *p, int have_ckpt, int64_t c
         if (!log->read_only) {
             log->stats.ckpt_missing++;
             spool_log_warn(NULL, "log: %s/%d: the checkpoint says end offset %" PRId64
-                           " but the log holds only up to %" PRId64 " (data lost before it "
-                           "was synced); new records start at %" PRId64,
+                           " but the log holds only up to %" PRId64 " (lost before it was "
+                           "synced, or moved aside as corrupt); new records start at %" PRId64,
                            log->topics[p->topic].conf.name, p->partition, ckpt_end, end,
                            ckpt_end);
         }
