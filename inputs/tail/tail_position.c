@@ -1,0 +1,135 @@
+/*
+ * tail_position.c: what the tail input stores per file in the durable
+ * position store, and the fingerprint that makes identity safe.
+ *
+ * A file is known by (st_dev, st_ino) plus a fingerprint: an FNV-1a hash of
+ * its first fp_len (<= TAIL_FP_MAX) bytes. An inode number reused by a new
+ * file gives a different fingerprint, so it is read from the beginning and
+ * not from the old file's offset. The source key is "file:<dev>:<ino>".
+ *
+ * Blob (little endian): "TPOS" u32 version(1) u64 dev u64 ino i64 offset
+ * u64 fp_hash u32 fp_len u32 path_len, then path_len bytes of path.
+ *
+ * The core stores the blob atomically with the batch that carries it, so
+ * `offset` is exactly the end of what the log holds for the file.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tail.h"
+
+uint64_t tail_fnv1a(const uint8_t *p, size_t n)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len)
+{
+    uint8_t buf[TAIL_FP_MAX];
+    if (want > TAIL_FP_MAX) {
+        want = TAIL_FP_MAX;
+    }
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = pread(fd, buf + got, want - got, (off_t)got);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (n == 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    *hash = tail_fnv1a(buf, got);
+    *len = (uint32_t)got;
+    return 0;
+}
+
+void tail_pos_source(uint64_t dev, uint64_t ino, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "file:%" PRIu64 ":%" PRIu64, dev, ino);
+}
+
+static uint8_t *put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        *p++ = (uint8_t)(v >> (8 * i));
+    }
+    return p;
+}
+
+static uint8_t *put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        *p++ = (uint8_t)(v >> (8 * i));
+    }
+    return p;
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        v |= (uint32_t)p[i] << (8 * i);
+    }
+    return v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v |= (uint64_t)p[i] << (8 * i);
+    }
+    return v;
+}
+
+size_t tail_pos_encode(const tail_pos *pos, uint8_t *buf)
+{
+    size_t pl = strnlen(pos->path, sizeof(pos->path) - 1);
+    uint8_t *p = buf;
+    memcpy(p, "TPOS", 4);
+    p += 4;
+    p = put_u32(p, 1);
+    p = put_u64(p, pos->dev);
+    p = put_u64(p, pos->ino);
+    p = put_u64(p, (uint64_t)pos->offset);
+    p = put_u64(p, pos->fp_hash);
+    p = put_u32(p, pos->fp_len);
+    p = put_u32(p, (uint32_t)pl);
+    memcpy(p, pos->path, pl);
+    p += pl;
+    return (size_t)(p - buf);
+}
+
+int tail_pos_decode(const void *blob, size_t len, tail_pos *pos)
+{
+    const uint8_t *p = blob;
+    if (len < 48 || memcmp(p, "TPOS", 4) != 0 || get_u32(p + 4) != 1) {
+        return -EINVAL;
+    }
+    pos->dev = get_u64(p + 8);
+    pos->ino = get_u64(p + 16);
+    pos->offset = (int64_t)get_u64(p + 24);
+    pos->fp_hash = get_u64(p + 32);
+    pos->fp_len = get_u32(p + 40);
+    uint32_t pl = get_u32(p + 44);
+    if (pl != len - 48 || pl >= sizeof(pos->path) || pos->fp_len > TAIL_FP_MAX ||
+        pos->offset < 0) {
+        return -EINVAL;
+    }
+    memcpy(pos->path, p + 48, pl);
+    pos->path[pl] = '\0';
+    return 0;
+}

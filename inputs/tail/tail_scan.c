@@ -1,0 +1,518 @@
+/*
+ * tail_scan.c: which files the tail input follows, and rotation.
+ *
+ * A scan expands every `paths` glob (minus `exclude`), and for each regular
+ * file found (symlinks followed) looks up its identity (dev, ino):
+ *  - known: it is still followed; if it now has another matched name
+ *    (renamed within the globs) the `path` header follows the new name;
+ *  - new: a file appeared; if its path belonged to another followed file,
+ *    that one was rotated away (rename + create, or replaced): it becomes
+ *    TAIL_ROTATED, is read to its end first, and is closed when it stops
+ *    growing for rotate_wait (at once if deleted). A new file is read from
+ *    the beginning, except at the very first start where `read_from`
+ *    applies, and except a file with a stored position whose fingerprint
+ *    still matches (restart): it resumes there.
+ *  - followed files not found are TAIL_ROTATED (renamed out of the globs or
+ *    deleted while open).
+ * Positions read at start that match no file found are looked up by inode
+ * in the directory they were last seen in (a rotated file being finished
+ * when spool stopped); if that fails the file is reported gone and its
+ * position forgotten.
+ *
+ * The scan also rebuilds the inotify watch set and the lookup tables.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tail.h"
+
+typedef struct tail_restore {
+    char *source;
+    tail_pos pos;
+    int claimed;
+} tail_restore;
+
+/* ---- a tiny open-addressing table: 64-bit hash -> file ---- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t id_hash(uint64_t dev, uint64_t ino)
+{
+    return mix64(dev * 0x9e3779b97f4a7c15ULL ^ ino);
+}
+
+static uint64_t str_hash(const char *s)
+{
+    return mix64(tail_fnv1a((const uint8_t *)s, strlen(s)));
+}
+
+static int map_put(tail_map *m, uint64_t h, tail_file *f)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 256;
+        tail_map_slot *s = calloc(cap, sizeof(*s));
+        if (!s) {
+            return -ENOMEM;
+        }
+        for (size_t i = 0; i < m->cap; i++) {
+            if (m->s[i].f) {
+                size_t j = m->s[i].h & (cap - 1);
+                while (s[j].f) {
+                    j = (j + 1) & (cap - 1);
+                }
+                s[j] = m->s[i];
+            }
+        }
+        free(m->s);
+        m->s = s;
+        m->cap = cap;
+    }
+    size_t j = h & (m->cap - 1);
+    while (m->s[j].f) {
+        j = (j + 1) & (m->cap - 1);
+    }
+    m->s[j].h = h;
+    m->s[j].f = f;
+    m->n++;
+    return 0;
+}
+
+static void map_clear(tail_map *m)
+{
+    if (m->s) {
+        memset(m->s, 0, m->cap * sizeof(*m->s));
+    }
+    m->n = 0;
+}
+
+void tail_scan_maps_free(tail_rt *rt)
+{
+    free(rt->by_id.s);
+    free(rt->by_real.s);
+    memset(&rt->by_id, 0, sizeof(rt->by_id));
+    memset(&rt->by_real, 0, sizeof(rt->by_real));
+}
+
+static tail_file *find_id(tail_rt *rt, uint64_t dev, uint64_t ino)
+{
+    tail_map *m = &rt->by_id;
+    if (!m->cap) {
+        return NULL;
+    }
+    uint64_t h = id_hash(dev, ino);
+    for (size_t j = h & (m->cap - 1); m->s[j].f; j = (j + 1) & (m->cap - 1)) {
+        if (m->s[j].h == h && m->s[j].f->dev == dev && m->s[j].f->ino == ino) {
+            return m->s[j].f;
+        }
+    }
+    return NULL;
+}
+
+void tail_scan_index(tail_rt *rt)
+{
+    map_clear(&rt->by_id);
+    map_clear(&rt->by_real);
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *f = rt->files[i];
+        map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
+        map_put(&rt->by_real, str_hash(f->real), f);
+    }
+    rt->index_stale = 0;
+}
+
+tail_file *tail_scan_by_real(tail_rt *rt, const char *real)
+{
+    if (rt->index_stale) {
+        tail_scan_index(rt);
+    }
+    tail_map *m = &rt->by_real;
+    if (!m->cap) {
+        return NULL;
+    }
+    uint64_t h = str_hash(real);
+    for (size_t j = h & (m->cap - 1); m->s[j].f; j = (j + 1) & (m->cap - 1)) {
+        if (m->s[j].h == h && strcmp(m->s[j].f->real, real) == 0) {
+            return m->s[j].f;
+        }
+    }
+    return NULL;
+}
+
+/* ---- positions read at start ---- */
+
+static void restore_one(void *arg, const char *source, const void *blob, size_t len)
+{
+    tail_rt *rt = arg;
+    if (strcmp(source, TAIL_MARKER_SOURCE) == 0) {
+        rt->had_marker = 1;
+        return;
+    }
+    if (strncmp(source, "file:", 5) != 0) {
+        return;
+    }
+    tail_restore *nr = realloc(rt->restore, (rt->nrestore + 1) * sizeof(*nr));
+    if (!nr) {
+        return;
+    }
+    rt->restore = nr;
+    tail_restore *r = &nr[rt->nrestore];
+    memset(r, 0, sizeof(*r));
+    if (tail_pos_decode(blob, len, &r->pos) < 0) {
+        spool_log_warn(rt->ins, "ignoring an unreadable position for %s", source);
+        return;
+    }
+    if (!(r->source = strdup(source))) {
+        return;
+    }
+    rt->nrestore++;
+}
+
+int tail_scan_restore(tail_rt *rt)
+{
+    int r = spool_input_foreach_position(rt->ins, restore_one, rt);
+    if (r < 0 && r != -ENOENT) {
+        return r;
+    }
+    rt->first_start = !rt->had_marker && rt->nrestore == 0;
+    return 0;
+}
+
+void tail_scan_restore_free(tail_rt *rt)
+{
+    for (size_t i = 0; i < rt->nrestore; i++) {
+        free(rt->restore[i].source);
+    }
+    free(rt->restore);
+    rt->restore = NULL;
+    rt->nrestore = 0;
+}
+
+static tail_restore *restore_find(tail_rt *rt, uint64_t dev, uint64_t ino)
+{
+    for (size_t i = 0; i < rt->nrestore; i++) {
+        if (rt->restore[i].pos.dev == dev && rt->restore[i].pos.ino == ino) {
+            return &rt->restore[i];
+        }
+    }
+    return NULL;
+}
+
+/* Where a file found at start begins, from its stored position if any. */
+static int64_t start_offset(tail_rt *rt, const char *path, const struct stat *st)
+{
+    tail_restore *rs = rt->nrestore ? restore_find(rt, (uint64_t)st->st_dev,
+                                                   (uint64_t)st->st_ino) : NULL;
+    if (rs) {
+        rs->claimed = 1;
+        FILE *fp = fopen(path, "rb");
+        uint64_t h = 0;
+        uint32_t len = 0;
+        int ok = fp && tail_fingerprint(fileno(fp), rs->pos.fp_len, &h, &len) == 0;
+        if (fp) {
+            fclose(fp);
+        }
+        if (ok && len == rs->pos.fp_len && h == rs->pos.fp_hash) {
+            if (rs->pos.offset > (int64_t)st->st_size) {
+                spool_log_info(rt->ins, "%s: shorter than its position (%" PRId64 "): "
+                               "truncated while stopped, reading from the beginning",
+                               path, rs->pos.offset);
+                return 0;
+            }
+            return rs->pos.offset;
+        }
+        spool_log_info(rt->ins, "%s: inode reused by a different file, reading from the "
+                       "beginning", path);
+        return 0;
+    }
+    if (rt->initial && rt->first_start && rt->ctx->read_from == TAIL_FROM_END) {
+        return (int64_t)st->st_size;
+    }
+    return 0;
+}
+
+/* Finds the entry of dir whose inode is (dev, ino); 1 and fills out if found. */
+static int find_in_dir(const char *dir, uint64_t dev, uint64_t ino, char *out, size_t cap)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        return 0;
+    }
+    struct dirent *de;
+    int found = 0;
+    while (!found && (de = readdir(d)) != NULL) {
+        if ((uint64_t)de->d_ino != ino) {
+            continue;
+        }
+        snprintf(out, cap, "%s/%s", dir, de->d_name);
+        struct stat st;
+        found = stat(out, &st) == 0 && (uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino &&
+                S_ISREG(st.st_mode);
+    }
+    closedir(d);
+    return found;
+}
+
+/* Opens a rotated file found at `path` by inode; it becomes TAIL_ROTATED. */
+static tail_file *adopt_rotated(tail_rt *rt, const char *path, const char *shown,
+                                int64_t offset)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return NULL;
+    }
+    tail_file *f = tail_file_new(rt, shown, path, &st);
+    if (!f) {
+        close(fd);
+        return NULL;
+    }
+    f->fd = fd;
+    rt->nopen++;
+    f->state = TAIL_ROTATED;
+    f->read_off = offset;
+    tail_split_reset(&f->sp, offset);
+    tail_fingerprint(fd, TAIL_FP_MAX, &f->fp_hash, &f->fp_len);
+    lseek(fd, offset, SEEK_SET);
+    f->dirty = 1;
+    rt->index_stale = 1;
+    return f;
+}
+
+void tail_scan_restore_leftovers(tail_rt *rt)
+{
+    char dir[PATH_MAX], found[PATH_MAX];
+    for (size_t i = 0; i < rt->nrestore; i++) {
+        tail_restore *rs = &rt->restore[i];
+        if (rs->claimed) {
+            continue;
+        }
+        snprintf(dir, sizeof(dir), "%s", rs->pos.path);
+        char *dn = dirname(dir);
+        if (find_in_dir(dn, rs->pos.dev, rs->pos.ino, found, sizeof(found))) {
+            FILE *fp = fopen(found, "rb");
+            uint64_t h = 0;
+            uint32_t len = 0;
+            int ok = fp && tail_fingerprint(fileno(fp), rs->pos.fp_len, &h, &len) == 0 &&
+                     len == rs->pos.fp_len && h == rs->pos.fp_hash;
+            if (fp) {
+                fclose(fp);
+            }
+            if (ok && adopt_rotated(rt, found, rs->pos.path, rs->pos.offset)) {
+                spool_log_info(rt->ins, "%s: rotated to %s while stopped; finishing it from "
+                               "offset %" PRId64, rs->pos.path, found, rs->pos.offset);
+                continue;
+            }
+        }
+        spool_log_warn(rt->ins, "%s: removed while spool was stopped (position %" PRId64
+                       "); forgetting it", rs->pos.path, rs->pos.offset);
+        tail_batch_forget(rt, rs->source);
+    }
+    tail_scan_restore_free(rt);
+}
+
+/* ---- the scan ---- */
+
+static int excluded(const tail_rt *rt, const char *path)
+{
+    for (size_t i = 0; i < rt->ctx->exclude.count; i++) {
+        if (tail_glob_match(rt->ctx->exclude.items[i], path)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int same_file_at(const char *path, const tail_file *f)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && (uint64_t)st.st_dev == f->dev && (uint64_t)st.st_ino == f->ino;
+}
+
+static void file_set_path(tail_file *f, const char *path)
+{
+    char *p = strdup(path);
+    if (!p) {
+        return;
+    }
+    free(f->path);
+    f->path = p;
+    f->hdrs[1].value = (const uint8_t *)p;
+    f->hdrs[1].value_len = (int32_t)strlen(p);
+}
+
+static void set_real(tail_rt *rt, tail_file *f, const char *path)
+{
+    char real[PATH_MAX];
+    if (!realpath(path, real) || strcmp(real, f->real) == 0) {
+        return;
+    }
+    char *p = strdup(real);
+    if (p) {
+        free(f->real);
+        f->real = p;
+        rt->index_stale = 1;
+    }
+}
+
+static void make_rotated(tail_rt *rt, tail_file *f, const char *why)
+{
+    if (f->state == TAIL_ROTATED) {
+        return;
+    }
+    f->state = TAIL_ROTATED;
+    f->dirty = 1;
+    f->last_grow_ms = rt->now_ms;
+    rt->rotations++;
+    if (rt->c_rot) {
+        spool_counter_add(rt->c_rot, 1);
+    }
+    spool_log_info(rt->ins, "%s: %s; finishing it", f->path, why);
+}
+
+static void on_dir(void *arg, const char *dir, const char *name_filter)
+{
+    tail_rt *rt = arg;
+    if (!rt->watch) {
+        return;
+    }
+    int r = tail_watch_add(rt->watch, dir, name_filter);
+    if (r < 0 && r != -ENOENT && !rt->watch_warned) {
+        rt->watch_warned = 1;
+        spool_log_warn(rt->ins, "cannot watch %s: %s; relying on rescans every %" PRId64 " ms",
+                       dir, strerror(-r), rt->ctx->poll_interval_ms);
+        rt->watch_degraded = 1;
+    }
+}
+
+static void on_file(void *arg, const char *path, const struct stat *st)
+{
+    tail_rt *rt = arg;
+    if (excluded(rt, path)) {
+        return;
+    }
+    tail_file *f = find_id(rt, (uint64_t)st->st_dev, (uint64_t)st->st_ino);
+    if (f) {
+        if (f->seen) {
+            return; /* another name of a file already found in this scan */
+        }
+        f->seen = 1;
+        if (strcmp(f->path, path) != 0 && !same_file_at(f->path, f)) {
+            file_set_path(f, path);
+        }
+        if (strcmp(f->path, path) == 0) {
+            set_real(rt, f, path);
+        }
+        if (f->state == TAIL_ROTATED) {
+            f->state = TAIL_ACTIVE; /* renamed back under the globs */
+        }
+        if ((int64_t)st->st_size != f->read_off) {
+            f->dirty = 1;
+        }
+        return;
+    }
+    /* A new identity. Whoever had this path was rotated away or replaced. */
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *o = rt->files[i];
+        if (o->state == TAIL_ACTIVE && strcmp(o->path, path) == 0) {
+            make_rotated(rt, o, "replaced by a new file at its path");
+        }
+    }
+    char real[PATH_MAX];
+    if (!realpath(path, real)) {
+        snprintf(real, sizeof(real), "%s", path);
+    }
+    f = tail_file_new(rt, path, real, st);
+    if (!f) {
+        spool_log_error(rt->ins, "%s: out of memory", path);
+        return;
+    }
+    int64_t off = start_offset(rt, path, st);
+    f->read_off = off;
+    tail_split_reset(&f->sp, off);
+    f->seen = 1;
+    f->dirty = 1;
+    map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
+    map_put(&rt->by_real, str_hash(f->real), f);
+    if (rt->initial && rt->first_start) {
+        tail_file_touch(rt, f); /* its start position is stored even before data comes */
+    }
+    if (!rt->initial) {
+        spool_log_debug(rt->ins, "%s: new file, reading from the beginning", path);
+    }
+    /* Watch the real directory too (a symlink's target elsewhere). */
+    if (rt->watch) {
+        char *slash = strrchr(real, '/');
+        if (slash && slash != real) {
+            *slash = '\0';
+            on_dir(rt, real, "\x01"); /* modifications only: no name triggers a rescan */
+        }
+    }
+}
+
+void tail_scan(tail_rt *rt)
+{
+    if (rt->index_stale) {
+        tail_scan_index(rt);
+    }
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        rt->files[i]->seen = 0;
+    }
+    if (rt->watch) {
+        tail_watch_begin(rt->watch);
+    }
+    for (size_t i = 0; i < rt->ctx->paths.count; i++) {
+        tail_glob_expand(rt->ctx->paths.items[i], on_file, on_dir, rt);
+    }
+    /* The directories of files being finished stay watched (their writes). */
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *f = rt->files[i];
+        if (f->state == TAIL_ACTIVE && !f->seen) {
+            struct stat st;
+            int gone = f->fd >= 0 && fstat(f->fd, &st) == 0 && st.st_nlink == 0;
+            make_rotated(rt, f, gone ? "deleted" : "renamed or no longer matched");
+            if (f->fd < 0) {
+                /* Closed while idle: look for it by inode next to its old name. */
+                char dir[PATH_MAX], found[PATH_MAX];
+                snprintf(dir, sizeof(dir), "%s", f->real);
+                if (find_in_dir(dirname(dir), f->dev, f->ino, found, sizeof(found))) {
+                    int fd = open(found, O_RDONLY | O_CLOEXEC);
+                    if (fd >= 0) {
+                        f->fd = fd;
+                        rt->nopen++;
+                        lseek(fd, f->read_off, SEEK_SET);
+                    }
+                }
+            }
+        }
+        if (rt->watch && f->state == TAIL_ROTATED) {
+            char dir[PATH_MAX];
+            snprintf(dir, sizeof(dir), "%s", f->real);
+            on_dir(rt, dirname(dir), "\x01");
+        }
+    }
+    if (rt->watch) {
+        tail_watch_end(rt->watch);
+    }
+    rt->index_stale = 1;
+}
