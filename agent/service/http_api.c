@@ -180,6 +180,25 @@ static char *sanitize_name(const char *s, size_t len, int colon_ok)
     return r;
 }
 
+/* The exported name of a sample: sanitised, and for a counter ending in
+ * "_total" as the format's conventions and spool.h promise (promtool flags
+ * a counter without it). NULL on ENOMEM or for an empty name. */
+static char *metric_name(const char *name, const char *type)
+{
+    size_t len = strlen(name);
+    char *r = sanitize_name(name, len, 1);
+    if (!r || strcmp(type, "counter") != 0 || (len >= 6 && strcmp(r + len - 6, "_total") == 0)) {
+        return r;
+    }
+    char *t = realloc(r, len + 7);
+    if (!t) {
+        free(r);
+        return NULL;
+    }
+    memcpy(t + len, "_total", 7);
+    return t;
+}
+
 static const char *known_type(const char *t)
 {
     static const char *const types[] = {"counter", "gauge", "histogram", "summary", "untyped"};
@@ -219,7 +238,7 @@ static int collect_add(mcollect *c, const char *name, const char *help, const ch
         c->cap = cap;
     }
     msample m = {
-        .name = sanitize_name(name, strlen(name), 1),
+        .name = metric_name(name, known_type(type)),
         .help = strdup(help ? help : ""),
         .type = strdup(known_type(type)),
         .labels = strdup(labels ? labels : ""),

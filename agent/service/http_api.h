@@ -71,7 +71,9 @@ void spool_http_api_stop(spool_http_api *api);
  * Renders the whole /metrics body (exposed for tests and for a future
  * `spool metrics` command). Samples are re-grouped by name so HELP/TYPE
  * appear once per family even if the source interleaves names; metric and
- * label names are sanitised to [a-zA-Z_:][a-zA-Z0-9_:]*; label values and
+ * label names are sanitised to [a-zA-Z_:][a-zA-Z0-9_:]*; a counter's name
+ * gets a "_total" suffix if it lacks one; an unknown type becomes
+ * "untyped"; label values and
  * HELP text are escaped as the format requires (a labels string that is
  * already escaped is kept; one with raw quotes, backslashes or newlines is
  * escaped). Returns 0 or -ENOMEM. Any thread.

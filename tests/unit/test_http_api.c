@@ -57,6 +57,7 @@ static void fake_metrics(void (*fn)(void *, const spool_metric_sample *), void *
         {"spool_broken", "Bad labels.", "gauge", "garbage", 4},
         {"spool_weird_type", "Unknown type.", "bogus", "", -2},
         {"spool_raw_backslash", "A raw trailing backslash.", "gauge", "p=\"a\\\"", 1},
+        {"spool_stdin_lines_split", "A counter without _total.", "counter", "", 6},
     };
     for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
         fn(arg, &s[i]);
@@ -267,6 +268,9 @@ static void test_render_exact(void **state)
         "# HELP spool_raw_backslash A raw trailing backslash.\n"
         "# TYPE spool_raw_backslash gauge\n"
         "spool_raw_backslash{p=\"a\\\\\"} 1\n"
+        "# HELP spool_stdin_lines_split_total A counter without _total.\n"
+        "# TYPE spool_stdin_lines_split_total counter\n"
+        "spool_stdin_lines_split_total 6\n"
         "# HELP spool_tail_x_total Help with a \\\\ and a\\nnewline.\n"
         "# TYPE spool_tail_x_total counter\n"
         "spool_tail_x_total 1\n"

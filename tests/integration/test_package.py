@@ -1,0 +1,144 @@
+"""The Debian package: builds with packaging/build-deb, installs with dpkg -i,
+the installed binary validates the packaged config (as root and as the
+`spool` user), systemd-analyze accepts the installed unit, logrotate accepts
+its file, and dpkg --purge leaves the machine as it was.
+
+Installing a package changes the machine, so this runs only as root (CI runs
+as root on a throwaway machine); otherwise it prints SKIP and passes.
+"""
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+
+import spoolt
+from spoolt import check
+
+t = spoolt.Suite(__file__)
+
+
+def sh(args, timeout=300, ok=True):
+    r = subprocess.run(args, capture_output=True, timeout=timeout)
+    out = r.stdout.decode("utf-8", "replace") + r.stderr.decode("utf-8", "replace")
+    if ok:
+        check(r.returncode == 0, "%s exited %d:\n%s" % (" ".join(args), r.returncode, out[-4000:]))
+    return r.returncode, out
+
+
+def installed(pkg):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True)
+    return r.returncode == 0 and b"installed" in r.stdout
+
+
+def user_exists(name):
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+@t.case
+def package_installs_verifies_and_purges(tmp):
+    if os.geteuid() != 0:
+        print("SKIP: package_installs_verifies_and_purges needs root (it runs dpkg -i)")
+        return
+    for tool in ("dpkg-deb", "dpkg", "systemd-analyze"):
+        if not shutil.which(tool):
+            raise spoolt.Failure("%s not found (Debian packages dpkg, systemd)" % tool)
+    check(not installed("spool"), "a spool package is already installed; refusing to replace it")
+    user_before = user_exists("spool")
+
+    # Shared by the normal and the sanitizer test runs: the second build is
+    # incremental.
+    build_dir = os.path.join(spoolt.SRC, "build-deb")
+    out_dir = os.path.join(tmp, "dist")
+    r = subprocess.run([os.path.join(spoolt.SRC, "packaging", "build-deb"), "--build-dir",
+                        build_dir, "--out-dir", out_dir], capture_output=True, timeout=1500)
+    check(r.returncode == 0, "build-deb failed:\n%s" % r.stderr.decode("utf-8", "replace")[-6000:])
+    deb = r.stdout.decode().strip().splitlines()[-1]
+    check(os.path.isfile(deb) and deb.endswith(".deb"), "build-deb printed %r" % deb)
+
+    _, info = sh(["dpkg-deb", "--info", deb])
+    check("Package: spool" in info and "Depends:" in info, "control:\n" + info)
+    for dep in ("libyaml-0-2", "libmicrohttpd12", "libsystemd0", "adduser"):
+        check(dep in info, "Depends lacks %s:\n%s" % (dep, info))
+    _, contents = sh(["dpkg-deb", "--contents", deb])
+    for path in ("./usr/bin/spool", "/systemd/system/spool.service", "./etc/spool/spool.yaml",
+                 "./usr/include/spool/spool.h", "./etc/logrotate.d/spool"):
+        check(path in contents, "%s missing from the package:\n%s" % (path, contents))
+    ctrl = os.path.join(tmp, "ctrl")
+    sh(["dpkg-deb", "--control", deb, ctrl])
+    with open(os.path.join(ctrl, "conffiles")) as f:
+        check("/etc/spool/spool.yaml" in f.read().split(), "spool.yaml is not a conffile")
+
+    try:
+        sh(["dpkg", "-i", deb])
+        check(installed("spool"), "dpkg -i did not leave spool installed")
+
+        # The system user and the state directory.
+        check(user_exists("spool"), "postinst did not create the spool user")
+        pw = pwd.getpwnam("spool")
+        check(pw.pw_dir == "/var/lib/spool", "spool's home is %s" % pw.pw_dir)
+        check(pw.pw_uid < 1000, "spool is not a system user (uid %d)" % pw.pw_uid)
+        st = os.stat("/var/lib/spool")
+        check(st.st_uid == pw.pw_uid and stat.S_IMODE(st.st_mode) == 0o750,
+              "/var/lib/spool: uid %d mode %o" % (st.st_uid, stat.S_IMODE(st.st_mode)))
+        st = os.stat("/etc/spool/spool.yaml")
+        check(st.st_gid == pw.pw_gid and stat.S_IMODE(st.st_mode) == 0o640,
+              "/etc/spool/spool.yaml: gid %d mode %o" % (st.st_gid, stat.S_IMODE(st.st_mode)))
+
+        # The installed binary accepts the packaged config, as root and as
+        # the user the unit runs it as.
+        code, out = sh(["/usr/bin/spool", "check", "-c", "/etc/spool/spool.yaml"], ok=False)
+        check(code == 0, "spool check of the packaged config exited %d:\n%s" % (code, out))
+        if shutil.which("runuser"):
+            code, out = sh(["runuser", "-u", "spool", "--", "/usr/bin/spool", "check", "-c",
+                            "/etc/spool/spool.yaml"], ok=False)
+            check(code == 0, "spool check as user spool exited %d:\n%s" % (code, out))
+
+        # The unit: systemd-analyze verify exits 0 even for unknown keys and
+        # unparseable values (it only warns), so any line about our unit
+        # fails the test too.
+        unit = None
+        for d in ("/usr/lib/systemd/system", "/lib/systemd/system"):
+            if os.path.exists(os.path.join(d, "spool.service")):
+                unit = os.path.join(d, "spool.service")
+                break
+        check(unit is not None, "spool.service not installed")
+        code, out = sh(["systemd-analyze", "verify", "--man=no", unit], ok=False)
+        bad = [l for l in out.splitlines() if "spool" in l]
+        check(code == 0 and not bad, "systemd-analyze verify (exit %d):\n%s" % (code, out))
+        code, out = sh(["systemd-analyze", "security", "--offline=yes", "--threshold=30", unit],
+                       ok=False)
+        check(code == 0, "systemd-analyze security: exposure above 3.0 (exit %d):\n%s"
+              % (code, out[-3000:]))
+
+        if shutil.which("logrotate"):
+            code, out = sh(["logrotate", "-d", "/etc/logrotate.d/spool"], ok=False)
+            check(code == 0 and "error:" not in out, "logrotate -d:\n" + out)
+
+        # Reinstall with a locally edited conffile: the edit is kept.
+        with open("/etc/spool/spool.yaml", "a") as f:
+            f.write("# local edit kept by reinstall\n")
+        sh(["dpkg", "-i", "--force-confold", deb])
+        with open("/etc/spool/spool.yaml") as f:
+            check("# local edit kept by reinstall" in f.read(), "reinstall lost a conffile edit")
+
+        # Remove keeps the config, purge removes config and state.
+        sh(["dpkg", "-r", "spool"])
+        check(not os.path.exists("/usr/bin/spool"), "dpkg -r left /usr/bin/spool")
+        check(os.path.exists("/etc/spool/spool.yaml"), "dpkg -r removed the conffile")
+    finally:
+        subprocess.run(["dpkg", "--purge", "spool"], capture_output=True, timeout=300)
+        if not user_before and user_exists("spool"):
+            subprocess.run(["userdel", "spool"], capture_output=True)
+            subprocess.run(["groupdel", "spool"], capture_output=True)
+    for path in ("/usr/bin/spool", "/etc/spool/spool.yaml", "/var/lib/spool", "/var/log/spool",
+                 "/etc/logrotate.d/spool"):
+        check(not os.path.exists(path), "dpkg --purge left %s" % path)
+    check(not installed("spool"), "spool still installed after purge")
+
+
+t.main()
