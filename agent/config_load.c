@@ -317,6 +317,7 @@ static int load_entry(spool_service_conf *conf, spool_plugin_kind kind, const ch
                       size_t index, const spool_cnode *entry, spool_errors *errs,
                       spool_instance **out)
 {
+    static const char *const kind_names[] = {"", "input", "processor", "output"};
     static const char *const ignore[] = {"type", "name", NULL};
     char path[256], what[300];
     const spool_cnode *type, *name;
@@ -346,11 +347,11 @@ static int load_entry(spool_service_conf *conf, spool_plugin_kind kind, const ch
         snprintf(tpath, sizeof(tpath), "%s.type", path);
         if (dym) {
             spool_errors_add(errs, conf->doc.file, type->line, type->column, tpath,
-                             "unknown %s plugin type '%s', did you mean '%s'?", section,
+                             "unknown %s plugin type '%s', did you mean '%s'?", kind_names[kind],
                              type->value, dym);
         } else {
             spool_errors_add(errs, conf->doc.file, type->line, type->column, tpath,
-                             "unknown %s plugin type '%s' (see `spool plugins`)", section,
+                             "unknown %s plugin type '%s' (see `spool plugins`)", kind_names[kind],
                              type->value);
         }
         return 1;
@@ -478,7 +479,11 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
                                     spool_default_config_len, &conf->doc, errs);
     }
     if (rc < 0) {
-        return errs->count ? (int)errs->count : 1;
+        nerr += errs->count ? (int)errs->count : 1;
+        if (!conf->doc.root) {
+            return nerr; /* unreadable or not YAML: nothing to validate */
+        }
+        /* Duplicate keys, unset ${VAR}...: reported; validate the rest too. */
     }
     const spool_cnode *root = conf->doc.root;
     const spool_cnode empty = {.type = SPOOL_CNODE_MAPPING, .line = 1, .column = 1};
