@@ -1,0 +1,139 @@
+/* test_registry.c: plugin registry: lookup, duplicates, ABI and shape checks. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core.h"
+
+static int dummy_flush(spool_instance *ins, void *ctx, const spool_chunk *c)
+{
+    return SPOOL_OK;
+}
+
+static int dummy_run(spool_instance *ins, void *ctx)
+{
+    return 0;
+}
+
+static spool_plugin make(spool_plugin_kind kind, const char *name)
+{
+    spool_plugin p = {
+        .abi_version = SPOOL_ABI_VERSION,
+        .struct_size = sizeof(spool_plugin),
+        .kind = kind,
+        .name = name,
+    };
+    if (kind == SPOOL_PLUGIN_OUTPUT) {
+        p.flush = dummy_flush;
+    } else {
+        p.run = dummy_run;
+    }
+    return p;
+}
+
+static int setup(void **state)
+{
+    spool_registry_reset();
+    return 0;
+}
+
+static void builtins_are_found(void **state)
+{
+    assert_int_equal(spool_registry_init(), 0);
+    assert_non_null(spool_registry_find(SPOOL_PLUGIN_INPUT, "stdin"));
+    assert_non_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "file"));
+    assert_non_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "stdout"));
+    /* Kinds are separate namespaces. */
+    assert_null(spool_registry_find(SPOOL_PLUGIN_INPUT, "file"));
+    assert_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "nope"));
+    const char *names[REGISTRY_NAMES_MAX];
+    size_t n = spool_registry_names(SPOOL_PLUGIN_OUTPUT, names, REGISTRY_NAMES_MAX);
+    assert_true(n >= 2);
+}
+
+static void duplicate_is_refused(void **state)
+{
+    static spool_plugin a, b, c;
+    const char *why = NULL;
+    a = make(SPOOL_PLUGIN_OUTPUT, "dup");
+    b = make(SPOOL_PLUGIN_OUTPUT, "dup");
+    c = make(SPOOL_PLUGIN_INPUT, "dup");
+    assert_int_equal(spool_registry_add(&a, "test", &why), 0);
+    assert_int_equal(spool_registry_add(&b, "test", &why), -EEXIST);
+    assert_non_null(why);
+    /* Same name, other kind: fine. */
+    assert_int_equal(spool_registry_add(&c, "test", &why), 0);
+    assert_ptr_equal(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "dup"), &a);
+    assert_ptr_equal(spool_registry_find(SPOOL_PLUGIN_INPUT, "dup"), &c);
+}
+
+static void abi_mismatch_is_refused(void **state)
+{
+    static spool_plugin p;
+    const char *why = NULL;
+    p = make(SPOOL_PLUGIN_OUTPUT, "future");
+    p.abi_version = SPOOL_ABI_VERSION + 1;
+    assert_int_equal(spool_registry_add(&p, "test", &why), -EINVAL);
+    assert_string_equal(why, "ABI version mismatch");
+    p.abi_version = SPOOL_ABI_VERSION;
+    p.struct_size = 8;
+    assert_int_equal(spool_registry_add(&p, "test", &why), -EINVAL);
+    assert_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "future"));
+}
+
+static void shape_is_checked(void **state)
+{
+    static spool_plugin p;
+    const char *why = NULL;
+    p = make(SPOOL_PLUGIN_OUTPUT, "noflush");
+    p.flush = NULL;
+    assert_int_equal(spool_registry_add(&p, "test", &why), -EINVAL);
+    assert_non_null(strstr(why, "flush"));
+    p = make(SPOOL_PLUGIN_INPUT, "norun");
+    p.run = NULL;
+    assert_int_equal(spool_registry_add(&p, "test", &why), -EINVAL);
+    p = make(SPOOL_PLUGIN_INPUT, NULL);
+    assert_int_equal(spool_registry_add(&p, "test", &why), -EINVAL);
+    p = make(SPOOL_PLUGIN_INPUT, "badkind");
+    p.kind = (spool_plugin_kind)9;
+    assert_int_equal(spool_registry_add(&p, "test", &why), -EINVAL);
+}
+
+static void load_file_errors(void **state)
+{
+    char err[512];
+    assert_true(spool_registry_load_file("/nonexistent/plugin.so", err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "cannot load plugin"));
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/test-plugins/bad_abi_plugin/bad_abi_plugin.so",
+             getenv("SPOOL_BUILD") ? getenv("SPOOL_BUILD") : "build");
+    assert_int_equal(spool_registry_load_file(path, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "ABI version"));
+    snprintf(path, sizeof(path), "%s/test-plugins/test_plugin/test_plugin.so",
+             getenv("SPOOL_BUILD") ? getenv("SPOOL_BUILD") : "build");
+    assert_int_equal(spool_registry_load_file(path, err, sizeof(err)), 0);
+    assert_non_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "test_ext"));
+    /* Loading it twice is a duplicate. */
+    assert_int_equal(spool_registry_load_file(path, err, sizeof(err)), -EEXIST);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(builtins_are_found, setup),
+        cmocka_unit_test_setup(duplicate_is_refused, setup),
+        cmocka_unit_test_setup(abi_mismatch_is_refused, setup),
+        cmocka_unit_test_setup(shape_is_checked, setup),
+        cmocka_unit_test_setup(load_file_errors, setup),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    spool_registry_reset();
+    return rc;
+}
