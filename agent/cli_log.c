@@ -1,0 +1,544 @@
+/*
+ * cli_log.c: `spool topics` and `spool read`, the command-line readers of
+ * the partition log. They open it read_only (no lock, no writes), so they
+ * show only what the running spool committed (its checkpoint's end
+ * offsets) and stop at a batch still being written. `read -f` follows by
+ * re-reading the checkpoint every 100 ms until SIGINT, SIGTERM or a closed
+ * pipe. Exit status: 0 ok, 1 runtime error, 2 usage.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli_log.h"
+
+typedef struct cli_common {
+    const char *data_dir;
+    const char *config;
+    char dir_buf[4096];
+    spool_topic_conf *topics;
+    size_t ntopics;
+} cli_common;
+
+/* Consumes --data-dir/-c at argv[*i]; 1 if taken, 0 if not ours, -1 usage. */
+static int common_arg(cli_common *c, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    if (strcmp(a, "--data-dir") == 0 || strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+        if (*i + 1 >= argc) {
+            fprintf(stderr, "spool: %s needs a value\n", a);
+            return -1;
+        }
+        if (a[1] == '-' && a[2] == 'd') {
+            c->data_dir = argv[++*i];
+        } else {
+            c->config = argv[++*i];
+        }
+        return 1;
+    }
+    if (strncmp(a, "--data-dir=", 11) == 0) {
+        c->data_dir = a + 11;
+        return 1;
+    }
+    return 0;
+}
+
+static void common_free(cli_common *c)
+{
+    for (size_t i = 0; i < c->ntopics; i++) {
+        free(c->topics[i].name);
+    }
+    free(c->topics);
+}
+
+/* Opens the log read_only. Returns an exit status (0 ok). */
+static int common_open(cli_common *c, spool_log **log)
+{
+    if (c->data_dir == NULL && c->config == NULL) {
+        fprintf(stderr, "spool: give --data-dir DIR or -c FILE\n");
+        return 2;
+    }
+    if (c->data_dir == NULL) {
+        if (spool_config_data_dir(c->config, c->dir_buf, sizeof(c->dir_buf), &c->topics,
+                                  &c->ntopics) < 0) {
+            fprintf(stderr, "spool: cannot load %s\n", c->config);
+            return 2;
+        }
+        c->data_dir = c->dir_buf;
+    }
+    spool_log_options opt = { .data_dir = c->data_dir, .topics = c->topics,
+                              .topic_count = c->ntopics, .read_only = 1 };
+    int rc = spool_log_open(&opt, log);
+    if (rc < 0) {
+        fprintf(stderr, "spool: cannot open the log in %s: %s\n", c->data_dir, strerror(-rc));
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- spool topics ---- */
+
+typedef struct lag_entry {
+    char consumer[128];
+    char topic[256];
+    int32_t partition;
+    int64_t offset;
+} lag_entry;
+
+typedef struct lag_list {
+    lag_entry *items;
+    size_t count, cap;
+} lag_list;
+
+static void collect_cursor(void *arg, const char *consumer, const char *topic, int32_t partition,
+                           int64_t offset)
+{
+    lag_list *l = arg;
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        lag_entry *n = realloc(l->items, cap * sizeof(*n));
+        if (n == NULL) {
+            return;
+        }
+        l->items = n;
+        l->cap = cap;
+    }
+    lag_entry *e = &l->items[l->count++];
+    snprintf(e->consumer, sizeof(e->consumer), "%s", consumer);
+    snprintf(e->topic, sizeof(e->topic), "%s", topic);
+    e->partition = partition;
+    e->offset = offset;
+}
+
+static void json_str(FILE *out, const char *s)
+{
+    char buf[1024];
+    size_t n = spool_json_escape(buf, sizeof(buf), (const uint8_t *)s, strlen(s));
+    fprintf(out, "\"%.*s\"", (int)(n < sizeof(buf) ? n : sizeof(buf)), buf);
+}
+
+static const char topics_usage[] =
+    "usage: spool topics [-c FILE | --data-dir DIR] [--json]\n"
+    "  per partition: beginning and end offsets, bytes, segments, and each output's lag\n";
+
+int spool_cli_topics(int argc, char **argv)
+{
+    cli_common c = { 0 };
+    int json = 0;
+    for (int i = 0; i < argc; i++) {
+        int r = common_arg(&c, argc, argv, &i);
+        if (r < 0) {
+            return 2;
+        }
+        if (r > 0) {
+            continue;
+        }
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(topics_usage, stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "spool topics: unknown argument '%s'\n%s", argv[i], topics_usage);
+            return 2;
+        }
+    }
+    spool_log *log = NULL;
+    int rc = common_open(&c, &log);
+    if (rc != 0) {
+        common_free(&c);
+        return rc;
+    }
+    lag_list lags = { 0 };
+    spool_log_cursor_foreach(log, collect_cursor, &lags);
+    if (json) {
+        printf("{\"topics\":[");
+    } else {
+        printf("%-20s %5s %12s %12s %14s %8s  %s\n", "TOPIC", "PART", "BEGIN", "END", "BYTES",
+               "SEGMENTS", "LAG");
+    }
+    for (size_t t = 0; t < spool_log_topic_count(log); t++) {
+        const spool_topic_conf *tc = spool_log_topic_conf(log, (int)t);
+        if (json) {
+            printf("%s{\"name\":", t ? "," : "");
+            json_str(stdout, tc->name);
+            printf(",\"partitions\":[");
+        }
+        for (int32_t p = 0; p < tc->partitions; p++) {
+            spool_partition_info info;
+            if (spool_log_partition_info(log, (int)t, p, &info) < 0) {
+                continue;
+            }
+            if (json) {
+                printf("%s{\"partition\":%d,\"begin\":%" PRId64 ",\"end\":%" PRId64
+                       ",\"bytes\":%" PRId64 ",\"segments\":%d,\"lag\":{",
+                       p ? "," : "", p, info.begin_offset, info.end_offset, info.bytes,
+                       info.segments);
+            } else {
+                printf("%-20s %5d %12" PRId64 " %12" PRId64 " %14" PRId64 " %8d  ", tc->name, p,
+                       info.begin_offset, info.end_offset, info.bytes, info.segments);
+            }
+            int first = 1;
+            for (size_t k = 0; k < lags.count; k++) {
+                const lag_entry *e = &lags.items[k];
+                if (e->partition != p || strcmp(e->topic, tc->name) != 0) {
+                    continue;
+                }
+                int64_t from = e->offset > info.begin_offset ? e->offset : info.begin_offset;
+                int64_t lag = info.end_offset > from ? info.end_offset - from : 0;
+                if (json) {
+                    printf("%s", first ? "" : ",");
+                    json_str(stdout, e->consumer);
+                    printf(":%" PRId64, lag);
+                } else {
+                    printf("%s%s=%" PRId64, first ? "" : " ", e->consumer, lag);
+                }
+                first = 0;
+            }
+            if (json) {
+                printf("}}");
+            } else {
+                printf("%s\n", first ? "-" : "");
+            }
+        }
+        if (json) {
+            printf("]}");
+        }
+    }
+    if (json) {
+        printf("]}\n");
+    }
+    free(lags.items);
+    spool_log_close(log);
+    common_free(&c);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* ---- spool read ---- */
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+static const char read_usage[] =
+    "usage: spool read TOPIC [-c FILE | --data-dir DIR] [-p N]\n"
+    "                  [--from beginning|end|OFFSET|@TIMESTAMP_MS] [-n COUNT] [-f]\n"
+    "                  [--format FMT]\n"
+    "  FMT tokens: %k key, %v value, %o offset, %p partition, %T timestamp (ms),\n"
+    "  %h headers (k=v,...), %t topic, %% percent; escapes \\n \\t \\\\. Default \"%v\\n\".\n";
+
+static void put_bytes(const void *p, int32_t len)
+{
+    if (p != NULL && len > 0) {
+        fwrite(p, 1, (size_t)len, stdout);
+    }
+}
+
+static void print_record(const char *fmt, const char *topic, const spool_record *r)
+{
+    for (const char *f = fmt; *f; f++) {
+        if (*f == '\\' && f[1]) {
+            f++;
+            putchar(*f == 'n' ? '\n' : *f == 't' ? '\t' : *f == 'r' ? '\r' : *f == '0' ? '\0' : *f);
+            continue;
+        }
+        if (*f != '%' || !f[1]) {
+            putchar(*f);
+            continue;
+        }
+        f++;
+        switch (*f) {
+        case 'k':
+            put_bytes(r->key, r->key_len);
+            break;
+        case 'v':
+            put_bytes(r->value, r->value_len);
+            break;
+        case 'o':
+            printf("%" PRId64, r->offset);
+            break;
+        case 'p':
+            printf("%d", r->partition);
+            break;
+        case 'T':
+            printf("%" PRId64, r->timestamp);
+            break;
+        case 't':
+            fputs(topic, stdout);
+            break;
+        case 'h':
+            for (uint32_t i = 0; i < r->header_count; i++) {
+                const spool_header *h = &r->headers[i];
+                if (i > 0) {
+                    putchar(',');
+                }
+                fwrite(h->key, 1, h->key_len, stdout);
+                putchar('=');
+                put_bytes(h->value, h->value_len);
+            }
+            break;
+        case '%':
+            putchar('%');
+            break;
+        default:
+            putchar('%');
+            putchar(*f);
+            break;
+        }
+    }
+}
+
+typedef struct read_opts {
+    const char *topic;
+    int32_t partition; /* -1 = all */
+    const char *from;
+    int64_t count;     /* -1 = no limit */
+    int follow;
+    const char *format;
+} read_opts;
+
+static int parse_read_args(int argc, char **argv, cli_common *c, read_opts *o)
+{
+    o->partition = -1;
+    o->from = "beginning";
+    o->count = -1;
+    o->format = "%v\\n";
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int r = common_arg(c, argc, argv, &i);
+        if (r < 0) {
+            return 2;
+        }
+        if (r > 0) {
+            continue;
+        }
+        int has_val = i + 1 < argc;
+        char *end = NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(read_usage, stdout);
+            return -1;
+        } else if (strcmp(a, "-p") == 0 || strcmp(a, "--partition") == 0) {
+            if (!has_val) {
+                goto missing;
+            }
+            long v = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || v < 0 || v > INT32_MAX) {
+                fprintf(stderr, "spool read: bad partition '%s'\n", argv[i]);
+                return 2;
+            }
+            o->partition = (int32_t)v;
+        } else if (strcmp(a, "--from") == 0 || strcmp(a, "-o") == 0) {
+            if (!has_val) {
+                goto missing;
+            }
+            o->from = argv[++i];
+        } else if (strcmp(a, "-n") == 0 || strcmp(a, "--count") == 0) {
+            if (!has_val) {
+                goto missing;
+            }
+            long long v = strtoll(argv[++i], &end, 10);
+            if (*end != '\0' || v < 0) {
+                fprintf(stderr, "spool read: bad count '%s'\n", argv[i]);
+                return 2;
+            }
+            o->count = v;
+        } else if (strcmp(a, "-f") == 0 || strcmp(a, "--follow") == 0) {
+            o->follow = 1;
+        } else if (strcmp(a, "--format") == 0) {
+            if (!has_val) {
+                goto missing;
+            }
+            o->format = argv[++i];
+        } else if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "spool read: unknown option '%s'\n%s", a, read_usage);
+            return 2;
+        } else if (o->topic == NULL) {
+            o->topic = a;
+        } else {
+            fprintf(stderr, "spool read: unexpected argument '%s'\n%s", a, read_usage);
+            return 2;
+        }
+        continue;
+    missing:
+        fprintf(stderr, "spool read: %s needs a value\n", a);
+        return 2;
+    }
+    if (o->topic == NULL) {
+        fprintf(stderr, "spool read: which topic?\n%s", read_usage);
+        return 2;
+    }
+    const char *f = o->from;
+    if (strcmp(f, "beginning") && strcmp(f, "end")) {
+        char *end = NULL;
+        strtoll(f[0] == '@' ? f + 1 : f, &end, 10);
+        if (end == (f[0] == '@' ? f + 1 : f) || *end != '\0') {
+            fprintf(stderr, "spool read: bad --from '%s' (beginning, end, OFFSET or @MS)\n", f);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static int64_t start_offset(spool_log *log, int t, int32_t p, const char *from)
+{
+    spool_partition_info info;
+    spool_log_partition_info(log, t, p, &info);
+    if (strcmp(from, "beginning") == 0) {
+        return info.begin_offset;
+    }
+    if (strcmp(from, "end") == 0) {
+        return info.end_offset;
+    }
+    if (from[0] == '@') {
+        int64_t off = info.end_offset;
+        spool_log_offset_for_time(log, t, p, strtoll(from + 1, NULL, 10), &off);
+        return off;
+    }
+    int64_t off = strtoll(from, NULL, 10);
+    return off < info.begin_offset ? info.begin_offset : off;
+}
+
+/* Reads one chunk of partition p at *next and prints it. Returns records
+ * printed (>= 0), or -1 on a runtime error. */
+static int64_t read_chunk(spool_log *log, const read_opts *o, int t, int32_t p, int64_t *next,
+                          int64_t budget, spool_buf *buf, spool_decoded *d, int *failed)
+{
+    int64_t n2;
+    buf->len = 0;
+    long n = spool_log_read(log, t, p, *next, 1 << 20, buf, &n2);
+    if (n == -EBADMSG) {
+        fprintf(stderr, "spool read: %s/%d: corrupt batch at offset %" PRId64 ", skipping\n",
+                o->topic, p, *next);
+        spool_log_skip_corrupt(log, t, p, *next, next);
+        *failed = 1;
+        return 0;
+    }
+    if (n < 0) {
+        fprintf(stderr, "spool read: %s/%d: %s\n", o->topic, p, strerror((int)-n));
+        return -1;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    int64_t printed = 0;
+    spool_decoded_reset(d);
+    for (size_t off = 0; off < buf->len;) {
+        spool_batch_info bi;
+        long sz = spool_batch_parse_header(buf->data + off, buf->len - off, 1, &bi);
+        if (sz <= 0 || spool_batch_decode(buf->data + off, (size_t)sz, p, *next, d) < 0) {
+            int64_t at = sz > 0 ? bi.base_offset : *next;
+            fprintf(stderr, "spool read: %s/%d: corrupt batch at offset %" PRId64 ", skipping\n",
+                    o->topic, p, at);
+            *failed = 1;
+            if (sz <= 0) {
+                spool_log_skip_corrupt(log, t, p, at, &n2);
+                break;
+            }
+        }
+        off += (size_t)(sz > 0 ? sz : 0);
+        if (sz <= 0) {
+            break;
+        }
+    }
+    for (size_t i = 0; i < d->count && (budget < 0 || printed < budget); i++) {
+        print_record(o->format, o->topic, &d->records[i]);
+        printed++;
+        if (budget >= 0 && printed == budget) {
+            n2 = d->records[i].offset + 1;
+        }
+    }
+    *next = n2;
+    return printed;
+}
+
+int spool_cli_read(int argc, char **argv)
+{
+    cli_common c = { 0 };
+    read_opts o = { 0 };
+    int rc = parse_read_args(argc, argv, &c, &o);
+    if (rc != 0) {
+        return rc < 0 ? 0 : rc;
+    }
+    spool_log *log = NULL;
+    spool_buf buf = { 0 };
+    spool_decoded d = { 0 };
+    int64_t *next = NULL;
+    if ((rc = common_open(&c, &log)) != 0) {
+        goto out;
+    }
+    int t = spool_log_topic_index(log, o.topic);
+    if (t < 0) {
+        fprintf(stderr, "spool read: no topic '%s' in %s\n", o.topic, c.data_dir);
+        rc = 1;
+        goto out;
+    }
+    int32_t nparts = spool_log_topic_conf(log, t)->partitions;
+    if (o.partition >= nparts) {
+        fprintf(stderr, "spool read: topic '%s' has %d partitions\n", o.topic, nparts);
+        rc = 1;
+        goto out;
+    }
+    next = calloc((size_t)nparts, sizeof(*next));
+    if (next == NULL) {
+        rc = 1;
+        goto out;
+    }
+    for (int32_t p = 0; p < nparts; p++) {
+        next[p] = start_offset(log, t, p, o.from);
+    }
+    struct sigaction sa = { 0 };
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int64_t printed = 0;
+    int failed = 0;
+    while (!stop_flag && (o.count < 0 || printed < o.count)) {
+        int64_t round = 0;
+        for (int32_t p = 0; p < nparts && (o.count < 0 || printed < o.count); p++) {
+            if (o.partition >= 0 && p != o.partition) {
+                continue;
+            }
+            int64_t got = read_chunk(log, &o, t, p, &next[p], o.count < 0 ? -1 : o.count - printed,
+                                     &buf, &d, &failed);
+            if (got < 0) {
+                rc = 1;
+                goto out;
+            }
+            printed += got;
+            round += got;
+        }
+        if (ferror(stdout) || fflush(stdout) != 0) {
+            rc = errno == EPIPE ? 0 : 1;
+            goto out;
+        }
+        if (round == 0) {
+            if (!o.follow) {
+                break;
+            }
+            struct timespec ts = { 0, 100 * 1000000L };
+            nanosleep(&ts, NULL);
+            if (spool_log_refresh(log) < 0) {
+                rc = 1;
+                goto out;
+            }
+        }
+    }
+    rc = failed ? 1 : 0;
+out:
+    free(next);
+    spool_buf_free(&buf);
+    spool_decoded_free(&d);
+    spool_log_close(log);
+    common_free(&c);
+    return rc;
+}

@@ -1,0 +1,28 @@
+/*
+ * cli_log.h: the `spool topics` and `spool read` commands (agent/cli_log.c).
+ * Both take the arguments after the command name (argv[0] is the first
+ * option, not the program) and return the exit status: 0 ok, 1 runtime
+ * error, 2 usage error. They open the log read_only, so they are safe to
+ * run while spool is running, and find it through --data-dir DIR or
+ * -c FILE (the config `spool run` uses).
+ */
+#ifndef SPOOL_CLI_LOG_H
+#define SPOOL_CLI_LOG_H
+
+#include <stddef.h>
+
+#include "log/log.h"
+
+int spool_cli_topics(int argc, char **argv);
+int spool_cli_read(int argc, char **argv);
+
+/*
+ * Provided by the core (main.c): loads config_path and copies its
+ * service.data_dir into out (cap bytes); if topics is not NULL, hands over
+ * the configured topics (names and the array malloc'd; the caller frees
+ * each name, then the array). 0 or negative errno (errors printed).
+ */
+extern int spool_config_data_dir(const char *config_path, char *out, size_t cap,
+                                 spool_topic_conf **topics, size_t *ntopics);
+
+#endif /* SPOOL_CLI_LOG_H */
