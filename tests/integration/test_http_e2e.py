@@ -27,7 +27,11 @@ LINE_RE = re.compile(rb"^(\S+) (\d+)$")
 
 # ---------------------------------------------------------------- configs
 
-def aggregator_config(tmp, port, out_path, extra_input="", name="agg", topic_extra=""):
+def aggregator_config(tmp, port, out_path, extra_input="", name="agg", topic_extra="",
+                      json_out=None):
+    """An aggregator: http input -> topic `logs` (fsync: always) -> `file`
+    output (raw) at out_path, and with json_out a second file output
+    writing JSON (key, headers...)."""
     d = os.path.join(tmp, name)
     os.makedirs(d, exist_ok=True)
     cfg = os.path.join(d, "spool.yaml")
@@ -52,8 +56,10 @@ outputs:
     topics: [logs]
     path: %(out)s
     format: raw
-""" % {"d": d, "port": port, "out": out_path, "extra_input": extra_input,
-       "topic_extra": topic_extra})
+%(json)s""" % {"d": d, "port": port, "out": out_path, "extra_input": extra_input,
+       "topic_extra": topic_extra,
+       "json": ("  - type: file\n    name: as-json\n    topics: [logs]\n    path: %s\n"
+                "    format: json\n" % json_out) if json_out else ""})
     return cfg
 
 
@@ -75,7 +81,8 @@ inputs:
   - type: tail
     name: files
     topic: app
-    paths: [%(logdir)s/*.log]
+    paths: ["%(logdir)s/*.log"]
+    read_from: beginning
     key: "{{ file }}"
 outputs:
   - type: http
@@ -157,6 +164,11 @@ def check_seq(per, keys, n):
     return res
 
 
+def read_json(path):
+    import json
+    return [json.loads(line) for line in spoolt.read_lines(path)]
+
+
 def unique_count(path):
     per, _ = parse_out(path)
     return sum(len(set(v)) for v in per.values())
@@ -200,7 +212,8 @@ def all_records_arrive_in_order(tmp):
     n = 3000
     logdir = os.path.join(tmp, "logs")
     write_all(logdir, keys, n)
-    agg = spoolt.Spool(aggregator_config(tmp, port, out))
+    jout = os.path.join(tmp, "agg.json")
+    agg = spoolt.Spool(aggregator_config(tmp, port, out, json_out=jout))
     agent = spoolt.Spool(agent_config(tmp, "agent", port, logdir))
     try:
         wait_unique(out, n * len(keys), 60, (agg, agent))
@@ -212,10 +225,14 @@ def all_records_arrive_in_order(tmp):
         check(res["lost"] == 0, "lost %s" % res)
         check(res["disorder"] == 0, "per-key order broken: %s" % res)
         check(res["dup"] == 0, "duplicates without any failure: %s" % res)
-        # The aggregator added the agent's address and kept the agent's headers.
-        r = spoolt.run(["read", "logs", "-c", agg.config, "--format", "%v\n"], timeout=60)
-        check(r.returncode == 0, "spool read: %s" % r.stderr.decode()[-2000:])
-        check(len(r.stdout.splitlines()) >= n * len(keys), "spool read shows fewer records")
+        # The aggregator kept the agent's key and headers and added its address.
+        recs = read_json(jout)
+        check(len(recs) == n * len(keys), "json output has %d records" % len(recs))
+        r0 = recs[0]
+        check(r0["headers"].get("agent") == "127.0.0.1", "agent header: %s" % r0)
+        check(r0["headers"].get("path", "").startswith(logdir), "path header: %s" % r0)
+        check("host" in r0["headers"] and "input" in r0["headers"], "headers: %s" % r0)
+        check(r0["key"] == r0["value"].split()[0] + ".log", "key not kept: %s" % r0)
     finally:
         agent.kill()
         agg.kill()
@@ -228,7 +245,7 @@ def kill9_aggregator_mid_stream(tmp):
     keys = ["a", "b"]
     n = 20000
     logdir = os.path.join(tmp, "logs")
-    w = Writer(logdir, keys, n, batch=500, pause=0.02)
+    w = Writer(logdir, keys, n, batch=200, pause=0.05)
     agg_cfg = aggregator_config(tmp, port, out)
     agg = spoolt.Spool(agg_cfg)
     agent = spoolt.Spool(agent_config(tmp, "agent", port, logdir))
@@ -236,6 +253,7 @@ def kill9_aggregator_mid_stream(tmp):
         w.start()
         spoolt.wait_for(lambda: unique_count(out) > 2000, timeout=60 * SLOW,
                         what="the stream to start")
+        check(w.is_alive(), "the writer finished before the kill: not mid-stream")
         agg.kill()  # SIGKILL mid-stream
         time.sleep(1.0)
         agg = spoolt.Spool(agg_cfg)
@@ -259,7 +277,7 @@ def kill9_agent_mid_stream(tmp):
     keys = ["a", "b"]
     n = 20000
     logdir = os.path.join(tmp, "logs")
-    w = Writer(logdir, keys, n, batch=500, pause=0.02)
+    w = Writer(logdir, keys, n, batch=200, pause=0.05)
     agent_cfg = agent_config(tmp, "agent", port, logdir)
     agg = spoolt.Spool(aggregator_config(tmp, port, out))
     agent = spoolt.Spool(agent_cfg)
@@ -267,6 +285,7 @@ def kill9_agent_mid_stream(tmp):
         w.start()
         spoolt.wait_for(lambda: unique_count(out) > 2000, timeout=60 * SLOW,
                         what="the stream to start")
+        check(w.is_alive(), "the writer finished before the kill: not mid-stream")
         agent.kill()
         time.sleep(0.5)
         agent = spoolt.Spool(agent_cfg)
