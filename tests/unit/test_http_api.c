@@ -1,8 +1,8 @@
 /*
  * test_http_api.c: the HTTP API over real TCP on 127.0.0.1 with fake data
- * sources (hooks): Prometheus text format (grouping, escaping, sanitising),
- * /health 200/503, /api/v1/topics, 404/405/HEAD, listen-address parsing and
- * bind errors.
+ * sources (hooks) and the core's real registry: Prometheus text format
+ * (grouping, escaping, sanitising), /health 200/503, /api/v1/topics,
+ * 404/405/HEAD, listen-address parsing and bind errors.
  */
 #define _GNU_SOURCE /* strcasestr */
 #include <arpa/inet.h>
@@ -20,19 +20,11 @@
 
 #include <cmocka.h>
 
+#include "core.h"
 #include "service/http_api.h"
 
-/* Weak stand-ins for the core's data sources, so this test links whether or
- * not the real registry and topics code are in spool_core yet; the real
- * definitions win when they are linked in. The tests use hooks instead. */
-__attribute__((weak)) void spool_metrics_foreach(void (*fn)(void *, const spool_metric_sample *),
-                                                 void *arg)
-{
-}
-__attribute__((weak)) int spool_health_check(char *reason, size_t cap)
-{
-    return 1;
-}
+/* A weak stand-in for the topics document until the core defines it (the
+ * header declares it weak too); the real definition wins when linked in. */
 __attribute__((weak)) int spool_topics_json(spool_buf *out)
 {
     return spool_buf_append(out, "{}", 2);
@@ -486,18 +478,45 @@ static void test_other_listen_forms(void **state)
     }
 }
 
-static void test_default_hooks_start(void **state)
+static void test_real_registry(void **state)
 {
-    /* The core's own sources (or the weak stand-ins above): it starts,
-     * serves and stops. */
+    /* The core's registry as the source: counters registered the way
+     * instances register them, with raw (unescaped) label values. */
+    const char *labels = "kind=\"input\",plugin=\"tail\",name=\"we\"ird\\path\"";
+    spool_counter *c = spool__metric_register("spool_test_events_total", "Events.", labels, 0);
+    spool_counter *g = spool__metric_register("spool_test_level", "A level.", labels, 1);
+    spool_counter *u = spool__metric_register("spool_test_unsuffixed", "No suffix.", labels, 0);
+    assert_non_null(c);
+    assert_non_null(g);
+    assert_non_null(u);
+    spool_counter_add(c, 42);
+    spool_gauge_set(g, -5);
+    spool_counter_add(u, 1);
+
     spool_http_api *api = NULL;
     assert_int_equal(spool_http_api_start("127.0.0.1:0", &api), 0);
     reply r = {0};
     http_request(spool_http_api_port(api), "GET", "/metrics", NULL, &r);
     assert_int_equal(r.status, 200);
     check_exposition(r.body);
+    const char *esc = "{kind=\"input\",plugin=\"tail\",name=\"we\\\"ird\\\\path\"}";
+    char line[256];
+    snprintf(line, sizeof(line), "spool_test_events_total%s 42", esc);
+    assert_int_equal(count_lines(r.body, line), 1);
+    assert_int_equal(count_lines(r.body, "# TYPE spool_test_level gauge"), 1);
+    snprintf(line, sizeof(line), "spool_test_level%s -5", esc);
+    assert_int_equal(count_lines(r.body, line), 1);
+    snprintf(line, sizeof(line), "spool_test_unsuffixed_total%s 1", esc);
+    assert_int_equal(count_lines(r.body, line), 1);
+    reply_free(&r);
+
+    /* No service is running here: the real health check says so. */
+    http_request(spool_http_api_port(api), "GET", "/health", NULL, &r);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.body, "\"status\":\"unhealthy\""));
     reply_free(&r);
     spool_http_api_stop(api);
+    spool__metric_unregister_labels(labels);
 }
 
 int main(void)
@@ -511,7 +530,7 @@ int main(void)
         cmocka_unit_test(test_not_found_and_methods),
         cmocka_unit_test(test_listen_errors),
         cmocka_unit_test(test_other_listen_forms),
-        cmocka_unit_test(test_default_hooks_start),
+        cmocka_unit_test(test_real_registry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
