@@ -813,7 +813,7 @@ int spool_http_api_start_hooks(const char *listen, const spool_http_api_hooks *h
         api->hooks = (spool_http_api_hooks){
             .metrics_foreach = spool_metrics_foreach,
             .health_check = spool_health_check,
-            .topics_json = spool_topics_json, /* weak: NULL until it exists */
+            .topics_json = spool_topics_json,
             .process_metrics = 1,
         };
     }

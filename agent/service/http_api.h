@@ -24,15 +24,12 @@
 typedef struct spool_http_api spool_http_api;
 
 /*
- * Provided by the core (topics/CLI), not by this module: appends the JSON
- * document `spool topics --json` prints to `out` (no trailing newline
- * needed). Returns 0 or a negative errno. Called on the HTTP thread, so it
- * must be safe to call while the pipeline runs.
- * Declared weak: until it is linked in, /api/v1/topics answers 503. Note a
- * weak reference does not pull an object out of a static library, so define
- * it in a file the binary links anyway (main.c, or one main.c calls into).
+ * Provided by the core (agent/topics_json.c), not by this module: appends
+ * the JSON document `spool topics --json` prints to `out`. Returns 0 or a
+ * negative errno. Called on the HTTP thread, so it must be safe to call
+ * while the pipeline runs.
  */
-extern int spool_topics_json(spool_buf *out) __attribute__((weak));
+int spool_topics_json(spool_buf *out);
 
 /*
  * Where the API's data comes from. spool_http_api_start() uses the real

@@ -23,13 +23,6 @@
 #include "core.h"
 #include "service/http_api.h"
 
-/* A weak stand-in for the topics document until the core defines it (the
- * header declares it weak too); the real definition wins when linked in. */
-__attribute__((weak)) int spool_topics_json(spool_buf *out)
-{
-    return spool_buf_append(out, "{}", 2);
-}
-
 /* ------------------------------------------------------------------------ */
 /* Fake data.                                                               */
 /* ------------------------------------------------------------------------ */
