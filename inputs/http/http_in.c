@@ -37,12 +37,14 @@
 
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
+#include <zstd.h>
 
 #include "../../outputs/http/http_format.h"
 #include "http_in.h"
 
 #define HTTPI_PATH "/v1/batches"
 #define HTTPI_MAX_HEADERS 256 /* headers per record this input keeps, plus `agent` */
+#define HTTPI_KEEP_BYTES ((size_t)32 << 20) /* per-thread buffers larger are freed */
 
 typedef struct httpi_ctx {
     /* options */
@@ -65,6 +67,7 @@ typedef struct httpi_ctx {
     struct sockaddr_storage addr;
     spool_counter *c_bad;      /* 4xx answered */
     spool_counter *c_busy;     /* 503 answered */
+    spool_counter *c_body;     /* request body bytes as received (compressed) */
 } httpi_ctx;
 
 static const spool_option httpi_options[] = {
@@ -95,9 +98,89 @@ typedef struct httpi_req {
     int too_big;         /* body exceeded max_body_bytes */
     int64_t first;       /* Spool-First-Offset, INT64_MIN if absent */
     int64_t next;        /* Spool-Next-Offset, INT64_MAX if absent */
-    spool_buf body;      /* as received */
+    struct httpi_scratch *sc; /* this thread's buffers; sc->body holds the body */
     char agent[INET6_ADDRSTRLEN];
 } httpi_req;
+
+/* Appends records to a batch, with their headers but `agent`, then agent. */
+typedef struct httpi_sink {
+    spool_batch *batch;
+    const char *agent;
+    int32_t agent_len;
+    spool_header hdrs[HTTPI_MAX_HEADERS + 1];
+} httpi_sink;
+
+/*
+ * Per-thread scratch space. With one thread per connection every call for
+ * a request runs on the connection's thread, so the buffers are reused
+ * across the requests of a connection without locks; the thread-key
+ * destructor frees them when the connection's thread ends.
+ */
+typedef struct httpi_scratch {
+    spool_buf body;        /* request body as received */
+    spool_buf plain;       /* decompressed body */
+    spool_decoded dec;     /* native records */
+    httpfmt_parser parser; /* JSON records */
+    ZSTD_DCtx *dctx;
+    httpi_sink sink;
+} httpi_scratch;
+
+static pthread_key_t httpi_scratch_key;
+static pthread_once_t httpi_scratch_once = PTHREAD_ONCE_INIT;
+
+static void httpi_scratch_free(void *p)
+{
+    httpi_scratch *sc = p;
+    if (!sc) {
+        return;
+    }
+    spool_buf_free(&sc->body);
+    spool_buf_free(&sc->plain);
+    spool_decoded_free(&sc->dec);
+    httpfmt_parser_free(&sc->parser);
+    ZSTD_freeDCtx(sc->dctx);
+    free(sc);
+}
+
+static void httpi_scratch_key_init(void)
+{
+    pthread_key_create(&httpi_scratch_key, httpi_scratch_free);
+}
+
+/* This thread's scratch, created on first use. NULL on ENOMEM. */
+static httpi_scratch *httpi_scratch_get(void)
+{
+    pthread_once(&httpi_scratch_once, httpi_scratch_key_init);
+    httpi_scratch *sc = pthread_getspecific(httpi_scratch_key);
+    if (!sc) {
+        sc = calloc(1, sizeof(*sc));
+        if (!sc) {
+            return NULL;
+        }
+        sc->dctx = ZSTD_createDCtx();
+        if (!sc->dctx || pthread_setspecific(httpi_scratch_key, sc) != 0) {
+            httpi_scratch_free(sc);
+            return NULL;
+        }
+    }
+    return sc;
+}
+
+/* After a request: keep the buffers for the next one unless they grew huge. */
+static void httpi_scratch_release(httpi_scratch *sc)
+{
+    spool_buf *bufs[] = {&sc->body, &sc->plain, &sc->parser.scratch};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+        if (bufs[i]->cap > HTTPI_KEEP_BYTES) {
+            spool_buf_free(bufs[i]);
+        }
+        bufs[i]->len = 0;
+    }
+    if (sc->dec.scratch.cap > HTTPI_KEEP_BYTES) {
+        spool_decoded_free(&sc->dec);
+    }
+    spool_decoded_reset(&sc->dec);
+}
 
 /* ---------------------------------------------------------------------- */
 
@@ -256,13 +339,6 @@ static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const cha
     return 0;
 }
 
-/* Appends r to the batch with its headers but `agent`, then agent. */
-typedef struct httpi_sink {
-    spool_batch *batch;
-    const char *agent;
-    spool_header hdrs[HTTPI_MAX_HEADERS + 1];
-} httpi_sink;
-
 static int httpi_sink_add(void *arg, const spool_record *r)
 {
     httpi_sink *s = arg;
@@ -280,7 +356,7 @@ static int httpi_sink_add(void *arg, const spool_record *r)
     s->hdrs[n].key = "agent";
     s->hdrs[n].key_len = 5;
     s->hdrs[n].value = (const uint8_t *)s->agent;
-    s->hdrs[n].value_len = (int32_t)strlen(s->agent);
+    s->hdrs[n].value_len = s->agent_len;
     n++;
     spool_record copy = *r;
     copy.headers = s->hdrs;
@@ -292,10 +368,9 @@ static int httpi_sink_add(void *arg, const spool_record *r)
 
 /* Decodes native batches from body into the sink. 0 or a status with why. */
 static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body, httpi_sink *sink,
-                                    char *why, size_t whycap)
+                                    spool_decoded *dp, char *why, size_t whycap)
 {
-    spool_decoded d;
-    memset(&d, 0, sizeof(d));
+    spool_decoded d = *dp;
     unsigned status = 0;
     size_t pos = 0;
     while (pos < body->len) {
@@ -336,7 +411,7 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
         }
         pos += (size_t)n;
     }
-    spool_decoded_free(&d);
+    *dp = d;
     return status;
 }
 
@@ -346,41 +421,44 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
     char why[1024];
     why[0] = '\0';
     unsigned status = 0;
-    spool_buf plain = {0};
     spool_batch *b = NULL;
-    httpi_sink *sink = NULL;
+    httpi_scratch *sc = req->sc;
+    const spool_buf *plain = &sc->body;
 
     if (req->too_big) {
         return httpi_respond(conn, c, MHD_HTTP_CONTENT_TOO_LARGE, "body larger than max_body_bytes");
     }
-    size_t limit = (size_t)c->max_body_bytes * 8;
-    int rc = httpi_decompress(req->enc, req->body.data, req->body.len, limit, &plain);
-    if (rc == -EFBIG) {
-        status = MHD_HTTP_CONTENT_TOO_LARGE;
-        snprintf(why, sizeof(why), "decompressed body larger than 8 x max_body_bytes");
-        goto out;
-    } else if (rc < 0) {
-        status = rc == -ENOMEM ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST;
-        snprintf(why, sizeof(why), "%s", rc == -ENOMEM ? "out of memory" : "corrupt compressed body");
-        goto out;
+    if (req->enc != HTTPI_ENC_NONE) {
+        size_t limit = (size_t)c->max_body_bytes * 8;
+        int rc = httpi_decompress(req->enc, sc->dctx, sc->body.data, sc->body.len, limit,
+                                  &sc->plain);
+        if (rc == -EFBIG) {
+            status = MHD_HTTP_CONTENT_TOO_LARGE;
+            snprintf(why, sizeof(why), "decompressed body larger than 8 x max_body_bytes");
+            goto out;
+        } else if (rc < 0) {
+            status = rc == -ENOMEM ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST;
+            snprintf(why, sizeof(why), "%s",
+                     rc == -ENOMEM ? "out of memory" : "corrupt compressed body");
+            goto out;
+        }
+        plain = &sc->plain;
     }
     b = spool_batch_create(c->ins);
-    sink = malloc(sizeof(*sink));
-    if (!b || !sink) {
+    if (!b) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         snprintf(why, sizeof(why), "out of memory");
         goto out;
     }
+    httpi_sink *sink = &sc->sink;
     sink->batch = b;
     sink->agent = req->agent;
+    sink->agent_len = (int32_t)strlen(req->agent);
     if (req->kind == KIND_NATIVE) {
-        status = httpi_decode_native(req, &plain, sink, why, sizeof(why));
+        status = httpi_decode_native(req, plain, sink, &sc->dec, why, sizeof(why));
     } else {
-        httpfmt_parser p;
-        memset(&p, 0, sizeof(p));
-        long n = httpfmt_parse(&p, plain.data ? plain.data : (const uint8_t *)"", plain.len,
-                               httpi_sink_add, sink, why, sizeof(why));
-        httpfmt_parser_free(&p);
+        long n = httpfmt_parse(&sc->parser, plain->data ? plain->data : (const uint8_t *)"",
+                               plain->len, httpi_sink_add, sink, why, sizeof(why));
         if (n == -E2BIG) {
             snprintf(why, sizeof(why), "too many headers in a record");
         }
@@ -403,8 +481,8 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
         snprintf(why, sizeof(why), "ok 0 records");
         goto out;
     }
-    spool_count(c->ins, SPOOL_COUNT_BYTES_IN, req->body.len);
-    rc = spool_input_submit_durable(c->ins, b, c->ack_timeout);
+    spool_counter_add(c->c_body, sc->body.len);
+    int rc = spool_input_submit_durable(c->ins, b, c->ack_timeout);
     if (rc == 0) {
         b = NULL;
         status = MHD_HTTP_OK;
@@ -424,8 +502,7 @@ out:
         spool_log_warn(c->ins, "%s: HTTP %u: %s", req->agent, status, why);
     }
     spool_batch_destroy(b);
-    free(sink);
-    spool_buf_free(&plain);
+    httpi_scratch_release(sc);
     return httpi_respond(conn, c, status, why);
 }
 
@@ -442,6 +519,11 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
             return MHD_NO;
         }
         *con_cls = req;
+        req->sc = httpi_scratch_get();
+        if (!req->sc) {
+            return MHD_NO;
+        }
+        req->sc->body.len = 0;
         const char *why = "";
         unsigned status = httpi_admit(c, conn, url, method, req, &why);
         if (status) {
@@ -452,14 +534,20 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
             }
             return httpi_respond(conn, c, status, why);
         }
+        /* Reserve the announced length at once (bounded by max_body_bytes). */
+        int64_t cl = header_int(conn, MHD_HTTP_HEADER_CONTENT_LENGTH, -1);
+        if (cl > 0 && spool_buf_reserve(&req->sc->body, (size_t)cl) < 0) {
+            return MHD_NO;
+        }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
+        spool_buf *body = &req->sc->body;
         if (!req->too_big) {
-            if (req->body.len + *upload_data_size > (size_t)c->max_body_bytes) {
+            if (body->len + *upload_data_size > (size_t)c->max_body_bytes) {
                 req->too_big = 1;
-                spool_buf_free(&req->body);
-            } else if (spool_buf_append(&req->body, upload_data, *upload_data_size) < 0) {
+                body->len = 0;
+            } else if (spool_buf_append(body, upload_data, *upload_data_size) < 0) {
                 return MHD_NO;
             }
         }
@@ -474,7 +562,6 @@ static void httpi_completed(void *cls, struct MHD_Connection *conn, void **con_c
 {
     httpi_req *req = *con_cls;
     if (req) {
-        spool_buf_free(&req->body);
         free(req);
         *con_cls = NULL;
     }
@@ -619,6 +706,8 @@ static int httpi_init(spool_instance *ins, void *vctx)
     }
     c->c_bad = spool_counter_register(ins, "requests_refused", "requests answered 4xx");
     c->c_busy = spool_counter_register(ins, "requests_busy", "requests answered 503");
+    c->c_body = spool_counter_register(ins, "body_bytes",
+                                       "request body bytes received, as sent (compressed)");
     return 0;
 }
 

@@ -44,8 +44,10 @@ enum httpi_encoding { HTTPI_ENC_NONE = 0, HTTPI_ENC_ZSTD = 1, HTTPI_ENC_GZIP = 2
 
 /*
  * Decompresses src into out (cleared first), refusing to produce more than
- * limit bytes. 0, -EFBIG (over the limit), -EBADMSG (corrupt), -ENOMEM.
+ * limit bytes. dctx is a ZSTD_DCtx to reuse, or NULL. 0, -EFBIG (over the
+ * limit), -EBADMSG (corrupt), -ENOMEM.
  */
-int httpi_decompress(int enc, const uint8_t *src, size_t len, size_t limit, spool_buf *out);
+int httpi_decompress(int enc, void *dctx, const uint8_t *src, size_t len, size_t limit,
+                     spool_buf *out);
 
 #endif /* SPOOL_HTTP_IN_H */

@@ -193,13 +193,27 @@ int httpi_tokens_check(httpi_tokens *t, spool_instance *ins, const char *authori
 
 /* ---------------------------------------------------------------------- */
 
-static int decompress_zstd(const uint8_t *src, size_t len, size_t limit, spool_buf *out)
+static int decompress_zstd(void *dctx, const uint8_t *src, size_t len, size_t limit,
+                           spool_buf *out)
 {
-    ZSTD_DCtx *dc = ZSTD_createDCtx();
+    ZSTD_DCtx *dc = dctx ? dctx : ZSTD_createDCtx();
     if (!dc) {
         return -ENOMEM;
     }
+    ZSTD_DCtx_reset(dc, ZSTD_reset_session_only);
     int rc = 0;
+    /* One frame with its size in the header (as the http output writes it):
+     * reserve exactly, so the output never moves. */
+    unsigned long long fsz = ZSTD_getFrameContentSize(src, len);
+    if (fsz != ZSTD_CONTENTSIZE_UNKNOWN && fsz != ZSTD_CONTENTSIZE_ERROR) {
+        if (fsz > limit) {
+            rc = -EFBIG;
+            goto out;
+        }
+        if ((rc = spool_buf_reserve(out, (size_t)fsz + 1)) < 0) {
+            goto out;
+        }
+    }
     ZSTD_inBuffer in = {src, len, 0};
     size_t last = 1;
     while (in.pos < in.size || last != 0) {
@@ -227,7 +241,9 @@ static int decompress_zstd(const uint8_t *src, size_t len, size_t limit, spool_b
         }
     }
 out:
-    ZSTD_freeDCtx(dc);
+    if (dc != dctx) {
+        ZSTD_freeDCtx(dc);
+    }
     return rc;
 }
 
@@ -273,11 +289,12 @@ static int decompress_gzip(const uint8_t *src, size_t len, size_t limit, spool_b
     return rc;
 }
 
-int httpi_decompress(int enc, const uint8_t *src, size_t len, size_t limit, spool_buf *out)
+int httpi_decompress(int enc, void *dctx, const uint8_t *src, size_t len, size_t limit,
+                     spool_buf *out)
 {
     out->len = 0;
     if (enc == HTTPI_ENC_ZSTD) {
-        return decompress_zstd(src, len, limit, out);
+        return decompress_zstd(dctx, src, len, limit, out);
     }
     if (enc == HTTPI_ENC_GZIP) {
         return decompress_gzip(src, len, limit, out);

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""HTTP benchmark: an agent tails a file of fixed-size lines (1 GiB by
+default) -> its log -> the `http` output (native format, zstd) -> an
+aggregator's `http` input -> the aggregator's log (fsync: always), both
+processes on this machine over loopback.
+
+Prints and (unless --no-append) appends to bench/RESULTS.md: records/s and
+MiB/s end to end (from the agent's start to the last record durable in the
+aggregator's log), CPU seconds per million records for each process, and
+the peak RSS of each.
+
+Usage: bench/http/bench.py [--bytes 1GiB] [--line 120] [--build DIR] [--no-append]
+       [--max-bytes 4MiB] [--keep]
+Not a test: nothing is asserted; figures depend on the machine.
+"""
+import argparse
+import datetime
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(os.path.dirname(HERE))
+
+
+def parse_size(s):
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    for u, m in units.items():
+        if s.endswith(u):
+            return int(float(s[:-len(u)]) * m)
+    return int(s)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def make_file(path, size, line):
+    n = size // line
+    if os.path.exists(path) and os.path.getsize(path) == n * line:
+        return n
+    pad = b"x" * (line - 14)
+    with open(path, "wb") as f:
+        for start in range(0, n, 20000):
+            f.write(b"".join(b"%012d " % i + pad + b"\n" for i in range(start, min(n, start + 20000))))
+    return n
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def metric_sum(port, name, label_filter=""):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return -1
+    total = 0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label_filter in line:
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bytes", default="1GiB")
+    ap.add_argument("--line", type=int, default=120)
+    ap.add_argument("--build", default=os.path.join(SRC, "build"))
+    ap.add_argument("--max-bytes", default="4MiB", help="the http output's chunk size")
+    ap.add_argument("--no-append", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
+    args = ap.parse_args()
+
+    spool = os.path.join(args.build, "spool")
+    work = args.dir or tempfile.mkdtemp(prefix="spool-bench-http-")
+    os.makedirs(work, exist_ok=True)
+    data = os.path.join(work, "input.log")
+    size = parse_size(args.bytes)
+    print("generating %s of %d-byte lines in %s ..." % (args.bytes, args.line, data), flush=True)
+    n = make_file(data, size, args.line)
+    mib = n * args.line / float(1 << 20)
+
+    port, agg_api, agent_api = free_port(), free_port(), free_port()
+    for d in ("agg-data", "agent-data"):
+        shutil.rmtree(os.path.join(work, d), ignore_errors=True)
+    agg_cfg = os.path.join(work, "aggregator.yaml")
+    with open(agg_cfg, "w") as f:
+        f.write("""
+service: {data_dir: %(w)s/agg-data, log_level: warn, http: {listen: "127.0.0.1:%(api)d"}}
+topics:
+  logs: {partitions: 4, fsync: always, segment_bytes: 256MiB}
+inputs:
+  - {type: http, name: ingest, topic: logs, listen: "127.0.0.1:%(port)d", max_body_bytes: 256MiB}
+outputs: []
+""" % {"w": work, "api": agg_api, "port": port})
+    agent_cfg = os.path.join(work, "agent.yaml")
+    with open(agent_cfg, "w") as f:
+        f.write("""
+service: {data_dir: %(w)s/agent-data, log_level: warn, http: {listen: "127.0.0.1:%(api)d"}}
+topics:
+  app: {partitions: 4, fsync: 1s, segment_bytes: 256MiB}
+inputs:
+  - type: tail
+    name: file
+    topic: app
+    paths: ["%(data)s"]
+    read_from: beginning
+    read_buffer: 1MiB
+outputs:
+  - type: http
+    name: ship
+    topics: [app]
+    url: http://127.0.0.1:%(port)d/v1/batches
+    format: spool
+    compression: zstd
+    max_bytes: %(mb)s
+    max_records: 100000
+""" % {"w": work, "api": agent_api, "port": port, "data": data, "mb": args.max_bytes})
+
+    err_agg = open(os.path.join(work, "aggregator.stderr"), "wb")
+    err_agent = open(os.path.join(work, "agent.stderr"), "wb")
+    agg = subprocess.Popen([spool, "run", "-c", agg_cfg], stderr=err_agg)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    agent = subprocess.Popen([spool, "run", "-c", agent_cfg], stderr=err_agent)
+    agent_done = None
+    last_print = t0
+    try:
+        while True:
+            if agg.poll() is not None or agent.poll() is not None:
+                raise SystemExit("a spool process exited; see %s" % work)
+            got = metric_sum(agg_api, "spool_partition_end_offset", 'topic="logs"')
+            if agent_done is None:
+                a = metric_sum(agent_api, "spool_partition_end_offset", 'topic="app"')
+                if a >= n:
+                    agent_done = time.monotonic() - t0
+            if got >= n:
+                break
+            now = time.monotonic()
+            if now - last_print > 5:
+                print("  %.0fs: %d / %d records in the aggregator's log" % (now - t0, got, n),
+                      flush=True)
+                last_print = now
+            if now - t0 > 3600:
+                raise SystemExit("gave up after an hour")
+            time.sleep(0.1)
+        elapsed = time.monotonic() - t0
+        cpu_agent, cpu_agg = cpu_seconds(agent.pid), cpu_seconds(agg.pid)
+        rss_agent, rss_agg = peak_rss_mib(agent.pid), peak_rss_mib(agg.pid)
+        wire = metric_sum(agg_api, "spool_http_body_bytes_total")
+    finally:
+        for p in (agent, agg):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        err_agg.close()
+        err_agent.close()
+
+    mrec = n / 1e6
+    res = {
+        "records": n, "mib": mib, "elapsed": elapsed, "rps": n / elapsed, "mibps": mib / elapsed,
+        "agent_tail_s": agent_done or float("nan"),
+        "cpu_agent": cpu_agent / mrec, "cpu_agg": cpu_agg / mrec,
+        "rss_agent": rss_agent, "rss_agg": rss_agg,
+        "wire_ratio": (wire / float(n * args.line)) if wire > 0 else float("nan"),
+    }
+    print("records %(records)d (%(mib).0f MiB) in %(elapsed).1f s: %(rps).0f records/s, "
+          "%(mibps).1f MiB/s end to end (agent's own log complete after %(agent_tail_s).1f s)" % res)
+    print("CPU s per million records: agent %(cpu_agent).2f, aggregator %(cpu_agg).2f; "
+          "peak RSS: agent %(rss_agent).0f MiB, aggregator %(rss_agg).0f MiB; "
+          "wire bytes / input bytes %(wire_ratio).3f" % res)
+
+    if not args.no_append:
+        machine = "%d CPUs" % os.cpu_count()
+        with open(os.path.join(SRC, "bench", "RESULTS.md"), "a") as f:
+            f.write("\n### http (agent -> aggregator): %s\n\n" %
+                    datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%MZ"))
+            f.write("Machine: %s. `bench/http/bench.py --bytes %s --line %d --max-bytes %s`: "
+                    "agent tails one file (read_from: beginning, 4 partitions, fsync 1s) -> "
+                    "`http` output (format spool, zstd 1, one request in flight) -> aggregator "
+                    "`http` input -> topic with 4 partitions, fsync: always. Timed from the "
+                    "agent's start to the last record durable in the aggregator's log.\n\n"
+                    % (machine, args.bytes, args.line, args.max_bytes))
+            f.write("| records | MiB | seconds | records/s | MiB/s | agent CPU s/M rec | "
+                    "aggregator CPU s/M rec | agent peak RSS MiB | aggregator peak RSS MiB | "
+                    "wire/input bytes |\n|---|---|---|---|---|---|---|---|---|---|\n")
+            f.write("| %(records)d | %(mib).0f | %(elapsed).1f | %(rps).0f | %(mibps).1f | "
+                    "%(cpu_agent).2f | %(cpu_agg).2f | %(rss_agent).0f | %(rss_agg).0f | "
+                    "%(wire_ratio).3f |\n" % res)
+    if not args.keep and not args.dir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
