@@ -351,7 +351,6 @@ int sock_listener_create(spool_instance *ins, const sock_listener_cfg *cfg, sock
         ins, "tls_failures", "TLS handshakes that failed, including plain-text clients");
     l->c_framing = spool_counter_register(ins, "framing_errors",
                                           "connections closed for an invalid octet count");
-    l->c_conns = spool_counter_register(ins, "connections", "open connections (gauge)");
 
     if (l->url.tls || l->cfg.tls_cert != NULL) {
         if (l->url.kind != SOCK_TCP) {

@@ -99,7 +99,6 @@ struct sock_listener {
     spool_counter *c_refused;    /* connections refused (max_connections) */
     spool_counter *c_tls_fail;   /* TLS handshakes failed or plain text on TLS */
     spool_counter *c_framing;    /* framing errors (connection closed) */
-    spool_counter *c_conns;      /* gauge: open connections */
 };
 
 /* listener.c */

@@ -50,7 +50,6 @@ void sock__conn_close(sock_conn *c)
     }
     c->prev = c->next = NULL;
     l->n_conns--;
-    spool_gauge_set(l->c_conns, (int64_t)l->n_conns);
     uv_close(&c->h.handle, conn_free);
 }
 
@@ -259,7 +258,6 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     l->accepted++;
-    spool_gauge_set(l->c_conns, (int64_t)l->n_conns);
     spool_log_debug(l->ins, "accepted %.*s", (int)c->peer_len, c->peer);
     c->last_active_ms = spool_monotonic_ms();
     if (!l->paused) {
