@@ -30,7 +30,7 @@
 
 static void dgram_peer(sock_listener *l, const struct sockaddr_storage *ss, socklen_t len)
 {
-    if (len == l->dpeer_addr_len && len <= sizeof(l->dpeer_addr) &&
+    if (l->dpeer_len > 0 && len == l->dpeer_addr_len && len <= sizeof(l->dpeer_addr) &&
         memcmp(ss, l->dpeer_addr, len) == 0) {
         return;
     }
