@@ -89,6 +89,7 @@ def main():
     ap.add_argument("--line", type=int, default=120)
     ap.add_argument("--build", default=os.path.join(SRC, "build"))
     ap.add_argument("--max-bytes", default="4MiB", help="the http output's chunk size")
+    ap.add_argument("--max-in-flight", type=int, default=4, help="the http output's max_in_flight")
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
@@ -138,7 +139,9 @@ outputs:
     compression: zstd
     max_bytes: %(mb)s
     max_records: 100000
-""" % {"w": work, "api": agent_api, "port": port, "data": data, "mb": args.max_bytes})
+    max_in_flight: %(mif)d
+""" % {"w": work, "api": agent_api, "port": port, "data": data, "mb": args.max_bytes,
+       "mif": args.max_in_flight})
 
     err_agg = open(os.path.join(work, "aggregator.stderr"), "wb")
     err_agent = open(os.path.join(work, "agent.stderr"), "wb")
@@ -201,12 +204,13 @@ outputs:
         with open(os.path.join(SRC, "bench", "RESULTS.md"), "a") as f:
             f.write("\n### http (agent -> aggregator): %s\n\n" %
                     datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%MZ"))
-            f.write("Machine: %s. `bench/http/bench.py --bytes %s --line %d --max-bytes %s`: "
+            f.write("Machine: %s. `bench/http/bench.py --bytes %s --line %d --max-bytes %s "
+                    "--max-in-flight %d`: "
                     "agent tails one file (read_from: beginning, 4 partitions, fsync 1s) -> "
-                    "`http` output (format spool, zstd 1, one request in flight) -> aggregator "
+                    "`http` output (format spool, zstd 1, max_in_flight %d) -> aggregator "
                     "`http` input -> topic with 4 partitions, fsync: always. Timed from the "
                     "agent's start to the last record durable in the aggregator's log.\n\n"
-                    % (machine, args.bytes, args.line, args.max_bytes))
+                    % (machine, args.bytes, args.line, args.max_bytes, args.max_in_flight))
             f.write("| records | MiB | seconds | records/s | MiB/s | agent CPU s/M rec | "
                     "aggregator CPU s/M rec | agent peak RSS MiB | aggregator peak RSS MiB | "
                     "wire/input bytes |\n|---|---|---|---|---|---|---|---|---|---|\n")

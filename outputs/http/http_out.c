@@ -1,23 +1,21 @@
 /*
  * http_out.c: the `http` output. Each chunk the output runner hands to
- * flush() becomes one HTTP POST (libcurl, one easy handle per instance, so
- * connections are kept alive): the native `spool` format (the log's own
+ * flush() becomes one HTTP POST: the native `spool` format (the log's own
  * RecordBatch v2 bytes, sent as they are), `ndjson` or `json`, optionally
  * compressed (zstd or gzip) as a whole body with Content-Encoding.
  *
- * Results: 2xx -> SPOOL_OK; 5xx, 408, 425, 429 and transport errors ->
- * SPOOL_RETRY (Retry-After is honoured, see http_out_retry_after); any
- * other status -> SPOOL_REJECT with "HTTP <status>: <response body>" as the
- * dead-letter reason.
- *
- * Invariants: flush runs on the runner's one thread per instance, so the
- * context needs no lock; the request is synchronous (one chunk in flight
- * per output instance, whatever max_in_flight says); no request outlives a
- * flush call.
+ * flush() prepares the body and the headers on the runner's thread and
+ * returns SPOOL_PENDING; the sender thread (http_out_send.c) runs the POSTs
+ * on a curl multi handle, several at once (the runner's max_in_flight, at
+ * most one per partition so partitions stay in order), and answers with
+ * spool_output_complete(): 2xx -> SPOOL_OK; 5xx, 408, 425, 429 and
+ * transport errors -> SPOOL_RETRY (with spool_output_retry_after() for a
+ * Retry-After); any other status -> SPOOL_REJECT with "HTTP <status>:
+ * <response body>" as the dead-letter reason.
  *
  * What it does not do: follow redirects, split a chunk that the
  * destination found too large (413 is a rejection), or keep chunks in
- * memory across flushes.
+ * memory beyond their completion.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,50 +32,20 @@
 #include <zstd.h>
 
 #include "http_format.h"
+#include "http_out.h"
 #include "spool/spool.h"
 
-/* Until the core implements it, a weak reference: NULL when absent. */
-#pragma weak spool_output_retry_after
+#define HTTPO_TOKEN_RECHECK_MS 1000 /* token_file mtime checked at most this often */
 
-#define HTTPO_RESP_MAX 2048           /* response bytes kept for a reject reason */
-#define HTTPO_MAX_RETRY_AFTER 300000  /* ms; a larger Retry-After is capped */
-#define HTTPO_TOKEN_RECHECK_MS 1000   /* token_file mtime checked at most this often */
-
-enum { FMT_SPOOL = 0, FMT_NDJSON = 1, FMT_JSON = 2 };
-enum { COMP_AUTO = 0, COMP_NONE = 1, COMP_GZIP = 2, COMP_ZSTD = 3 };
+#define FMT_SPOOL HTTPO_FMT_SPOOL
+#define FMT_JSON HTTPO_FMT_JSON
+#define COMP_AUTO HTTPO_COMP_AUTO
+#define COMP_NONE HTTPO_COMP_NONE
+#define COMP_GZIP HTTPO_COMP_GZIP
+#define COMP_ZSTD HTTPO_COMP_ZSTD
 
 static const char *const httpo_formats[] = {"spool", "ndjson", "json", NULL};
 static const char *const httpo_compressions[] = {"auto", "none", "gzip", "zstd", NULL};
-
-typedef struct httpo_ctx {
-    /* options (filled by the core) */
-    char *url;                 /* destination URL */
-    int format;                /* FMT_* */
-    int compression;           /* COMP_*; auto = zstd for spool, none for JSON */
-    int64_t compression_level; /* zstd 1-19, gzip 1-9 */
-    spool_strmap headers;      /* extra request headers */
-    char *token;               /* bearer token */
-    char *token_file;          /* file holding the bearer token */
-    char *ca_file;             /* tls.ca_file: CA bundle to verify the server */
-    char *cert_file;           /* tls.cert_file: client certificate (PEM) */
-    char *key_file;            /* tls.key_file: client key (PEM) */
-    int verify;                /* tls.verify: check the server's certificate and name */
-    int64_t connect_timeout;   /* ms */
-    int64_t timeout;           /* ms, whole request */
-
-    /* state, owned by the flush thread */
-    CURL *curl;
-    int comp;                  /* resolved COMP_NONE/GZIP/ZSTD */
-    char *token_value;         /* current bearer token, NULL for none */
-    struct timespec token_mtime; /* of token_file when read */
-    int64_t token_checked_ms;  /* monotonic ms of the last stat */
-    spool_buf body;            /* encoded body */
-    spool_buf packed;          /* compressed body */
-    spool_buf resp;            /* first HTTPO_RESP_MAX bytes of the response */
-    int64_t retry_after_ms;    /* from the last response, -1 if none */
-    ZSTD_CCtx *zc;
-    char errbuf[CURL_ERROR_SIZE];
-} httpo_ctx;
 
 static const spool_option httpo_options[] = {
     SPOOL_OPT_STR("url", httpo_ctx, url, NULL, 1,
@@ -218,11 +186,11 @@ static int httpo_check(spool_instance *ins, void *vctx)
 
 static size_t httpo_on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
-    httpo_ctx *c = arg;
+    httpo_req *r = arg;
     size_t n = size * nmemb;
-    if (c->resp.len < HTTPO_RESP_MAX) {
-        size_t take = n < HTTPO_RESP_MAX - c->resp.len ? n : HTTPO_RESP_MAX - c->resp.len;
-        if (spool_buf_append(&c->resp, ptr, take) < 0) {
+    if (r->resp.len < HTTPO_RESP_MAX) {
+        size_t take = n < HTTPO_RESP_MAX - r->resp.len ? n : HTTPO_RESP_MAX - r->resp.len;
+        if (spool_buf_append(&r->resp, ptr, take) < 0) {
             return 0;
         }
     }
@@ -232,7 +200,7 @@ static size_t httpo_on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 /* Parses Retry-After: delta-seconds or an HTTP-date. */
 static size_t httpo_on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 {
-    httpo_ctx *c = arg;
+    httpo_req *r = arg;
     size_t n = size * nmemb;
     static const char name[] = "retry-after:";
     if (n > sizeof(name) - 1 && strncasecmp(ptr, name, sizeof(name) - 1) == 0) {
@@ -254,14 +222,14 @@ static size_t httpo_on_header(char *ptr, size_t size, size_t nmemb, void *arg)
         char *end = NULL;
         long long secs = strtoll(s, &end, 10);
         if (end != s && *end == '\0' && secs >= 0) {
-            c->retry_after_ms = secs > HTTPO_MAX_RETRY_AFTER / 1000 ? HTTPO_MAX_RETRY_AFTER
+            r->retry_after_ms = secs > HTTPO_MAX_RETRY_AFTER / 1000 ? HTTPO_MAX_RETRY_AFTER
                                                                     : secs * 1000;
         } else {
             time_t t = curl_getdate(s, NULL);
             if (t != (time_t)-1) {
                 int64_t ms = ((int64_t)t * 1000) - spool_now_ms();
                 ms = ms < 0 ? 0 : ms;
-                c->retry_after_ms = ms > HTTPO_MAX_RETRY_AFTER ? HTTPO_MAX_RETRY_AFTER : ms;
+                r->retry_after_ms = ms > HTTPO_MAX_RETRY_AFTER ? HTTPO_MAX_RETRY_AFTER : ms;
             }
         }
     }
@@ -299,11 +267,30 @@ static int httpo_init(spool_instance *ins, void *vctx)
         }
         c->token_checked_ms = spool_monotonic_ms();
     }
-    c->curl = curl_easy_init();
-    if (!c->curl) {
-        return -ENOMEM;
+    c->ins = ins;
+    rc = httpo_sender_start(c);
+    if (rc < 0) {
+        spool_log_error(ins, "cannot start the sender: %s", strerror(-rc));
+        return rc;
     }
-    CURL *h = c->curl;
+    return 0;
+}
+
+/* A new request with its easy handle set up. NULL on ENOMEM. */
+static httpo_req *httpo_req_new(httpo_ctx *c)
+{
+    httpo_req *r = calloc(1, sizeof(*r));
+    if (!r) {
+        return NULL;
+    }
+    r->c = c;
+    r->easy = curl_easy_init();
+    if (!r->easy) {
+        free(r);
+        return NULL;
+    }
+    CURL *h = r->easy;
+    curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)r);
     curl_easy_setopt(h, CURLOPT_URL, c->url);
     curl_easy_setopt(h, CURLOPT_POST, 1L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -312,10 +299,10 @@ static int httpo_init(spool_instance *ins, void *vctx)
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, httpo_on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, httpo_on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "spool/" SPOOL_VERSION);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, c->verify ? 1L : 0L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, c->verify ? 2L : 0L);
@@ -326,25 +313,26 @@ static int httpo_init(spool_instance *ins, void *vctx)
         curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert_file);
         curl_easy_setopt(h, CURLOPT_SSLKEY, c->key_file);
     }
-    return 0;
+    return r;
 }
 
-/* Compresses c->body into c->packed. 0 or -EIO/-ENOMEM. */
-static int httpo_compress(httpo_ctx *c, const uint8_t *src, size_t len)
+/* Compresses src into r->packed. 0 or -EIO/-ENOMEM. Runner thread. */
+static int httpo_compress(httpo_ctx *c, httpo_req *r, const uint8_t *src, size_t len)
 {
-    c->packed.len = 0;
+    spool_buf *packed = &r->packed;
+    packed->len = 0;
     if (c->comp == COMP_ZSTD) {
         size_t bound = ZSTD_compressBound(len);
-        int rc = spool_buf_reserve(&c->packed, bound);
+        int rc = spool_buf_reserve(packed, bound);
         if (rc < 0) {
             return rc;
         }
-        size_t n = ZSTD_compressCCtx(c->zc, c->packed.data, bound, src, len,
+        size_t n = ZSTD_compressCCtx(c->zc, packed->data, bound, src, len,
                                      (int)c->compression_level);
         if (ZSTD_isError(n)) {
             return -EIO;
         }
-        c->packed.len = n;
+        packed->len = n;
         return 0;
     }
     /* gzip */
@@ -355,14 +343,14 @@ static int httpo_compress(httpo_ctx *c, const uint8_t *src, size_t len)
         return -ENOMEM;
     }
     uLong bound = deflateBound(&zs, (uLong)len) + 32;
-    int rc = spool_buf_reserve(&c->packed, bound);
+    int rc = spool_buf_reserve(packed, bound);
     if (rc == 0) {
         zs.next_in = (Bytef *)src;
         zs.avail_in = (uInt)len;
-        zs.next_out = c->packed.data;
+        zs.next_out = packed->data;
         zs.avail_out = (uInt)bound;
         rc = deflate(&zs, Z_FINISH) == Z_STREAM_END ? 0 : -EIO;
-        c->packed.len = zs.total_out;
+        packed->len = zs.total_out;
     }
     deflateEnd(&zs);
     return rc;
@@ -386,33 +374,6 @@ static struct curl_slist *httpo_add(struct curl_slist *l, int *failed, const cha
     return n;
 }
 
-/* Waits up to ms for a Retry-After when the core has no API for it,
- * waking every 100 ms to notice a shutdown. */
-static void httpo_wait(spool_instance *ins, int64_t ms)
-{
-    int64_t until = spool_monotonic_ms() + ms;
-    while (!spool_instance_stopping(ins)) {
-        int64_t left = until - spool_monotonic_ms();
-        if (left <= 0) {
-            break;
-        }
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = (left > 100 ? 100 : left) * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-}
-
-static void httpo_retry_after(spool_instance *ins, httpo_ctx *c)
-{
-    if (c->retry_after_ms <= 0) {
-        return;
-    }
-    if (spool_output_retry_after) {
-        spool_output_retry_after(ins, c->retry_after_ms);
-    } else {
-        httpo_wait(ins, c->retry_after_ms);
-    }
-}
-
 static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk)
 {
     httpo_ctx *c = vctx;
@@ -422,45 +383,52 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
     int64_t next = chunk->next_offset;
     int rc;
 
+    if (chunk->count == 0) {
+        return SPOOL_OK;
+    }
+    pthread_mutex_lock(&c->lock);
+    httpo_req *r = c->free_reqs;
+    if (r) {
+        c->free_reqs = r->next;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!r && !(r = httpo_req_new(c))) {
+        return SPOOL_RETRY;
+    }
+    r->next = NULL;
+    r->body.len = 0;
     httpo_token_refresh(ins, c);
-    c->body.len = 0;
     if (c->format == FMT_SPOOL && chunk->raw && chunk->raw_len > 0) {
         payload = chunk->raw;
         payload_len = chunk->raw_len;
     } else if (c->format == FMT_SPOOL) {
         /* No log bytes at hand: encode the records once. */
-        if (chunk->count == 0) {
-            return SPOOL_OK;
-        }
-        rc = spool_batch_encode(&c->body, chunk->first_offset, chunk->records, chunk->count,
+        rc = spool_batch_encode(&r->body, chunk->first_offset, chunk->records, chunk->count,
                                 spool_now_ms(), SPOOL_COMPRESS_NONE, 0);
         if (rc < 0) {
             spool_log_error(ins, "encoding a batch: %s", strerror(-rc));
-            return SPOOL_RETRY;
+            goto retry;
         }
         next = chunk->first_offset + (int64_t)chunk->count;
-        payload = c->body.data;
-        payload_len = c->body.len;
+        payload = r->body.data;
+        payload_len = r->body.len;
     } else {
-        if (chunk->count == 0) {
-            return SPOOL_OK;
-        }
-        rc = httpfmt_encode(&c->body, c->format == FMT_JSON ? HTTPFMT_JSON : HTTPFMT_NDJSON,
+        rc = httpfmt_encode(&r->body, c->format == FMT_JSON ? HTTPFMT_JSON : HTTPFMT_NDJSON,
                             chunk->records, chunk->count, chunk->topic);
         if (rc < 0) {
-            return SPOOL_RETRY;
+            goto retry;
         }
-        payload = c->body.data;
-        payload_len = c->body.len;
+        payload = r->body.data;
+        payload_len = r->body.len;
     }
     if (c->comp != COMP_NONE) {
-        rc = httpo_compress(c, payload, payload_len);
+        rc = httpo_compress(c, r, payload, payload_len);
         if (rc < 0) {
             spool_log_error(ins, "compressing %zu bytes failed", payload_len);
-            return SPOOL_RETRY;
+            goto retry;
         }
-        payload = c->packed.data;
-        payload_len = c->packed.len;
+        payload = r->packed.data;
+        payload_len = r->packed.len;
     }
 
     int failed = 0;
@@ -488,73 +456,40 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
     }
     if (failed) {
         curl_slist_free_all(hl);
-        return SPOOL_RETRY;
+        goto retry;
     }
+    r->chunk = chunk;
+    r->hl = hl;
+    r->resp.len = 0;
+    r->retry_after_ms = -1;
+    r->errbuf[0] = '\0';
+    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, (const char *)payload);
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)payload_len);
+    httpo_sender_submit(c, r);
+    return SPOOL_PENDING;
 
-    c->resp.len = 0;
-    c->retry_after_ms = -1;
-    c->errbuf[0] = '\0';
-    curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, (const char *)payload);
-    curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)payload_len);
-    CURLcode cc = curl_easy_perform(c->curl);
-    curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
-    curl_slist_free_all(hl);
+retry:
+    pthread_mutex_lock(&c->lock);
+    r->next = c->free_reqs;
+    c->free_reqs = r;
+    pthread_mutex_unlock(&c->lock);
+    return SPOOL_RETRY;
+}
 
-    if (cc != CURLE_OK) {
-        spool_log_warn(ins, "POST %s: %s", c->url, c->errbuf[0] ? c->errbuf : curl_easy_strerror(cc));
-        spool_count(ins, SPOOL_COUNT_ERRORS, 1);
-        return SPOOL_RETRY;
-    }
-    long status = 0;
-    curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
-    if (status >= 200 && status < 300) {
-        return SPOOL_OK;
-    }
-
-    /* The response body, on one line, for logs and dead letters. */
-    char body[HTTPO_RESP_MAX + 1];
-    size_t bl = c->resp.len;
-    memcpy(body, c->resp.data ? (const char *)c->resp.data : "", bl);
-    body[bl] = '\0';
-    for (size_t i = 0; i < bl; i++) {
-        if (body[i] == '\n' || body[i] == '\r') {
-            body[i] = ' ';
-        }
-    }
-    while (bl > 0 && body[bl - 1] == ' ') {
-        body[--bl] = '\0';
-    }
-    if (status >= 500 || status == 408 || status == 425 || status == 429) {
-        spool_log_warn(ins, "POST %s: HTTP %ld %s (Retry-After: %" PRId64 " ms)", c->url, status,
-                       body, c->retry_after_ms);
-        spool_count(ins, SPOOL_COUNT_ERRORS, 1);
-        httpo_retry_after(ins, c);
-        return SPOOL_RETRY;
-    }
-    char reason[HTTPO_RESP_MAX + 64];
-    snprintf(reason, sizeof(reason), "HTTP %ld: %s", status, body);
-    spool_log_error(ins, "POST %s rejected %zu records of %s[%" PRId32 "] at offset %" PRId64
-                    ": %s", c->url, chunk->count, chunk->topic ? chunk->topic : "?",
-                    chunk->partition, chunk->first_offset, reason);
-    spool_output_set_reject_reason(ins, reason);
-    return SPOOL_REJECT;
+static void httpo_drain(spool_instance *ins, void *vctx, int64_t timeout_ms)
+{
+    httpo_sender_drain(vctx, timeout_ms);
 }
 
 static void httpo_destroy(spool_instance *ins, void *vctx)
 {
     httpo_ctx *c = vctx;
-    if (c->curl) {
-        curl_easy_cleanup(c->curl);
-        c->curl = NULL;
-    }
+    httpo_sender_stop(c);
     ZSTD_freeCCtx(c->zc);
     c->zc = NULL;
     free(c->token_value);
     c->token_value = NULL;
-    spool_buf_free(&c->body);
-    spool_buf_free(&c->packed);
-    spool_buf_free(&c->resp);
 }
 
 const spool_plugin spool_plugin_http_out = {
@@ -568,5 +503,6 @@ const spool_plugin spool_plugin_http_out = {
     .check = httpo_check,
     .init = httpo_init,
     .flush = httpo_flush,
+    .drain = httpo_drain,
     .destroy = httpo_destroy,
 };

@@ -214,7 +214,9 @@ def all_records_arrive_in_order(tmp):
     write_all(logdir, keys, n)
     jout = os.path.join(tmp, "agg.json")
     agg = spoolt.Spool(aggregator_config(tmp, port, out, json_out=jout))
-    agent = spoolt.Spool(agent_config(tmp, "agent", port, logdir))
+    # Several requests in flight (one per partition at a time): order still holds.
+    agent = spoolt.Spool(agent_config(tmp, "agent", port, logdir,
+                                      extra_output="    max_in_flight: 4\n"))
     try:
         wait_unique(out, n * len(keys), 60, (agg, agent))
         stop_all(agent, agg)
@@ -248,7 +250,8 @@ def kill9_aggregator_mid_stream(tmp):
     w = Writer(logdir, keys, n, batch=200, pause=0.05)
     agg_cfg = aggregator_config(tmp, port, out)
     agg = spoolt.Spool(agg_cfg)
-    agent = spoolt.Spool(agent_config(tmp, "agent", port, logdir))
+    agent = spoolt.Spool(agent_config(tmp, "agent", port, logdir,
+                                      extra_output="    max_in_flight: 4\n"))
     try:
         w.start()
         spoolt.wait_for(lambda: unique_count(out) > 2000, timeout=60 * SLOW,
