@@ -17,10 +17,7 @@
 #include <string.h>
 
 #include "core.h"
-#if __has_include("cli_log.h")
 #include "cli_log.h"
-#define HAVE_CLI_LOG 1
-#endif
 
 static const char usage_text[] =
     "usage: spool <command> [options]\n"
@@ -300,14 +297,12 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "plugins") == 0) {
         return cmd_plugins(argc - 1, argv + 1);
     }
-#ifdef HAVE_CLI_LOG
     if (strcmp(cmd, "topics") == 0) {
         return spool_cli_topics(argc - 2, argv + 2);
     }
     if (strcmp(cmd, "read") == 0) {
         return spool_cli_read(argc - 2, argv + 2);
     }
-#endif
     fprintf(stderr, "spool: unknown command '%s'\n\n", cmd);
     return usage(stderr, 2);
 }

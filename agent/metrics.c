@@ -85,7 +85,10 @@ void spool_count(spool_instance *ins, spool_counter_kind kind, uint64_t n)
 spool_counter *spool_counter_register(spool_instance *ins, const char *name, const char *help)
 {
     char full[256], labels[512];
-    snprintf(full, sizeof(full), "spool_%s_%s", ins->plugin->name, name);
+    size_t nl = strlen(name);
+    int has_total = nl >= 6 && strcmp(name + nl - 6, "_total") == 0;
+    snprintf(full, sizeof(full), "spool_%s_%s%s", ins->plugin->name, name,
+             has_total ? "" : "_total");
     for (char *p = full; *p; p++) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) {
             *p = '_';

@@ -303,7 +303,7 @@ int spool__seg_find(spool_log *log, spool__seg *s, int64_t offset, int64_t limit
         at = s->idx[lo].rel <= rel ? s->idx[lo].pos : 0;
     }
     while (at < limit) {
-        spool_batch_info info;
+        spool_batch_info info = {0};
         long n = spool__seg_peek(log, s, at, limit, &info);
         if (n <= 0) {
             *pos = at;
