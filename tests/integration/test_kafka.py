@@ -244,10 +244,22 @@ def verify(msgs, n, kafka_partitions, strict_once=True):
     return st["lost"], st["dup"]
 
 
+RUNNING = []
+
+
 def run_spool(tmp, cfg, port):
     sp = spoolt.Spool(cfg)
+    RUNNING.append(sp)
     wait_listening(port, sp)
     return sp
+
+
+def kill_leftovers():
+    """Kills spool processes a failed test left running."""
+    while RUNNING:
+        sp = RUNNING.pop()
+        if sp.proc.poll() is None:
+            sp.kill()
 
 
 # ------------------------------------------------------------------ tests --
@@ -271,6 +283,7 @@ def every_record_once_with_key_headers_timestamp(tmp):
         spoolt.check(lost == 0 and dup == 0, "lost %d, duplicated %d of %d" % (lost, dup, n))
         spoolt.check(len({m["partition"] for m in msgs}) > 1, "all records in one partition")
     finally:
+        kill_leftovers()
         mock.close()
 
 
@@ -291,6 +304,7 @@ def template_topic_and_same_partition(tmp):
         lost, dup = verify(consume(mock.bootstrap, "logs.test"), 2000, 4)
         spoolt.check(lost == 0 and dup == 0, "lost %d, duplicated %d" % (lost, dup))
     finally:
+        kill_leftovers()
         mock.close()
 
 
@@ -311,6 +325,13 @@ def broker_down_and_request_errors_lose_nothing(tmp):
                 mock.cmd("err %d %d 5" % (API_PRODUCE, ERR_NOT_LEADER_FOR_PARTITION))
                 mock.cmd("err %d %d 5" % (API_PRODUCE, ERR_REQUEST_TIMED_OUT))
             elif step == 9:
+                # Mid-stream: the producer saw broker 1 go away while
+                # records kept coming in (kcat cannot read while a leader
+                # is down, so this is checked in spool's log).
+                port1 = mock.bootstrap.split(",")[0].rsplit(":", 1)[1]
+                spoolt.wait_for(lambda: re.search(r"%s.*(Connection refused|Disconnected)" % port1,
+                                                  sp.stderr()),
+                                timeout=30, what="the producer noticing broker 1 down")
                 mock.cmd("up 1")
             elif step == 11:
                 mock.cmd("down 2")
@@ -325,6 +346,7 @@ def broker_down_and_request_errors_lose_nothing(tmp):
         print("     %d records through faults: lost %d, duplicates %d" % (n, lost, dup))
         spoolt.check(lost == 0, "lost %d of %d records" % (lost, n))
     finally:
+        kill_leftovers()
         mock.close()
 
 
@@ -360,6 +382,7 @@ def kill9_and_restart_lose_nothing(tmp):
               (before, n, lost, dup))
         spoolt.check(lost == 0, "lost %d of %d records" % (lost, n))
     finally:
+        kill_leftovers()
         mock.close()
 
 
@@ -398,26 +421,31 @@ def bad_properties_found_by_check(tmp):
 def wrong_broker_address_logged_then_recovers(tmp):
     port = spoolt.free_port()
     dead = "127.0.0.1:%d" % spoolt.free_port()
-    cfg = config(tmp, dead, port)
-    sp = run_spool(tmp, cfg, port)
-    post(port, 0, 50)
-    spoolt.wait_for(lambda: re.search(r"Connection refused|ALL_BROKERS_DOWN|TRANSPORT", sp.stderr()),
-                    timeout=30, what="a log line about the unreachable broker")
-    seen = [l for l in sp.stderr().split("\n") if "kafka" in l.lower()][:3]
-    print("     the log says: " + "\n     ".join(seen))
-    rc = sp.terminate()
-    spoolt.check(rc == 0, "spool exit %s:\n%s" % (rc, sp.stderr()[-3000:]))
-    # Fix the address: what was not delivered is delivered now.
-    mock = Mock(["logs:4"])
+    mock = None
     try:
+        cfg = config(tmp, dead, port)
+        sp = run_spool(tmp, cfg, port)
+        post(port, 0, 50)
+        spoolt.wait_for(lambda: re.search(r"Connection refused|ALL_BROKERS_DOWN|TRANSPORT",
+                                          sp.stderr()),
+                        timeout=30, what="a log line about the unreachable broker")
+        seen = [l for l in sp.stderr().split("\n") if "kafka" in l.lower()][:3]
+        print("     the log says: " + "\n     ".join(seen))
+        rc = sp.terminate()
+        spoolt.check(rc == 0, "spool exit %s:\n%s" % (rc, sp.stderr()[-3000:]))
+        # Fix the address: what was not delivered is delivered now.
+        mock = Mock(["logs:4"])
         cfg = config(tmp, mock.bootstrap, port)
         sp = run_spool(tmp, cfg, port)
         msgs = wait_unique(mock.bootstrap, "logs", 50)
-        sp.terminate()
+        rc = sp.terminate()
+        spoolt.check(rc == 0, "spool exit %s:\n%s" % (rc, sp.stderr()[-3000:]))
         lost, dup = verify(msgs, 50, 4)
         spoolt.check(lost == 0, "lost %d of 50 after fixing the broker address" % lost)
     finally:
-        mock.close()
+        kill_leftovers()
+        if mock:
+            mock.close()
 
 
 @t.case
@@ -437,6 +465,7 @@ def missing_topic_logged(tmp):
         rc = sp.terminate()
         spoolt.check(rc == 0, "spool exit %s:\n%s" % (rc, sp.stderr()[-3000:]))
     finally:
+        kill_leftovers()
         mock.close()
 
 
