@@ -72,6 +72,8 @@ int spool_queue_push(spool_queue *q, spool_queue_item *item, size_t bytes, int64
 spool_queue_item *spool_queue_pop(spool_queue *q, int64_t timeout_ms, size_t *bytes);
 void spool_queue_close(spool_queue *q);
 size_t spool_queue_count(spool_queue *q);
+/* 1 once the queue is closed and empty. */
+int spool_queue_drained(spool_queue *q);
 
 /* ---- batches (agent/batch.c) ---- */
 

@@ -184,7 +184,7 @@ static void *processor_main(void *arg)
         atomic_store(&svc->processor_heartbeat, spool_monotonic_ms());
         spool_queue_item *it = spool_queue_pop(&svc->in_queue, 1000, NULL);
         if (!it) {
-            if (svc->in_queue.closed && spool_queue_count(&svc->in_queue) == 0) {
+            if (spool_queue_drained(&svc->in_queue)) {
                 break;
             }
             continue;
@@ -430,7 +430,7 @@ static void *writer_main(void *arg)
             }
             it = spool_queue_pop(&svc->write_queue, wait, NULL);
             if (!it) {
-                if (svc->write_queue.closed && spool_queue_count(&svc->write_queue) == 0) {
+                if (spool_queue_drained(&svc->write_queue)) {
                     break;
                 }
                 continue;

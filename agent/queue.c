@@ -165,3 +165,11 @@ size_t spool_queue_count(spool_queue *q)
     pthread_mutex_unlock(&q->lock);
     return n;
 }
+
+int spool_queue_drained(spool_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    int done = q->closed && q->count == 0;
+    pthread_mutex_unlock(&q->lock);
+    return done;
+}

@@ -105,11 +105,8 @@ static void destroy_all(spool_service *svc)
     for (int k = 0; k < 3; k++) {
         for (size_t i = 0; i < counts[k]; i++) {
             spool_instance *ins = lists[k][i];
-            if (ins->plugin->destroy && (ins->initialized || ins->started || ins->thread_running ||
-                                         ins->config_errors >= 0)) {
-                if (ins->initialized) {
-                    ins->plugin->destroy(ins, ins->ctx);
-                }
+            if (ins->initialized && ins->plugin->destroy) {
+                ins->plugin->destroy(ins, ins->ctx);
             }
             ins->initialized = 0;
             if (k == 2) {
@@ -119,8 +116,6 @@ static void destroy_all(spool_service *svc)
     }
 }
 
-/* Runs one configuration until stop (returns 0) or reload (returns 1);
- * -1 on a start failure. */
 static int run_conf(spool_service_conf *conf, const char *config_path, spool_service_conf **next)
 {
     spool_service svc_s;
