@@ -75,10 +75,14 @@ static long rate_limit(const void *ins, const char *fmt)
     return suppressed;
 }
 
+/* Escapes s into dst and NUL-terminates it; cap must hold 6 bytes per byte
+ * of s plus one, so nothing is cut in the middle of an escape. */
 static size_t json_str(char *dst, size_t cap, const char *s)
 {
-    size_t n = spool_json_escape(dst, cap, (const uint8_t *)s, strlen(s));
-    return n < cap ? n : cap;
+    size_t n = spool_json_escape(dst, cap - 1, (const uint8_t *)s, strlen(s));
+    n = n < cap - 1 ? n : cap - 1;
+    dst[n] = '\0';
+    return n;
 }
 
 void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_list ap)
@@ -103,13 +107,16 @@ void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_
     snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
     const char *comp = ins ? ins->label : "core";
-    char line[4096 + 256];
+    int json = atomic_load(&log_format) == SPOOL_LOGFMT_JSON;
+    char esc[sizeof(msg) * 6 + 1]; /* worst case: every byte as \u00XX */
+    char cesc[6 * 128 + 1];
+    char ctrunc[128];
+    char line[sizeof(esc) + sizeof(cesc) + 256];
     size_t len;
-    if (atomic_load(&log_format) == SPOOL_LOGFMT_JSON) {
-        char esc[4096];
+    if (json) {
         json_str(esc, sizeof(esc), msg);
-        char cesc[256];
-        json_str(cesc, sizeof(cesc), comp);
+        snprintf(ctrunc, sizeof(ctrunc), "%s", comp);
+        json_str(cesc, sizeof(cesc), ctrunc);
         len = (size_t)snprintf(line, sizeof(line),
                                "{\"time\":\"%s\",\"level\":\"%s\",\"component\":\"%s\","
                                "\"message\":\"%s\"}\n",
@@ -123,9 +130,12 @@ void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_
         line[len - 1] = '\n';
     }
     if (suppressed > 0) {
-        char note[256];
-        int m = snprintf(note, sizeof(note), "%s %-5s [%s] (%ld similar messages suppressed)\n",
-                         when, level_names[level], comp, suppressed);
+        char note[sizeof(cesc) + 256];
+        int m = json ? snprintf(note, sizeof(note), "{\"time\":\"%s\",\"level\":\"%s\","
+                                "\"component\":\"%s\",\"message\":\"(%ld similar messages "
+                                "suppressed)\"}\n", when, level_names[level], cesc, suppressed)
+                     : snprintf(note, sizeof(note), "%s %-5s [%s] (%ld similar messages "
+                                "suppressed)\n", when, level_names[level], comp, suppressed);
         if (m > 0) {
             ssize_t w = write(STDERR_FILENO, note, (size_t)m);
             (void)w;
