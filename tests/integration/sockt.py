@@ -135,7 +135,9 @@ class LineReceiver:
     in a thread; `data()` is everything received so far, per connection
     concatenated in accept order."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, ssl_ctx=None):
+        self.ssl_ctx = ssl_ctx
+        self.tls_errors = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
@@ -162,6 +164,14 @@ class LineReceiver:
             threading.Thread(target=self._read, args=(c, idx), daemon=True).start()
 
     def _read(self, c, idx):
+        if self.ssl_ctx is not None:
+            try:
+                c = self.ssl_ctx.wrap_socket(c, server_side=True)
+                self.conns[idx] = c
+            except Exception as e:  # noqa: BLE001
+                self.tls_errors.append(str(e))
+                c.close()
+                return
         while True:
             try:
                 b = c.recv(65536)
