@@ -495,7 +495,12 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
         /* Queued but not (yet) durable: the core owns the batch now. */
         b = NULL;
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        snprintf(why, sizeof(why), "not durable: %s", strerror(-rc));
+        if (rc == -ETIMEDOUT) {
+            snprintf(why, sizeof(why), "busy: not durable within ack_timeout (the log is full "
+                     "or slow), retry later");
+        } else {
+            snprintf(why, sizeof(why), "the log failed the batch: %s", strerror(-rc));
+        }
     }
 out:
     if (status >= 400 && status != MHD_HTTP_SERVICE_UNAVAILABLE) {

@@ -5,12 +5,16 @@
  * spool_output_complete().
  *
  * Order: at most one request per partition is on the wire at a time; the
- * others of that partition wait in arrival order (the order the runner
- * flushed them, which is offset order). When one fails (SPOOL_RETRY), the
+ * others of that partition wait, lowest offsets first. When one fails (SPOOL_RETRY), the
  * requests waiting behind it in its partition are completed as SPOOL_RETRY
  * without being sent, so a later chunk never overtakes an earlier one that
- * is to be retried. Different partitions go in parallel, up to the
- * runner's max_in_flight.
+ * is to be retried. And since the runner may flush those followers again
+ * before the chunk that failed first, a partition with a failed chunk keeps
+ * a "floor" (that chunk's first offset): later chunks of the partition wait
+ * until a chunk at or below the floor succeeds or is rejected, or until
+ * HTTPO_HOLD_MAX_MS passed since the floor chunk last failed (the runner
+ * may have given it up under max_retry_time without flushing it again).
+ * Different partitions go in parallel, up to the runner's max_in_flight.
  *
  * Never spins: the thread sleeps in curl_multi_poll until a socket is
  * ready, a timer of curl's is due, or flush/stop wakes it.
@@ -22,6 +26,88 @@
 #include <string.h>
 
 #include "http_out.h"
+
+/* Longest a chunk waits behind a failed earlier chunk of its partition,
+ * counted from that chunk's last failure: longer than any retry delay
+ * (Retry-After is capped at 5 minutes, the default retry_backoff_max is
+ * 30 s). */
+#define HTTPO_HOLD_MAX_MS (6 * 60 * 1000)
+
+/* A partition with a chunk to be retried (sender-thread state). */
+typedef struct httpo_floor {
+    const char *topic;  /* the chunk's topic (the runner's string) */
+    int32_t partition;
+    int64_t first;      /* first offset of the earliest failed chunk */
+    int64_t since_ms;   /* monotonic ms of its last failure */
+} httpo_floor;
+
+typedef struct httpo_floors {
+    httpo_floor *items;
+    size_t count, cap;
+} httpo_floors;
+
+static int floor_match(const httpo_floor *f, const spool_chunk *ch)
+{
+    return f->partition == ch->partition &&
+           (f->topic == ch->topic || (f->topic && ch->topic && strcmp(f->topic, ch->topic) == 0));
+}
+
+static httpo_floor *floor_find(httpo_floors *fl, const spool_chunk *ch)
+{
+    for (size_t i = 0; i < fl->count; i++) {
+        if (floor_match(&fl->items[i], ch)) {
+            return &fl->items[i];
+        }
+    }
+    return NULL;
+}
+
+/* Records a failed chunk. On ENOMEM the floor is not kept (order may then
+ * suffer on a retry, nothing is lost). */
+static void floor_raise(httpo_floors *fl, const spool_chunk *ch, int64_t now)
+{
+    httpo_floor *f = floor_find(fl, ch);
+    if (f) {
+        if (ch->first_offset <= f->first) {
+            f->first = ch->first_offset;
+            f->since_ms = now;
+        }
+        return;
+    }
+    if (fl->count == fl->cap) {
+        size_t cap = fl->cap ? fl->cap * 2 : 8;
+        httpo_floor *n = realloc(fl->items, cap * sizeof(*n));
+        if (!n) {
+            return;
+        }
+        fl->items = n;
+        fl->cap = cap;
+    }
+    fl->items[fl->count++] = (httpo_floor){ch->topic, ch->partition, ch->first_offset, now};
+}
+
+/* A chunk at or below the floor was delivered or rejected: lift it. */
+static void floor_lift(httpo_floors *fl, const spool_chunk *ch)
+{
+    httpo_floor *f = floor_find(fl, ch);
+    if (f && ch->first_offset <= f->first) {
+        *f = fl->items[--fl->count];
+    }
+}
+
+/* 1 if ch must wait for an earlier failed chunk of its partition. */
+static int floor_holds(httpo_floors *fl, const spool_chunk *ch, int64_t now)
+{
+    httpo_floor *f = floor_find(fl, ch);
+    if (!f || ch->first_offset <= f->first) {
+        return 0;
+    }
+    if (now - f->since_ms > HTTPO_HOLD_MAX_MS) {
+        *f = fl->items[--fl->count];
+        return 0;
+    }
+    return 1;
+}
 
 void httpo_req_free(httpo_req *r)
 {
@@ -132,6 +218,7 @@ static void *sender_main(void *arg)
     httpo_ctx *c = arg;
     httpo_req *waiting = NULL; /* FIFO, not yet on the wire */
     httpo_req *active = NULL;  /* on the wire */
+    httpo_floors floors = {0};
     char reason[HTTPO_RESP_MAX + 64];
 
     for (;;) {
@@ -149,15 +236,17 @@ static void *sender_main(void *arg)
             break;
         }
         /* Start each waiting request whose partition has nothing on the wire. */
+        int64_t now = spool_monotonic_ms();
         for (httpo_req *w = waiting, *nw; w; w = nw) {
             nw = w->next;
-            int busy = 0;
+            int busy = floor_holds(&floors, w->chunk, now);
             for (httpo_req *a = active; a && !busy; a = a->next) {
                 busy = same_partition(a, w);
             }
-            /* An earlier waiting request of the same partition goes first. */
-            for (httpo_req *e = waiting; e != w && !busy; e = e->next) {
-                busy = same_partition(e, w);
+            /* A waiting request of the same partition with lower offsets goes first. */
+            for (httpo_req *e = waiting; e && !busy; e = e->next) {
+                busy = e != w && same_partition(e, w) &&
+                       e->chunk->first_offset < w->chunk->first_offset;
             }
             if (busy) {
                 continue;
@@ -169,6 +258,7 @@ static void *sender_main(void *arg)
             }
             list_append(&active, w);
         }
+        int started_or_done = 0;
         int running = 0;
         curl_multi_perform(c->multi, &running);
         CURLMsg *msg;
@@ -186,6 +276,7 @@ static void *sender_main(void *arg)
             reason[0] = '\0';
             int res = classify(c, r, cc, reason, sizeof(reason));
             if (res == SPOOL_RETRY) {
+                floor_raise(&floors, r->chunk, spool_monotonic_ms());
                 /* Followers of its partition must not overtake it. */
                 for (httpo_req *w = waiting, *nw; w; w = nw) {
                     nw = w->next;
@@ -196,10 +287,14 @@ static void *sender_main(void *arg)
                     }
                 }
             }
+            if (res != SPOOL_RETRY) {
+                floor_lift(&floors, r->chunk);
+            }
             finish(c, r, res, res == SPOOL_REJECT ? reason : NULL);
+            started_or_done = 1;
         }
-        if (waiting && !active) {
-            continue; /* something can start now */
+        if (started_or_done && waiting) {
+            continue; /* something may start now */
         }
         curl_multi_poll(c->multi, NULL, 0, 1000, NULL);
     }
@@ -217,6 +312,7 @@ static void *sender_main(void *arg)
         r->retry_after_ms = -1;
         finish(c, r, SPOOL_RETRY, NULL);
     }
+    free(floors.items);
     return NULL;
 }
 

@@ -28,7 +28,7 @@ LINE_RE = re.compile(rb"^(\S+) (\d+)$")
 # ---------------------------------------------------------------- configs
 
 def aggregator_config(tmp, port, out_path, extra_input="", name="agg", topic_extra="",
-                      json_out=None):
+                      json_out=None, outputs_extra=""):
     """An aggregator: http input -> topic `logs` (fsync: always) -> `file`
     output (raw) at out_path, and with json_out a second file output
     writing JSON (key, headers...)."""
@@ -56,8 +56,8 @@ outputs:
     topics: [logs]
     path: %(out)s
     format: raw
-%(json)s""" % {"d": d, "port": port, "out": out_path, "extra_input": extra_input,
-       "topic_extra": topic_extra,
+%(json)s%(outputs_extra)s""" % {"d": d, "port": port, "out": out_path,
+       "extra_input": extra_input, "topic_extra": topic_extra, "outputs_extra": outputs_extra,
        "json": ("  - type: file\n    name: as-json\n    topics: [logs]\n    path: %s\n"
                 "    format: json\n" % json_out) if json_out else ""})
     return cfg

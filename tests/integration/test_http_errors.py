@@ -211,6 +211,41 @@ def input_statuses(tmp):
         agg.kill()
 
 
+@t.case
+def input_503_when_the_log_pushes_back(tmp):
+    """A topic at its hard size limit (on_full: block) stops the pipeline:
+    requests get 503 with Retry-After instead of hanging."""
+    port = spoolt.free_port()
+    out = os.path.join(tmp, "agg.out")
+    cfg = e2e.aggregator_config(
+        tmp, port, out,
+        topic_extra="    max_bytes: 64KiB\n    segment_bytes: 16KiB\n    on_full: block\n",
+        extra_input="    ack_timeout: 500ms\n    retry_after: 2s\n",
+        # An output that never delivers, so nothing may be deleted.
+        outputs_extra=("  - type: http\n    name: nowhere\n    topics: [logs]\n"
+                       "    url: http://127.0.0.1:%d/v1/batches\n" % spoolt.free_port()))
+    agg = spoolt.Spool(cfg)
+    url = "http://127.0.0.1:%d/v1/batches" % port
+    try:
+        wait_port(port)
+        body = b"".join(b'"%s"\n' % (b"r%05d-" % i + b"z" * 200) for i in range(20))
+        statuses = []
+        deadline = time.monotonic() + 60 * SLOW
+        while time.monotonic() < deadline and len(statuses) < 400:
+            st, text, hdr = post(url, body, NDJSON)
+            statuses.append(st)
+            if st == 503:
+                check(hdr.get("Retry-After") == "2", "503 without Retry-After: %s" % hdr)
+                check(text.strip() != "", "503 without a reason")
+                print("     503 after %d requests: %s" % (len(statuses), text.strip()))
+                break
+            check(st == 200, "unexpected status %s: %s" % (st, text))
+        check(statuses and statuses[-1] == 503, "no 503 in %d requests" % len(statuses))
+        check(agg.proc.poll() is None, "aggregator died: %s" % agg.stderr()[-2000:])
+    finally:
+        agg.kill()
+
+
 def make_pki(d):
     """A CA, a server cert for 127.0.0.1, a client cert from the CA, and a
     client cert from another CA. Returns a dict of paths."""
@@ -294,11 +329,13 @@ def mutual_tls(tmp):
 
 class Endpoint:
     """A small HTTP server: records every request; answers from `plan`
-    (a list of (status, headers, body) used in order, then 200)."""
+    (a list of (status, headers, body) used in order, then 200), or from
+    `decide(index, headers, body)` returning (status, headers, body)."""
 
-    def __init__(self, plan=()):
+    def __init__(self, plan=(), decide=None):
         self.requests = []
         self.plan = list(plan)
+        self.decide = decide
         self.lock = threading.Lock()
         ep = self
 
@@ -308,7 +345,13 @@ class Endpoint:
                 body = self.rfile.read(n)
                 with ep.lock:
                     ep.requests.append((time.monotonic(), dict(self.headers), body))
-                    st, hdrs, resp = ep.plan.pop(0) if ep.plan else (200, {}, b"ok")
+                    if ep.decide:
+                        st, hdrs, resp = ep.decide(len(ep.requests) - 1, self.headers, body)
+                    else:
+                        st, hdrs, resp = ep.plan.pop(0) if ep.plan else (200, {}, b"ok")
+                if 200 <= st < 300:
+                    with ep.lock:
+                        ep.accepted.append(body)
                 self.send_response(st)
                 for k, v in hdrs.items():
                     self.send_header(k, v)
@@ -319,6 +362,7 @@ class Endpoint:
             def log_message(self, *a):
                 pass
 
+        self.accepted = []  # bodies answered 2xx, in answer order
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -415,6 +459,36 @@ def generic_endpoint_json_shapes(tmp):
             check(offs == sorted(offs) and len(set(offs)) == 300, "offsets %s" % offs[:5])
         finally:
             ep.close()
+
+
+@t.case
+def generic_order_kept_under_failures(tmp):
+    """max_in_flight 4, small chunks, one partition, every third request
+    fails with 503 (slowly, so others are in flight meanwhile): what the
+    endpoint accepts is still every offset once, in order."""
+    def decide(i, headers, body):
+        time.sleep(0.02)
+        return (503, {}, b"flaky") if i % 3 == 1 else (200, {}, b"ok")
+
+    ep = Endpoint(decide=decide)
+    try:
+        cfg = stdin_agent_config(tmp, "http://127.0.0.1:%d/x" % ep.port, output_extra=(
+            "    format: ndjson\n    max_in_flight: 4\n    max_records: 50\n"))
+        n = 2000
+
+        def offsets():
+            with ep.lock:
+                bodies = list(ep.accepted)
+            return [json.loads(l)["offset"] for b in bodies for l in b.split(b"\n") if l]
+
+        run_stdin_agent(cfg, [b"v%d" % i for i in range(n)], lambda: len(offsets()) >= n,
+                        timeout=60)
+        offs = offsets()
+        print("     %d requests, %d accepted records" % (len(ep.requests), len(offs)))
+        check(offs == list(range(n)), "accepted out of order or with gaps/duplicates: %s"
+              % [o for i, o in enumerate(offs) if o != i][:10])
+    finally:
+        ep.close()
 
 
 @t.case
