@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,11 +116,70 @@ static void collect_cursor(void *arg, const char *consumer, const char *topic, i
     e->offset = offset;
 }
 
-static void json_str(FILE *out, const char *s)
+static int buf_printf(spool_buf *out, const char *fmt, ...) SPOOL_PRINTF(2, 3);
+
+static int buf_printf(spool_buf *out, const char *fmt, ...)
+{
+    char tmp[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return -EINVAL;
+    }
+    return spool_buf_append(out, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+static int buf_json_str(spool_buf *out, const char *s)
 {
     char buf[1024];
     size_t n = spool_json_escape(buf, sizeof(buf), (const uint8_t *)s, strlen(s));
-    fprintf(out, "\"%.*s\"", (int)(n < sizeof(buf) ? n : sizeof(buf)), buf);
+    return buf_printf(out, "\"%.*s\"", (int)(n < sizeof(buf) ? n : sizeof(buf)), buf);
+}
+
+int spool_log_topics_json(spool_log *log, spool_buf *out)
+{
+    lag_list lags = { 0 };
+    int rc = 0;
+    spool_log_cursor_foreach(log, collect_cursor, &lags);
+    rc |= buf_printf(out, "{\"topics\":[");
+    for (size_t t = 0; t < spool_log_topic_count(log); t++) {
+        const spool_topic_conf *tc = spool_log_topic_conf(log, (int)t);
+        rc |= buf_printf(out, "%s{\"name\":", t ? "," : "");
+        rc |= buf_json_str(out, tc->name);
+        rc |= buf_printf(out, ",\"partitions\":[");
+        int firstp = 1;
+        for (int32_t p = 0; p < tc->partitions; p++) {
+            spool_partition_info info;
+            if (spool_log_partition_info(log, (int)t, p, &info) < 0) {
+                continue;
+            }
+            rc |= buf_printf(out, "%s{\"partition\":%d,\"begin\":%" PRId64 ",\"end\":%" PRId64
+                             ",\"bytes\":%" PRId64 ",\"segments\":%d,\"dropped\":%" PRId64
+                             ",\"lag\":{", firstp ? "" : ",", p, info.begin_offset,
+                             info.end_offset, info.bytes, info.segments, info.dropped);
+            firstp = 0;
+            int first = 1;
+            for (size_t k = 0; k < lags.count; k++) {
+                const lag_entry *e = &lags.items[k];
+                if (e->partition != p || strcmp(e->topic, tc->name) != 0) {
+                    continue;
+                }
+                int64_t from = e->offset > info.begin_offset ? e->offset : info.begin_offset;
+                int64_t lag = info.end_offset > from ? info.end_offset - from : 0;
+                rc |= buf_printf(out, "%s", first ? "" : ",");
+                rc |= buf_json_str(out, e->consumer);
+                rc |= buf_printf(out, ":%" PRId64, lag);
+                first = 0;
+            }
+            rc |= buf_printf(out, "}}");
+        }
+        rc |= buf_printf(out, "]}");
+    }
+    rc |= buf_printf(out, "]}");
+    free(lags.items);
+    return rc ? -ENOMEM : 0;
 }
 
 static const char topics_usage[] =
@@ -154,35 +214,31 @@ int spool_cli_topics(int argc, char **argv)
         common_free(&c);
         return rc;
     }
+    if (json) {
+        spool_buf jb = { 0 };
+        rc = spool_log_topics_json(log, &jb);
+        if (rc == 0) {
+            fwrite(jb.data, 1, jb.len, stdout);
+            fputc('\n', stdout);
+        }
+        spool_buf_free(&jb);
+        spool_log_close(log);
+        common_free(&c);
+        return rc == 0 && fflush(stdout) == 0 ? 0 : 1;
+    }
     lag_list lags = { 0 };
     spool_log_cursor_foreach(log, collect_cursor, &lags);
-    if (json) {
-        printf("{\"topics\":[");
-    } else {
-        printf("%-20s %5s %12s %12s %14s %8s  %s\n", "TOPIC", "PART", "BEGIN", "END", "BYTES",
-               "SEGMENTS", "LAG");
-    }
+    printf("%-20s %5s %12s %12s %14s %8s  %s\n", "TOPIC", "PART", "BEGIN", "END", "BYTES",
+           "SEGMENTS", "LAG");
     for (size_t t = 0; t < spool_log_topic_count(log); t++) {
         const spool_topic_conf *tc = spool_log_topic_conf(log, (int)t);
-        if (json) {
-            printf("%s{\"name\":", t ? "," : "");
-            json_str(stdout, tc->name);
-            printf(",\"partitions\":[");
-        }
         for (int32_t p = 0; p < tc->partitions; p++) {
             spool_partition_info info;
             if (spool_log_partition_info(log, (int)t, p, &info) < 0) {
                 continue;
             }
-            if (json) {
-                printf("%s{\"partition\":%d,\"begin\":%" PRId64 ",\"end\":%" PRId64
-                       ",\"bytes\":%" PRId64 ",\"segments\":%d,\"lag\":{",
-                       p ? "," : "", p, info.begin_offset, info.end_offset, info.bytes,
-                       info.segments);
-            } else {
-                printf("%-20s %5d %12" PRId64 " %12" PRId64 " %14" PRId64 " %8d  ", tc->name, p,
-                       info.begin_offset, info.end_offset, info.bytes, info.segments);
-            }
+            printf("%-20s %5d %12" PRId64 " %12" PRId64 " %14" PRId64 " %8d  ", tc->name, p,
+                   info.begin_offset, info.end_offset, info.bytes, info.segments);
             int first = 1;
             for (size_t k = 0; k < lags.count; k++) {
                 const lag_entry *e = &lags.items[k];
@@ -191,27 +247,11 @@ int spool_cli_topics(int argc, char **argv)
                 }
                 int64_t from = e->offset > info.begin_offset ? e->offset : info.begin_offset;
                 int64_t lag = info.end_offset > from ? info.end_offset - from : 0;
-                if (json) {
-                    printf("%s", first ? "" : ",");
-                    json_str(stdout, e->consumer);
-                    printf(":%" PRId64, lag);
-                } else {
-                    printf("%s%s=%" PRId64, first ? "" : " ", e->consumer, lag);
-                }
+                printf("%s%s=%" PRId64, first ? "" : " ", e->consumer, lag);
                 first = 0;
             }
-            if (json) {
-                printf("}}");
-            } else {
-                printf("%s\n", first ? "-" : "");
-            }
+            printf("%s\n", first ? "-" : "");
         }
-        if (json) {
-            printf("]}");
-        }
-    }
-    if (json) {
-        printf("]}\n");
     }
     free(lags.items);
     spool_log_close(log);

@@ -16,6 +16,12 @@
 int spool_cli_topics(int argc, char **argv);
 int spool_cli_read(int argc, char **argv);
 
+/* The topics of an open log as JSON (the shape of `spool topics --json`,
+ * also served at /api/v1/topics): per partition begin, end, bytes,
+ * segments, dropped, and each consumer's lag from its saved cursor.
+ * Appends to out. 0 or -ENOMEM. Any thread. */
+int spool_log_topics_json(spool_log *log, spool_buf *out);
+
 /*
  * Provided by the core (main.c): loads config_path and copies its
  * service.data_dir into out (cap bytes); if topics is not NULL, hands over

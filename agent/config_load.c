@@ -570,3 +570,30 @@ void spool_service_conf_free(spool_service_conf *conf)
     spool_cdoc_free(&conf->doc);
     memset(conf, 0, sizeof(*conf));
 }
+
+/* For the log CLI (agent/cli_log.h): the data_dir and topics of a config
+ * file. Topics move to the caller (free each name and the array). */
+int spool_config_data_dir(const char *config_path, char *out, size_t cap,
+                          spool_topic_conf **topics, size_t *ntopics)
+{
+    spool_errors errs = {0};
+    spool_service_conf conf;
+    spool_registry_init();
+    int n = spool_service_conf_load(config_path, &conf, &errs);
+    if (n > 0 && !conf.data_dir) {
+        spool_errors_print(&errs, stderr);
+        spool_errors_free(&errs);
+        spool_service_conf_free(&conf);
+        return -EINVAL;
+    }
+    spool_errors_free(&errs);
+    snprintf(out, cap, "%s", conf.data_dir);
+    if (topics) {
+        *topics = conf.topics;
+        *ntopics = conf.ntopics;
+        conf.topics = NULL;
+        conf.ntopics = 0;
+    }
+    spool_service_conf_free(&conf);
+    return 0;
+}

@@ -246,31 +246,6 @@ static int cmd_plugins(int argc, char **argv)
     return 0;
 }
 
-int spool_config_data_dir(const char *config_path, char *out, size_t cap,
-                          spool_topic_conf **topics, size_t *ntopics)
-{
-    spool_errors errs = {0};
-    spool_service_conf conf;
-    spool_registry_init();
-    int n = spool_service_conf_load(config_path, &conf, &errs);
-    if (n > 0 && !conf.data_dir) {
-        spool_errors_print(&errs, stderr);
-        spool_errors_free(&errs);
-        spool_service_conf_free(&conf);
-        return -EINVAL;
-    }
-    spool_errors_free(&errs);
-    snprintf(out, cap, "%s", conf.data_dir);
-    if (topics) {
-        *topics = conf.topics;
-        *ntopics = conf.ntopics;
-        conf.topics = NULL;
-        conf.ntopics = 0;
-    }
-    spool_service_conf_free(&conf);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) {
