@@ -201,6 +201,8 @@ outputs:
 
     if not args.no_append:
         machine = "%d CPUs" % os.cpu_count()
+        if os.environ.get("GLIBC_TUNABLES"):
+            machine += ", GLIBC_TUNABLES=%s" % os.environ["GLIBC_TUNABLES"]
         with open(os.path.join(SRC, "bench", "RESULTS.md"), "a") as f:
             f.write("\n### http (agent -> aggregator): %s\n\n" %
                     datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%MZ"))
