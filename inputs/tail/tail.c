@@ -33,6 +33,7 @@
 #include "tail.h"
 
 #define TAIL_READ_BUDGET_BLOCKS 16 /* read_buffer blocks per file per cycle */
+#define TAIL_ROTATED_RECHECK_MS 200 /* re-read rotated files this often while they last */
 
 static const char *const read_from_values[] = {"beginning", "end", NULL};
 static const char *const watcher_values[] = {"inotify", "poll", NULL};
@@ -192,9 +193,10 @@ static int finish_rotated(tail_rt *rt)
             i++;
             continue;
         }
-        struct stat st;
-        int deleted = f->fd < 0 || (fstat(f->fd, &st) == 0 && st.st_nlink == 0);
-        if (!deleted && rt->now_ms - f->last_grow_ms < rt->ctx->rotate_wait_ms) {
+        /* Renamed or deleted alike: a writer may still append to it until it
+         * reopens its path, so it is finished only once quiet for rotate_wait
+         * (a deleted file's space is not held longer than its writer holds it). */
+        if (f->fd >= 0 && rt->now_ms - f->last_grow_ms < rt->ctx->rotate_wait_ms) {
             i++;
             continue;
         }
@@ -262,7 +264,15 @@ static int64_t next_wakeup(tail_rt *rt, int64_t next_scan)
     }
     int64_t t = next_scan;
     for (size_t i = 0; i < rt->nfiles; i++) {
-        int64_t d = tail_file_next_timer(rt, rt->files[i]);
+        const tail_file *f = rt->files[i];
+        int64_t d = tail_file_next_timer(rt, f);
+        if (f->state == TAIL_ROTATED) {
+            /* Late writes to a rotated file may come without an event. */
+            d = d < rt->now_ms + TAIL_ROTATED_RECHECK_MS ? d : rt->now_ms + TAIL_ROTATED_RECHECK_MS;
+        } else if (f->fd >= 0) {
+            int64_t c = f->last_grow_ms + rt->ctx->close_inactive_ms;
+            d = c < d ? c : d;
+        }
         t = d < t ? d : t;
     }
     int64_t ms = t - rt->now_ms;
@@ -324,9 +334,9 @@ static int tail_run(spool_instance *ins, void *vctx)
         if (rt->now_ms >= next_scan) {
             rt->need_rescan = 1;
             rt->check_all = 1;
-            close_inactive(rt);
             next_scan = rt->now_ms + scan_interval(rt);
         }
+        close_inactive(rt);
         if (rt->need_rescan) {
             rt->need_rescan = 0;
             tail_scan(rt);

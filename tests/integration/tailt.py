@@ -1,0 +1,179 @@
+"""tailt: helpers shared by the tail input's integration tests (test_tail*.py).
+
+A config with one tail input, a `file` output (raw or json) and a topic;
+a sequenced writer that appends numbered lines ("<n> xxxx...") in whole-line
+write() calls, optionally reopening its path when it was rotated (create
+mode); readers for the log (`spool read`) and the output file; and the
+sequence checker (lost, duplicated, out of order within a file).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import spoolt
+from spoolt import check
+
+PAD = "x" * 100  # lines of ~110 bytes
+
+
+def config(tmp, paths, extra="", topic_extra="", out_format="raw", partitions=1,
+           log_level="info", key=None):
+    """Writes <tmp>/spool.yaml; returns its path. `extra` is YAML text added to
+    the tail input (indented 4 spaces)."""
+    os.makedirs(os.path.join(tmp, "data"), exist_ok=True)
+    cfg = os.path.join(tmp, "spool.yaml")
+    lines = [
+        "service: {data_dir: %s/data, log_level: %s, shutdown_timeout: 20s}" % (tmp, log_level),
+        "topics:",
+        "  t: {partitions: %d, fsync: 1s%s}" % (partitions, topic_extra),
+        "inputs:",
+        "  - type: tail",
+        "    name: tl",
+        "    topic: t",
+        "    paths: [%s]" % ", ".join(paths),
+    ]
+    if key:
+        lines.append("    key: \"%s\"" % key)
+    for l in extra.strip("\n").splitlines():
+        lines.append("    " + l)
+    lines += [
+        "outputs:",
+        "  - type: file",
+        "    name: out",
+        "    topics: [t]",
+        "    path: %s/out.txt" % tmp,
+        "    format: %s" % out_format,
+    ]
+    spoolt.write(cfg, "\n".join(lines) + "\n")
+    return cfg
+
+
+def log_values(cfg, topic="t"):
+    """Every value in the log, in partition/offset order, via `spool read`."""
+    r = spoolt.run(["read", topic, "-c", cfg, "--format", "%v\\n"], timeout=300)
+    check(r.returncode == 0, "spool read failed (%d): %s" % (r.returncode, r.stderr[-2000:]))
+    out = r.stdout
+    return out.split(b"\n")[:-1] if out else []
+
+
+def out_values(tmp):
+    return spoolt.read_lines(os.path.join(tmp, "out.txt"))
+
+
+def out_json(tmp):
+    recs = []
+    for l in spoolt.read_lines(os.path.join(tmp, "out.txt")):
+        recs.append(json.loads(l))
+    return recs
+
+
+def seqs(values):
+    """Sequence numbers of lines "<n> ..."; non-numbered lines raise."""
+    out = []
+    for v in values:
+        head = v.split(b" ", 1)[0]
+        check(head.isdigit(), "unexpected line in the log: %r" % v[:80])
+        out.append(int(head))
+    return out
+
+
+def wait_lines(tmp, n, timeout=120, what="output"):
+    """Waits until the output file has at least n lines."""
+    path = os.path.join(tmp, "out.txt")
+
+    def count():
+        try:
+            with open(path, "rb") as f:
+                return sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b""))
+        except FileNotFoundError:
+            return 0
+    last = [0]
+
+    def enough():
+        last[0] = count()
+        return last[0] >= n
+    try:
+        spoolt.wait_for(enough, timeout=timeout, interval=0.1, what=what)
+    except spoolt.Failure:
+        raise spoolt.Failure("timed out waiting for %d lines in %s, have %d" % (n, path, last[0]))
+
+
+WRITER = r"""
+import os, sys, time
+path, n, rate, mode, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+pad = "x" * 100
+chunk = 100
+def open_it():
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    return fd, os.fstat(fd).st_ino
+fd, ino = open_it()
+i = start
+t0 = time.monotonic()
+k = 0
+while i < start + n:
+    end = min(start + n, i + chunk)
+    os.write(fd, "".join("%d %s\n" % (s, pad) for s in range(i, end)).encode())
+    i = end
+    k += 1
+    if mode == "create" and k % 4 == 0:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None  # renamed, not yet re-created: keep writing to the old file
+        if st is not None and st.st_ino != ino:
+            os.close(fd)
+            fd, ino = open_it()
+    if rate > 0:
+        ahead = (i - start) / rate - (time.monotonic() - t0)
+        if ahead > 0:
+            time.sleep(ahead)
+os.close(fd)
+print(i - start, flush=True)
+"""
+
+
+def start_writer(path, n, rate=0, mode="append", start=1):
+    """Starts a writer of n numbered lines (start..start+n-1) at `rate` lines/s
+    (0 = as fast as it can); mode "create" reopens the path when its inode
+    changed (the application's side of logrotate's create mode)."""
+    return subprocess.Popen([sys.executable, "-c", WRITER, path, str(n), str(rate), mode,
+                             str(start)], stdout=subprocess.PIPE)
+
+
+def append_seq(path, first, last, mode="a"):
+    with open(path, mode) as f:
+        for s in range(first, last + 1):
+            f.write("%d %s\n" % (s, PAD))
+
+
+def proc_cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def proc_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for l in f:
+            if l.startswith("VmHWM:"):
+                return int(l.split()[1])
+    return 0
+
+
+def open_fds(pid):
+    """Targets of the process's open fds."""
+    out = []
+    d = "/proc/%d/fd" % pid
+    for name in os.listdir(d):
+        try:
+            out.append(os.readlink(os.path.join(d, name)))
+        except OSError:
+            pass
+    return out
+
+
+def report(name, **kv):
+    print("     %s: %s" % (name, ", ".join("%s=%s" % (k, v) for k, v in kv.items())), flush=True)
