@@ -21,6 +21,10 @@ struct spool_service;
 
 enum spool_log_format { SPOOL_LOGFMT_TEXT = 0, SPOOL_LOGFMT_JSON = 1 };
 void spool__log_configure(int level, int format);
+/* Logs a core message that the rate limiter never suppresses: lifecycle
+ * lines and every error of a refused reload. Any thread. */
+void spool__log_unlimited(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* ---- metrics (agent/metrics.c) ---- */
 

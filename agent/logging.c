@@ -85,12 +85,13 @@ static size_t json_str(char *dst, size_t cap, const char *s)
     return n;
 }
 
-void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_list ap)
+static void log_emit(const spool_instance *ins, int level, int limited, const char *fmt,
+                     va_list ap)
 {
     if (!spool_log_enabled(level)) {
         return;
     }
-    long suppressed = rate_limit(ins, fmt);
+    long suppressed = limited ? rate_limit(ins, fmt) : 0;
     if (suppressed < 0) {
         return;
     }
@@ -143,6 +144,19 @@ void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_
     }
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
+}
+
+void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_list ap)
+{
+    log_emit(ins, level, 1, fmt, ap);
+}
+
+void spool__log_unlimited(int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_emit(NULL, level, 0, fmt, ap);
+    va_end(ap);
 }
 
 void spool_log_write(const spool_instance *ins, int level, const char *fmt, ...)

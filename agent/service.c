@@ -207,8 +207,9 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
             ins->thread_running = 1;
         }
     }
-    spool_log_info(NULL, "spool %s running: %zu topics, %zu inputs, %zu outputs, data in %s",
-                   SPOOL_VERSION, conf->ntopics, conf->ninputs, conf->noutputs, conf->data_dir);
+    spool__log_unlimited(SPOOL_LOG_INFO, "spool %s running: %zu topics, %zu inputs, %zu outputs, "
+                         "data in %s", SPOOL_VERSION, conf->ntopics, conf->ninputs,
+                         conf->noutputs, conf->data_dir);
     spool_sd_ready();
     spool_sd_status("running: %zu inputs, %zu outputs", conf->ninputs, conf->noutputs);
 
@@ -244,18 +245,19 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
         if (sig == SIGHUP) {
             spool_errors errs = {0};
             spool_service_conf *nc = calloc(1, sizeof(*nc));
-            spool_log_info(NULL, "SIGHUP: reloading %s", config_path ? config_path
-                                                                      : "the embedded config");
+            spool__log_unlimited(SPOOL_LOG_INFO, "SIGHUP: reloading %s",
+                                 config_path ? config_path : "the embedded config");
             spool_sd_reloading();
             int n = nc ? spool_service_conf_load(config_path, nc, &errs) : 1;
             if (n > 0) {
                 for (size_t i = 0; i < errs.count; i++) {
                     spool_error *e = &errs.items[i];
-                    spool_log_error(NULL, "reload: %s:%d:%d: %s: %s", e->file, e->line,
-                                    e->column, e->path, e->message);
+                    spool__log_unlimited(SPOOL_LOG_ERROR, "reload: %s:%d:%d: %s%s%s", e->file,
+                                         e->line, e->column, e->path ? e->path : "",
+                                         e->path && e->path[0] ? ": " : "", e->message);
                 }
-                spool_log_error(NULL, "reload refused: %d errors; the running configuration "
-                                "stays in force", n);
+                spool__log_unlimited(SPOOL_LOG_ERROR, "reload refused: %d error%s; the running "
+                                     "configuration stays in force", n, n == 1 ? "" : "s");
                 if (nc) {
                     spool_service_conf_free(nc);
                     free(nc);
@@ -342,7 +344,7 @@ int spool_service_run(const char *config_path)
             break;
         }
         conf = next;
-        spool_log_info(NULL, "reload: starting the new configuration");
+        spool__log_unlimited(SPOOL_LOG_INFO, "reload: starting the new configuration");
     }
     spool_log_info(NULL, "stopped");
     return rc < 0 ? 1 : 0;
