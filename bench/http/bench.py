@@ -212,7 +212,8 @@ outputs:
                     "`http` output (format spool, zstd 1, max_in_flight %d) -> aggregator "
                     "`http` input -> topic with 4 partitions, fsync: always. Timed from the "
                     "agent's start to the last record durable in the aggregator's log.\n\n"
-                    % (machine, args.bytes, args.line, args.max_bytes, args.max_in_flight))
+                    % (machine, args.bytes, args.line, args.max_bytes, args.max_in_flight,
+                       args.max_in_flight))
             f.write("| records | MiB | seconds | records/s | MiB/s | agent CPU s/M rec | "
                     "aggregator CPU s/M rec | agent peak RSS MiB | aggregator peak RSS MiB | "
                     "wire/input bytes |\n|---|---|---|---|---|---|---|---|---|---|\n")
