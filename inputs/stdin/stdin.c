@@ -7,9 +7,13 @@
  * that size (counted and warned about once). At end of input the last
  * partial line is emitted; with exit_on_eof (default) spool then shuts
  * down cleanly, delivering everything first: `seq 10 | spool run -c f.yaml`.
+ * Standard input outlives an instance: when one stops without end of input
+ * (a reload), the unfinished line it read is handed to the next stdin
+ * instance of the process (a process-wide carry), so no line is cut.
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,6 +31,11 @@ typedef struct stdin_ctx {
     spool_counter *split;   /* lines split for length */
     int warned_long;
 } stdin_ctx;
+
+/* The unfinished line of a stopped instance, for the next one (reload). */
+static pthread_mutex_t carry_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *carry;
+static size_t carry_len;
 
 static const spool_option stdin_options[] = {
     SPOOL_OPT_FLAG("exit_on_eof", stdin_ctx, exit_on_eof, "true",
@@ -82,6 +91,15 @@ static int stdin_run(spool_instance *ins, void *vctx)
     if (!b) {
         return -ENOMEM;
     }
+    pthread_mutex_lock(&carry_lock);
+    if (carry && carry_len <= ctx->cap) {
+        memcpy(ctx->buf, carry, carry_len);
+        have = carry_len;
+    }
+    free(carry);
+    carry = NULL;
+    carry_len = 0;
+    pthread_mutex_unlock(&carry_lock);
     while (!spool_instance_stopping(ins) && !eof) {
         struct pollfd pfd = {.fd = ctx->fd, .events = POLLIN};
         int pr = poll(&pfd, 1, 200);
@@ -142,6 +160,16 @@ out:
         }
     }
     spool_batch_destroy(b);
+    if (!eof && have > 0) {
+        pthread_mutex_lock(&carry_lock);
+        free(carry);
+        carry = malloc(have);
+        if (carry) {
+            memcpy(carry, ctx->buf, have);
+            carry_len = have;
+        }
+        pthread_mutex_unlock(&carry_lock);
+    }
     if (eof && ctx->exit_on_eof) {
         spool_service_shutdown("end of standard input (stdin: exit_on_eof)");
     }
