@@ -229,8 +229,9 @@ static int httpi_client_cert_ok(struct MHD_Connection *conn, const char **why)
     }
     unsigned int status = 0;
     if (gnutls_certificate_verify_peers2(s, &status) < 0 || status != 0) {
-        *why = (status & GNUTLS_CERT_EXPIRED) ? "client certificate expired"
-                                              : "client certificate not trusted";
+        *why = (status & (GNUTLS_CERT_EXPIRED | GNUTLS_CERT_NOT_ACTIVATED))
+                   ? "client certificate expired or not yet valid"
+                   : "client certificate not trusted";
         return 0;
     }
     return 1;

@@ -247,8 +247,9 @@ def input_503_when_the_log_pushes_back(tmp):
 
 
 def make_pki(d):
-    """A CA, a server cert for 127.0.0.1, a client cert from the CA, and a
-    client cert from another CA. Returns a dict of paths."""
+    """A CA, a server cert for 127.0.0.1, a client cert from the CA, an
+    expired one from the CA, and a client cert from another CA. Returns a
+    dict of paths."""
     os.makedirs(d, exist_ok=True)
 
     def run(*args):
@@ -259,11 +260,12 @@ def make_pki(d):
             "-out", ca + ".pem", "-days", "2", "-subj", "/CN=%s" % ca)
     spoolt.write(os.path.join(d, "san.ext"), "subjectAltName=IP:127.0.0.1\n")
     for name, ca, ext in (("server", "ca", True), ("client", "ca", False),
-                          ("badclient", "evil", False)):
+                          ("badclient", "evil", False), ("expiredclient", "ca", False)):
         run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out",
             name + ".csr", "-subj", "/CN=%s" % name)
+        days = "-1" if name.startswith("expired") else "2"  # -1: notAfter in the past
         args = ["x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
-                "-CAcreateserial", "-out", name + ".pem", "-days", "2"]
+                "-CAcreateserial", "-out", name + ".pem", "-days", days]
         if ext:
             args += ["-extfile", "san.ext"]
         run(*args)
@@ -291,10 +293,11 @@ def mutual_tls(tmp):
 
         st, body, _ = post(url, b'"tls-ok"', NDJSON, ctx=ctx("client"))
         check(st == 200, "trusted client cert: %s %s" % (st, body))
-        for cert in ("badclient", None):
+        for cert, want in (("badclient", "not trusted"), ("expiredclient", "expired"),
+                           (None, "no client certificate")):
             try:
                 st, body, _ = post(url, b'"tls-bad"', NDJSON, ctx=ctx(cert))
-                check(st == 403, "client cert %s: %s %s" % (cert, st, body))
+                check(st == 403 and want in body, "client cert %s: %s %s" % (cert, st, body))
             except (urllib.error.URLError, ssl.SSLError, ConnectionError) as e:
                 print("     client cert %s refused in the handshake: %s" % (cert, e))
 

@@ -3,6 +3,8 @@
  * (encoder) and the http input (reader): round trips, the exact bytes of
  * one record, ndjson and arrays, plain string lines, unknown fields,
  * escapes and surrogates, and one-line errors with their line numbers.
+ * Also the http input's pure helpers: bearer tokens (file format, re-read
+ * on mtime change) and bounded decompression (zstd, gzip).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -14,7 +16,13 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
 
+#include "../../inputs/http/http_in.h"
 #include "../../outputs/http/http_format.h"
 
 /* Collected records, deep-copied so they outlive the callback. */
@@ -282,6 +290,120 @@ static void test_many_headers_grow(void **state)
     spool_buf_free(&b);
 }
 
+static void test_tokens_file(void **state)
+{
+    char path[] = "/tmp/spool-test-tokens-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "# agents\n  alpha  \n\nbeta\r\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+
+    httpi_tokens t;
+    assert_int_equal(httpi_tokens_init(&t, path), 0);
+    assert_int_equal(t.count, 2);
+    assert_int_equal(httpi_tokens_check(&t, NULL, NULL), HTTPI_AUTH_MISSING);
+    assert_int_equal(httpi_tokens_check(&t, NULL, "Basic abc"), HTTPI_AUTH_MISSING);
+    assert_int_equal(httpi_tokens_check(&t, NULL, "Bearer "), HTTPI_AUTH_MISSING);
+    assert_int_equal(httpi_tokens_check(&t, NULL, "Bearer alpha"), HTTPI_AUTH_OK);
+    assert_int_equal(httpi_tokens_check(&t, NULL, "bearer beta "), HTTPI_AUTH_OK);
+    assert_int_equal(httpi_tokens_check(&t, NULL, "Bearer alph"), HTTPI_AUTH_WRONG);
+    assert_int_equal(httpi_tokens_check(&t, NULL, "Bearer alphaa"), HTTPI_AUTH_WRONG);
+    assert_int_equal(httpi_tokens_check(&t, NULL, "Bearer # agents"), HTTPI_AUTH_WRONG);
+
+    /* Replace the file; the change is seen once a second has passed. */
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("gamma\n", f);
+    fclose(f);
+    struct timespec ts[2] = {{.tv_sec = time(NULL) + 10}, {.tv_sec = time(NULL) + 10}};
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+    usleep(1100 * 1000);
+    assert_int_equal(httpi_tokens_check(&t, NULL, "Bearer gamma"), HTTPI_AUTH_OK);
+    assert_int_equal(httpi_tokens_check(&t, NULL, "Bearer alpha"), HTTPI_AUTH_WRONG);
+
+    /* A vanished file keeps the tokens. */
+    unlink(path);
+    usleep(1100 * 1000);
+    assert_int_equal(httpi_tokens_check(&t, NULL, "Bearer gamma"), HTTPI_AUTH_OK);
+    httpi_tokens_destroy(&t);
+    httpi_tokens_destroy(&t); /* twice is fine */
+
+    assert_int_equal(httpi_tokens_init(&t, path), -ENOENT);
+    httpi_tokens_destroy(&t);
+}
+
+static void test_decompress_bounded(void **state)
+{
+    size_t n = 200000;
+    uint8_t *src = malloc(n);
+    assert_non_null(src);
+    for (size_t i = 0; i < n; i++) {
+        src[i] = (uint8_t)(i % 7 == 0 ? 'a' + i % 26 : 'x');
+    }
+    spool_buf out = {0};
+
+    /* zstd: exact, over the limit, truncated, garbage, with a reused context. */
+    size_t bound = ZSTD_compressBound(n);
+    uint8_t *z = malloc(bound);
+    size_t zn = ZSTD_compress(z, bound, src, n, 1);
+    assert_false(ZSTD_isError(zn));
+    ZSTD_DCtx *dc = ZSTD_createDCtx();
+    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n, &out), 0);
+    assert_int_equal(out.len, n);
+    assert_memory_equal(out.data, src, n);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, NULL, z, zn, n, &out), 0);
+    assert_int_equal(out.len, n);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n - 1, &out), -EFBIG);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn / 2, n, &out), -EBADMSG);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, (const uint8_t *)"nonsense", 8, n,
+                                      &out), -EBADMSG);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n, &out), 0);
+    assert_int_equal(out.len, n);
+
+    /* A streamed frame without its size in the header is bounded as it grows. */
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 0);
+    size_t zn2 = ZSTD_compress2(cc, z, bound, src, n);
+    assert_false(ZSTD_isError(zn2));
+    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn2, n, &out), 0);
+    assert_int_equal(out.len, n);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn2, 70000, &out), -EFBIG);
+    ZSTD_freeCCtx(cc);
+
+    /* gzip. */
+    uLongf gl = compressBound(n) + 64;
+    uint8_t *g = malloc(gl);
+    z_stream zs;
+    memset(&zs, 0, sizeof(zs));
+    assert_int_equal(deflateInit2(&zs, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    zs.next_in = src;
+    zs.avail_in = (uInt)n;
+    zs.next_out = g;
+    zs.avail_out = (uInt)gl;
+    assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    size_t gn = zs.total_out;
+    deflateEnd(&zs);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn, n, &out), 0);
+    assert_int_equal(out.len, n);
+    assert_memory_equal(out.data, src, n);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn, 1000, &out), -EFBIG);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn - 10, n, &out), -EBADMSG);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, (const uint8_t *)"xxxxxxxx", 8, n,
+                                      &out), -EBADMSG);
+
+    /* identity */
+    assert_int_equal(httpi_decompress(HTTPI_ENC_NONE, NULL, src, n, n, &out), 0);
+    assert_int_equal(out.len, n);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_NONE, NULL, src, n, n - 1, &out), -EFBIG);
+
+    ZSTD_freeDCtx(dc);
+    spool_buf_free(&out);
+    free(src);
+    free(z);
+    free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +414,8 @@ int main(void)
         cmocka_unit_test(test_callback_error_stops),
         cmocka_unit_test(test_invalid_utf8_is_escaped),
         cmocka_unit_test(test_many_headers_grow),
+        cmocka_unit_test(test_tokens_file),
+        cmocka_unit_test(test_decompress_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
