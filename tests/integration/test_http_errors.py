@@ -246,6 +246,40 @@ def input_503_when_the_log_pushes_back(tmp):
         agg.kill()
 
 
+@t.case
+def agent_with_wrong_token_dead_letters(tmp):
+    """An agent whose token the aggregator refuses: 403 is a rejection, so
+    the chunk lands in the agent's dead-letter topic with the status and
+    the aggregator's reason, and nothing reaches the aggregator."""
+    port = spoolt.free_port()
+    tokens = spoolt.write(os.path.join(tmp, "tokens"), "right\n")
+    out = os.path.join(tmp, "agg.out")
+    agg = spoolt.Spool(e2e.aggregator_config(tmp, port, out,
+                                             extra_input="    tokens_file: %s\n" % tokens))
+    logdir = os.path.join(tmp, "logs")
+    e2e.write_all(logdir, ["t"], 10)
+    dead_out = os.path.join(tmp, "dead.out")
+    agent = spoolt.Spool(e2e.agent_config(
+        tmp, "agent", port, logdir,
+        extra_output="    token: wrong\n    dead_letter_topic: dead\n",
+        topics_extra="  dead:\n    partitions: 1\n",
+        outputs_extra=("  - type: file\n    topics: [dead]\n    path: %s\n    format: json\n"
+                       % dead_out)))
+    try:
+        spoolt.wait_for(lambda: len(spoolt.read_lines(dead_out)) >= 10, timeout=30 * SLOW,
+                        what="10 dead letters")
+        recs = e2e.read_json(dead_out)
+        reason = recs[0]["headers"].get("dead_letter.reason", "")
+        check(reason == "HTTP 403: invalid token", "dead letter reason: %r" % recs[0])
+        check(sorted(r["value"] for r in recs) == sorted("t %d" % i for i in range(1, 11)),
+              "dead letters: %s" % [r["value"] for r in recs])
+        check(e2e.unique_count(out) == 0, "records reached the aggregator with a wrong token")
+        e2e.stop_all(agent, agg)
+    finally:
+        agent.kill()
+        agg.kill()
+
+
 def make_pki(d):
     """A CA, a server cert for 127.0.0.1, a client cert from the CA, an
     expired one from the CA, and a client cert from another CA. Returns a
