@@ -43,20 +43,20 @@
 #include "http_in.h"
 
 #define HTTPI_PATH "/v1/batches"
-#define HTTPI_MAX_HEADERS 256 /* headers per record this input keeps, plus `agent` */
+#define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
 #define HTTPI_KEEP_BYTES ((size_t)32 << 20) /* per-thread buffers larger are freed */
 
 typedef struct httpi_ctx {
     /* options */
-    char *listen;             /* host:port */
-    char *tokens_file;        /* bearer tokens, one a line */
-    char *tls_cert;           /* tls.cert: server certificate (PEM file) */
-    char *tls_key;            /* tls.key: server key (PEM file) */
-    char *tls_client_ca;      /* tls.client_ca: CA (PEM) client certificates must chain to */
-    int64_t max_body_bytes;   /* bytes of a request body as received */
-    int64_t ack_timeout;      /* ms to wait for durability before 503 */
-    int64_t retry_after;      /* ms, the Retry-After of a 503 (rounded up to s) */
-    int64_t max_connections;  /* concurrent connections */
+    char *listen;            /* host:port */
+    char *tokens_file;       /* bearer tokens, one a line */
+    char *tls_cert;          /* tls.cert: server certificate (PEM file) */
+    char *tls_key;           /* tls.key: server key (PEM file) */
+    char *tls_client_ca;     /* tls.client_ca: CA (PEM) client certificates must chain to */
+    int64_t max_body_bytes;  /* bytes of a request body as received */
+    int64_t ack_timeout;     /* ms to wait for durability before 503 */
+    int64_t retry_after;     /* ms, the Retry-After of a 503 (rounded up to s) */
+    int64_t max_connections; /* concurrent connections */
 
     /* state */
     spool_instance *ins;
@@ -65,9 +65,9 @@ typedef struct httpi_ctx {
     int use_tokens;
     httpi_tokens tokens;
     struct sockaddr_storage addr;
-    spool_counter *c_bad;      /* 4xx answered */
-    spool_counter *c_busy;     /* 503 answered */
-    spool_counter *c_body;     /* request body bytes as received (compressed) */
+    spool_counter *c_bad;  /* 4xx answered */
+    spool_counter *c_busy; /* 503 answered */
+    spool_counter *c_body; /* request body bytes as received (compressed) */
 } httpi_ctx;
 
 static const spool_option httpi_options[] = {
@@ -78,8 +78,8 @@ static const spool_option httpi_options[] = {
     SPOOL_OPT_STR("tls.key", httpi_ctx, tls_key, NULL, 0, "server private key (PEM)"),
     SPOOL_OPT_STR("tls.client_ca", httpi_ctx, tls_client_ca, NULL, 0,
                   "require client certificates issued by this CA (PEM): mutual TLS"),
-    SPOOL_OPT_BYTES("max_body_bytes", httpi_ctx, max_body_bytes, "64MiB", 1024,
-                    (int64_t)1 << 31, "largest request body accepted (413 beyond)"),
+    SPOOL_OPT_BYTES("max_body_bytes", httpi_ctx, max_body_bytes, "64MiB", 1024, (int64_t)1 << 31,
+                    "largest request body accepted (413 beyond)"),
     SPOOL_OPT_TIME("ack_timeout", httpi_ctx, ack_timeout, "30s", 1, 3600000,
                    "how long a request waits for its batch to be durable before 503"),
     SPOOL_OPT_TIME("retry_after", httpi_ctx, retry_after, "1s", 1000, 3600000,
@@ -93,11 +93,11 @@ enum { KIND_NATIVE = 1, KIND_JSON = 2 };
 
 /* One request's state (MHD's con_cls). */
 typedef struct httpi_req {
-    int kind;            /* KIND_* */
-    int enc;             /* HTTPI_ENC_* */
-    int too_big;         /* body exceeded max_body_bytes */
-    int64_t first;       /* Spool-First-Offset, INT64_MIN if absent */
-    int64_t next;        /* Spool-Next-Offset, INT64_MAX if absent */
+    int kind;                 /* KIND_* */
+    int enc;                  /* HTTPI_ENC_* */
+    int too_big;              /* body exceeded max_body_bytes */
+    int64_t first;            /* Spool-First-Offset, INT64_MIN if absent */
+    int64_t next;             /* Spool-Next-Offset, INT64_MAX if absent */
     struct httpi_scratch *sc; /* this thread's buffers; sc->body holds the body */
     char agent[INET6_ADDRSTRLEN];
 } httpi_req;
@@ -287,8 +287,8 @@ static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const cha
             return MHD_HTTP_FORBIDDEN;
         }
     }
-    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
+    const char *ct =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (!ct) {
         *why = "unknown format: no Content-Type";
         return MHD_HTTP_BAD_REQUEST;
@@ -304,8 +304,8 @@ static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const cha
                "application/x-ndjson or application/json";
         return MHD_HTTP_BAD_REQUEST;
     }
-    const char *ce = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_ENCODING);
+    const char *ce =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
     if (!ce || strcasecmp(ce, "identity") == 0) {
         req->enc = HTTPI_ENC_NONE;
     } else if (strcasecmp(ce, "zstd") == 0) {
@@ -401,8 +401,8 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
             }
             int rc = httpi_sink_add(sink, &d.records[i]);
             if (rc < 0) {
-                snprintf(why, whycap, "%s", rc == -E2BIG ? "too many headers in a record"
-                                                         : "out of memory");
+                snprintf(why, whycap, "%s",
+                         rc == -E2BIG ? "too many headers in a record" : "out of memory");
                 status = rc == -E2BIG ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_SERVICE_UNAVAILABLE;
                 break;
             }
@@ -427,12 +427,13 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
     const spool_buf *plain = &sc->body;
 
     if (req->too_big) {
-        return httpi_respond(conn, c, MHD_HTTP_CONTENT_TOO_LARGE, "body larger than max_body_bytes");
+        return httpi_respond(conn, c, MHD_HTTP_CONTENT_TOO_LARGE,
+                             "body larger than max_body_bytes");
     }
     if (req->enc != HTTPI_ENC_NONE) {
         size_t limit = (size_t)c->max_body_bytes * 8;
-        int rc = httpi_decompress(req->enc, sc->dctx, sc->body.data, sc->body.len, limit,
-                                  &sc->plain);
+        int rc =
+            httpi_decompress(req->enc, sc->dctx, sc->body.data, sc->body.len, limit, &sc->plain);
         if (rc == -EFBIG) {
             status = MHD_HTTP_CONTENT_TOO_LARGE;
             snprintf(why, sizeof(why), "decompressed body larger than 8 x max_body_bytes");
@@ -490,14 +491,16 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
         snprintf(why, sizeof(why), "ok %zu records", count);
     } else if (rc == -EAGAIN || rc == -ESHUTDOWN) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        snprintf(why, sizeof(why), "%s", rc == -EAGAIN ? "busy: the pipeline is full, retry later"
-                                                       : "shutting down, retry later");
+        snprintf(why, sizeof(why), "%s",
+                 rc == -EAGAIN ? "busy: the pipeline is full, retry later"
+                               : "shutting down, retry later");
     } else {
         /* Queued but not (yet) durable: the core owns the batch now. */
         b = NULL;
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         if (rc == -ETIMEDOUT) {
-            snprintf(why, sizeof(why), "busy: not durable within ack_timeout (the log is full "
+            snprintf(why, sizeof(why),
+                     "busy: not durable within ack_timeout (the log is full "
                      "or slow), retry later");
         } else {
             snprintf(why, sizeof(why), "the log failed the batch: %s", strerror(-rc));
@@ -614,7 +617,8 @@ static int httpi_parse_listen(const char *listen, struct sockaddr_storage *addr)
     if (*port == '\0' || *end != '\0' || p < 0 || p > 65535) {
         return -EINVAL;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0 || !res) {
@@ -686,7 +690,10 @@ static int httpi_init(spool_instance *ins, void *vctx)
         return rc;
     }
     httpi_parse_listen(c->listen, &c->addr);
-    struct { const char *path, *opt; char **dst; } files[] = {
+    struct {
+        const char *path, *opt;
+        char **dst;
+    } files[] = {
         {c->tls_cert, "tls.cert", &c->cert_pem},
         {c->tls_key, "tls.key", &c->key_pem},
         {c->tls_client_ca, "tls.client_ca", &c->ca_pem},
@@ -707,8 +714,10 @@ static int httpi_init(spool_instance *ins, void *vctx)
         c->use_tokens = 1;
     }
     if (!c->tokens_file && !c->tls_client_ca) {
-        spool_log_warn(ins, "no tokens_file and no tls.client_ca: anyone who can connect to %s "
-                       "may submit records", c->listen);
+        spool_log_warn(ins,
+                       "no tokens_file and no tls.client_ca: anyone who can connect to %s "
+                       "may submit records",
+                       c->listen);
     }
     c->c_bad = spool_counter_register(ins, "requests_refused", "requests answered 4xx");
     c->c_busy = spool_counter_register(ins, "requests_busy", "requests answered 503");
@@ -720,18 +729,18 @@ static int httpi_init(spool_instance *ins, void *vctx)
 static int httpi_start(spool_instance *ins, void *vctx)
 {
     httpi_ctx *c = vctx;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (c->addr.ss_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
     }
     struct MHD_OptionItem opts[16];
     size_t n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &c->addr};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)httpi_completed,
-                                        NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
-                                        (intptr_t)c->max_connections, NULL};
+    opts[n++] =
+        (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)httpi_completed, NULL};
+    opts[n++] =
+        (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)c->max_connections, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)httpi_mhd_log, c};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
@@ -747,8 +756,7 @@ static int httpi_start(spool_instance *ins, void *vctx)
     c->daemon = MHD_start_daemon(flags, 0, NULL, NULL, httpi_access, c, MHD_OPTION_ARRAY, opts,
                                  MHD_OPTION_END);
     if (!c->daemon) {
-        spool_log_error(ins, "cannot listen on %s (address in use, or bad TLS files?)",
-                        c->listen);
+        spool_log_error(ins, "cannot listen on %s (address in use, or bad TLS files?)", c->listen);
         return -EADDRNOTAVAIL;
     }
     spool_log_info(ins, "listening on %s%s", c->listen, c->cert_pem ? " (TLS)" : "");

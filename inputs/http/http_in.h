@@ -15,13 +15,13 @@
 
 /* Bearer tokens read from tokens_file, re-read when its mtime changes. */
 typedef struct httpi_tokens {
-    pthread_mutex_t lock;     /* guards everything below */
-    char *path;               /* tokens_file (borrowed from the options) */
-    char **items;             /* count tokens */
+    pthread_mutex_t lock; /* guards everything below */
+    char *path;           /* tokens_file (borrowed from the options) */
+    char **items;         /* count tokens */
     size_t count;
-    struct timespec mtime;    /* of the file when last read */
-    int64_t checked_ms;       /* monotonic ms of the last stat */
-    int lock_init;            /* 1 once lock is initialised */
+    struct timespec mtime; /* of the file when last read */
+    int64_t checked_ms;    /* monotonic ms of the last stat */
+    int lock_init;         /* 1 once lock is initialised */
 } httpi_tokens;
 
 /* Loads path into t (first load: errors are returned). 0 or -errno. */

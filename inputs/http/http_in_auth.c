@@ -56,8 +56,8 @@ static int tokens_load(const char *path, char ***items_out, size_t *count_out,
             s++;
         }
         size_t n = strlen(s);
-        while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' ||
-                         s[n - 1] == '\t')) {
+        while (n > 0 &&
+               (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t')) {
             s[--n] = '\0';
         }
         if (n == 0 || s[0] == '#') {
@@ -193,8 +193,7 @@ int httpi_tokens_check(httpi_tokens *t, spool_instance *ins, const char *authori
 
 /* ---------------------------------------------------------------------- */
 
-static int decompress_zstd(void *dctx, const uint8_t *src, size_t len, size_t limit,
-                           spool_buf *out)
+static int decompress_zstd(void *dctx, const uint8_t *src, size_t len, size_t limit, spool_buf *out)
 {
     ZSTD_DCtx *dc = dctx ? dctx : ZSTD_createDCtx();
     if (!dc) {

@@ -102,8 +102,7 @@ int httpfmt_encode_record(spool_buf *out, const spool_record *r, const char *top
     return rc;
 }
 
-int httpfmt_encode(spool_buf *out, int kind, const spool_record *recs, size_t n,
-                   const char *topic)
+int httpfmt_encode(spool_buf *out, int kind, const spool_record *recs, size_t n, const char *topic)
 {
     int rc = 0;
     if (kind == HTTPFMT_JSON) {
@@ -129,12 +128,12 @@ int httpfmt_encode(spool_buf *out, int kind, const spool_record *recs, size_t n,
 /* ---------------------------------------------------------------------- */
 
 typedef struct jrd {
-    const uint8_t *s;  /* the whole body */
-    size_t end;        /* bytes of s this reader may look at */
-    size_t pos;        /* next byte */
-    char *err;         /* one-line reason, errcap bytes */
+    const uint8_t *s; /* the whole body */
+    size_t end;       /* bytes of s this reader may look at */
+    size_t pos;       /* next byte */
+    char *err;        /* one-line reason, errcap bytes */
     size_t errcap;
-    int failed;        /* 1 once err is set */
+    int failed; /* 1 once err is set */
 } jrd;
 
 /* One record's fields as offsets into the parser's scratch buffer. */
@@ -291,16 +290,35 @@ static int jstring(jrd *r, spool_buf *scratch, long *off, long *len)
         uint8_t e = r->s[r->pos++];
         const char *simple = NULL;
         switch (e) {
-        case '"': simple = "\""; break;
-        case '\\': simple = "\\"; break;
-        case '/': simple = "/"; break;
-        case 'b': simple = "\b"; break;
-        case 'f': simple = "\f"; break;
-        case 'n': simple = "\n"; break;
-        case 'r': simple = "\r"; break;
-        case 't': simple = "\t"; break;
-        case 'u': break;
-        default: r->pos--; return jfail(r, "invalid escape in a string");
+        case '"':
+            simple = "\"";
+            break;
+        case '\\':
+            simple = "\\";
+            break;
+        case '/':
+            simple = "/";
+            break;
+        case 'b':
+            simple = "\b";
+            break;
+        case 'f':
+            simple = "\f";
+            break;
+        case 'n':
+            simple = "\n";
+            break;
+        case 'r':
+            simple = "\r";
+            break;
+        case 't':
+            simple = "\t";
+            break;
+        case 'u':
+            break;
+        default:
+            r->pos--;
+            return jfail(r, "invalid escape in a string");
         }
         if (simple) {
             if (scratch && spool_buf_append(scratch, simple, 1)) {

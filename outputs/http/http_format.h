@@ -41,8 +41,7 @@ int httpfmt_encode_record(spool_buf *out, const spool_record *r, const char *top
  * Appends recs[0..n) to out as `kind` (HTTPFMT_NDJSON or HTTPFMT_JSON).
  * Returns 0 or -ENOMEM.
  */
-int httpfmt_encode(spool_buf *out, int kind, const spool_record *recs, size_t n,
-                   const char *topic);
+int httpfmt_encode(spool_buf *out, int kind, const spool_record *recs, size_t n, const char *topic);
 
 /* Called once per parsed record; the view is valid only during the call.
  * Return 0 to go on, a negative errno to stop the parse with that value. */

@@ -70,8 +70,7 @@ static const spool_option httpo_options[] = {
                    "verify the server's certificate and host name"),
     SPOOL_OPT_TIME("connect_timeout", httpo_ctx, connect_timeout, "10s", 1, 3600000,
                    "TCP/TLS connect timeout"),
-    SPOOL_OPT_TIME("timeout", httpo_ctx, timeout, "60s", 1, 86400000,
-                   "timeout of a whole request"),
+    SPOOL_OPT_TIME("timeout", httpo_ctx, timeout, "60s", 1, 86400000, "timeout of a whole request"),
     SPOOL_OPT_END,
 };
 
@@ -222,8 +221,8 @@ static size_t httpo_on_header(char *ptr, size_t size, size_t nmemb, void *arg)
         char *end = NULL;
         long long secs = strtoll(s, &end, 10);
         if (end != s && *end == '\0' && secs >= 0) {
-            r->retry_after_ms = secs > HTTPO_MAX_RETRY_AFTER / 1000 ? HTTPO_MAX_RETRY_AFTER
-                                                                    : secs * 1000;
+            r->retry_after_ms =
+                secs > HTTPO_MAX_RETRY_AFTER / 1000 ? HTTPO_MAX_RETRY_AFTER : secs * 1000;
         } else {
             time_t t = curl_getdate(s, NULL);
             if (t != (time_t)-1) {
@@ -327,8 +326,8 @@ static int httpo_compress(httpo_ctx *c, httpo_req *r, const uint8_t *src, size_t
         if (rc < 0) {
             return rc;
         }
-        size_t n = ZSTD_compressCCtx(c->zc, packed->data, bound, src, len,
-                                     (int)c->compression_level);
+        size_t n =
+            ZSTD_compressCCtx(c->zc, packed->data, bound, src, len, (int)c->compression_level);
         if (ZSTD_isError(n)) {
             return -EIO;
         }

@@ -30,7 +30,7 @@ typedef struct httpo_ctx httpo_ctx;
 
 /* One POST: a chunk's body and its curl handle. Reused across chunks. */
 typedef struct httpo_req {
-    struct httpo_req *next;   /* in incoming, the sender's lists, or free_reqs */
+    struct httpo_req *next; /* in incoming, the sender's lists, or free_reqs */
     httpo_ctx *c;
     const spool_chunk *chunk; /* the runner's chunk, valid until completed */
     CURL *easy;               /* keeps its options between uses */
@@ -60,10 +60,10 @@ struct httpo_ctx {
 
     /* runner-thread state */
     spool_instance *ins;
-    int comp;                  /* resolved HTTPO_COMP_NONE/GZIP/ZSTD */
-    char *token_value;         /* current bearer token, NULL for none */
+    int comp;                    /* resolved HTTPO_COMP_NONE/GZIP/ZSTD */
+    char *token_value;           /* current bearer token, NULL for none */
     struct timespec token_mtime; /* of token_file when read */
-    int64_t token_checked_ms;  /* monotonic ms of the last stat */
+    int64_t token_checked_ms;    /* monotonic ms of the last stat */
     ZSTD_CCtx *zc;
 
     /* shared with the sender thread */
@@ -71,12 +71,12 @@ struct httpo_ctx {
     pthread_t thread;
     int thread_started;
     int lock_init;
-    pthread_mutex_t lock;      /* guards the four fields below */
-    pthread_cond_t idle;       /* signalled when outstanding drops */
-    httpo_req *incoming;       /* flushed, not yet taken by the sender (FIFO) */
-    httpo_req *free_reqs;      /* finished requests for reuse */
-    size_t outstanding;        /* flushed and not yet completed */
-    int stop;                  /* the sender must finish */
+    pthread_mutex_t lock; /* guards the four fields below */
+    pthread_cond_t idle;  /* signalled when outstanding drops */
+    httpo_req *incoming;  /* flushed, not yet taken by the sender (FIFO) */
+    httpo_req *free_reqs; /* finished requests for reuse */
+    size_t outstanding;   /* flushed and not yet completed */
+    int stop;             /* the sender must finish */
 };
 
 /* Creates the multi handle and starts the sender thread. 0 or -errno. */

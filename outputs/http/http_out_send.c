@@ -35,10 +35,10 @@
 
 /* A partition with a chunk to be retried (sender-thread state). */
 typedef struct httpo_floor {
-    const char *topic;  /* the chunk's topic (the runner's string) */
+    const char *topic; /* the chunk's topic (the runner's string) */
     int32_t partition;
-    int64_t first;      /* first offset of the earliest failed chunk */
-    int64_t since_ms;   /* monotonic ms of its last failure */
+    int64_t first;    /* first offset of the earliest failed chunk */
+    int64_t since_ms; /* monotonic ms of its last failure */
 } httpo_floor;
 
 typedef struct httpo_floors {
@@ -180,15 +180,15 @@ static int classify(httpo_ctx *c, httpo_req *r, CURLcode cc, char *reason, size_
         body[--bl] = '\0';
     }
     if (status >= 500 || status == 408 || status == 425 || status == 429) {
-        spool_log_warn(c->ins, "POST %s: HTTP %ld %s (Retry-After: %" PRId64 " ms)", c->url,
-                       status, body, r->retry_after_ms);
+        spool_log_warn(c->ins, "POST %s: HTTP %ld %s (Retry-After: %" PRId64 " ms)", c->url, status,
+                       body, r->retry_after_ms);
         spool_count(c->ins, SPOOL_COUNT_ERRORS, 1);
         return SPOOL_RETRY;
     }
     snprintf(reason, cap, "HTTP %ld: %s", status, body);
-    spool_log_error(c->ins, "POST %s rejected %zu records of %s[%" PRId32 "] at offset %" PRId64
-                    ": %s", c->url, ch->count, ch->topic ? ch->topic : "?", ch->partition,
-                    ch->first_offset, reason);
+    spool_log_error(
+        c->ins, "POST %s rejected %zu records of %s[%" PRId32 "] at offset %" PRId64 ": %s", c->url,
+        ch->count, ch->topic ? ch->topic : "?", ch->partition, ch->first_offset, reason);
     return SPOOL_REJECT;
 }
 

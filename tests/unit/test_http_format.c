@@ -258,7 +258,10 @@ static void test_callback_error_stops(void **state)
 static void test_invalid_utf8_is_escaped(void **state)
 {
     /* Invalid UTF-8 becomes \u00XX; the JSON stays valid and parses. */
-    spool_record r = mkrec(NULL, "a\xff" "b", NULL, 0, 1, 0, 0);
+    spool_record r = mkrec(NULL,
+                           "a\xff"
+                           "b",
+                           NULL, 0, 1, 0, 0);
     spool_buf b = {0};
     assert_int_equal(httpfmt_encode(&b, HTTPFMT_NDJSON, &r, 1, NULL), 0);
     assert_int_equal(spool_buf_append(&b, "", 1), 0);
@@ -266,7 +269,8 @@ static void test_invalid_utf8_is_escaped(void **state)
     sink s;
     char err[128];
     assert_int_equal(parse((char *)b.data, &s, err, sizeof(err)), 1);
-    assert_string_equal(s.recs[0].value, "a\xc3\xbf" "b"); /* U+00FF in UTF-8 */
+    assert_string_equal(s.recs[0].value, "a\xc3\xbf"
+                                         "b"); /* U+00FF in UTF-8 */
     spool_buf_free(&b);
 }
 
@@ -356,8 +360,8 @@ static void test_decompress_bounded(void **state)
     assert_int_equal(out.len, n);
     assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n - 1, &out), -EFBIG);
     assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn / 2, n, &out), -EBADMSG);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, (const uint8_t *)"nonsense", 8, n,
-                                      &out), -EBADMSG);
+    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, (const uint8_t *)"nonsense", 8, n, &out),
+                     -EBADMSG);
     assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n, &out), 0);
     assert_int_equal(out.len, n);
 
@@ -389,8 +393,8 @@ static void test_decompress_bounded(void **state)
     assert_memory_equal(out.data, src, n);
     assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn, 1000, &out), -EFBIG);
     assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn - 10, n, &out), -EBADMSG);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, (const uint8_t *)"xxxxxxxx", 8, n,
-                                      &out), -EBADMSG);
+    assert_int_equal(
+        httpi_decompress(HTTPI_ENC_GZIP, NULL, (const uint8_t *)"xxxxxxxx", 8, n, &out), -EBADMSG);
 
     /* identity */
     assert_int_equal(httpi_decompress(HTTPI_ENC_NONE, NULL, src, n, n, &out), 0);
