@@ -315,12 +315,13 @@ static httpo_req *httpo_req_new(httpo_ctx *c)
     return r;
 }
 
-/* Compresses src into r->packed. 0 or -EIO/-ENOMEM. Runner thread. */
-static int httpo_compress(httpo_ctx *c, httpo_req *r, const uint8_t *src, size_t len)
+/* Compresses src into r->packed with comp (ZSTD or GZIP). 0 or
+ * -EIO/-ENOMEM. Runner thread. */
+static int httpo_compress(httpo_ctx *c, httpo_req *r, int comp, const uint8_t *src, size_t len)
 {
     spool_buf *packed = &r->packed;
     packed->len = 0;
-    if (c->comp == COMP_ZSTD) {
+    if (comp == COMP_ZSTD) {
         size_t bound = ZSTD_compressBound(len);
         int rc = spool_buf_reserve(packed, bound);
         if (rc < 0) {
@@ -420,8 +421,17 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         payload = r->body.data;
         payload_len = r->body.len;
     }
-    if (c->comp != COMP_NONE) {
-        rc = httpo_compress(c, r, payload, payload_len);
+    int comp = c->comp;
+    if (c->compression == COMP_AUTO && payload == chunk->raw) {
+        /* The log's batches are compressed already (topic compression):
+         * compressing them again costs CPU and saves nothing. */
+        spool_batch_info bi;
+        if (spool_batch_parse_header(payload, payload_len, 0, &bi) > 0 && (bi.attributes & 7)) {
+            comp = COMP_NONE;
+        }
+    }
+    if (comp != COMP_NONE) {
+        rc = httpo_compress(c, r, comp, payload, payload_len);
         if (rc < 0) {
             spool_log_error(ins, "compressing %zu bytes failed", payload_len);
             goto retry;
@@ -436,9 +446,9 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
                                          "application/json"};
     hl = httpo_add(hl, &failed, "Content-Type: %s", ctypes[c->format]);
     hl = httpo_add(hl, &failed, "Expect:");
-    if (c->comp == COMP_ZSTD) {
+    if (comp == COMP_ZSTD) {
         hl = httpo_add(hl, &failed, "Content-Encoding: zstd");
-    } else if (c->comp == COMP_GZIP) {
+    } else if (comp == COMP_GZIP) {
         hl = httpo_add(hl, &failed, "Content-Encoding: gzip");
     }
     if (c->format == FMT_SPOOL) {

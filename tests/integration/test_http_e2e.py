@@ -235,6 +235,11 @@ def all_records_arrive_in_order(tmp):
         check(r0["headers"].get("path", "").startswith(logdir), "path header: %s" % r0)
         check("host" in r0["headers"] and "input" in r0["headers"], "headers: %s" % r0)
         check(r0["key"] == r0["value"].split()[0] + ".log", "key not kept: %s" % r0)
+        # The aggregator partitions by the agent's key: one partition per key.
+        parts = {}
+        for r in recs:
+            parts.setdefault(r["key"], set()).add(r["partition"])
+        check(all(len(p) == 1 for p in parts.values()), "a key spread over partitions: %s" % parts)
     finally:
         agent.kill()
         agg.kill()
@@ -351,7 +356,10 @@ def ten_agents_one_aggregator(tmp):
             keys = ["agent%d" % i]
             keys_all += keys
             write_all(logdir, keys, n)
-            agents.append(spoolt.Spool(agent_config(tmp, "agent%d" % i, port, logdir)))
+            # Half of them keep their log compressed: those batches travel as stored.
+            agents.append(spoolt.Spool(agent_config(
+                tmp, "agent%d" % i, port, logdir,
+                topics_extra="    compression: zstd\n" if i % 2 else "")))
         wait_unique(out, n * 10, 120, [agg] + agents)
         stop_all(*agents)
         stop_all(agg)
