@@ -1,0 +1,194 @@
+/*
+ * sinkcommon.h: the shared part of the benchmark sinks (tcp_sink.c, http_sink.c).
+ *
+ * A sink counts the records it receives by the sequence number each one carries
+ * ("seq=NNNNNNNNNN", written by gen.c): unique, duplicated, and lines without a
+ * valid number ("bad"). It writes its counters to a stats file (write to a temporary
+ * name, then rename) every 20 ms while they change and once more at SIGTERM/SIGINT,
+ * so the harness can poll it without talking to the sink. Times are CLOCK_MONOTONIC
+ * seconds, the same clock as Python's time.monotonic(). Single-threaded; header-only.
+ */
+#ifndef BENCH_SINKCOMMON_H
+#define BENCH_SINKCOMMON_H
+
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct sink_stats {
+    unsigned long long lines, uniq, dup, bad, bytes, conns, requests;
+    double t_first, t_last_new, t_last;
+    uint8_t *seen; /* bitmap, 1 bit per sequence number 1..max */
+    unsigned long long max;
+    const char *path;
+    int dirty;
+} sink_stats;
+
+static volatile sig_atomic_t sink_stop;
+
+static void sink_on_signal(int sig)
+{
+    (void)sig;
+    sink_stop = 1;
+}
+
+static double sink_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Records one received record (a line or a JSON object) of `len` bytes. */
+static void sink_record(sink_stats *s, const char *p, size_t len)
+{
+    double t = sink_now();
+    s->lines++;
+    s->dirty = 1;
+    if (s->t_first == 0) {
+        s->t_first = t;
+    }
+    s->t_last = t;
+    const char *m = memmem(p, len, "seq=", 4);
+    if (m == NULL) {
+        s->bad++;
+        return;
+    }
+    m += 4;
+    const char *end = p + len;
+    unsigned long long v = 0;
+    int digits = 0;
+    while (m < end && *m >= '0' && *m <= '9' && digits < 19) {
+        v = v * 10 + (unsigned long long)(*m - '0');
+        m++;
+        digits++;
+    }
+    if (digits == 0 || v == 0 || v > s->max) {
+        s->bad++;
+        return;
+    }
+    uint8_t bit = (uint8_t)(1u << (v & 7));
+    if (s->seen[v >> 3] & bit) {
+        s->dup++;
+    } else {
+        s->seen[v >> 3] |= bit;
+        s->uniq++;
+        s->t_last_new = t;
+    }
+}
+
+static void sink_write_stats(sink_stats *s)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", s->path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        return;
+    }
+    fprintf(f,
+            "lines %llu\nuniq %llu\ndup %llu\nbad %llu\nbytes %llu\nconns %llu\nrequests %llu\n"
+            "t_first %.6f\nt_last_new %.6f\nt_last %.6f\n",
+            s->lines, s->uniq, s->dup, s->bad, s->bytes, s->conns, s->requests, s->t_first,
+            s->t_last_new, s->t_last);
+    fclose(f);
+    rename(tmp, s->path);
+    s->dirty = 0;
+}
+
+/* At exit: writes STATSFILE.missing, the ranges of sequence numbers never received
+ * (at most 1000 ranges), for diagnosis. */
+static void sink_write_missing(sink_stats *s)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s.missing", s->path);
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        return;
+    }
+    int ranges = 0;
+    unsigned long long v = 1;
+    while (v <= s->max && ranges < 1000) {
+        if (s->seen[v >> 3] & (1u << (v & 7))) {
+            v++;
+            continue;
+        }
+        unsigned long long lo = v;
+        while (v <= s->max && !(s->seen[v >> 3] & (1u << (v & 7)))) {
+            v++;
+        }
+        fprintf(f, "%llu-%llu\n", lo, v - 1);
+        ranges++;
+    }
+    fclose(f);
+}
+
+/* Parses "-p PORT -n MAX -s STATSFILE"; returns the listening socket (prints "port N"). */
+static int sink_setup(int argc, char **argv, sink_stats *s)
+{
+    int port = 0;
+    int opt;
+    memset(s, 0, sizeof(*s));
+    while ((opt = getopt(argc, argv, "p:n:s:")) != -1) {
+        switch (opt) {
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'n':
+            s->max = strtoull(optarg, NULL, 10);
+            break;
+        case 's':
+            s->path = optarg;
+            break;
+        default:
+            fprintf(stderr, "usage: %s -p PORT -n MAX_SEQ -s STATSFILE\n", argv[0]);
+            exit(2);
+        }
+    }
+    if (s->max == 0 || s->path == NULL) {
+        fprintf(stderr, "usage: %s -p PORT -n MAX_SEQ -s STATSFILE\n", argv[0]);
+        exit(2);
+    }
+    s->seen = calloc(s->max / 8 + 1, 1);
+    if (s->seen == NULL) {
+        exit(1);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = sink_on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 128) != 0) {
+        perror("bind/listen");
+        exit(1);
+    }
+    socklen_t al = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &al);
+    printf("port %d\n", ntohs(a.sin_port));
+    fflush(stdout);
+    sink_write_stats(s);
+    return fd;
+}
+
+#endif
