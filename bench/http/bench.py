@@ -90,6 +90,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(SRC, "build"))
     ap.add_argument("--max-bytes", default="4MiB", help="the http output's chunk size")
     ap.add_argument("--max-in-flight", type=int, default=4, help="the http output's max_in_flight")
+    ap.add_argument("--partitions", type=int, default=4, help="partitions of both topics")
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
@@ -112,17 +113,17 @@ def main():
         f.write("""
 service: {data_dir: %(w)s/agg-data, log_level: warn, http: {listen: "127.0.0.1:%(api)d"}}
 topics:
-  logs: {partitions: 4, fsync: always, segment_bytes: 256MiB}
+  logs: {partitions: %(parts)d, fsync: always, segment_bytes: 256MiB}
 inputs:
   - {type: http, name: ingest, topic: logs, listen: "127.0.0.1:%(port)d", max_body_bytes: 256MiB}
 outputs: []
-""" % {"w": work, "api": agg_api, "port": port})
+""" % {"w": work, "api": agg_api, "port": port, "parts": args.partitions})
     agent_cfg = os.path.join(work, "agent.yaml")
     with open(agent_cfg, "w") as f:
         f.write("""
 service: {data_dir: %(w)s/agent-data, log_level: warn, http: {listen: "127.0.0.1:%(api)d"}}
 topics:
-  app: {partitions: 4, fsync: 1s, segment_bytes: 256MiB}
+  app: {partitions: %(parts)d, fsync: 1s, segment_bytes: 256MiB}
 inputs:
   - type: tail
     name: file
@@ -141,7 +142,7 @@ outputs:
     max_records: 100000
     max_in_flight: %(mif)d
 """ % {"w": work, "api": agent_api, "port": port, "data": data, "mb": args.max_bytes,
-       "mif": args.max_in_flight})
+       "mif": args.max_in_flight, "parts": args.partitions})
 
     err_agg = open(os.path.join(work, "aggregator.stderr"), "wb")
     err_agent = open(os.path.join(work, "agent.stderr"), "wb")
@@ -207,13 +208,13 @@ outputs:
             f.write("\n### http (agent -> aggregator): %s\n\n" %
                     datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%MZ"))
             f.write("Machine: %s. `bench/http/bench.py --bytes %s --line %d --max-bytes %s "
-                    "--max-in-flight %d`: "
-                    "agent tails one file (read_from: beginning, 4 partitions, fsync 1s) -> "
+                    "--max-in-flight %d --partitions %d`: "
+                    "agent tails one file (read_from: beginning, fsync 1s) -> "
                     "`http` output (format spool, zstd 1, max_in_flight %d) -> aggregator "
-                    "`http` input -> topic with 4 partitions, fsync: always. Timed from the "
+                    "`http` input -> topic with as many partitions, fsync: always. Timed from the "
                     "agent's start to the last record durable in the aggregator's log.\n\n"
                     % (machine, args.bytes, args.line, args.max_bytes, args.max_in_flight,
-                       args.max_in_flight))
+                       args.partitions, args.max_in_flight))
             f.write("| records | MiB | seconds | records/s | MiB/s | agent CPU s/M rec | "
                     "aggregator CPU s/M rec | agent peak RSS MiB | aggregator peak RSS MiB | "
                     "wire/input bytes |\n|---|---|---|---|---|---|---|---|---|---|\n")

@@ -529,6 +529,38 @@ def generic_order_kept_under_failures(tmp):
 
 
 @t.case
+def generic_token_file_rotation(tmp):
+    """The output's token_file is re-read when it changes: later requests
+    carry the new token (a 401 for the old one is a rejection, so the test
+    rotates before the endpoint starts refusing)."""
+    ep = Endpoint()
+    tok = spoolt.write(os.path.join(tmp, "token"), "first-token\n")
+    try:
+        cfg = stdin_agent_config(tmp, "http://127.0.0.1:%d/x" % ep.port,
+                                 output_extra="    format: ndjson\n    token_file: %s\n" % tok)
+        agent = spoolt.Spool(cfg, stdin=subprocess.PIPE)
+        try:
+            agent.proc.stdin.write(b"before\n")
+            agent.proc.stdin.flush()
+            spoolt.wait_for(lambda: len(ep.requests) >= 1, timeout=30 * SLOW, what="a request")
+            spoolt.write(tok, "second-token\n")
+            os.utime(tok, (time.time() + 5, time.time() + 5))
+            time.sleep(1.2)  # the file is checked at most once a second
+            agent.proc.stdin.write(b"after\n")
+            agent.proc.stdin.flush()
+            spoolt.wait_for(lambda: len(ep.requests) >= 2, timeout=30 * SLOW, what="a 2nd request")
+            agent.proc.stdin.close()
+            check(agent.wait(60) == 0, "agent exit: %s" % agent.stderr()[-2000:])
+        finally:
+            agent.kill()
+        auths = [r[1].get("Authorization") for r in ep.requests]
+        check(auths[0] == "Bearer first-token", "first request: %s" % auths)
+        check(auths[-1] == "Bearer second-token", "after rotation: %s" % auths)
+    finally:
+        ep.close()
+
+
+@t.case
 def generic_400_goes_to_dead_letters(tmp):
     ep = Endpoint(plan=[(400, {}, b"field 'value' not allowed\nsecond line")])
     dead_out = os.path.join(tmp, "dead.out")
