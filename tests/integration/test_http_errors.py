@@ -16,6 +16,7 @@ import gzip
 import http.server
 import json
 import os
+import signal
 import ssl
 import struct
 import subprocess
@@ -207,6 +208,44 @@ def input_statuses(tmp):
         check(n2["headers"].get("agent") == "127.0.0.1", "agent not replaced: %s" % n2)
         check(j1["key"] == "j" and j1["headers"] == {"host": "h2", "agent": "127.0.0.1"}
               and j1["timestamp"] == 5, "json-1: %s" % j1)
+    finally:
+        agg.kill()
+
+
+@t.case
+def input_tokens_reread_on_sighup(tmp):
+    """SIGHUP reloads the service in place (the core restarts every
+    instance), which re-reads tokens_file even when its mtime did not
+    change; the listener comes back on the same port."""
+    port = spoolt.free_port()
+    tokens = spoolt.write(os.path.join(tmp, "tokens"), "old-token\n")
+    st0 = os.stat(tokens)
+    out = os.path.join(tmp, "agg.out")
+    agg = spoolt.Spool(e2e.aggregator_config(tmp, port, out,
+                                             extra_input="    tokens_file: %s\n" % tokens))
+    url = "http://127.0.0.1:%d/v1/batches" % port
+    try:
+        wait_port(port)
+        st, body, _ = post(url, b'"one"', dict(NDJSON, Authorization="Bearer old-token"))
+        check(st == 200, "old token: %s %s" % (st, body))
+        spoolt.write(tokens, "new-token\n")
+        os.utime(tokens, ns=(st0.st_atime_ns, st0.st_mtime_ns))  # same mtime: no auto re-read
+        time.sleep(1.1)
+        st, body, _ = post(url, b'"two"', dict(NDJSON, Authorization="Bearer new-token"))
+        check(st == 403, "re-read without SIGHUP or mtime change? %s %s" % (st, body))
+        agg.proc.send_signal(signal.SIGHUP)
+
+        def new_token_ok():
+            try:
+                st, _, _ = post(url, b'"three"', dict(NDJSON, Authorization="Bearer new-token"))
+                return st == 200
+            except OSError:
+                return False
+        spoolt.wait_for(new_token_ok, timeout=30 * SLOW, interval=0.2,
+                        what="the new token to work after SIGHUP")
+        e2e.stop_all(agg)
+        vals = [r for r in spoolt.read_lines(out)]
+        check(b"one" in vals and b"three" in vals and b"two" not in vals, "values %s" % vals)
     finally:
         agg.kill()
 
