@@ -22,6 +22,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 LINE = 120
+OUT_OPTS = []
+
+
+def out_options():
+    opts = {"max_in_flight": "8"}
+    opts.update(dict(o.split("=", 1) for o in OUT_OPTS))
+    return opts
 
 
 def parse_size(s):
@@ -95,20 +102,21 @@ inputs:
     read_from: beginning
 outputs:
   - type: kafka
-    name: bench
+    name: tokafka
     topics: [app]
     brokers: [%s]
     kafka_topic: bench.spool
-    max_in_flight: 8
-""" % (tmp, path, ", ".join(bootstrap.split(","))))
+""" % (tmp, path, ", ".join(bootstrap.split(","))) + "".join("    %s: %s\n" % kv for kv in out_options().items()))
     shutil.rmtree(os.path.join(tmp, "data"), ignore_errors=True)
     err = open(os.path.join(tmp, "spool.stderr"), "wb")
     t0 = time.monotonic()
     p = subprocess.Popen([spool, "run", "-c", cfg], stderr=err)
     got = 0
     deadline = t0 + timeout
-    while time.monotonic() < deadline and p.poll() is None:
-        time.sleep(1.0)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if os.waitpid(p.pid, os.WNOHANG)[0] != 0:
+            sys.exit("spool exited early: see %s/spool.stderr" % tmp)
         got = kafka_count(kcat, bootstrap, "bench.spool")
         if got >= n:
             break
@@ -133,7 +141,10 @@ def main():
     ap.add_argument("--build", default=os.environ.get("SPOOL_BUILD", os.path.join(SRC, "build")))
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--no-append", action="store_true")
+    ap.add_argument("--out-opt", action="append", default=[],
+                    help="extra kafka output option, name=value (repeatable)")
     a = ap.parse_args()
+    OUT_OPTS.extend(a.out_opt)
     spool = os.path.join(a.build, "spool")
     mock = os.path.join(a.build, "tests", "helpers", "kafka_mock", "kafka_mock")
     kcat = shutil.which("kcat") or shutil.which("kafkacat")
@@ -162,9 +173,10 @@ def main():
         "",
         "%s, %d CPUs, %s of %d-byte lines (%d records), librdkafka mock cluster with 3 brokers "
         "in the same run; spool: tail -> log (4 partitions, fsync 1s) -> kafka output "
-        "(max_in_flight 8, idempotent, acks all); kcat -P -l with idempotence and acks all. "
+        "(%s, idempotent, acks all); kcat -P -l with idempotence and acks all. "
         "Mock cluster, spool and kcat share the machine." % (
-            datetime.date.today().isoformat(), os.cpu_count(), a.bytes, LINE, n),
+            datetime.date.today().isoformat(), os.cpu_count(), a.bytes, LINE, n,
+            ", ".join("%s %s" % kv for kv in out_options().items())),
         "",
         head,
         row(k, LINE),

@@ -302,6 +302,10 @@ static int kafka_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         free(p);
         return result;
     }
+    spool_log_debug(ins, "%s[%d] offsets %lld..%lld: %zu records produced in %lld ms",
+                    chunk->topic, (int)chunk->partition, (long long)chunk->first_offset,
+                    (long long)chunk->next_offset - 1, chunk->count,
+                    (long long)(spool_monotonic_ms() - p->started_ms));
     kafka_pending_release(p, 1);
     return SPOOL_PENDING;
 }

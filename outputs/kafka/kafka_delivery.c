@@ -35,6 +35,7 @@ kafka_pending *kafka_pending_new(kafka_ctx *ctx, const spool_chunk *chunk, size_
     atomic_init(&p->acked, 0);
     atomic_init(&p->result, SPOOL_OK);
     atomic_init(&p->first_err, 0);
+    p->started_ms = spool_monotonic_ms();
     atomic_fetch_add(&ctx->outstanding, 1);
     return p;
 }
@@ -71,6 +72,10 @@ static void kafka_pending_finish(kafka_pending *p)
                         result == SPOOL_RETRY ? "; the chunk will be sent again"
                                               : "; the chunk goes to the dead-letter topic");
     }
+    spool_log_debug(ins, "%s[%d] offsets %lld..%lld: %zu records acknowledged in %lld ms",
+                    p->chunk->topic, (int)p->chunk->partition, (long long)p->chunk->first_offset,
+                    (long long)p->chunk->next_offset - 1, acked,
+                    (long long)(spool_monotonic_ms() - p->started_ms));
     if (atomic_load(&ctx->complete_allowed)) {
         spool_output_complete(ins, p->chunk, result, result == SPOOL_OK ? NULL : reason);
     }

@@ -41,6 +41,7 @@ typedef struct kafka_pending {
     atomic_size_t acked;      /* records Kafka acknowledged */
     atomic_int result;        /* worst outcome so far: OK < RETRY < REJECT */
     atomic_int first_err;     /* rd_kafka_resp_err_t of the first failure, 0 = none */
+    int64_t started_ms;       /* monotonic ms when flush began producing */
     char err_topic[128];      /* Kafka topic of the first failure (written by its winner) */
 } kafka_pending;
 
