@@ -31,7 +31,7 @@ t = spoolt.Suite(__file__)
 LIMIT_MIB = 64
 if spoolt.SANITIZE:
     TOTAL_MIB = 60
-    SLACK_MIB = 256  # ASan shadow memory and the (reduced) quarantine
+    SLACK_MIB = 128  # ASan shadow memory and the (reduced) quarantine; observed ~80
 else:
     TOTAL_MIB = 300
     SLACK_MIB = 32  # observed ~30 MiB in all; 256MiB+ if the queues were unbounded
