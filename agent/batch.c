@@ -30,15 +30,58 @@ struct spool__durable {
     int result;  /* 0 or -errno */
 };
 
+/*
+ * A small pool of emptied batches: the pipeline frees a batch in the writer
+ * and an input creates the next one, so reusing their arrays and arenas
+ * (already faulted in) saves an mmap, page faults and a munmap per batch.
+ * Batches with an arena larger than BATCH_POOL_MAX_ARENA are not kept, so
+ * the pool holds at most BATCH_POOL_SIZE * BATCH_POOL_MAX_ARENA bytes.
+ */
+#define BATCH_POOL_SIZE 8
+#define BATCH_POOL_MAX_ARENA (2u << 20)
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static spool_batch *pool[BATCH_POOL_SIZE];
+static size_t pool_count;
+
 spool_batch *spool_batch_create(spool_instance *ins)
 {
-    spool_batch *b = calloc(1, sizeof(*b));
+    spool_batch *b = NULL;
+    pthread_mutex_lock(&pool_lock);
+    if (pool_count) {
+        b = pool[--pool_count];
+    }
+    pthread_mutex_unlock(&pool_lock);
     if (!b) {
-        return NULL;
+        b = calloc(1, sizeof(*b));
+        if (!b) {
+            return NULL;
+        }
     }
     b->ins = ins;
     b->topic = ins ? ins->topic : 0;
     return b;
+}
+
+/* Empties b for reuse, keeping its allocations. */
+static void batch_reset(spool_batch *b)
+{
+    for (size_t i = 0; i < b->npos; i++) {
+        free(b->pos[i].source);
+        free(b->pos[i].pos);
+    }
+    b->npos = 0;
+    if (b->durable) {
+        spool__durable_release(b->durable);
+        b->durable = NULL;
+    }
+    memset(&b->link, 0, sizeof(b->link));
+    b->ins = NULL;
+    b->topic = 0;
+    b->count = 0;
+    b->hcount = 0;
+    b->alen = 0;
+    b->bytes = 0;
 }
 
 void spool_batch_destroy(spool_batch *b)
@@ -46,14 +89,19 @@ void spool_batch_destroy(spool_batch *b)
     if (!b) {
         return;
     }
-    for (size_t i = 0; i < b->npos; i++) {
-        free(b->pos[i].source);
-        free(b->pos[i].pos);
+    batch_reset(b);
+    if (b->acap <= BATCH_POOL_MAX_ARENA) {
+        pthread_mutex_lock(&pool_lock);
+        if (pool_count < BATCH_POOL_SIZE) {
+            pool[pool_count++] = b;
+            b = NULL;
+        }
+        pthread_mutex_unlock(&pool_lock);
+        if (!b) {
+            return;
+        }
     }
     free(b->pos);
-    if (b->durable) {
-        spool__durable_release(b->durable);
-    }
     free(b->recs);
     free(b->hdrs);
     free(b->arena);

@@ -336,6 +336,9 @@ static int settle(spool_output_runner *r)
     return changed;
 }
 
+/* Re-flushes chunks whose retry time came. Inside a partition, chunks are
+ * re-sent in their original order: only the earliest waiting chunk of a
+ * partition is eligible, so a later chunk never overtakes an earlier one. */
 static int retry_due(spool_output_runner *r, int64_t *next_wake)
 {
     int64_t now = spool_monotonic_ms();
@@ -343,6 +346,14 @@ static int retry_due(spool_output_runner *r, int64_t *next_wake)
     for (size_t i = 0; i < r->nslots; i++) {
         chunk_slot *s = &r->slots[i];
         if (s->state != SLOT_WAIT_RETRY) {
+            continue;
+        }
+        int earliest = 1;
+        for (size_t j = 0; j < r->nslots && earliest; j++) {
+            const chunk_slot *o = &r->slots[j];
+            earliest = !(o->state == SLOT_WAIT_RETRY && o->part == s->part && o->seq < s->seq);
+        }
+        if (!earliest) {
             continue;
         }
         if (now >= s->retry_at) {

@@ -148,38 +148,67 @@ int spool_input_foreach_position(spool_instance *ins,
 
 /* ---- processor stage ---- */
 
-static int render_keys(spool_instance *ins, spool_batch *b, const char *topic)
+/* Renders the input's key template for every record without a key. Keys
+ * are rendered from one set of views into a side buffer first, then set,
+ * because setting a key may move the batch's arena under the views. */
+static int render_keys(spool_instance *ins, spool_batch *b, const char *topic, spool_buf *keys)
 {
-    char stack[KEY_BUF];
-    spool_record r;
+    spool_record *recs;
+    int rc;
+    keys->len = 0;
+    if ((rc = spool__batch_views(b, &recs)) < 0) {
+        return rc;
+    }
+    size_t *ends = malloc((b->count ? b->count : 1) * sizeof(*ends));
+    if (!ends) {
+        return -ENOMEM;
+    }
+    int literal = spool_template_is_literal(ins->key_tpl);
     for (size_t i = 0; i < b->count; i++) {
-        if (b->recs[i].key_len >= 0) {
+        if (recs[i].key) {
+            ends[i] = SIZE_MAX;
             continue;
         }
-        spool_batch_get(b, i, &r);
-        size_t n = spool_template_render(ins->key_tpl, &r, topic, ins->name, stack, sizeof(stack));
-        char *buf = stack;
-        if (n >= sizeof(stack)) {
-            buf = malloc(n + 1);
-            if (!buf) {
-                return -ENOMEM;
+        if (!literal || i == 0 || keys->len == 0) {
+            size_t start = keys->len;
+            if ((rc = spool_buf_reserve(keys, KEY_BUF)) < 0) {
+                goto out;
             }
-            spool_template_render(ins->key_tpl, &r, topic, ins->name, buf, n + 1);
+            size_t n = spool_template_render(ins->key_tpl, &recs[i], topic, ins->name,
+                                             (char *)keys->data + start, keys->cap - start);
+            if (n > keys->cap - start) {
+                if ((rc = spool_buf_reserve(keys, n)) < 0) {
+                    goto out;
+                }
+                spool_template_render(ins->key_tpl, &recs[i], topic, ins->name,
+                                      (char *)keys->data + start, keys->cap - start);
+            }
+            keys->len = start + n;
         }
-        int rc = spool_batch_set_key(b, i, buf, (int32_t)n);
-        if (buf != stack) {
-            free(buf);
-        }
-        if (rc < 0) {
-            return rc;
-        }
+        ends[i] = keys->len;
     }
-    return 0;
+    size_t prev_end = 0;
+    for (size_t i = 0; i < b->count; i++) {
+        if (ends[i] == SIZE_MAX) {
+            continue;
+        }
+        /* A literal template renders once: every record shares that key. */
+        size_t start = literal ? 0 : prev_end;
+        if ((rc = spool_batch_set_key(b, i, keys->data + start, (int32_t)(ends[i] - start))) < 0) {
+            goto out;
+        }
+        prev_end = ends[i];
+    }
+    rc = 0;
+out:
+    free(ends);
+    return rc;
 }
 
 static void *processor_main(void *arg)
 {
     spool_service *svc = arg;
+    spool_buf keys = {0};
     for (;;) {
         atomic_store(&svc->processor_heartbeat, spool_monotonic_ms());
         spool_queue_item *it = spool_queue_pop(&svc->in_queue, 1000, NULL);
@@ -201,7 +230,7 @@ static void *processor_main(void *arg)
             spool_count(pi, SPOOL_COUNT_RECORDS_OUT, b->count);
         }
         if (b->ins && b->ins->key_tpl &&
-            render_keys(b->ins, b, svc->conf->topics[b->topic].name) < 0) {
+            render_keys(b->ins, b, svc->conf->topics[b->topic].name, &keys) < 0) {
             spool_log_error(b->ins, "out of memory rendering record keys; records kept unkeyed");
         }
         /* The writer queue closes only after this thread exits, so this
@@ -209,6 +238,7 @@ static void *processor_main(void *arg)
         spool_queue_push(&svc->write_queue, &b->link, it->weight, -1);
     }
     spool_queue_close(&svc->write_queue);
+    spool_buf_free(&keys);
     return NULL;
 }
 
@@ -469,11 +499,13 @@ static void *writer_main(void *arg)
 
 int spool__pipeline_start(spool_service *svc)
 {
-    /* The memory limit covers the two queues (half of it) and the outputs'
-     * chunk buffers (the rest, bounded by max_bytes * max_in_flight). */
-    size_t qbytes = (size_t)svc->conf->memory_limit / 4;
-    spool_queue_init(&svc->in_queue, 1024, qbytes);
-    spool_queue_init(&svc->write_queue, 1024, qbytes);
+    /* memory_limit bounds what the service holds in memory: the two queues
+     * get an eighth of it each (a few batches are all a stage needs to stay
+     * busy), and the rest is for the inputs' read buffers and the outputs'
+     * chunks (max_bytes * max_in_flight each) and the batch pool. */
+    size_t qbytes = (size_t)svc->conf->memory_limit / 8;
+    spool_queue_init(&svc->in_queue, 64, qbytes);
+    spool_queue_init(&svc->write_queue, 64, qbytes);
     svc->in_queue.depth = spool__metric_register("spool_queue_depth", "Batches queued",
                                                  "stage=\"processors\"", 1);
     svc->in_queue.depth_bytes = spool__metric_register("spool_queue_bytes", "Bytes queued",
