@@ -16,6 +16,18 @@
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static spool_counter *reg_head;
+/* Counters of unregistered instances, kept so that the same counter
+ * registered again (an unchanged instance across a reload) continues from
+ * its value instead of resetting. Gauges are not kept. */
+static spool_counter *retired_head;
+
+static void counter_free(spool_counter *c)
+{
+    free(c->name);
+    free(c->help);
+    free(c->labels);
+    free(c);
+}
 
 spool_counter *spool__metric_register(const char *name, const char *help, const char *labels,
                                       int gauge)
@@ -36,6 +48,15 @@ spool_counter *spool__metric_register(const char *name, const char *help, const 
         return NULL;
     }
     pthread_mutex_lock(&reg_lock);
+    for (spool_counter **pp = &retired_head; !gauge && *pp; pp = &(*pp)->next) {
+        spool_counter *old = *pp;
+        if (strcmp(old->name, c->name) == 0 && strcmp(old->labels, c->labels) == 0) {
+            atomic_store(&c->value, atomic_load(&old->value));
+            *pp = old->next;
+            counter_free(old);
+            break;
+        }
+    }
     c->next = reg_head;
     reg_head = c;
     pthread_mutex_unlock(&reg_lock);
@@ -50,10 +71,12 @@ void spool__metric_unregister_labels(const char *labels)
         spool_counter *c = *pp;
         if (strcmp(c->labels, labels) == 0) {
             *pp = c->next;
-            free(c->name);
-            free(c->help);
-            free(c->labels);
-            free(c);
+            if (c->gauge) {
+                counter_free(c);
+            } else {
+                c->next = retired_head;
+                retired_head = c;
+            }
         } else {
             pp = &c->next;
         }
