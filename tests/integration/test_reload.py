@@ -519,4 +519,50 @@ def reload_with_a_stalled_output(tmp):
     check(lag.get("output.S", 1) > 0, "the stalled output shows no lag: %r" % lag)
 
 
+@t.case
+def counters_continue_across_a_reload(tmp):
+    # /metrics: an instance the reload keeps (same name) continues its
+    # counters; they do not reset to 0.
+    import urllib.request
+    port = spoolt.free_port()
+    cfg = os.path.join(tmp, "spool.yaml")
+    src = os.path.join(tmp, "src.log")
+    write(src, "".join("%d\n" % i for i in range(1, 501)))
+
+    def conf(fmt):
+        return conf_text(tmp, out_a(tmp, fmt)).replace(
+            "  log_level: info\n", "  log_level: info\n  http:\n    listen: 127.0.0.1:%d\n" % port)
+
+    def metric(name, labels):
+        try:
+            body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port,
+                                          timeout=5).read()
+        except OSError:
+            return None  # not serving yet (start, reload)
+        for line in body.decode().split("\n"):
+            if line.startswith(name + "{") and labels in line:
+                return int(float(line.rsplit(" ", 1)[1]))
+        return None
+    write(cfg, conf("raw"))
+    s = spoolt.Spool(cfg)
+    try:
+        spoolt.wait_for(lambda: metric("spool_records_out_total", 'name="A"') == 500,
+                        timeout=30, what="A's records_out at 500")
+        check(metric("spool_records_in_total", 'name="src"') == 500, "src's records_in")
+        write(cfg, conf("json"))
+        s.proc.send_signal(signal.SIGHUP)
+        wait_reloaded(s, 1)
+        spoolt.wait_for(lambda: metric("spool_records_in_total", 'name="src"') is not None,
+                        timeout=30, what="/metrics back after the reload")
+        with open(src, "a") as f:
+            f.write("".join("%d\n" % i for i in range(501, 601)))
+        spoolt.wait_for(lambda: metric("spool_records_out_total", 'name="A"') == 600,
+                        timeout=30, what="A's records_out at 600 (not 100: no reset)")
+        check(metric("spool_records_in_total", 'name="src"') == 600, "src's records_in")
+        rc = s.terminate()
+        check(rc == 0, "spool exited %d" % rc)
+    finally:
+        s.kill()
+
+
 t.main()
