@@ -83,7 +83,7 @@ static void dgram_read(sock_listener *l, int max)
         }
         l->datagrams++;
         dgram_peer(l, &ss, slen);
-        sock_peer peer = {l->dpeer, l->dpeer_len, NULL};
+        sock_peer peer = {l->dpeer, l->dpeer_len, NULL, spool_now_ms()};
         sock_frame_ctx fc = {l, &peer};
         sock_framer_datagram(&l->dgram_fr, l->dbuf, n, sock__on_frame, &fc);
         sock__after_input(l);

@@ -255,7 +255,7 @@ static void close_handle(uv_handle_t *h)
 static void on_wake(uv_async_t *a)
 {
     sock_listener *l = a->data;
-    if (l->stopping || !spool_instance_stopping(l->ins)) {
+    if (l->stopping || (!l->stop_requested && !spool_instance_stopping(l->ins))) {
         return;
     }
     l->stopping = 1;
@@ -385,7 +385,7 @@ int sock_listener_run(sock_listener *l)
         tick = l->cfg.idle_timeout_ms / 2 > 10 ? l->cfg.idle_timeout_ms / 2 : 10;
     }
     uv_timer_start(&l->tick, on_tick, (uint64_t)tick, (uint64_t)tick);
-    if (spool_instance_stopping(l->ins)) {
+    if (l->stop_requested || spool_instance_stopping(l->ins)) {
         uv_async_send(&l->wake);
     }
     uv_run(&l->loop, UV_RUN_DEFAULT);
@@ -420,6 +420,7 @@ int sock_listener_run(sock_listener *l)
 void sock_listener_stop(sock_listener *l)
 {
     if (l != NULL && l->loop_ready) {
+        l->stop_requested = 1;
         uv_async_send(&l->wake);
     }
 }

@@ -43,6 +43,7 @@ typedef struct sock_peer {
     const char *addr; /* "127.0.0.1:40512", "[::1]:40512" or the socket path */
     size_t addr_len;
     const char *tls_subject; /* mutual TLS: the client certificate's subject, else NULL */
+    int64_t recv_ms;         /* wall clock when the bytes were read, ms since the epoch */
 } sock_peer;
 
 /* Turns one frame into records appended to b. Returns 0 or -ENOMEM. Runs

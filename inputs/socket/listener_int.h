@@ -71,7 +71,8 @@ struct sock_listener {
     size_t n_conns;
     spool_batch *batch;      /* being filled, NULL when none */
     int paused;              /* the pipeline refused the batch: not reading */
-    int stopping;
+    int stopping;            /* the loop began to stop */
+    _Atomic int stop_requested; /* set by sock_listener_stop (any thread) */
     int shutdown;            /* the pipeline is gone: nothing more can be submitted */
     SSL_CTX *ssl_ctx;
 

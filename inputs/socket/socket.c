@@ -47,10 +47,11 @@ typedef struct sock_input {
     int is_syslog;
     sock_listener *l;
     const char *host;
+    size_t host_len;
     const char *name;
+    size_t name_len;
     uint8_t *scratch;       /* SD names and unescaped values */
     size_t scratch_cap;     /* bytes */
-    int64_t now_ms;         /* wall clock of the current frame (syslog time guessing) */
 } sock_input;
 
 static const char *const long_names[] = {"split", "truncate", NULL};
@@ -105,8 +106,8 @@ static void hdr_set(spool_header *h, const char *k, const void *v, size_t vn)
 static uint32_t base_headers(sock_input *s, spool_header *h, const sock_peer *peer)
 {
     uint32_t n = 0;
-    hdr_set(&h[n++], "host", s->host, strlen(s->host));
-    hdr_set(&h[n++], "input", s->name, strlen(s->name));
+    h[n++] = (spool_header){"host", 4, (const uint8_t *)s->host, (int32_t)s->host_len};
+    h[n++] = (spool_header){"input", 5, (const uint8_t *)s->name, (int32_t)s->name_len};
     hdr_set(&h[n++], "peer", peer->addr, peer->addr_len);
     if (peer->tls_subject != NULL) {
         hdr_set(&h[n++], "tls.subject", peer->tls_subject, strlen(peer->tls_subject));
@@ -127,6 +128,7 @@ static int emit_raw(void *arg, spool_batch *b, const sock_peer *peer, const uint
     r.key_len = -1;
     r.value = p;
     r.value_len = (int32_t)n;
+    r.timestamp = peer->recv_ms;
     return spool_batch_append(b, &r);
 }
 
@@ -182,6 +184,7 @@ static int emit_syslog(void *arg, spool_batch *b, const sock_peer *peer, const u
     memset(&r, 0, sizeof(r));
     r.headers = h;
     r.key_len = -1;
+    r.timestamp = peer->recv_ms; /* unless the message has its own */
     uint32_t hn = base_headers(s, h, peer);
     if (syslog_parse(p, n, &m) != 0) {
         hdr_set(&h[hn++], "syslog.error", m.error, strlen(m.error));
@@ -198,8 +201,9 @@ static int emit_syslog(void *arg, spool_batch *b, const sock_peer *peer, const u
         if (m.sd.p != NULL) {
             sd_headers(s, &m, h, &hn);
         }
-        if (m.has_time) {
-            r.timestamp = syslog_time_ms(&m, spool_now_ms());
+        int64_t ts = m.has_time ? syslog_time_ms(&m, peer->recv_ms) : 0;
+        if (ts > 0) {
+            r.timestamp = ts;
         }
     }
     r.header_count = hn;
@@ -256,7 +260,9 @@ static int sock_init_common(spool_instance *ins, sock_input *s, int is_syslog)
     s->ins = ins;
     s->is_syslog = is_syslog;
     s->host = spool_hostname();
+    s->host_len = strlen(s->host);
     s->name = spool_instance_name(ins);
+    s->name_len = strlen(s->name);
     if (is_syslog) {
         s->scratch_cap = (size_t)s->max_line_bytes + SOCK_SD_NAMES_BYTES;
         s->scratch = malloc(s->scratch_cap);

@@ -57,7 +57,7 @@ void sock__conn_close(sock_conn *c)
 int sock__conn_plain(sock_conn *c, const uint8_t *p, size_t n)
 {
     sock_listener *l = c->l;
-    sock_peer peer = {c->peer, c->peer_len, c->tls_subject};
+    sock_peer peer = {c->peer, c->peer_len, c->tls_subject, spool_now_ms()};
     sock_frame_ctx fc = {l, &peer};
     int rc = sock_framer_feed(&c->fr, p, n, sock__on_frame, &fc);
     if (rc == -EPROTO) {
@@ -75,7 +75,7 @@ int sock__conn_plain(sock_conn *c, const uint8_t *p, size_t n)
 
 static void conn_finish(sock_conn *c)
 {
-    sock_peer peer = {c->peer, c->peer_len, c->tls_subject};
+    sock_peer peer = {c->peer, c->peer_len, c->tls_subject, spool_now_ms()};
     sock_frame_ctx fc = {c->l, &peer};
     sock_framer_finish(&c->fr, sock__on_frame, &fc);
 }
