@@ -62,10 +62,11 @@ static void dgram_peer(sock_listener *l, const struct sockaddr_storage *ss, sock
     }
 }
 
-/* Reads up to `max` datagrams; stops early when the listener pauses. */
-static void dgram_read(sock_listener *l, int max)
+/* Reads up to `max` datagrams; stops early when the listener pauses,
+ * unless `all` (at stop: what is queued is taken, or counted as dropped). */
+static void dgram_read(sock_listener *l, int max, int all)
 {
-    for (int i = 0; i < max && !l->paused; i++) {
+    for (int i = 0; i < max && (all || !l->paused); i++) {
         struct sockaddr_storage ss;
         socklen_t slen = sizeof(ss);
         ssize_t r = recvfrom(l->dgram_fd, l->dbuf, SOCK_DGRAM_BUF, MSG_DONTWAIT | MSG_TRUNC,
@@ -99,7 +100,7 @@ static void on_readable(uv_poll_t *p, int status, int events)
         spool_log_warn(l->ins, "poll: %s", uv_strerror(status));
         return;
     }
-    dgram_read(l, 1024);
+    dgram_read(l, 1024, 0);
 }
 
 void sock__dgram_pause(sock_listener *l)
@@ -121,7 +122,7 @@ void sock__dgram_resume(sock_listener *l)
 
 void sock__dgram_drain(sock_listener *l)
 {
-    dgram_read(l, 100000);
+    dgram_read(l, 1000000, 1);
     sock__dgram_pause(l);
     sock__dgram_account(l, 0);
 }
@@ -232,10 +233,19 @@ int sock__dgram_open(sock_listener *l)
         return rc;
     }
     if (l->cfg.receive_buffer > 0) {
-        int v = l->cfg.receive_buffer > 0x7fffffff ? 0x7fffffff : (int)l->cfg.receive_buffer;
-        /* SO_RCVBUFFORCE passes rmem_max when we may (CAP_NET_ADMIN). */
+        int v = l->cfg.receive_buffer > 0x3fffffff ? 0x3fffffff : (int)l->cfg.receive_buffer;
+        /* SO_RCVBUFFORCE passes net.core.rmem_max when we may (CAP_NET_ADMIN). */
         if (setsockopt(l->dgram_fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) != 0) {
             setsockopt(l->dgram_fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+        }
+        int got = 0;
+        socklen_t glen = sizeof(got);
+        /* The kernel reports double the payload it accounts for. */
+        if (getsockopt(l->dgram_fd, SOL_SOCKET, SO_RCVBUF, &got, &glen) == 0 && got / 2 < v) {
+            spool_log_warn(l->ins,
+                           "receive_buffer %d bytes capped to %d by net.core.rmem_max; raise "
+                           "it or grant CAP_NET_ADMIN, or bursts will be dropped sooner",
+                           v, got / 2);
         }
     }
     rc = uv_poll_init(&l->loop, &l->server.poll, l->dgram_fd);

@@ -117,7 +117,6 @@ spool_batch *sock__batch(sock_listener *l)
 
 void sock__account_framer(sock_listener *l, sock_framer *f)
 {
-    (void)l;
     if (f->split_msgs > 0) {
         spool_counter_add(l->c_split, f->split_msgs);
         f->split_msgs = 0;
@@ -440,8 +439,8 @@ void sock_listener_destroy(sock_listener *l)
     }
     if (l->loop_ready) {
         /* Connections are freed by their close callbacks; run them. */
-        for (sock_conn *c = l->conns; c != NULL; c = c->next) {
-            sock__conn_close(c);
+        while (l->conns != NULL) {
+            sock__conn_close(l->conns); /* unlinks it */
         }
         uv_walk(&l->loop, walk_close, NULL);
         uv_run(&l->loop, UV_RUN_DEFAULT);

@@ -73,7 +73,7 @@ static const sock_frame_mode framing_modes[] = {SOCK_FRAME_NEWLINE, SOCK_FRAME_O
                          "what to do with a message longer than max_line_bytes (counted)"),      \
         SPOOL_OPT_STR("mode", sock_input, mode, NULL, 0,                                         \
                       "unix sockets: file permissions in octal, e.g. \"0660\""),                 \
-        SPOOL_OPT_BYTES("receive_buffer", sock_input, receive_buffer, "0", 0, 1LL << 30,         \
+        SPOOL_OPT_BYTES("receive_buffer", sock_input, receive_buffer, "8MiB", 0, 1LL << 30,      \
                         "datagram sockets: kernel receive buffer (0 = system default)"),         \
         SPOOL_OPT_STR("tls.cert", sock_input, tls_cert, NULL, 0,                                 \
                       "TCP: PEM certificate chain; enables TLS"),                                \
