@@ -30,7 +30,7 @@
 #define JD_SOURCE "journal"
 #define JD_BATCH_RECORDS 5000
 #define JD_BATCH_BYTES (1024 * 1024)
-#define JD_WAIT_USEC 200000   /* sd_journal_wait timeout: bounds stop latency */
+#define JD_WAIT_USEC 200000 /* sd_journal_wait timeout: bounds stop latency */
 #define JD_MAX_HEADERS 128
 
 typedef struct jd_input {
@@ -39,13 +39,13 @@ typedef struct jd_input {
     char *directory;
     spool_strlist units;
     spool_strlist match;
-    int read_from;           /* 0 beginning, 1 end */
+    int read_from; /* 0 beginning, 1 end */
     /* State. */
     spool_instance *ins;
     sd_journal *j;
-    char *cursor;            /* cursor of the last entry appended, owned */
-    int have_current;        /* the journal is positioned on an unread entry */
-    uint8_t *scratch;        /* copies of the entry's fields */
+    char *cursor;     /* cursor of the last entry appended, owned */
+    int have_current; /* the journal is positioned on an unread entry */
+    uint8_t *scratch; /* copies of the entry's fields */
     size_t scratch_cap;
     size_t field_off[JD_MAX_HEADERS]; /* offsets in scratch of field name / value */
     size_t field_nlen[JD_MAX_HEADERS];
@@ -338,8 +338,9 @@ static int jd_run(spool_instance *ins, void *ctx)
         }
     }
     if (b != NULL && jd_submit(s, &b) < 0) {
-        spool_log_warn(ins, "stopping: %zu journal entries not handed over; they will be read "
-                            "again at the next start",
+        spool_log_warn(ins,
+                       "stopping: %zu journal entries not handed over; they will be read "
+                       "again at the next start",
                        spool_batch_count(b));
     }
     spool_batch_destroy(b);

@@ -145,8 +145,7 @@ void sock__dgram_account(sock_listener *l, int final)
         }
     }
     int64_t now_ms = spool_monotonic_ms();
-    if (l->drops_unreported > 0 &&
-        (final || now_ms - l->last_drop_warn_ms >= SOCK_DROP_WARN_MS)) {
+    if (l->drops_unreported > 0 && (final || now_ms - l->last_drop_warn_ms >= SOCK_DROP_WARN_MS)) {
         spool_log_warn(l->ins,
                        "dropped %llu datagrams (receive buffer full: %s); %llu dropped in total",
                        (unsigned long long)l->drops_unreported,

@@ -38,20 +38,20 @@ typedef int (*sock_frame_fn)(void *arg, const uint8_t *p, size_t n, unsigned fla
 typedef struct sock_framer {
     sock_frame_mode mode;
     sock_frame_long on_long;
-    size_t max_bytes;       /* longest frame handed to the callback, bytes (>= 1) */
-    int state;              /* internal: FR_* */
-    uint8_t *buf;           /* partial frame carried between feeds */
-    size_t len;             /* bytes in buf */
-    size_t cap;             /* bytes allocated for buf (<= max_bytes + 1) */
-    size_t want;            /* octet counting: bytes of the message still to come */
-    size_t hdr;             /* octet counting: the length being parsed */
-    unsigned hdr_digits;    /* digits of the length seen so far */
-    unsigned cur_flags;     /* flags of the message being assembled */
-    uint64_t frames;        /* frames emitted */
-    uint64_t split_msgs;    /* messages split because they were longer than max_bytes */
+    size_t max_bytes;        /* longest frame handed to the callback, bytes (>= 1) */
+    int state;               /* internal: FR_* */
+    uint8_t *buf;            /* partial frame carried between feeds */
+    size_t len;              /* bytes in buf */
+    size_t cap;              /* bytes allocated for buf (<= max_bytes + 1) */
+    size_t want;             /* octet counting: bytes of the message still to come */
+    size_t hdr;              /* octet counting: the length being parsed */
+    unsigned hdr_digits;     /* digits of the length seen so far */
+    unsigned cur_flags;      /* flags of the message being assembled */
+    uint64_t frames;         /* frames emitted */
+    uint64_t split_msgs;     /* messages split because they were longer than max_bytes */
     uint64_t truncated_msgs; /* messages truncated (on_long truncate, or cut by end of stream) */
-    uint64_t dropped_bytes; /* bytes thrown away by truncation */
-    uint64_t errors;        /* framing errors (strict octet counting) */
+    uint64_t dropped_bytes;  /* bytes thrown away by truncation */
+    uint64_t errors;         /* framing errors (strict octet counting) */
 } sock_framer;
 
 /* Sets up a framer; no allocation until a frame crosses a feed boundary. */

@@ -31,9 +31,8 @@ int sock_url_parse(const char *url, sock_url *out, const char **why)
         sock_kind kind;
         int tls;
     } schemes[] = {
-        {"tcp://", SOCK_TCP, 0},          {"tls://", SOCK_TCP, 1},
-        {"udp://", SOCK_UDP, 0},          {"unix://", SOCK_UNIX, 0},
-        {"unixgram://", SOCK_UNIXGRAM, 0},
+        {"tcp://", SOCK_TCP, 0},   {"tls://", SOCK_TCP, 1},           {"udp://", SOCK_UDP, 0},
+        {"unix://", SOCK_UNIX, 0}, {"unixgram://", SOCK_UNIXGRAM, 0},
     };
     memset(out, 0, sizeof(*out));
     *why = NULL;

@@ -27,10 +27,10 @@ typedef enum sock_kind {
 /* A parsed listen URL. */
 typedef struct sock_url {
     sock_kind kind;
-    int tls;           /* tls:// scheme (TCP with TLS) */
-    char host[256];    /* TCP/UDP: address without brackets */
-    int port;          /* TCP/UDP */
-    char path[108];    /* unix: socket path */
+    int tls;        /* tls:// scheme (TCP with TLS) */
+    char host[256]; /* TCP/UDP: address without brackets */
+    int port;       /* TCP/UDP */
+    char path[108]; /* unix: socket path */
 } sock_url;
 
 /* Parses "tcp://127.0.0.1:5140", "udp://[::]:514", "unix:///run/x.sock",
@@ -53,17 +53,17 @@ typedef int (*sock_emit_fn)(void *arg, spool_batch *b, const sock_peer *peer, co
 
 typedef struct sock_listener_cfg {
     const char *url;
-    int64_t max_connections;   /* stream sockets: connections at once */
-    int64_t idle_timeout_ms;   /* stream sockets: close after this long silent, 0 = never */
-    int64_t max_line_bytes;    /* longest record value */
-    sock_frame_long on_long;   /* split or truncate */
+    int64_t max_connections;        /* stream sockets: connections at once */
+    int64_t idle_timeout_ms;        /* stream sockets: close after this long silent, 0 = never */
+    int64_t max_line_bytes;         /* longest record value */
+    sock_frame_long on_long;        /* split or truncate */
     sock_frame_mode stream_framing; /* framing on stream sockets */
     sock_frame_mode dgram_framing;  /* framing inside one datagram */
-    const char *unix_mode;     /* octal permissions for unix socket files, NULL = umask */
-    int64_t receive_buffer;    /* SO_RCVBUF for datagram sockets, 0 = system default */
-    const char *tls_cert;      /* PEM certificate chain; enables TLS on TCP */
-    const char *tls_key;       /* PEM private key */
-    const char *tls_client_ca; /* PEM CA bundle: require client certificates signed by it */
+    const char *unix_mode;          /* octal permissions for unix socket files, NULL = umask */
+    int64_t receive_buffer;         /* SO_RCVBUF for datagram sockets, 0 = system default */
+    const char *tls_cert;           /* PEM certificate chain; enables TLS on TCP */
+    const char *tls_key;            /* PEM private key */
+    const char *tls_client_ca;      /* PEM CA bundle: require client certificates signed by it */
     sock_emit_fn emit;
     void *emit_arg;
 } sock_listener_cfg;

@@ -11,13 +11,13 @@
 
 #include "listener.h"
 
-#define SOCK_READ_BUF (64 * 1024)       /* one read from a stream socket, bytes */
-#define SOCK_DGRAM_BUF (64 * 1024 + 1)  /* one datagram (+1 detects truncation) */
-#define SOCK_BATCH_RECORDS 10000        /* submit when the batch holds this many */
-#define SOCK_BATCH_BYTES (1024 * 1024)  /* ... or this many bytes */
-#define SOCK_LINGER_MS 50               /* submit a non-empty batch after this long */
-#define SOCK_RETRY_MS 5                 /* retry a refused submit this often */
-#define SOCK_DROP_WARN_MS 10000         /* at most one drop warning per this long */
+#define SOCK_READ_BUF (64 * 1024)      /* one read from a stream socket, bytes */
+#define SOCK_DGRAM_BUF (64 * 1024 + 1) /* one datagram (+1 detects truncation) */
+#define SOCK_BATCH_RECORDS 10000       /* submit when the batch holds this many */
+#define SOCK_BATCH_BYTES (1024 * 1024) /* ... or this many bytes */
+#define SOCK_LINGER_MS 50              /* submit a non-empty batch after this long */
+#define SOCK_RETRY_MS 5                /* retry a refused submit this often */
+#define SOCK_DROP_WARN_MS 10000        /* at most one drop warning per this long */
 
 typedef struct sock_conn sock_conn;
 
@@ -30,30 +30,30 @@ struct sock_conn {
         uv_pipe_t pipe;
     } h;
     sock_framer fr;
-    char peer[112];          /* "addr:port" or the socket path */
+    char peer[112]; /* "addr:port" or the socket path */
     size_t peer_len;
-    int64_t last_active_ms;  /* monotonic ms of the last read */
-    int reading;             /* uv_read_start is in effect */
-    int closing;             /* uv_close was called */
-    SSL *ssl;                /* TLS session, NULL for plain text */
-    BIO *rbio;               /* ciphertext from the peer (owned by ssl) */
-    BIO *wbio;               /* ciphertext to the peer (owned by ssl) */
-    int tls_first_seen;      /* the first bytes were checked for a TLS record */
-    char *tls_subject;       /* client certificate subject (mutual TLS), or NULL */
+    int64_t last_active_ms; /* monotonic ms of the last read */
+    int reading;            /* uv_read_start is in effect */
+    int closing;            /* uv_close was called */
+    SSL *ssl;               /* TLS session, NULL for plain text */
+    BIO *rbio;              /* ciphertext from the peer (owned by ssl) */
+    BIO *wbio;              /* ciphertext to the peer (owned by ssl) */
+    int tls_first_seen;     /* the first bytes were checked for a TLS record */
+    char *tls_subject;      /* client certificate subject (mutual TLS), or NULL */
     sock_conn *prev;
     sock_conn *next;
 };
 
 struct sock_listener {
     spool_instance *ins;
-    sock_listener_cfg cfg;   /* strings below are our own copies */
+    sock_listener_cfg cfg; /* strings below are our own copies */
     sock_url url;
     uv_loop_t loop;
     int loop_ready;
-    uv_async_t wake;         /* stop() */
-    uv_timer_t linger;       /* submits a trickling batch */
-    uv_timer_t retry;        /* retries a refused submit */
-    uv_timer_t tick;         /* idle sweep, datagram drop accounting */
+    uv_async_t wake;   /* stop() */
+    uv_timer_t linger; /* submits a trickling batch */
+    uv_timer_t retry;  /* retries a refused submit */
+    uv_timer_t tick;   /* idle sweep, datagram drop accounting */
     union {
         uv_handle_t handle;
         uv_stream_t stream;
@@ -62,44 +62,44 @@ struct sock_listener {
         uv_poll_t poll;
     } server;
     int server_ready;
-    int dgram_fd;            /* datagram socket, -1 for stream listeners */
+    int dgram_fd; /* datagram socket, -1 for stream listeners */
     int dgram_polling;
-    char unix_bound[108];    /* socket file we created, unlinked on destroy */
-    int port;                /* bound TCP/UDP port */
+    char unix_bound[108]; /* socket file we created, unlinked on destroy */
+    int port;             /* bound TCP/UDP port */
 
-    sock_conn *conns;        /* open connections */
+    sock_conn *conns; /* open connections */
     size_t n_conns;
-    spool_batch *batch;      /* being filled, NULL when none */
-    int paused;              /* the pipeline refused the batch: not reading */
-    int stopping;            /* the loop began to stop */
+    spool_batch *batch;         /* being filled, NULL when none */
+    int paused;                 /* the pipeline refused the batch: not reading */
+    int stopping;               /* the loop began to stop */
     _Atomic int stop_requested; /* set by sock_listener_stop (any thread) */
-    int shutdown;            /* the pipeline is gone: nothing more can be submitted */
+    int shutdown;               /* the pipeline is gone: nothing more can be submitted */
     SSL_CTX *ssl_ctx;
 
     uint8_t rbuf[SOCK_READ_BUF];
     uint8_t tbuf[SOCK_READ_BUF]; /* TLS plaintext */
     uint8_t *dbuf;               /* datagram buffer, SOCK_DGRAM_BUF bytes */
     sock_framer dgram_fr;
-    char dpeer[112];             /* last datagram sender, formatted */
+    char dpeer[112]; /* last datagram sender, formatted */
     size_t dpeer_len;
-    uint8_t dpeer_addr[128];     /* ... and its raw address, to skip reformatting */
+    uint8_t dpeer_addr[128]; /* ... and its raw address, to skip reformatting */
     uint32_t dpeer_addr_len;
 
-    uint64_t accepted;           /* connections accepted */
-    uint64_t refused;            /* connections over max_connections */
-    uint64_t datagrams;          /* datagrams received */
-    uint64_t dropped;            /* datagrams/records lost (kernel or ours) */
-    uint64_t kernel_drops;       /* last SO_MEMINFO drop counter seen */
-    uint64_t drops_unreported;   /* dropped since the last warning */
+    uint64_t accepted;         /* connections accepted */
+    uint64_t refused;          /* connections over max_connections */
+    uint64_t datagrams;        /* datagrams received */
+    uint64_t dropped;          /* datagrams/records lost (kernel or ours) */
+    uint64_t kernel_drops;     /* last SO_MEMINFO drop counter seen */
+    uint64_t drops_unreported; /* dropped since the last warning */
     int64_t last_drop_warn_ms;
-    uint64_t split_seen;         /* framer counters already exported */
+    uint64_t split_seen; /* framer counters already exported */
     uint64_t trunc_seen;
 
-    spool_counter *c_split;      /* messages split at max_line_bytes */
-    spool_counter *c_truncated;  /* messages truncated at max_line_bytes */
-    spool_counter *c_refused;    /* connections refused (max_connections) */
-    spool_counter *c_tls_fail;   /* TLS handshakes failed or plain text on TLS */
-    spool_counter *c_framing;    /* framing errors (connection closed) */
+    spool_counter *c_split;     /* messages split at max_line_bytes */
+    spool_counter *c_truncated; /* messages truncated at max_line_bytes */
+    spool_counter *c_refused;   /* connections refused (max_connections) */
+    spool_counter *c_tls_fail;  /* TLS handshakes failed or plain text on TLS */
+    spool_counter *c_framing;   /* framing errors (connection closed) */
 };
 
 /* listener.c */

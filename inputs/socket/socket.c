@@ -50,8 +50,8 @@ typedef struct sock_input {
     size_t host_len;
     const char *name;
     size_t name_len;
-    uint8_t *scratch;       /* SD names and unescaped values */
-    size_t scratch_cap;     /* bytes */
+    uint8_t *scratch;   /* SD names and unescaped values */
+    size_t scratch_cap; /* bytes */
 } sock_input;
 
 static const char *const long_names[] = {"split", "truncate", NULL};
@@ -59,26 +59,27 @@ static const char *const framing_names[] = {"newline", "octet_counting", "auto",
 static const sock_frame_mode framing_modes[] = {SOCK_FRAME_NEWLINE, SOCK_FRAME_OCTET,
                                                 SOCK_FRAME_AUTO};
 
-#define SOCK_COMMON_OPTIONS                                                                       \
-    SPOOL_OPT_STR("listen", sock_input, listen, NULL, 1,                                         \
-                  "tcp://host:port, tls://host:port, udp://host:port, unix:///path or "          \
-                  "unixgram:///path"),                                                           \
-        SPOOL_OPT_INTEGER("max_connections", sock_input, max_connections, "1024", 1, 1000000,    \
-                          "stream sockets: connections at once; more are refused"),              \
-        SPOOL_OPT_TIME("idle_timeout", sock_input, idle_timeout, "0", 0, 86400000LL * 365,       \
-                       "stream sockets: close a connection silent this long (0 = never)"),       \
-        SPOOL_OPT_BYTES("max_line_bytes", sock_input, max_line_bytes, "64KiB", 16,               \
-                        64LL * 1024 * 1024, "longest message; longer ones are split or truncated"), \
-        SPOOL_OPT_CHOICE("long_lines", sock_input, long_lines, "split", long_names,              \
-                         "what to do with a message longer than max_line_bytes (counted)"),      \
-        SPOOL_OPT_STR("mode", sock_input, mode, NULL, 0,                                         \
-                      "unix sockets: file permissions in octal, e.g. \"0660\""),                 \
-        SPOOL_OPT_BYTES("receive_buffer", sock_input, receive_buffer, "8MiB", 0, 1LL << 30,      \
-                        "datagram sockets: kernel receive buffer (0 = system default)"),         \
-        SPOOL_OPT_STR("tls.cert", sock_input, tls_cert, NULL, 0,                                 \
-                      "TCP: PEM certificate chain; enables TLS"),                                \
-        SPOOL_OPT_STR("tls.key", sock_input, tls_key, NULL, 0, "TCP: PEM private key"),          \
-        SPOOL_OPT_STR("tls.client_ca", sock_input, tls_client_ca, NULL, 0,                       \
+#define SOCK_COMMON_OPTIONS                                                                        \
+    SPOOL_OPT_STR("listen", sock_input, listen, NULL, 1,                                           \
+                  "tcp://host:port, tls://host:port, udp://host:port, unix:///path or "            \
+                  "unixgram:///path"),                                                             \
+        SPOOL_OPT_INTEGER("max_connections", sock_input, max_connections, "1024", 1, 1000000,      \
+                          "stream sockets: connections at once; more are refused"),                \
+        SPOOL_OPT_TIME("idle_timeout", sock_input, idle_timeout, "0", 0, 86400000LL * 365,         \
+                       "stream sockets: close a connection silent this long (0 = never)"),         \
+        SPOOL_OPT_BYTES("max_line_bytes", sock_input, max_line_bytes, "64KiB", 16,                 \
+                        64LL * 1024 * 1024,                                                        \
+                        "longest message; longer ones are split or truncated"),                    \
+        SPOOL_OPT_CHOICE("long_lines", sock_input, long_lines, "split", long_names,                \
+                         "what to do with a message longer than max_line_bytes (counted)"),        \
+        SPOOL_OPT_STR("mode", sock_input, mode, NULL, 0,                                           \
+                      "unix sockets: file permissions in octal, e.g. \"0660\""),                   \
+        SPOOL_OPT_BYTES("receive_buffer", sock_input, receive_buffer, "8MiB", 0, 1LL << 30,        \
+                        "datagram sockets: kernel receive buffer (0 = system default)"),           \
+        SPOOL_OPT_STR("tls.cert", sock_input, tls_cert, NULL, 0,                                   \
+                      "TCP: PEM certificate chain; enables TLS"),                                  \
+        SPOOL_OPT_STR("tls.key", sock_input, tls_key, NULL, 0, "TCP: PEM private key"),            \
+        SPOOL_OPT_STR("tls.client_ca", sock_input, tls_client_ca, NULL, 0,                         \
                       "TCP: PEM CA bundle; clients must present a certificate it signed")
 
 static const spool_option socket_options[] = {
@@ -173,8 +174,8 @@ static void sd_headers(sock_input *s, const syslog_msg *m, spool_header *h, uint
     }
 }
 
-static int emit_syslog(void *arg, spool_batch *b, const sock_peer *peer, const uint8_t *p,
-                       size_t n, unsigned flags)
+static int emit_syslog(void *arg, spool_batch *b, const sock_peer *peer, const uint8_t *p, size_t n,
+                       unsigned flags)
 {
     sock_input *s = arg;
     (void)flags;
@@ -219,8 +220,8 @@ static int sock_check(spool_instance *ins, void *ctx)
     const char *why = NULL;
     int rc = 0;
     if (sock_url_parse(s->listen, &url, &why) != 0) {
-        spool_config_error(ins, "listen", "invalid listen URL '%s': %s",
-                           s->listen ? s->listen : "", why);
+        spool_config_error(ins, "listen", "invalid listen URL '%s': %s", s->listen ? s->listen : "",
+                           why);
         return -EINVAL;
     }
     int tls = url.tls || s->tls_cert != NULL || s->tls_key != NULL;

@@ -62,7 +62,8 @@ int sock__conn_plain(sock_conn *c, const uint8_t *p, size_t n)
     int rc = sock_framer_feed(&c->fr, p, n, sock__on_frame, &fc);
     if (rc == -EPROTO) {
         spool_counter_add(l->c_framing, 1);
-        spool_log_warn(l->ins, "closing %.*s: invalid octet-counting frame (expected \"LEN SP MSG\")",
+        spool_log_warn(l->ins,
+                       "closing %.*s: invalid octet-counting frame (expected \"LEN SP MSG\")",
                        (int)c->peer_len, c->peer);
         return -1;
     }
@@ -343,8 +344,8 @@ int sock__stream_listen(sock_listener *l)
             l->port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
                                                     : ((struct sockaddr_in6 *)&ss)->sin6_port);
         }
-        spool_log_info(l->ins, "listening on %s://%s:%d%s", l->ssl_ctx ? "tls" : "tcp",
-                       l->url.host, l->port, l->ssl_ctx ? " (TLS)" : "");
+        spool_log_info(l->ins, "listening on %s://%s:%d%s", l->ssl_ctx ? "tls" : "tcp", l->url.host,
+                       l->port, l->ssl_ctx ? " (TLS)" : "");
         return 0;
     }
     rc = sock__unix_prepare(l, l->url.path);

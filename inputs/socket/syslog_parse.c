@@ -131,8 +131,7 @@ static int rd_rfc3339(cur *c, syslog_time *t)
         int hh;
         int mm;
         c->p++;
-        if (rd_digits(c, 2, &hh) || rd_char(c, ':') || rd_digits(c, 2, &mm) || hh > 23 ||
-            mm > 59) {
+        if (rd_digits(c, 2, &hh) || rd_char(c, ':') || rd_digits(c, 2, &mm) || hh > 23 || mm > 59) {
             return -1;
         }
         t->tz_known = 1;
@@ -515,12 +514,12 @@ int64_t syslog_time_ms(const syslog_msg *m, int64_t now_ms)
 }
 
 static const char *const facility_names[] = {
-    "kern",   "user",   "mail",   "daemon", "auth",   "syslog", "lpr",    "news",
-    "uucp",   "cron",   "authpriv", "ftp",  "ntp",    "security", "console", "solaris-cron",
-    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"};
+    "kern",   "user",   "mail",     "daemon", "auth",   "syslog",   "lpr",     "news",
+    "uucp",   "cron",   "authpriv", "ftp",    "ntp",    "security", "console", "solaris-cron",
+    "local0", "local1", "local2",   "local3", "local4", "local5",   "local6",  "local7"};
 
 static const char *const severity_names[] = {"emerg",   "alert",  "crit", "err",
-                                              "warning", "notice", "info", "debug"};
+                                             "warning", "notice", "info", "debug"};
 
 const char *syslog_facility_name(int facility)
 {

@@ -27,29 +27,29 @@ typedef enum syslog_format {
 } syslog_format;
 
 typedef struct syslog_time {
-    int year;        /* 4 digits; 0 when the message has none (RFC 3164) */
-    int mon;         /* 1..12 */
-    int day;         /* 1..31 */
+    int year; /* 4 digits; 0 when the message has none (RFC 3164) */
+    int mon;  /* 1..12 */
+    int day;  /* 1..31 */
     int hour, min, sec;
-    int usec;        /* microseconds, 0..999999 */
-    int tz_known;    /* 1 if tz_offset_min is meaningful; else the sender's local time */
+    int usec;          /* microseconds, 0..999999 */
+    int tz_known;      /* 1 if tz_offset_min is meaningful; else the sender's local time */
     int tz_offset_min; /* minutes east of UTC */
 } syslog_time;
 
 typedef struct syslog_msg {
     syslog_format format;
-    int facility;         /* 0..23, -1 when there is no PRI */
-    int severity;         /* 0..7, -1 when there is no PRI */
-    int has_time;         /* 1 if `time` holds the message's timestamp */
+    int facility; /* 0..23, -1 when there is no PRI */
+    int severity; /* 0..7, -1 when there is no PRI */
+    int has_time; /* 1 if `time` holds the message's timestamp */
     syslog_time time;
     syslog_span hostname; /* p NULL when absent or "-" */
     syslog_span appname;  /* RFC 3164: the TAG */
     syslog_span procid;   /* RFC 3164: the [pid] after the tag */
     syslog_span msgid;
-    syslog_span sd;       /* raw STRUCTURED-DATA ("[id k=\"v\"]..."), p NULL when "-" */
-    syslog_span msg;      /* the MSG, without a UTF-8 BOM; the whole input when unparseable */
-    int has_bom;          /* RFC 5424: MSG began with a UTF-8 BOM (removed from msg) */
-    const char *error;    /* static reason when format is SYSLOG_FMT_NONE, else NULL */
+    syslog_span sd;    /* raw STRUCTURED-DATA ("[id k=\"v\"]..."), p NULL when "-" */
+    syslog_span msg;   /* the MSG, without a UTF-8 BOM; the whole input when unparseable */
+    int has_bom;       /* RFC 5424: MSG began with a UTF-8 BOM (removed from msg) */
+    const char *error; /* static reason when format is SYSLOG_FMT_NONE, else NULL */
 } syslog_msg;
 
 /* Parses p[0..n). Trailing CR, LF and NUL bytes are ignored. Returns 0, or
@@ -76,10 +76,10 @@ int syslog_severity_from_name(const char *s);
 
 /* Iterates the parameters of raw structured data (syslog_msg.sd). */
 typedef struct syslog_sd_iter {
-    const uint8_t *p;  /* current position */
+    const uint8_t *p; /* current position */
     const uint8_t *end;
-    syslog_span id;    /* the current element's SD-ID */
-    int in_element;    /* inside [...] */
+    syslog_span id; /* the current element's SD-ID */
+    int in_element; /* inside [...] */
 } syslog_sd_iter;
 
 void syslog_sd_begin(syslog_sd_iter *it, syslog_span sd);

@@ -132,8 +132,7 @@ static int64_t mono_ms(void)
 /* Non-blocking connect to one address within the deadline. */
 static int connect_one(const struct addrinfo *ai, int64_t deadline, int *out)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                    ai->ai_protocol);
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
     if (fd < 0) {
         return -errno;
     }

@@ -10,16 +10,16 @@
 #include <stdint.h>
 
 typedef struct tcpout_conn {
-    char host[256];            /* from the URL, without brackets */
+    char host[256]; /* from the URL, without brackets */
     char port[8];
-    char name[256];            /* TLS: the name verified and sent as SNI */
-    int tls;                   /* tls:// */
+    char name[256];             /* TLS: the name verified and sent as SNI */
+    int tls;                    /* tls:// */
     int64_t connect_timeout_ms; /* TCP connect plus TLS handshake */
-    int64_t write_timeout_ms;  /* one blocked send longer than this fails the chunk */
-    SSL_CTX *ctx;              /* TLS client context, NULL for plain TCP */
-    SSL *ssl;                  /* the session while connected */
-    int fd;                    /* -1 while not connected */
-    char peer[300];            /* "host:port" for messages */
+    int64_t write_timeout_ms;   /* one blocked send longer than this fails the chunk */
+    SSL_CTX *ctx;               /* TLS client context, NULL for plain TCP */
+    SSL *ssl;                   /* the session while connected */
+    int fd;                     /* -1 while not connected */
+    char peer[300];             /* "host:port" for messages */
 } tcpout_conn;
 
 typedef struct tcpout_tls_opts {

@@ -56,33 +56,33 @@ typedef struct tcpout {
     int def_severity;
     tcpout_conn conn;
     int was_connected;
-    char *buf;               /* the formatted chunk */
+    char *buf; /* the formatted chunk */
     size_t len;
     size_t cap;
-    char *line;              /* syslog: one message before its length prefix */
+    char *line; /* syslog: one message before its length prefix */
     size_t line_len;
     size_t line_cap;
-    time_t ts_sec;           /* cached second of ts_text */
-    char ts_text[32];        /* "2026-11-24T09:43:07" */
+    time_t ts_sec;    /* cached second of ts_text */
+    char ts_text[32]; /* "2026-11-24T09:43:07" */
 } tcpout;
 
 static const char *const tcp_formats[] = {"raw", "json", NULL};
 static const char *const syslog_framings[] = {"octet_counting", "newline", NULL};
 
-#define TCPOUT_COMMON_OPTIONS                                                                   \
-    SPOOL_OPT_STR("url", tcpout, url, NULL, 1, "tcp://host:port, or tls://host:port for TLS"), \
-        SPOOL_OPT_TIME("connect_timeout", tcpout, connect_timeout, "10s", 1, 3600000,          \
-                       "TCP connect plus TLS handshake"),                                      \
-        SPOOL_OPT_TIME("write_timeout", tcpout, write_timeout, "30s", 1, 3600000,              \
-                       "a write blocked this long fails the chunk (then reconnect and resend)"), \
-        SPOOL_OPT_STR("tls.ca", tcpout, tls_ca, NULL, 0,                                       \
-                      "PEM CA bundle to verify the server (default: the system store)"),       \
-        SPOOL_OPT_STR("tls.cert", tcpout, tls_cert, NULL, 0,                                   \
-                      "PEM client certificate (mutual TLS)"),                                  \
-        SPOOL_OPT_STR("tls.key", tcpout, tls_key, NULL, 0, "PEM key of tls.cert"),             \
-        SPOOL_OPT_FLAG("tls.verify", tcpout, tls_verify, "true",                               \
-                       "verify the server certificate and name"),                              \
-        SPOOL_OPT_STR("tls.server_name", tcpout, tls_server_name, NULL, 0,                     \
+#define TCPOUT_COMMON_OPTIONS                                                                      \
+    SPOOL_OPT_STR("url", tcpout, url, NULL, 1, "tcp://host:port, or tls://host:port for TLS"),     \
+        SPOOL_OPT_TIME("connect_timeout", tcpout, connect_timeout, "10s", 1, 3600000,              \
+                       "TCP connect plus TLS handshake"),                                          \
+        SPOOL_OPT_TIME("write_timeout", tcpout, write_timeout, "30s", 1, 3600000,                  \
+                       "a write blocked this long fails the chunk (then reconnect and resend)"),   \
+        SPOOL_OPT_STR("tls.ca", tcpout, tls_ca, NULL, 0,                                           \
+                      "PEM CA bundle to verify the server (default: the system store)"),           \
+        SPOOL_OPT_STR("tls.cert", tcpout, tls_cert, NULL, 0,                                       \
+                      "PEM client certificate (mutual TLS)"),                                      \
+        SPOOL_OPT_STR("tls.key", tcpout, tls_key, NULL, 0, "PEM key of tls.cert"),                 \
+        SPOOL_OPT_FLAG("tls.verify", tcpout, tls_verify, "true",                                   \
+                       "verify the server certificate and name"),                                  \
+        SPOOL_OPT_STR("tls.server_name", tcpout, tls_server_name, NULL, 0,                         \
                       "name to verify and send as SNI (default: the URL's host)")
 
 static const spool_option tcp_options[] = {
@@ -148,7 +148,8 @@ static int format_json(tcpout *t, const spool_chunk *c, const spool_record *r)
 {
     char num[200];
     int rc = 0;
-    int n = snprintf(num, sizeof(num), "{\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,"
+    int n = snprintf(num, sizeof(num),
+                     "{\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,"
                      "\"timestamp\":%lld,\"key\":",
                      c->topic, c->partition, (long long)r->offset, (long long)r->timestamp);
     rc |= put(t, num, (size_t)n);
@@ -208,8 +209,7 @@ static int line_field(tcpout *t, const spool_record *r, const char *name, const 
     return 0;
 }
 
-static int header_code(const spool_record *r, const char *name, int (*parse)(const char *),
-                       int def)
+static int header_code(const spool_record *r, const char *name, int (*parse)(const char *), int def)
 {
     const spool_header *h = spool_record_header(r, name);
     if (h == NULL || h->value == NULL || h->value_len <= 0 || h->value_len > 15) {
@@ -311,8 +311,8 @@ static int tcpout_check(spool_instance *ins, void *ctx)
         rc = -EINVAL;
     }
     if (t->facility != NULL && syslog_facility_from_name(t->facility) < 0) {
-        spool_config_error(ins, "facility", "unknown facility '%s' (kern, user, ... local7, or 0-23)",
-                           t->facility);
+        spool_config_error(ins, "facility",
+                           "unknown facility '%s' (kern, user, ... local7, or 0-23)", t->facility);
         rc = -EINVAL;
     }
     if (t->severity != NULL && syslog_severity_from_name(t->severity) < 0) {

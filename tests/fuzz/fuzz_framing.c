@@ -19,7 +19,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct digest {
-    uint64_t h;   /* FNV-1a over frames, lengths and flags */
+    uint64_t h; /* FNV-1a over frames, lengths and flags */
     size_t count;
     size_t max;
 } digest;

@@ -95,13 +95,16 @@ static void check_all_chunkings(sock_frame_mode mode, sock_frame_long on_long, s
     }
 }
 
-#define CHECK(mode, lg, max, in, fin, rc, ...)                                               \
-    do {                                                                                     \
-        static const expect w_[] = {__VA_ARGS__};                                            \
-        check_all_chunkings(mode, lg, max, in, sizeof(in) - 1, fin, w_,                      \
-                            sizeof(w_) / sizeof(w_[0]) - 1, rc);                             \
+#define CHECK(mode, lg, max, in, fin, rc, ...)                                                     \
+    do {                                                                                           \
+        static const expect w_[] = {__VA_ARGS__};                                                  \
+        check_all_chunkings(mode, lg, max, in, sizeof(in) - 1, fin, w_,                            \
+                            sizeof(w_) / sizeof(w_[0]) - 1, rc);                                   \
     } while (0)
-#define END {NULL, 0}
+#define END                                                                                        \
+    {                                                                                              \
+        NULL, 0                                                                                    \
+    }
 
 static void newline_basic(void **state)
 {
@@ -124,20 +127,19 @@ static void newline_long(void **state)
     CHECK(SOCK_FRAME_NEWLINE, SOCK_LONG_SPLIT, 4, "abcdefghij\nxy\n", 0, 0,
           {"abcd", SOCK_FRAME_F_SPLIT}, {"efgh", SOCK_FRAME_F_SPLIT}, {"ij", 0}, {"xy", 0}, END);
     /* Exactly max_bytes is not long. */
-    CHECK(SOCK_FRAME_NEWLINE, SOCK_LONG_SPLIT, 4, "abcd\nefgh\r\n", 0, 0, {"abcd", 0},
-          {"efgh", 0}, END);
+    CHECK(SOCK_FRAME_NEWLINE, SOCK_LONG_SPLIT, 4, "abcd\nefgh\r\n", 0, 0, {"abcd", 0}, {"efgh", 0},
+          END);
     CHECK(SOCK_FRAME_NEWLINE, SOCK_LONG_TRUNCATE, 4, "abcdefghij\nxy\n", 0, 0,
           {"abcd", SOCK_FRAME_F_TRUNCATED}, {"xy", 0}, END);
 
     got g;
     sock_framer st;
     const char *in = "abcdefghij\nxy\n0123456789\n";
-    assert_int_equal(run(SOCK_FRAME_NEWLINE, SOCK_LONG_TRUNCATE, 4, in, strlen(in), 3, 0, &g,
-                         &st), 0);
+    assert_int_equal(run(SOCK_FRAME_NEWLINE, SOCK_LONG_TRUNCATE, 4, in, strlen(in), 3, 0, &g, &st),
+                     0);
     assert_int_equal(st.truncated_msgs, 2);
     assert_int_equal(st.dropped_bytes, 12);
-    assert_int_equal(run(SOCK_FRAME_NEWLINE, SOCK_LONG_SPLIT, 4, in, strlen(in), 3, 0, &g, &st),
-                     0);
+    assert_int_equal(run(SOCK_FRAME_NEWLINE, SOCK_LONG_SPLIT, 4, in, strlen(in), 3, 0, &g, &st), 0);
     assert_int_equal(st.split_msgs, 2);
     assert_int_equal(g.n, 7);
 }
@@ -152,8 +154,7 @@ static void zero_copy(void **state)
     assert_int_equal(g.n, 3);
     assert_int_equal(g.in_place, 3);
     const char *oc = "3 one5 three";
-    assert_int_equal(run(SOCK_FRAME_OCTET, SOCK_LONG_SPLIT, 64, oc, strlen(oc), 0, 0, &g, NULL),
-                     0);
+    assert_int_equal(run(SOCK_FRAME_OCTET, SOCK_LONG_SPLIT, 64, oc, strlen(oc), 0, 0, &g, NULL), 0);
     assert_int_equal(g.n, 2);
     assert_int_equal(g.in_place, 2);
 }

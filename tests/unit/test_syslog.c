@@ -26,7 +26,7 @@
 
 typedef struct sample {
     const char *in;
-    int format;        /* SYSLOG_FMT_* */
+    int format; /* SYSLOG_FMT_* */
     int facility, severity;
     const char *hostname, *appname, *procid, *msgid, *sd;
     const char *msg;
@@ -57,8 +57,8 @@ static const sample samples[] = {
      ABSENT, 0},
     {"<0>", SYSLOG_FMT_RFC3164, 0, 0, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT, "", ABSENT, 0},
     /* RFC 3164 framing with an RFC 3339 timestamp (rsyslog's forward format). */
-    {"<30>2026-11-24T09:43:07.123+01:00 web01 nginx[5]: GET /", SYSLOG_FMT_RFC3164, 3, 6,
-     "web01", "nginx", "5", ABSENT, ABSENT, "GET /", ABSENT, 1795509787123LL},
+    {"<30>2026-11-24T09:43:07.123+01:00 web01 nginx[5]: GET /", SYSLOG_FMT_RFC3164, 3, 6, "web01",
+     "nginx", "5", ABSENT, ABSENT, "GET /", ABSENT, 1795509787123LL},
     /* RFC 5424 example 1: no SD, BOM before the message. */
     {"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - " BOM
      "'su root' failed for lonvick on /dev/pts/8",
@@ -89,14 +89,14 @@ static const sample samples[] = {
     /* Every field nil. */
     {"<14>1 - - - - - -", SYSLOG_FMT_RFC5424, 1, 6, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT, "",
      ABSENT, 0},
-    {"<14>1 - - - - - - msg only", SYSLOG_FMT_RFC5424, 1, 6, ABSENT, ABSENT, ABSENT, ABSENT,
-     ABSENT, "msg only", ABSENT, 0},
+    {"<14>1 - - - - - - msg only", SYSLOG_FMT_RFC5424, 1, 6, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT,
+     "msg only", ABSENT, 0},
     /* Escapes inside an SD value stay raw in `sd`. */
-    {"<14>1 - h a p m [id@1 k=\"a\\\"b\\\\c\\]d\"] x", SYSLOG_FMT_RFC5424, 1, 6, "h", "a", "p",
-     "m", "[id@1 k=\"a\\\"b\\\\c\\]d\"]", "x", ABSENT, 0},
+    {"<14>1 - h a p m [id@1 k=\"a\\\"b\\\\c\\]d\"] x", SYSLOG_FMT_RFC5424, 1, 6, "h", "a", "p", "m",
+     "[id@1 k=\"a\\\"b\\\\c\\]d\"]", "x", ABSENT, 0},
     /* Broken RFC 5424: unparseable, kept whole, with the reason. */
-    {"<14>1 2003-10-11T22:14:15.003Z host", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT,
-     ABSENT, ABSENT, "<14>1 2003-10-11T22:14:15.003Z host", "APP-NAME", 0},
+    {"<14>1 2003-10-11T22:14:15.003Z host", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT,
+     ABSENT, "<14>1 2003-10-11T22:14:15.003Z host", "APP-NAME", 0},
     {"<14>1 2003-13-11T22:14:15Z h a p m - x", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT,
      ABSENT, ABSENT, "<14>1 2003-13-11T22:14:15Z h a p m - x", "TIMESTAMP", 0},
     {"<14>1 - h a p m [unterminated x=\"y\"", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT,
@@ -105,17 +105,17 @@ static const sample samples[] = {
      "<14>1 - h a p m [id x=y]", "SD-PARAM", 0},
     {"<14>1 - h a p m", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT,
      "<14>1 - h a p m", "STRUCTURED-DATA", 0},
-    {"<14>1 - h appname-longer-than-forty-eight-characters-is-not-allowed p m - x",
-     SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT,
+    {"<14>1 - h appname-longer-than-forty-eight-characters-is-not-allowed p m - x", SYSLOG_FMT_NONE,
+     -1, -1, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT,
      "<14>1 - h appname-longer-than-forty-eight-characters-is-not-allowed p m - x", "APP-NAME", 0},
     /* Garbage. */
-    {"hello world", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT,
-     "hello world", "no PRI", 0},
+    {"hello world", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT, "hello world",
+     "no PRI", 0},
     {"", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT, "", "no PRI", 0},
     {"<192>1 - - - - - -", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT,
      "<192>1 - - - - - -", "greater than 191", 0},
-    {"<013>Oct 11 22:14:15 h t: x", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT,
-     ABSENT, "<013>Oct 11 22:14:15 h t: x", "leading zero", 0},
+    {"<013>Oct 11 22:14:15 h t: x", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT,
+     "<013>Oct 11 22:14:15 h t: x", "leading zero", 0},
     {"<1a>x", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT, "<1a>x",
      "invalid PRI", 0},
     {"<", SYSLOG_FMT_NONE, -1, -1, ABSENT, ABSENT, ABSENT, ABSENT, ABSENT, "<", "invalid PRI", 0},
