@@ -130,7 +130,10 @@ class Proc:
         self.p.returncode = self.exited
         self.rusage = ru
         self.cpu = max(self.cpu, ru.ru_utime + ru.ru_stime)
-        self.hwm = max(self.hwm, ru.ru_maxrss * 1024)
+        if self.hwm == 0:
+            # only when /proc was never sampled: ru_maxrss also counts the forked
+            # harness's pages before exec(), VmHWM does not
+            self.hwm = ru.ru_maxrss * 1024
 
     def stop(self, sig=signal.SIGTERM, timeout=30.0):
         """Signals the process (by pid) and reaps it; SIGKILL after timeout."""
