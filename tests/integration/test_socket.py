@@ -259,6 +259,42 @@ def mutual_tls(tmp):
     check("client-one" in recs[0]["headers"].get("tls.subject", ""), recs[0]["headers"])
 
 
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as x:
+            x.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@t.case
+def ipv6_tcp_and_udp(tmp):
+    if not ipv6_loopback():
+        print("     skipped: no IPv6 loopback", flush=True)
+        return
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as x:
+        x.bind(("::1", 0))
+        tport = x.getsockname()[1]
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as x:
+        x.bind(("::1", 0))
+        uport = x.getsockname()[1]
+    inputs = (socket_input("tcp://[::1]:%d" % tport, "t6") +
+              socket_input("udp://[::1]:%d" % uport, "u6"))
+    s = sockt.start(sockt.config(tmp, inputs), listeners=2)
+    try:
+        with socket.create_connection(("::1", tport)) as c:
+            c.sendall(b"over tcp6\n")
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c:
+            c.sendto(b"over udp6", ("::1", uport))
+        recs = sockt.wait_records(tmp, 2)
+    finally:
+        sockt.stop(s)
+    v = {r["value"]: r["headers"] for r in recs}
+    check(v["over tcp6"]["peer"].startswith("[::1]:"), v)
+    check(v["over udp6"]["peer"].startswith("[::1]:"), v)
+
+
 @t.case
 def config_errors(tmp):
     cfg = sockt.config(tmp, socket_input("sctp://127.0.0.1:1") +

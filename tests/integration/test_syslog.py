@@ -43,7 +43,8 @@ def logger_tcp_udp_unix(tmp):
     uport = spoolt.free_port(socket.SOCK_DGRAM)
     path = os.path.join(tmp, "log.sock")
     inputs = (syslog_input("tcp://127.0.0.1:%d" % tport, "tcp") +
-              syslog_input("udp://127.0.0.1:%d" % uport, "udp") +
+              syslog_input("udp://127.0.0.1:%d" % uport, "udp",
+                           "    key: \"{{ facility }}-{{ appname }}\"\n") +
               syslog_input("unixgram://" + path, "unix"))
     s = sockt.start(sockt.config(tmp, inputs), listeners=3)
     t0 = int(time.time() * 1000)
@@ -79,6 +80,8 @@ def logger_tcp_udp_unix(tmp):
     r = v["udp 5424 message"]["headers"]
     check(r["facility"] == "daemon" and r["severity"] == "info" and r["appname"] == "udpapp", r)
     check(r["input"] == "udp", r)
+    check(v["udp 5424 message"]["key"] == "daemon-udpapp", "key template over parsed fields: %s"
+          % v["udp 5424 message"]["key"])
     r = v["udp 3164 message"]["headers"]
     check(r["appname"] == "udp3164" and r["severity"] == "notice", r)
     r = v["unix socket message"]["headers"]
