@@ -70,15 +70,20 @@ def json_lines(text):
     return objs
 
 
-def run_stdin(cfg, data, wait_for_line=None, timeout=30):
+def run_stdin(cfg, data, wait_for_line=None, timeout=30, out=None):
     """Runs spool with stdin fed `data`, waits until stderr contains
-    wait_for_line (or a short while), then SIGTERMs. Returns stderr."""
+    wait_for_line (or until `out` has every line of data, or a short while),
+    then SIGTERMs. Returns stderr."""
     s = spoolt.Spool(cfg, stdin=subprocess.PIPE)
     s.proc.stdout.close()
     s.proc.stdin.write(data)
     s.proc.stdin.flush()
     if wait_for_line:
         spoolt.wait_for(lambda: wait_for_line in s.stderr(), timeout=timeout, what=wait_for_line)
+    elif out:
+        n = data.count(b"\n")
+        spoolt.wait_for(lambda: len(spoolt.read_lines(out)) >= n, timeout=timeout,
+                        what="%d lines delivered" % n)
     else:
         time.sleep(0.5)
     s.proc.stdin.close()
@@ -95,7 +100,7 @@ def json_every_line_is_an_object(tmp):
     out = os.path.join(tmp, "out.txt")
     cfg = config(tmp, data_dir, "log_format: json", file_out(out))
     data = "".join("%d\n" % i for i in range(1, 101)).encode()
-    err = run_stdin(cfg, data)
+    err = run_stdin(cfg, data, out=out)
     objs = json_lines(err)
     check(len(objs) >= 3, "expected several log lines, got %r" % err)
     running = [o for o in objs if "running" in o["message"]]
@@ -137,7 +142,7 @@ def json_levels_components_and_suppression_note(tmp):
 def text_is_the_default(tmp):
     out = os.path.join(tmp, "out.txt")
     cfg = config(tmp, os.path.join(tmp, "data"), "", file_out(out))
-    err = run_stdin(cfg, b"1\n2\n")
+    err = run_stdin(cfg, b"1\n2\n", out=out)
     lines = [l for l in err.split("\n") if l]
     check(len(lines) >= 3, "expected several lines: %r" % err)
     for l in lines:
@@ -179,6 +184,8 @@ def reload_switches_text_to_json(tmp):
                         what="the JSON 'running' line after the reload")
         s.proc.stdin.write(b"2\n")
         s.proc.stdin.close()
+        spoolt.wait_for(lambda: len(spoolt.read_lines(out)) >= 2, timeout=30,
+                        what="both records delivered")
         rc = s.terminate()
         check(rc == 0, "exit %d" % rc)
     finally:
