@@ -155,9 +155,17 @@ int tail_batch_submit(tail_rt *rt)
 
 /* ---- the loop ---- */
 
-static void on_watch(void *arg, int what, const char *path)
+static void on_watch(void *arg, int what, const char *path, uint32_t cookie)
 {
     tail_rt *rt = arg;
+    if (what == TAIL_WATCH_MOVED_FROM) {
+        tail_scan_moved_from(rt, path, cookie);
+        return;
+    }
+    if (what == TAIL_WATCH_MOVED_TO) {
+        tail_scan_moved_to(rt, path, cookie);
+        return;
+    }
     if (what == TAIL_WATCH_MODIFIED) {
         tail_file *f = tail_scan_by_real(rt, path);
         if (f) {
@@ -329,6 +337,7 @@ static int tail_run(spool_instance *ins, void *vctx)
         }
         if (nfd == 2 && (pfd[1].revents & POLLIN)) {
             tail_watch_read(rt->watch, on_watch, rt);
+            tail_scan_adopt_moved(rt);
         }
         rt->now_ms = spool_monotonic_ms();
         if (rt->now_ms >= next_scan) {
@@ -483,6 +492,7 @@ static void tail_destroy(spool_instance *ins, void *vctx)
     spool_batch_destroy(rt->batch);
     tail_scan_restore_free(rt);
     tail_scan_maps_free(rt);
+    tail_scan_moves_free(rt);
     tail_watch_destroy(rt->watch);
     if (rt->wake_fd >= 0) {
         close(rt->wake_fd);

@@ -118,8 +118,10 @@ enum tail_watch_what {
     TAIL_WATCH_RESCAN = 1,   /* entries appeared, moved or vanished: rescan the globs */
     TAIL_WATCH_MODIFIED = 2, /* file `path` was written or truncated */
     TAIL_WATCH_OVERFLOW = 3, /* events were lost: rescan and check every file */
+    TAIL_WATCH_MOVED_FROM = 4, /* entry `path` was renamed away (cookie pairs it) */
+    TAIL_WATCH_MOVED_TO = 5,   /* entry `path` is the new name of a rename (cookie) */
 };
-typedef void (*tail_watch_fn)(void *arg, int what, const char *path);
+typedef void (*tail_watch_fn)(void *arg, int what, const char *path, uint32_t cookie);
 
 /* Creates an inotify watcher; NULL with *err = errno on failure. */
 tail_watch *tail_watch_create(int *err);
@@ -268,6 +270,11 @@ struct tail_rt {
     int index_stale;            /* files changed since the maps were built */
     int watch_warned;           /* "cannot watch" was logged */
     int watch_degraded;         /* a watch failed: rescan on poll_interval */
+    struct tail_move *moves;    /* renames of matched files awaiting their MOVED_TO */
+    size_t nmoves;
+    char **moved;               /* where matched files were renamed to (to adopt) */
+    char **moved_shown;         /* the matched path each of them had */
+    size_t nmoved;
     spool_counter *c_long, *c_rot, *c_trunc, *c_open;
     uint64_t rotations, truncations;
 };
@@ -302,6 +309,12 @@ void tail_scan(tail_rt *rt);
 tail_file *tail_scan_by_real(tail_rt *rt, const char *real);
 void tail_scan_index(tail_rt *rt);
 void tail_scan_maps_free(tail_rt *rt);
+/* inotify renames: a matched file renamed away before any scan saw it (two
+ * rotations between scans) is adopted as rotated, so its lines are read. */
+void tail_scan_moved_from(tail_rt *rt, const char *path, uint32_t cookie);
+void tail_scan_moved_to(tail_rt *rt, const char *path, uint32_t cookie);
+void tail_scan_adopt_moved(tail_rt *rt);
+void tail_scan_moves_free(tail_rt *rt);
 
 /* tail.c: the current batch */
 int tail_batch_get(tail_rt *rt);

@@ -279,6 +279,17 @@ static void note_long_lines(tail_rt *rt, tail_file *f, uint64_t before)
     }
 }
 
+/* 0 if the first fp_len bytes of the file are no longer the fingerprinted ones. */
+static int same_beginning(tail_file *f)
+{
+    uint64_t h;
+    uint32_t len;
+    if (tail_fingerprint(f->fd, f->fp_len, &h, &len) < 0) {
+        return 1; /* cannot tell: trust the size checks */
+    }
+    return len == f->fp_len && h == f->fp_hash;
+}
+
 int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
 {
     int r;
@@ -295,6 +306,13 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
     struct stat st;
     if (fstat(f->fd, &st) == 0 && st.st_size < f->read_off) {
         r = file_restart(rt, f, "file truncated");
+        if (r < 0) {
+            return r;
+        }
+    } else if (f->fp_len > 0 && f->read_off > 0 && !same_beginning(f)) {
+        /* Truncated and rewritten past read_off between two looks (copytruncate
+         * under a fast writer): the beginning of the file is no longer the same. */
+        r = file_restart(rt, f, "file truncated and rewritten");
         if (r < 0) {
             return r;
         }
@@ -317,6 +335,16 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
         if (n == 0) {
             f->eof = 1;
             return 0;
+        }
+        if (f->fp_len > 0 && !same_beginning(f)) {
+            /* Truncated while this block was read: it may hold the new
+             * content at the old offset. Drop it and start again at 0 (a
+             * duplicate would be worse than the copytruncate loss). */
+            r = file_restart(rt, f, "file truncated and rewritten while read");
+            if (r < 0) {
+                return r;
+            }
+            continue;
         }
         rt->now_wall_ms = spool_now_ms();
         int64_t emit_before = f->sp.emit_off;

@@ -132,7 +132,11 @@ void tail_scan_index(tail_rt *rt)
     for (size_t i = 0; i < rt->nfiles; i++) {
         tail_file *f = rt->files[i];
         map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
-        map_put(&rt->by_real, str_hash(f->real), f);
+        if (f->state == TAIL_ACTIVE) {
+            /* A rotated file's old name may be its successor's; rotated
+             * files are read every cycle anyway. */
+            map_put(&rt->by_real, str_hash(f->real), f);
+        }
     }
     rt->index_stale = 0;
 }
@@ -380,6 +384,24 @@ static void make_rotated(tail_rt *rt, tail_file *f, const char *why)
     if (f->state == TAIL_ROTATED) {
         return;
     }
+    if (f->fd < 0) {
+        /* Closed (idle, or over max_open_files): find it by inode next to
+         * its old name, where rename-based rotation leaves it. */
+        char dir[PATH_MAX], found[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s", f->real);
+        if (find_in_dir(dirname(dir), f->dev, f->ino, found, sizeof(found))) {
+            int fd = open(found, O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                f->fd = fd;
+                rt->nopen++;
+                lseek(fd, f->read_off, SEEK_SET);
+            }
+        }
+        if (f->fd < 0) {
+            spool_log_warn(rt->ins, "%s: %s while closed and not found again; lines written "
+                           "after offset %" PRId64 " are not read", f->path, why, f->read_off);
+        }
+    }
     f->state = TAIL_ROTATED;
     f->dirty = 1;
     f->last_grow_ms = rt->now_ms;
@@ -457,6 +479,9 @@ static void on_file(void *arg, const char *path, const struct stat *st)
     if (rt->initial && rt->first_start) {
         tail_file_touch(rt, f); /* its start position is stored even before data comes */
     }
+    /* Opened at once: if it is rotated away before it is read, the fd still
+     * reaches it. */
+    tail_file_open(rt, f);
     if (!rt->initial) {
         spool_log_debug(rt->ins, "%s: new file, reading from the beginning", path);
     }
@@ -491,19 +516,6 @@ void tail_scan(tail_rt *rt)
             struct stat st;
             int gone = f->fd >= 0 && fstat(f->fd, &st) == 0 && st.st_nlink == 0;
             make_rotated(rt, f, gone ? "deleted" : "renamed or no longer matched");
-            if (f->fd < 0) {
-                /* Closed while idle: look for it by inode next to its old name. */
-                char dir[PATH_MAX], found[PATH_MAX];
-                snprintf(dir, sizeof(dir), "%s", f->real);
-                if (find_in_dir(dirname(dir), f->dev, f->ino, found, sizeof(found))) {
-                    int fd = open(found, O_RDONLY | O_CLOEXEC);
-                    if (fd >= 0) {
-                        f->fd = fd;
-                        rt->nopen++;
-                        lseek(fd, f->read_off, SEEK_SET);
-                    }
-                }
-            }
         }
         if (rt->watch && f->state == TAIL_ROTATED) {
             char dir[PATH_MAX];
@@ -515,4 +527,126 @@ void tail_scan(tail_rt *rt)
         tail_watch_end(rt->watch);
     }
     rt->index_stale = 1;
+}
+
+/* ---- renames seen by inotify ---- */
+
+typedef struct tail_move {
+    uint32_t cookie;
+    char *shown; /* the matched path the renamed file had */
+} tail_move;
+
+#define TAIL_MAX_MOVES 256
+
+static int matched(const tail_rt *rt, const char *path)
+{
+    for (size_t i = 0; i < rt->ctx->paths.count; i++) {
+        if (tail_glob_match(rt->ctx->paths.items[i], path)) {
+            return !excluded(rt, path);
+        }
+    }
+    return 0;
+}
+
+void tail_scan_moved_from(tail_rt *rt, const char *path, uint32_t cookie)
+{
+    const char *shown = NULL;
+    for (size_t i = 0; i < rt->nmoved && !shown; i++) {
+        if (strcmp(rt->moved[i], path) == 0) {
+            shown = rt->moved_shown[i]; /* renamed again (rotation chains) */
+        }
+    }
+    if (!shown && !matched(rt, path)) {
+        return;
+    }
+    if (rt->nmoves == TAIL_MAX_MOVES) {
+        free(rt->moves[0].shown);
+        memmove(rt->moves, rt->moves + 1, (rt->nmoves - 1) * sizeof(*rt->moves));
+        rt->nmoves--;
+    }
+    tail_move *nm = realloc(rt->moves, (rt->nmoves + 1) * sizeof(*nm));
+    if (!nm) {
+        return;
+    }
+    rt->moves = nm;
+    nm[rt->nmoves].cookie = cookie;
+    nm[rt->nmoves].shown = strdup(shown ? shown : path);
+    if (nm[rt->nmoves].shown) {
+        rt->nmoves++;
+    }
+}
+
+void tail_scan_moved_to(tail_rt *rt, const char *path, uint32_t cookie)
+{
+    for (size_t i = 0; i < rt->nmoves; i++) {
+        if (rt->moves[i].cookie != cookie) {
+            continue;
+        }
+        char *shown = rt->moves[i].shown;
+        memmove(rt->moves + i, rt->moves + i + 1, (rt->nmoves - i - 1) * sizeof(*rt->moves));
+        rt->nmoves--;
+        char **a = realloc(rt->moved, (rt->nmoved + 1) * sizeof(*a));
+        if (a) {
+            rt->moved = a;
+        }
+        char **b = realloc(rt->moved_shown, (rt->nmoved + 1) * sizeof(*b));
+        if (b) {
+            rt->moved_shown = b;
+        }
+        char *p = strdup(path);
+        if (!a || !b || !p) {
+            free(p);
+            free(shown);
+            return;
+        }
+        rt->moved[rt->nmoved] = p;
+        rt->moved_shown[rt->nmoved] = shown;
+        rt->nmoved++;
+        return;
+    }
+}
+
+void tail_scan_adopt_moved(tail_rt *rt)
+{
+    if (rt->nmoved == 0) {
+        return;
+    }
+    if (rt->index_stale) {
+        tail_scan_index(rt);
+    }
+    /* Newest names last: a chain's last element is where the file is now. */
+    for (size_t i = 0; i < rt->nmoved; i++) {
+        struct stat st;
+        if (stat(rt->moved[i], &st) != 0 || !S_ISREG(st.st_mode) ||
+            find_id(rt, (uint64_t)st.st_dev, (uint64_t)st.st_ino) || matched(rt, rt->moved[i])) {
+            continue; /* gone, known, or still under the globs (the scan takes it) */
+        }
+        tail_file *f = adopt_rotated(rt, rt->moved[i], rt->moved_shown[i], 0);
+        if (f) {
+            f->last_grow_ms = rt->now_ms;
+            map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
+            spool_log_info(rt->ins, "%s: created and rotated to %s between two scans; reading it",
+                           rt->moved_shown[i], rt->moved[i]);
+        }
+    }
+    for (size_t i = 0; i < rt->nmoved; i++) {
+        free(rt->moved[i]);
+        free(rt->moved_shown[i]);
+    }
+    rt->nmoved = 0;
+}
+
+void tail_scan_moves_free(tail_rt *rt)
+{
+    for (size_t i = 0; i < rt->nmoves; i++) {
+        free(rt->moves[i].shown);
+    }
+    free(rt->moves);
+    rt->moves = NULL;
+    rt->nmoves = 0;
+    rt->nmoved = 0; /* adopt_moved freed the strings; only arrays remain */
+    free(rt->moved);
+    free(rt->moved_shown);
+    rt->moved = NULL;
+    rt->moved_shown = NULL;
 }

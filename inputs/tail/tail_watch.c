@@ -248,7 +248,7 @@ int tail_watch_read(tail_watch *w, tail_watch_fn fn, void *arg)
             const struct inotify_event *ev = (const struct inotify_event *)p;
             p += sizeof(*ev) + ev->len;
             if (ev->mask & IN_Q_OVERFLOW) {
-                fn(arg, TAIL_WATCH_OVERFLOW, NULL);
+                fn(arg, TAIL_WATCH_OVERFLOW, NULL, 0);
                 continue;
             }
             watch_entry *e = find_wd(w, ev->wd);
@@ -259,17 +259,23 @@ int tail_watch_read(tail_watch *w, tail_watch_fn fn, void *arg)
                 if (ev->mask & IN_IGNORED) {
                     e->wd = -1; /* the kernel dropped it; the rescan re-adds or forgets */
                 }
-                fn(arg, TAIL_WATCH_RESCAN, NULL);
+                fn(arg, TAIL_WATCH_RESCAN, NULL, 0);
                 continue;
             }
             const char *name = ev->len ? ev->name : "";
+            if (ev->len) {
+                snprintf(path, sizeof(path), "%s/%s", strcmp(e->dir, "/") ? e->dir : "", name);
+            }
+            if ((ev->mask & (IN_MOVED_FROM | IN_MOVED_TO)) && ev->len && !(ev->mask & IN_ISDIR)) {
+                fn(arg, (ev->mask & IN_MOVED_FROM) ? TAIL_WATCH_MOVED_FROM : TAIL_WATCH_MOVED_TO,
+                   path, ev->cookie);
+            }
             if ((ev->mask & (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE)) &&
                 entry_wants(e, name)) {
-                fn(arg, TAIL_WATCH_RESCAN, NULL);
+                fn(arg, TAIL_WATCH_RESCAN, NULL, 0);
             }
             if ((ev->mask & IN_MODIFY) && ev->len) {
-                snprintf(path, sizeof(path), "%s/%s", strcmp(e->dir, "/") ? e->dir : "", name);
-                fn(arg, TAIL_WATCH_MODIFIED, path);
+                fn(arg, TAIL_WATCH_MODIFIED, path, 0);
             }
         }
         if (n < EVBUF_SIZE / 2) {
