@@ -7,7 +7,8 @@ ENOSPC. Then:
 - /health answers 503 with a reason naming the log writer;
 - the input is paused (backpressure): spool stops reading stdin, so the
   test's writes into the pipe stop making progress;
-- when the filler is deleted, appends resume by themselves (/health 200);
+- when the filler is deleted, appends resume by themselves, the file output
+  catches up and /health is 200 again;
 - afterwards the log holds every record fed exactly once and in order, and
   the `file` output (on another filesystem) has them all.
 The tmpfs is always unmounted at the end. Without root, or if mount is
@@ -108,6 +109,7 @@ inputs:
   - type: stdin
     name: in
     topic: app
+    exit_on_eof: false
 outputs:
   - type: file
     name: out
@@ -146,7 +148,11 @@ outputs:
         feeder.join(120)
         check(feeder.done, "the feeder did not finish after space returned (sent %d of %d, "
               "error %r)" % (feeder.sent, N * REC, feeder.error))
-        rc = s.wait(timeout=120)  # exit_on_eof: drains, delivers, stops
+        spoolt.wait_for(lambda: len(spoolt.read_lines(out)) >= N, timeout=120,
+                        what="the file output to get all %d records" % N)
+        code, body = health(port)
+        check(code == 200, "/health %r after space returned: %r" % (code, body))
+        rc = s.terminate()
         check(rc == 0, "spool exited %d: %s" % (rc, s.stderr()[-3000:]))
         err = s.stderr()
         blocked = [l for l in err.split("\n") if "log writer:" in l and " error " in l]
