@@ -255,6 +255,8 @@ typedef struct writer_state {
     size_t batches_since_commit;
     int64_t next_commit_ms;   /* monotonic deadline, -1 = none */
     int blocked_logged;
+    int append_failing;       /* an append is being retried */
+    int commit_failing;       /* the last commit failed */
 } writer_state;
 
 static void writer_set_blocked(writer_state *w, int rc, const char *what)
@@ -284,8 +286,16 @@ static int writer_commit(writer_state *w, int force, int idle)
     int64_t next = -1;
     int rc = spool_log_commit(svc->log, force, idle, &next);
     if (rc < 0) {
+        w->commit_failing = 1;
         writer_set_blocked(w, rc, "commit failed");
         return rc;
+    }
+    if (w->commit_failing) {
+        /* A failed commit alone never gets an append failure to clear it. */
+        w->commit_failing = 0;
+        if (!w->append_failing) {
+            writer_clear_blocked(w);
+        }
     }
     w->next_commit_ms = next >= 0 ? spool_monotonic_ms() + next : -1;
     for (size_t i = 0; i < w->npending; i++) {
@@ -310,12 +320,16 @@ static int writer_append(writer_state *w, int topic, int32_t p, const spool_reco
         int rc = spool_log_append(svc->log, topic, p, recs, n, &base);
         if (rc == 0) {
             if (first_fail) {
-                writer_clear_blocked(w);
+                w->append_failing = 0;
+                if (!w->commit_failing) {
+                    writer_clear_blocked(w);
+                }
             }
             return 0;
         }
         if (!first_fail) {
             first_fail = spool_monotonic_ms();
+            w->append_failing = 1;
         }
         const char *what = rc == -EAGAIN ? "topic is full (on_full: block) and outputs have not "
                                            "delivered its oldest segment"
@@ -335,6 +349,7 @@ static int writer_append(writer_state *w, int topic, int32_t p, const spool_reco
                             "(%s); inputs that keep positions (tail, journald) will read them "
                             "again at the next start", n, svc->conf->topics[topic].name,
                             strerror(-rc));
+            w->append_failing = 0;
             return -ESHUTDOWN;
         }
         atomic_store(&svc->writer_heartbeat, spool_monotonic_ms());
