@@ -42,11 +42,12 @@ def logger_tcp_udp_unix(tmp):
     tport = spoolt.free_port()
     uport = spoolt.free_port(socket.SOCK_DGRAM)
     path = os.path.join(tmp, "log.sock")
-    inputs = (syslog_input("tcp://127.0.0.1:%d" % tport, "tcp") +
+    spath = os.path.join(tmp, "stream.sock")
+    inputs = (syslog_input("unix://" + spath, "ustream") +syslog_input("tcp://127.0.0.1:%d" % tport, "tcp") +
               syslog_input("udp://127.0.0.1:%d" % uport, "udp",
                            "    key: \"{{ facility }}-{{ appname }}\"\n") +
               syslog_input("unixgram://" + path, "unix"))
-    s = sockt.start(sockt.config(tmp, inputs), listeners=3)
+    s = sockt.start(sockt.config(tmp, inputs), listeners=4)
     t0 = int(time.time() * 1000)
     try:
         srv = ["--server", "127.0.0.1", "--port"]
@@ -62,7 +63,9 @@ def logger_tcp_udp_unix(tmp):
         logger(*srv, str(uport), "--udp", "--rfc3164", "-t", "udp3164", msg="udp 3164 message")
         logger("--socket", path, "-t", "localapp", "--id=77", "-p", "mail.notice",
                msg="unix socket message")
-        recs = sockt.wait_records(tmp, 6)
+        # A stream socket: logger falls back to SOCK_STREAM by itself.
+        logger("--socket", spath, "-t", "streamapp", msg="unix stream message")
+        recs = sockt.wait_records(tmp, 7)
     finally:
         sockt.stop(s)
     v = by_value(recs)
@@ -87,6 +90,8 @@ def logger_tcp_udp_unix(tmp):
     r = v["unix socket message"]["headers"]
     check(r["appname"] == "localapp" and r["procid"] == "77" and r["facility"] == "mail", r)
     check(r["peer"] == path, r)
+    r = v["unix stream message"]["headers"]
+    check(r["appname"] == "streamapp" and r["input"] == "ustream" and r["peer"] == spath, r)
 
 
 @t.case
