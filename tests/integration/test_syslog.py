@@ -1,7 +1,7 @@
 """The `syslog` input and output with real syslog software.
 
 - util-linux `logger` sending RFC 5424 and RFC 3164 over TCP (newline and
-  octet-counted framing), UDP and a unix datagram socket: the parsed
+  octet-counted framing), UDP and unix datagram and stream sockets: the parsed
   fields arrive as headers, the message timestamp as the record's.
 - A message that is not syslog is kept whole with a `syslog.error` header.
 - Debian's rsyslog (rsyslogd -n, its own work dir) forwarding to spool
