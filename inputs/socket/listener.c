@@ -387,6 +387,7 @@ int sock_listener_run(sock_listener *l)
         uv_async_send(&l->wake);
     }
     uv_run(&l->loop, UV_RUN_DEFAULT);
+    l->loop_done = 1;
 
     /* The loop has ended: hand over what is left, waiting a little. */
     if (l->batch != NULL && spool_batch_count(l->batch) > 0 && !l->shutdown) {
@@ -419,7 +420,9 @@ void sock_listener_stop(sock_listener *l)
 {
     if (l != NULL && l->loop_ready) {
         l->stop_requested = 1;
-        uv_async_send(&l->wake);
+        if (!l->loop_done) {
+            uv_async_send(&l->wake);
+        }
     }
 }
 

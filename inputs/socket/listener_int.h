@@ -73,6 +73,7 @@ struct sock_listener {
     int paused;                 /* the pipeline refused the batch: not reading */
     int stopping;               /* the loop began to stop */
     _Atomic int stop_requested; /* set by sock_listener_stop (any thread) */
+    _Atomic int loop_done;      /* run() finished: the wake handle is closed */
     int shutdown;               /* the pipeline is gone: nothing more can be submitted */
     SSL_CTX *ssl_ctx;
 
