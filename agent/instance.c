@@ -33,7 +33,7 @@ const spool_option spool__output_common_options[] = {
                     "payload bytes per chunk (a single larger batch still passes alone)"),
     SPOOL_OPT_TIME("linger", spool_output_common, linger, "0", 0, 3600000,
                    "wait up to this long to fill a chunk before sending"),
-    SPOOL_OPT_INTEGER("max_in_flight", spool_output_common, max_in_flight, "1", 1, 1024,
+    SPOOL_OPT_INTEGER("max_in_flight", spool_output_common, max_in_flight, "4", 1, 1024,
                       "chunks outstanding at once (outputs that answer asynchronously)"),
     SPOOL_OPT_TIME("max_retry_time", spool_output_common, max_retry_time, "0", 0, INT64_MAX / 2,
                    "give up on a chunk after retrying this long (0 = never give up)"),

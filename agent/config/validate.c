@@ -625,6 +625,15 @@ int spool_config_option_pos(const spool_cnode *map, const char *option, int *lin
         if (n->type != SPOOL_CNODE_MAPPING) {
             return -ENOENT;
         }
+        /* A key may itself contain dots (properties: {linger.ms: 5}): the
+         * rest of the name as one key wins over descending further. */
+        for (size_t i = 0; dot != NULL && i < n->count; i++) {
+            if (strcmp(n->keys[i], p) == 0) {
+                *line = n->items[i]->line;
+                *column = n->items[i]->column;
+                return 0;
+            }
+        }
         for (size_t i = 0; i < n->count; i++) {
             if (strlen(n->keys[i]) == len && strncmp(n->keys[i], p, len) == 0) {
                 next = n->items[i];

@@ -381,8 +381,9 @@ typedef struct spool_template spool_template;
 /* Compiles text. NULL on syntax error with *err set to a static message. */
 spool_template *spool_template_compile(const char *text, const char **err);
 void spool_template_destroy(spool_template *t);
-/* Renders into buf (cap bytes); returns the full length needed, so a
- * return >= cap means truncated. `input` and `topic` may be NULL. */
+/* Renders into buf (cap bytes, not NUL-terminated); returns the full
+ * length needed, so a return > cap means truncated. `input` and `topic`
+ * may be NULL. */
 size_t spool_template_render(const spool_template *t, const spool_record *r, const char *topic,
                              const char *input, char *buf, size_t cap);
 /* 1 if the template is plain text with no fields. */
