@@ -91,22 +91,28 @@ class Run:
         self.err.close()
 
 
-def bench_tcp(spool, n, conns):
+def bench_tcp(spool, n, conns, kind="socket"):
     with tempfile.TemporaryDirectory(prefix="spool-bench-socket-") as tmp:
         port = free_port()
-        run = Run(spool, tmp, "  - type: socket\n    topic: t\n    listen: tcp://127.0.0.1:%d\n"
-                  % port, 4)
+        run = Run(spool, tmp, "  - type: %s\n    topic: t\n    listen: tcp://127.0.0.1:%d\n"
+                  % (kind, port), 4)
         try:
-            return tcp_once(run, port, n, conns)
+            return tcp_once(run, port, n, conns, kind)
         finally:
             run.stop()
 
 
-def tcp_once(run, port, n, conns):
+def tcp_once(run, port, n, conns, kind):
     per = n // conns
-    pad = b"x" * 80
-    payloads = [b"".join(b"c%02d %09d %s\n" % (c, i, pad) for i in range(per))
-                for c in range(conns)]
+    if kind == "syslog":
+        # RFC 5424 with structured data, about 150 bytes.
+        fmt = (b"<134>1 2026-11-24T10:00:00.123Z web%02d nginx 4242 ACCESS [req@1 id=\"%09d\"]"
+               b" GET /index.html 200 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n")
+        payloads = [b"".join(fmt % (c, i) for i in range(per)) for c in range(conns)]
+    else:
+        pad = b"x" * 80
+        payloads = [b"".join(b"c%02d %09d %s\n" % (c, i, pad) for i in range(per))
+                    for c in range(conns)]
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(conns)]
     cpu0 = cpu_seconds(run.proc.pid)
     t0 = time.monotonic()
@@ -124,7 +130,7 @@ def tcp_once(run, port, n, conns):
             raise SystemExit("timed out")
     wall = time.monotonic() - t0
     cpu = cpu_seconds(run.proc.pid) - cpu0
-    return {"conns": conns, "lines": total, "mb": total * len(payloads[0]) / per / 1e6,
+    return {"kind": kind, "conns": conns, "lines": total, "mb": total * len(payloads[0]) / per / 1e6,
             "secs": wall, "lines_s": total / wall, "cpu_per_m": cpu / (total / 1e6)}
 
 
@@ -184,15 +190,18 @@ def main():
     out = []
     out.append("### socket: %s\n" % time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()))
     out.append("Machine: %d CPUs, Linux %s. `bench/socket/bench.py --lines %d`: 100-byte lines "
-               "into a `socket` input (topic of 4 partitions, fsync 1s, no output); senders are "
+               "into a `socket` input, and ~150-byte RFC 5424 messages with structured data into "
+               "a `syslog` input (topic of 4 partitions, fsync 1s, no output); senders are "
                "Python threads on the same machine.\n" % (os.cpu_count(), os.uname().release,
                                                          a.lines))
-    out.append("| connections | lines | MB | seconds | lines/s | spool CPU s per million lines |")
-    out.append("|---|---|---|---|---|---|")
-    for conns in (() if a.skip_tcp else (1, 50)):
-        r = bench_tcp(a.spool, a.lines, conns)
-        out.append("| %d | %d | %.0f | %.2f | %.0f | %.2f |" % (
-            r["conns"], r["lines"], r["mb"], r["secs"], r["lines_s"], r["cpu_per_m"]))
+    out.append("| input | connections | lines | MB | seconds | lines/s "
+               "| spool CPU s per million lines |")
+    out.append("|---|---|---|---|---|---|---|")
+    runs = [("socket", 1), ("socket", 50), ("syslog", 1), ("syslog", 50)]
+    for kind, conns in ([] if a.skip_tcp else runs):
+        r = bench_tcp(a.spool, a.lines, conns, kind)
+        out.append("| %s | %d | %d | %.0f | %.2f | %.0f | %.2f |" % (
+            r["kind"], r["conns"], r["lines"], r["mb"], r["secs"], r["lines_s"], r["cpu_per_m"]))
         print(out[-1], flush=True)
     out.append("")
     out.append("UDP syslog (RFC 5424, ~120 B datagrams), %d s per rate and receive_buffer; "
