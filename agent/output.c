@@ -454,11 +454,21 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
             return 0;
         }
         off += (size_t)sz;
+        /* Decode one chunk's worth only: compressed batches expand far
+         * beyond max_bytes (the bound of the raw read), and what is decoded
+         * stays allocated in the slot (memory_limit). */
+        if (off < s->raw.len && (s->dec.count >= (size_t)ins->out.max_records ||
+                                 s->dec.scratch.len >= (size_t)ins->out.max_bytes)) {
+            next = bi.base_offset + bi.last_offset_delta + 1;
+            break;
+        }
     }
+    size_t raw_len = off; /* whole batches, ending at `next` */
     size_t count = s->dec.count;
     if (count > (size_t)ins->out.max_records) {
         count = (size_t)ins->out.max_records;
         next = s->dec.records[count].offset;
+        raw_len = 0; /* the batches hold records past next: no raw bytes (spool.h) */
     }
     if (count == 0) {
         ps->read_pos = next; /* a gap (compacted or skipped offsets) */
@@ -482,8 +492,8 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
         .records = s->dec.records,
         .count = count,
         .bytes = bytes,
-        .raw = s->raw.data,
-        .raw_len = s->raw.len,
+        .raw = raw_len ? s->raw.data : NULL,
+        .raw_len = raw_len,
     };
     s->part = (int)p;
     s->seq = ps->next_seq++;

@@ -2,9 +2,10 @@
 
 A fast input (stdin fed by `seq`, a few hundred MiB of 200-byte numbered
 lines) and an output whose destination never answers. The topic has
-`fsync: always` so the log writer is slower than the input: the queues in
-front of it fill up to their bound, which is what memory_limit is about
-(with a writer that keeps up, nothing would ever queue). Then spool's resident memory must stay near
+`fsync: always` and zstd compression so the log writer is slower than the
+input: the queues in front of it fill up to their bound, which is what
+memory_limit is about (with a writer that keeps up, nothing would ever
+queue; with memory_limit: 2GiB this run peaks at ~540 MiB). Then spool's resident memory must stay near
 service.memory_limit for the whole run (the log absorbs the rest), and
 everything fed must be in the log afterwards. RSS is sampled from
 /proc/<pid>/status every 100 ms; the bound is generous (limit + 64 MiB, and
@@ -126,6 +127,7 @@ service:
 topics:
   app:
     fsync: always
+    compression: zstd
     segment_bytes: 32MiB
 inputs:
   - type: stdin
