@@ -34,15 +34,18 @@ struct spool__durable {
  * A small pool of emptied batches: the pipeline frees a batch in the writer
  * and an input creates the next one, so reusing their arrays and arenas
  * (already faulted in) saves an mmap, page faults and a munmap per batch.
- * Batches with an arena larger than BATCH_POOL_MAX_ARENA are not kept, so
- * the pool holds at most BATCH_POOL_SIZE * BATCH_POOL_MAX_ARENA bytes.
+ * Batches with an arena larger than BATCH_POOL_MAX_ARENA are not kept, and
+ * the arenas kept add up to at most BATCH_POOL_MAX_BYTES (an aggregator's
+ * http input builds batches of several MiB per request).
  */
 #define BATCH_POOL_SIZE 8
-#define BATCH_POOL_MAX_ARENA (2u << 20)
+#define BATCH_POOL_MAX_ARENA (16u << 20)
+#define BATCH_POOL_MAX_BYTES (32u << 20)
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static spool_batch *pool[BATCH_POOL_SIZE];
 static size_t pool_count;
+static size_t pool_bytes; /* sum of the pooled batches' acap */
 
 spool_batch *spool_batch_create(spool_instance *ins)
 {
@@ -50,6 +53,7 @@ spool_batch *spool_batch_create(spool_instance *ins)
     pthread_mutex_lock(&pool_lock);
     if (pool_count) {
         b = pool[--pool_count];
+        pool_bytes -= b->acap;
     }
     pthread_mutex_unlock(&pool_lock);
     if (!b) {
@@ -92,8 +96,9 @@ void spool_batch_destroy(spool_batch *b)
     batch_reset(b);
     if (b->acap <= BATCH_POOL_MAX_ARENA) {
         pthread_mutex_lock(&pool_lock);
-        if (pool_count < BATCH_POOL_SIZE) {
+        if (pool_count < BATCH_POOL_SIZE && pool_bytes + b->acap <= BATCH_POOL_MAX_BYTES) {
             pool[pool_count++] = b;
+            pool_bytes += b->acap;
             b = NULL;
         }
         pthread_mutex_unlock(&pool_lock);
