@@ -375,23 +375,34 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
     unsigned status = 0;
     size_t pos = 0;
     while (pos < body->len) {
+        /* The CRC is checked once, by spool_batch_decode (below). */
         spool_batch_info info;
-        long n = spool_batch_parse_header(body->data + pos, body->len - pos, 1, &info);
+        long n = spool_batch_parse_header(body->data + pos, body->len - pos, 0, &info);
         if (n == 0) {
             snprintf(why, whycap, "truncated batch at byte %zu", pos);
             status = MHD_HTTP_BAD_REQUEST;
             break;
         }
         if (n < 0) {
-            snprintf(why, whycap, "corrupt batch at byte %zu: bad header or CRC mismatch", pos);
+            snprintf(why, whycap, "corrupt batch at byte %zu: bad header", pos);
             status = MHD_HTTP_BAD_REQUEST;
             break;
         }
         spool_decoded_reset(&d);
         int m = spool_batch_decode(body->data + pos, (size_t)n, -1, req->first, &d);
         if (m < 0) {
+            /* Tell a CRC mismatch from other damage (error path only). */
+            int crc_bad =
+                m == -EBADMSG && spool_batch_parse_header(body->data + pos, (size_t)n, 1, NULL) < 0;
+            if (m == -ENOMEM) {
+                snprintf(why, whycap, "out of memory");
+                status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                break;
+            }
             snprintf(why, whycap, "corrupt batch at byte %zu: %s", pos,
-                     m == -ENOTSUP ? "unsupported compression" : "malformed records");
+                     m == -ENOTSUP ? "unsupported compression"
+                     : crc_bad     ? "CRC mismatch"
+                                   : "malformed records");
             status = MHD_HTTP_BAD_REQUEST;
             break;
         }
