@@ -21,6 +21,7 @@
 #define SPOOL__LOG_WINDOW_MS 10000
 #define SPOOL__LOG_BURST 5
 #define SPOOL__LOG_SLOTS 64
+#define SPOOL__LOG_PROBE 4
 
 static _Atomic int log_level = SPOOL_LOG_INFO;
 static _Atomic int log_format = SPOOL_LOGFMT_TEXT;
@@ -52,12 +53,30 @@ int spool_log_enabled(int level)
  * suppress this one. */
 static long rate_limit(const void *ins, const char *fmt)
 {
-    size_t h = ((uintptr_t)ins * 31u + (uintptr_t)fmt) % SPOOL__LOG_SLOTS;
+    /* Mixed: aligned pointers modulo 64 would share a handful of slots. */
+    uint64_t x = (uint64_t)(uintptr_t)ins * 31u + (uint64_t)(uintptr_t)fmt;
+    size_t h = (size_t)(((x ^ (x >> 29)) * 0x9E3779B97F4A7C15ull) >> 58) % SPOOL__LOG_SLOTS;
     int64_t now = spool_monotonic_ms();
     long suppressed = 0;
 
     pthread_mutex_lock(&slots_lock);
-    log_slot *s = &slots[h];
+    /* Probe a few slots: two messages that hash alike must not keep
+     * evicting each other (that reset both counts: an unlimited flood).
+     * Take the matching slot, else a free or expired one, else the oldest. */
+    log_slot *s = NULL, *spare = NULL;
+    for (size_t k = 0; k < SPOOL__LOG_PROBE; k++) {
+        log_slot *c = &slots[(h + k) % SPOOL__LOG_SLOTS];
+        if (c->ins == ins && c->fmt == fmt) {
+            s = c;
+            break;
+        }
+        if (!spare || (spare->fmt && (!c->fmt || c->window_start < spare->window_start))) {
+            spare = c;
+        }
+    }
+    if (!s) {
+        s = spare;
+    }
     if (s->ins != ins || s->fmt != fmt || now - s->window_start > SPOOL__LOG_WINDOW_MS) {
         if (s->ins == ins && s->fmt == fmt && s->count > SPOOL__LOG_BURST) {
             suppressed = (long)(s->count - SPOOL__LOG_BURST);

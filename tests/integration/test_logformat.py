@@ -133,6 +133,10 @@ def json_levels_components_and_suppression_note(tmp):
     check({"info", "warn", "debug"} <= levels, "levels seen: %r" % levels)
     comps = {o["component"] for o in objs}
     check("core" in comps and "output:tcp:dead" in comps, "components seen: %r" % comps)
+    # The limiter works (5 per message per 10s): hundreds of retries, few lines.
+    dead = [o for o in objs if o["component"] == "output:tcp:dead"]
+    check(len(dead) < 60, "%d lines from the failing output: the rate limiter let a flood "
+          "through" % len(dead))
     notes = [o for o in objs if "similar messages suppressed" in o["message"]]
     check(notes and all(o["component"] == "output:tcp:dead" for o in notes),
           "suppression notes: %r" % notes)
