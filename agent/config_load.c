@@ -261,6 +261,15 @@ static int load_topics(spool_service_conf *conf, const spool_cnode *root, spool_
                 nerr++;
             }
         }
+        if (n == 0 && to.max_bytes > 0 && to.max_bytes < 2 * to.segment_bytes) {
+            int l = tn->line, c = tn->column;
+            spool_config_option_pos(tn, "max_bytes", &l, &c);
+            spool_errors_add(errs, conf->doc.file, l, c, path,
+                             "max_bytes must be at least twice segment_bytes (%lld bytes): "
+                             "retention frees whole segments, never the one being written",
+                             (long long)to.segment_bytes);
+            nerr++;
+        }
         if (add_topic(conf, name, &to) < 0) {
             nerr++;
         }

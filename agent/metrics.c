@@ -105,13 +105,14 @@ void spool_count(spool_instance *ins, spool_counter_kind kind, uint64_t n)
     }
 }
 
-spool_counter *spool_counter_register(spool_instance *ins, const char *name, const char *help)
+static spool_counter *plugin_metric(spool_instance *ins, const char *name, const char *help,
+                                    int gauge)
 {
     char full[256], labels[512];
     size_t nl = strlen(name);
     int has_total = nl >= 6 && strcmp(name + nl - 6, "_total") == 0;
     snprintf(full, sizeof(full), "spool_%s_%s%s", ins->plugin->name, name,
-             has_total ? "" : "_total");
+             has_total || gauge ? "" : "_total");
     for (char *p = full; *p; p++) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) {
             *p = '_';
@@ -122,7 +123,17 @@ spool_counter *spool_counter_register(spool_instance *ins, const char *name, con
              : ins->kind == SPOOL_PLUGIN_OUTPUT ? "output"
                                                 : "processor",
              ins->plugin->name, ins->name);
-    return spool__metric_register(full, help, labels, 0);
+    return spool__metric_register(full, help, labels, gauge);
+}
+
+spool_counter *spool_counter_register(spool_instance *ins, const char *name, const char *help)
+{
+    return plugin_metric(ins, name, help, 0);
+}
+
+spool_counter *spool_gauge_register(spool_instance *ins, const char *name, const char *help)
+{
+    return plugin_metric(ins, name, help, 1);
 }
 
 typedef struct sample_vec {

@@ -354,7 +354,10 @@ static int writer_append(writer_state *w, int topic, int32_t p, const spool_reco
         }
         atomic_store(&svc->writer_heartbeat, spool_monotonic_ms());
         sleep_ms(backoff);
-        backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+        /* A full topic frees up as soon as an output moves on: look again
+         * often. A full or failing disk gets longer pauses. */
+        int64_t cap = rc == -EAGAIN ? 100 : 2000;
+        backoff = backoff * 2 > cap ? cap : backoff * 2;
     }
 }
 

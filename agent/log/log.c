@@ -369,7 +369,9 @@ int spool_log_append(spool_log *log, int topic, int32_t partition, const spool_r
             return rc;
         }
     }
-    if (c->max_bytes > 0 && p->bytes + len > c->max_bytes &&
+    /* An empty partition takes any batch, so a batch larger than max_bytes
+     * cannot block the writer for ever. */
+    if (c->max_bytes > 0 && p->bytes > 0 && p->bytes + len > c->max_bytes &&
         (rc = spool__retention_make_room(log, p, len)) < 0) {
         return rc;
     }

@@ -405,6 +405,11 @@ size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len);
  * waits max(ms, its own backoff) before retrying that chunk. Any thread. */
 void spool_output_retry_after(spool_instance *ins, int64_t ms);
 
+/* A plugin-specific gauge (a value that goes up and down, such as open
+ * connections), exported as spool_<plugin>_<name>; set it with
+ * spool_gauge_set. Call from init; the core owns it. NULL on ENOMEM. */
+spool_counter *spool_gauge_register(spool_instance *ins, const char *name, const char *help);
+
 #ifdef __cplusplus
 }
 #endif
