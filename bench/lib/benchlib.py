@@ -51,16 +51,26 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def proc_hwm(pid):
-    """VmHWM (peak RSS) in bytes of a live process, or None."""
+def proc_mem(pid):
+    """{VmHWM, RssAnon, RssFile, Threads} of a live process (bytes; count), or None."""
+    out = {}
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+                k = line.split(":", 1)[0]
+                if k in ("VmHWM", "RssAnon", "RssFile", "RssShmem"):
+                    out[k] = int(line.split()[1]) * 1024
+                elif k == "Threads":
+                    out[k] = int(line.split()[1])
     except OSError:
         return None
-    return None
+    return out or None
+
+
+def proc_hwm(pid):
+    """VmHWM (peak RSS) in bytes of a live process, or None."""
+    m = proc_mem(pid)
+    return m.get("VmHWM") if m else None
 
 
 def listening(port):
@@ -98,6 +108,7 @@ class Proc:
         self.t_start = time.monotonic()
         self.cpu = 0.0
         self.hwm = 0
+        self.anon = self.file = self.threads = 0
         self.exited = None  # exit status once reaped
         self.rusage = None
 
@@ -105,11 +116,15 @@ class Proc:
         if self.exited is not None:
             return
         c = proc_cpu(self.pid)
-        h = proc_hwm(self.pid)
+        m = proc_mem(self.pid)
         if c is not None:
             self.cpu = max(self.cpu, c)
-        if h is not None:
-            self.hwm = max(self.hwm, h)
+        if m:
+            self.hwm = max(self.hwm, m.get("VmHWM", 0))
+            # largest anonymous / file-backed resident parts seen (what VmHWM is made of)
+            self.anon = max(self.anon, m.get("RssAnon", 0))
+            self.file = max(self.file, m.get("RssFile", 0) + m.get("RssShmem", 0))
+            self.threads = max(self.threads, m.get("Threads", 0))
         self.poll()
 
     def poll(self):
@@ -217,6 +232,11 @@ def load_agents(names=None):
         a["dir"] = os.path.join(root, name)
         out[name] = a
     return out
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
 
 
 def machine():
