@@ -234,6 +234,18 @@ def load_agents(names=None):
     return out
 
 
+def children(pid):
+    """pids of the direct children of pid."""
+    out = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return f.read().split()[0]
