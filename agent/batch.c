@@ -35,17 +35,24 @@ struct spool__durable {
  * and an input creates the next one, so reusing their arrays and arenas
  * (already faulted in) saves an mmap, page faults and a munmap per batch.
  * Batches with an arena larger than BATCH_POOL_MAX_ARENA are not kept, and
- * the arenas kept add up to at most BATCH_POOL_MAX_BYTES (an aggregator's
- * http input builds batches of several MiB per request).
+ * the batches kept (arenas and arrays) add up to at most BATCH_POOL_MAX_BYTES
+ * (an aggregator's http input builds batches of several MiB per request).
  */
 #define BATCH_POOL_SIZE 8
 #define BATCH_POOL_MAX_ARENA (16u << 20)
-#define BATCH_POOL_MAX_BYTES (32u << 20)
+#define BATCH_POOL_MAX_BYTES (96u << 20)
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static spool_batch *pool[BATCH_POOL_SIZE];
 static size_t pool_count;
-static size_t pool_bytes; /* sum of the pooled batches' acap */
+static size_t pool_bytes; /* sum of the pooled batches' batch_footprint() */
+
+/* Bytes a batch keeps allocated: arena and arrays. */
+static size_t batch_footprint(const spool_batch *b)
+{
+    return b->acap + b->cap * sizeof(*b->recs) + b->hcap * sizeof(*b->hdrs) +
+           b->views_cap * sizeof(*b->views) + b->hviews_cap * sizeof(*b->hviews);
+}
 
 spool_batch *spool_batch_create(spool_instance *ins)
 {
@@ -53,7 +60,7 @@ spool_batch *spool_batch_create(spool_instance *ins)
     pthread_mutex_lock(&pool_lock);
     if (pool_count) {
         b = pool[--pool_count];
-        pool_bytes -= b->acap;
+        pool_bytes -= batch_footprint(b);
     }
     pthread_mutex_unlock(&pool_lock);
     if (!b) {
@@ -96,9 +103,10 @@ void spool_batch_destroy(spool_batch *b)
     batch_reset(b);
     if (b->acap <= BATCH_POOL_MAX_ARENA) {
         pthread_mutex_lock(&pool_lock);
-        if (pool_count < BATCH_POOL_SIZE && pool_bytes + b->acap <= BATCH_POOL_MAX_BYTES) {
+        size_t fp = batch_footprint(b);
+        if (pool_count < BATCH_POOL_SIZE && pool_bytes + fp <= BATCH_POOL_MAX_BYTES) {
             pool[pool_count++] = b;
-            pool_bytes += b->acap;
+            pool_bytes += fp;
             b = NULL;
         }
         pthread_mutex_unlock(&pool_lock);
