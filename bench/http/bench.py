@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """HTTP benchmark: an agent tails a file of fixed-size lines (1 GiB by
 default) -> its log -> the `http` output (native format, zstd) -> an
-aggregator's `http` input -> the aggregator's log (fsync: always), both
-processes on this machine over loopback.
+aggregator's `http` input -> the aggregator's log (fsync: always unless
+--agg-fsync says otherwise), both processes on this machine over loopback.
 
 Prints and (unless --no-append) appends to bench/RESULTS.md: records/s and
 MiB/s end to end (from the agent's start to the last record durable in the
@@ -10,7 +10,9 @@ aggregator's log), CPU seconds per million records for each process, and
 the peak RSS of each.
 
 Usage: bench/http/bench.py [--bytes 1GiB] [--line 120] [--build DIR] [--no-append]
-       [--max-bytes 4MiB] [--keep]
+       [--max-bytes 4MiB] [--max-in-flight 4] [--partitions 4] [--agg-fsync always]
+       [--compression zstd] [--agent-compression none] [--agg-compression none]
+       [--keep] [--dir DIR]
 Not a test: nothing is asserted; figures depend on the machine.
 """
 import argparse
@@ -91,6 +93,14 @@ def main():
     ap.add_argument("--max-bytes", default="4MiB", help="the http output's chunk size")
     ap.add_argument("--max-in-flight", type=int, default=4, help="the http output's max_in_flight")
     ap.add_argument("--partitions", type=int, default=4, help="partitions of both topics")
+    ap.add_argument("--agg-fsync", default="always",
+                    help="fsync policy of the aggregator's topic (always, never or a duration)")
+    ap.add_argument("--agent-compression", default="none", choices=["none", "zstd"],
+                    help="compression of the agent's topic on disk")
+    ap.add_argument("--agg-compression", default="none", choices=["none", "zstd"],
+                    help="compression of the aggregator's topic on disk")
+    ap.add_argument("--compression", default="zstd", choices=["auto", "none", "gzip", "zstd"],
+                    help="the http output's body compression")
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
@@ -113,17 +123,18 @@ def main():
         f.write("""
 service: {data_dir: %(w)s/agg-data, log_level: warn, http: {listen: "127.0.0.1:%(api)d"}}
 topics:
-  logs: {partitions: %(parts)d, fsync: always, segment_bytes: 256MiB}
+  logs: {partitions: %(parts)d, fsync: %(fsync)s, segment_bytes: 256MiB, compression: %(comp)s}
 inputs:
   - {type: http, name: ingest, topic: logs, listen: "127.0.0.1:%(port)d", max_body_bytes: 256MiB}
 outputs: []
-""" % {"w": work, "api": agg_api, "port": port, "parts": args.partitions})
+""" % {"w": work, "api": agg_api, "port": port, "parts": args.partitions,
+       "fsync": args.agg_fsync, "comp": args.agg_compression})
     agent_cfg = os.path.join(work, "agent.yaml")
     with open(agent_cfg, "w") as f:
         f.write("""
 service: {data_dir: %(w)s/agent-data, log_level: warn, http: {listen: "127.0.0.1:%(api)d"}}
 topics:
-  app: {partitions: %(parts)d, fsync: 1s, segment_bytes: 256MiB}
+  app: {partitions: %(parts)d, fsync: 1s, segment_bytes: 256MiB, compression: %(tcomp)s}
 inputs:
   - type: tail
     name: file
@@ -137,15 +148,17 @@ outputs:
     topics: [app]
     url: http://127.0.0.1:%(port)d/v1/batches
     format: spool
-    compression: zstd
+    compression: %(comp)s
     max_bytes: %(mb)s
     max_records: 100000
     max_in_flight: %(mif)d
 """ % {"w": work, "api": agent_api, "port": port, "data": data, "mb": args.max_bytes,
-       "mif": args.max_in_flight, "parts": args.partitions})
+       "mif": args.max_in_flight, "parts": args.partitions, "comp": args.compression,
+       "tcomp": args.agent_compression})
 
     err_agg = open(os.path.join(work, "aggregator.stderr"), "wb")
     err_agent = open(os.path.join(work, "agent.stderr"), "wb")
+    load_start = os.getloadavg()[0]
     agg = subprocess.Popen([spool, "run", "-c", agg_cfg], stderr=err_agg)
     time.sleep(0.5)
     t0 = time.monotonic()
@@ -196,25 +209,31 @@ outputs:
     }
     print("records %(records)d (%(mib).0f MiB) in %(elapsed).1f s: %(rps).0f records/s, "
           "%(mibps).1f MiB/s end to end (agent's own log complete after %(agent_tail_s).1f s)" % res)
+    print("load average at the start: %.1f" % load_start)
     print("CPU s per million records: agent %(cpu_agent).2f, aggregator %(cpu_agg).2f; "
           "peak RSS: agent %(rss_agent).0f MiB, aggregator %(rss_agg).0f MiB; "
           "wire bytes / input bytes %(wire_ratio).3f" % res)
 
     if not args.no_append:
-        machine = "%d CPUs" % os.cpu_count()
+        machine = "%d CPUs, load average %.1f at the start (other processes)" % (
+            os.cpu_count(), load_start)
         if os.environ.get("GLIBC_TUNABLES"):
             machine += ", GLIBC_TUNABLES=%s" % os.environ["GLIBC_TUNABLES"]
         with open(os.path.join(SRC, "bench", "RESULTS.md"), "a") as f:
             f.write("\n### http (agent -> aggregator): %s\n\n" %
                     datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%MZ"))
             f.write("Machine: %s. `bench/http/bench.py --bytes %s --line %d --max-bytes %s "
-                    "--max-in-flight %d --partitions %d`: "
-                    "agent tails one file (read_from: beginning, fsync 1s) -> "
-                    "`http` output (format spool, zstd 1, max_in_flight %d) -> aggregator "
-                    "`http` input -> topic with as many partitions, fsync: always. Timed from the "
-                    "agent's start to the last record durable in the aggregator's log.\n\n"
+                    "--max-in-flight %d --partitions %d --agg-fsync %s --compression %s "
+                    "--agent-compression %s --agg-compression %s`: "
+                    "agent tails one file (read_from: beginning, topic fsync 1s) -> "
+                    "`http` output (format spool, compression %s, max_in_flight %d) -> "
+                    "aggregator `http` input -> topic with as many partitions, fsync: %s. Timed "
+                    "from the agent's start to the last record durable in the aggregator's "
+                    "log.\n\n"
                     % (machine, args.bytes, args.line, args.max_bytes, args.max_in_flight,
-                       args.partitions, args.max_in_flight))
+                       args.partitions, args.agg_fsync, args.compression, args.agent_compression,
+                       args.agg_compression, args.compression, args.max_in_flight,
+                       args.agg_fsync))
             f.write("| records | MiB | seconds | records/s | MiB/s | agent CPU s/M rec | "
                     "aggregator CPU s/M rec | agent peak RSS MiB | aggregator peak RSS MiB | "
                     "wire/input bytes |\n|---|---|---|---|---|---|---|---|---|---|\n")
