@@ -180,8 +180,11 @@ static rd_kafka_resp_err_t kafka_produce_one(kafka_ctx *ctx, const spool_chunk *
     vu[n++].u.rkt = rkt;
     vu[n].vtype = RD_KAFKA_VTYPE_PARTITION;
     vu[n++].u.i32 = ctx->partitioner == KAFKA_PART_SAME ? chunk->partition : RD_KAFKA_PARTITION_UA;
+    /* No copy: the value points into the chunk, which stays valid until
+     * spool_output_complete, and that comes only after every record's
+     * delivery report (or purge). librdkafka copies the key itself. */
     vu[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
-    vu[n++].u.i = RD_KAFKA_MSG_F_COPY;
+    vu[n++].u.i = 0;
     vu[n].vtype = RD_KAFKA_VTYPE_VALUE;
     vu[n].u.mem.ptr = r->value_len >= 0 ? (void *)r->value : NULL;
     vu[n++].u.mem.size = r->value_len >= 0 ? (size_t)r->value_len : 0;
