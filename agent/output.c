@@ -552,6 +552,9 @@ static void *runner_main(void *arg)
     spool_service *svc = r->svc;
     for (;;) {
         int64_t next_wake = -1;
+        /* Read before looking at slots and data: a completion or an append
+         * after this point ends the wait below at once (no lost wake-up). */
+        uint64_t gen = spool_log_generation(svc->log, -1);
         int busy = settle(r);
         busy |= retry_due(r, &next_wake);
         flush_cursors(r, 0);
@@ -597,7 +600,7 @@ static void *runner_main(void *arg)
             timeout = timeout > 100 ? 100 : timeout;
         }
         if (timeout > 0) {
-            spool_log_wait(svc->log, -1, timeout);
+            spool_log_wait_since(svc->log, -1, gen, timeout);
         }
     }
     if (r->ins->plugin->drain) {
