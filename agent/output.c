@@ -16,10 +16,12 @@
  * Rejected chunks go to the dead-letter topic (durably) before the cursor
  * moves past them.
  */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core.h"
 
@@ -679,10 +681,32 @@ int spool__output_start(spool_service *svc, spool_instance *ins)
 void spool__output_join(spool_service *svc, spool_instance *ins)
 {
     spool_output_runner *r = ins->runner;
-    if (r && r->running) {
-        pthread_join(r->thread, NULL);
-        r->running = 0;
+    if (!r || !r->running) {
+        return;
     }
+    /* The runner stops by itself at the drain deadline unless a flush
+     * blocks (a destination that accepts but never reads): then the
+     * plugin's stop() must break it out, so shutdown_timeout holds. */
+    int64_t left = svc->drain_deadline + 500 - spool_monotonic_ms();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (left > 0) {
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (left % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+    }
+    if (pthread_timedjoin_np(r->thread, NULL, &ts) != 0) {
+        spool_log_warn(ins, "still delivering at the shutdown deadline: interrupting it");
+        atomic_store(&ins->stopping, 1);
+        if (ins->plugin->stop) {
+            ins->plugin->stop(ins, ins->ctx);
+        }
+        pthread_join(r->thread, NULL);
+    }
+    r->running = 0;
 }
 
 /* Frees the runner after the plugin was destroyed (no completion can come). */

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "spool/spool.h"
@@ -387,6 +388,19 @@ static int tcpout_flush(spool_instance *ins, void *ctx, const spool_chunk *chunk
     return SPOOL_OK;
 }
 
+/* Called by the core when a flush must give up (shutdown deadline): a
+ * shutdown(2) of the socket wakes a write blocked on a peer that does not
+ * read; the flush thread then closes it and returns SPOOL_RETRY. */
+static void tcpout_stop(spool_instance *ins, void *ctx)
+{
+    tcpout *t = ctx;
+    (void)ins;
+    int fd = __atomic_load_n(&t->conn.fd, __ATOMIC_ACQUIRE);
+    if (fd >= 0) {
+        shutdown(fd, SHUT_RDWR);
+    }
+}
+
 static void tcpout_destroy(spool_instance *ins, void *ctx)
 {
     tcpout *t = ctx;
@@ -410,6 +424,7 @@ const spool_plugin spool_plugin_tcp_out = {
     .check = tcpout_check,
     .init = tcp_init,
     .flush = tcpout_flush,
+    .stop = tcpout_stop,
     .destroy = tcpout_destroy,
 };
 
@@ -425,5 +440,6 @@ const spool_plugin spool_plugin_syslog_out = {
     .check = tcpout_check,
     .init = syslog_init,
     .flush = tcpout_flush,
+    .stop = tcpout_stop,
     .destroy = tcpout_destroy,
 };
