@@ -123,13 +123,14 @@ static int batch_set_positions(tail_rt *rt)
 
 int tail_batch_submit(tail_rt *rt)
 {
-    if (!rt->batch) {
+    if (rt->batch ? spool_batch_count(rt->batch) == 0 && rt->ntouched == 0 && !rt->batch_pos
+                  : rt->ntouched == 0) {
         return 0;
     }
-    if (spool_batch_count(rt->batch) == 0 && rt->ntouched == 0 && !rt->batch_pos) {
-        return 0;
+    int r = tail_batch_get(rt); /* positions alone (a new empty file) go too */
+    if (r == 0) {
+        r = batch_set_positions(rt);
     }
-    int r = batch_set_positions(rt);
     if (r < 0) {
         return r;
     }
@@ -212,8 +213,8 @@ static int finish_rotated(tail_rt *rt)
         if (r < 0) {
             return r;
         }
-        spool_log_info(rt->ins, "%s: finished at offset %" PRId64 ", closed", f->path,
-                       f->read_off);
+        spool_log_info(rt->ins, "%s: finished at offset %" PRId64 ", closed (%s)", f->path,
+                       f->read_off, f->source);
         tail_file_free(rt, f, 1);
         rt->index_stale = 1;
     }
@@ -309,6 +310,11 @@ static int tail_run(spool_instance *ins, void *vctx)
     tail_scan_restore_leftovers(rt);
     spool_log_info(ins, "following %zu files (%s)", rt->nfiles,
                    rt->first_start ? "first start" : "resuming from stored positions");
+    /* The positions of what the first scan found (and forgot) go first, on
+     * their own, so they are durable before the first backlog is read. */
+    if ((r = tail_batch_submit(rt)) < 0) {
+        return r == -ESHUTDOWN ? 0 : r;
+    }
     int64_t next_scan = rt->now_ms + scan_interval(rt);
     r = 0;
     while (!spool_instance_stopping(ins)) {
@@ -357,8 +363,9 @@ static int tail_run(spool_instance *ins, void *vctx)
     }
     /* Stopping: hand over what was read; if the pipeline is gone, the data
      * is still in the files and the stored positions do not cover it. */
-    if (r == 0 && rt->batch) {
-        spool_input_submit(ins, rt->batch, 1000) == 0 ? (void)(rt->batch = NULL) : (void)0;
+    if (r == 0 && rt->batch && batch_set_positions(rt) == 0 &&
+        spool_input_submit(ins, rt->batch, 1000) == 0) {
+        rt->batch = NULL;
     }
     return r == -ESHUTDOWN ? 0 : r;
 }

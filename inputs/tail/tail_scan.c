@@ -219,7 +219,7 @@ static tail_restore *restore_find(tail_rt *rt, uint64_t dev, uint64_t ino)
 }
 
 /* Where a file found at start begins, from its stored position if any. */
-static int64_t start_offset(tail_rt *rt, const char *path, const struct stat *st)
+static int64_t start_offset(tail_rt *rt, const char *path, const struct stat *st, int *restored)
 {
     tail_restore *rs = rt->nrestore ? restore_find(rt, (uint64_t)st->st_dev,
                                                    (uint64_t)st->st_ino) : NULL;
@@ -233,6 +233,7 @@ static int64_t start_offset(tail_rt *rt, const char *path, const struct stat *st
             fclose(fp);
         }
         if (ok && len == rs->pos.fp_len && h == rs->pos.fp_hash) {
+            *restored = 1;
             if (rs->pos.offset > (int64_t)st->st_size) {
                 spool_log_info(rt->ins, "%s: shorter than its position (%" PRId64 "): "
                                "truncated while stopped, reading from the beginning",
@@ -409,7 +410,7 @@ static void make_rotated(tail_rt *rt, tail_file *f, const char *why)
     if (rt->c_rot) {
         spool_counter_add(rt->c_rot, 1);
     }
-    spool_log_info(rt->ins, "%s: %s; finishing it", f->path, why);
+    spool_log_info(rt->ins, "%s: %s; finishing it (%s)", f->path, why, f->source);
 }
 
 static void on_dir(void *arg, const char *dir, const char *name_filter)
@@ -469,22 +470,25 @@ static void on_file(void *arg, const char *path, const struct stat *st)
         spool_log_error(rt->ins, "%s: out of memory", path);
         return;
     }
-    int64_t off = start_offset(rt, path, st);
+    int restored = 0;
+    int64_t off = start_offset(rt, path, st, &restored);
     f->read_off = off;
     tail_split_reset(&f->sp, off);
     f->seen = 1;
     f->dirty = 1;
     map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
     map_put(&rt->by_real, str_hash(f->real), f);
-    if (rt->initial && rt->first_start) {
-        tail_file_touch(rt, f); /* its start position is stored even before data comes */
+    if (!restored) {
+        /* Its position is stored at once, before any data comes: if spool
+         * dies and the file is rotated before the restart, the restart
+         * still knows it and finds it by inode. */
+        tail_file_touch(rt, f);
     }
     /* Opened at once: if it is rotated away before it is read, the fd still
      * reaches it. */
     tail_file_open(rt, f);
-    if (!rt->initial) {
-        spool_log_debug(rt->ins, "%s: new file, reading from the beginning", path);
-    }
+    spool_log_debug(rt->ins, "%s: following (%s) from offset %" PRId64 "%s", path, f->source,
+                    off, restored ? " (stored position)" : "");
     /* Watch the real directory too (a symlink's target elsewhere). */
     if (rt->watch) {
         char *slash = strrchr(real, '/');
@@ -624,6 +628,7 @@ void tail_scan_adopt_moved(tail_rt *rt)
         tail_file *f = adopt_rotated(rt, rt->moved[i], rt->moved_shown[i], 0);
         if (f) {
             f->last_grow_ms = rt->now_ms;
+            tail_file_touch(rt, f);
             map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
             spool_log_info(rt->ins, "%s: created and rotated to %s between two scans; reading it",
                            rt->moved_shown[i], rt->moved[i]);

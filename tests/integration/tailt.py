@@ -19,7 +19,7 @@ PAD = "x" * 100  # lines of ~110 bytes
 
 
 def config(tmp, paths, extra="", topic_extra="", out_format="raw", partitions=1,
-           log_level="info", key=None):
+           log_level="info", key=None, fsync="1s"):
     """Writes <tmp>/spool.yaml; returns its path. `extra` is YAML text added to
     the tail input (indented 4 spaces)."""
     os.makedirs(os.path.join(tmp, "data"), exist_ok=True)
@@ -27,7 +27,7 @@ def config(tmp, paths, extra="", topic_extra="", out_format="raw", partitions=1,
     lines = [
         "service: {data_dir: %s/data, log_level: %s, shutdown_timeout: 20s}" % (tmp, log_level),
         "topics:",
-        "  t: {partitions: %d, fsync: 1s%s}" % (partitions, topic_extra),
+        "  t: {partitions: %d, fsync: %s%s}" % (partitions, fsync, topic_extra),
         "inputs:",
         "  - type: tail",
         "    name: tl",
