@@ -235,7 +235,8 @@ int tail_file_open(tail_rt *rt, tail_file *f)
     if (f->fp_len > 0) {
         uint64_t h;
         uint32_t len;
-        if (tail_fingerprint(fd, f->fp_len, &h, &len) == 0 && (len != f->fp_len || h != f->fp_hash)) {
+        if (tail_fingerprint(fd, f->fp_len, &h, &len) == 0 &&
+            (len != f->fp_len || h != f->fp_hash)) {
             return file_restart(rt, f, "beginning of the file changed");
         }
     }
