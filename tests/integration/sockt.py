@@ -64,7 +64,12 @@ def out_records(tmp, name="out.json", strict=True):
     last line, which its resend then continues on the same line."""
     path = os.path.join(tmp, name)
     recs = []
-    for line in spoolt.read_lines(path):
+    data = b""
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            data = f.read()
+    # Only complete lines: the output may be writing the next chunk now.
+    for line in data.split(b"\n")[:-1]:
         try:
             recs.append(json.loads(line.decode("utf-8")))
         except ValueError:
