@@ -6,6 +6,7 @@ write() calls, optionally reopening its path when it was rotated (create
 mode); readers for the log (`spool read`) and the output file; and the
 sequence checker (lost, duplicated, out of order within a file).
 """
+import atexit
 import json
 import os
 import subprocess
@@ -16,6 +17,23 @@ import spoolt
 from spoolt import check
 
 PAD = "x" * 100  # lines of ~110 bytes
+
+_started = []
+
+
+def spool(cfg):
+    """Starts `spool run -c cfg`; a failed test leaves no spool behind."""
+    s = spoolt.Spool(cfg)
+    _started.append(s)
+    return s
+
+
+@atexit.register
+def _kill_leftovers():
+    for s in _started:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait(30)
 
 
 def config(tmp, paths, extra="", topic_extra="", out_format="raw", partitions=1,

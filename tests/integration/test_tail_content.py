@@ -19,7 +19,7 @@ START = r"^\d{4}-\d\d-\d\d "
 
 
 def start(cfg):
-    s = spoolt.Spool(cfg)
+    s = tailt.spool(cfg)
     spoolt.wait_for(lambda: "following" in s.stderr() or s.proc.poll() is not None,
                     timeout=30, what="tail to start")
     check(s.proc.poll() is None, "spool exited: %s" % s.stderr()[-3000:])

@@ -57,7 +57,7 @@ def kill_rounds(tmp, cfg, writer, rnd, rotate=None):
     kills = 0
     restarts = 0
     while kills < ROUNDS or writer.poll() is None:
-        s = spoolt.Spool(cfg)
+        s = tailt.spool(cfg)
         restarts += 1
         time.sleep(rnd.uniform(0.2, 1.0))
         if rotate and rnd.random() < 0.7:
@@ -71,7 +71,7 @@ def kill_rounds(tmp, cfg, writer, rnd, rotate=None):
         kills += 1
         if kills > 200:
             break
-    s = spoolt.Spool(cfg)
+    s = tailt.spool(cfg)
     return s, kills, restarts
 
 

@@ -28,7 +28,7 @@ MAX_ROTATIONS = 60
 
 
 def start(cfg):
-    s = spoolt.Spool(cfg)
+    s = tailt.spool(cfg)
     spoolt.wait_for(lambda: "following" in s.stderr() or s.proc.poll() is not None,
                     timeout=30, what="tail to start")
     check(s.proc.poll() is None, "spool exited: %s" % s.stderr()[-3000:])
