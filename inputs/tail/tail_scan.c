@@ -324,8 +324,9 @@ void tail_scan_restore_leftovers(tail_rt *rt)
                 fclose(fp);
             }
             if (ok && adopt_rotated(rt, found, rs->pos.path, rs->pos.offset)) {
-                spool_log_info(rt->ins, "%s: rotated to %s while stopped; finishing it from "
-                               "offset %" PRId64, rs->pos.path, found, rs->pos.offset);
+                spool_log_info(rt->ins, "%s: rotated to %s (not finished when spool stopped); "
+                               "finishing it from offset %" PRId64, rs->pos.path, found,
+                               rs->pos.offset);
                 continue;
             }
         }

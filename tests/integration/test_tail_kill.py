@@ -10,9 +10,11 @@ logrotate (create mode) between kills, so restarts find rotated files that
 were being finished when spool died, by inode next to their old name.
 
 The second case runs only with SPOOL_TAIL_STRESS=1: with kills 0.2-1 s
-apart it still loses, now and then, a whole rotated file that spool found
-but whose position was not durable before the kill (its lines are then in
-a file the restarted spool does not know). Known limit, under investigation.
+apart it still loses, now and then, a whole file: logrotate creates it and
+renames it away again while spool, busy reading the backlog of the previous
+restart (or blocked in submit), has not yet scanned (so it has no durable
+position for it); the restarted spool then does not know that file. Known
+limit: the scan waits for the read cycle; see the tail report.
 """
 import os
 import random
