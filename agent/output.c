@@ -25,7 +25,7 @@
 
 #include "core.h"
 
-#define CURSOR_FLUSH_MS 1000
+#define CURSOR_FLUSH_MS 200 /* bounds what a kill -9 makes an output resend */
 #define FAILING_UNHEALTHY_MS 1000
 
 enum slot_state {
