@@ -234,6 +234,25 @@ static void close_inactive(tail_rt *rt)
     }
 }
 
+/* Takes in pending inotify events between two files of a long read cycle,
+ * so a busy backlog does not delay noticing rotations (a file created and
+ * rotated away before any scan saw it would need the rename chain). */
+static void events_now(tail_rt *rt)
+{
+    if (!rt->watch) {
+        return;
+    }
+    struct pollfd p = {.fd = tail_watch_fd(rt->watch), .events = POLLIN};
+    if (poll(&p, 1, 0) > 0 && (p.revents & POLLIN)) {
+        tail_watch_read(rt->watch, on_watch, rt);
+        tail_scan_adopt_moved(rt);
+    }
+    if (rt->need_rescan) {
+        rt->need_rescan = 0;
+        tail_scan(rt);
+    }
+}
+
 /* Reads what the files have. Returns 0 or -ESHUTDOWN. */
 static int read_cycle(tail_rt *rt)
 {
@@ -248,6 +267,7 @@ static int read_cycle(tail_rt *rt)
                 continue;
             }
             f->dirty = 0;
+            int64_t before = f->read_off;
             r = tail_file_read(rt, f, budget);
             if (r < 0) {
                 return r;
@@ -255,6 +275,9 @@ static int read_cycle(tail_rt *rt)
             if (r > 0) {
                 f->dirty = 1;
                 rt->more = 1;
+            }
+            if (f->read_off - before > (int64_t)rt->ctx->read_buffer) {
+                events_now(rt);
             }
         }
     }
