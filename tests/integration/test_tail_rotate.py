@@ -69,6 +69,8 @@ def wait_all(tmp, n, timeout):
     rest = [b""]
 
     def more():
+        if not os.path.exists(path):
+            return False
         with open(path, "rb") as f:
             f.seek(pos[0])
             data = f.read()
