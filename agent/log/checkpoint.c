@@ -27,12 +27,53 @@
 
 /* ---- position tables ---- */
 
+/* Positions are looked up by source on every batch that carries one, so
+ * the table keeps a hash index (FNV-1a, linear probing) beside its array.
+ * Removal is rare (a rotated file finished): it rebuilds the index. */
+static uint32_t pos_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) {
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    }
+    return h;
+}
+
+static int pos_index_rebuild(spool__pos_table *t, size_t want)
+{
+    size_t cap = 16;
+    while (cap < want * 2 + 2) {
+        cap *= 2;
+    }
+    uint32_t *idx = calloc(cap, sizeof(*idx));
+    if (idx == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < t->count; i++) {
+        size_t h = pos_hash(t->items[i].source) & (cap - 1);
+        while (idx[h]) {
+            h = (h + 1) & (cap - 1);
+        }
+        idx[h] = (uint32_t)i + 1;
+    }
+    free(t->index);
+    t->index = idx;
+    t->index_cap = cap;
+    return 0;
+}
+
 const spool__pos *spool__pos_table_find(const spool__pos_table *t, const char *source)
 {
-    for (size_t i = 0; i < t->count; i++) {
-        if (strcmp(t->items[i].source, source) == 0) {
-            return &t->items[i];
+    if (t->index_cap == 0) {
+        return NULL;
+    }
+    size_t h = pos_hash(source) & (t->index_cap - 1);
+    while (t->index[h]) {
+        const spool__pos *e = &t->items[t->index[h] - 1];
+        if (strcmp(e->source, source) == 0) {
+            return e;
         }
+        h = (h + 1) & (t->index_cap - 1);
     }
     return NULL;
 }
@@ -45,6 +86,7 @@ int spool__pos_table_set(spool__pos_table *t, const char *source, const void *po
             free(e->source);
             free(e->data);
             *e = t->items[--t->count];
+            return pos_index_rebuild(t, t->count);
         }
         return 0;
     }
@@ -64,12 +106,21 @@ int spool__pos_table_set(spool__pos_table *t, const char *source, const void *po
             t->items = n;
             t->cap = cap;
         }
+        if ((t->count + 1) * 2 >= t->index_cap && pos_index_rebuild(t, t->count + 1) < 0) {
+            free(data);
+            return -ENOMEM;
+        }
         e = &t->items[t->count];
         e->source = strdup(source);
         if (e->source == NULL) {
             free(data);
             return -ENOMEM;
         }
+        size_t h = pos_hash(source) & (t->index_cap - 1);
+        while (t->index[h]) {
+            h = (h + 1) & (t->index_cap - 1);
+        }
+        t->index[h] = (uint32_t)t->count + 1;
         t->count++;
     } else {
         free(e->data);
@@ -86,19 +137,37 @@ void spool__pos_table_free(spool__pos_table *t)
         free(t->items[i].data);
     }
     free(t->items);
+    free(t->index);
     memset(t, 0, sizeof(*t));
 }
 
+/* Copies src (whose sources are unique) without a lookup per entry. */
 static int pos_table_copy(spool__pos_table *dst, const spool__pos_table *src)
 {
     memset(dst, 0, sizeof(*dst));
+    if (src->count == 0) {
+        return 0;
+    }
+    dst->items = calloc(src->count, sizeof(*dst->items));
+    if (dst->items == NULL) {
+        return -ENOMEM;
+    }
+    dst->cap = src->count;
     for (size_t i = 0; i < src->count; i++) {
-        int rc = spool__pos_table_set(dst, src->items[i].source, src->items[i].data,
-                                      src->items[i].len);
-        if (rc < 0) {
+        spool__pos *d = &dst->items[i];
+        d->source = strdup(src->items[i].source);
+        d->data = malloc(src->items[i].len);
+        dst->count = i + 1;
+        if (d->source == NULL || d->data == NULL) {
             spool__pos_table_free(dst);
-            return rc;
+            return -ENOMEM;
         }
+        memcpy(d->data, src->items[i].data, src->items[i].len);
+        d->len = src->items[i].len;
+    }
+    if (pos_index_rebuild(dst, dst->count) < 0) {
+        spool__pos_table_free(dst);
+        return -ENOMEM;
     }
     return 0;
 }

@@ -89,6 +89,8 @@ typedef struct spool__pos {
 typedef struct spool__pos_table {
     spool__pos *items;
     size_t count, cap;
+    uint32_t *index;   /* open addressing: item index + 1, 0 = empty */
+    size_t index_cap;  /* slots, a power of two, > 2 * count */
 } spool__pos_table;
 
 typedef struct spool__consumer {
