@@ -69,11 +69,12 @@ def wait_all(tmp, n, timeout):
     rest = [b""]
 
     def more():
-        if not os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos[0])
+                data = f.read()
+        except FileNotFoundError:
             return False
-        with open(path, "rb") as f:
-            f.seek(pos[0])
-            data = f.read()
         pos[0] += len(data)
         data = rest[0] + data
         lines = data.split(b"\n")
