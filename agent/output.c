@@ -72,6 +72,7 @@ typedef struct spool_output_runner {
     size_t rr;             /* round-robin start */
     char consumer[300];
     int cursor_dirty;
+    int cursor_failing;    /* saving the cursor failed last time (log once per streak) */
     int64_t last_cursor_flush;
     int64_t retry_after_ms; /* set by spool_output_retry_after during flush */
     _Atomic int64_t failing_since; /* monotonic ms, 0 = healthy */
@@ -540,9 +541,16 @@ static void flush_cursors(spool_output_runner *r, int force)
     }
     int rc = spool_log_cursor_flush(r->svc->log, r->consumer);
     if (rc < 0) {
-        spool_log_error(r->ins, "cannot save the output cursor: %s (delivery goes on; a restart "
-                        "would resend from the last saved cursor)", strerror(-rc));
+        if (!r->cursor_failing) {
+            spool_log_error(r->ins, "cannot save the output cursor: %s (delivery goes on; a "
+                            "restart would resend from the last saved cursor)", strerror(-rc));
+        }
+        r->cursor_failing = 1;
     } else {
+        if (r->cursor_failing) {
+            spool_log_info(r->ins, "the output cursor is saved again");
+        }
+        r->cursor_failing = 0;
         r->cursor_dirty = 0;
     }
     r->last_cursor_flush = now;

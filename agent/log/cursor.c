@@ -258,7 +258,8 @@ int spool_log_cursor_flush(spool_log *log, const char *consumer)
     }
     goto out;
 fail:
-    spool_log_error(NULL, "log: cannot write cursor file %s: %s", path, strerror(-rc));
+    /* The caller (the output runner) reports the failure, once per streak. */
+    spool_log_debug(NULL, "log: cannot write cursor file %s: %s", path, strerror(-rc));
     pthread_mutex_lock(&log->cur_mu);
     if ((c = find_consumer(log, consumer)) != NULL) {
         c->dirty = 1;
