@@ -62,6 +62,7 @@ typedef struct spool_queue {
     size_t max_count;     /* items; 0 = no limit */
     size_t max_bytes;     /* bytes; an item larger than this still passes alone */
     int closed;           /* push refuses; pop drains then returns NULL */
+    spool_queue_item *urgent_head, *urgent_tail; /* urgent lane (unbounded, FIFO) */
     spool_counter *depth; /* gauge: items */
     spool_counter *depth_bytes;
 } spool_queue;
@@ -76,8 +77,13 @@ int spool_queue_push(spool_queue *q, spool_queue_item *item, size_t bytes, int64
 spool_queue_item *spool_queue_pop(spool_queue *q, int64_t timeout_ms, size_t *bytes);
 void spool_queue_close(spool_queue *q);
 size_t spool_queue_count(spool_queue *q);
-/* 1 once the queue is closed and empty. */
+/* 1 once the queue is closed and empty (the urgent lane is not counted). */
 int spool_queue_drained(spool_queue *q);
+/* Urgent lane: never blocks, ignores the bounds and close; a waiting
+ * spool_queue_pop returns NULL at once while an urgent item is queued. */
+void spool_queue_push_urgent(spool_queue *q, spool_queue_item *item);
+/* The oldest urgent item, or NULL at once. */
+spool_queue_item *spool_queue_pop_urgent(spool_queue *q);
 
 /* ---- batches (agent/batch.c) ---- */
 
@@ -268,13 +274,37 @@ typedef struct spool_service {
     _Atomic int draining;     /* outputs finishing up to the end offsets */
     int64_t drain_deadline;   /* monotonic ms */
     spool_instance **dl_inputs; /* one dead-letter pseudo input per output */
+    /* The one shutdown deadline (monotonic ms; 0 = not stopping): inputs'
+     * submits, the writer, the final commit and the outputs all end by it. */
+    _Atomic int64_t shutdown_deadline;
+    struct spool__wlanes *lanes; /* writer lanes, topic gates, lost counts (pipeline.c) */
 } spool_service;
+
+/* Shutdown takes at most shutdown_timeout plus this slack (final commit,
+ * interrupting blocked flushes, closing files). Documented in README. */
+#define SPOOL_SHUTDOWN_SLACK_MS 2000
 
 /* Pipeline stages. */
 int spool__pipeline_start(spool_service *svc);
+/* Starts the shutdown clock: sets shutdown_deadline (now + shutdown_timeout)
+ * and wakes inputs waiting on a blocked topic. Idempotent. */
+void spool__pipeline_begin_stop(spool_service *svc);
 /* Closes the input queue and waits for the processor and writer to drain
- * everything queued into the log and commit. */
+ * everything queued into the log and commit, at most until the shutdown
+ * deadline; what could not be written is counted per input and logged in one
+ * line (spool_shutdown_lost_records_total). */
 void spool__pipeline_finish(spool_service *svc);
+/* Frees the lanes (after spool__pipeline_finish). */
+void spool__pipeline_free(spool_service *svc);
+/*
+ * The log writer's direct lane (dead letters): takes ownership of b (its
+ * `topic` set), which the writer serves ahead of ingest, appending every
+ * record to one partition of b->topic (the first keyed record's, else the
+ * sticky one) and committing before it answers 0. -EAGAIN at once, nothing
+ * appended, if the topic is full or the disk or memory refuses; -ESHUTDOWN
+ * once the writer stopped. Blocks the caller only for the append and commit.
+ */
+int spool__writer_append_direct(spool_service *svc, spool_batch *b);
 
 /* Output runners. */
 int spool__output_start(spool_service *svc, spool_instance *ins);

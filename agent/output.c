@@ -13,8 +13,19 @@
  * chunk waiting to be retried (so the destination sees each partition in
  * order); the runner never spins: with nothing to do it sleeps in
  * spool_log_wait until new data, a completion, or the next retry is due.
- * Rejected chunks go to the dead-letter topic (durably) before the cursor
- * moves past them.
+ * Rejected chunks go to the dead-letter topic (durably, through the log
+ * writer's direct lane, never the ingest queues) before the cursor moves
+ * past them; if the dead-letter topic refuses (full, disk), the chunk is
+ * kept and the dead-letter write retried with backoff, holding back only
+ * its own partition. Every cursor move reaches the page cache at once
+ * (spool_log_cursor_write, survives kill -9) and is fsynced every
+ * CURSOR_FLUSH_MS (power loss).
+ *
+ * Threads: the runner thread owns the slots; a plugin may complete a chunk
+ * from any thread. A slot's `state` is atomic: the runner moves it FREE ->
+ * INFLIGHT -> (DONE) -> WAIT_RETRY -> FREE, a completion moves it INFLIGHT ->
+ * DONE after writing `result` and `reason` under `lock` (release); the
+ * runner reads those only after it saw DONE (acquire).
  */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include <errno.h>
@@ -27,6 +38,8 @@
 
 #define CURSOR_FLUSH_MS 200 /* bounds what a kill -9 makes an output resend */
 #define FAILING_UNHEALTHY_MS 1000
+#define DL_RETRY_MIN_MS 50
+#define DL_RETRY_MAX_MS 2000
 
 enum slot_state {
     SLOT_FREE = 0,
@@ -37,7 +50,7 @@ enum slot_state {
 
 typedef struct chunk_slot {
     spool_chunk chunk;     /* what the plugin sees; must stay first */
-    int state;             /* enum slot_state */
+    _Atomic int state;     /* enum slot_state (see the threads note above) */
     int result;            /* SPOOL_OK / RETRY / REJECT when DONE */
     int part;              /* index into runner->parts */
     uint64_t seq;          /* order of creation inside its partition */
@@ -47,6 +60,8 @@ typedef struct chunk_slot {
     int64_t first_fail;    /* monotonic ms of the first failure, 0 = none */
     int64_t backoff;       /* ms of the next retry delay */
     int64_t retry_at;      /* monotonic ms */
+    int64_t dl_retry_at;   /* monotonic ms: next dead-letter attempt, 0 = now */
+    int64_t dl_backoff;    /* ms */
 } chunk_slot;
 
 typedef struct part_state {
@@ -73,6 +88,8 @@ typedef struct spool_output_runner {
     char consumer[300];
     int cursor_dirty;
     int cursor_failing;    /* saving the cursor failed last time (log once per streak) */
+    int cursor_unwritten;  /* moved since the last write to the page cache */
+    int dl_failing;        /* the dead-letter topic refused (log once per streak) */
     int64_t last_cursor_flush;
     int64_t retry_after_ms; /* set by spool_output_retry_after during flush */
     _Atomic int64_t failing_since; /* monotonic ms, 0 = healthy */
@@ -112,8 +129,9 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
     }
     spool_batch *b = spool_batch_create(r->dl);
     if (!b) {
-        return -ENOMEM;
+        return -EAGAIN;
     }
+    b->topic = r->dl->topic;
     char part[16], off[32];
     snprintf(part, sizeof(part), "%d", c->partition);
     for (size_t i = 0; i < c->count; i++) {
@@ -137,15 +155,29 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
         dr.header_count = nh;
         if (spool_batch_append(b, &dr) < 0) {
             spool_batch_destroy(b);
-            return -ENOMEM;
+            return -EAGAIN;
         }
     }
-    int rc = spool_input_submit_durable(r->dl, b, -1);
+    /* The direct lane: the writer appends and commits it, or refuses at
+     * once; it never queues behind ingest or waits for room. */
+    int rc = spool__writer_append_direct(r->svc, b);
     if (rc < 0) {
-        if (rc == -ESHUTDOWN || rc == -EAGAIN) {
-            spool_batch_destroy(b);
+        if (!r->dl_failing && rc != -ESHUTDOWN) {
+            spool_log_warn(ins, "dead-letter topic %s refuses %zu rejected records (topic %s, "
+                           "partition %d, offsets %lld-%lld): %s; they are kept and the write "
+                           "retried, and this partition waits", ins->out.dead_letter_topic,
+                           c->count, c->topic, c->partition, (long long)c->first_offset,
+                           (long long)c->next_offset - 1,
+                           rc == -EAGAIN ? "it is full or the log refuses appends"
+                                         : strerror(-rc));
+            r->dl_failing = 1;
         }
         return rc;
+    }
+    if (r->dl_failing) {
+        spool_log_info(ins, "dead-letter topic %s accepts records again",
+                       ins->out.dead_letter_topic);
+        r->dl_failing = 0;
     }
     spool_log_warn(ins, "destination rejected %zu records (topic %s, partition %d, offsets "
                    "%lld-%lld): %s; written to dead-letter topic %s", c->count, c->topic,
@@ -160,16 +192,17 @@ void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int re
                            const char *reason)
 {
     spool_output_runner *r = ins->runner;
+    spool_log *log = r->svc->log; /* read before DONE: the runner may free the slot after */
     chunk_slot *s = (chunk_slot *)chunk;
     pthread_mutex_lock(&r->lock);
-    s->state = SLOT_DONE;
     s->result = result;
     if (reason && result == SPOOL_REJECT) {
         free(s->reason);
         s->reason = strdup(reason);
     }
+    atomic_store(&s->state, SLOT_DONE);
     pthread_mutex_unlock(&r->lock);
-    spool_log_wake(r->svc->log);
+    spool_log_wake(log);
 }
 
 void spool_output_set_reject_reason(spool_instance *ins, const char *reason)
@@ -213,31 +246,31 @@ static void call_flush(spool_output_runner *r, chunk_slot *s)
     spool_instance *ins = r->ins;
     free(ins->reject_reason);
     ins->reject_reason = NULL;
-    pthread_mutex_lock(&r->lock);
-    s->state = SLOT_INFLIGHT;
-    pthread_mutex_unlock(&r->lock);
+    atomic_store(&s->state, SLOT_INFLIGHT);
     int rc = ins->plugin->flush(ins, ins->ctx, &s->chunk);
     if (rc == SPOOL_PENDING) {
         return;
     }
     pthread_mutex_lock(&r->lock);
-    s->state = SLOT_DONE;
     s->result = rc == SPOOL_OK || rc == SPOOL_REJECT ? rc : SPOOL_RETRY;
     if (rc == SPOOL_REJECT && ins->reject_reason) {
         free(s->reason);
         s->reason = ins->reject_reason;
         ins->reject_reason = NULL;
     }
+    atomic_store(&s->state, SLOT_DONE);
     pthread_mutex_unlock(&r->lock);
 }
 
 static void slot_release(chunk_slot *s)
 {
-    s->state = SLOT_FREE;
     free(s->reason);
     s->reason = NULL;
     s->first_fail = 0;
     s->backoff = 0;
+    s->dl_retry_at = 0;
+    s->dl_backoff = 0;
+    atomic_store(&s->state, SLOT_FREE);
     s->raw.len = 0;
     spool_decoded_reset(&s->dec);
 }
@@ -250,8 +283,8 @@ static int64_t jitter(int64_t ms)
 }
 
 /* Turns answers into cursor moves, retries and dead letters. Returns 1 if
- * anything changed. */
-static int settle(spool_output_runner *r)
+ * anything changed; *next_wake gets the next dead-letter retry. */
+static int settle(spool_output_runner *r, int64_t *next_wake)
 {
     spool_instance *ins = r->ins;
     int changed = 0;
@@ -291,9 +324,7 @@ static int settle(spool_output_runner *r)
         s->backoff = s->backoff * 2 > ins->out.retry_backoff_max ? ins->out.retry_backoff_max
                                                                  : s->backoff * 2;
         s->retry_at = now + delay;
-        pthread_mutex_lock(&r->lock);
-        s->state = SLOT_WAIT_RETRY;
-        pthread_mutex_unlock(&r->lock);
+        atomic_store(&s->state, SLOT_WAIT_RETRY);
         spool_log_debug(ins, "chunk of topic %s partition %d offsets %lld-%lld will be retried in "
                         "%lldms", s->chunk.topic, s->chunk.partition,
                         (long long)s->chunk.first_offset, (long long)s->chunk.next_offset - 1,
@@ -306,20 +337,40 @@ static int settle(spool_output_runner *r)
             chunk_slot *head = NULL;
             for (size_t i = 0; i < r->nslots; i++) {
                 chunk_slot *s = &r->slots[i];
-                if (s->state != SLOT_FREE && s->part == (int)p && s->seq == ps->commit_seq) {
+                if (atomic_load(&s->state) != SLOT_FREE && s->part == (int)p &&
+                    s->seq == ps->commit_seq) {
                     head = s;
                     break;
                 }
             }
+            if (!head) {
+                break;
+            }
             pthread_mutex_lock(&r->lock);
-            int done = head && head->state == SLOT_DONE && head->result != SPOOL_RETRY;
+            int done = atomic_load(&head->state) == SLOT_DONE && head->result != SPOOL_RETRY;
+            int res = head->result;
             pthread_mutex_unlock(&r->lock);
             if (!done) {
                 break;
             }
-            if (head->result == SPOOL_REJECT) {
+            if (res == SPOOL_REJECT) {
+                if (head->dl_retry_at && now < head->dl_retry_at) {
+                    if (*next_wake < 0 || head->dl_retry_at < *next_wake) {
+                        *next_wake = head->dl_retry_at;
+                    }
+                    break; /* this partition waits; the others go on */
+                }
                 if (dead_letter(r, head) < 0) {
-                    break; /* try again on the next pass */
+                    /* Kept: the cursor stays before it, retried with backoff. */
+                    head->dl_backoff = head->dl_backoff ? head->dl_backoff * 2 : DL_RETRY_MIN_MS;
+                    if (head->dl_backoff > DL_RETRY_MAX_MS) {
+                        head->dl_backoff = DL_RETRY_MAX_MS;
+                    }
+                    head->dl_retry_at = spool_monotonic_ms() + head->dl_backoff;
+                    if (*next_wake < 0 || head->dl_retry_at < *next_wake) {
+                        *next_wake = head->dl_retry_at;
+                    }
+                    break;
                 }
                 spool_count(ins, SPOOL_COUNT_REJECTED, head->chunk.count);
             } else {
@@ -331,6 +382,7 @@ static int settle(spool_output_runner *r)
             spool_log_cursor_set(r->svc->log, r->consumer, ps->topic, ps->partition,
                                  ps->committed);
             r->cursor_dirty = 1;
+            r->cursor_unwritten = 1;
             ps->commit_seq++;
             slot_release(head);
             changed = 1;
@@ -348,13 +400,14 @@ static int retry_due(spool_output_runner *r, int64_t *next_wake)
     int did = 0;
     for (size_t i = 0; i < r->nslots; i++) {
         chunk_slot *s = &r->slots[i];
-        if (s->state != SLOT_WAIT_RETRY) {
+        if (atomic_load(&s->state) != SLOT_WAIT_RETRY) {
             continue;
         }
         int earliest = 1;
         for (size_t j = 0; j < r->nslots && earliest; j++) {
             const chunk_slot *o = &r->slots[j];
-            earliest = !(o->state == SLOT_WAIT_RETRY && o->part == s->part && o->seq < s->seq);
+            earliest = !(atomic_load(&o->state) == SLOT_WAIT_RETRY && o->part == s->part &&
+                         o->seq < s->seq);
         }
         if (!earliest) {
             continue;
@@ -372,7 +425,7 @@ static int retry_due(spool_output_runner *r, int64_t *next_wake)
 static int part_blocked(spool_output_runner *r, size_t p)
 {
     for (size_t i = 0; i < r->nslots; i++) {
-        if (r->slots[i].part == (int)p && r->slots[i].state == SLOT_WAIT_RETRY) {
+        if (r->slots[i].part == (int)p && atomic_load(&r->slots[i].state) == SLOT_WAIT_RETRY) {
             return 1;
         }
     }
@@ -508,7 +561,7 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
 static chunk_slot *free_slot(spool_output_runner *r)
 {
     for (size_t i = 0; i < r->nslots; i++) {
-        if (r->slots[i].state == SLOT_FREE) {
+        if (atomic_load(&r->slots[i].state) == SLOT_FREE) {
             return &r->slots[i];
         }
     }
@@ -518,7 +571,7 @@ static chunk_slot *free_slot(spool_output_runner *r)
 static int all_delivered(spool_output_runner *r)
 {
     for (size_t i = 0; i < r->nslots; i++) {
-        if (r->slots[i].state != SLOT_FREE) {
+        if (atomic_load(&r->slots[i].state) != SLOT_FREE) {
             return 0;
         }
     }
@@ -533,6 +586,30 @@ static int all_delivered(spool_output_runner *r)
     return 1;
 }
 
+static void cursor_failed(spool_output_runner *r, int rc)
+{
+    if (!r->cursor_failing) {
+        spool_log_error(r->ins, "cannot save the output cursor: %s (delivery goes on; a "
+                        "restart would resend from the last saved cursor)", strerror(-rc));
+    }
+    r->cursor_failing = 1;
+}
+
+/* Every cursor move reaches the page cache at once (no fsync): a kill -9
+ * then resends at most the chunks that were in flight. */
+static void write_cursors(spool_output_runner *r)
+{
+    if (!r->cursor_unwritten) {
+        return;
+    }
+    int rc = spool_log_cursor_write(r->svc->log, r->consumer);
+    if (rc < 0) {
+        cursor_failed(r, rc);
+        return; /* the timer's flush tries again */
+    }
+    r->cursor_unwritten = 0;
+}
+
 static void flush_cursors(spool_output_runner *r, int force)
 {
     int64_t now = spool_monotonic_ms();
@@ -541,12 +618,9 @@ static void flush_cursors(spool_output_runner *r, int force)
     }
     int rc = spool_log_cursor_flush(r->svc->log, r->consumer);
     if (rc < 0) {
-        if (!r->cursor_failing) {
-            spool_log_error(r->ins, "cannot save the output cursor: %s (delivery goes on; a "
-                            "restart would resend from the last saved cursor)", strerror(-rc));
-        }
-        r->cursor_failing = 1;
+        cursor_failed(r, rc);
     } else {
+        r->cursor_unwritten = 0;
         if (r->cursor_failing) {
             spool_log_info(r->ins, "the output cursor is saved again");
         }
@@ -565,8 +639,9 @@ static void *runner_main(void *arg)
         /* Read before looking at slots and data: a completion or an append
          * after this point ends the wait below at once (no lost wake-up). */
         uint64_t gen = spool_log_generation(svc->log, -1);
-        int busy = settle(r);
+        int busy = settle(r, &next_wake);
         busy |= retry_due(r, &next_wake);
+        write_cursors(r);
         flush_cursors(r, 0);
         if (atomic_load(&svc->draining)) {
             if (atomic_load(&svc->writer_done) && all_delivered(r)) {
@@ -616,7 +691,8 @@ static void *runner_main(void *arg)
     if (r->ins->plugin->drain) {
         int64_t left = svc->drain_deadline - spool_monotonic_ms();
         r->ins->plugin->drain(r->ins, r->ins->ctx, left > 0 ? left : 0);
-        settle(r);
+        int64_t ignored = -1;
+        settle(r, &ignored);
     }
     flush_cursors(r, 1);
     return NULL;

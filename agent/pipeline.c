@@ -32,11 +32,132 @@ static void sleep_ms(int64_t ms)
     nanosleep(&ts, NULL);
 }
 
+/* ---- lanes: direct lane state, topic gates, lost records ---- */
+
+typedef struct lost_entry {
+    char input[200];
+    char type[64];
+    int64_t n;
+} lost_entry;
+
+typedef struct spool__wlanes spool__wlanes;
+
+struct spool__wlanes {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* a topic gate opened, or the shutdown clock started */
+    int closed;             /* the writer is gone: direct calls answer -ESHUTDOWN */
+    size_t ntopics;
+    _Atomic int *blocked;   /* per topic: 1 while its batches are parked (gates submit) */
+    lost_entry *lost;       /* per input: records accepted but never written */
+    size_t nlost, lost_cap;
+};
+
+static int64_t deadline_of(spool_service *svc)
+{
+    return atomic_load(&svc->shutdown_deadline);
+}
+
+static int deadline_passed(spool_service *svc)
+{
+    int64_t dl = deadline_of(svc);
+    return dl && spool_monotonic_ms() >= dl;
+}
+
+static int topic_gated(spool_service *svc, int topic)
+{
+    spool__wlanes *l = svc->lanes;
+    return l && topic >= 0 && (size_t)topic < l->ntopics && atomic_load(&l->blocked[topic]);
+}
+
+/* Counts records of a source that cannot replay them (no positions) that
+ * will never reach the log. Any thread. */
+static void lost_add_named(spool_service *svc, const char *name, const char *type, int64_t n)
+{
+    spool__wlanes *l = svc->lanes;
+    if (!l || n <= 0) {
+        return;
+    }
+    pthread_mutex_lock(&l->mu);
+    lost_entry *e = NULL;
+    for (size_t i = 0; i < l->nlost; i++) {
+        if (strcmp(l->lost[i].input, name) == 0) {
+            e = &l->lost[i];
+        }
+    }
+    if (!e && l->nlost == l->lost_cap) {
+        size_t nc = l->lost_cap ? l->lost_cap * 2 : 8;
+        lost_entry *ne = realloc(l->lost, nc * sizeof(*ne));
+        if (ne) {
+            l->lost = ne;
+            l->lost_cap = nc;
+        }
+    }
+    if (!e && l->nlost < l->lost_cap) {
+        e = &l->lost[l->nlost++];
+        memset(e, 0, sizeof(*e));
+        snprintf(e->input, sizeof(e->input), "%s", name);
+        snprintf(e->type, sizeof(e->type), "%s", type);
+    }
+    if (e) {
+        e->n += n;
+    } else if (l->nlost) {
+        l->lost[0].n += n; /* out of memory: still counted, under the first name */
+    }
+    pthread_mutex_unlock(&l->mu);
+    char labels[300];
+    snprintf(labels, sizeof(labels), "input=\"%s\"", name);
+    spool_counter *c = spool__metric_register("spool_shutdown_lost_records_total",
+                                              "Records accepted from a source that cannot "
+                                              "replay them and not written to the log at "
+                                              "shutdown", labels, 0);
+    if (c) {
+        atomic_fetch_add(&c->value, n);
+    }
+}
+
+static void lost_add(spool_service *svc, const spool_instance *ins, int64_t n)
+{
+    lost_add_named(svc, ins ? ins->name : "?", ins && ins->plugin ? ins->plugin->name : "?", n);
+}
+
+/* A batch that will not be written: its records count as lost unless its
+ * source can replay them (it carries positions, which then stay where they
+ * were) or its submitter is told (a durable submit). */
+static void batch_abandon(spool_service *svc, spool_batch *b, int rc)
+{
+    if (b->durable) {
+        spool__durable_done(b->durable, rc);
+    } else if (b->npos == 0) {
+        lost_add(svc, b->ins, (int64_t)b->count);
+    }
+    spool_batch_destroy(b);
+}
+
 /* ---- submission (input threads) ---- */
 
 static size_t batch_weight(const spool_batch *b)
 {
     return b->alen + b->count * sizeof(spool__brec) + b->hcount * sizeof(spool__bhdr) + 256;
+}
+
+/* Waits at most `ms` for the topic's gate to open (or the shutdown clock to
+ * start, which ends the wait so the caller sees the deadline). */
+static void gate_wait(spool_service *svc, int topic, int64_t ms)
+{
+    spool__wlanes *l = svc->lanes;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&l->mu);
+    if (atomic_load(&l->blocked[topic])) {
+        pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 static int submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms)
@@ -49,29 +170,51 @@ static int submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms)
     b->topic = ins->topic;
     size_t n = b->count, bytes = b->bytes;
     for (;;) {
+        int64_t now = spool_monotonic_ms();
         int64_t slice = 200;
+        int64_t dl = deadline_of(svc);
+        if (dl && now >= dl) {
+            /* The shutdown deadline passed: the caller keeps (and drops) the
+             * batch; a source that cannot replay it has lost it. */
+            if (!b->durable && b->npos == 0) {
+                lost_add(svc, ins, (int64_t)n);
+            }
+            return -ESHUTDOWN;
+        }
+        if (dl && dl - now < slice) {
+            slice = dl - now;
+        }
         if (timeout_ms >= 0) {
-            int64_t left = timeout_ms - (spool_monotonic_ms() - start);
+            int64_t left = timeout_ms - (now - start);
             if (left <= 0) {
                 left = 0;
             }
             slice = left < slice ? left : slice;
         }
-        int rc = spool_queue_push(&svc->in_queue, &b->link, batch_weight(b), slice);
+        int rc;
+        if (topic_gated(svc, b->topic)) {
+            /* Its topic refuses appends: hold the input here, so what the
+             * writer parks for the topic stays bounded. */
+            if (slice > 0) {
+                gate_wait(svc, b->topic, slice);
+            }
+            rc = -EAGAIN;
+        } else {
+            rc = spool_queue_push(&svc->in_queue, &b->link, batch_weight(b), slice);
+        }
         if (rc == 0) {
             spool_count(ins, SPOOL_COUNT_RECORDS_IN, n);
             spool_count(ins, SPOOL_COUNT_BYTES_IN, bytes);
             return 0;
         }
         if (rc == -ESHUTDOWN) {
+            if (!b->durable && b->npos == 0) {
+                lost_add(svc, ins, (int64_t)n);
+            }
             return rc;
         }
         if (timeout_ms >= 0 && spool_monotonic_ms() - start >= timeout_ms) {
             return -EAGAIN;
-        }
-        if (atomic_load(&ins->stopping) &&
-            spool_monotonic_ms() - start > svc->conf->shutdown_timeout) {
-            return -ESHUTDOWN;
         }
     }
 }
@@ -244,9 +387,42 @@ static void *processor_main(void *arg)
 
 /* ---- log writer stage ---- */
 
+/*
+ * The writer never waits on one topic: a batch the log refuses (topic full
+ * under on_full: block, disk full, I/O error, out of memory) is parked at
+ * the head of its topic's FIFO with how far it got, every later batch of
+ * that topic queues behind it (order kept), the topic's inputs are gated in
+ * submit(), and the head is retried on a short timer while other topics and
+ * the direct lane are served. Only the head of a FIFO can be partly written.
+ */
+
+#define PARK_RETRY_MIN_MS 20
+#define PARK_RETRY_FULL_MS 100   /* topic full or no memory: an output may free it any time */
+#define PARK_RETRY_DISK_MS 1000  /* disk full or failing */
+#define PARK_BURST 64            /* parked batches written per topic per pass */
+
+typedef struct wprog {
+    int32_t sticky;    /* unkeyed records' partition, -1 = not chosen yet */
+    int32_t next_part; /* partitions below this are appended */
+    size_t next_pos;   /* positions below this are recorded */
+} wprog;
+
+typedef struct wtopic {
+    spool_batch *head, *tail; /* parked FIFO (link.next) */
+    size_t nparked;
+    wprog prog;               /* progress of head */
+    int64_t retry_at;         /* monotonic ms */
+    int64_t backoff;          /* ms */
+    int refusing;             /* the log refuses this topic (parked or a direct append failed) */
+    int rc;                   /* the refusal */
+    int32_t partition;        /* where */
+} wtopic;
+
 typedef struct writer_state {
     spool_service *svc;
-    int32_t *sticky;          /* per topic: the unkeyed partition of the current batch */
+    int32_t *sticky;          /* per topic: the unkeyed partition of the next batch */
+    wtopic *topics;
+    size_t ntopics;
     spool_record *grouped;    /* records reordered by partition */
     int32_t *parts;           /* partition of each record */
     size_t grouped_cap;
@@ -254,30 +430,117 @@ typedef struct writer_state {
     size_t npending, pending_cap;
     size_t batches_since_commit;
     int64_t next_commit_ms;   /* monotonic deadline, -1 = none */
-    int blocked_logged;
-    int append_failing;       /* an append is being retried */
     int commit_failing;       /* the last commit failed */
+    int commit_rc;
+    lost_entry *uncommitted;  /* per input: records appended since the last commit that */
+    size_t nuncommitted, uncommitted_cap; /* no source can replay */
+    int health_shown;         /* writer_blocked is set */
 } writer_state;
 
-static void writer_set_blocked(writer_state *w, int rc, const char *what)
+static const char *refusal(int rc)
 {
-    spool_service *svc = w->svc;
-    if (!w->blocked_logged) {
-        snprintf(svc->writer_error, sizeof(svc->writer_error), "%s: %s; inputs are paused until "
-                 "it clears", what, strerror(-rc));
-        spool_log_error(NULL, "log writer: %s", svc->writer_error);
-        w->blocked_logged = 1;
+    switch (rc) {
+    case -EAGAIN:
+        return "topic is full (on_full: block) and outputs have not delivered its oldest "
+               "segment";
+    case -ENOMEM:
+        return "out of memory in the log writer";
+    case -ENOSPC:
+        return "the disk is full";
+    default:
+        return "appending to the log failed";
     }
-    atomic_store(&svc->writer_blocked, 1);
 }
 
-static void writer_clear_blocked(writer_state *w)
+/* Rebuilds the health text from the writer's state (on transitions only). */
+static void writer_health(writer_state *w)
 {
-    if (w->blocked_logged) {
-        spool_log_info(NULL, "log writer: appends succeed again; inputs resume");
-        w->blocked_logged = 0;
+    spool_service *svc = w->svc;
+    char buf[sizeof(svc->writer_error)];
+    size_t nref = 0, first = 0;
+    for (size_t t = 0; t < w->ntopics; t++) {
+        if (w->topics[t].refusing && nref++ == 0) {
+            first = t;
+        }
     }
-    atomic_store(&w->svc->writer_blocked, 0);
+    if (w->commit_failing) {
+        snprintf(buf, sizeof(buf), "commit failed: %s; inputs wait until it clears",
+                 strerror(-w->commit_rc));
+    } else if (nref) {
+        const wtopic *wt = &w->topics[first];
+        int n = snprintf(buf, sizeof(buf), "topic %s: %s (partition %d): %s", 
+                         svc->conf->topics[first].name, refusal(wt->rc), wt->partition,
+                         wt->rc == -ENOMEM || wt->rc == -EAGAIN ? "its inputs are paused"
+                                                               : strerror(-wt->rc));
+        if (nref > 1 && n > 0 && (size_t)n < sizeof(buf)) {
+            snprintf(buf + n, sizeof(buf) - (size_t)n, "; %zu more topics refused", nref - 1);
+        }
+    } else {
+        buf[0] = '\0';
+    }
+    if (buf[0]) {
+        memcpy(svc->writer_error, buf, sizeof(buf));
+        atomic_store(&svc->writer_blocked, 1);
+        w->health_shown = 1;
+    } else if (w->health_shown) {
+        atomic_store(&svc->writer_blocked, 0);
+        w->health_shown = 0;
+    }
+}
+
+static void topic_refusing(writer_state *w, int topic, int rc, int32_t partition)
+{
+    wtopic *wt = &w->topics[topic];
+    if (!wt->refusing || wt->rc != rc) {
+        spool_log_error(NULL, "log writer: topic %s, partition %d: %s%s%s; other topics go on",
+                        w->svc->conf->topics[topic].name, partition, refusal(rc),
+                        rc == -EAGAIN || rc == -ENOMEM ? "" : ": ",
+                        rc == -EAGAIN || rc == -ENOMEM ? "" : strerror(-rc));
+        wt->refusing = 1;
+        wt->rc = rc;
+        wt->partition = partition;
+        writer_health(w);
+    }
+}
+
+static void topic_accepting(writer_state *w, int topic)
+{
+    wtopic *wt = &w->topics[topic];
+    if (wt->refusing && !wt->head) {
+        spool_log_info(NULL, "log writer: topic %s accepts appends again; its inputs resume",
+                       w->svc->conf->topics[topic].name);
+        wt->refusing = 0;
+        writer_health(w);
+    }
+}
+
+static void uncommitted_add(writer_state *w, const spool_batch *b)
+{
+    if (b->npos || b->durable || !b->count) {
+        return;
+    }
+    const char *name = b->ins ? b->ins->name : "?";
+    for (size_t i = 0; i < w->nuncommitted; i++) {
+        if (strcmp(w->uncommitted[i].input, name) == 0) {
+            w->uncommitted[i].n += (int64_t)b->count;
+            return;
+        }
+    }
+    if (w->nuncommitted == w->uncommitted_cap) {
+        size_t nc = w->uncommitted_cap ? w->uncommitted_cap * 2 : 8;
+        lost_entry *ne = realloc(w->uncommitted, nc * sizeof(*ne));
+        if (!ne) {
+            return; /* only the count of a failed final commit is at stake */
+        }
+        w->uncommitted = ne;
+        w->uncommitted_cap = nc;
+    }
+    lost_entry *e = &w->uncommitted[w->nuncommitted++];
+    memset(e, 0, sizeof(*e));
+    snprintf(e->input, sizeof(e->input), "%s", name);
+    snprintf(e->type, sizeof(e->type), "%s", b->ins && b->ins->plugin ? b->ins->plugin->name
+                                                                       : "?");
+    e->n = (int64_t)b->count;
 }
 
 static int writer_commit(writer_state *w, int force, int idle)
@@ -286,16 +549,19 @@ static int writer_commit(writer_state *w, int force, int idle)
     int64_t next = -1;
     int rc = spool_log_commit(svc->log, force, idle, &next);
     if (rc < 0) {
-        w->commit_failing = 1;
-        writer_set_blocked(w, rc, "commit failed");
+        if (!w->commit_failing || w->commit_rc != rc) {
+            spool_log_error(NULL, "log writer: commit failed: %s; appended records wait until "
+                            "it works", strerror(-rc));
+            w->commit_failing = 1;
+            w->commit_rc = rc;
+            writer_health(w);
+        }
         return rc;
     }
     if (w->commit_failing) {
-        /* A failed commit alone never gets an append failure to clear it. */
+        spool_log_info(NULL, "log writer: commits succeed again");
         w->commit_failing = 0;
-        if (!w->append_failing) {
-            writer_clear_blocked(w);
-        }
+        writer_health(w);
     }
     w->next_commit_ms = next >= 0 ? spool_monotonic_ms() + next : -1;
     for (size_t i = 0; i < w->npending; i++) {
@@ -304,61 +570,8 @@ static int writer_commit(writer_state *w, int force, int idle)
     }
     w->npending = 0;
     w->batches_since_commit = 0;
+    w->nuncommitted = 0;
     return 0;
-}
-
-/* Appends a run of records to one partition, retrying while the log
- * refuses (disk full, I/O error, topic full). Returns 0, or -ESHUTDOWN if
- * it gave up because the service is stopping and the timeout passed. */
-static int writer_append(writer_state *w, int topic, int32_t p, const spool_record *recs,
-                         size_t n)
-{
-    spool_service *svc = w->svc;
-    int64_t backoff = 50, first_fail = 0;
-    for (;;) {
-        int64_t base;
-        int rc = spool_log_append(svc->log, topic, p, recs, n, &base);
-        if (rc == 0) {
-            if (first_fail) {
-                w->append_failing = 0;
-                if (!w->commit_failing) {
-                    writer_clear_blocked(w);
-                }
-            }
-            return 0;
-        }
-        if (!first_fail) {
-            first_fail = spool_monotonic_ms();
-            w->append_failing = 1;
-        }
-        const char *what = rc == -EAGAIN ? "topic is full (on_full: block) and outputs have not "
-                                           "delivered its oldest segment"
-                                         : "appending to the log failed";
-        char buf[300];
-        snprintf(buf, sizeof(buf), "%s (topic %s, partition %d)", what,
-                 svc->conf->topics[topic].name, p);
-        writer_set_blocked(w, rc == -EAGAIN ? -ENOSPC : rc, buf);
-        /* Keep what was appended before durable while we wait. */
-        if (w->npending || w->batches_since_commit) {
-            writer_commit(w, 0, 1);
-        }
-        spool_log_retention_run(svc->log, 1);
-        if (atomic_load(&svc->stopping) &&
-            spool_monotonic_ms() - first_fail > svc->conf->shutdown_timeout) {
-            spool_log_error(NULL, "log writer: giving up on %zu records of topic %s at shutdown "
-                            "(%s); inputs that keep positions (tail, journald) will read them "
-                            "again at the next start", n, svc->conf->topics[topic].name,
-                            strerror(-rc));
-            w->append_failing = 0;
-            return -ESHUTDOWN;
-        }
-        atomic_store(&svc->writer_heartbeat, spool_monotonic_ms());
-        sleep_ms(backoff);
-        /* A full topic frees up as soon as an output moves on: look again
-         * often. A full or failing disk gets longer pauses. */
-        int64_t cap = rc == -EAGAIN ? 100 : 2000;
-        backoff = backoff * 2 > cap ? cap : backoff * 2;
-    }
 }
 
 static int ensure_cap(writer_state *w, size_t n)
@@ -384,72 +597,88 @@ static int ensure_cap(writer_state *w, size_t n)
     return 0;
 }
 
-static int writer_batch(writer_state *w, spool_batch *b)
+static int ensure_pending(writer_state *w)
+{
+    if (w->npending < w->pending_cap) {
+        return 0;
+    }
+    size_t nc = w->pending_cap ? w->pending_cap * 2 : 64;
+    spool__durable **np = realloc(w->pending, nc * sizeof(*np));
+    if (!np) {
+        return -ENOMEM;
+    }
+    w->pending = np;
+    w->pending_cap = nc;
+    return 0;
+}
+
+/*
+ * Writes what is left of b (from *pg): its records, partition by partition,
+ * then its positions. 0 = all written; else the refusal, with *pg telling
+ * how far it got (nothing is ever written twice) and *where the partition.
+ */
+static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *where)
 {
     spool_service *svc = w->svc;
-    const spool_topic_conf *tc = &svc->conf->topics[b->topic];
-    int32_t nparts = tc->partitions;
+    int32_t nparts = svc->conf->topics[b->topic].partitions;
     spool_record *recs;
-    int rc = 0;
+    int rc;
 
-    if (b->count) {
+    *where = pg->next_part < nparts ? pg->next_part : 0;
+    if (b->durable && ensure_pending(w) < 0) {
+        return -ENOMEM;
+    }
+    if (b->count && pg->next_part < nparts) {
         if (spool__batch_views(b, &recs) < 0 || ensure_cap(w, b->count) < 0) {
-            spool_log_error(b->ins, "out of memory in the log writer; batch of %zu records "
-                            "not written", b->count);
             return -ENOMEM;
         }
-        if (nparts == 1) {
-            rc = writer_append(w, b->topic, 0, recs, b->count);
-        } else {
+        if (pg->sticky < 0) {
             /* Unkeyed records of one batch stick to one partition; the next
              * batch moves on (Kafka's sticky partitioner, per batch). */
-            int32_t sticky = w->sticky[b->topic];
-            w->sticky[b->topic] = (sticky + 1) % nparts;
-            size_t counts[4096 + 1];
-            memset(counts, 0, sizeof(size_t) * (size_t)(nparts + 1));
-            for (size_t i = 0; i < b->count; i++) {
-                int32_t p = recs[i].key ? spool_partition_for_key(recs[i].key,
-                                                                  (size_t)recs[i].key_len, nparts)
-                                        : sticky;
-                w->parts[i] = p;
-                counts[p + 1]++;
-            }
-            for (int32_t p = 0; p < nparts; p++) {
-                counts[p + 1] += counts[p];
-            }
-            size_t starts[4096 + 1];
-            memcpy(starts, counts, sizeof(size_t) * (size_t)(nparts + 1));
-            for (size_t i = 0; i < b->count; i++) {
-                w->grouped[counts[w->parts[i]]++] = recs[i];
-            }
-            for (int32_t p = 0; p < nparts && rc == 0; p++) {
-                size_t n = starts[p + 1] - starts[p];
-                if (n) {
-                    rc = writer_append(w, b->topic, p, w->grouped + starts[p], n);
-                }
+            pg->sticky = w->sticky[b->topic];
+            w->sticky[b->topic] = (pg->sticky + 1) % nparts;
+        }
+        size_t counts[4096 + 1], starts[4096 + 1];
+        memset(counts, 0, sizeof(size_t) * (size_t)(nparts + 1));
+        for (size_t i = 0; i < b->count; i++) {
+            int32_t p = nparts == 1 ? 0
+                        : recs[i].key ? spool_partition_for_key(recs[i].key,
+                                                                (size_t)recs[i].key_len, nparts)
+                                      : pg->sticky;
+            w->parts[i] = p;
+            counts[p + 1]++;
+        }
+        for (int32_t p = 0; p < nparts; p++) {
+            counts[p + 1] += counts[p];
+        }
+        memcpy(starts, counts, sizeof(size_t) * (size_t)(nparts + 1));
+        for (size_t i = 0; i < b->count; i++) {
+            w->grouped[counts[w->parts[i]]++] = recs[i];
+        }
+        for (int32_t p = pg->next_part; p < nparts; p++) {
+            size_t n = starts[p + 1] - starts[p];
+            int64_t base;
+            if (n && (rc = spool_log_append(svc->log, b->topic, p, w->grouped + starts[p], n,
+                                            &base)) < 0) {
+                pg->next_part = p;
+                *where = p;
+                return rc == -ENOSPC || rc == -EAGAIN || rc == -ENOMEM || rc == -EDQUOT
+                           ? (rc == -EDQUOT ? -ENOSPC : rc) : -EIO;
             }
         }
+        pg->next_part = nparts;
+        uncommitted_add(w, b);
     }
-    if (rc < 0) {
-        return rc;
-    }
-    for (size_t i = 0; i < b->npos; i++) {
-        if (spool_log_position_set(svc->log, b->pos[i].source, b->pos[i].pos, b->pos[i].len) <
-            0) {
-            spool_log_error(b->ins, "out of memory recording a source position");
+    pg->next_part = nparts;
+    /* Positions only after every record of the batch was appended: the
+     * commit that makes them durable makes their records durable too. */
+    for (; pg->next_pos < b->npos; pg->next_pos++) {
+        const spool__bpos *ps = &b->pos[pg->next_pos];
+        if (spool_log_position_set(svc->log, ps->source, ps->pos, ps->len) < 0) {
+            return -ENOMEM;
         }
     }
     if (b->durable) {
-        if (w->npending == w->pending_cap) {
-            size_t nc = w->pending_cap ? w->pending_cap * 2 : 64;
-            spool__durable **np = realloc(w->pending, nc * sizeof(*np));
-            if (!np) {
-                spool__durable_done(b->durable, -ENOMEM);
-                return 0;
-            }
-            w->pending = np;
-            w->pending_cap = nc;
-        }
         w->pending[w->npending++] = b->durable;
         b->durable = NULL; /* the writer's reference moves to pending */
     }
@@ -457,13 +686,280 @@ static int writer_batch(writer_state *w, spool_batch *b)
     return 0;
 }
 
+static void park_retry_in(wtopic *wt, int rc, int fresh)
+{
+    int64_t cap = rc == -EAGAIN || rc == -ENOMEM ? PARK_RETRY_FULL_MS : PARK_RETRY_DISK_MS;
+    if (fresh || wt->backoff < PARK_RETRY_MIN_MS) {
+        wt->backoff = PARK_RETRY_MIN_MS;
+    } else {
+        wt->backoff = wt->backoff * 2 > cap ? cap : wt->backoff * 2;
+    }
+    wt->retry_at = spool_monotonic_ms() + wt->backoff;
+}
+
+static void park_push(writer_state *w, spool_batch *b)
+{
+    wtopic *wt = &w->topics[b->topic];
+    b->link.next = NULL;
+    if (wt->tail) {
+        wt->tail->link.next = &b->link;
+    } else {
+        wt->head = b;
+    }
+    wt->tail = b;
+    wt->nparked++;
+}
+
+static spool_batch *park_pop(writer_state *w, int topic)
+{
+    wtopic *wt = &w->topics[topic];
+    spool_batch *b = wt->head;
+    if (b) {
+        wt->head = (spool_batch *)b->link.next;
+        if (!wt->head) {
+            wt->tail = NULL;
+        }
+        b->link.next = NULL;
+        wt->nparked--;
+    }
+    wt->prog = (wprog){.sticky = -1};
+    return b;
+}
+
+static void gate_set(spool_service *svc, int topic, int closed)
+{
+    spool__wlanes *l = svc->lanes;
+    pthread_mutex_lock(&l->mu);
+    atomic_store(&l->blocked[topic], closed);
+    if (!closed) {
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* An ingest batch from the queue: written now, or parked behind its topic. */
+static void writer_take(writer_state *w, spool_batch *b)
+{
+    wtopic *wt = &w->topics[b->topic];
+    if (wt->head) {
+        park_push(w, b);
+        return;
+    }
+    wprog pg = {.sticky = -1};
+    int32_t where = 0;
+    int topic = b->topic;
+    int rc = writer_batch(w, b, &pg, &where);
+    if (rc == 0) {
+        spool_batch_destroy(b);
+        if (wt->refusing) {
+            topic_accepting(w, topic);
+        }
+        return;
+    }
+    park_push(w, b);
+    wt->prog = pg;
+    park_retry_in(wt, rc, 1);
+    gate_set(w->svc, b->topic, 1);
+    topic_refusing(w, b->topic, rc, where);
+    /* Keep what was appended before durable while this topic waits. */
+    if (w->npending || w->batches_since_commit) {
+        writer_commit(w, 0, 1);
+    }
+}
+
+/* Retries the heads of parked topics whose time came. Sets *next_wake. */
+static void writer_retry_parked(writer_state *w, int64_t *next_wake)
+{
+    int64_t now = spool_monotonic_ms();
+    int disk = 0;
+    for (size_t t = 0; t < w->ntopics; t++) {
+        wtopic *wt = &w->topics[t];
+        if (wt->head && now >= wt->retry_at && (wt->rc == -ENOSPC || wt->rc == -EIO)) {
+            disk = 1;
+        }
+    }
+    if (disk) {
+        spool_log_retention_run(w->svc->log, 1); /* frees delivered segments */
+    }
+    for (size_t t = 0; t < w->ntopics; t++) {
+        wtopic *wt = &w->topics[t];
+        if (!wt->head) {
+            continue;
+        }
+        if (now < wt->retry_at) {
+            if (*next_wake < 0 || wt->retry_at < *next_wake) {
+                *next_wake = wt->retry_at;
+            }
+            continue;
+        }
+        int rc = 0;
+        int32_t where = 0;
+        for (int k = 0; k < PARK_BURST && wt->head; k++) {
+            if ((rc = writer_batch(w, wt->head, &wt->prog, &where)) < 0) {
+                break;
+            }
+            spool_batch_destroy(park_pop(w, (int)t));
+        }
+        if (!wt->head) {
+            gate_set(w->svc, (int)t, 0);
+            topic_accepting(w, (int)t);
+            continue;
+        }
+        if (rc < 0) {
+            park_retry_in(wt, rc, 0);
+            topic_refusing(w, (int)t, rc, where);
+        } else {
+            wt->retry_at = now; /* burst done, more to write: at once after other work */
+        }
+        if (*next_wake < 0 || wt->retry_at < *next_wake) {
+            *next_wake = wt->retry_at;
+        }
+    }
+}
+
+/* Records of a partly written batch that are not in the log yet. */
+static int64_t unwritten(writer_state *w, spool_batch *b, const wprog *pg)
+{
+    int32_t nparts = w->svc->conf->topics[b->topic].partitions;
+    spool_record *recs;
+    int64_t n = 0;
+    if (pg->next_part >= nparts) {
+        return 0;
+    }
+    if (spool__batch_views(b, &recs) < 0) {
+        return (int64_t)b->count; /* cannot tell: count them all */
+    }
+    for (size_t i = 0; i < b->count; i++) {
+        int32_t p = nparts == 1 ? 0
+                    : recs[i].key ? spool_partition_for_key(recs[i].key, (size_t)recs[i].key_len,
+                                                            nparts)
+                                  : pg->sticky;
+        n += p >= pg->next_part;
+    }
+    return n;
+}
+
+/* At the shutdown deadline: whatever is parked is given up. */
+static void writer_abandon_parked(writer_state *w, int rc)
+{
+    for (size_t t = 0; t < w->ntopics; t++) {
+        wtopic *wt = &w->topics[t];
+        if (!wt->head) {
+            continue;
+        }
+        spool_log_warn(NULL, "log writer: shutdown deadline: %zu batches of topic %s were not "
+                       "written (%s); sources that keep positions read them again at the next "
+                       "start", wt->nparked, w->svc->conf->topics[t].name, refusal(wt->rc));
+        int partial = wt->prog.next_part > 0 || wt->prog.next_pos > 0;
+        if (partial && !wt->head->durable && wt->head->npos == 0) {
+            /* Part of the head is in the log: count only what is not. */
+            lost_add(w->svc, wt->head->ins, unwritten(w, wt->head, &wt->prog));
+        }
+        spool_batch *b;
+        while ((b = park_pop(w, (int)t)) != NULL) {
+            if (partial) {
+                partial = 0;
+                if (b->durable) {
+                    spool__durable_done(b->durable, rc);
+                }
+                spool_batch_destroy(b);
+                continue;
+            }
+            batch_abandon(w->svc, b, rc);
+        }
+        gate_set(w->svc, (int)t, 0);
+    }
+}
+
+/* The direct lane: one dead-letter batch, written now or refused now. */
+static void writer_direct(writer_state *w, spool_batch *b)
+{
+    spool_service *svc = w->svc;
+    int32_t nparts = svc->conf->topics[b->topic].partitions;
+    spool__durable *d = b->durable;
+    spool_record *recs;
+    int rc = -EAGAIN;
+    int32_t p = 0;
+    int64_t base;
+
+    if (b->count == 0) {
+        rc = 0;
+    } else if (spool__batch_views(b, &recs) == 0 && ensure_pending(w) == 0) {
+        p = w->sticky[b->topic];
+        for (size_t i = 0; i < b->count; i++) {
+            if (recs[i].key) {
+                p = spool_partition_for_key(recs[i].key, (size_t)recs[i].key_len, nparts);
+                break;
+            }
+        }
+        rc = spool_log_append(svc->log, b->topic, p, recs, b->count, &base);
+        if (rc == 0) {
+            w->sticky[b->topic] = (w->sticky[b->topic] + 1) % nparts;
+        }
+    }
+    if (rc < 0) {
+        if (rc != -ENOMEM && rc != -EAGAIN) {
+            topic_refusing(w, b->topic, rc == -EDQUOT ? -ENOSPC : rc, p);
+        } else if (rc == -EAGAIN) {
+            topic_refusing(w, b->topic, rc, p);
+        }
+        spool__durable_done(d, -EAGAIN);
+        spool_batch_destroy(b);
+        return;
+    }
+    if (w->topics[b->topic].refusing) {
+        topic_accepting(w, b->topic);
+    }
+    w->pending[w->npending++] = d;
+    b->durable = NULL;
+    w->batches_since_commit++;
+    spool_batch_destroy(b);
+    writer_commit(w, 0, 1); /* answered by this commit, or the next that works */
+}
+
+static int any_parked(const writer_state *w)
+{
+    for (size_t t = 0; t < w->ntopics; t++) {
+        if (w->topics[t].head) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void writer_serve_direct(writer_state *w)
+{
+    spool_queue_item *it;
+    while ((it = spool_queue_pop_urgent(&w->svc->write_queue)) != NULL) {
+        writer_direct(w, (spool_batch *)it);
+    }
+}
+
 static void *writer_main(void *arg)
 {
     spool_service *svc = arg;
+    spool__wlanes *l = svc->lanes;
     writer_state w = {.svc = svc, .next_commit_ms = -1};
-    w.sticky = calloc(svc->conf->ntopics ? svc->conf->ntopics : 1, sizeof(*w.sticky));
+    size_t nt = svc->conf->ntopics ? svc->conf->ntopics : 1;
+    w.sticky = calloc(nt, sizeof(*w.sticky));
+    w.topics = calloc(nt, sizeof(*w.topics));
+    w.ntopics = svc->conf->ntopics;
+    if (!w.sticky || !w.topics) {
+        /* Cannot run without them; the queue still drains so nothing hangs. */
+        spool_log_error(NULL, "log writer: out of memory at start");
+        w.ntopics = 0;
+    }
+    for (size_t t = 0; t < w.ntopics; t++) {
+        w.topics[t].prog = (wprog){.sticky = -1};
+    }
     for (;;) {
         atomic_store(&svc->writer_heartbeat, spool_monotonic_ms());
+        int64_t next_wake = -1;
+        writer_serve_direct(&w);
+        writer_retry_parked(&w, &next_wake);
+        if (deadline_passed(svc) && any_parked(&w)) {
+            writer_abandon_parked(&w, -ESHUTDOWN);
+        }
         spool_queue_item *it = spool_queue_pop(&svc->write_queue, 0, NULL);
         if (!it) {
             /* Out of work: commit now, so a quiet host ships at once. */
@@ -471,36 +967,65 @@ static void *writer_main(void *arg)
                 writer_commit(&w, 0, 1);
             }
             spool_log_retention_run(svc->log, 0);
-            int64_t wait = 1000;
-            if (w.next_commit_ms >= 0) {
-                wait = w.next_commit_ms - spool_monotonic_ms();
-                wait = wait < 1 ? 1 : wait > 1000 ? 1000 : wait;
+            if (spool_queue_drained(&svc->write_queue) && !any_parked(&w)) {
+                break;
             }
+            int64_t now = spool_monotonic_ms(), wait = 1000;
+            if (w.next_commit_ms >= 0 && w.next_commit_ms - now < wait) {
+                wait = w.next_commit_ms - now;
+            }
+            if (next_wake >= 0 && next_wake - now < wait) {
+                wait = next_wake - now;
+            }
+            int64_t dl = deadline_of(svc);
+            if (dl && any_parked(&w) && dl - now < wait) {
+                wait = dl - now;
+            }
+            wait = wait < 1 ? 1 : wait;
             it = spool_queue_pop(&svc->write_queue, wait, NULL);
             if (!it) {
-                if (spool_queue_drained(&svc->write_queue)) {
-                    break;
-                }
                 continue;
             }
         }
         spool_batch *b = (spool_batch *)it;
-        int rc = writer_batch(&w, b);
-        if (rc < 0 && b->durable) {
-            spool__durable_done(b->durable, rc);
+        if (b->topic < 0 || (size_t)b->topic >= w.ntopics) {
+            spool_log_error(b->ins, "log writer: batch for unknown topic %d not written",
+                            b->topic);
+            batch_abandon(svc, b, -EINVAL);
+        } else if (deadline_passed(svc) && w.topics[b->topic].refusing) {
+            batch_abandon(svc, b, -ESHUTDOWN);
+        } else {
+            writer_take(&w, b);
         }
-        spool_batch_destroy(b);
         if (w.batches_since_commit >= WRITER_COMMIT_BATCHES ||
             spool_log_uncommitted_bytes(svc->log) >= WRITER_COMMIT_BYTES) {
             writer_commit(&w, 0, 0);
         }
     }
-    /* Final commit: everything accepted becomes durable before exit. */
-    for (int tries = 0; tries < 50; tries++) {
+    /* Final commit: everything accepted becomes durable before exit, tried
+     * until the shutdown deadline (at least once). */
+    for (;;) {
         if (writer_commit(&w, 1, 1) == 0) {
             break;
         }
+        int64_t dl = deadline_of(svc);
+        if (!dl || spool_monotonic_ms() >= dl) {
+            for (size_t i = 0; i < w.nuncommitted; i++) {
+                lost_entry *e = &w.uncommitted[i];
+                lost_add_named(svc, e->input, e->type, e->n);
+            }
+            break;
+        }
         sleep_ms(100);
+    }
+    pthread_mutex_lock(&l->mu);
+    l->closed = 1;
+    pthread_mutex_unlock(&l->mu);
+    spool_queue_item *it;
+    while ((it = spool_queue_pop_urgent(&svc->write_queue)) != NULL) {
+        spool_batch *b = (spool_batch *)it;
+        spool__durable_done(b->durable, -ESHUTDOWN);
+        spool_batch_destroy(b);
     }
     for (size_t i = 0; i < w.npending; i++) {
         spool__durable_done(w.pending[i], -EIO);
@@ -508,11 +1033,40 @@ static void *writer_main(void *arg)
     }
     free(w.pending);
     free(w.sticky);
+    free(w.topics);
     free(w.grouped);
     free(w.parts);
+    free(w.uncommitted);
     atomic_store(&svc->writer_done, 1);
     spool_log_wake(svc->log);
     return NULL;
+}
+
+int spool__writer_append_direct(spool_service *svc, spool_batch *b)
+{
+    spool__wlanes *l = svc ? svc->lanes : NULL;
+    if (!l || b->topic < 0 || (size_t)b->topic >= l->ntopics) {
+        spool_batch_destroy(b);
+        return l ? -EINVAL : -ESHUTDOWN;
+    }
+    spool__durable *d = spool__durable_new();
+    if (!d) {
+        spool_batch_destroy(b);
+        return -EAGAIN;
+    }
+    b->durable = d; /* the batch holds the writer's reference */
+    pthread_mutex_lock(&l->mu);
+    if (l->closed) {
+        pthread_mutex_unlock(&l->mu);
+        spool_batch_destroy(b);
+        spool__durable_release(d);
+        return -ESHUTDOWN;
+    }
+    spool_queue_push_urgent(&svc->write_queue, &b->link);
+    pthread_mutex_unlock(&l->mu);
+    int rc = spool__durable_wait(d, -1);
+    spool__durable_release(d);
+    return rc;
 }
 
 int spool__pipeline_start(spool_service *svc)
@@ -522,6 +1076,23 @@ int spool__pipeline_start(spool_service *svc)
      * busy), and the rest is for the inputs' read buffers and the outputs'
      * chunks (max_bytes * max_in_flight each) and the batch pool. */
     size_t qbytes = (size_t)svc->conf->memory_limit / 8;
+    spool__wlanes *l = calloc(1, sizeof(*l));
+    if (!l) {
+        return -ENOMEM;
+    }
+    l->ntopics = svc->conf->ntopics;
+    l->blocked = calloc(l->ntopics ? l->ntopics : 1, sizeof(*l->blocked));
+    if (!l->blocked) {
+        free(l);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    svc->lanes = l;
     spool_queue_init(&svc->in_queue, 64, qbytes);
     spool_queue_init(&svc->write_queue, 64, qbytes);
     svc->in_queue.depth = spool__metric_register("spool_queue_depth", "Batches queued",
@@ -535,6 +1106,7 @@ int spool__pipeline_start(spool_service *svc)
     atomic_store(&svc->writer_heartbeat, spool_monotonic_ms());
     atomic_store(&svc->processor_heartbeat, spool_monotonic_ms());
     if (pthread_create(&svc->writer_thread, NULL, writer_main, svc) != 0) {
+        l->closed = 1;
         return -EAGAIN;
     }
     svc->writer_running = 1;
@@ -546,17 +1118,76 @@ int spool__pipeline_start(spool_service *svc)
     return 0;
 }
 
+void spool__pipeline_begin_stop(spool_service *svc)
+{
+    int64_t zero = 0;
+    atomic_compare_exchange_strong(&svc->shutdown_deadline, &zero,
+                                   spool_monotonic_ms() + svc->conf->shutdown_timeout);
+    spool__wlanes *l = svc->lanes;
+    if (l) {
+        pthread_mutex_lock(&l->mu);
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+    }
+}
+
+/* The one final line naming every input that lost records (and why). */
+static void report_lost(spool_service *svc)
+{
+    spool__wlanes *l = svc->lanes;
+    char line[2048];
+    size_t at = 0;
+    int64_t total = 0;
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < l->nlost; i++) {
+        const lost_entry *e = &l->lost[i];
+        int n = snprintf(line + at, sizeof(line) - at, "%s%lld records from input %s (%s)",
+                         i ? ", " : "", (long long)e->n, e->input, e->type);
+        if (n > 0) {
+            at = at + (size_t)n < sizeof(line) ? at + (size_t)n : sizeof(line) - 1;
+        }
+        total += e->n;
+    }
+    l->nlost = 0;
+    pthread_mutex_unlock(&l->mu);
+    if (total) {
+        spool__log_unlimited(SPOOL_LOG_ERROR, "shutdown: %s were accepted but not written to the "
+                             "log: their topic refused appends (full, or the disk) until the "
+                             "shutdown deadline (shutdown_timeout %llds) and their sources cannot "
+                             "replay them", line,
+                             (long long)(svc->conf->shutdown_timeout / 1000));
+    }
+}
+
 void spool__pipeline_finish(spool_service *svc)
 {
+    spool__pipeline_begin_stop(svc);
     spool_queue_close(&svc->in_queue);
     if (svc->processor_running) {
         pthread_join(svc->processor_thread, NULL);
         svc->processor_running = 0;
-    } else {
+    } else if (svc->lanes) {
         spool_queue_close(&svc->write_queue);
     }
     if (svc->writer_running) {
         pthread_join(svc->writer_thread, NULL);
         svc->writer_running = 0;
     }
+    if (svc->lanes) {
+        report_lost(svc);
+    }
+}
+
+void spool__pipeline_free(spool_service *svc)
+{
+    spool__wlanes *l = svc->lanes;
+    if (!l) {
+        return;
+    }
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+    free(l->blocked);
+    free(l->lost);
+    free(l);
+    svc->lanes = NULL;
 }

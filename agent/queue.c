@@ -6,6 +6,11 @@
  * a single item heavier than max_bytes is still accepted when the queue is
  * empty, so nothing can deadlock on size. Closing wakes everyone: pushes
  * fail with -ESHUTDOWN, pops drain what is left and then return NULL.
+ *
+ * An urgent lane sits beside the FIFO (the log writer's direct lane): urgent
+ * items are never bounded, never block, are accepted after close, and are
+ * taken only by spool_queue_pop_urgent; a waiting spool_queue_pop returns
+ * NULL early when one arrives, so its consumer can serve it first.
  */
 #include <errno.h>
 #include <string.h>
@@ -121,7 +126,7 @@ spool_queue_item *spool_queue_pop(spool_queue *q, int64_t timeout_ms, size_t *by
     }
     pthread_mutex_lock(&q->lock);
     while (!q->head && !q->closed) {
-        if (timeout_ms == 0) {
+        if (timeout_ms == 0 || q->urgent_head) {
             goto out;
         }
         if (timeout_ms < 0) {
@@ -172,4 +177,34 @@ int spool_queue_drained(spool_queue *q)
     int done = q->closed && q->count == 0;
     pthread_mutex_unlock(&q->lock);
     return done;
+}
+
+void spool_queue_push_urgent(spool_queue *q, spool_queue_item *item)
+{
+    pthread_mutex_lock(&q->lock);
+    item->next = NULL;
+    item->weight = 0;
+    if (q->urgent_tail) {
+        q->urgent_tail->next = item;
+    } else {
+        q->urgent_head = item;
+    }
+    q->urgent_tail = item;
+    pthread_cond_broadcast(&q->not_empty);
+    pthread_mutex_unlock(&q->lock);
+}
+
+spool_queue_item *spool_queue_pop_urgent(spool_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    spool_queue_item *it = q->urgent_head;
+    if (it) {
+        q->urgent_head = it->next;
+        if (!q->urgent_head) {
+            q->urgent_tail = NULL;
+        }
+        it->next = NULL;
+    }
+    pthread_mutex_unlock(&q->lock);
+    return it;
 }

@@ -7,8 +7,11 @@
  * stages -> output runners -> inputs -> READY=1. Stop order (SIGTERM,
  * SIGINT, or a plugin's spool_service_shutdown): inputs stop and are
  * joined -> queues drain into the log -> final commit -> outputs deliver up
- * to the end offsets or until shutdown_timeout -> cursors saved ->
- * everything destroyed. SIGHUP reloads: the new file is validated first;
+ * to the end offsets -> cursors saved -> everything destroyed. All of it is
+ * bounded by one deadline, shutdown_timeout after the stop began (plus
+ * SPOOL_SHUTDOWN_SLACK_MS for interrupting blocked flushes and closing):
+ * records from sources that cannot replay them that missed it are counted
+ * and named in one final line. SIGHUP reloads: the new file is validated first;
  * if it has errors they are logged and the old configuration keeps
  * running; otherwise the service stops as above (every position and cursor
  * is durable) and starts again on the new file, in the same process.
@@ -278,9 +281,12 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
     spool_sd_status("stopping");
 
 out_pipeline:
+    /* One deadline for the whole stop: inputs' submits, the writer (parked
+     * batches, the final commit) and the outputs' delivery all end by it. */
+    spool__pipeline_begin_stop(svc);
     stop_inputs(svc);
     spool__pipeline_finish(svc);
-    svc->drain_deadline = spool_monotonic_ms() + conf->shutdown_timeout;
+    svc->drain_deadline = atomic_load(&svc->shutdown_deadline);
     atomic_store(&svc->draining, 1);
     spool_log_wake(svc->log);
     for (size_t i = 0; i < conf->noutputs; i++) {
@@ -292,6 +298,7 @@ out:
     if (svc->processor_running || svc->writer_running) {
         spool__pipeline_finish(svc);
     }
+    spool__pipeline_free(svc);
     spool__current = NULL;
     spool_log_close(svc->log);
     if (svc->in_queue.max_count) {

@@ -5,7 +5,7 @@
  *   topics/<topic>/<partition>/<20-digit base offset>.log     RecordBatch v2 batches
  *   topics/<topic>/<partition>/<20-digit base offset>.index   sparse offset -> position
  *   state/checkpoint.0, state/checkpoint.1                    the commit point (below)
- *   cursors/<output>.cursor                                   output cursors
+ *   cursors/<output>.cursor                                   output cursors (two slots)
  *
  * The commit point. One writer thread appends to every partition. After a
  * run of appends it calls spool_log_commit(), which syncs what the topics'
@@ -198,7 +198,10 @@ int64_t spool_log_cursor_get(spool_log *log, const char *consumer, int topic, in
 /* Advances the in-memory cursor; durable after spool_log_cursor_flush. */
 int spool_log_cursor_set(spool_log *log, const char *consumer, int topic, int32_t partition,
                          int64_t offset);
-/* Writes the consumer's cursors atomically (tmp + fsync + rename). */
+/* Writes the consumer's cursors to the page cache (no fsync): survives a
+ * kill -9 of the process, not a power loss. Cheap: one pwrite. 0 or -errno. */
+int spool_log_cursor_write(spool_log *log, const char *consumer);
+/* Writes the consumer's cursors and fsyncs them (power loss). 0 or -errno. */
 int spool_log_cursor_flush(spool_log *log, const char *consumer);
 
 /* Reads every cursor file under data_dir (for `spool topics` lag). */

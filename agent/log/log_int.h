@@ -96,7 +96,14 @@ typedef struct spool__pos_table {
 typedef struct spool__consumer {
     char *name;
     int64_t **offsets;            /* [topic][partition], -1 = none committed */
-    int dirty;
+    int dirty;                    /* changed since the last write to the file */
+    /* The two-slot cursor file (cursor.c), guarded by flush_mu and cur_mu. */
+    int fd;                       /* open after the first write, -1 before */
+    uint32_t slot_size;           /* bytes per slot */
+    uint64_t gen;                 /* highest generation read or written */
+    int synced_slot;              /* slot holding the last fsynced state, -1 none */
+    int last_slot;                /* slot written last */
+    int unsynced;                 /* written to the page cache since the last fsync */
 } spool__consumer;
 
 struct spool_log {
