@@ -305,6 +305,10 @@ void spool__pipeline_free(spool_service *svc);
  * once the writer stopped. Blocks the caller only for the append and commit.
  */
 int spool__writer_append_direct(spool_service *svc, spool_batch *b);
+/* Test hook (fault injection, tests/unit/test_writer.c): while [k] > 0, the
+ * writer's next allocating step fails with -ENOMEM and decrements it; k = 0
+ * before a batch's records, k = 1 before its positions. */
+extern _Atomic int spool__writer_enomem[2];
 
 /* Output runners. */
 int spool__output_start(spool_service *svc, spool_instance *ins);

@@ -25,6 +25,19 @@
 #define KEY_BUF 1024
 
 spool_service *spool__current;
+_Atomic int spool__writer_enomem[2];
+
+/* The test hook: 1 if this step must fail as if out of memory. */
+static int injected_enomem(int k)
+{
+    int v = atomic_load(&spool__writer_enomem[k]);
+    while (v > 0) {
+        if (atomic_compare_exchange_weak(&spool__writer_enomem[k], &v, v - 1)) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
 static void sleep_ms(int64_t ms)
 {
@@ -38,6 +51,7 @@ typedef struct lost_entry {
     char input[200];
     char type[64];
     int64_t n;
+    spool_counter *metric; /* spool_shutdown_lost_records_total{input=...} */
 } lost_entry;
 
 typedef struct spool__wlanes spool__wlanes;
@@ -98,21 +112,24 @@ static void lost_add_named(spool_service *svc, const char *name, const char *typ
         snprintf(e->input, sizeof(e->input), "%s", name);
         snprintf(e->type, sizeof(e->type), "%s", type);
     }
+    if (e && !e->metric) {
+        char labels[300];
+        snprintf(labels, sizeof(labels), "input=\"%s\"", name);
+        e->metric = spool__metric_register("spool_shutdown_lost_records_total",
+                                           "Records accepted from a source that cannot replay "
+                                           "them and not written to the log at shutdown",
+                                           labels, 0);
+    }
+    if (!e && l->nlost) {
+        e = &l->lost[0]; /* out of memory: still counted, under the first name */
+    }
     if (e) {
         e->n += n;
-    } else if (l->nlost) {
-        l->lost[0].n += n; /* out of memory: still counted, under the first name */
+        if (e->metric) {
+            atomic_fetch_add(&e->metric->value, n);
+        }
     }
     pthread_mutex_unlock(&l->mu);
-    char labels[300];
-    snprintf(labels, sizeof(labels), "input=\"%s\"", name);
-    spool_counter *c = spool__metric_register("spool_shutdown_lost_records_total",
-                                              "Records accepted from a source that cannot "
-                                              "replay them and not written to the log at "
-                                              "shutdown", labels, 0);
-    if (c) {
-        atomic_fetch_add(&c->value, n);
-    }
 }
 
 static void lost_add(spool_service *svc, const spool_instance *ins, int64_t n)
@@ -629,7 +646,8 @@ static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *whe
         return -ENOMEM;
     }
     if (b->count && pg->next_part < nparts) {
-        if (spool__batch_views(b, &recs) < 0 || ensure_cap(w, b->count) < 0) {
+        if (injected_enomem(0) || spool__batch_views(b, &recs) < 0 ||
+            ensure_cap(w, b->count) < 0) {
             return -ENOMEM;
         }
         if (pg->sticky < 0) {
@@ -674,7 +692,8 @@ static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *whe
      * commit that makes them durable makes their records durable too. */
     for (; pg->next_pos < b->npos; pg->next_pos++) {
         const spool__bpos *ps = &b->pos[pg->next_pos];
-        if (spool_log_position_set(svc->log, ps->source, ps->pos, ps->len) < 0) {
+        if (injected_enomem(1) || spool_log_position_set(svc->log, ps->source, ps->pos,
+                                                         ps->len) < 0) {
             return -ENOMEM;
         }
     }
@@ -1148,7 +1167,6 @@ static void report_lost(spool_service *svc)
         }
         total += e->n;
     }
-    l->nlost = 0;
     pthread_mutex_unlock(&l->mu);
     if (total) {
         spool__log_unlimited(SPOOL_LOG_ERROR, "shutdown: %s were accepted but not written to the "
@@ -1183,6 +1201,12 @@ void spool__pipeline_free(spool_service *svc)
     spool__wlanes *l = svc->lanes;
     if (!l) {
         return;
+    }
+    for (size_t i = 0; i < l->nlost; i++) {
+        /* Retired, not freed: a reload's next run continues the count. */
+        char labels[300];
+        snprintf(labels, sizeof(labels), "input=\"%s\"", l->lost[i].input);
+        spool__metric_unregister_labels(labels);
     }
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
