@@ -740,6 +740,9 @@ int spool__output_start(spool_service *svc, spool_instance *ins)
             ps->topic_name = tc->name;
             ps->committed = spool_log_cursor_get(svc->log, r->consumer, ti, p);
             ps->read_pos = ps->committed;
+            /* Hold retention from here on (a consumer holds only the
+             * partitions it has a cursor on). */
+            spool_log_cursor_set(svc->log, r->consumer, ti, p, ps->committed);
         }
     }
     if (ins->out.dead_letter_topic) {

@@ -487,7 +487,7 @@ static void writer_health(writer_state *w)
         const wtopic *wt = &w->topics[first];
         int n = snprintf(buf, sizeof(buf), "topic %s: %s (partition %d): %s", 
                          svc->conf->topics[first].name, refusal(wt->rc), wt->partition,
-                         wt->rc == -ENOMEM || wt->rc == -EAGAIN ? "its inputs are paused"
+                         wt->rc == -ENOMEM || wt->rc == -EAGAIN ? "appends to it wait"
                                                                : strerror(-wt->rc));
         if (nref > 1 && n > 0 && (size_t)n < sizeof(buf)) {
             snprintf(buf + n, sizeof(buf) - (size_t)n, "; %zu more topics refused", nref - 1);
@@ -524,7 +524,7 @@ static void topic_accepting(writer_state *w, int topic)
 {
     wtopic *wt = &w->topics[topic];
     if (wt->refusing && !wt->head) {
-        spool_log_info(NULL, "log writer: topic %s accepts appends again; its inputs resume",
+        spool_log_info(NULL, "log writer: topic %s: appends succeed again; its inputs resume",
                        w->svc->conf->topics[topic].name);
         wt->refusing = 0;
         writer_health(w);

@@ -16,9 +16,10 @@
  * .tmp with the state in slot 0, fsync, rename, fsync the directory.
  * The old format (text lines then "crc <8 hex digits>") is still read and
  * replaced at the first write. A damaged file is detected and ignored (with
- * an error) rather than trusted. Registered consumers hold retention back
- * (retention.c asks for the minimum). Any thread: the table is guarded by
- * log->cur_mu, file writes by log->flush_mu (taken first).
+ * an error) rather than trusted. Registered consumers hold retention back on
+ * the partitions they have a cursor on (retention.c asks for the minimum).
+ * Any thread: the table is guarded by log->cur_mu, file writes by
+ * log->flush_mu (taken first).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -345,8 +346,8 @@ static int cursor_create(spool_log *log, const char *path, const uint8_t *payloa
     memcpy(img + SLOT_HDR, payload, len);
     slot_header(img, slot_size, payload, len, gen);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     errno = 0;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0 || write(fd, img, 2 * (size_t)slot_size) != (ssize_t)(2 * (size_t)slot_size) ||
         fsync(fd) < 0) {
         rc = errno ? -errno : -ENOSPC;
@@ -544,7 +545,7 @@ int64_t spool__cursor_min(spool_log *log, int topic, int32_t partition)
     pthread_mutex_lock(&log->cur_mu);
     for (size_t i = 0; i < log->nconsumers; i++) {
         int64_t v = log->consumers[i].offsets[topic][partition];
-        if (v < m) {
+        if (v >= 0 && v < m) { /* -1: this consumer does not read the partition */
             m = v;
         }
     }

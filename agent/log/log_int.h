@@ -206,8 +206,9 @@ int spool__pos_table_set(spool__pos_table *t, const char *source, const void *po
 const spool__pos *spool__pos_table_find(const spool__pos_table *t, const char *source);
 
 /* ---- cursor.c ---- */
-/* Lowest committed cursor of registered consumers, INT64_MAX if none;
- * -1 if a registered consumer has none for this partition. */
+/* Lowest committed cursor of the registered consumers that have one for
+ * this partition (a consumer without one does not read it); INT64_MAX if
+ * none has. */
 int64_t spool__cursor_min(spool_log *log, int topic, int32_t partition);
 void spool__cursors_free(spool_log *log);
 

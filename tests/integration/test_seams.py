@@ -141,6 +141,11 @@ outputs:
     name: other-out
     topics: [other]
     path: {other_out}
+  # Reads the dead-letter topic but never delivers: nothing may be deleted.
+  - type: http
+    name: dead-reader
+    topics: [dead]
+    url: http://127.0.0.1:{spoolt.free_port()}/v1/batches
 """)
     s = spoolt.Spool(cfg)
     try:

@@ -16,6 +16,7 @@
 #include "metrics.h"
 
 #define H_MAX_TOPICS 4
+#define H_FN static __attribute__((unused)) /* each test uses a subset */
 
 typedef struct harness {
     char dir[64];
@@ -27,7 +28,7 @@ typedef struct harness {
     int started;
 } harness;
 
-static int h_input_run(spool_instance *ins, void *ctx)
+H_FN int h_input_run(spool_instance *ins, void *ctx)
 {
     (void)ins;
     (void)ctx;
@@ -42,7 +43,7 @@ static const spool_plugin h_input_plugin = {
     .run = h_input_run,
 };
 
-static spool_topic_conf *h_topic(harness *h, const char *name, int32_t partitions,
+H_FN spool_topic_conf *h_topic(harness *h, const char *name, int32_t partitions,
                                  int64_t max_bytes)
 {
     spool_topic_conf *t = &h->topics[h->ntopics++];
@@ -57,7 +58,7 @@ static spool_topic_conf *h_topic(harness *h, const char *name, int32_t partition
     return t;
 }
 
-static harness *h_new(void)
+H_FN harness *h_new(void)
 {
     harness *h = calloc(1, sizeof(*h));
     assert_non_null(h);
@@ -67,7 +68,7 @@ static harness *h_new(void)
 }
 
 /* Opens the log and starts the processor and writer threads. */
-static void h_start(harness *h, int64_t shutdown_timeout_ms)
+H_FN void h_start(harness *h, int64_t shutdown_timeout_ms)
 {
     spool_log *log = NULL;
     spool_log_options lo = {0};
@@ -89,7 +90,7 @@ static void h_start(harness *h, int64_t shutdown_timeout_ms)
     h->started = 1;
 }
 
-static spool_instance *h_input(harness *h, const char *name, int topic)
+H_FN spool_instance *h_input(harness *h, const char *name, int topic)
 {
     spool_instance *ins = spool__instance_new(&h_input_plugin, SPOOL_PLUGIN_INPUT, 0, name);
     assert_non_null(ins);
@@ -99,7 +100,7 @@ static spool_instance *h_input(harness *h, const char *name, int topic)
 }
 
 /* A batch of n records "<prefix>-<first+i>", optionally with a position. */
-static spool_batch *h_batch(spool_instance *ins, const char *prefix, int first, int n,
+H_FN spool_batch *h_batch(spool_instance *ins, const char *prefix, int first, int n,
                             size_t pad, const char *pos)
 {
     spool_batch *b = spool_batch_create(ins);
@@ -119,14 +120,14 @@ static spool_batch *h_batch(spool_instance *ins, const char *prefix, int first, 
     return b;
 }
 
-static int64_t h_end(harness *h, int topic, int32_t partition)
+H_FN int64_t h_end(harness *h, int topic, int32_t partition)
 {
     spool_partition_info pi;
     assert_int_equal(spool_log_partition_info(h->svc.log, topic, partition, &pi), 0);
     return pi.end_offset;
 }
 
-static int64_t h_topic_end(harness *h, int topic)
+H_FN int64_t h_topic_end(harness *h, int topic)
 {
     int64_t n = 0;
     for (int32_t p = 0; p < h->topics[topic].partitions; p++) {
@@ -136,7 +137,7 @@ static int64_t h_topic_end(harness *h, int topic)
 }
 
 /* Waits (bounded) until the topic's durable records reach n. */
-static int h_wait_records(harness *h, int topic, int64_t n, int64_t timeout_ms)
+H_FN int h_wait_records(harness *h, int topic, int64_t n, int64_t timeout_ms)
 {
     int64_t until = spool_monotonic_ms() + timeout_ms;
     for (;;) {
@@ -153,7 +154,7 @@ static int h_wait_records(harness *h, int topic, int64_t n, int64_t timeout_ms)
 }
 
 /* Waits (bounded) for pred(arg). */
-static int h_wait(int (*pred)(void *arg), void *arg, int64_t timeout_ms)
+H_FN int h_wait(int (*pred)(void *arg), void *arg, int64_t timeout_ms)
 {
     int64_t until = spool_monotonic_ms() + timeout_ms;
     while (!pred(arg)) {
@@ -167,7 +168,7 @@ static int h_wait(int (*pred)(void *arg), void *arg, int64_t timeout_ms)
 }
 
 /* Every record value of a partition, in offset order; returns the count. */
-static size_t h_values(harness *h, int topic, int32_t partition, char ***out)
+H_FN size_t h_values(harness *h, int topic, int32_t partition, char ***out)
 {
     spool_buf raw = {0};
     spool_decoded dec = {0};
@@ -207,7 +208,7 @@ static size_t h_values(harness *h, int topic, int32_t partition, char ***out)
     return n;
 }
 
-static void h_free_values(char **vals, size_t n)
+H_FN void h_free_values(char **vals, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(vals[i]);
@@ -220,7 +221,7 @@ typedef struct h_metric_q {
     int64_t value;
 } h_metric_q;
 
-static void h_metric_fn(void *arg, const spool_metric_sample *s)
+H_FN void h_metric_fn(void *arg, const spool_metric_sample *s)
 {
     h_metric_q *q = arg;
     if (strcmp(s->name, q->name) == 0 && strcmp(s->labels, q->labels) == 0) {
@@ -228,7 +229,7 @@ static void h_metric_fn(void *arg, const spool_metric_sample *s)
     }
 }
 
-static int64_t h_metric(const char *name, const char *labels)
+H_FN int64_t h_metric(const char *name, const char *labels)
 {
     h_metric_q q = {name, labels, 0};
     spool_metrics_foreach(h_metric_fn, &q);
@@ -236,7 +237,7 @@ static int64_t h_metric(const char *name, const char *labels)
 }
 
 /* Stops the pipeline (bounded by the shutdown deadline) and frees all. */
-static void h_stop(harness *h)
+H_FN void h_stop(harness *h)
 {
     if (h->started) {
         spool__pipeline_begin_stop(&h->svc);
@@ -244,7 +245,7 @@ static void h_stop(harness *h)
     }
 }
 
-static void h_free(harness *h)
+H_FN void h_free(harness *h)
 {
     h_stop(h);
     spool__pipeline_free(&h->svc);

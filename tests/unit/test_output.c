@@ -1,0 +1,447 @@
+/*
+ * test_output.c: the output runner (agent/output.c) against a fake output
+ * plugin and a real log in a temporary directory, with the real writer:
+ * in-order commit with completions arriving out of order from another
+ * thread, retries, max_in_flight over several partitions, rejection into a
+ * full dead-letter topic (kept, retried, never blocking the writer), and a
+ * cursor that cannot be saved. Threaded: run under TSan.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core.h"
+#include "svc_harness.h"
+
+/* ---- the fake output ---- */
+
+enum { FM_OK, FM_PENDING, FM_REJECT };
+
+typedef struct fchunk {
+    int32_t partition;
+    int64_t first, next;
+} fchunk;
+
+static struct {
+    pthread_mutex_t mu;
+    int mode;
+    int retry_first;              /* answer RETRY to this many flushes first */
+    int flushes;
+    int inflight, max_inflight;
+    const spool_chunk *pending[64];
+    size_t npending;
+    fchunk ok[4096];              /* accepted chunks, in acceptance order */
+    size_t nok;
+} F = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void f_reset(int mode)
+{
+    pthread_mutex_lock(&F.mu);
+    F.mode = mode;
+    F.retry_first = 0;
+    F.flushes = 0;
+    F.inflight = F.max_inflight = 0;
+    F.npending = 0;
+    F.nok = 0;
+    pthread_mutex_unlock(&F.mu);
+}
+
+static void f_accept(const spool_chunk *c)
+{
+    F.ok[F.nok++] = (fchunk){c->partition, c->first_offset, c->next_offset};
+}
+
+static int f_flush(spool_instance *ins, void *ctx, const spool_chunk *c)
+{
+    (void)ctx;
+    pthread_mutex_lock(&F.mu);
+    F.flushes++;
+    if (F.retry_first > 0) {
+        F.retry_first--;
+        pthread_mutex_unlock(&F.mu);
+        return SPOOL_RETRY;
+    }
+    if (F.mode == FM_REJECT) {
+        pthread_mutex_unlock(&F.mu);
+        spool_output_set_reject_reason(ins, "the test says no");
+        return SPOOL_REJECT;
+    }
+    if (F.mode == FM_PENDING) {
+        F.pending[F.npending++] = c;
+        F.inflight++;
+        if (F.inflight > F.max_inflight) {
+            F.max_inflight = F.inflight;
+        }
+        pthread_mutex_unlock(&F.mu);
+        return SPOOL_PENDING;
+    }
+    f_accept(c);
+    pthread_mutex_unlock(&F.mu);
+    return SPOOL_OK;
+}
+
+/* Completes pending chunk i (from the calling thread, not the runner). */
+static void f_complete(spool_instance *ins, size_t i)
+{
+    pthread_mutex_lock(&F.mu);
+    const spool_chunk *c = F.pending[i];
+    F.pending[i] = NULL;
+    f_accept(c);
+    F.inflight--;
+    pthread_mutex_unlock(&F.mu);
+    spool_output_complete(ins, c, SPOOL_OK, NULL);
+}
+
+static const spool_plugin fake_out = {
+    .abi_version = SPOOL_ABI_VERSION,
+    .struct_size = sizeof(spool_plugin),
+    .kind = SPOOL_PLUGIN_OUTPUT,
+    .name = "fake_out",
+    .flush = f_flush,
+};
+
+/* ---- helpers ---- */
+
+static spool_instance *out_new(harness *h, const char *topic, int64_t max_records,
+                               int64_t max_in_flight, const char *dead_letter)
+{
+    spool_instance *o = spool__instance_new(&fake_out, SPOOL_PLUGIN_OUTPUT, 0, "fake");
+    assert_non_null(o);
+    o->svc = &h->svc;
+    o->out.topics.items = calloc(1, sizeof(char *));
+    o->out.topics.items[0] = strdup(topic);
+    o->out.topics.count = 1;
+    o->out.max_records = max_records;
+    o->out.max_bytes = 1 << 20;
+    o->out.linger = 0;
+    o->out.max_in_flight = max_in_flight;
+    o->out.max_retry_time = 0;
+    o->out.retry_backoff = 5;
+    o->out.retry_backoff_max = 20;
+    o->out.dead_letter_topic = dead_letter ? strdup(dead_letter) : NULL;
+    assert_int_equal(spool__output_start(&h->svc, o), 0);
+    return o;
+}
+
+/* Stops the pipeline, then lets the runner drain (at most drain_ms). */
+static void out_stop(harness *h, spool_instance *o, int64_t drain_ms)
+{
+    h_stop(h);
+    h->started = 0;
+    h->svc.drain_deadline = spool_monotonic_ms() + drain_ms;
+    atomic_store(&h->svc.draining, 1);
+    spool_log_wake(h->svc.log);
+    spool__output_join(&h->svc, o);
+    spool__output_free(o);
+    spool__instance_free(o);
+    spool_queue_destroy(&h->svc.in_queue);
+    spool_queue_destroy(&h->svc.write_queue);
+    spool__metric_unregister_labels("stage=\"processors\"");
+    spool__metric_unregister_labels("stage=\"log_writer\"");
+}
+
+static int64_t cursor_of(harness *h, int topic, int32_t partition)
+{
+    return spool_log_cursor_get(h->svc.log, "output.fake", topic, partition);
+}
+
+typedef struct cursor_q {
+    harness *h;
+    int topic;
+    int64_t want;
+} cursor_q;
+
+static int cursor_reached(void *arg)
+{
+    cursor_q *q = arg;
+    int64_t sum = 0;
+    for (int32_t p = 0; p < q->h->topics[q->topic].partitions; p++) {
+        sum += cursor_of(q->h, q->topic, p);
+    }
+    return sum >= q->want;
+}
+
+static int pending_at_least(void *arg)
+{
+    size_t want = *(size_t *)arg, n = 0;
+    pthread_mutex_lock(&F.mu);
+    for (size_t i = 0; i < F.npending; i++) {
+        n += F.pending[i] != NULL;
+    }
+    pthread_mutex_unlock(&F.mu);
+    return n >= want;
+}
+
+static void submit_n(harness *h, spool_instance *in, const char *prefix, int first, int n,
+                     int per_batch, size_t pad)
+{
+    for (int k = 0; k < n; k += per_batch) {
+        int m = n - k < per_batch ? n - k : per_batch;
+        assert_int_equal(spool_input_submit(in, h_batch(in, prefix, first + k, m, pad, NULL),
+                                            5000), 0);
+    }
+    (void)h;
+}
+
+/* Chunks accepted for partition p cover [0, end) contiguously, in order. */
+static void expect_contiguous(int32_t p, int64_t end)
+{
+    int64_t at = 0;
+    pthread_mutex_lock(&F.mu);
+    for (size_t i = 0; i < F.nok; i++) {
+        if (F.ok[i].partition == p) {
+            assert_int_equal(F.ok[i].first, at);
+            at = F.ok[i].next;
+        }
+    }
+    pthread_mutex_unlock(&F.mu);
+    assert_int_equal(at, end);
+}
+
+/* ---- tests ---- */
+
+/* Four chunks in flight, completed 3, 2, 1 from this thread: the cursor
+ * stays before chunk 0; completing 0 moves it past all four. */
+static void commits_in_order(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "app", 1, 0);
+    h_start(h, 2000);
+    f_reset(FM_PENDING);
+    spool_instance *in = h_input(h, "in", 0);
+    submit_n(h, in, "r", 0, 40, 40, 0);
+    assert_true(h_wait_records(h, 0, 40, 10000));
+    spool_instance *o = out_new(h, "app", 10, 4, NULL);
+    size_t four = 4;
+    assert_true(h_wait(pending_at_least, &four, 10000));
+    assert_int_equal(F.max_inflight, 4);
+    for (size_t i = 4; i-- > 1;) {
+        f_complete(o, i);
+    }
+    cursor_q q = {h, 0, 1};
+    /* Nothing may commit while chunk 0 is outstanding (a bounded look). */
+    assert_false(h_wait(cursor_reached, &q, 300));
+    assert_int_equal(cursor_of(h, 0, 0), 0);
+    f_complete(o, 0);
+    q.want = 40;
+    assert_true(h_wait(cursor_reached, &q, 10000));
+    assert_int_equal(cursor_of(h, 0, 0), 40);
+    out_stop(h, o, 1000);
+    spool__instance_free(in);
+    h_free(h);
+}
+
+/* Transient failures are retried, in order, and nothing is skipped. */
+static void retries_keep_order(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "app", 1, 0);
+    h_start(h, 2000);
+    f_reset(FM_OK);
+    F.retry_first = 3;
+    spool_instance *in = h_input(h, "in", 0);
+    submit_n(h, in, "r", 0, 30, 10, 0);
+    spool_instance *o = out_new(h, "app", 10, 1, NULL);
+    cursor_q q = {h, 0, 30};
+    assert_true(h_wait(cursor_reached, &q, 10000));
+    expect_contiguous(0, 30);
+    pthread_mutex_lock(&F.mu);
+    int flushes = F.flushes;
+    pthread_mutex_unlock(&F.mu);
+    assert_true(flushes >= 3 + 3);
+    out_stop(h, o, 1000);
+    spool__instance_free(in);
+    h_free(h);
+}
+
+typedef struct completer {
+    spool_instance *o;
+    harness *h;
+    int64_t total;
+    _Atomic int stop;
+} completer;
+
+/* Completes whatever is pending, oldest first, from its own thread. */
+static void *completer_main(void *arg)
+{
+    completer *c = arg;
+    cursor_q q = {c->h, 0, c->total};
+    int64_t until = spool_monotonic_ms() + 20000;
+    while (!atomic_load(&c->stop) && !cursor_reached(&q) && spool_monotonic_ms() < until) {
+        size_t pick = SIZE_MAX;
+        pthread_mutex_lock(&F.mu);
+        for (size_t i = 0; i < F.npending && pick == SIZE_MAX; i++) {
+            if (F.pending[i]) {
+                pick = i;
+            }
+        }
+        pthread_mutex_unlock(&F.mu);
+        if (pick != SIZE_MAX) {
+            f_complete(c->o, pick);
+        } else {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* Several partitions, max_in_flight 2, completions from another thread:
+ * never more than 2 outstanding, every partition delivered in order. */
+static void max_in_flight_across_partitions(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "app", 4, 0);
+    h_start(h, 2000);
+    f_reset(FM_PENDING);
+    spool_instance *in = h_input(h, "in", 0);
+    submit_n(h, in, "r", 0, 400, 25, 0); /* sticky: each batch to the next partition */
+    assert_true(h_wait_records(h, 0, 400, 10000));
+    spool_instance *o = out_new(h, "app", 7, 2, NULL);
+    completer c = {.o = o, .h = h, .total = 400};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, completer_main, &c), 0);
+    cursor_q q = {h, 0, 400};
+    assert_true(h_wait(cursor_reached, &q, 20000));
+    atomic_store(&c.stop, 1);
+    pthread_join(th, NULL);
+    pthread_mutex_lock(&F.mu);
+    int maxf = F.max_inflight;
+    pthread_mutex_unlock(&F.mu);
+    assert_true(maxf >= 1 && maxf <= 2);
+    for (int32_t p = 0; p < 4; p++) {
+        expect_contiguous(p, h_end(h, 0, p));
+    }
+    out_stop(h, o, 1000);
+    spool__instance_free(in);
+    h_free(h);
+}
+
+static int dead_refused(void *arg)
+{
+    (void)arg; /* the health of the current service */
+    char reason[256];
+    return !spool_health_check(reason, sizeof(reason)) && strstr(reason, "topic dead");
+}
+
+/* Everything rejected, the dead-letter topic full (on_full: block): the
+ * rejected chunk is kept (cursor not moved past it), the writer keeps
+ * serving another topic, and once the dead-letter topic has room every
+ * record lands there exactly once. */
+static void reject_into_full_dead_letter(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "app", 1, 0);
+    h_topic(h, "dead", 1, 64 << 10);
+    h_topic(h, "other", 1, 0);
+    h_start(h, 2000);
+    assert_int_equal(spool_log_cursor_register(h->svc.log, "holder"), 0);
+    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 1, 0, 0), 0);
+    f_reset(FM_REJECT);
+    spool_instance *in = h_input(h, "in", 0), *oin = h_input(h, "oin", 2);
+    submit_n(h, in, "r", 0, 1000, 100, 300);
+    assert_true(h_wait_records(h, 0, 1000, 10000));
+    spool_instance *o = out_new(h, "app", 50, 1, "dead");
+    assert_true(h_wait(dead_refused, h, 10000));
+    /* The cursor stands exactly behind what reached the dead-letter topic. */
+    int64_t dead = h_end(h, 1, 0);
+    assert_true(dead > 0 && dead < 1000);
+    assert_int_equal(cursor_of(h, 0, 0), dead);
+    /* The writer is not held: another topic is written meanwhile. */
+    submit_n(h, oin, "o", 0, 100, 10, 0);
+    assert_true(h_wait_records(h, 2, 100, 10000));
+    assert_int_equal(cursor_of(h, 0, 0), h_end(h, 1, 0));
+    /* Room again: every rejected record lands once, the cursor reaches the end. */
+    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 1, 0, INT64_MAX / 2), 0);
+    cursor_q q = {h, 0, 1000};
+    assert_true(h_wait(cursor_reached, &q, 20000));
+    assert_int_equal(h_end(h, 1, 0), 1000);
+    out_stop(h, o, 1000);
+    spool__instance_free(in);
+    spool__instance_free(oin);
+    h_free(h);
+}
+
+typedef struct file_cursor_q {
+    int64_t offset;
+} file_cursor_q;
+
+static void on_file_cursor(void *arg, const char *consumer, const char *topic, int32_t partition,
+                           int64_t offset)
+{
+    file_cursor_q *q = arg;
+    if (strcmp(consumer, "output.fake") == 0 && strcmp(topic, "app") == 0 && partition == 0) {
+        q->offset = offset;
+    }
+}
+
+typedef struct saved_q {
+    harness *h;
+    int64_t want;
+} saved_q;
+
+
+static int cursor_saved(void *arg)
+{
+    saved_q *s = arg;
+    file_cursor_q q = {-1};
+    spool_log_cursor_foreach(s->h->svc.log, on_file_cursor, &q);
+    return q.offset == s->want;
+}
+
+/* The cursor cannot be saved (its directory is gone): delivery goes on;
+ * once the directory is back, the cursor is saved. */
+static void cursor_save_failure(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "app", 1, 0);
+    h_start(h, 2000);
+    f_reset(FM_OK);
+    char cdir[128], away[128];
+    snprintf(cdir, sizeof(cdir), "%s/cursors", h->dir);
+    snprintf(away, sizeof(away), "%s/cursors.away", h->dir);
+    spool_instance *in = h_input(h, "in", 0);
+    spool_instance *o = out_new(h, "app", 10, 1, NULL);
+    assert_int_equal(rename(cdir, away), 0);
+    FILE *fp = fopen(cdir, "w"); /* a file where the directory was: ENOTDIR */
+    assert_non_null(fp);
+    fclose(fp);
+    submit_n(h, in, "r", 0, 100, 10, 0);
+    cursor_q q = {h, 0, 100};
+    assert_true(h_wait(cursor_reached, &q, 10000));
+    expect_contiguous(0, 100);
+    assert_int_equal(unlink(cdir), 0);
+    assert_int_equal(rename(away, cdir), 0);
+    saved_q s = {h, 100};
+    assert_true(h_wait(cursor_saved, &s, 10000));
+    out_stop(h, o, 1000);
+    spool__instance_free(in);
+    h_free(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(commits_in_order),
+        cmocka_unit_test(retries_keep_order),
+        cmocka_unit_test(max_in_flight_across_partitions),
+        cmocka_unit_test(reject_into_full_dead_letter),
+        cmocka_unit_test(cursor_save_failure),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
