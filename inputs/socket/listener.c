@@ -389,9 +389,10 @@ int sock_listener_run(sock_listener *l)
     uv_run(&l->loop, UV_RUN_DEFAULT);
     l->loop_done = 1;
 
-    /* The loop has ended: hand over what is left, waiting a little. */
+    /* The loop has ended: hand over what is left, waiting at most until the
+     * service's shutdown deadline (the core counts what misses it as lost). */
     if (l->batch != NULL && spool_batch_count(l->batch) > 0 && !l->shutdown) {
-        int rc = spool_input_submit(l->ins, l->batch, 5000);
+        int rc = spool_input_submit(l->ins, l->batch, -1);
         if (rc == 0) {
             l->batch = NULL;
         }
