@@ -897,13 +897,19 @@ static void writer_direct(writer_state *w, spool_batch *b)
     int32_t nparts = svc->conf->topics[b->topic].partitions;
     spool__durable *d = b->durable;
     spool_record *recs;
-    int rc = -EAGAIN;
+    int rc;
     int32_t p = 0;
     int64_t base;
 
-    if (b->count == 0) {
-        rc = 0;
-    } else if (spool__batch_views(b, &recs) == 0 && ensure_pending(w) == 0) {
+    if ((size_t)b->topic >= w->ntopics || b->count == 0) {
+        /* No topic table (out of memory at start), or nothing to write. */
+        spool__durable_done(d, b->count ? -EAGAIN : 0);
+        spool_batch_destroy(b);
+        return;
+    }
+    if (spool__batch_views(b, &recs) < 0 || ensure_pending(w) < 0) {
+        rc = -ENOMEM;
+    } else {
         p = w->sticky[b->topic];
         for (size_t i = 0; i < b->count; i++) {
             if (recs[i].key) {
@@ -917,11 +923,7 @@ static void writer_direct(writer_state *w, spool_batch *b)
         }
     }
     if (rc < 0) {
-        if (rc != -ENOMEM && rc != -EAGAIN) {
-            topic_refusing(w, b->topic, rc == -EDQUOT ? -ENOSPC : rc, p);
-        } else if (rc == -EAGAIN) {
-            topic_refusing(w, b->topic, rc, p);
-        }
+        topic_refusing(w, b->topic, rc == -EDQUOT ? -ENOSPC : rc, p);
         spool__durable_done(d, -EAGAIN);
         spool_batch_destroy(b);
         return;
@@ -1001,6 +1003,12 @@ static void *writer_main(void *arg)
                 wait = dl - now;
             }
             wait = wait < 1 ? 1 : wait;
+            if (spool_queue_drained(&svc->write_queue)) {
+                /* Closed: pop would not wait. Parked batches wait for their
+                 * retry or the deadline; look at the direct lane meanwhile. */
+                sleep_ms(wait < 10 ? wait : 10);
+                continue;
+            }
             it = spool_queue_pop(&svc->write_queue, wait, NULL);
             if (!it) {
                 continue;
