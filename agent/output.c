@@ -745,6 +745,10 @@ int spool__output_start(spool_service *svc, spool_instance *ins)
             spool_log_cursor_set(svc->log, r->consumer, ti, p, ps->committed);
         }
     }
+    /* Saved at once, so `spool topics` shows the lag of an output that never
+     * delivered anything. */
+    r->cursor_dirty = 1;
+    r->cursor_unwritten = 1;
     if (ins->out.dead_letter_topic) {
         r->dl = spool__instance_new(&dead_letter_plugin, SPOOL_PLUGIN_INPUT, ins->index, NULL);
         if (!r->dl) {
