@@ -138,7 +138,9 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
         const spool_record *rec = &c->records[i];
         spool_header h[64 + 5];
         uint32_t nh = rec->header_count < 64 ? rec->header_count : 64;
-        memcpy(h, rec->headers, nh * sizeof(*h));
+        if (nh) {
+            memcpy(h, rec->headers, nh * sizeof(*h)); /* headers may be NULL when none */
+        }
         snprintf(off, sizeof(off), "%lld", (long long)rec->offset);
         const char *names[5] = {"dead_letter.reason", "dead_letter.output", "dead_letter.topic",
                                 "dead_letter.partition", "dead_letter.offset"};
