@@ -6,11 +6,23 @@
  * batches. Each stage has its own thread and bounded queue; a full queue
  * blocks the stage before it, down to the inputs, which stop reading.
  *
+ * The writer never waits on one topic: a batch the log refuses (topic full
+ * under on_full: block, disk full, I/O error, out of memory) is parked in
+ * its topic's FIFO and retried on a short timer while other topics go on,
+ * and submit() holds that topic's inputs (the gate) so what is parked stays
+ * bounded. Dead letters come through a direct lane (the write queue's urgent
+ * lane), served ahead of ingest and answered at once, never parked. Stopping
+ * has one deadline (svc->shutdown_deadline): submits, parked batches and the
+ * final commit all end by it; records that miss it from a source without
+ * positions are counted per input and named in one final line.
+ *
  * Invariants: a batch is owned by exactly one stage at a time; records of
- * one input batch keep their order inside each partition; positions
- * attached to a batch are recorded in the log only after every record of
- * that batch was appended, so the commit that makes them durable also
- * makes their records durable.
+ * one input batch keep their order inside each partition, and batches of a
+ * topic are appended in the order the writer received them (parking keeps
+ * it); positions attached to a batch are recorded in the log only after
+ * every record of that batch was appended, so the commit that makes them
+ * durable also makes their records durable, and a batch that is given up
+ * never moves its source's position; no part of a batch is appended twice.
  */
 #include <errno.h>
 #include <stdio.h>
