@@ -442,15 +442,15 @@ static int cursor_save(spool_log *log, const char *consumer, int sync)
             slot = synced == 0 ? 1 : 0;
             slot_header(b.data, slot_size, b.data + SLOT_HDR, len, gen);
             errno = 0;
-            long w = log->io->pwrite(fd, b.data, b.len, (int64_t)slot * slot_size);
-            if (w != (long)b.len) {
+            ssize_t w = pwrite(fd, b.data, b.len, (off_t)slot * slot_size);
+            if (w != (ssize_t)b.len) {
                 rc = errno ? -errno : -ENOSPC;
                 goto fail;
             }
         }
     }
     if (sync && slot >= 0 && slot != synced) {
-        if (log->io->fdatasync(fd) < 0) {
+        if (fdatasync(fd) < 0) {
             rc = -errno;
             goto fail;
         }

@@ -25,7 +25,7 @@
 
 /* ---- the fake output ---- */
 
-enum { FM_OK, FM_PENDING, FM_REJECT };
+enum { FM_OK, FM_PENDING, FM_REJECT, FM_REJECT_P0 };
 
 typedef struct fchunk {
     int32_t partition;
@@ -71,7 +71,7 @@ static int f_flush(spool_instance *ins, void *ctx, const spool_chunk *c)
         pthread_mutex_unlock(&F.mu);
         return SPOOL_RETRY;
     }
-    if (F.mode == FM_REJECT) {
+    if (F.mode == FM_REJECT || (F.mode == FM_REJECT_P0 && c->partition == 0)) {
         pthread_mutex_unlock(&F.mu);
         spool_output_set_reject_reason(ins, "the test says no");
         return SPOOL_REJECT;
@@ -376,6 +376,38 @@ static void reject_into_full_dead_letter(void **state)
     h_free(h);
 }
 
+/* Partition 0's chunks are rejected into a full dead-letter topic; with two
+ * slots, partition 1 is still delivered completely meanwhile. */
+static void stuck_dead_letter_holds_only_its_partition(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "app", 2, 0);
+    h_topic(h, "dead", 1, 64 << 10);
+    h_start(h, 2000);
+    assert_int_equal(spool_log_cursor_register(h->svc.log, "holder"), 0);
+    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 1, 0, 0), 0);
+    f_reset(FM_REJECT_P0);
+    spool_instance *in = h_input(h, "in", 0);
+    submit_n(h, in, "r", 0, 2000, 100, 300); /* sticky: batches alternate partitions */
+    assert_true(h_wait_records(h, 0, 2000, 10000));
+    int64_t end1 = h_end(h, 0, 1);
+    assert_true(end1 > 0);
+    spool_instance *o = out_new(h, "app", 50, 2, "dead");
+    assert_true(h_wait(dead_refused, h, 10000));
+    /* Partition 1 gets everything although partition 0 is stuck. */
+    int64_t until = spool_monotonic_ms() + 10000;
+    while (cursor_of(h, 0, 1) < end1 && spool_monotonic_ms() < until) {
+        h_wait_records(h, 0, 1 << 30, 20); /* bounded pause on the log's clock */
+    }
+    assert_int_equal(cursor_of(h, 0, 1), end1);
+    expect_contiguous(1, end1);
+    assert_true(cursor_of(h, 0, 0) < h_end(h, 0, 0));
+    out_stop(h, o, 500);
+    spool__instance_free(in);
+    h_free(h);
+}
+
 typedef struct file_cursor_q {
     int64_t offset;
 } file_cursor_q;
@@ -441,6 +473,7 @@ int main(void)
         cmocka_unit_test(retries_keep_order),
         cmocka_unit_test(max_in_flight_across_partitions),
         cmocka_unit_test(reject_into_full_dead_letter),
+        cmocka_unit_test(stuck_dead_letter_holds_only_its_partition),
         cmocka_unit_test(cursor_save_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
