@@ -39,6 +39,13 @@ static size_t batch_weight(const spool_batch *b)
     return b->alen + b->count * sizeof(spool__brec) + b->hcount * sizeof(spool__bhdr) + 256;
 }
 
+/* 1 while queued batches will free memory when the writer takes them. */
+static int pipeline_holds_batches(void *arg)
+{
+    spool_service *svc = arg;
+    return spool_queue_count(&svc->in_queue) + spool_queue_count(&svc->write_queue) > 0;
+}
+
 static int submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms)
 {
     spool_service *svc = ins->svc ? ins->svc : spool__current;
@@ -57,7 +64,12 @@ static int submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms)
             }
             slice = left < slice ? left : slice;
         }
-        int rc = spool_queue_push(&svc->in_queue, &b->link, batch_weight(b), slice);
+        /* Over memory_limit: the input waits (stops reading) until the
+         * writer has freed queued batches (memory.c). */
+        int rc = spool__mem_wait_room(slice, pipeline_holds_batches, svc);
+        if (rc == 0) {
+            rc = spool_queue_push(&svc->in_queue, &b->link, batch_weight(b), slice);
+        }
         if (rc == 0) {
             spool_count(ins, SPOOL_COUNT_RECORDS_IN, n);
             spool_count(ins, SPOOL_COUNT_BYTES_IN, bytes);
@@ -522,6 +534,7 @@ int spool__pipeline_start(spool_service *svc)
      * busy), and the rest is for the inputs' read buffers and the outputs'
      * chunks (max_bytes * max_in_flight each) and the batch pool. */
     size_t qbytes = (size_t)svc->conf->memory_limit / 8;
+    spool__mem_init(svc->conf->memory_limit);
     spool_queue_init(&svc->in_queue, 64, qbytes);
     spool_queue_init(&svc->write_queue, 64, qbytes);
     svc->in_queue.depth = spool__metric_register("spool_queue_depth", "Batches queued",

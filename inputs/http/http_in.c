@@ -44,7 +44,12 @@
 
 #define HTTPI_PATH "/v1/batches"
 #define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
-#define HTTPI_KEEP_BYTES ((size_t)32 << 20) /* per-thread buffers larger are freed */
+#define HTTPI_KEEP_BYTES ((size_t)64 << 10) /* per-thread buffers larger are freed */
+/* memory_limit (docs/memory.md): a request is admitted when twice its body
+ * (the body and the batch made of it) fits the memory account, waiting at
+ * most this long; else 503 with Retry-After, or 413 if it never could. */
+#define HTTPI_MEM_FACTOR 2
+#define HTTPI_MEM_WAIT_MS 2000
 
 typedef struct httpi_ctx {
     /* options */
@@ -99,6 +104,8 @@ typedef struct httpi_req {
     int64_t first;            /* Spool-First-Offset, INT64_MIN if absent */
     int64_t next;             /* Spool-Next-Offset, INT64_MAX if absent */
     struct httpi_scratch *sc; /* this thread's buffers; sc->body holds the body */
+    size_t mem;               /* bytes held in the memory account */
+    int no_memory;            /* a chunked body outgrew what the account allows */
     char agent[INET6_ADDRSTRLEN];
 } httpi_req;
 
@@ -180,6 +187,13 @@ static void httpi_scratch_release(httpi_scratch *sc)
         spool_decoded_free(&sc->dec);
     }
     spool_decoded_reset(&sc->dec);
+}
+
+/* Bytes of this thread's buffers (counted while a request uses them). */
+static size_t httpi_scratch_bytes(const httpi_scratch *sc)
+{
+    return sc->body.cap + sc->plain.cap + sc->parser.scratch.cap + sc->dec.scratch.cap +
+           sc->dec.cap * sizeof(spool_record) + sc->dec.header_cap * sizeof(spool_header);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -437,9 +451,16 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
     httpi_scratch *sc = req->sc;
     const spool_buf *plain = &sc->body;
 
+    if (req->too_big || req->no_memory) {
+        httpi_scratch_release(sc);
+    }
     if (req->too_big) {
         return httpi_respond(conn, c, MHD_HTTP_CONTENT_TOO_LARGE,
                              "body larger than max_body_bytes");
+    }
+    if (req->no_memory) {
+        return httpi_respond(conn, c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                             "busy: memory_limit reached, retry later");
     }
     if (req->enc != HTTPI_ENC_NONE) {
         size_t limit = (size_t)c->max_body_bytes * 8;
@@ -485,9 +506,16 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
             }
         }
     }
+    /* What decoding took beyond the admission is memory already used. */
+    spool_memory_adjust(&req->mem, httpi_scratch_bytes(sc));
     if (status) {
         goto out;
     }
+    /* The batch holds the records now (and counts itself): give back the
+     * body's buffers before waiting for durability. */
+    httpi_scratch_release(sc);
+    spool_memory_release(req->mem);
+    req->mem = 0;
     size_t count = spool_batch_count(b);
     if (count == 0) {
         status = MHD_HTTP_OK;
@@ -523,6 +551,8 @@ out:
     }
     spool_batch_destroy(b);
     httpi_scratch_release(sc);
+    spool_memory_release(req->mem);
+    req->mem = 0;
     return httpi_respond(conn, c, status, why);
 }
 
@@ -556,6 +586,23 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
         }
         /* Reserve the announced length at once (bounded by max_body_bytes). */
         int64_t cl = header_int(conn, MHD_HTTP_HEADER_CONTENT_LENGTH, -1);
+        if (cl > 0) {
+            int64_t wait = c->ack_timeout < HTTPI_MEM_WAIT_MS ? c->ack_timeout : HTTPI_MEM_WAIT_MS;
+            int mrc = spool_memory_reserve((size_t)cl * HTTPI_MEM_FACTOR, wait);
+            if (mrc < 0) {
+                why = mrc == -ENOMEM ? "body too large for the receiver's memory_limit (a body "
+                                       "may take up to half of it)"
+                                     : "busy: memory_limit reached, retry later";
+                if (mrc == -ENOMEM) {
+                    spool_log_warn(c->ins, "%s: HTTP 413: %s", req->agent, why);
+                }
+                return httpi_respond(conn, c,
+                                     mrc == -ENOMEM ? MHD_HTTP_CONTENT_TOO_LARGE
+                                                    : MHD_HTTP_SERVICE_UNAVAILABLE,
+                                     why);
+            }
+            req->mem = (size_t)cl * HTTPI_MEM_FACTOR;
+        }
         if (cl > 0 && spool_buf_reserve(&req->sc->body, (size_t)cl) < 0) {
             return MHD_NO;
         }
@@ -567,8 +614,19 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
             if (body->len + *upload_data_size > (size_t)c->max_body_bytes) {
                 req->too_big = 1;
                 body->len = 0;
+            } else if (req->no_memory) {
+                body->len = 0;
             } else if (spool_buf_append(body, upload_data, *upload_data_size) < 0) {
                 return MHD_NO;
+            } else if (body->cap > req->mem) {
+                /* A body of unannounced length: admit its growth as it comes. */
+                size_t more = body->cap - req->mem;
+                if (spool_memory_reserve(more, 0) == 0) {
+                    req->mem += more;
+                } else {
+                    req->no_memory = 1;
+                    body->len = 0;
+                }
             }
         }
         *upload_data_size = 0;
@@ -582,6 +640,7 @@ static void httpi_completed(void *cls, struct MHD_Connection *conn, void **con_c
 {
     httpi_req *req = *con_cls;
     if (req) {
+        spool_memory_release(req->mem);
         free(req);
         *con_cls = NULL;
     }
