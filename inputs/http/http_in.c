@@ -16,7 +16,8 @@
  * Statuses: 400 bad payload (one-line reason), 401 no token, 403 wrong
  * token or client certificate not trusted, 404/405 other paths/methods,
  * 413 body over max_body_bytes (or decompressing beyond 8x that), 503 with
- * Retry-After when the pipeline pushes back or is not durable in time.
+ * Retry-After when the pipeline pushes back, memory_limit has no room for
+ * the body (docs/memory.md), or the batch is not durable in time.
  *
  * Records keep their key, value, timestamp and headers; a header `agent`
  * with the peer's IP address replaces any `agent` header they had. The core
@@ -46,8 +47,9 @@
 #define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
 #define HTTPI_KEEP_BYTES ((size_t)64 << 10) /* per-thread buffers larger are freed */
 /* memory_limit (docs/memory.md): a request is admitted when twice its body
- * (the body and the batch made of it) fits the memory account, waiting at
- * most this long; else 503 with Retry-After, or 413 if it never could. */
+ * (the body and the batch made of it) fits the memory account (a body over
+ * half the limit: itself), waiting at most this long; else 503 with
+ * Retry-After, also for a body that can never fit (with a warning). */
 #define HTTPI_MEM_FACTOR 2
 #define HTTPI_MEM_WAIT_MS 2000
 
@@ -588,20 +590,23 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
         int64_t cl = header_int(conn, MHD_HTTP_HEADER_CONTENT_LENGTH, -1);
         if (cl > 0) {
             int64_t wait = c->ack_timeout < HTTPI_MEM_WAIT_MS ? c->ack_timeout : HTTPI_MEM_WAIT_MS;
-            int mrc = spool_memory_reserve((size_t)cl * HTTPI_MEM_FACTOR, wait);
-            if (mrc < 0) {
-                why = mrc == -ENOMEM ? "body too large for the receiver's memory_limit (a body "
-                                       "may take up to half of it)"
-                                     : "busy: memory_limit reached, retry later";
-                if (mrc == -ENOMEM) {
-                    spool_log_warn(c->ins, "%s: HTTP 413: %s", req->agent, why);
-                }
-                return httpi_respond(conn, c,
-                                     mrc == -ENOMEM ? MHD_HTTP_CONTENT_TOO_LARGE
-                                                    : MHD_HTTP_SERVICE_UNAVAILABLE,
-                                     why);
+            size_t want = (size_t)cl * HTTPI_MEM_FACTOR;
+            int mrc = spool_memory_reserve(want, wait);
+            if (mrc == -ENOMEM) {
+                want = (size_t)cl; /* over half the limit: the body alone, when there is room */
+                mrc = spool_memory_reserve(want, wait);
             }
-            req->mem = (size_t)cl * HTTPI_MEM_FACTOR;
+            if (mrc < 0) {
+                /* 503, never 413: the sender keeps the records and retries. */
+                why = "busy: memory_limit reached, retry later";
+                if (mrc == -ENOMEM) {
+                    why = "busy: the body is larger than this receiver's memory_limit; raise "
+                          "service.memory_limit or lower the sender's max_bytes";
+                    spool_log_warn(c->ins, "%s: HTTP 503: %s", req->agent, why);
+                }
+                return httpi_respond(conn, c, MHD_HTTP_SERVICE_UNAVAILABLE, why);
+            }
+            req->mem = want;
         }
         if (cl > 0 && spool_buf_reserve(&req->sc->body, (size_t)cl) < 0) {
             return MHD_NO;
