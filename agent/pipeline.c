@@ -529,10 +529,10 @@ static void *writer_main(void *arg)
 
 int spool__pipeline_start(spool_service *svc)
 {
-    /* memory_limit bounds what the service holds in memory: the two queues
-     * get an eighth of it each (a few batches are all a stage needs to stay
-     * busy), and the rest is for the inputs' read buffers and the outputs'
-     * chunks (max_bytes * max_in_flight each) and the batch pool. */
+    /* memory_limit is one account (memory.c) that batches, the batch pool,
+     * output chunks, request bodies and read buffers count against; the two
+     * queues also hold at most an eighth of it each (a few batches are all
+     * a stage needs to stay busy). */
     size_t qbytes = (size_t)svc->conf->memory_limit / 8;
     spool__mem_init(svc->conf->memory_limit);
     spool_queue_init(&svc->in_queue, 64, qbytes);

@@ -156,12 +156,14 @@ def check_rss(sampler, what):
 
 def run_stalled(tmp, output_yaml):
     cfg = os.path.join(tmp, "spool.yaml")
+    api = spoolt.free_port()
     write(cfg, f"""
 service:
   data_dir: {tmp}/data
   log_level: info
   memory_limit: {LIMIT_MIB}MiB
   shutdown_timeout: 1s
+  http: {{ listen: 127.0.0.1:{api} }}
 topics:
   app:
     fsync: always
@@ -180,7 +182,7 @@ outputs:
                            stdout=subprocess.PIPE)
     s = spoolt.Spool(cfg, stdin=gen.stdout, env=env)
     gen.stdout.close()
-    sampler = Sampler(s.proc.pid)
+    sampler = Sampler(s.proc.pid, api)
     sampler.start()
     try:
         # exit_on_eof: at the end of the input spool drains into the log
