@@ -141,7 +141,7 @@ class Sampler(threading.Thread):
 
 def check_rss(sampler, what):
     """The bound, asserted unless under sanitizers (the figure is printed)."""
-    check(sampler.samples > 10, "too few RSS samples (%d)" % sampler.samples)
+    check(sampler.samples >= 5, "too few RSS samples (%d)" % sampler.samples)
     max_mib = sampler.max_kib / 1024.0
     print("     %s: max RSS %.1f MiB over %d samples (bound %d MiB = memory_limit %d + "
           "overhead %d%s)%s" % (what, max_mib, sampler.samples, BOUND_MIB, LIMIT_MIB,
@@ -274,7 +274,7 @@ def slow_topic():
 
 
 if spoolt.SANITIZE:
-    CLIENTS, BODIES, BODY_MIB = 3, 2, 4
+    CLIENTS, BODIES, BODY_MIB = 4, 3, 4
 else:
     CLIENTS, BODIES, BODY_MIB = 6, 6, 7
 REC = 200  # bytes per ndjson line, newline included
