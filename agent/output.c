@@ -235,8 +235,9 @@ static void call_flush(spool_output_runner *r, chunk_slot *s)
 /* Memory (memory.c): a slot is charged its buffers plus chunk.bytes, an
  * estimate of the plugin's copy of the chunk in flight. Slot 0 keeps its
  * buffers (every output can always send one chunk: no deadlock); the
- * others give them back when free, and are only filled while the account
- * is below half its limit, so stalled outputs never starve the inputs. */
+ * others keep theirs for reuse only while the account is below half its
+ * limit, and are only filled then, so stalled outputs never starve the
+ * inputs. */
 #define SLOT_MEM_PERCENT 50
 
 static size_t slot_footprint(const chunk_slot *s, int inflight)
@@ -248,7 +249,7 @@ static size_t slot_footprint(const chunk_slot *s, int inflight)
 
 static void slot_release_memory(spool_output_runner *r, chunk_slot *s)
 {
-    if (s != &r->slots[0]) {
+    if (s != &r->slots[0] && !spool__mem_room(0, SLOT_MEM_PERCENT)) {
         spool_buf_free(&s->raw);
         spool_decoded_free(&s->dec);
     }

@@ -46,11 +46,12 @@
 #define HTTPI_PATH "/v1/batches"
 #define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
 #define HTTPI_KEEP_BYTES ((size_t)64 << 10) /* per-thread buffers larger are freed */
-/* memory_limit (docs/memory.md): a request is admitted when twice its body
- * (the body and the batch made of it) fits the memory account (a body over
- * half the limit: itself), waiting at most this long; else 503 with
- * Retry-After, also for a body that can never fit (with a warning). */
-#define HTTPI_MEM_FACTOR 2
+/* memory_limit (docs/memory.md): a request is admitted when three times
+ * its body (the body, and the batch made of it: arena and record index)
+ * fits the memory account (a body over a third of the limit: itself),
+ * waiting at most this long; else 503 with Retry-After, also for a body
+ * that can never fit (with a warning). */
+#define HTTPI_MEM_FACTOR 3
 #define HTTPI_MEM_WAIT_MS 2000
 
 typedef struct httpi_ctx {
@@ -593,7 +594,7 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
             size_t want = (size_t)cl * HTTPI_MEM_FACTOR;
             int mrc = spool_memory_reserve(want, wait);
             if (mrc == -ENOMEM) {
-                want = (size_t)cl; /* over half the limit: the body alone, when there is room */
+                want = (size_t)cl; /* over a third of the limit: the body alone, when room */
                 mrc = spool_memory_reserve(want, wait);
             }
             if (mrc < 0) {
