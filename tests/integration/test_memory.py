@@ -274,7 +274,7 @@ def slow_topic():
 
 
 if spoolt.SANITIZE:
-    CLIENTS, BODIES, BODY_MIB = 4, 3, 4
+    CLIENTS, BODIES, BODY_MIB = 4, 3, 6
 else:
     CLIENTS, BODIES, BODY_MIB = 6, 6, 7
 REC = 200  # bytes per ndjson line, newline included
@@ -287,10 +287,11 @@ class Client(threading.Thread):
     a connection the server closed (it may answer 503 before reading the
     body). Every attempt is bounded."""
 
-    def __init__(self, port, cid):
+    def __init__(self, port, cid, start=None):
         super().__init__(daemon=True)
         self.port = port
         self.cid = cid
+        self.start_together = start  # a Barrier: every client's first POST at once
         self.done = 0
         self.busy = 0
         self.not_durable = 0
@@ -308,6 +309,8 @@ class Client(threading.Thread):
         try:
             for b in range(BODIES):
                 data = self.body(b)
+                if b == 0 and self.start_together:
+                    self.start_together.wait(120)
                 for attempt in range(3000):
                     status, text = self.post(data)
                     if status == 200:
@@ -366,10 +369,12 @@ outputs:
     sampler = Sampler(s.proc.pid, api)
     sampler.start()
     clients = []
+    waits = None
     try:
         spoolt.wait_for(lambda: metrics_value(api, "spool_memory_limit_bytes") is not None,
                         timeout=60, what="the HTTP API")
-        clients = [Client(port, i) for i in range(CLIENTS)]
+        together = threading.Barrier(CLIENTS)
+        clients = [Client(port, i, together) for i in range(CLIENTS)]
         for c in clients:
             c.start()
         for c in clients:
@@ -378,6 +383,11 @@ outputs:
         errors = [c.error for c in clients if c.error]
         check(not errors, "client errors: %s" % errors)
         peak = metrics_value(api, "spool_memory_reserved_bytes")
+        waits = metrics_value(api, "spool_memory_waits_total")
+        # The first bodies, posted at once, need 3 x CLIENTS x BODY_MIB > memory_limit
+        # to be admitted together: the account made some of them wait.
+        assert 3 * CLIENTS * BODY_MIB > LIMIT_MIB
+        check(waits and waits > 0, "no request waited for memory_limit (waits %s)" % waits)
         rc = s.terminate(timeout=120)
         check(rc == 0, "spool exited %d: %s" % (rc, s.stderr()[-2000:]))
     finally:
@@ -387,7 +397,7 @@ outputs:
     busy = sum(c.busy for c in clients)
     check_rss(sampler, "%d clients x %d bodies of %d MiB, %d answered 503" %
               (CLIENTS, BODIES, BODY_MIB, busy))
-    print("     memory account at the end: %s bytes" % peak, flush=True)
+    print("     memory account at the end: %s bytes, %s waits" % (peak, waits), flush=True)
     # Every record of every accepted body is in the log.
     r = spoolt.run(["read", "app", "-c", cfg, "--format", "%v\\n"], timeout=600)
     check(r.returncode == 0, "spool read failed: %s" % r.stderr[-2000:])
