@@ -48,12 +48,12 @@
 #define MEM_MMAP_THRESHOLD (256 * 1024)
 
 static struct {
-    _Atomic int64_t reserved;  /* bytes counted now */
-    _Atomic int64_t limit;     /* bytes; 0 = no limit */
-    _Atomic int64_t peak;      /* highest `reserved` seen, bytes */
-    _Atomic int waiters;       /* threads sleeping in reserve/wait_room */
+    _Atomic int64_t reserved; /* bytes counted now */
+    _Atomic int64_t limit;    /* bytes; 0 = no limit */
+    _Atomic int64_t peak;     /* highest `reserved` seen, bytes */
+    _Atomic int waiters;      /* threads sleeping in reserve/wait_room */
     pthread_mutex_t lock;
-    pthread_cond_t cond;       /* CLOCK_MONOTONIC; signalled by releases */
+    pthread_cond_t cond; /* CLOCK_MONOTONIC; signalled by releases */
     int cond_ready;
     spool_counter *g_reserved; /* spool_memory_reserved_bytes */
     spool_counter *g_limit;    /* spool_memory_limit_bytes */
@@ -74,8 +74,8 @@ static void acct_init_once(void)
     mallopt(M_MMAP_THRESHOLD, MEM_MMAP_THRESHOLD);
     acct.g_reserved = spool__metric_register("spool_memory_reserved_bytes",
                                              "Bytes counted against service.memory_limit", "", 1);
-    acct.g_limit = spool__metric_register("spool_memory_limit_bytes", "service.memory_limit",
-                                          "", 1);
+    acct.g_limit =
+        spool__metric_register("spool_memory_limit_bytes", "service.memory_limit", "", 1);
     acct.c_waits = spool__metric_register("spool_memory_waits_total",
                                           "Times a reader waited for memory_limit room", "", 0);
     acct.c_refused = spool__metric_register(
@@ -167,7 +167,7 @@ int spool__mem_room(size_t bytes, int percent)
 static int try_add(size_t bytes)
 {
     int64_t limit = spool__mem_limit();
-    int64_t cur = atomic_load_explicit(&acct.reserved, memory_order_relaxed);
+    int64_t cur = atomic_load(&acct.reserved); /* seq_cst: pairs with release()'s waiters check */
     for (;;) {
         if (limit && cur + (int64_t)bytes > limit) {
             return -EAGAIN;
@@ -282,8 +282,8 @@ int spool__mem_wait_room(int64_t timeout_ms, int (*frees)(void *arg), void *arg)
         pthread_cond_timedwait(&acct.cond, &acct.lock, &slice);
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (timeout_ms >= 0 && (now.tv_sec > dl.tv_sec ||
-                                (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec))) {
+        if (timeout_ms >= 0 &&
+            (now.tv_sec > dl.tv_sec || (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec))) {
             rc = spool__mem_reserved() > spool__mem_limit() && frees(arg) ? -EAGAIN : 0;
             break;
         }

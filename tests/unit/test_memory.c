@@ -108,8 +108,7 @@ static spool_batch *big_batch(size_t value_bytes)
     static uint8_t v[4 * MIB];
     spool_batch *b = spool_batch_create(NULL);
     assert_non_null(b);
-    spool_record r = {.value = v, .value_len = (int32_t)value_bytes, .key_len = -1,
-                      .timestamp = 1};
+    spool_record r = {.value = v, .value_len = (int32_t)value_bytes, .key_len = -1, .timestamp = 1};
     assert_int_equal(spool_batch_append(b, &r), 0);
     return b;
 }
