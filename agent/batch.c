@@ -11,6 +11,13 @@
  * A batch may carry source positions (tail offsets, journal cursors) that
  * become durable atomically with its records, and a durable-acknowledgement
  * handle for inputs that answer their senders only once data is safe.
+ *
+ * Memory (memory.c): a batch's footprint (arena and arrays, see
+ * batch_footprint) is charged to the memory account as it grows, by the
+ * growth (amortized: a charge per doubling, never per record), and released
+ * when the batch is freed. Pooled batches stay charged (their memory is
+ * still held); the pool is trimmed first when someone needs room, and holds
+ * at most an eighth of memory_limit.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -41,6 +48,7 @@ struct spool__durable {
 #define BATCH_POOL_SIZE 8
 #define BATCH_POOL_MAX_ARENA (16u << 20)
 #define BATCH_POOL_MAX_BYTES (96u << 20)
+#define BATCH_POOL_LIMIT_SHARE 8 /* the pool holds at most memory_limit / 8 */
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static spool_batch *pool[BATCH_POOL_SIZE];
@@ -75,6 +83,37 @@ spool_batch *spool_batch_create(spool_instance *ins)
 }
 
 /* Empties b for reuse, keeping its allocations. */
+static void batch_free(spool_batch *b)
+{
+    spool__mem_release(batch_footprint(b));
+    free(b->pos);
+    free(b->recs);
+    free(b->hdrs);
+    free(b->arena);
+    free(b->views);
+    free(b->hviews);
+    free(b);
+}
+
+size_t spool__batch_pool_trim(void)
+{
+    spool_batch *gone[BATCH_POOL_SIZE];
+    size_t n, bytes;
+    pthread_mutex_lock(&pool_lock);
+    n = pool_count;
+    bytes = pool_bytes;
+    for (size_t i = 0; i < n; i++) {
+        gone[i] = pool[i];
+    }
+    pool_count = 0;
+    pool_bytes = 0;
+    pthread_mutex_unlock(&pool_lock);
+    for (size_t i = 0; i < n; i++) {
+        batch_free(gone[i]);
+    }
+    return bytes;
+}
+
 static void batch_reset(spool_batch *b)
 {
     for (size_t i = 0; i < b->npos; i++) {
@@ -101,10 +140,15 @@ void spool_batch_destroy(spool_batch *b)
         return;
     }
     batch_reset(b);
+    size_t max_bytes = BATCH_POOL_MAX_BYTES;
+    int64_t limit = spool__mem_limit();
+    if (limit && (size_t)limit / BATCH_POOL_LIMIT_SHARE < max_bytes) {
+        max_bytes = (size_t)limit / BATCH_POOL_LIMIT_SHARE;
+    }
     if (b->acap <= BATCH_POOL_MAX_ARENA) {
         pthread_mutex_lock(&pool_lock);
         size_t fp = batch_footprint(b);
-        if (pool_count < BATCH_POOL_SIZE && pool_bytes + fp <= BATCH_POOL_MAX_BYTES) {
+        if (pool_count < BATCH_POOL_SIZE && pool_bytes + fp <= max_bytes) {
             pool[pool_count++] = b;
             pool_bytes += fp;
             b = NULL;
@@ -114,16 +158,12 @@ void spool_batch_destroy(spool_batch *b)
             return;
         }
     }
-    free(b->pos);
-    free(b->recs);
-    free(b->hdrs);
-    free(b->arena);
-    free(b->views);
-    free(b->hviews);
-    free(b);
+    batch_free(b);
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem, size_t initial)
+/* Grows *p to hold need elements (doubling). Growth of the arrays in
+ * batch_footprint is charged to the memory account (charge = 1). */
+static int grow_acct(void **p, size_t *cap, size_t need, size_t elem, size_t initial, int charge)
 {
     if (need <= *cap) {
         return 0;
@@ -136,9 +176,17 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem, size_t initial)
     if (!q) {
         return -ENOMEM;
     }
+    if (charge) {
+        spool__mem_charge((n - *cap) * elem);
+    }
     *p = q;
     *cap = n;
     return 0;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem, size_t initial)
+{
+    return grow_acct(p, cap, need, elem, initial, 1);
 }
 
 /* Copies n bytes into the arena; *off gets their offset. */
@@ -332,7 +380,7 @@ int spool_batch_set_position(spool_batch *b, const char *source, const void *pos
             return 0;
         }
     }
-    if (grow((void **)&b->pos, &b->pos_cap, b->npos + 1, sizeof(*b->pos), 4) < 0) {
+    if (grow_acct((void **)&b->pos, &b->pos_cap, b->npos + 1, sizeof(*b->pos), 4, 0) < 0) {
         free(full);
         free(copy);
         return -ENOMEM;

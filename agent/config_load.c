@@ -45,7 +45,8 @@ static const spool_option service_options[] = {
     SPOOL_OPT_STR("http.listen", service_opts, http_listen, NULL, 0,
                   "address:port of /metrics, /health and /api/v1 (none = off)"),
     SPOOL_OPT_BYTES("memory_limit", service_opts, memory_limit, "64MiB", 4 << 20, 1LL << 40,
-                    "bound on all queues and buffers together"),
+                    "data held in memory (batches, queues, output chunks, request bodies); "
+                    "RSS stays within it plus a fixed overhead (docs/memory.md)"),
     SPOOL_OPT_TIME("shutdown_timeout", service_opts, shutdown_timeout, "10s", 0, 3600000,
                    "how long outputs may take to deliver on a clean shutdown"),
     SPOOL_OPT_END,

@@ -141,6 +141,36 @@ int spool__durable_wait(spool__durable *d, int64_t timeout_ms);
 void spool__durable_done(spool__durable *d, int result);
 void spool__durable_release(spool__durable *d);
 
+/* Frees the emptied batches kept for reuse; returns the bytes given back. */
+size_t spool__batch_pool_trim(void);
+
+/* ---- the memory account (agent/memory.c, docs/memory.md) ---- */
+
+/* Sets service.memory_limit (bytes, 0 = none); registers the metrics once. */
+void spool__mem_init(int64_t limit);
+int64_t spool__mem_limit(void);
+int64_t spool__mem_reserved(void);
+int64_t spool__mem_peak(void); /* highest reserved since start, bytes */
+/* Counts bytes held or that must be taken to lose nothing; never fails,
+ * may go over the limit. Any thread, lock-free. */
+void spool__mem_charge(size_t bytes);
+/* Gives back bytes counted before by a charge or a reservation. */
+void spool__mem_release(size_t bytes);
+/* Moves a holder's count from *charged to now (charge or release the
+ * difference) and stores now in *charged. */
+void spool__mem_adjust(size_t *charged, size_t now);
+/* 1 if bytes more keep the account within percent of its limit. */
+int spool__mem_room(size_t bytes, int percent);
+/* Admission: 0 if bytes fit within the limit (the batch pool is trimmed
+ * first), else -EAGAIN. */
+int spool__mem_try_reserve(size_t bytes);
+/* Like try_reserve, waiting at most timeout_ms (-1 = forever) for releases.
+ * -EAGAIN on timeout, -ENOMEM if bytes exceed the limit itself. */
+int spool__mem_reserve(size_t bytes, int64_t timeout_ms);
+/* Waits, at most timeout_ms, while the account is over its limit and
+ * frees(arg) says something in flight will release memory. 0 or -EAGAIN. */
+int spool__mem_wait_room(int64_t timeout_ms, int (*frees)(void *arg), void *arg);
+
 /* ---- instances (agent/instance.c) ---- */
 
 typedef struct spool_input_common {

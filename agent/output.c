@@ -62,6 +62,7 @@ typedef struct chunk_slot {
     int64_t retry_at;      /* monotonic ms */
     int64_t dl_retry_at;   /* monotonic ms: next dead-letter attempt, 0 = now */
     int64_t dl_backoff;    /* ms */
+    size_t mem;            /* bytes charged to the memory account (memory.c) */
 } chunk_slot;
 
 typedef struct part_state {
@@ -264,6 +265,30 @@ static void call_flush(spool_output_runner *r, chunk_slot *s)
     pthread_mutex_unlock(&r->lock);
 }
 
+/* Memory (memory.c): a slot is charged its buffers plus chunk.bytes, an
+ * estimate of the plugin's copy of the chunk in flight. Slot 0 keeps its
+ * buffers (every output can always send one chunk: no deadlock); the
+ * others keep theirs for reuse only while the account is below half its
+ * limit, and are only filled then, so stalled outputs never starve the
+ * inputs. */
+#define SLOT_MEM_PERCENT 50
+
+static size_t slot_footprint(const chunk_slot *s, int inflight)
+{
+    return s->raw.cap + s->dec.cap * sizeof(spool_record) +
+           s->dec.header_cap * sizeof(spool_header) + s->dec.scratch.cap +
+           (inflight ? s->chunk.bytes : 0);
+}
+
+static void slot_release_memory(spool_output_runner *r, chunk_slot *s)
+{
+    if (s != &r->slots[0] && !spool__mem_room(0, SLOT_MEM_PERCENT)) {
+        spool_buf_free(&s->raw);
+        spool_decoded_free(&s->dec);
+    }
+    spool__mem_adjust(&s->mem, slot_footprint(s, 0));
+}
+
 static void slot_release(chunk_slot *s)
 {
     free(s->reason);
@@ -387,6 +412,7 @@ static int settle(spool_output_runner *r, int64_t *next_wake)
             r->cursor_unwritten = 1;
             ps->commit_seq++;
             slot_release(head);
+            slot_release_memory(r, head);
             changed = 1;
         }
     }
@@ -557,6 +583,7 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
         .raw = raw_len ? s->raw.data : NULL,
         .raw_len = raw_len,
     };
+    spool__mem_adjust(&s->mem, slot_footprint(s, 1));
     s->part = (int)p;
     s->seq = ps->next_seq++;
     ps->read_pos = next;
@@ -564,14 +591,26 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
     return 1;
 }
 
-static chunk_slot *free_slot(spool_output_runner *r)
+static chunk_slot *free_slot(spool_output_runner *r, int64_t *next_wake)
 {
+    size_t busy = 0;
+    chunk_slot *s = NULL;
     for (size_t i = 0; i < r->nslots; i++) {
-        if (atomic_load(&r->slots[i].state) == SLOT_FREE) {
-            return &r->slots[i];
+        if (atomic_load(&r->slots[i].state) != SLOT_FREE) {
+            busy++;
+        } else if (!s) {
+            s = &r->slots[i];
         }
     }
-    return NULL;
+    /* A second chunk in flight only while memory_limit has room (above). */
+    if (s && busy && !spool__mem_room((size_t)r->ins->out.max_bytes * 2, SLOT_MEM_PERCENT)) {
+        int64_t at = spool_monotonic_ms() + 100;
+        if (*next_wake < 0 || at < *next_wake) {
+            *next_wake = at;
+        }
+        return NULL;
+    }
+    return s;
 }
 
 static int all_delivered(spool_output_runner *r)
@@ -661,7 +700,7 @@ static void *runner_main(void *arg)
         }
         chunk_slot *s;
         size_t tried = 0;
-        while ((s = free_slot(r)) && tried < r->nparts) {
+        while (tried < r->nparts && (s = free_slot(r, &next_wake))) {
             size_t p = (r->rr + tried) % r->nparts;
             tried++;
             if (part_blocked(r, p)) {
@@ -673,6 +712,8 @@ static void *runner_main(void *arg)
                 busy = 1;
                 tried = 0;
                 r->rr = (p + 1) % r->nparts;
+            } else {
+                slot_release_memory(r, s);
             }
         }
         if (busy) {
@@ -817,6 +858,7 @@ void spool__output_free(spool_instance *ins)
         free(r->slots[i].reason);
         spool_buf_free(&r->slots[i].raw);
         spool_decoded_free(&r->slots[i].dec);
+        spool__mem_release(r->slots[i].mem);
     }
     free(r->slots);
     free(r->parts);

@@ -189,6 +189,13 @@ static void gate_wait(spool_service *svc, int topic, int64_t ms)
     pthread_mutex_unlock(&l->mu);
 }
 
+/* 1 while queued batches will free memory when the writer takes them. */
+static int pipeline_holds_batches(void *arg)
+{
+    spool_service *svc = arg;
+    return spool_queue_count(&svc->in_queue) + spool_queue_count(&svc->write_queue) > 0;
+}
+
 static int submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms)
 {
     spool_service *svc = ins->svc ? ins->svc : spool__current;
@@ -229,7 +236,12 @@ static int submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms)
             }
             rc = -EAGAIN;
         } else {
-            rc = spool_queue_push(&svc->in_queue, &b->link, batch_weight(b), slice);
+            /* Over memory_limit: the input waits (stops reading) until the
+             * writer has freed queued batches (memory.c). */
+            rc = spool__mem_wait_room(slice, pipeline_holds_batches, svc);
+            if (rc == 0) {
+                rc = spool_queue_push(&svc->in_queue, &b->link, batch_weight(b), slice);
+            }
         }
         if (rc == 0) {
             spool_count(ins, SPOOL_COUNT_RECORDS_IN, n);
@@ -1110,11 +1122,12 @@ int spool__writer_append_direct(spool_service *svc, spool_batch *b)
 
 int spool__pipeline_start(spool_service *svc)
 {
-    /* memory_limit bounds what the service holds in memory: the two queues
-     * get an eighth of it each (a few batches are all a stage needs to stay
-     * busy), and the rest is for the inputs' read buffers and the outputs'
-     * chunks (max_bytes * max_in_flight each) and the batch pool. */
+    /* memory_limit is one account (memory.c) that batches, the batch pool,
+     * output chunks, request bodies and read buffers count against; the two
+     * queues also hold at most an eighth of it each (a few batches are all
+     * a stage needs to stay busy). */
     size_t qbytes = (size_t)svc->conf->memory_limit / 8;
+    spool__mem_init(svc->conf->memory_limit);
     spool__wlanes *l = calloc(1, sizeof(*l));
     if (!l) {
         return -ENOMEM;

@@ -16,7 +16,8 @@
  * Statuses: 400 bad payload (one-line reason), 401 no token, 403 wrong
  * token or client certificate not trusted, 404/405 other paths/methods,
  * 413 body over max_body_bytes (or decompressing beyond 8x that), 503 with
- * Retry-After when the pipeline pushes back or is not durable in time.
+ * Retry-After when the pipeline pushes back, memory_limit has no room for
+ * the body (docs/memory.md), or the batch is not durable in time.
  *
  * Records keep their key, value, timestamp and headers; a header `agent`
  * with the peer's IP address replaces any `agent` header they had. The core
@@ -44,7 +45,14 @@
 
 #define HTTPI_PATH "/v1/batches"
 #define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
-#define HTTPI_KEEP_BYTES ((size_t)32 << 20) /* per-thread buffers larger are freed */
+#define HTTPI_KEEP_BYTES ((size_t)64 << 10) /* per-thread buffers larger are freed */
+/* memory_limit (docs/memory.md): a request is admitted when three times
+ * its body (the body, and the batch made of it: arena and record index)
+ * fits the memory account (a body over a third of the limit: itself),
+ * waiting at most this long; else 503 with Retry-After, also for a body
+ * that can never fit (with a warning). */
+#define HTTPI_MEM_FACTOR 3
+#define HTTPI_MEM_WAIT_MS 2000
 
 typedef struct httpi_ctx {
     /* options */
@@ -99,6 +107,8 @@ typedef struct httpi_req {
     int64_t first;            /* Spool-First-Offset, INT64_MIN if absent */
     int64_t next;             /* Spool-Next-Offset, INT64_MAX if absent */
     struct httpi_scratch *sc; /* this thread's buffers; sc->body holds the body */
+    size_t mem;               /* bytes held in the memory account */
+    int no_memory;            /* a chunked body outgrew what the account allows */
     char agent[INET6_ADDRSTRLEN];
 } httpi_req;
 
@@ -180,6 +190,13 @@ static void httpi_scratch_release(httpi_scratch *sc)
         spool_decoded_free(&sc->dec);
     }
     spool_decoded_reset(&sc->dec);
+}
+
+/* Bytes of this thread's buffers (counted while a request uses them). */
+static size_t httpi_scratch_bytes(const httpi_scratch *sc)
+{
+    return sc->body.cap + sc->plain.cap + sc->parser.scratch.cap + sc->dec.scratch.cap +
+           sc->dec.cap * sizeof(spool_record) + sc->dec.header_cap * sizeof(spool_header);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -437,9 +454,16 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
     httpi_scratch *sc = req->sc;
     const spool_buf *plain = &sc->body;
 
+    if (req->too_big || req->no_memory) {
+        httpi_scratch_release(sc);
+    }
     if (req->too_big) {
         return httpi_respond(conn, c, MHD_HTTP_CONTENT_TOO_LARGE,
                              "body larger than max_body_bytes");
+    }
+    if (req->no_memory) {
+        return httpi_respond(conn, c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                             "busy: memory_limit reached, retry later");
     }
     if (req->enc != HTTPI_ENC_NONE) {
         size_t limit = (size_t)c->max_body_bytes * 8;
@@ -485,9 +509,16 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
             }
         }
     }
+    /* What decoding took beyond the admission is memory already used. */
+    spool_memory_adjust(&req->mem, httpi_scratch_bytes(sc));
     if (status) {
         goto out;
     }
+    /* The batch holds the records now (and counts itself): give back the
+     * body's buffers before waiting for durability. */
+    httpi_scratch_release(sc);
+    spool_memory_release(req->mem);
+    req->mem = 0;
     size_t count = spool_batch_count(b);
     if (count == 0) {
         status = MHD_HTTP_OK;
@@ -523,6 +554,8 @@ out:
     }
     spool_batch_destroy(b);
     httpi_scratch_release(sc);
+    spool_memory_release(req->mem);
+    req->mem = 0;
     return httpi_respond(conn, c, status, why);
 }
 
@@ -556,6 +589,26 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
         }
         /* Reserve the announced length at once (bounded by max_body_bytes). */
         int64_t cl = header_int(conn, MHD_HTTP_HEADER_CONTENT_LENGTH, -1);
+        if (cl > 0) {
+            int64_t wait = c->ack_timeout < HTTPI_MEM_WAIT_MS ? c->ack_timeout : HTTPI_MEM_WAIT_MS;
+            size_t want = (size_t)cl * HTTPI_MEM_FACTOR;
+            int mrc = spool_memory_reserve(want, wait);
+            if (mrc == -ENOMEM) {
+                want = (size_t)cl; /* over a third of the limit: the body alone, when room */
+                mrc = spool_memory_reserve(want, wait);
+            }
+            if (mrc < 0) {
+                /* 503, never 413: the sender keeps the records and retries. */
+                why = "busy: memory_limit reached, retry later";
+                if (mrc == -ENOMEM) {
+                    why = "busy: the body is larger than this receiver's memory_limit; raise "
+                          "service.memory_limit or lower the sender's max_bytes";
+                    spool_log_warn(c->ins, "%s: HTTP 503: %s", req->agent, why);
+                }
+                return httpi_respond(conn, c, MHD_HTTP_SERVICE_UNAVAILABLE, why);
+            }
+            req->mem = want;
+        }
         if (cl > 0 && spool_buf_reserve(&req->sc->body, (size_t)cl) < 0) {
             return MHD_NO;
         }
@@ -567,8 +620,19 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
             if (body->len + *upload_data_size > (size_t)c->max_body_bytes) {
                 req->too_big = 1;
                 body->len = 0;
+            } else if (req->no_memory) {
+                body->len = 0;
             } else if (spool_buf_append(body, upload_data, *upload_data_size) < 0) {
                 return MHD_NO;
+            } else if (body->cap > req->mem) {
+                /* A body of unannounced length: admit its growth as it comes. */
+                size_t more = body->cap - req->mem;
+                if (spool_memory_reserve(more, 0) == 0) {
+                    req->mem += more;
+                } else {
+                    req->no_memory = 1;
+                    body->len = 0;
+                }
             }
         }
         *upload_data_size = 0;
@@ -582,6 +646,7 @@ static void httpi_completed(void *cls, struct MHD_Connection *conn, void **con_c
 {
     httpi_req *req = *con_cls;
     if (req) {
+        spool_memory_release(req->mem);
         free(req);
         *con_cls = NULL;
     }

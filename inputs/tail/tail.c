@@ -483,6 +483,7 @@ static int tail_init(spool_instance *ins, void *vctx)
     if (!rt->rbuf) {
         return -ENOMEM;
     }
+    spool_memory_adjust(&rt->rbuf_mem, rt->rbuf_cap); /* memory_limit (docs/memory.md) */
     rt->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (rt->wake_fd < 0) {
         return -errno;
@@ -538,6 +539,7 @@ static void tail_destroy(spool_instance *ins, void *vctx)
     pcre2_match_data_free(rt->ml_md);
     pcre2_code_free(rt->ml_re);
     free(rt->rbuf);
+    spool_memory_release(rt->rbuf_mem);
     free(rt);
     ctx->rt = NULL;
 }

@@ -250,6 +250,7 @@ struct tail_rt {
     int nopen;                  /* files with an fd */
     uint8_t *rbuf;              /* read buffer, read_buffer bytes */
     size_t rbuf_cap;
+    size_t rbuf_mem;            /* bytes of rbuf counted in the memory account */
     spool_batch *batch;         /* being filled, NULL if none */
     int batch_pos;              /* the batch carries positions to set/forget */
     tail_file **touched;        /* files whose position goes with the batch */

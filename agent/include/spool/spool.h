@@ -230,6 +230,21 @@ void spool_counter_add(spool_counter *c, uint64_t n);
 /* A gauge the plugin sets (e.g. open files). */
 void spool_gauge_set(spool_counter *c, int64_t v);
 
+/*
+ * Memory (service.memory_limit, docs/memory.md): a plugin that holds buffers
+ * proportional to the data it moves (request bodies, read buffers) counts
+ * them in the service's one byte account. Any thread.
+ * spool_memory_reserve admits `bytes` if the account stays within the
+ * limit, waiting at most timeout_ms (-1 = forever): 0, -EAGAIN (no room in
+ * time: push back, e.g. 503), -ENOMEM (larger than the limit itself).
+ * spool_memory_adjust moves what the caller holds from *held to `now` bytes
+ * without refusing (memory already taken); spool_memory_release gives back
+ * bytes reserved or adjusted before.
+ */
+int spool_memory_reserve(size_t bytes, int64_t timeout_ms);
+void spool_memory_adjust(size_t *held, size_t now);
+void spool_memory_release(size_t bytes);
+
 /* ------------------------------------------------------------------------ */
 /* Input side: build batches of records and submit them to the pipeline.    */
 /* ------------------------------------------------------------------------ */
