@@ -868,13 +868,18 @@ static int httpi_parse_listen(const char *listen, struct sockaddr_storage *addr)
     return 0;
 }
 
+/* Syntax, and everything init will read: the TLS files (with OpenSSL, as
+ * spool check's stand-in for GnuTLS) and tokens_file, parsed as init does. */
 static int httpi_check(spool_instance *ins, void *vctx)
 {
     httpi_ctx *c = vctx;
     int rc = 0;
     struct sockaddr_storage ss;
-    if (c->listen && httpi_parse_listen(c->listen, &ss) < 0) {
-        spool_config_error(ins, "listen", "expected host:port, got '%s'", c->listen);
+    if (spool_check_address(ins, "listen", c->listen, SPOOL_ADDR_LISTEN) < 0) {
+        rc = -EINVAL;
+    } else if (c->listen && httpi_parse_listen(c->listen, &ss) < 0) {
+        spool_config_error(ins, "listen", "cannot resolve '%s' to an address to listen on",
+                           c->listen);
         rc = -EINVAL;
     }
     if ((c->tls_cert != NULL) != (c->tls_key != NULL)) {
@@ -885,6 +890,22 @@ static int httpi_check(spool_instance *ins, void *vctx)
     if (c->tls_client_ca && !c->tls_cert) {
         spool_config_error(ins, "tls.client_ca", "needs tls.cert and tls.key");
         rc = -EINVAL;
+    }
+    if (spool_check_tls_files(ins, "tls.cert", c->tls_cert, "tls.key", c->tls_key,
+                              "tls.client_ca", c->tls_client_ca) < 0) {
+        rc = -EINVAL;
+    }
+    if (c->tokens_file && spool_check_file(ins, "tokens_file", c->tokens_file) < 0) {
+        rc = -EINVAL;
+    } else if (c->tokens_file) {
+        httpi_tokens t;
+        memset(&t, 0, sizeof(t));
+        int e = httpi_tokens_init(&t, c->tokens_file);
+        if (e < 0) {
+            spool_config_error(ins, "tokens_file", "%s: %s", c->tokens_file, strerror(-e));
+            rc = -EINVAL;
+        }
+        httpi_tokens_destroy(&t);
     }
     return rc;
 }

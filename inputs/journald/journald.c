@@ -75,6 +75,14 @@ static int jd_check(spool_instance *ins, void *ctx)
         spool_config_error(ins, "directory", "give files or directory, not both");
         rc = -EINVAL;
     }
+    for (size_t i = 0; i < s->files.count; i++) {
+        if (spool_check_file(ins, "files", s->files.items[i]) < 0) {
+            rc = -EINVAL;
+        }
+    }
+    if (spool_check_directory(ins, "directory", s->directory) < 0) {
+        rc = -EINVAL;
+    }
     for (size_t i = 0; i < s->match.count; i++) {
         const char *eq = strchr(s->match.items[i], '=');
         if (eq == NULL || eq == s->match.items[i]) {

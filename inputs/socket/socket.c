@@ -238,6 +238,17 @@ static int sock_check(spool_instance *ins, void *ctx)
         spool_config_error(ins, "tls.client_ca", "tls.client_ca needs tls.cert and tls.key");
         rc = -EINVAL;
     }
+    if (url.kind != SOCK_UNIX && url.kind != SOCK_UNIXGRAM) {
+        /* host:port after the scheme: literals and port range. */
+        const char *hp = strstr(s->listen, "://");
+        if (hp && spool_check_address(ins, "listen", hp + 3, SPOOL_ADDR_LISTEN) < 0) {
+            rc = -EINVAL;
+        }
+    }
+    if (spool_check_tls_files(ins, "tls.cert", s->tls_cert, "tls.key", s->tls_key,
+                              "tls.client_ca", s->tls_client_ca) < 0) {
+        rc = -EINVAL;
+    }
     if (s->mode != NULL) {
         char *end = NULL;
         unsigned long v = strtoul(s->mode, &end, 8);

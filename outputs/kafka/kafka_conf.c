@@ -179,6 +179,15 @@ int kafka_check(spool_instance *ins, void *vctx)
         }
         spool_template_destroy(t);
     }
+    for (size_t i = 0; i < ctx->brokers.count; i++) {
+        /* librdkafka takes host[:port], optionally after a protocol:// prefix. */
+        const char *b = ctx->brokers.items[i];
+        const char *sep = strstr(b, "://");
+        if (spool_check_address(ins, "brokers", sep ? sep + 3 : b, SPOOL_ADDR_PORT_OPTIONAL) <
+            0) {
+            rc = -EINVAL;
+        }
+    }
     if (kafka_conf_build(ctx, ins, 1, &conf)) {
         return -EINVAL;
     }
