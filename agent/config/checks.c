@@ -259,7 +259,9 @@ static const char *ssl_why(char *buf, size_t cap)
         snprintf(buf, cap, "not a PEM file of the expected kind");
     } else {
         const char *r = ERR_reason_error_string(e);
-        snprintf(buf, cap, "%s", r ? r : "unreadable");
+        /* OpenSSL's "PEM lib" says no more than this. */
+        snprintf(buf, cap, "%s",
+                 !r ? "unreadable" : strcmp(r, "PEM lib") == 0 ? "no PEM block of that kind" : r);
     }
     ERR_clear_error();
     return buf;
@@ -311,16 +313,24 @@ int spool_check_tls_files(spool_instance *ins, const char *cert_opt, const char 
         }
     }
     if (key) {
-        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-            spool_config_error(ins, key_opt,
-                               "%s: not a usable PEM private key (or it needs a passphrase): %s",
-                               key, ssl_why(why, sizeof(why)));
-            rc = -EINVAL;
-        } else {
-            key_ok = 1;
+        /* Alone first (is it a key at all?), then beside the certificate. */
+        SSL_CTX *kctx = SSL_CTX_new(TLS_method());
+        if (kctx) {
+            SSL_CTX_set_default_passwd_cb(kctx, no_passphrase);
+            if (SSL_CTX_use_PrivateKey_file(kctx, key, SSL_FILETYPE_PEM) != 1) {
+                spool_config_error(ins, key_opt,
+                                   "%s: not a usable PEM private key (or it needs a "
+                                   "passphrase): %s",
+                                   key, ssl_why(why, sizeof(why)));
+                rc = -EINVAL;
+            } else {
+                key_ok = 1;
+            }
+            SSL_CTX_free(kctx);
         }
     }
-    if (cert_ok && key_ok && SSL_CTX_check_private_key(ctx) != 1) {
+    if (cert_ok && key_ok && (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+                              SSL_CTX_check_private_key(ctx) != 1)) {
         spool_config_error(ins, key_opt, "%s does not match the certificate %s", key, cert);
         ERR_clear_error();
         rc = -EINVAL;
