@@ -127,8 +127,8 @@ static const spool_option httpi_options[] = {
     SPOOL_OPT_INTEGER("max_connections_per_client", httpi_ctx, max_per_client, "64", 1, 1000000,
                       "concurrent connections from one IP address; more are refused"),
     SPOOL_OPT_TIME("header_timeout", httpi_ctx, header_timeout, "20s", 100, 3600000,
-                   "a request header must be complete within this (from the connection's "
-                   "start or the previous answer); the connection is closed otherwise"),
+                   "a request header must be complete within this of the connection's start "
+                   "(of read_timeout after the previous answer on a kept-alive one)"),
     SPOOL_OPT_TIME("body_timeout", httpi_ctx, body_timeout, "5m", 100, 86400000,
                    "a request body must be complete within this of its header"),
     SPOOL_OPT_TIME("read_timeout", httpi_ctx, read_timeout, "30s", 1000, 3600000,
@@ -782,7 +782,7 @@ static void httpi_completed(void *cls, struct MHD_Connection *conn, void **con_c
         httpi_conns_idle_timeout(&c->conns);
     }
     /* A kept-alive connection waits for its next request header. */
-    httpi_conn_phase(&c->conns, httpi_conn_of(conn), HTTPI_PHASE_HEADERS, spool_monotonic_ms());
+    httpi_conn_phase(&c->conns, httpi_conn_of(conn), HTTPI_PHASE_KEPT, spool_monotonic_ms());
 }
 
 static enum MHD_Result httpi_accept_policy(void *cls, const struct sockaddr *addr,
@@ -1085,6 +1085,7 @@ static int httpi_start(spool_instance *ins, void *vctx)
     c->conns.max_per_client = c->max_per_client;
     c->conns.header_timeout_ms = c->header_timeout;
     c->conns.body_timeout_ms = c->body_timeout;
+    c->conns.read_timeout_ms = (c->read_timeout + 999) / 1000 * 1000;
     struct MHD_OptionItem opts[20];
     size_t n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &c->addr};

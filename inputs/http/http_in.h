@@ -56,7 +56,8 @@ int httpi_decompress(int enc, void *dctx, const uint8_t *src, size_t len, size_t
 /* ---- connections (http_in_conn.c); server thread only ---- */
 
 enum httpi_phase {
-    HTTPI_PHASE_HEADERS = 0, /* waiting for a complete request header */
+    HTTPI_PHASE_HEADERS = 0, /* a new connection, waiting for a complete request header */
+    HTTPI_PHASE_KEPT = 4,    /* kept alive after an answer: idle, or reading the next header */
     HTTPI_PHASE_BODY = 1,    /* header done, reading the body */
     HTTPI_PHASE_BUSY = 2,    /* request being processed or answered: no deadline */
     HTTPI_PHASE_CLOSING = 3, /* shut down after a deadline, MHD closes it */
@@ -70,6 +71,7 @@ typedef struct httpi_conns {
     int64_t max_per_client;    /* max_connections_per_client */
     int64_t header_timeout_ms; /* a request header must be complete within this */
     int64_t body_timeout_ms;   /* a body must be complete within this of its header */
+    int64_t read_timeout_ms;   /* MHD closes a connection silent this long */
     size_t open;               /* connections open now */
     httpi_conn *head;          /* the open connections */
     struct httpi_ipcount **buckets; /* open connections per client address */
@@ -89,7 +91,10 @@ int httpi_conns_admit(httpi_conns *cs, const struct sockaddr *sa);
 httpi_conn *httpi_conns_opened(httpi_conns *cs, int fd, const struct sockaddr *sa, int64_t now);
 /* MHD closed it. Accepts NULL. */
 void httpi_conns_closed(httpi_conns *cs, httpi_conn *hc);
-/* Moves hc (may be NULL) to a phase, with that phase's deadline from now. */
+/* Moves hc (may be NULL) to a phase, with that phase's deadline from now.
+ * KEPT gets read_timeout + header_timeout: a kept-alive connection that is
+ * merely idle is closed quietly by MHD at read_timeout; one that dribbles
+ * its next header is cut (and counted) later. */
 void httpi_conn_phase(httpi_conns *cs, httpi_conn *hc, int phase, int64_t now);
 /* MHD closed a request for inactivity (read_timeout): count it. */
 void httpi_conns_idle_timeout(httpi_conns *cs);

@@ -7,8 +7,10 @@
  * client's address already holds max_connections_per_client. An admitted
  * connection is tracked from MHD's "started" to its "closed" notification
  * with its phase and a deadline: its request header must be complete within
- * header_timeout of the connection opening (or of the previous response on
- * a kept-alive connection), its body within body_timeout of the header.
+ * header_timeout of the connection opening (on a kept-alive connection,
+ * within read_timeout + header_timeout of the previous answer, so an idle
+ * one is closed quietly by MHD's read_timeout first), its body within
+ * body_timeout of the header.
  * A connection past its deadline has its socket shut down, which MHD sees
  * as the peer going away and closes it. While a request waits for its batch
  * to be durable (the connection is suspended) it has no deadline: that
@@ -223,6 +225,8 @@ void httpi_conn_phase(httpi_conns *cs, httpi_conn *hc, int phase, int64_t now)
     hc->phase = phase;
     if (phase == HTTPI_PHASE_HEADERS) {
         hc->deadline = now + cs->header_timeout_ms;
+    } else if (phase == HTTPI_PHASE_KEPT) {
+        hc->deadline = now + cs->read_timeout_ms + cs->header_timeout_ms;
     } else if (phase == HTTPI_PHASE_BODY) {
         hc->deadline = now + cs->body_timeout_ms;
     } else {
@@ -243,7 +247,7 @@ static void sweep(httpi_conns *cs, int64_t now)
         if (hc->deadline > now) {
             continue;
         }
-        if (hc->phase == HTTPI_PHASE_HEADERS) {
+        if (hc->phase == HTTPI_PHASE_HEADERS || hc->phase == HTTPI_PHASE_KEPT) {
             cs->timed_header++;
         } else {
             cs->timed_body++;

@@ -10,7 +10,9 @@ refusals must be reported in a warning with their count.
 
 slow_clients_timed_out: connections that never complete their header
 within header_timeout, or their body within body_timeout, are closed by
-the server (not kept by dribbling a byte now and then) and reported.
+the server (not kept by dribbling a byte now and then) and reported; on a
+kept-alive connection, an idle one is closed quietly at read_timeout and
+one dribbling its next header is cut and reported.
 """
 import http.client
 import os
@@ -171,8 +173,8 @@ def slow_clients_timed_out(tmp):
     port = spoolt.free_port()
     out = os.path.join(tmp, "agg.out")
     agg = spoolt.Spool(e2e.aggregator_config(tmp, port, out, extra_input=(
-        "    header_timeout: 1s\n    body_timeout: 2s\n    read_timeout: 1m\n")))
-    socks = []
+        "    header_timeout: 1s\n    body_timeout: 2s\n    read_timeout: 2s\n")))
+    socks, kept = [], []
     dribbler = None
     try:
         e2e_wait_port(port)
@@ -182,23 +184,35 @@ def slow_clients_timed_out(tmp):
         body_head = PARTIAL + b"Content-Length: 1000\r\n\r\n\"x"
         for i in range(5):
             socks.append(slow_socket("127.0.0.30", port, first=body_head))
-        dribbler = Dribbler(socks, interval=0.2)
+        # Kept alive after a good request: one dribbles its next header (cut
+        # at read_timeout + header_timeout, counted), one is idle (closed
+        # quietly by read_timeout, not counted).
+        kept = []
+        for _ in range(2):
+            k = slow_socket("127.0.0.40", port, first=PARTIAL + b"Content-Length: 4\r\n\r\n\"k\"\n")
+            k.setblocking(True)
+            resp = k.recv(4096)
+            check(resp.startswith(b"HTTP/1.1 200"), "kept-alive request: %r" % resp)
+            k.setblocking(False)
+            kept.append(k)
+        k.send(b"POST /v1/batches HTTP/1.1\r\n")
+        dribbler = Dribbler(socks + [kept[1]], interval=0.2)
         dribbler.start()
-        spoolt.wait_for(lambda: all(closed_by_server(s) for s in socks), timeout=30 * SLOW,
-                        what="the server to close 25 slow connections")
+        spoolt.wait_for(lambda: all(closed_by_server(s) for s in socks + kept),
+                        timeout=30 * SLOW, what="the server to close 27 slow connections")
         took = time.monotonic() - start
-        print("     25 slow connections closed within %.1f s" % took)
+        print("     27 slow or idle connections closed within %.1f s" % took)
 
         spoolt.wait_for(lambda: flood_counts(agg.stderr()) == {
-            "refused": 0, "per_client": 0, "total": 0, "header": 20, "body": 5, "idle": 0},
-            timeout=30 * SLOW, what="warnings counting 20 header and 5 body timeouts")
+            "refused": 0, "per_client": 0, "total": 0, "header": 21, "body": 5, "idle": 0},
+            timeout=30 * SLOW, what="warnings counting 21 header and 5 body timeouts")
         st, text = good_post(port, b'"still-fine"\n', 10 * SLOW)
         check(st == 200, "good client after the timeouts: %s %s" % (st, text))
         e2e.stop_all(agg)
     finally:
         if dribbler:
             dribbler.stop.set()
-        for s in socks:
+        for s in socks + kept:
             s.close()
         agg.kill()
 
