@@ -154,6 +154,7 @@ typedef struct httpi_req {
     int too_big;                 /* body exceeded max_body_bytes */
     int64_t first;               /* Spool-First-Offset, INT64_MIN if absent */
     int64_t next;                /* Spool-Next-Offset, INT64_MAX if absent */
+    int64_t queued_ms;           /* monotonic ms it was handed to the workers */
     spool_buf body;              /* request body as received */
     unsigned status;             /* REQ_DONE: the answer */
     char why[1024];              /* REQ_DONE: its one-line reason */
@@ -627,8 +628,15 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
         snprintf(why, whycap, "ok 0 records");
         goto out;
     }
+    /* ack_timeout bounds the whole wait, time in the workers' queue included. */
+    int64_t left = c->ack_timeout - (spool_monotonic_ms() - req->queued_ms);
+    if (left <= 0) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, whycap, "busy: every worker was waiting for the log, retry later");
+        goto out;
+    }
     spool_counter_add(c->c_body, req->body.len);
-    int rc = spool_input_submit_durable(c->ins, b, c->ack_timeout);
+    int rc = spool_input_submit_durable(c->ins, b, left);
     if (rc == 0) {
         b = NULL;
         status = MHD_HTTP_OK;
@@ -755,6 +763,7 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
         return httpi_respond(conn, c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down, retry later");
     }
     req->state = REQ_QUEUED;
+    req->queued_ms = spool_monotonic_ms();
     MHD_suspend_connection(conn);
     req->next_job = NULL;
     if (c->jobs_tail) {
