@@ -126,7 +126,8 @@ static int load_service(spool_service_conf *conf, const spool_cnode *root, spool
     conf->http_listen = so.http_listen;
     if (so.http_listen) {
         char why[512];
-        if (spool__address_valid(so.http_listen, SPOOL_ADDR_LISTEN, why, sizeof(why)) < 0) {
+        if (spool__address_valid(so.http_listen, SPOOL_ADDR_LISTEN, why, sizeof(why)) < 0 ||
+            spool__listen_resolvable(so.http_listen, why, sizeof(why)) < 0) {
             int l = svc ? svc->line : 0, c = svc ? svc->column : 0;
             spool_config_option_pos(svc, "http.listen", &l, &c);
             spool_errors_add(errs, conf->doc.file, l, c, "service.http.listen",

@@ -8,11 +8,13 @@
  *
  * Each spool_check_* reports at most one error, on its option, through
  * spool_config_error (so with the option's file:line:column), and returns
- * -EINVAL; 0 when fine. Nothing here resolves host names or connects:
- * a name that is well formed passes (DNS may differ between check and run).
+ * -EINVAL; 0 when fine. Nothing here connects, and only addresses to
+ * listen on are resolved (spool__listen_resolvable): elsewhere a name that
+ * is well formed passes (DNS may differ between check and run).
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +161,32 @@ int spool__address_valid(const char *text, int flags, char *why, size_t cap)
         }
     }
     return why[0] ? -EINVAL : 0;
+}
+
+int spool__listen_resolvable(const char *text, char *why, size_t cap)
+{
+    char host[256];
+    const char *h = text, *e;
+    if (text[0] == '[') {
+        return 0; /* an IPv6 literal, already checked */
+    }
+    e = strrchr(text, ':');
+    if (!e || e == text || (size_t)(e - h) >= sizeof(host)) {
+        return 0; /* no host: every address */
+    }
+    memcpy(host, h, (size_t)(e - h));
+    host[e - h] = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host, "0", &hints, &res);
+    if (rc != 0) {
+        snprintf(why, cap, "cannot resolve '%s': %s", host, gai_strerror(rc));
+        return -EINVAL;
+    }
+    freeaddrinfo(res);
+    return 0;
 }
 
 int spool_check_address(spool_instance *ins, const char *option, const char *text, int flags)
