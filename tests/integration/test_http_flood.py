@@ -34,6 +34,12 @@ PARTIAL = b"POST /v1/batches HTTP/1.1\r\nHost: flood\r\nContent-Type: applicatio
 
 def raise_nofile(want):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:  # root (CI) may raise the hard limit too
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, want))
+            hard = want
+        except (ValueError, OSError):
+            pass
     if soft < want:
         new = want if hard == resource.RLIM_INFINITY else min(want, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
