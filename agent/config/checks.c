@@ -43,7 +43,8 @@ static int hostname_ok(const char *h, size_t n)
             label = 0;
             continue;
         }
-        int alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        int alnum =
+            (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
         if (!alnum && !(ch == '-' && label > 0) && ch != '_') {
             return 0;
         }
@@ -155,8 +156,9 @@ int spool__address_valid(const char *text, int flags, char *why, size_t cap)
         if (p < 0 || *end != '\0' || errno) {
             add_why(why, cap, "%sport '%.*s' is not a number", port, strlen(port));
         } else if (p < lo || p > 65535) {
-            add_why(why, cap, lo ? "%sport %.*s is out of range (1 to 65535)"
-                                 : "%sport %.*s is out of range (0 to 65535)",
+            add_why(why, cap,
+                    lo ? "%sport %.*s is out of range (1 to 65535)"
+                       : "%sport %.*s is out of range (0 to 65535)",
                     port, strlen(port));
         }
     }
@@ -289,7 +291,9 @@ static const char *ssl_why(char *buf, size_t cap)
         const char *r = ERR_reason_error_string(e);
         /* OpenSSL's "PEM lib" says no more than this. */
         snprintf(buf, cap, "%s",
-                 !r ? "unreadable" : strcmp(r, "PEM lib") == 0 ? "no PEM block of that kind" : r);
+                 !r                          ? "unreadable"
+                 : strcmp(r, "PEM lib") == 0 ? "no PEM block of that kind"
+                                             : r);
     }
     ERR_clear_error();
     return buf;
@@ -305,8 +309,7 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
 }
 
 int spool_check_tls_files(spool_instance *ins, const char *cert_opt, const char *cert,
-                          const char *key_opt, const char *key, const char *ca_opt,
-                          const char *ca)
+                          const char *key_opt, const char *key, const char *ca_opt, const char *ca)
 {
     char why[256];
     int rc = 0, cert_ok = 0, key_ok = 0;
@@ -357,8 +360,9 @@ int spool_check_tls_files(spool_instance *ins, const char *cert_opt, const char 
             SSL_CTX_free(kctx);
         }
     }
-    if (cert_ok && key_ok && (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
-                              SSL_CTX_check_private_key(ctx) != 1)) {
+    if (cert_ok && key_ok &&
+        (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+         SSL_CTX_check_private_key(ctx) != 1)) {
         spool_config_error(ins, key_opt, "%s does not match the certificate %s", key, cert);
         ERR_clear_error();
         rc = -EINVAL;

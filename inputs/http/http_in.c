@@ -97,8 +97,8 @@ typedef struct httpi_ctx {
     int conns_init;        /* 1 once conns is initialised */
     pthread_t server;      /* runs MHD's loop */
     int server_started;
-    int wake_fd;           /* eventfd: wakes the server thread to stop */
-    atomic_int stopping;   /* stop() began */
+    int wake_fd;         /* eventfd: wakes the server thread to stop */
+    atomic_int stopping; /* stop() began */
     /* requests waiting for a worker */
     pthread_mutex_t jobs_lock;
     pthread_cond_t jobs_cond;
@@ -346,8 +346,7 @@ static int header_offset(struct MHD_Connection *conn, const char *name, int64_t 
         return -EINVAL;
     }
     if (errno == ERANGE || x > max) {
-        snprintf(why, whycap, "%s out of range (0 to %lld), got '%.64s'", name, (long long)max,
-                 v);
+        snprintf(why, whycap, "%s out of range (0 to %lld), got '%.64s'", name, (long long)max, v);
         return -EINVAL;
     }
     *out = (int64_t)x;
@@ -361,8 +360,8 @@ static int httpi_offsets(struct MHD_Connection *conn, httpi_req *req, char *why,
     int64_t partition;
     if (header_offset(conn, "Spool-First-Offset", INT64_MAX - 1, INT64_MIN, &req->first, why,
                       whycap) < 0 ||
-        header_offset(conn, "Spool-Next-Offset", INT64_MAX, INT64_MAX, &req->next, why,
-                      whycap) < 0 ||
+        header_offset(conn, "Spool-Next-Offset", INT64_MAX, INT64_MAX, &req->next, why, whycap) <
+            0 ||
         header_offset(conn, "Spool-Partition", INT32_MAX, -1, &partition, why, whycap) < 0) {
         return -EINVAL;
     }
@@ -578,15 +577,16 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
     }
     if (req->enc != HTTPI_ENC_NONE) {
         size_t limit = (size_t)c->max_body_bytes * 8;
-        int rc = httpi_decompress(req->enc, sc->dctx, req->body.data, req->body.len, limit,
-                                  &sc->plain);
+        int rc =
+            httpi_decompress(req->enc, sc->dctx, req->body.data, req->body.len, limit, &sc->plain);
         if (rc == -EFBIG) {
             status = MHD_HTTP_CONTENT_TOO_LARGE;
             snprintf(why, whycap, "decompressed body larger than 8 x max_body_bytes");
             goto out;
         } else if (rc < 0) {
             status = rc == -ENOMEM ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST;
-            snprintf(why, whycap, "%s", rc == -ENOMEM ? "out of memory" : "corrupt compressed body");
+            snprintf(why, whycap, "%s",
+                     rc == -ENOMEM ? "out of memory" : "corrupt compressed body");
             goto out;
         }
         plain = &sc->plain;
@@ -814,8 +814,7 @@ static void httpi_notify_connection(void *cls, struct MHD_Connection *conn, void
         *socket_context = NULL;
         if (fi) {
             *socket_context = httpi_conns_opened(&c->conns, fi->connect_fd,
-                                                 ai ? ai->client_addr : NULL,
-                                                 spool_monotonic_ms());
+                                                 ai ? ai->client_addr : NULL, spool_monotonic_ms());
         }
     } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
         httpi_conns_closed(&c->conns, *socket_context);
@@ -900,8 +899,8 @@ static int httpi_check(spool_instance *ins, void *vctx)
         spool_config_error(ins, "tls.client_ca", "needs tls.cert and tls.key");
         rc = -EINVAL;
     }
-    if (spool_check_tls_files(ins, "tls.cert", c->tls_cert, "tls.key", c->tls_key,
-                              "tls.client_ca", c->tls_client_ca) < 0) {
+    if (spool_check_tls_files(ins, "tls.cert", c->tls_cert, "tls.key", c->tls_key, "tls.client_ca",
+                              c->tls_client_ca) < 0) {
         rc = -EINVAL;
     }
     if (c->tokens_file && spool_check_file(ins, "tokens_file", c->tokens_file) < 0) {
@@ -1046,7 +1045,8 @@ static void *httpi_server(void *arg)
         if (MHD_get_timeout(c->daemon, &to) == MHD_YES && (int64_t)to < wait) {
             wait = (int64_t)to;
         }
-        struct pollfd pfd[2] = {{.fd = epfd, .events = POLLIN}, {.fd = c->wake_fd, .events = POLLIN}};
+        struct pollfd pfd[2] = {{.fd = epfd, .events = POLLIN},
+                                {.fd = c->wake_fd, .events = POLLIN}};
         int n = poll(pfd, 2, (int)(wait > 1000 ? 1000 : wait));
         if (n < 0 && errno != EINTR) {
             spool_log_error(c->ins, "poll: %s", strerror(errno));
@@ -1098,10 +1098,9 @@ static int httpi_start(spool_instance *ins, void *vctx)
     struct MHD_OptionItem opts[20];
     size_t n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &c->addr};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)httpi_completed, c};
     opts[n++] =
-        (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)httpi_completed, c};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
-                                        (intptr_t)httpi_notify_connection, c};
+        (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)httpi_notify_connection, c};
     /* Our own limit is enforced by the accept policy, which counts refusals;
      * MHD's (whose default is FD_SETSIZE) only backs it up. */
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,

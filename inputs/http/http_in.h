@@ -67,15 +67,15 @@ typedef struct httpi_conn httpi_conn;
 struct httpi_ipcount;
 
 typedef struct httpi_conns {
-    int64_t max_total;         /* max_connections */
-    int64_t max_per_client;    /* max_connections_per_client */
-    int64_t header_timeout_ms; /* a request header must be complete within this */
-    int64_t body_timeout_ms;   /* a body must be complete within this of its header */
-    int64_t read_timeout_ms;   /* MHD closes a connection silent this long */
-    size_t open;               /* connections open now */
-    httpi_conn *head;          /* the open connections */
-    struct httpi_ipcount **buckets; /* open connections per client address */
-    uint64_t refused_total, refused_client;       /* since the last warning */
+    int64_t max_total;                      /* max_connections */
+    int64_t max_per_client;                 /* max_connections_per_client */
+    int64_t header_timeout_ms;              /* a request header must be complete within this */
+    int64_t body_timeout_ms;                /* a body must be complete within this of its header */
+    int64_t read_timeout_ms;                /* MHD closes a connection silent this long */
+    size_t open;                            /* connections open now */
+    httpi_conn *head;                       /* the open connections */
+    struct httpi_ipcount **buckets;         /* open connections per client address */
+    uint64_t refused_total, refused_client; /* since the last warning */
     uint64_t timed_header, timed_body, timed_idle; /* since the last warning */
     int64_t last_warn_ms;  /* monotonic ms of the last warning, 0 = none yet */
     int64_t last_sweep_ms; /* monotonic ms of the last deadline sweep */

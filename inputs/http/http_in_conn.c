@@ -269,17 +269,18 @@ int64_t httpi_conns_tick(httpi_conns *cs, spool_instance *ins, int64_t now)
     uint64_t timed = cs->timed_header + cs->timed_body + cs->timed_idle;
     if ((refused || timed) &&
         (cs->last_warn_ms == 0 || now - cs->last_warn_ms >= HTTPI_WARN_EVERY_MS)) {
-        spool_log_warn(ins,
-                       "connection flood? since the last report: refused %llu connections (%llu over "
-                       "max_connections_per_client %lld, %llu over max_connections %lld); "
-                       "closed %llu slow ones (%llu without a complete header within "
-                       "header_timeout, %llu without their body within body_timeout, %llu idle "
-                       "beyond read_timeout); %zu open",
-                       (unsigned long long)refused, (unsigned long long)cs->refused_client,
-                       (long long)cs->max_per_client, (unsigned long long)cs->refused_total,
-                       (long long)cs->max_total, (unsigned long long)timed,
-                       (unsigned long long)cs->timed_header, (unsigned long long)cs->timed_body,
-                       (unsigned long long)cs->timed_idle, cs->open);
+        spool_log_warn(
+            ins,
+            "connection flood? since the last report: refused %llu connections (%llu over "
+            "max_connections_per_client %lld, %llu over max_connections %lld); "
+            "closed %llu slow ones (%llu without a complete header within "
+            "header_timeout, %llu without their body within body_timeout, %llu idle "
+            "beyond read_timeout); %zu open",
+            (unsigned long long)refused, (unsigned long long)cs->refused_client,
+            (long long)cs->max_per_client, (unsigned long long)cs->refused_total,
+            (long long)cs->max_total, (unsigned long long)timed,
+            (unsigned long long)cs->timed_header, (unsigned long long)cs->timed_body,
+            (unsigned long long)cs->timed_idle, cs->open);
         cs->refused_total = cs->refused_client = 0;
         cs->timed_header = cs->timed_body = cs->timed_idle = 0;
         cs->last_warn_ms = now;
