@@ -257,8 +257,8 @@ static int sock_check(spool_instance *ins, void *ctx)
             }
         }
     }
-    if (spool_check_tls_files(ins, "tls.cert", s->tls_cert, "tls.key", s->tls_key,
-                              "tls.client_ca", s->tls_client_ca) < 0) {
+    if (spool_check_tls_files(ins, "tls.cert", s->tls_cert, "tls.key", s->tls_key, "tls.client_ca",
+                              s->tls_client_ca) < 0) {
         rc = -EINVAL;
     }
     if (s->mode != NULL) {

@@ -197,8 +197,7 @@ int spool_check_url(spool_instance *ins, const char *option, const char *url,
 int spool_check_file(spool_instance *ins, const char *option, const char *path);
 int spool_check_directory(spool_instance *ins, const char *option, const char *path);
 int spool_check_tls_files(spool_instance *ins, const char *cert_opt, const char *cert,
-                          const char *key_opt, const char *key, const char *ca_opt,
-                          const char *ca);
+                          const char *key_opt, const char *key, const char *ca_opt, const char *ca);
 
 /* ------------------------------------------------------------------------ */
 /* Logging: "[input:tail:app-logs] message"; rate-limits repeats.           */
