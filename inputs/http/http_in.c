@@ -99,14 +99,24 @@ typedef struct httpi_ctx {
     int server_started;
     int wake_fd;         /* eventfd: wakes the server thread to stop */
     atomic_int stopping; /* stop() began */
-    /* requests waiting for a worker */
+    /* requests waiting for a worker; everything below under jobs_lock */
     pthread_mutex_t jobs_lock;
-    pthread_cond_t jobs_cond;
     struct httpi_req *jobs_head, *jobs_tail;
     int jobs_init;
-    pthread_t *worker_threads;
-    size_t nworkers; /* started */
+    struct httpi_worker *wk;    /* workers threads */
+    size_t nworkers;            /* started */
+    struct httpi_worker **idle; /* waiting workers, the most recent last */
+    size_t nidle;
 } httpi_ctx;
+
+/* A worker. Jobs go to the most recently idle one, so with little
+ * concurrency the same few workers (and their scratch buffers) serve. */
+typedef struct httpi_worker {
+    pthread_t thread;
+    pthread_cond_t cond; /* signalled when it is given work or must stop */
+    int waiting;         /* 1 while in ctx->idle */
+    httpi_ctx *c;
+} httpi_worker;
 
 static const spool_option httpi_options[] = {
     SPOOL_OPT_STR("listen", httpi_ctx, listen, NULL, 1, "address to listen on, host:port"),
@@ -669,13 +679,27 @@ out:
     req->status = status;
 }
 
-static void *httpi_worker(void *arg)
+static void *httpi_worker_main(void *arg)
 {
-    httpi_ctx *c = arg;
+    httpi_worker *w = arg;
+    httpi_ctx *c = w->c;
     for (;;) {
         pthread_mutex_lock(&c->jobs_lock);
         while (!c->jobs_head && !atomic_load(&c->stopping)) {
-            pthread_cond_wait(&c->jobs_cond, &c->jobs_lock);
+            if (!w->waiting) {
+                c->idle[c->nidle++] = w;
+                w->waiting = 1;
+            }
+            pthread_cond_wait(&w->cond, &c->jobs_lock);
+        }
+        if (w->waiting) { /* woken by stop, or work found on its own */
+            for (size_t i = 0; i < c->nidle; i++) {
+                if (c->idle[i] == w) {
+                    c->idle[i] = c->idle[--c->nidle];
+                    break;
+                }
+            }
+            w->waiting = 0;
         }
         httpi_req *req = c->jobs_head;
         if (!req) {
@@ -772,7 +796,11 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
         c->jobs_head = req;
     }
     c->jobs_tail = req;
-    pthread_cond_signal(&c->jobs_cond);
+    if (c->nidle > 0) {
+        httpi_worker *w = c->idle[--c->nidle];
+        w->waiting = 0;
+        pthread_cond_signal(&w->cond);
+    }
     pthread_mutex_unlock(&c->jobs_lock);
     return MHD_YES;
 }
@@ -1068,15 +1096,21 @@ static void httpi_workers_stop(httpi_ctx *c)
 {
     if (c->jobs_init) {
         pthread_mutex_lock(&c->jobs_lock);
-        pthread_cond_broadcast(&c->jobs_cond);
+        for (size_t i = 0; i < c->nworkers; i++) {
+            pthread_cond_signal(&c->wk[i].cond);
+        }
         pthread_mutex_unlock(&c->jobs_lock);
     }
     for (size_t i = 0; i < c->nworkers; i++) {
-        pthread_join(c->worker_threads[i], NULL);
+        pthread_join(c->wk[i].thread, NULL);
+        pthread_cond_destroy(&c->wk[i].cond);
     }
     c->nworkers = 0;
-    free(c->worker_threads);
-    c->worker_threads = NULL;
+    c->nidle = 0;
+    free(c->wk);
+    free(c->idle);
+    c->wk = NULL;
+    c->idle = NULL;
 }
 
 static void httpi_stop(spool_instance *ins, void *vctx);
@@ -1128,18 +1162,22 @@ static int httpi_start(spool_instance *ins, void *vctx)
     }
     if (!c->jobs_init) {
         pthread_mutex_init(&c->jobs_lock, NULL);
-        pthread_cond_init(&c->jobs_cond, NULL);
         c->jobs_init = 1;
     }
-    c->worker_threads = calloc((size_t)c->workers, sizeof(*c->worker_threads));
-    if (!c->worker_threads) {
+    c->wk = calloc((size_t)c->workers, sizeof(*c->wk));
+    c->idle = calloc((size_t)c->workers, sizeof(*c->idle));
+    if (!c->wk || !c->idle) {
         rc = -ENOMEM;
         spool_log_error(ins, "out of memory");
         goto fail;
     }
     for (int64_t i = 0; i < c->workers; i++) {
-        int e = pthread_create(&c->worker_threads[c->nworkers], NULL, httpi_worker, c);
+        httpi_worker *w = &c->wk[c->nworkers];
+        w->c = c;
+        pthread_cond_init(&w->cond, NULL);
+        int e = pthread_create(&w->thread, NULL, httpi_worker_main, w);
         if (e != 0) {
+            pthread_cond_destroy(&w->cond);
             rc = -e;
             spool_log_error(ins, "cannot start a worker thread: %s", strerror(e));
             goto fail;
@@ -1215,7 +1253,6 @@ static void httpi_destroy(spool_instance *ins, void *vctx)
     }
     if (c->jobs_init) {
         pthread_mutex_destroy(&c->jobs_lock);
-        pthread_cond_destroy(&c->jobs_cond);
         c->jobs_init = 0;
     }
 }
