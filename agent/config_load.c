@@ -578,6 +578,7 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
             }
         }
     }
+    spool_errors_sort(errs); /* in file order, whichever check found them */
     return nerr;
 }
 
