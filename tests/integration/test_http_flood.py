@@ -152,6 +152,10 @@ def slowloris_2000(tmp):
         print("     good requests served during the flood: %d of 100" % served)
         check(served == 100, "good client refused during the flood: %s" % failures[:5])
 
+        with open("/proc/%d/status" % agg.proc.pid) as f:
+            status = dict(ln.split(":", 1) for ln in f if ":" in ln)
+        print("     aggregator with 1,864 connections open: RSS %s, %s threads"
+              % (status.get("VmRSS", "?").strip(), status.get("Threads", "?").strip()))
         still_open = sum(not closed_by_server(s) for s in held)
         print("     slow connections held open by the server: %d of 1800" % still_open)
         check(still_open == 1800, "the server dropped slow connections within the limits")
