@@ -137,8 +137,8 @@ static const spool_option httpi_options[] = {
     SPOOL_OPT_INTEGER("max_connections_per_client", httpi_ctx, max_per_client, "64", 1, 1000000,
                       "concurrent connections from one IP address; more are refused"),
     SPOOL_OPT_TIME("header_timeout", httpi_ctx, header_timeout, "20s", 100, 3600000,
-                   "a request header must be complete within this of the connection's start "
-                   "(of read_timeout after the previous answer on a kept-alive one)"),
+                   "a request header must be complete this long after the connection opens "
+                   "(read_timeout + this after the previous answer on a kept-alive one)"),
     SPOOL_OPT_TIME("body_timeout", httpi_ctx, body_timeout, "5m", 100, 86400000,
                    "a request body must be complete within this of its header"),
     SPOOL_OPT_TIME("read_timeout", httpi_ctx, read_timeout, "30s", 1000, 3600000,
