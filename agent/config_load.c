@@ -125,6 +125,17 @@ static int load_service(spool_service_conf *conf, const spool_cnode *root, spool
     conf->shutdown_timeout = so.shutdown_timeout;
     conf->plugin_dir = so.plugin_dir;
     conf->http_listen = so.http_listen;
+    if (so.http_listen) {
+        char why[512];
+        if (spool__address_valid(so.http_listen, SPOOL_ADDR_LISTEN, why, sizeof(why)) < 0 ||
+            spool__listen_resolvable(so.http_listen, why, sizeof(why)) < 0) {
+            int l = svc ? svc->line : 0, c = svc ? svc->column : 0;
+            spool_config_option_pos(svc, "http.listen", &l, &c);
+            spool_errors_add(errs, conf->doc.file, l, c, "service.http.listen",
+                             "invalid address '%s': %s", so.http_listen, why);
+            n++;
+        }
+    }
     conf->data_dir = NULL;
     if (so.data_dir) {
         if (so.data_dir[0] == '/') {
@@ -400,6 +411,9 @@ static int load_entry(spool_service_conf *conf, spool_plugin_kind kind, const ch
         ctxs[ntables++] = &ins->out;
     }
     nerr += spool_config_fill(&conf->doc, entry, tables, ctxs, ntables, ignore, path, what, errs);
+    /* Until the plugin's check() runs, the errors of the entry itself: an
+     * entry with none is checked even when others have errors. */
+    ins->config_errors = nerr;
     *out = ins;
     return nerr;
 }
@@ -498,6 +512,13 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
     const spool_cnode *root = conf->doc.root;
     const spool_cnode empty = {.type = SPOOL_CNODE_MAPPING, .line = 1, .column = 1};
     if (!root || (root->type == SPOOL_CNODE_SCALAR && root->is_null)) {
+        if (path) {
+            /* Most likely the wrong file, or one truncated by mistake. */
+            spool_errors_add(errs, conf->doc.file, 1, 1, "",
+                             "the file is empty (nothing but blanks or comments): expected "
+                             "service, topics, inputs and outputs");
+            return nerr + 1;
+        }
         root = &empty;
     }
     if (root->type != SPOOL_CNODE_MAPPING) {
@@ -538,14 +559,15 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
     nerr += load_section(conf, root, 4, SPOOL_PLUGIN_OUTPUT, &conf->outputs, &conf->noutputs,
                          errs);
     nerr += check_refs(conf, errs);
-    if (nerr == 0) {
-        /* Plugins' own semantic checks, only on an otherwise valid file. */
+    {
+        /* Plugins' own checks (files, addresses, semantics), on every entry
+         * whose own options were valid, so one run reports every error. */
         spool_instance **lists[3] = {conf->inputs, conf->processors, conf->outputs};
         size_t counts[3] = {conf->ninputs, conf->nprocessors, conf->noutputs};
         for (int k = 0; k < 3; k++) {
             for (size_t i = 0; i < counts[k]; i++) {
                 spool_instance *ins = lists[k][i];
-                if (ins->plugin->check) {
+                if (ins->config_errors == 0 && ins->plugin->check) {
                     ins->errs = errs;
                     ins->config_errors = 0;
                     if (ins->plugin->check(ins, ins->ctx) < 0 && ins->config_errors == 0) {
@@ -557,6 +579,7 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
             }
         }
     }
+    spool_errors_sort(errs); /* in file order, whichever check found them */
     return nerr;
 }
 

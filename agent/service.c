@@ -170,10 +170,13 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
                     ins->plugin->destroy(ins, ins->ctx);
                 }
                 result = -1;
-                goto out;
+                continue; /* init the others too: report every failure at once */
             }
             ins->initialized = 1;
         }
+    }
+    if (result < 0) {
+        goto out;
     }
     if ((rc = spool__pipeline_start(svc)) < 0) {
         spool_log_error(NULL, "cannot start the pipeline: %s", strerror(-rc));

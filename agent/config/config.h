@@ -165,4 +165,14 @@ int spool_config_option_pos(const spool_cnode *map, const char *option, int *lin
 /* Levenshtein-closest of candidates to word, or NULL if none is close. */
 const char *spool_did_you_mean(const char *word, const char *const *candidates, size_t n);
 
+/* ---- addresses (checks.c) ---- */
+
+/* Validates host:port or [v6]:port (SPOOL_ADDR_* flags); on error -EINVAL
+ * with every problem found in why ("'999.1.1.1' is not a valid IPv4
+ * address; port 99999 is out of range (1 to 65535)"). */
+int spool__address_valid(const char *text, int flags, char *why, size_t cap);
+/* For a valid address to listen on: its host (if any) resolves here, as
+ * run will need it to. 0, or -EINVAL with why. */
+int spool__listen_resolvable(const char *text, char *why, size_t cap);
+
 #endif /* SPOOL_CONFIG_H */

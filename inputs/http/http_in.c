@@ -1,6 +1,16 @@
 /*
  * http_in.c: the `http` input, the aggregator's ingest endpoint
- * (libmicrohttpd, one thread per connection).
+ * (libmicrohttpd, event driven).
+ *
+ * Threads: one server thread runs MHD's epoll loop (external polling, so
+ * the deadlines of http_in_conn.c are enforced on the thread that owns the
+ * sockets) and does only non-blocking work: accepting, reading headers and
+ * bodies, answering. A complete request is handed to a small pool of
+ * `workers` with its connection suspended; a worker decompresses, decodes,
+ * submits and waits for durability (up to ack_timeout), then resumes the
+ * connection, and the server thread sends the answer. So a slow log or
+ * thousands of slow clients never stall the event loop, and each open
+ * connection costs a socket and a small struct, not a thread.
  *
  * POST /v1/batches with
  *   Content-Type: application/vnd.spool.batch  RecordBatch v2 bytes as an
@@ -12,6 +22,11 @@
  * optionally Content-Encoding: zstd | gzip. One request becomes one batch
  * of the pipeline; the response is 200 only once that batch is durable in
  * the log (spool_input_submit_durable returned 0).
+ *
+ * Spool-First-Offset, Spool-Next-Offset and Spool-Partition, when present,
+ * must be decimal integers >= 0, with first < next; otherwise, or when a
+ * native body holds records but none in [first, next), the answer is 400
+ * with the reason (never "200 ok 0 records" for a body that was dropped).
  *
  * Statuses: 400 bad payload (one-line reason), 401 no token, 403 wrong
  * token or client certificate not trusted, 404/405 other paths/methods,
@@ -30,11 +45,16 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
@@ -48,11 +68,11 @@
 #define HTTPI_KEEP_BYTES ((size_t)64 << 10) /* per-thread buffers larger are freed */
 /* memory_limit (docs/memory.md): a request is admitted when three times
  * its body (the body, and the batch made of it: arena and record index)
- * fits the memory account (a body over a third of the limit: itself),
- * waiting at most this long; else 503 with Retry-After, also for a body
- * that can never fit (with a warning). */
+ * fits the memory account (a body over a third of the limit: itself).
+ * The server thread never waits: with no room the answer is 503 with
+ * Retry-After at once (the agent keeps its records and retries), also for
+ * a body that can never fit (with a warning). */
 #define HTTPI_MEM_FACTOR 3
-#define HTTPI_MEM_WAIT_MS 2000
 
 typedef struct httpi_ctx {
     /* options */
@@ -65,6 +85,11 @@ typedef struct httpi_ctx {
     int64_t ack_timeout;     /* ms to wait for durability before 503 */
     int64_t retry_after;     /* ms, the Retry-After of a 503 (rounded up to s) */
     int64_t max_connections; /* concurrent connections */
+    int64_t max_per_client;  /* concurrent connections from one address */
+    int64_t header_timeout;  /* ms for a complete request header */
+    int64_t body_timeout;    /* ms for a complete body after its header */
+    int64_t read_timeout;    /* ms without any byte from the client */
+    int64_t workers;         /* threads that decode, submit and wait for durability */
 
     /* state */
     spool_instance *ins;
@@ -76,7 +101,30 @@ typedef struct httpi_ctx {
     spool_counter *c_bad;  /* 4xx answered */
     spool_counter *c_busy; /* 503 answered */
     spool_counter *c_body; /* request body bytes as received (compressed) */
+    httpi_conns conns;     /* open connections, limits, deadlines (server thread) */
+    int conns_init;        /* 1 once conns is initialised */
+    pthread_t server;      /* runs MHD's loop */
+    int server_started;
+    int wake_fd;         /* eventfd: wakes the server thread to stop */
+    atomic_int stopping; /* stop() began */
+    /* requests waiting for a worker; everything below under jobs_lock */
+    pthread_mutex_t jobs_lock;
+    struct httpi_req *jobs_head, *jobs_tail;
+    int jobs_init;
+    struct httpi_worker *wk;    /* workers threads */
+    size_t nworkers;            /* started */
+    struct httpi_worker **idle; /* waiting workers, the most recent last */
+    size_t nidle;
 } httpi_ctx;
+
+/* A worker. Jobs go to the most recently idle one, so with little
+ * concurrency the same few workers (and their scratch buffers) serve. */
+typedef struct httpi_worker {
+    pthread_t thread;
+    pthread_cond_t cond; /* signalled when it is given work or must stop */
+    int waiting;         /* 1 while in ctx->idle */
+    httpi_ctx *c;
+} httpi_worker;
 
 static const spool_option httpi_options[] = {
     SPOOL_OPT_STR("listen", httpi_ctx, listen, NULL, 1, "address to listen on, host:port"),
@@ -92,23 +140,44 @@ static const spool_option httpi_options[] = {
                    "how long a request waits for its batch to be durable before 503"),
     SPOOL_OPT_TIME("retry_after", httpi_ctx, retry_after, "1s", 1000, 3600000,
                    "Retry-After sent with 503"),
-    SPOOL_OPT_INTEGER("max_connections", httpi_ctx, max_connections, "1024", 1, 65536,
-                      "concurrent connections (one thread each)"),
+    SPOOL_OPT_INTEGER("max_connections", httpi_ctx, max_connections, "4096", 1, 1000000,
+                      "concurrent connections; more are refused at accept (and counted)"),
+    SPOOL_OPT_INTEGER("max_connections_per_client", httpi_ctx, max_per_client, "64", 1, 1000000,
+                      "concurrent connections from one IP address; more are refused"),
+    SPOOL_OPT_TIME("header_timeout", httpi_ctx, header_timeout, "20s", 100, 3600000,
+                   "a request header must be complete this long after the connection opens "
+                   "(read_timeout + this after the previous answer on a kept-alive one)"),
+    SPOOL_OPT_TIME("body_timeout", httpi_ctx, body_timeout, "5m", 100, 86400000,
+                   "a request body must be complete within this of its header"),
+    SPOOL_OPT_TIME("read_timeout", httpi_ctx, read_timeout, "30s", 1000, 3600000,
+                   "close a connection that sends nothing for this long (idle keep-alive "
+                   "included)"),
+    SPOOL_OPT_INTEGER("workers", httpi_ctx, workers, "16", 1, 1024,
+                      "threads that decode requests and wait for their durability"),
     SPOOL_OPT_END,
 };
 
 enum { KIND_NATIVE = 1, KIND_JSON = 2 };
 
-/* One request's state (MHD's con_cls). */
+enum { REQ_BODY = 0, REQ_QUEUED = 1, REQ_DONE = 2 };
+
+/* One request's state (MHD's con_cls). Owned by the server thread, except
+ * between being queued and resumed, when one worker owns it. */
 typedef struct httpi_req {
-    int kind;                 /* KIND_* */
-    int enc;                  /* HTTPI_ENC_* */
-    int too_big;              /* body exceeded max_body_bytes */
-    int64_t first;            /* Spool-First-Offset, INT64_MIN if absent */
-    int64_t next;             /* Spool-Next-Offset, INT64_MAX if absent */
-    struct httpi_scratch *sc; /* this thread's buffers; sc->body holds the body */
-    size_t mem;               /* bytes held in the memory account */
-    int no_memory;            /* a chunked body outgrew what the account allows */
+    struct httpi_req *next_job;  /* in ctx->jobs */
+    struct MHD_Connection *conn; /* suspended while queued */
+    int state;                   /* REQ_* */
+    int kind;                    /* KIND_* */
+    int enc;                     /* HTTPI_ENC_* */
+    int too_big;                 /* body exceeded max_body_bytes */
+    int no_memory;               /* a chunked body outgrew what the account allows */
+    size_t mem;                  /* bytes held in the memory account */
+    int64_t first;               /* Spool-First-Offset, INT64_MIN if absent */
+    int64_t next;                /* Spool-Next-Offset, INT64_MAX if absent */
+    int64_t queued_ms;           /* monotonic ms it was handed to the workers */
+    spool_buf body;              /* request body as received */
+    unsigned status;             /* REQ_DONE: the answer */
+    char why[1024];              /* REQ_DONE: its one-line reason */
     char agent[INET6_ADDRSTRLEN];
 } httpi_req;
 
@@ -121,13 +190,11 @@ typedef struct httpi_sink {
 } httpi_sink;
 
 /*
- * Per-thread scratch space. With one thread per connection every call for
- * a request runs on the connection's thread, so the buffers are reused
- * across the requests of a connection without locks; the thread-key
- * destructor frees them when the connection's thread ends.
+ * Per-worker scratch space: a request is decoded on one worker thread, so
+ * the buffers are reused across requests without locks; the thread-key
+ * destructor frees them when the worker ends.
  */
 typedef struct httpi_scratch {
-    spool_buf body;        /* request body as received */
     spool_buf plain;       /* decompressed body */
     spool_decoded dec;     /* native records */
     httpfmt_parser parser; /* JSON records */
@@ -144,7 +211,6 @@ static void httpi_scratch_free(void *p)
     if (!sc) {
         return;
     }
-    spool_buf_free(&sc->body);
     spool_buf_free(&sc->plain);
     spool_decoded_free(&sc->dec);
     httpfmt_parser_free(&sc->parser);
@@ -179,7 +245,7 @@ static httpi_scratch *httpi_scratch_get(void)
 /* After a request: keep the buffers for the next one unless they grew huge. */
 static void httpi_scratch_release(httpi_scratch *sc)
 {
-    spool_buf *bufs[] = {&sc->body, &sc->plain, &sc->parser.scratch};
+    spool_buf *bufs[] = {&sc->plain, &sc->parser.scratch};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
         if (bufs[i]->cap > HTTPI_KEEP_BYTES) {
             spool_buf_free(bufs[i]);
@@ -190,13 +256,6 @@ static void httpi_scratch_release(httpi_scratch *sc)
         spool_decoded_free(&sc->dec);
     }
     spool_decoded_reset(&sc->dec);
-}
-
-/* Bytes of this thread's buffers (counted while a request uses them). */
-static size_t httpi_scratch_bytes(const httpi_scratch *sc)
-{
-    return sc->body.cap + sc->plain.cap + sc->parser.scratch.cap + sc->dec.scratch.cap +
-           sc->dec.cap * sizeof(spool_record) + sc->dec.header_cap * sizeof(spool_header);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -275,11 +334,85 @@ static int64_t header_int(struct MHD_Connection *conn, const char *name, int64_t
     return (int64_t)x;
 }
 
+/*
+ * A numeric header of the native protocol: absent -> *out = dflt and 0;
+ * a decimal integer in [0, max] (blanks around allowed) -> 0; anything else
+ * -> -EINVAL with the reason in why (a static string, name included).
+ */
+static int header_offset(struct MHD_Connection *conn, const char *name, int64_t max, int64_t dflt,
+                         int64_t *out, char *why, size_t whycap)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+    *out = dflt;
+    if (!v) {
+        return 0;
+    }
+    const char *p = v;
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    if (*p < '0' || *p > '9') {
+        snprintf(why, whycap, "%s must be a decimal integer >= 0, got '%.64s'", name, v);
+        return -EINVAL;
+    }
+    char *end;
+    errno = 0;
+    long long x = strtoll(p, &end, 10);
+    while (*end == ' ' || *end == '\t') {
+        end++;
+    }
+    if (*end != '\0') {
+        snprintf(why, whycap, "%s must be a decimal integer >= 0, got '%.64s'", name, v);
+        return -EINVAL;
+    }
+    if (errno == ERANGE || x > max) {
+        snprintf(why, whycap, "%s out of range (0 to %lld), got '%.64s'", name, (long long)max, v);
+        return -EINVAL;
+    }
+    *out = (int64_t)x;
+    return 0;
+}
+
+/* Validates the native protocol's numeric headers into req. 0 or -EINVAL
+ * with why. */
+static int httpi_offsets(struct MHD_Connection *conn, httpi_req *req, char *why, size_t whycap)
+{
+    int64_t partition;
+    if (header_offset(conn, "Spool-First-Offset", INT64_MAX - 1, INT64_MIN, &req->first, why,
+                      whycap) < 0 ||
+        header_offset(conn, "Spool-Next-Offset", INT64_MAX, INT64_MAX, &req->next, why, whycap) <
+            0 ||
+        header_offset(conn, "Spool-Partition", INT32_MAX, -1, &partition, why, whycap) < 0) {
+        return -EINVAL;
+    }
+    if (req->first != INT64_MIN && req->next != INT64_MAX && req->first >= req->next) {
+        snprintf(why, whycap,
+                 "Spool-First-Offset (%" PRId64 ") must be below Spool-Next-Offset (%" PRId64
+                 "): the range of records to take is empty",
+                 req->first, req->next);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* The first call of a request: route, authenticate, classify. Returns a
  * status to answer with now, or 0 to go on reading the body. */
 static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const char *url,
                             const char *method, httpi_req *req, const char **why)
 {
+    req->agent[0] = '\0';
+    const union MHD_ConnectionInfo *ai =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ai && ai->client_addr) {
+        const struct sockaddr *sa = ai->client_addr;
+        if (sa->sa_family == AF_INET) {
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, req->agent,
+                      sizeof(req->agent));
+        } else if (sa->sa_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->agent,
+                      sizeof(req->agent));
+        }
+    }
     if (strcmp(url, HTTPI_PATH) != 0) {
         *why = "not found; POST " HTTPI_PATH;
         return MHD_HTTP_NOT_FOUND;
@@ -338,21 +471,9 @@ static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const cha
         *why = "body larger than max_body_bytes";
         return MHD_HTTP_CONTENT_TOO_LARGE;
     }
-    req->first = header_int(conn, "Spool-First-Offset", INT64_MIN);
-    req->next = header_int(conn, "Spool-Next-Offset", INT64_MAX);
-
-    const union MHD_ConnectionInfo *ai =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    req->agent[0] = '\0';
-    if (ai && ai->client_addr) {
-        const struct sockaddr *sa = ai->client_addr;
-        if (sa->sa_family == AF_INET) {
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, req->agent,
-                      sizeof(req->agent));
-        } else if (sa->sa_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->agent,
-                      sizeof(req->agent));
-        }
+    if (httpi_offsets(conn, req, req->why, sizeof(req->why)) < 0) {
+        *why = req->why;
+        return MHD_HTTP_BAD_REQUEST;
     }
     return 0;
 }
@@ -440,42 +561,51 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
         }
         pos += (size_t)n;
     }
+    if (status == 0 && pos > 0 && spool_batch_count(sink->batch) == 0 &&
+        (req->first != INT64_MIN || req->next != INT64_MAX)) {
+        snprintf(why, whycap,
+                 "no record of the body is in [Spool-First-Offset, Spool-Next-Offset) = "
+                 "[%" PRId64 ", %" PRId64 "): the body would be dropped",
+                 req->first == INT64_MIN ? 0 : req->first, req->next);
+        status = MHD_HTTP_BAD_REQUEST;
+    }
     *dp = d;
     return status;
 }
 
-/* The last call of a request: decode, submit, wait, answer. */
-static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, httpi_req *req)
+/* A worker's job: decode, submit, wait for durability. Sets req->status
+ * and req->why. Runs on a worker thread. */
+static void httpi_process(httpi_ctx *c, httpi_req *req)
 {
-    char why[1024];
-    why[0] = '\0';
+    char *why = req->why;
+    size_t whycap = sizeof(req->why);
     unsigned status = 0;
     spool_batch *b = NULL;
-    httpi_scratch *sc = req->sc;
-    const spool_buf *plain = &sc->body;
+    httpi_scratch *sc = httpi_scratch_get();
+    const spool_buf *plain = &req->body;
 
-    if (req->too_big || req->no_memory) {
-        httpi_scratch_release(sc);
+    why[0] = '\0';
+    if (!sc) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, whycap, "out of memory");
+        goto out;
     }
-    if (req->too_big) {
-        return httpi_respond(conn, c, MHD_HTTP_CONTENT_TOO_LARGE,
-                             "body larger than max_body_bytes");
-    }
-    if (req->no_memory) {
-        return httpi_respond(conn, c, MHD_HTTP_SERVICE_UNAVAILABLE,
-                             "busy: memory_limit reached, retry later");
+    if (atomic_load(&c->stopping)) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, whycap, "shutting down, retry later");
+        goto out;
     }
     if (req->enc != HTTPI_ENC_NONE) {
         size_t limit = (size_t)c->max_body_bytes * 8;
         int rc =
-            httpi_decompress(req->enc, sc->dctx, sc->body.data, sc->body.len, limit, &sc->plain);
+            httpi_decompress(req->enc, sc->dctx, req->body.data, req->body.len, limit, &sc->plain);
         if (rc == -EFBIG) {
             status = MHD_HTTP_CONTENT_TOO_LARGE;
-            snprintf(why, sizeof(why), "decompressed body larger than 8 x max_body_bytes");
+            snprintf(why, whycap, "decompressed body larger than 8 x max_body_bytes");
             goto out;
         } else if (rc < 0) {
             status = rc == -ENOMEM ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST;
-            snprintf(why, sizeof(why), "%s",
+            snprintf(why, whycap, "%s",
                      rc == -ENOMEM ? "out of memory" : "corrupt compressed body");
             goto out;
         }
@@ -484,7 +614,7 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
     b = spool_batch_create(c->ins);
     if (!b) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        snprintf(why, sizeof(why), "out of memory");
+        snprintf(why, whycap, "out of memory");
         goto out;
     }
     httpi_sink *sink = &sc->sink;
@@ -492,48 +622,54 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
     sink->agent = req->agent;
     sink->agent_len = (int32_t)strlen(req->agent);
     if (req->kind == KIND_NATIVE) {
-        status = httpi_decode_native(req, plain, sink, &sc->dec, why, sizeof(why));
+        status = httpi_decode_native(req, plain, sink, &sc->dec, why, whycap);
     } else {
         long n = httpfmt_parse(&sc->parser, plain->data ? plain->data : (const uint8_t *)"",
-                               plain->len, httpi_sink_add, sink, why, sizeof(why));
+                               plain->len, httpi_sink_add, sink, why, whycap);
         if (n == -E2BIG) {
-            snprintf(why, sizeof(why), "too many headers in a record");
+            snprintf(why, whycap, "too many headers in a record");
         }
         if (n == -ENOMEM) {
             status = MHD_HTTP_SERVICE_UNAVAILABLE;
-            snprintf(why, sizeof(why), "out of memory");
+            snprintf(why, whycap, "out of memory");
         } else if (n < 0) {
             status = MHD_HTTP_BAD_REQUEST;
             if (!why[0]) {
-                snprintf(why, sizeof(why), "malformed body");
+                snprintf(why, whycap, "malformed body");
             }
         }
     }
-    /* What decoding took beyond the admission is memory already used. */
-    spool_memory_adjust(&req->mem, httpi_scratch_bytes(sc));
     if (status) {
         goto out;
     }
-    /* The batch holds the records now (and counts itself): give back the
-     * body's buffers before waiting for durability. */
-    httpi_scratch_release(sc);
-    spool_memory_release(req->mem);
-    req->mem = 0;
     size_t count = spool_batch_count(b);
     if (count == 0) {
         status = MHD_HTTP_OK;
-        snprintf(why, sizeof(why), "ok 0 records");
+        snprintf(why, whycap, "ok 0 records");
         goto out;
     }
-    spool_counter_add(c->c_body, sc->body.len);
-    int rc = spool_input_submit_durable(c->ins, b, c->ack_timeout);
+    /* ack_timeout bounds the whole wait, time in the workers' queue included. */
+    int64_t left = c->ack_timeout - (spool_monotonic_ms() - req->queued_ms);
+    if (left <= 0) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, whycap, "busy: every worker was waiting for the log, retry later");
+        goto out;
+    }
+    spool_counter_add(c->c_body, req->body.len);
+    /* The batch holds the records now (and counts itself): give back the
+     * body and this thread's buffers before waiting for durability. */
+    spool_buf_free(&req->body);
+    httpi_scratch_release(sc);
+    spool_memory_release(req->mem);
+    req->mem = 0;
+    int rc = spool_input_submit_durable(c->ins, b, left);
     if (rc == 0) {
         b = NULL;
         status = MHD_HTTP_OK;
-        snprintf(why, sizeof(why), "ok %zu records", count);
+        snprintf(why, whycap, "ok %zu records", count);
     } else if (rc == -EAGAIN || rc == -ESHUTDOWN) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        snprintf(why, sizeof(why), "%s",
+        snprintf(why, whycap, "%s",
                  rc == -EAGAIN ? "busy: the pipeline is full, retry later"
                                : "shutting down, retry later");
     } else {
@@ -541,11 +677,11 @@ static enum MHD_Result httpi_finish(httpi_ctx *c, struct MHD_Connection *conn, h
         b = NULL;
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         if (rc == -ETIMEDOUT) {
-            snprintf(why, sizeof(why),
+            snprintf(why, whycap,
                      "busy: not durable within ack_timeout (the log is full "
                      "or slow), retry later");
         } else {
-            snprintf(why, sizeof(why), "the log failed the batch: %s", strerror(-rc));
+            snprintf(why, whycap, "the log failed the batch: %s", strerror(-rc));
         }
     }
 out:
@@ -553,10 +689,56 @@ out:
         spool_log_warn(c->ins, "%s: HTTP %u: %s", req->agent, status, why);
     }
     spool_batch_destroy(b);
-    httpi_scratch_release(sc);
-    spool_memory_release(req->mem);
-    req->mem = 0;
-    return httpi_respond(conn, c, status, why);
+    if (sc) {
+        httpi_scratch_release(sc);
+    }
+    req->status = status;
+}
+
+static void *httpi_worker_main(void *arg)
+{
+    httpi_worker *w = arg;
+    httpi_ctx *c = w->c;
+    for (;;) {
+        pthread_mutex_lock(&c->jobs_lock);
+        while (!c->jobs_head && !atomic_load(&c->stopping)) {
+            if (!w->waiting) {
+                c->idle[c->nidle++] = w;
+                w->waiting = 1;
+            }
+            pthread_cond_wait(&w->cond, &c->jobs_lock);
+        }
+        if (w->waiting) { /* woken by stop, or work found on its own */
+            for (size_t i = 0; i < c->nidle; i++) {
+                if (c->idle[i] == w) {
+                    c->idle[i] = c->idle[--c->nidle];
+                    break;
+                }
+            }
+            w->waiting = 0;
+        }
+        httpi_req *req = c->jobs_head;
+        if (!req) {
+            pthread_mutex_unlock(&c->jobs_lock);
+            return NULL; /* stopping and nothing left */
+        }
+        c->jobs_head = req->next_job;
+        if (!c->jobs_head) {
+            c->jobs_tail = NULL;
+        }
+        pthread_mutex_unlock(&c->jobs_lock);
+        httpi_process(c, req);
+        req->state = REQ_DONE;
+        /* From here the server thread owns req again. */
+        MHD_resume_connection(req->conn);
+    }
+}
+
+static httpi_conn *httpi_conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? (httpi_conn *)ci->socket_context : NULL;
 }
 
 static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -572,14 +754,12 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
             return MHD_NO;
         }
         *con_cls = req;
-        req->sc = httpi_scratch_get();
-        if (!req->sc) {
-            return MHD_NO;
-        }
-        req->sc->body.len = 0;
+        req->conn = conn;
+        httpi_conn_phase(&c->conns, httpi_conn_of(conn), HTTPI_PHASE_BODY, spool_monotonic_ms());
         const char *why = "";
         unsigned status = httpi_admit(c, conn, url, method, req, &why);
         if (status) {
+            httpi_conn_phase(&c->conns, httpi_conn_of(conn), HTTPI_PHASE_BUSY, 0);
             spool_log_debug(c->ins, "%s %s: HTTP %u: %s", method, url, status, why);
             if (status != MHD_HTTP_UNAUTHORIZED && status != MHD_HTTP_NOT_FOUND) {
                 spool_log_warn(c->ins, "%s: HTTP %u: %s", req->agent[0] ? req->agent : "client",
@@ -590,12 +770,11 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
         /* Reserve the announced length at once (bounded by max_body_bytes). */
         int64_t cl = header_int(conn, MHD_HTTP_HEADER_CONTENT_LENGTH, -1);
         if (cl > 0) {
-            int64_t wait = c->ack_timeout < HTTPI_MEM_WAIT_MS ? c->ack_timeout : HTTPI_MEM_WAIT_MS;
             size_t want = (size_t)cl * HTTPI_MEM_FACTOR;
-            int mrc = spool_memory_reserve(want, wait);
+            int mrc = spool_memory_reserve(want, 0);
             if (mrc == -ENOMEM) {
                 want = (size_t)cl; /* over a third of the limit: the body alone, when room */
-                mrc = spool_memory_reserve(want, wait);
+                mrc = spool_memory_reserve(want, 0);
             }
             if (mrc < 0) {
                 /* 503, never 413: the sender keeps the records and retries. */
@@ -605,23 +784,27 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
                           "service.memory_limit or lower the sender's max_bytes";
                     spool_log_warn(c->ins, "%s: HTTP 503: %s", req->agent, why);
                 }
+                httpi_conn_phase(&c->conns, httpi_conn_of(conn), HTTPI_PHASE_BUSY, 0);
                 return httpi_respond(conn, c, MHD_HTTP_SERVICE_UNAVAILABLE, why);
             }
             req->mem = want;
         }
-        if (cl > 0 && spool_buf_reserve(&req->sc->body, (size_t)cl) < 0) {
+        if (cl > 0 && spool_buf_reserve(&req->body, (size_t)cl) < 0) {
             return MHD_NO;
         }
         return MHD_YES;
     }
+    if (req->state == REQ_DONE) {
+        return httpi_respond(conn, c, req->status, req->why);
+    }
     if (*upload_data_size > 0) {
-        spool_buf *body = &req->sc->body;
+        spool_buf *body = &req->body;
         if (!req->too_big) {
             if (body->len + *upload_data_size > (size_t)c->max_body_bytes) {
                 req->too_big = 1;
-                body->len = 0;
+                spool_buf_free(body);
             } else if (req->no_memory) {
-                body->len = 0;
+                /* discard: answered 503 at the end of the body */
             } else if (spool_buf_append(body, upload_data, *upload_data_size) < 0) {
                 return MHD_NO;
             } else if (body->cap > req->mem) {
@@ -631,24 +814,91 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
                     req->mem += more;
                 } else {
                     req->no_memory = 1;
-                    body->len = 0;
+                    spool_buf_free(body);
                 }
             }
         }
         *upload_data_size = 0;
         return MHD_YES;
     }
-    return httpi_finish(c, conn, req);
+    httpi_conn_phase(&c->conns, httpi_conn_of(conn), HTTPI_PHASE_BUSY, 0);
+    if (req->too_big) {
+        return httpi_respond(conn, c, MHD_HTTP_CONTENT_TOO_LARGE,
+                             "body larger than max_body_bytes");
+    }
+    if (req->no_memory) {
+        return httpi_respond(conn, c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                             "busy: memory_limit reached, retry later");
+    }
+    /* Hand it to a worker; the connection sleeps until the worker resumes it. */
+    pthread_mutex_lock(&c->jobs_lock);
+    if (atomic_load(&c->stopping)) {
+        /* The workers may be gone: nobody would resume the connection. */
+        pthread_mutex_unlock(&c->jobs_lock);
+        return httpi_respond(conn, c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down, retry later");
+    }
+    req->state = REQ_QUEUED;
+    req->queued_ms = spool_monotonic_ms();
+    MHD_suspend_connection(conn);
+    req->next_job = NULL;
+    if (c->jobs_tail) {
+        c->jobs_tail->next_job = req;
+    } else {
+        c->jobs_head = req;
+    }
+    c->jobs_tail = req;
+    if (c->nidle > 0) {
+        httpi_worker *w = c->idle[--c->nidle];
+        w->waiting = 0;
+        pthread_cond_signal(&w->cond);
+    }
+    pthread_mutex_unlock(&c->jobs_lock);
+    return MHD_YES;
 }
 
 static void httpi_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                             enum MHD_RequestTerminationCode toe)
 {
+    httpi_ctx *c = cls;
     httpi_req *req = *con_cls;
     if (req) {
+        spool_buf_free(&req->body);
         spool_memory_release(req->mem);
         free(req);
         *con_cls = NULL;
+    }
+    if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED) {
+        httpi_conns_idle_timeout(&c->conns);
+    }
+    /* A kept-alive connection waits for its next request header. */
+    httpi_conn_phase(&c->conns, httpi_conn_of(conn), HTTPI_PHASE_KEPT, spool_monotonic_ms());
+}
+
+static enum MHD_Result httpi_accept_policy(void *cls, const struct sockaddr *addr,
+                                           socklen_t addrlen)
+{
+    httpi_ctx *c = cls;
+    (void)addrlen;
+    return httpi_conns_admit(&c->conns, addr) ? MHD_YES : MHD_NO;
+}
+
+static void httpi_notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                    enum MHD_ConnectionNotificationCode toe)
+{
+    httpi_ctx *c = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fi =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ai =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        *socket_context = NULL;
+        if (fi) {
+            *socket_context = httpi_conns_opened(&c->conns, fi->connect_fd,
+                                                 ai ? ai->client_addr : NULL, spool_monotonic_ms());
+        }
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        httpi_conns_closed(&c->conns, *socket_context);
+        *socket_context = NULL;
     }
 }
 
@@ -706,13 +956,18 @@ static int httpi_parse_listen(const char *listen, struct sockaddr_storage *addr)
     return 0;
 }
 
+/* Syntax, and everything init will read: the TLS files (with OpenSSL, as
+ * spool check's stand-in for GnuTLS) and tokens_file, parsed as init does. */
 static int httpi_check(spool_instance *ins, void *vctx)
 {
     httpi_ctx *c = vctx;
     int rc = 0;
     struct sockaddr_storage ss;
-    if (c->listen && httpi_parse_listen(c->listen, &ss) < 0) {
-        spool_config_error(ins, "listen", "expected host:port, got '%s'", c->listen);
+    if (spool_check_address(ins, "listen", c->listen, SPOOL_ADDR_LISTEN) < 0) {
+        rc = -EINVAL;
+    } else if (c->listen && httpi_parse_listen(c->listen, &ss) < 0) {
+        spool_config_error(ins, "listen", "cannot resolve '%s' to an address to listen on",
+                           c->listen);
         rc = -EINVAL;
     }
     if ((c->tls_cert != NULL) != (c->tls_key != NULL)) {
@@ -723,6 +978,22 @@ static int httpi_check(spool_instance *ins, void *vctx)
     if (c->tls_client_ca && !c->tls_cert) {
         spool_config_error(ins, "tls.client_ca", "needs tls.cert and tls.key");
         rc = -EINVAL;
+    }
+    if (spool_check_tls_files(ins, "tls.cert", c->tls_cert, "tls.key", c->tls_key, "tls.client_ca",
+                              c->tls_client_ca) < 0) {
+        rc = -EINVAL;
+    }
+    if (c->tokens_file && spool_check_file(ins, "tokens_file", c->tokens_file) < 0) {
+        rc = -EINVAL;
+    } else if (c->tokens_file) {
+        httpi_tokens t;
+        memset(&t, 0, sizeof(t));
+        int e = httpi_tokens_init(&t, c->tokens_file);
+        if (e < 0) {
+            spool_config_error(ins, "tokens_file", "%s: %s", c->tokens_file, strerror(-e));
+            rc = -EINVAL;
+        }
+        httpi_tokens_destroy(&t);
     }
     return rc;
 }
@@ -799,27 +1070,132 @@ static int httpi_init(spool_instance *ins, void *vctx)
     c->c_busy = spool_counter_register(ins, "requests_busy", "requests answered 503");
     c->c_body = spool_counter_register(ins, "body_bytes",
                                        "request body bytes received, as sent (compressed)");
+    c->wake_fd = -1;
+    if ((rc = httpi_conns_init(&c->conns, ins)) < 0) {
+        spool_log_error(ins, "out of memory");
+        return rc;
+    }
+    c->conns_init = 1;
     return 0;
 }
+
+/*
+ * Raises the soft open-file limit to the hard one (each connection is a
+ * descriptor) and returns how many connections fit beside the descriptors
+ * the rest of spool needs.
+ */
+static int64_t httpi_fd_budget(spool_instance *ins, int64_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        return want;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+            rl = raised;
+        }
+    }
+    if (rl.rlim_cur == RLIM_INFINITY) {
+        return want;
+    }
+    int64_t budget = (int64_t)rl.rlim_cur - 256;
+    if (budget < 16) {
+        budget = 16;
+    }
+    if (want > budget) {
+        spool_log_warn(ins,
+                       "max_connections %lld is more than the open-file limit allows "
+                       "(RLIMIT_NOFILE %llu); using %lld (raise LimitNOFILE)",
+                       (long long)want, (unsigned long long)rl.rlim_cur, (long long)budget);
+        return budget;
+    }
+    return want;
+}
+
+/* The server thread: MHD's epoll loop, the connection deadlines. */
+static void *httpi_server(void *arg)
+{
+    httpi_ctx *c = arg;
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(c->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    int epfd = di ? di->epoll_fd : -1;
+    for (;;) {
+        int64_t wait = httpi_conns_tick(&c->conns, c->ins, spool_monotonic_ms());
+        MHD_UNSIGNED_LONG_LONG to = 0;
+        if (MHD_get_timeout(c->daemon, &to) == MHD_YES && (int64_t)to < wait) {
+            wait = (int64_t)to;
+        }
+        struct pollfd pfd[2] = {{.fd = epfd, .events = POLLIN},
+                                {.fd = c->wake_fd, .events = POLLIN}};
+        int n = poll(pfd, 2, (int)(wait > 1000 ? 1000 : wait));
+        if (n < 0 && errno != EINTR) {
+            spool_log_error(c->ins, "poll: %s", strerror(errno));
+        }
+        if (pfd[1].revents & POLLIN) {
+            uint64_t v;
+            if (read(c->wake_fd, &v, sizeof(v)) < 0) {
+                /* nothing to do: the flag below decides */
+            }
+        }
+        MHD_run(c->daemon);
+        if (atomic_load(&c->stopping) == 2) {
+            return NULL;
+        }
+    }
+}
+
+static void httpi_workers_stop(httpi_ctx *c)
+{
+    if (c->jobs_init) {
+        pthread_mutex_lock(&c->jobs_lock);
+        for (size_t i = 0; i < c->nworkers; i++) {
+            pthread_cond_signal(&c->wk[i].cond);
+        }
+        pthread_mutex_unlock(&c->jobs_lock);
+    }
+    for (size_t i = 0; i < c->nworkers; i++) {
+        pthread_join(c->wk[i].thread, NULL);
+        pthread_cond_destroy(&c->wk[i].cond);
+    }
+    c->nworkers = 0;
+    c->nidle = 0;
+    free(c->wk);
+    free(c->idle);
+    c->wk = NULL;
+    c->idle = NULL;
+}
+
+static void httpi_stop(spool_instance *ins, void *vctx);
 
 static int httpi_start(spool_instance *ins, void *vctx)
 {
     httpi_ctx *c = vctx;
-    unsigned flags =
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    int rc = 0;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (c->addr.ss_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
     }
-    struct MHD_OptionItem opts[16];
+    atomic_store(&c->stopping, 0);
+    c->conns.max_total = httpi_fd_budget(ins, c->max_connections);
+    c->conns.max_per_client = c->max_per_client;
+    c->conns.header_timeout_ms = c->header_timeout;
+    c->conns.body_timeout_ms = c->body_timeout;
+    c->conns.read_timeout_ms = (c->read_timeout + 999) / 1000 * 1000;
+    struct MHD_OptionItem opts[20];
     size_t n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &c->addr};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)httpi_completed, c};
     opts[n++] =
-        (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)httpi_completed, NULL};
-    opts[n++] =
-        (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)c->max_connections, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
+        (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)httpi_notify_connection, c};
+    /* Our own limit is enforced by the accept policy, which counts refusals;
+     * MHD's (whose default is FD_SETSIZE) only backs it up. */
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
+                                        (intptr_t)(c->conns.max_total + 16), NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
+                                        (intptr_t)((c->read_timeout + 999) / 1000), NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)httpi_mhd_log, c};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
     if (c->cert_pem) {
         flags |= MHD_USE_TLS;
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, c->key_pem};
@@ -829,22 +1205,85 @@ static int httpi_start(spool_instance *ins, void *vctx)
         }
     }
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    c->daemon = MHD_start_daemon(flags, 0, NULL, NULL, httpi_access, c, MHD_OPTION_ARRAY, opts,
-                                 MHD_OPTION_END);
+
+    c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->wake_fd < 0) {
+        rc = -errno;
+        spool_log_error(ins, "eventfd: %s", strerror(-rc));
+        goto fail;
+    }
+    if (!c->jobs_init) {
+        pthread_mutex_init(&c->jobs_lock, NULL);
+        c->jobs_init = 1;
+    }
+    c->wk = calloc((size_t)c->workers, sizeof(*c->wk));
+    c->idle = calloc((size_t)c->workers, sizeof(*c->idle));
+    if (!c->wk || !c->idle) {
+        rc = -ENOMEM;
+        spool_log_error(ins, "out of memory");
+        goto fail;
+    }
+    for (int64_t i = 0; i < c->workers; i++) {
+        httpi_worker *w = &c->wk[c->nworkers];
+        w->c = c;
+        pthread_cond_init(&w->cond, NULL);
+        int e = pthread_create(&w->thread, NULL, httpi_worker_main, w);
+        if (e != 0) {
+            pthread_cond_destroy(&w->cond);
+            rc = -e;
+            spool_log_error(ins, "cannot start a worker thread: %s", strerror(e));
+            goto fail;
+        }
+        c->nworkers++;
+    }
+    c->daemon = MHD_start_daemon(flags, 0, httpi_accept_policy, c, httpi_access, c,
+                                 MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!c->daemon) {
         spool_log_error(ins, "cannot listen on %s (address in use, or bad TLS files?)", c->listen);
-        return -EADDRNOTAVAIL;
+        rc = -EADDRNOTAVAIL;
+        goto fail;
     }
-    spool_log_info(ins, "listening on %s%s", c->listen, c->cert_pem ? " (TLS)" : "");
+    int e = pthread_create(&c->server, NULL, httpi_server, c);
+    if (e != 0) {
+        rc = -e;
+        spool_log_error(ins, "cannot start the server thread: %s", strerror(e));
+        goto fail;
+    }
+    c->server_started = 1;
+    spool_log_info(ins, "listening on %s%s (up to %lld connections, %lld per client)", c->listen,
+                   c->cert_pem ? " (TLS)" : "", (long long)c->conns.max_total,
+                   (long long)c->max_per_client);
     return 0;
+fail:
+    httpi_stop(ins, vctx);
+    return rc;
 }
 
 static void httpi_stop(spool_instance *ins, void *vctx)
 {
     httpi_ctx *c = vctx;
+    (void)ins;
+    /* Workers first: queued requests are answered 503 and every suspended
+     * connection resumed, while the server thread still runs to send the
+     * answers; then the server thread, then MHD. */
+    atomic_store(&c->stopping, 1);
+    httpi_workers_stop(c);
+    if (c->server_started) {
+        atomic_store(&c->stopping, 2);
+        uint64_t one = 1;
+        if (write(c->wake_fd, &one, sizeof(one)) < 0) {
+            spool_log_debug(c->ins, "eventfd write: %s", strerror(errno));
+        }
+        pthread_join(c->server, NULL);
+        c->server_started = 0;
+    }
     if (c->daemon) {
         MHD_stop_daemon(c->daemon);
         c->daemon = NULL;
+    }
+    if (c->wake_fd >= 0 && c->conns_init) {
+        close(c->wake_fd);
+        c->wake_fd = -1;
     }
 }
 
@@ -860,6 +1299,14 @@ static void httpi_destroy(spool_instance *ins, void *vctx)
     free(c->key_pem);
     free(c->ca_pem);
     c->cert_pem = c->key_pem = c->ca_pem = NULL;
+    if (c->conns_init) {
+        httpi_conns_destroy(&c->conns);
+        c->conns_init = 0;
+    }
+    if (c->jobs_init) {
+        pthread_mutex_destroy(&c->jobs_lock);
+        c->jobs_init = 0;
+    }
 }
 
 const spool_plugin spool_plugin_http_in = {

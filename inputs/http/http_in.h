@@ -1,13 +1,16 @@
 /*
  * http_in.h: pieces of the `http` input shared between its files: the
- * instance context, the bearer-token set (http_in_auth.c) and request body
- * decoding (http_in_body.c). Private to inputs/http/.
+ * bearer-token set and request body decompression (http_in_auth.c) and the
+ * connection accounting against floods (http_in_conn.c). Private to
+ * inputs/http/.
  */
 #ifndef SPOOL_HTTP_IN_H
 #define SPOOL_HTTP_IN_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "codec/codec.h"
@@ -49,5 +52,54 @@ enum httpi_encoding { HTTPI_ENC_NONE = 0, HTTPI_ENC_ZSTD = 1, HTTPI_ENC_GZIP = 2
  */
 int httpi_decompress(int enc, void *dctx, const uint8_t *src, size_t len, size_t limit,
                      spool_buf *out);
+
+/* ---- connections (http_in_conn.c); server thread only ---- */
+
+enum httpi_phase {
+    HTTPI_PHASE_HEADERS = 0, /* a new connection, waiting for a complete request header */
+    HTTPI_PHASE_KEPT = 4,    /* kept alive after an answer: idle, or reading the next header */
+    HTTPI_PHASE_BODY = 1,    /* header done, reading the body */
+    HTTPI_PHASE_BUSY = 2,    /* request being processed or answered: no deadline */
+    HTTPI_PHASE_CLOSING = 3, /* shut down after a deadline, MHD closes it */
+};
+
+typedef struct httpi_conn httpi_conn;
+struct httpi_ipcount;
+
+typedef struct httpi_conns {
+    int64_t max_total;                      /* max_connections */
+    int64_t max_per_client;                 /* max_connections_per_client */
+    int64_t header_timeout_ms;              /* a request header must be complete within this */
+    int64_t body_timeout_ms;                /* a body must be complete within this of its header */
+    int64_t read_timeout_ms;                /* MHD closes a connection silent this long */
+    size_t open;                            /* connections open now */
+    httpi_conn *head;                       /* the open connections */
+    struct httpi_ipcount **buckets;         /* open connections per client address */
+    uint64_t refused_total, refused_client; /* since the last warning */
+    uint64_t timed_header, timed_body, timed_idle; /* since the last warning */
+    int64_t last_warn_ms;  /* monotonic ms of the last warning, 0 = none yet */
+    int64_t last_sweep_ms; /* monotonic ms of the last deadline sweep */
+    spool_counter *c_refused, *c_timed_out, *g_open;
+} httpi_conns;
+
+/* Set the limits first, then init (registers the metrics). 0 or -ENOMEM. */
+int httpi_conns_init(httpi_conns *cs, spool_instance *ins);
+void httpi_conns_destroy(httpi_conns *cs);
+/* MHD's accept policy: 1 to accept a connection from sa, 0 refused (counted). */
+int httpi_conns_admit(httpi_conns *cs, const struct sockaddr *sa);
+/* MHD started a connection: track it (in HEADERS). NULL on ENOMEM (untracked). */
+httpi_conn *httpi_conns_opened(httpi_conns *cs, int fd, const struct sockaddr *sa, int64_t now);
+/* MHD closed it. Accepts NULL. */
+void httpi_conns_closed(httpi_conns *cs, httpi_conn *hc);
+/* Moves hc (may be NULL) to a phase, with that phase's deadline from now.
+ * KEPT gets read_timeout + header_timeout: a kept-alive connection that is
+ * merely idle is closed quietly by MHD at read_timeout; one that dribbles
+ * its next header is cut (and counted) later. */
+void httpi_conn_phase(httpi_conns *cs, httpi_conn *hc, int phase, int64_t now);
+/* MHD closed a request for inactivity (read_timeout): count it. */
+void httpi_conns_idle_timeout(httpi_conns *cs);
+/* Shuts down connections past their deadline and warns (rate limited)
+ * about refusals and timeouts. Returns ms until it wants to run again. */
+int64_t httpi_conns_tick(httpi_conns *cs, spool_instance *ins, int64_t now);
 
 #endif /* SPOOL_HTTP_IN_H */

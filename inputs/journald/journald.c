@@ -75,6 +75,26 @@ static int jd_check(spool_instance *ins, void *ctx)
         spool_config_error(ins, "directory", "give files or directory, not both");
         rc = -EINVAL;
     }
+    for (size_t i = 0; i < s->files.count; i++) {
+        if (spool_check_file(ins, "files", s->files.items[i]) < 0) {
+            rc = -EINVAL;
+            continue;
+        }
+        /* Opened as init opens them, one by one to name the bad one. */
+        const char *one[2] = {s->files.items[i], NULL};
+        sd_journal *j = NULL;
+        int e = sd_journal_open_files(&j, one, 0);
+        if (e < 0) {
+            spool_config_error(ins, "files", "%s is not a readable journal file: %s",
+                               s->files.items[i], strerror(-e));
+            rc = -EINVAL;
+        } else {
+            sd_journal_close(j);
+        }
+    }
+    if (spool_check_directory(ins, "directory", s->directory) < 0) {
+        rc = -EINVAL;
+    }
     for (size_t i = 0; i < s->match.count; i++) {
         const char *eq = strchr(s->match.items[i], '=');
         if (eq == NULL || eq == s->match.items[i]) {

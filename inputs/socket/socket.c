@@ -18,6 +18,7 @@
  * It does not: decode character sets or resolve peer names.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -236,6 +237,28 @@ static int sock_check(spool_instance *ins, void *ctx)
     }
     if (s->tls_client_ca != NULL && !tls) {
         spool_config_error(ins, "tls.client_ca", "tls.client_ca needs tls.cert and tls.key");
+        rc = -EINVAL;
+    }
+    if (url.kind != SOCK_UNIX && url.kind != SOCK_UNIXGRAM) {
+        /* host:port after the scheme: literals and port range. */
+        const char *hp = strstr(s->listen, "://");
+        if (hp && spool_check_address(ins, "listen", hp + 3, SPOOL_ADDR_LISTEN) < 0) {
+            rc = -EINVAL;
+        }
+    } else {
+        /* The socket's directory must exist for bind() at start. */
+        char dir[sizeof(url.path)];
+        snprintf(dir, sizeof(dir), "%s", url.path);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+            *slash = '\0';
+            if (spool_check_directory(ins, "listen", dir) < 0) {
+                rc = -EINVAL;
+            }
+        }
+    }
+    if (spool_check_tls_files(ins, "tls.cert", s->tls_cert, "tls.key", s->tls_key, "tls.client_ca",
+                              s->tls_client_ca) < 0) {
         rc = -EINVAL;
     }
     if (s->mode != NULL) {

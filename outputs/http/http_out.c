@@ -156,8 +156,26 @@ static int httpo_check(spool_instance *ins, void *vctx)
 {
     httpo_ctx *c = vctx;
     int rc = 0;
-    if (c->url && strncmp(c->url, "http://", 7) != 0 && strncmp(c->url, "https://", 8) != 0) {
-        spool_config_error(ins, "url", "must start with http:// or https://");
+    static const char *const schemes[] = {"http", "https", NULL};
+    if (spool_check_url(ins, "url", c->url, schemes, SPOOL_ADDR_PORT_OPTIONAL) < 0) {
+        rc = -EINVAL;
+    }
+    if (c->token_file && spool_check_file(ins, "token_file", c->token_file) < 0) {
+        rc = -EINVAL;
+    } else if (c->token_file) {
+        /* Read it as init does: the first line, trimmed, must not be empty. */
+        char *tok = NULL;
+        struct timespec mt;
+        int e = httpo_read_token(c->token_file, &tok, &mt);
+        if (e < 0) {
+            spool_config_error(ins, "token_file", "%s: %s", c->token_file,
+                               e == -ENODATA ? "no token on its first line" : strerror(-e));
+            rc = -EINVAL;
+        }
+        free(tok);
+    }
+    if (spool_check_tls_files(ins, "tls.cert_file", c->cert_file, "tls.key_file", c->key_file,
+                              "tls.ca_file", c->ca_file) < 0) {
         rc = -EINVAL;
     }
     if (c->token && c->token_file) {

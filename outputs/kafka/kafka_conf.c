@@ -179,6 +179,30 @@ int kafka_check(spool_instance *ins, void *vctx)
         }
         spool_template_destroy(t);
     }
+    for (size_t i = 0; i < ctx->brokers.count; i++) {
+        /* librdkafka takes host[:port], optionally after a protocol://
+         * prefix, several in one item separated by commas. */
+        char one[512];
+        const char *p = ctx->brokers.items[i];
+        while (*p) {
+            size_t n = strcspn(p, ",");
+            snprintf(one, sizeof(one), "%.*s", (int)n, p);
+            char *b = one;
+            while (*b == ' ') {
+                b++;
+            }
+            char *end = b + strlen(b);
+            while (end > b && end[-1] == ' ') {
+                *--end = '\0';
+            }
+            const char *sep = strstr(b, "://");
+            if (*b && spool_check_address(ins, "brokers", sep ? sep + 3 : b,
+                                          SPOOL_ADDR_PORT_OPTIONAL) < 0) {
+                rc = -EINVAL;
+            }
+            p += n + (p[n] == ',');
+        }
+    }
     if (kafka_conf_build(ctx, ins, 1, &conf)) {
         return -EINVAL;
     }

@@ -299,11 +299,18 @@ static int tcpout_check(spool_instance *ins, void *ctx)
     tcpout *t = ctx;
     int rc = 0;
     const char *u = t->url ? t->url : "";
+    static const char *const schemes[] = {"tcp", "tls", NULL};
     if (strncmp(u, "tcp://", 6) != 0 && strncmp(u, "tls://", 6) != 0) {
         spool_config_error(ins, "url", "expected tcp://host:port or tls://host:port, got '%s'", u);
         rc = -EINVAL;
     } else if (strrchr(u + 6, ':') == NULL) {
         spool_config_error(ins, "url", "'%s' has no port", u);
+        rc = -EINVAL;
+    } else if (spool_check_url(ins, "url", u, schemes, 0) < 0) {
+        rc = -EINVAL;
+    }
+    if (spool_check_tls_files(ins, "tls.cert", t->tls_cert, "tls.key", t->tls_key, "tls.ca",
+                              t->tls_ca) < 0) {
         rc = -EINVAL;
     }
     if ((t->tls_cert != NULL) != (t->tls_key != NULL)) {

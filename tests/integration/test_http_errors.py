@@ -213,6 +213,57 @@ def input_statuses(tmp):
 
 
 @t.case
+def input_offset_headers_validated(tmp):
+    """Spool-First-Offset, Spool-Next-Offset and Spool-Partition must be
+    integers >= 0 with first < next; a range that holds none of the body's
+    records is refused too: 400 with the reason, never "200 ok 0 records"
+    for a body that was dropped (issue 13 item 9)."""
+    port = spoolt.free_port()
+    out = os.path.join(tmp, "agg.out")
+    agg = spoolt.Spool(e2e.aggregator_config(tmp, port, out))
+    url = "http://127.0.0.1:%d/v1/batches" % port
+    try:
+        wait_port(port)
+        three = encode_batch(10, [(None, b"r10", []), (None, b"r11", []), (None, b"r12", [])])
+        cases = [
+            ({"Spool-Next-Offset": "-5"}, "Spool-Next-Offset must be a decimal integer"),
+            ({"Spool-First-Offset": "-1"}, "Spool-First-Offset must be a decimal integer"),
+            ({"Spool-First-Offset": "abc"}, "Spool-First-Offset must be a decimal integer"),
+            ({"Spool-Next-Offset": "12x"}, "Spool-Next-Offset must be a decimal integer"),
+            ({"Spool-Next-Offset": ""}, "Spool-Next-Offset must be a decimal integer"),
+            ({"Spool-Next-Offset": "99999999999999999999"}, "Spool-Next-Offset out of range"),
+            ({"Spool-Partition": "-2"}, "Spool-Partition must be a decimal integer"),
+            ({"Spool-Partition": "4294967296"}, "Spool-Partition out of range"),
+            ({"Spool-First-Offset": "12", "Spool-Next-Offset": "11"},
+             "Spool-First-Offset (12) must be below Spool-Next-Offset (11)"),
+            ({"Spool-First-Offset": "11", "Spool-Next-Offset": "11"},
+             "Spool-First-Offset (11) must be below Spool-Next-Offset (11)"),
+            ({"Spool-First-Offset": "20", "Spool-Next-Offset": "30"},
+             "no record of the body is in"),
+            ({"Spool-First-Offset": "0", "Spool-Next-Offset": "5"},
+             "no record of the body is in"),
+        ]
+        for hdrs, want in cases:
+            st, body, _ = post(url, three, dict(NATIVE, **hdrs))
+            check(st == 400 and want in body, "%s: %s %r (want 400 %r)" % (hdrs, st, body, want))
+            check("\n" not in body.strip(), "reason is not one line: %r" % body)
+        # Valid values still work, blanks around the number allowed.
+        st, body, _ = post(url, three, dict(NATIVE, **{"Spool-First-Offset": " 11",
+                                                       "Spool-Next-Offset": "13 ",
+                                                       "Spool-Partition": "3"}))
+        check(st == 200 and "ok 2 records" in body, "valid offsets: %s %s" % (st, body))
+        st, body, _ = post(url, three, dict(NATIVE, **{"Spool-Next-Offset": "11"}))
+        check(st == 200 and "ok 1 records" in body, "next only: %s %s" % (st, body))
+        e2e.stop_all(agg)
+        vals = sorted(spoolt.read_lines(out))
+        check(vals == [b"r10", b"r11", b"r12"], "records in the log: %s" % vals)
+        check("Spool-Next-Offset must be a decimal integer" in agg.stderr(),
+              "refusal not logged: %s" % agg.stderr()[-2000:])
+    finally:
+        agg.kill()
+
+
+@t.case
 def input_tokens_reread_on_sighup(tmp):
     """SIGHUP reloads the service in place (the core restarts every
     instance), which re-reads tokens_file even when its mtime did not

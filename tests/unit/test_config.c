@@ -727,9 +727,62 @@ static void test_fill_edge_cases(void **state)
     spool_cdoc_free(NULL);
 }
 
+/* ---- addresses (checks.c) ---- */
+
+static void expect_address(const char *text, int flags, const char *want_why)
+{
+    char why[512];
+    int rc = spool__address_valid(text, flags, why, sizeof(why));
+    if (!want_why) {
+        if (rc != 0) {
+            print_error("'%s' refused: %s\n", text, why);
+        }
+        assert_int_equal(rc, 0);
+        return;
+    }
+    assert_int_equal(rc, -EINVAL);
+    if (strcmp(why, want_why) != 0) {
+        print_error("'%s':\n  expected %s\n  got      %s\n", text, want_why, why);
+    }
+    assert_string_equal(why, want_why);
+}
+
+static void test_addresses(void **state)
+{
+    (void)state;
+    const int L = SPOOL_ADDR_LISTEN, O = SPOOL_ADDR_PORT_OPTIONAL;
+    expect_address("127.0.0.1:2020", 0, NULL);
+    expect_address("0.0.0.0:0", L, NULL);
+    expect_address(":8443", L, NULL);
+    expect_address("[::1]:8443", 0, NULL);
+    expect_address("[::]:80", L, NULL);
+    expect_address("aggregator.example.com:443", 0, NULL);
+    expect_address("kafka-1", O, NULL);
+    expect_address("[fe80::1]", O, NULL);
+    expect_address("999.1.1.1:99999", L,
+                   "'999.1.1.1' is not a valid IPv4 address; port 99999 is out of range "
+                   "(0 to 65535)");
+    expect_address("1.2.3:80", 0, "'1.2.3' is not a valid IPv4 address");
+    expect_address("host:0", 0, "port 0 is out of range (1 to 65535)");
+    expect_address("host:http", 0, "port 'http' is not a number");
+    expect_address("host:", 0, "port '' is not a number");
+    expect_address("host:-1", 0, "port '-1' is not a number");
+    expect_address(":80", 0, "no host before ':'");
+    expect_address("localhost", 0, "no port, expected host:port");
+    expect_address("::1:80", 0, "an IPv6 address goes in brackets, as [::1]:port");
+    expect_address("[::1:80", 0, "missing ']' after the IPv6 address");
+    expect_address("[::1]80", 0, "expected [IPv6]:port");
+    expect_address("[1.2.3.4]:80", 0, "'1.2.3.4' is not a valid IPv6 address");
+    expect_address("bad host:80", 0, "'bad host' is not a valid host name");
+    expect_address("-lead.example:80", 0, "'-lead.example' is not a valid host name");
+    expect_address("a..b:80", 0, "'a..b' is not a valid host name");
+    expect_address("", 0, "empty address, expected host:port");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_bool),

@@ -175,6 +175,30 @@ void spool_service_shutdown(const char *reason);
 void spool_config_error(spool_instance *ins, const char *option, const char *fmt, ...)
     SPOOL_PRINTF(3, 4);
 
+/*
+ * For check(): find at `spool check` time what init would fail on. Each
+ * reports at most one spool_config_error on `option` and returns -EINVAL,
+ * or 0 (also when the value is NULL: an unset option). Nothing is resolved
+ * or connected to.
+ *  - address: host:port, [IPv6]:port; IPv4/IPv6 literals must be valid, a
+ *    name well formed, the port a number in 1-65535 (flags below);
+ *  - url: scheme (one of `schemes`, NULL-terminated, without "://") then
+ *    an address as above; user@ and a path are allowed;
+ *  - file: opens it for reading; directory: exists and is one;
+ *  - tls_files: each given file readable and loaded with OpenSSL: the
+ *    certificate chain (PEM), the private key (PEM, no passphrase) and that
+ *    it matches the certificate, the CA bundle (PEM).
+ */
+#define SPOOL_ADDR_LISTEN 1        /* empty host = every address; port 0 allowed */
+#define SPOOL_ADDR_PORT_OPTIONAL 2 /* the port may be left out (URLs with a default) */
+int spool_check_address(spool_instance *ins, const char *option, const char *text, int flags);
+int spool_check_url(spool_instance *ins, const char *option, const char *url,
+                    const char *const *schemes, int flags);
+int spool_check_file(spool_instance *ins, const char *option, const char *path);
+int spool_check_directory(spool_instance *ins, const char *option, const char *path);
+int spool_check_tls_files(spool_instance *ins, const char *cert_opt, const char *cert,
+                          const char *key_opt, const char *key, const char *ca_opt, const char *ca);
+
 /* ------------------------------------------------------------------------ */
 /* Logging: "[input:tail:app-logs] message"; rate-limits repeats.           */
 /* ------------------------------------------------------------------------ */
