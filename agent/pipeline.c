@@ -263,7 +263,7 @@ static void writer_set_blocked(writer_state *w, int rc, const char *what)
 {
     spool_service *svc = w->svc;
     if (!w->blocked_logged) {
-        snprintf(svc->writer_error, sizeof(svc->writer_error), "%s: %s; inputs are paused until "
+        snprintf(svc->writer_error, sizeof(svc->writer_error), "%.200s: %s; inputs are paused until "
                  "it clears", what, strerror(-rc));
         spool_log_error(NULL, "log writer: %s", svc->writer_error);
         w->blocked_logged = 1;
