@@ -37,8 +37,10 @@ BIN = os.environ.get("SPOOL_BIN", "")
 SRC = os.environ.get("SPOOL_SRC", os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 BUILD = os.environ.get("SPOOL_BUILD", os.path.join(SRC, "build"))
-SANITIZE = os.environ.get("SPOOL_SANITIZE", "0") in ("1", "ON", "TRUE", "true")
 TSAN = os.environ.get("SPOOL_TSAN", "0") in ("1", "ON", "TRUE", "true")
+# An instrumented (sanitizer) build, ASan/UBSan or TSan: several times slower,
+# so tests scale their loads down and their timeouts up.
+SANITIZE = os.environ.get("SPOOL_SANITIZE", "0") in ("1", "ON", "TRUE", "true") or TSAN
 SKIP_CODE = 77  # the exit status ctest's SKIP_RETURN_CODE maps to "Skipped"
 
 if not BIN:

@@ -53,7 +53,7 @@ def sink_sees_loss_and_duplicates(tmp):
 
 @t.case
 def quick_bench_spool_keeps_its_promises(tmp):
-    if spoolt.SANITIZE or spoolt.TSAN:
+    if spoolt.SANITIZE:
         spoolt.skip("sanitizer build: a benchmark of an instrumented binary measures nothing")
     env = dict(os.environ, SPOOL_BIN=spoolt.BIN)
     t0 = time.monotonic()
