@@ -105,10 +105,9 @@ typedef struct expand {
 static void join(char *out, size_t cap, const char *dir, const char *name)
 {
     size_t dl = strlen(dir);
-    if (dl > 0 && dir[dl - 1] == '/') {
-        snprintf(out, cap, "%s%s", dir, name);
-    } else {
-        snprintf(out, cap, "%s/%s", dir, name);
+    const char *sep = dl > 0 && dir[dl - 1] == '/' ? "" : "/";
+    if (snprintf(out, cap, "%s%s%s", dir, sep, name) >= (int)cap) {
+        out[0] = '\0'; /* longer than a path can be: names nothing, so matches nothing */
     }
 }
 

@@ -3,7 +3,7 @@
 Each test is a plain Python script run by ctest (tests/CMakeLists.txt sets
 SPOOL_BIN, SPOOL_SRC, SPOOL_BUILD). Tests drive the real binary in a
 temporary directory, bound every wait in time, and print a closing line
-"N passed, N failed". Use:
+"N passed, N failed, N skipped". Use:
 
     import spoolt
     t = spoolt.Suite(__file__)
@@ -13,6 +13,16 @@ temporary directory, bound every wait in time, and print a closing line
         ...
 
     t.main()
+
+A case that cannot run here calls spoolt.skip("reason") (or
+spoolt.require_root("what needs it")): it is reported as SKIP with its reason,
+and the script exits SKIP_CODE (77) when nothing failed, which ctest reports
+as "Skipped" (tests/CMakeLists.txt sets SKIP_RETURN_CODE). Skip only for a
+reason CI cannot have: CI runs as root with every package installed.
+
+Never sleep to let something happen: wait for what can be observed
+(wait_for on a file's content, a log line, a metric; poke_until when the
+condition needs an action repeated, such as a probe message).
 """
 import os
 import signal
@@ -27,7 +37,11 @@ BIN = os.environ.get("SPOOL_BIN", "")
 SRC = os.environ.get("SPOOL_SRC", os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 BUILD = os.environ.get("SPOOL_BUILD", os.path.join(SRC, "build"))
-SANITIZE = os.environ.get("SPOOL_SANITIZE", "0") in ("1", "ON", "TRUE", "true")
+TSAN = os.environ.get("SPOOL_TSAN", "0") in ("1", "ON", "TRUE", "true")
+# An instrumented (sanitizer) build, ASan/UBSan or TSan: several times slower,
+# so tests scale their loads down and their timeouts up.
+SANITIZE = os.environ.get("SPOOL_SANITIZE", "0") in ("1", "ON", "TRUE", "true") or TSAN
+SKIP_CODE = 77  # the exit status ctest's SKIP_RETURN_CODE maps to "Skipped"
 
 if not BIN:
     BIN = os.path.join(BUILD, "spool")
@@ -35,15 +49,45 @@ if not BIN:
 ENV = dict(os.environ)
 ENV.setdefault("ASAN_OPTIONS", "abort_on_error=1:detect_leaks=1")
 ENV.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+ENV.setdefault("TSAN_OPTIONS", "halt_on_error=1:second_deadlock_stack=1:suppressions=%s"
+               % os.path.join(SRC, "tests", "tsan.supp"))
+
+# What a sanitizer prints when it found something (the process may have been
+# told not to abort, or may have been killed before it could).
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "WARNING: ThreadSanitizer", "runtime error:")
 
 
 class Failure(AssertionError):
     pass
 
 
+class Skipped(Exception):
+    """Raised by skip(): the case cannot run on this machine."""
+
+
 def check(cond, msg):
     if not cond:
         raise Failure(msg)
+
+
+def skip(reason):
+    """Ends the current case as SKIP with `reason` (printed, and counted)."""
+    raise Skipped(reason)
+
+
+def require_root(what):
+    """Skips the case unless running as root (CI is root: it never skips there)."""
+    if os.geteuid() != 0:
+        skip("not root: %s needs root" % what)
+
+
+def sanitizer_report(text):
+    """The first line of a sanitizer report in text, or None."""
+    for line in text.splitlines():
+        if any(m in line for m in SANITIZER_REPORTS):
+            return line
+    return None
 
 
 def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
@@ -56,6 +100,26 @@ def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise Failure("timed out after %.1fs waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+def poke_until(poke, pred, timeout=30.0, every=0.5, interval=0.05, what="condition"):
+    """Calls poke(), then polls pred() for `every` seconds; repeats until pred()
+    is true, at most `timeout` seconds in all. For conditions that need an
+    action repeated until the other side is ready (a probe message sent until
+    it arrives), instead of sleeping "long enough" before acting once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        poke()
+        until = min(deadline, time.monotonic() + every)
+        while True:
+            v = pred()
+            if v:
+                return v
+            if time.monotonic() > until:
+                break
+            time.sleep(interval)
+        if time.monotonic() > deadline:
+            raise Failure("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -112,6 +176,7 @@ class Spool:
         self.config = config_path
         self.stderr_path = config_path + ".stderr"
         self.stderr_f = open(self.stderr_path, "ab")
+        self.stderr_start = self.stderr_f.tell()  # earlier runs' lines come before
         e = dict(ENV)
         if env:
             e.update(env)
@@ -121,14 +186,43 @@ class Spool:
                                      stderr=self.stderr_f, env=e, cwd=cwd)
 
     def stderr(self):
+        """Everything in the stderr file: this run's and earlier runs' with the
+        same config (it is appended to)."""
         with open(self.stderr_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def run_stderr(self):
+        """What this process wrote to stderr so far."""
+        with open(self.stderr_path, "rb") as f:
+            f.seek(self.stderr_start)
+            return f.read().decode("utf-8", "replace")
+
+    def wait_log(self, text, timeout=60):
+        """Waits until this process logged `text`; fails early if it exited."""
+        def seen():
+            if text in self.run_stderr():
+                return True
+            if self.proc.poll() is not None:
+                raise Failure("spool exited (%s) before logging %r:\n%s"
+                              % (self.proc.returncode, text, self.run_stderr()[-3000:]))
+            return False
+        return wait_for(seen, timeout, what="%r in spool's log" % text)
+
+    def wait_running(self, timeout=60):
+        """Waits until this process logged that it runs (every input started)."""
+        return self.wait_log(" running: ", timeout)
+
     def terminate(self, timeout=60):
-        """SIGTERM, then wait; returns the exit code."""
+        """SIGTERM, then wait; returns the exit code. A sanitizer report in
+        spool's stderr fails the test."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
+        rc = self.wait(timeout)
+        report = sanitizer_report(self.stderr())
+        if report is not None:
+            raise Failure("sanitizer report in spool's stderr: %s\n%s"
+                          % (report, self.stderr()[-6000:]))
+        return rc
 
     def kill(self):
         if self.proc.poll() is None:
@@ -167,7 +261,12 @@ class Suite:
 
     def main(self):
         only = sys.argv[1:] or None
-        passed = failed = 0
+        if only:
+            unknown = [n for n in only if n not in [fn.__name__ for fn in self.cases]]
+            if unknown:
+                print("no such case in %s: %s" % (self.name, ", ".join(unknown)), flush=True)
+                sys.exit(2)
+        passed = failed = skipped = 0
         for fn in self.cases:
             if only and fn.__name__ not in only:
                 continue
@@ -177,6 +276,9 @@ class Suite:
                 fn(tmp)
                 passed += 1
                 print("ok   %s (%.1fs)" % (fn.__name__, time.monotonic() - t0), flush=True)
+            except Skipped as e:
+                skipped += 1
+                print("SKIP %s: %s" % (fn.__name__, e), flush=True)
             except Exception:
                 failed += 1
                 print("FAIL %s (%.1fs)" % (fn.__name__, time.monotonic() - t0), flush=True)
@@ -184,5 +286,5 @@ class Suite:
                 print("     (files kept in %s)" % tmp, flush=True)
                 continue
             subprocess.run(["rm", "-rf", tmp])
-        print("%d passed, %d failed" % (passed, failed), flush=True)
-        sys.exit(1 if failed else 0)
+        print("%d passed, %d failed, %d skipped" % (passed, failed, skipped), flush=True)
+        sys.exit(1 if failed else SKIP_CODE if skipped else 0)

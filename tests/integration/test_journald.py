@@ -10,10 +10,13 @@ systemd-journal-remote turns journal export format on stdin into a
 - read_from: end takes only entries written after the start;
 - entries appended while spool runs arrive; the cursor survives kill -9
   and a restart: the log holds every entry exactly once, in order.
+
+Nothing here waits a fixed time: a journal ends with an "end" entry every
+input takes, and a case is complete when each input's "end" arrived (the
+journal is read in order, so everything before it was read and filtered).
 """
 import os
 import subprocess
-import time
 
 import sockt
 import spoolt
@@ -48,15 +51,34 @@ def entries(a, b, unit=lambda i: "app.service", prio=lambda i: 6):
              "MESSAGE": "entry %d" % i} for i in range(a, b)]
 
 
+END = {"__REALTIME_TIMESTAMP": BASE_US + 999000, "__MONOTONIC_TIMESTAMP": 999999,
+       "_BOOT_ID": "0123456789abcdef0123456789abcdef", "_HOSTNAME": "jhost",
+       "_SYSTEMD_UNIT": "a.service", "PRIORITY": 3, "SYSLOG_IDENTIFIER": "tester",
+       "MESSAGE": "end"}  # taken by every input and filter of these cases
+
+
+def wait_end(tmp, inputs):
+    """Waits until each input in `inputs` delivered the END entry; returns
+    every record delivered."""
+    def done():
+        recs = sockt.out_records(tmp)
+        ends = {r["headers"]["input"] for r in recs if r["value"] == "end"}
+        return recs if ends >= set(inputs) else None
+    return wait_for(done, sockt.TIMEOUT, 0.1, what="the end entry from %s" % ", ".join(inputs))
+
+
 def jd_input(name, topic="t", extra=""):
     return "  - type: journald\n    name: %s\n    topic: %s\n%s" % (name, topic, extra)
 
 
 def start(cfg):
+    """Starts spool and waits until it is running (its inputs started)."""
     s = spoolt.Spool(cfg)
-    time.sleep(0.3)
-    if s.proc.poll() is not None:
-        raise spoolt.Failure("spool exited: %s" % s.stderr()[-3000:])
+    try:
+        s.wait_running(sockt.TIMEOUT)
+    except spoolt.Failure:
+        s.kill()
+        raise
     return s
 
 
@@ -71,20 +93,18 @@ def files_units_and_match(tmp):
     f = os.path.join(tmp, "j", "a.journal")
     os.makedirs(os.path.dirname(f))
     write_journal(f, entries(0, 40, unit=lambda i: "a.service" if i % 2 else "b.service",
-                             prio=lambda i: 3 if i % 5 == 0 else 6))
+                             prio=lambda i: 3 if i % 5 == 0 else 6) + [END])
     inputs = (jd_input("units", extra="    files: [%s]\n    units: [a.service]\n"
                        "    read_from: beginning\n" % f) +
               jd_input("match", extra="    directory: %s\n    match: [PRIORITY=3]\n"
                        "    read_from: beginning\n" % os.path.dirname(f)))
     s = start(sockt.config(tmp, inputs))
     try:
-        recs = sockt.wait_records(tmp, 20 + 8)
-        time.sleep(0.5)
-        recs = sockt.out_records(tmp)
+        recs = wait_end(tmp, ["units", "match"])
     finally:
         sockt.stop(s)
-    units = [r for r in recs if r["headers"]["input"] == "units"]
-    match = [r for r in recs if r["headers"]["input"] == "match"]
+    units = [r for r in recs if r["headers"]["input"] == "units" and r["value"] != "end"]
+    match = [r for r in recs if r["headers"]["input"] == "match" and r["value"] != "end"]
     check([r["value"] for r in units] == ["entry %d" % i for i in range(1, 40, 2)], units[:3])
     check([r["value"] for r in match] == ["entry %d" % i for i in range(0, 40, 5)], match[:3])
     h = units[0]["headers"]
@@ -102,14 +122,21 @@ def read_from_end(tmp):
     write_journal(f, entries(0, 10))
     s = start(sockt.config(tmp, jd_input("tail", extra="    directory: %s\n" % d)))
     try:
-        time.sleep(1.0 * sockt.SLOW)
-        write_journal(f, entries(10, 15))
-        recs = sockt.wait_records(tmp, 5)
-        time.sleep(0.5)
-        recs = sockt.out_records(tmp)
+        # The input seeks to the journal's end in its own thread: append
+        # probes until one arrives; from then on every new entry is read.
+        probes = [0]
+
+        def probe():
+            probes[0] += 1
+            write_journal(f, [dict(END, MESSAGE="probe %d" % probes[0])])
+        spoolt.poke_until(probe, lambda: sockt.out_records(tmp), sockt.TIMEOUT,
+                          every=0.5 * sockt.SLOW, what="a probe entry read from the end")
+        write_journal(f, entries(10, 15) + [END])
+        recs = wait_end(tmp, ["tail"])
     finally:
         sockt.stop(s)
-    check([r["value"] for r in recs] == ["entry %d" % i for i in range(10, 15)], recs)
+    vals = [r["value"] for r in recs if not r["value"].startswith("probe ")]
+    check(vals == ["entry %d" % i for i in range(10, 15)] + ["end"], recs)
 
 
 @t.case
@@ -129,7 +156,7 @@ def appended_entries_and_cursor_across_kill9(tmp):
     s.kill()
     s = start(cfg)
     try:
-        sockt.wait_log(s, "resuming after the stored journal cursor")
+        s.wait_log("resuming after the stored journal cursor", sockt.TIMEOUT)
         write_journal(f, entries(3000, 3100))  # while running
         wait_for(lambda: any(r["value"] == "entry 3099"
                              for r in sockt.out_records(tmp, strict=False)),

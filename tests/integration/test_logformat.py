@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import spoolt
 from spoolt import check, write
@@ -72,8 +71,8 @@ def json_lines(text):
 
 def run_stdin(cfg, data, wait_for_line=None, timeout=30, out=None):
     """Runs spool with stdin fed `data`, waits until stderr contains
-    wait_for_line (or until `out` has every line of data, or a short while),
-    then SIGTERMs. Returns stderr."""
+    wait_for_line (or until `out` has every line of data, or else until spool
+    logged that it is running), then SIGTERMs. Returns stderr."""
     s = spoolt.Spool(cfg, stdin=subprocess.PIPE)
     s.proc.stdout.close()
     s.proc.stdin.write(data)
@@ -85,7 +84,7 @@ def run_stdin(cfg, data, wait_for_line=None, timeout=30, out=None):
         spoolt.wait_for(lambda: len(spoolt.read_lines(out)) >= n, timeout=timeout,
                         what="%d lines delivered" % n)
     else:
-        time.sleep(0.5)
+        s.wait_running(timeout)
     s.proc.stdin.close()
     rc = s.terminate()
     check(rc == 0, "spool exited %d: %s" % (rc, s.stderr()[-2000:]))

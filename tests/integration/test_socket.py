@@ -129,10 +129,17 @@ def long_lines_split_and_truncate(tmp):
         sockt.send_tcp(p1, line)
         sockt.send_tcp(p2, line)
         recs = sockt.wait_records(tmp, 6)
-        time.sleep(0.5)
         import urllib.request
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
-            metrics = r.read().decode()
+
+        def counted():
+            # The counters are bumped by the listener thread; wait until both
+            # show up rather than for "a while".
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
+                m = r.read().decode()
+            return m if (sockt.metric(m, "spool_socket_split_messages_total", name="split") and
+                         sockt.metric(m, "spool_socket_truncated_messages_total", name="trunc")) \
+                else None
+        metrics = wait_for(counted, sockt.TIMEOUT, 0.1, what="the split and truncated counters")
     finally:
         sockt.stop(s)
     split = [r["value"] for r in recs if r["headers"]["input"] == "split"]
@@ -143,6 +150,16 @@ def long_lines_split_and_truncate(tmp):
           [l for l in metrics.splitlines() if "split" in l])
     check(sockt.metric(metrics, "spool_socket_truncated_messages_total", name="trunc") == 1,
           [l for l in metrics.splitlines() if "trunc" in l])
+
+
+def peer_closed(sock):
+    """True when the other end closed sock (EOF or reset), without blocking."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 @t.case
@@ -165,9 +182,27 @@ def max_connections_refuses_extra(tmp):
         check(got == b"", "third connection closed")
         sockt.wait_log(s, "max_connections (2) reached")
         a.close()
-        time.sleep(0.3)
-        d = socket.create_connection(("127.0.0.1", port))
-        d.sendall(b"from d\n")
+        # spool frees a's slot when it sees the close: until then a new
+        # connection is refused (closed at once). Connect until one is
+        # accepted; each attempt ends observably, accepted or closed.
+        deadline = time.monotonic() + sockt.TIMEOUT
+        d = None
+        while d is None:
+            check(time.monotonic() < deadline, "no connection accepted after a closed")
+            x = socket.create_connection(("127.0.0.1", port))
+            try:
+                x.sendall(b"from d\n")
+            except OSError:
+                x.close()
+                continue
+            outcome = wait_for(lambda: "accepted" if any(r["value"] == "from d" for r in
+                                                         sockt.out_records(tmp))
+                               else "refused" if peer_closed(x) else None,
+                               sockt.TIMEOUT, 0.02, what="the connection accepted or refused")
+            if outcome == "accepted":
+                d = x
+            else:
+                x.close()
         recs = sockt.wait_records(tmp, 3)
         b.close()
         c.close()
@@ -271,8 +306,7 @@ def ipv6_loopback():
 @t.case
 def ipv6_tcp_and_udp(tmp):
     if not ipv6_loopback():
-        print("     skipped: no IPv6 loopback", flush=True)
-        return
+        spoolt.skip("no IPv6 loopback (::1) on this machine")
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as x:
         x.bind(("::1", 0))
         tport = x.getsockname()[1]

@@ -16,6 +16,7 @@ import select
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import sockt
@@ -70,6 +71,15 @@ BLOCKED_TOPIC = ("  t:\n    partitions: 1\n    fsync: never\n    segment_bytes: 
                  "    max_bytes: 3MiB\n    on_full: block\n")
 
 
+def topic_full(mport):
+    """/health says the log writer waits on the full topic (on_full: block)."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/health" % mport, timeout=10) as r:
+            return False
+    except urllib.error.HTTPError as e:
+        return e.code == 503 and "topic is full" in e.read().decode(errors="replace")
+
+
 def blocked_output(port):
     return ("  - type: tcp\n    name: down\n    topics: [t]\n    url: tcp://127.0.0.1:%d\n"
             "    retry_backoff: 100ms\n    retry_backoff_max: 500ms\n" % port)
@@ -104,23 +114,29 @@ def blocked_output_blocks_tcp_senders(tmp):
                     continue
                 except BlockingIOError:
                     pass
+            # Blocked: the topic is full (/health says so) and the socket
+            # has stayed unwritable for a second since (spool's queues full
+            # too, so it stopped reading); a slow reader only delays this.
             blocked_since = blocked_since or time.monotonic()
-            if time.monotonic() - blocked_since > 3.0:
+            if time.monotonic() - blocked_since > 1.0 and topic_full(mport):
                 break
         check(sent < len(payload), "sender was never blocked (sent all %d bytes)" % sent)
+        check(topic_full(mport), "the sender blocked but the topic is not full")
         rss_mib = sockt.proc_rss_kib(s.proc.pid) / 1024
         limit = 600 if spoolt.SANITIZE else 150
         check(rss_mib < limit, "spool RSS %.0f MiB while blocked" % rss_mib)
         print("     blocked after %.1f of %.1f MiB; spool RSS %.0f MiB" % (
             sent / 2**20, len(payload) / 2**20, rss_mib), flush=True)
-        # Still blocked two seconds later: nothing moves while the output is down.
+        # Still blocked over a two-second window of exposure (not a wait for
+        # anything): nothing moves while the output is down.
         more = 0
         t_end = time.monotonic() + 2
         while time.monotonic() < t_end:
+            select.select([], [c], [], 0.05)
             try:
                 more += c.send(payload[sent + more:sent + more + 65536])
             except BlockingIOError:
-                time.sleep(0.05)
+                pass
         check(more < 2 * 2**20, "still blocked (%d bytes more went in)" % more)
         sent += more
         # The destination comes up: everything flows, nothing is lost.
@@ -161,7 +177,6 @@ def udp_drops_counted_exactly(tmp):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
             for i in range(1, n + 1):
                 c.sendto(b"<14>1 - h app - - - %d %s" % (i, pad.encode()), ("127.0.0.1", uport))
-        time.sleep(1.5)
         recv = sockt.LineReceiver(dest)
 
         def settled():
@@ -172,8 +187,18 @@ def udp_drops_counted_exactly(tmp):
             return (d, len(recv.lines())) if d + len(recv.lines()) >= n else None
         dropped, delivered = wait_for(settled, 180 * sockt.SLOW, 0.5,
                                       what="delivered + dropped == sent")
-        time.sleep(1.5)
-        delivered = len(recv.lines())
+
+        def received_all_sent():
+            # What spool counts as delivered has all reached the receiver.
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
+                m = r.read().decode()
+            out = sockt.metric(m, "spool_records_out_total", name="down") or 0
+            got = len(recv.lines())
+            return (out, got) if got >= out else None
+        sent_out, delivered = wait_for(received_all_sent, 60 * sockt.SLOW, 0.2,
+                                       what="the receiver to get what spool sent")
+        check(sent_out == delivered, "spool counts %d records out, the receiver got %d"
+              % (sent_out, delivered))
     finally:
         err = sockt.stop(s)
         if recv:

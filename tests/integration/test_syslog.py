@@ -158,13 +158,27 @@ action(type="omfwd" target="127.0.0.1" port="%d" protocol="tcp"
        template="RSYSLOG_ForwardFormat")
 """ % (rs_port, oc_port, nl_port))
     try:
-        time.sleep(1.0 * sockt.SLOW)
+        # rsyslog listens on UDP and connects its forwards when it is ready:
+        # send probes until one came through each forward, then the test's
+        # messages (UDP on the loopback is not lost once it listens).
+        def relayed_probes():
+            got = {r["headers"]["input"] for r in sockt.out_records(tmp)
+                   if r["value"].strip().startswith("probe")}
+            return got >= {"octet", "legacy"}
+        spoolt.poke_until(lambda: logger("--server", "127.0.0.1", "--port", str(rs_port),
+                                         "--udp", "--rfc3164", "-t", "probe", msg="probe"),
+                          relayed_probes, sockt.TIMEOUT, every=0.5 * sockt.SLOW,
+                          what="a probe relayed by rsyslog to both inputs")
         n = 50
         for i in range(n):
             logger("--server", "127.0.0.1", "--port", str(rs_port), "--udp", "--rfc3164",
                    "-t", "relayed", "--id=%d" % (1000 + i), "-p", "local5.warning",
                    msg="via rsyslog %d" % i)
-        recs = sockt.wait_records(tmp, 2 * n)
+
+        def all_relayed():
+            r = [r for r in sockt.out_records(tmp) if not r["value"].strip().startswith("probe")]
+            return r if len(r) >= 2 * n else None
+        recs = wait_for(all_relayed, sockt.TIMEOUT, 0.1, what="%d relayed messages" % (2 * n))
     finally:
         stop_rsyslog(proc)
         sockt.stop(s)

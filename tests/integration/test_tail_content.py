@@ -5,6 +5,9 @@ record each), a 10 MiB line (one record with a large max_line_bytes; split
 into max_line_bytes pieces by default, truncated on request), NUL bytes and
 invalid UTF-8 passed through untouched, an incomplete last line emitted
 after flush_partial_after, and '\\r' stripping.
+
+No case sleeps to let spool catch up: each waits for the file's last record
+in the output, then stops spool and compares the output and the log.
 """
 import os
 import time
@@ -20,9 +23,7 @@ START = r"^\d{4}-\d\d-\d\d "
 
 def start(cfg):
     s = tailt.spool(cfg)
-    spoolt.wait_for(lambda: "following" in s.stderr() or s.proc.poll() is not None,
-                    timeout=30, what="tail to start")
-    check(s.proc.poll() is None, "spool exited: %s" % s.stderr()[-3000:])
+    s.wait_log("following", timeout=30)  # this run's line, not an earlier run's
     return s
 
 
@@ -64,10 +65,9 @@ multiline:
             for i in range(0, len(text), 333):
                 f.write(text[i:i + 333])
                 f.flush()
-                time.sleep(0.02)
+                time.sleep(0.02)  # pacing the writer (not a wait): any pace gives the same
         want[dst] = expected_records(os.path.join(DATA, name))
     tailt.wait_lines(tmp, 9, timeout=30)  # the last record of each comes after the timeout
-    time.sleep(0.3)
     stop(s)
     got = {}
     for r in tailt.out_json(tmp):
@@ -104,8 +104,7 @@ def ten_mib_line_whole(tmp):
     cfg = tailt.config(tmp, [path], extra="read_from: beginning\nmax_line_bytes: 16MiB")
     line = big_line_file(path, 10 << 20)
     s = start(cfg)
-    tailt.wait_lines(tmp, 3, timeout=60)
-    time.sleep(0.3)
+    tailt.wait_lines(tmp, 3, timeout=60)  # "after" is the file's last line
     stop(s)
     out = tailt.out_values(tmp)
     check(len(out) == 3 and out[0] == b"before" and out[2] == b"after",
@@ -123,7 +122,6 @@ def ten_mib_line_split_and_truncated(tmp):
     s = start(cfg)
     pieces = (len(line) + 65535) // 65536
     tailt.wait_lines(tmp, pieces + 2, timeout=60)
-    time.sleep(0.3)
     stop(s)
     out = tailt.out_values(tmp)
     check(len(out) == pieces + 2, "split: %d records, want %d" % (len(out), pieces + 2))
@@ -137,7 +135,6 @@ def ten_mib_line_split_and_truncated(tmp):
     cfg = tailt.config(tmp2, [path], extra="read_from: beginning\nlong_lines: truncate")
     s = start(cfg)
     tailt.wait_lines(tmp2, 3, timeout=60)
-    time.sleep(0.3)
     stop(s)
     out = tailt.out_values(tmp2)
     check(len(out) == 3 and out[1] == line[:65536] and out[2] == b"after",
@@ -155,7 +152,6 @@ def nul_and_invalid_utf8(tmp):
         f.write(b"\n".join(lines) + b"\n")
     s = start(cfg)
     tailt.wait_lines(tmp, len(lines))
-    time.sleep(0.3)
     stop(s)
     check(tailt.out_values(tmp) == lines, "output: %r" % tailt.out_values(tmp))
     check(tailt.log_values(cfg) == lines, "log: %r" % tailt.log_values(cfg))
@@ -168,22 +164,35 @@ def partial_line_and_cr(tmp):
                        "strip_cr: true")
     with open(path, "wb") as f:
         f.write(b"dos line\r\nunix line\nno newline yet")
+    t0 = time.monotonic()  # spool reads the partial line after this
     s = start(cfg)
     tailt.wait_lines(tmp, 2)
-    time.sleep(0.3)
-    check(len(tailt.out_values(tmp)) == 2, "the incomplete line went out too early")
-    tailt.wait_lines(tmp, 3, timeout=10)  # after flush_partial_after
+    # The partial line may go out only flush_partial_after (700ms) after it
+    # was read, so never before t0 + 0.7s: seeing it earlier is a failure. (A
+    # slow machine only sees it later, which cannot fail.)
+    def partial_out():
+        n = len(tailt.out_values(tmp))
+        check(n < 3 or time.monotonic() - t0 >= 0.7,
+              "the incomplete line went out %.2fs after start, before flush_partial_after"
+              % (time.monotonic() - t0))
+        return n >= 3
+    spoolt.wait_for(partial_out, timeout=10, interval=0.02, what="the incomplete line")
     with open(path, "ab") as f:
         f.write(b" and its end\r\n")
     tailt.wait_lines(tmp, 4)
     stop(s)
     want = [b"dos line", b"unix line", b"no newline yet", b" and its end"]
     check(tailt.out_values(tmp) == want, "output: %r" % tailt.out_values(tmp))
-    # A restart does not send any of it again.
+    # A restart does not send any of it again: a line appended after the
+    # restart comes out right after the old ones, with nothing between.
     s = start(cfg)
-    time.sleep(1.0)
+    with open(path, "ab") as f:
+        f.write(b"after restart\n")
+    tailt.wait_lines(tmp, 5)
     stop(s)
-    check(tailt.log_values(cfg) == want, "log: %r" % tailt.log_values(cfg))
+    check(tailt.out_values(tmp) == want + [b"after restart"], "output after restart: %r"
+          % tailt.out_values(tmp))
+    check(tailt.log_values(cfg) == want + [b"after restart"], "log: %r" % tailt.log_values(cfg))
 
 
 t.main()
