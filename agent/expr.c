@@ -1464,15 +1464,9 @@ static int values_cmp(const value *a, const value *b)
     return bytes_cmp(a, b);
 }
 
-static int eval_cmp(const eval *v, const node *n)
+static int cmp_result(uint8_t op, int c)
 {
-    value a;
-    value b;
-    if (!get_value(v, &v->p->ops[n->a], &a) || !get_value(v, &v->p->ops[n->b], &b)) {
-        return n->op == CMP_NE;
-    }
-    int c = values_cmp(&a, &b);
-    switch (n->op) {
+    switch (op) {
     case CMP_EQ:
         return c == 0;
     case CMP_NE:
@@ -1486,6 +1480,31 @@ static int eval_cmp(const eval *v, const node *n)
     default:
         return c >= 0;
     }
+}
+
+static int eval_cmp(const eval *v, const node *n)
+{
+    const operand *oa = &v->p->ops[n->a];
+    const operand *ob = &v->p->ops[n->b];
+    if (oa->kind == OP_FIELD && ob->kind == OP_NUM) {
+        /* The common case, `status >= 500`, without the generic path's indirections. */
+        slot *s = get_field(v, oa->field);
+        if (!s->found) {
+            return n->op == CMP_NE;
+        }
+        if (s->numstate == 0) {
+            s->numstate = parse_num(s->val, s->len, &s->n) ? 1 : 2;
+        }
+        if (s->numstate == 1) {
+            return cmp_result(n->op, num_cmp(&s->n, &ob->n));
+        }
+    }
+    value a;
+    value b;
+    if (!get_value(v, oa, &a) || !get_value(v, ob, &b)) {
+        return n->op == CMP_NE;
+    }
+    return cmp_result(n->op, values_cmp(&a, &b));
 }
 
 static int eval_match(const eval *v, const node *n)
