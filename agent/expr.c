@@ -58,11 +58,11 @@ typedef struct num {
 enum { OP_FIELD, OP_STR, OP_NUM };
 
 typedef struct operand {
-    uint8_t kind;  /* OP_FIELD, OP_STR (always compared as bytes), OP_NUM */
+    uint8_t kind;   /* OP_FIELD, OP_STR (always compared as bytes), OP_NUM */
     uint32_t field; /* OP_FIELD: index into prog.fields */
-    size_t off;    /* OP_STR, OP_NUM: the literal's bytes in prog.bytes (NUM: as written) */
-    size_t len;    /* their length */
-    num n;         /* OP_NUM: the value, parsed at compile */
+    size_t off;     /* OP_STR, OP_NUM: the literal's bytes in prog.bytes (NUM: as written) */
+    size_t len;     /* their length */
+    num n;          /* OP_NUM: the value, parsed at compile */
 } operand;
 
 enum { N_CONST, N_AND, N_OR, N_NOT, N_CMP, N_MATCH, N_IN, N_EXISTS };
@@ -87,9 +87,9 @@ enum { RX_PCRE, RX_PREFIX, RX_SUBSTRING };
 
 typedef struct regex {
     pcre2_code *code;
-    int jit;     /* 1 = JIT-compiled: pcre2_jit_match */
-    int kind;    /* RX_PCRE, or a literal matched without PCRE2: "^abc" or "abc" */
-    size_t off;  /* RX_PREFIX, RX_SUBSTRING: the literal in prog.bytes */
+    int jit;    /* 1 = JIT-compiled: pcre2_jit_match */
+    int kind;   /* RX_PCRE, or a literal matched without PCRE2: "^abc" or "abc" */
+    size_t off; /* RX_PREFIX, RX_SUBSTRING: the literal in prog.bytes */
     size_t len;
 } regex;
 
@@ -113,9 +113,9 @@ typedef struct prog {
 
 /* The per-handle state that evaluation changes. */
 typedef struct slot {
-    uint32_t gen;     /* evaluation this slot was filled in; stale when != expr_state.gen */
-    int8_t found;     /* 1 = the field exists */
-    int8_t numstate;  /* 0 = not parsed yet, 1 = a number (n), 2 = not a number */
+    uint32_t gen;    /* evaluation this slot was filled in; stale when != expr_state.gen */
+    int8_t found;    /* 1 = the field exists */
+    int8_t numstate; /* 0 = not parsed yet, 1 = a number (n), 2 = not a number */
     const uint8_t *val;
     size_t len;
     num n;
@@ -328,8 +328,8 @@ typedef struct parser {
     token tok;  /* the current token */
     prog *p;
     spool_expr_error *err;
-    int depth;       /* open '(' and 'not' */
-    uint32_t *hash;  /* field index + 1 per slot, open addressing; 0 = empty */
+    int depth;      /* open '(' and 'not' */
+    uint32_t *hash; /* field index + 1 per slot, open addressing; 0 = empty */
     uint32_t hash_cap;
 } parser;
 
@@ -410,8 +410,8 @@ static int keyword(const char *s, size_t n, tok_type *type)
     static const struct {
         const char *word;
         tok_type type;
-    } words[] = {{"and", T_AND},   {"or", T_OR},       {"not", T_NOT},
-                 {"in", T_IN},     {"true", T_TRUE},   {"false", T_FALSE}};
+    } words[] = {{"and", T_AND}, {"or", T_OR},     {"not", T_NOT},
+                 {"in", T_IN},   {"true", T_TRUE}, {"false", T_FALSE}};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
         if (strlen(words[i].word) == n && memcmp(words[i].word, s, n) == 0) {
             *type = words[i].type;
@@ -469,10 +469,11 @@ static int lex_number(parser *ps, size_t at, token *t)
     char ex[48];
     if (bad || !parse_num((const uint8_t *)s + at, i - at, &n)) {
         if (i - at <= NUM_MAX_LEN) {
-            return syntax_error(ps, at, "invalid number '%s'", excerpt(ps, at, i - at, ex, sizeof(ex)));
+            return syntax_error(ps, at, "invalid number '%s'",
+                                excerpt(ps, at, i - at, ex, sizeof(ex)));
         }
         return syntax_error(ps, at, "number '%s' out of range or longer than %d bytes",
-                    excerpt(ps, at, i - at, ex, sizeof(ex)), NUM_MAX_LEN);
+                            excerpt(ps, at, i - at, ex, sizeof(ex)), NUM_MAX_LEN);
     }
     t->type = T_NUMBER;
     t->len = i - at;
@@ -487,7 +488,7 @@ static int lex_ident(parser *ps, size_t at, token *t)
         if (s[i] == '.' && (i + 1 >= ps->len || !is_ident_char(s[i + 1]) || s[i + 1] == '.')) {
             char ex[48];
             return syntax_error(ps, i, "invalid field name '%s': a '.' must separate two names",
-                        excerpt(ps, at, i + 1 - at, ex, sizeof(ex)));
+                                excerpt(ps, at, i + 1 - at, ex, sizeof(ex)));
         }
         i++;
     }
@@ -812,7 +813,7 @@ static int compile_regex(parser *ps, const token *t, uint32_t *idx)
             snprintf((char *)msg, sizeof(msg), "error %d", code);
         }
         return syntax_error(ps, string_offset(ps, t, at), "invalid regex: %s at offset %zu",
-                    (const char *)msg, (size_t)at);
+                            (const char *)msg, (size_t)at);
     }
     /* Without JIT (not built, or out of executable memory) the interpreter matches. */
     regex *r = &p->rxs[p->n_rxs];
@@ -831,8 +832,9 @@ static int parse_or(parser *ps, uint32_t *out);
 static int nest(parser *ps, size_t at)
 {
     if (++ps->depth > SPOOL_EXPR_MAX_DEPTH) {
-        return syntax_error(ps, at, "expression nested too deeply: more than %d levels of '(' and 'not'",
-                    SPOOL_EXPR_MAX_DEPTH);
+        return syntax_error(ps, at,
+                            "expression nested too deeply: more than %d levels of '(' and 'not'",
+                            SPOOL_EXPR_MAX_DEPTH);
     }
     return 0;
 }
@@ -867,8 +869,8 @@ static int expect_tok(parser *ps, tok_type type, const char *what, size_t open)
     if (open == SIZE_MAX) {
         return syntax_error(ps, ps->tok.start, "expected %s, found %s", what, d);
     }
-    return syntax_error(ps, ps->tok.start, "expected %s to close '%c' at column %zu, found %s", what,
-                ps->src[open], open + 1, d);
+    return syntax_error(ps, ps->tok.start, "expected %s to close '%c' at column %zu, found %s",
+                        what, ps->src[open], open + 1, d);
 }
 
 static size_t edit_distance(const char *a, size_t n, const char *b, size_t m)
@@ -904,11 +906,11 @@ static int unknown_function(parser *ps)
     for (size_t i = 0; i < sizeof(funcs) / sizeof(funcs[0]); i++) {
         if (ps->tok.len < 32 && edit_distance(name, ps->tok.len, funcs[i], strlen(funcs[i])) <= 2) {
             return syntax_error(ps, ps->tok.start, "unknown function '%s', did you mean '%s'?", ex,
-                        funcs[i]);
+                                funcs[i]);
         }
     }
-    return syntax_error(ps, ps->tok.start, "unknown function '%s'; the functions are exists() and field()",
-                ex);
+    return syntax_error(ps, ps->tok.start,
+                        "unknown function '%s'; the functions are exists() and field()", ex);
 }
 
 /* field NAME or field("any name"); the current token is the name or `field`. */
@@ -924,7 +926,7 @@ static int parse_field(parser *ps, uint32_t *id)
     if (ps->tok.type != T_IDENT) {
         char d[96];
         return syntax_error(ps, ps->tok.start, "expected a field name, found %s",
-                    describe(ps, &ps->tok, d, sizeof(d)));
+                            describe(ps, &ps->tok, d, sizeof(d)));
     }
     int rc = advance(ps);
     size_t open = ps->tok.start;
@@ -934,7 +936,7 @@ static int parse_field(parser *ps, uint32_t *id)
     if (ps->tok.type != T_STRING) {
         char d[96];
         return syntax_error(ps, ps->tok.start, "field() takes a quoted name, found %s",
-                    describe(ps, &ps->tok, d, sizeof(d)));
+                            describe(ps, &ps->tok, d, sizeof(d)));
     }
     size_t off;
     size_t len;
@@ -992,11 +994,12 @@ static int parse_operand(parser *ps, operand *o, const char *after)
     }
     default:
         if (after) {
-            return syntax_error(ps, ps->tok.start, "expected a field, string or number after '%s', found %s",
-                        after, describe(ps, &ps->tok, d, sizeof(d)));
+            return syntax_error(ps, ps->tok.start,
+                                "expected a field, string or number after '%s', found %s", after,
+                                describe(ps, &ps->tok, d, sizeof(d)));
         }
         return syntax_error(ps, ps->tok.start, "expected a condition, found %s",
-                    describe(ps, &ps->tok, d, sizeof(d)));
+                            describe(ps, &ps->tok, d, sizeof(d)));
     }
 }
 
@@ -1007,7 +1010,7 @@ static int parse_list(parser *ps, uint32_t *first, uint32_t *count)
     size_t open = ps->tok.start;
     if (ps->tok.type != T_LBRACK) {
         return syntax_error(ps, ps->tok.start, "expected '[' after 'in', found %s",
-                    describe(ps, &ps->tok, d, sizeof(d)));
+                            describe(ps, &ps->tok, d, sizeof(d)));
     }
     int rc = advance(ps);
     *first = ps->p->n_ops;
@@ -1018,8 +1021,9 @@ static int parse_list(parser *ps, uint32_t *first, uint32_t *count)
             if (t == T_END) {
                 return expect_tok(ps, T_RBRACK, "']'", open);
             }
-            return syntax_error(ps, ps->tok.start, "list items must be strings or numbers, found %s",
-                        describe(ps, &ps->tok, d, sizeof(d)));
+            return syntax_error(ps, ps->tok.start,
+                                "list items must be strings or numbers, found %s",
+                                describe(ps, &ps->tok, d, sizeof(d)));
         }
         operand o;
         uint32_t idx;
@@ -1063,15 +1067,18 @@ static int parse_comparison(parser *ps, uint32_t *out)
         if (ps->tok.type == T_END || ps->tok.type == T_AND || ps->tok.type == T_OR ||
             ps->tok.type == T_RPAREN) {
             if (lhs.kind == OP_FIELD) {
-                return syntax_error(ps, lhs_tok.start,
-                            "'%s' is a field, not a condition: compare it (%s == \"...\") or "
-                            "test exists(%s)",
-                            ex, ex, ex);
+                return syntax_error(
+                    ps, lhs_tok.start,
+                    "'%s' is a field, not a condition: compare it (%s == \"...\") or "
+                    "test exists(%s)",
+                    ex, ex, ex);
             }
             return syntax_error(ps, lhs_tok.start, "'%s' is a value, not a condition", ex);
         }
-        return syntax_error(ps, ps->tok.start, "expected an operator (==, !=, <, <=, >, >=, =~, !~, in) "
-                    "after '%s', found %s", ex, describe(ps, &ps->tok, d, sizeof(d)));
+        return syntax_error(ps, ps->tok.start,
+                            "expected an operator (==, !=, <, <=, >, >=, =~, !~, in) "
+                            "after '%s', found %s",
+                            ex, describe(ps, &ps->tok, d, sizeof(d)));
     }
     if ((rc = advance(ps))) {
         return rc;
@@ -1080,12 +1087,14 @@ static int parse_comparison(parser *ps, uint32_t *out)
     excerpt(ps, op_tok.start, op_tok.len, opname, sizeof(opname));
     if (op == T_MATCH || op == T_NMATCH) {
         if (ps->tok.type != T_STRING) {
-            return syntax_error(ps, ps->tok.start, "the right side of '%s' must be a quoted regex, found %s",
-                        opname, describe(ps, &ps->tok, d, sizeof(d)));
+            return syntax_error(ps, ps->tok.start,
+                                "the right side of '%s' must be a quoted regex, found %s", opname,
+                                describe(ps, &ps->tok, d, sizeof(d)));
         }
         token pat = ps->tok;
         uint32_t rx = 0;
-        if ((rc = compile_regex(ps, &pat, &rx)) || (rc = add_node(ps, N_MATCH, op == T_NMATCH, out))) {
+        if ((rc = compile_regex(ps, &pat, &rx)) ||
+            (rc = add_node(ps, N_MATCH, op == T_NMATCH, out))) {
             return rc;
         }
         ps->p->nodes[*out].a = a;
@@ -1111,7 +1120,8 @@ static int parse_comparison(parser *ps, uint32_t *out)
         ps->p->nodes[*out].b = b;
     }
     if (rc == 0 && is_cmp_op(ps->tok.type)) {
-        return syntax_error(ps, ps->tok.start, "comparisons cannot be chained: join them with 'and'");
+        return syntax_error(ps, ps->tok.start,
+                            "comparisons cannot be chained: join them with 'and'");
     }
     return rc;
 }
@@ -1129,8 +1139,9 @@ static int parse_primary(parser *ps, uint32_t *out)
         }
         ps->depth--;
         if (is_cmp_op(ps->tok.type)) {
-            return syntax_error(ps, ps->tok.start,
-                        "a condition cannot be compared: '(...)' holds a condition, not a value");
+            return syntax_error(
+                ps, ps->tok.start,
+                "a condition cannot be compared: '(...)' holds a condition, not a value");
         }
         return 0;
     }
@@ -1158,7 +1169,7 @@ static int parse_primary(parser *ps, uint32_t *out)
         if (ps->tok.type != T_IDENT) {
             char d[96];
             return syntax_error(ps, ps->tok.start, "exists() takes a field name, found %s",
-                        describe(ps, &ps->tok, d, sizeof(d)));
+                                describe(ps, &ps->tok, d, sizeof(d)));
         }
         if ((rc = parse_field(ps, &id)) || (rc = expect_tok(ps, T_RPAREN, "')'", open)) ||
             (rc = add_node(ps, N_EXISTS, 0, out))) {
@@ -1166,7 +1177,8 @@ static int parse_primary(parser *ps, uint32_t *out)
         }
         ps->p->nodes[*out].a = id;
         if (is_cmp_op(ps->tok.type)) {
-            return syntax_error(ps, ps->tok.start, "exists() is a condition and cannot be compared");
+            return syntax_error(ps, ps->tok.start,
+                                "exists() is a condition and cannot be compared");
         }
         return 0;
     }
@@ -1187,8 +1199,9 @@ static int parse_not(parser *ps, uint32_t *out)
     if (t == T_STRING || t == T_NUMBER || (t == T_IDENT && peek(ps) != T_LPAREN) ||
         (t == T_IDENT && tok_is(ps, "field")) ||
         ((t == T_TRUE || t == T_FALSE) && is_cmp_op(peek(ps)))) {
-        return syntax_error(ps, at, "'not' applies to the condition right after it and binds tighter "
-                    "than comparisons: write 'not (a == b)', or use '!=' / '!~'");
+        return syntax_error(ps, at,
+                            "'not' applies to the condition right after it and binds tighter "
+                            "than comparisons: write 'not (a == b)', or use '!=' / '!~'");
     }
     uint32_t child;
     if ((rc = parse_not(ps, &child)) || (rc = add_node(ps, N_NOT, 0, out))) {
@@ -1258,8 +1271,9 @@ static int parse(parser *ps)
         return syntax_error(ps, ps->tok.start, "operators are lowercase: write '%s'", kw);
     }
     char d[96];
-    return syntax_error(ps, ps->tok.start, "expected 'and', 'or' or the end of the expression, found %s",
-                describe(ps, &ps->tok, d, sizeof(d)));
+    return syntax_error(ps, ps->tok.start,
+                        "expected 'and', 'or' or the end of the expression, found %s",
+                        describe(ps, &ps->tok, d, sizeof(d)));
 }
 
 /* ---- handles ---- */
@@ -1294,7 +1308,7 @@ int spool_expr_compile(const char *src, size_t len, spool_expr **out, spool_expr
     parser ps = {.src = src, .len = len, .err = err};
     if (len > EXPR_MAX_LEN) {
         return syntax_error(&ps, 0, "expression too long: %zu bytes, the limit is %u", len,
-                    EXPR_MAX_LEN);
+                            EXPR_MAX_LEN);
     }
     pthread_once(&c_locale_once, c_locale_init);
     int rc = -ENOMEM;
@@ -1387,7 +1401,7 @@ typedef struct eval {
 typedef struct value {
     const uint8_t *s;
     size_t n;
-    slot *slot;         /* the field's cache slot, NULL for a literal */
+    slot *slot; /* the field's cache slot, NULL for a literal */
     const operand *o;
 } value;
 

@@ -51,11 +51,11 @@ int spool_expr_compile(const char *src, size_t len, spool_expr **out, spool_expr
 
 /*
  * Evaluates `e` against the record that `fn` reads from `ctx`. Returns 1 when the
- * condition holds, 0 when not. `e` is const but not thread-safe: its per-handle
- * state (match data, field cache) changes; one thread per handle. Never allocates
- * (see docs/conditions.md for PCRE2's backtracking memory without JIT). A regex that fails to match for a
- * reason other than "no match" (PCRE2's match limit, a JIT stack limit) counts as not
- * matching and is counted in spool_expr_match_errors.
+ * condition holds, 0 when not. `e` is const but not thread-safe: its per-handle state
+ * (match data, field cache) changes; one thread per handle. Never allocates (without
+ * JIT, PCRE2 may grow the handle's backtracking memory once, see docs/conditions.md).
+ * A regex match that fails for a reason other than "no match" (PCRE2's match limit, the
+ * JIT stack) counts as no match and is counted in spool_expr_match_errors.
  */
 int spool_expr_eval(const spool_expr *e, spool_expr_field_fn fn, void *ctx);
 

@@ -20,14 +20,13 @@ static const struct {
     const char *name;
     const char *value;
 } record[] = {
-    {"status", "503"},     {"path", "/api/v1/users/42"}, {"level", "error"},
-    {"key", "web-1"},      {"value", "GET /api HTTP/1.1"}, {"timestamp", "1700000000000"},
-    {"topic", "app"},      {"http.status", "-1.5e3"},    {"empty", ""},
-    {"bin", "a\xff\xfe"},  {"user agent", "curl/8.0"},
+    {"status", "503"},    {"path", "/api/v1/users/42"},   {"level", "error"},
+    {"key", "web-1"},     {"value", "GET /api HTTP/1.1"}, {"timestamp", "1700000000000"},
+    {"topic", "app"},     {"http.status", "-1.5e3"},      {"empty", ""},
+    {"bin", "a\xff\xfe"}, {"user agent", "curl/8.0"},
 };
 
-static int get(void *ctx, const char *name, size_t name_len, const uint8_t **val,
-               size_t *val_len)
+static int get(void *ctx, const char *name, size_t name_len, const uint8_t **val, size_t *val_len)
 {
     unsigned *calls = ctx;
     (*calls)++;

@@ -117,12 +117,12 @@ static int ev(const char *src, rec *r)
     return res;
 }
 
-#define EXPECT(src, r, want)                                                                  \
-    do {                                                                                      \
-        int got_ = ev((src), (r));                                                            \
-        if (got_ != (want)) {                                                                 \
-            fail_msg("'%s' gave %d, want %d", (src), got_, (want));                          \
-        }                                                                                     \
+#define EXPECT(src, r, want)                                                                       \
+    do {                                                                                           \
+        int got_ = ev((src), (r));                                                                 \
+        if (got_ != (want)) {                                                                      \
+            fail_msg("'%s' gave %d, want %d", (src), got_, (want));                                \
+        }                                                                                          \
     } while (0)
 
 /* ---- tests ---- */
@@ -131,10 +131,10 @@ static void test_precedence(void **state)
 {
     rec r;
     R(&r, "a", "1", "b", "0", "c", "0", NULL);
-    EXPECT("true or false and false", &r, 1);   /* and before or */
+    EXPECT("true or false and false", &r, 1); /* and before or */
     EXPECT("(true or false) and false", &r, 0);
     EXPECT("false and false or true", &r, 1);
-    EXPECT("not false and false", &r, 0);       /* (not false) and false */
+    EXPECT("not false and false", &r, 0); /* (not false) and false */
     EXPECT("not (false and false)", &r, 1);
     EXPECT("false or not false", &r, 1);
     EXPECT("not not true", &r, 1);
@@ -156,8 +156,8 @@ static void test_numeric_vs_string(void **state)
     R(&r, "status", "503", "big", "1000", "neg", "-1.5e3", "word", "abc", "one", "1", NULL);
     EXPECT("status >= 500", &r, 1);
     EXPECT("status < 500", &r, 0);
-    EXPECT("big > 500", &r, 1);        /* numeric, though "1000" < "500" as bytes */
-    EXPECT("big > \"500\"", &r, 0);    /* a quoted literal is a string: bytewise */
+    EXPECT("big > 500", &r, 1);     /* numeric, though "1000" < "500" as bytes */
+    EXPECT("big > \"500\"", &r, 0); /* a quoted literal is a string: bytewise */
     EXPECT("big == \"1000\"", &r, 1);
     EXPECT("status == \"503\"", &r, 1);
     EXPECT("neg < 0", &r, 1);
@@ -166,7 +166,7 @@ static void test_numeric_vs_string(void **state)
     EXPECT("one == 1.0", &r, 1);
     EXPECT("one == 1e0", &r, 1);
     EXPECT("one == \"1.0\"", &r, 0);
-    EXPECT("word > 500", &r, 1);       /* not a number: "abc" > "500" bytewise */
+    EXPECT("word > 500", &r, 1); /* not a number: "abc" > "500" bytewise */
     EXPECT("word == 500", &r, 0);
     EXPECT("word < \"abd\"", &r, 1);
     EXPECT("word <= \"abc\" and word >= \"abc\"", &r, 1);
@@ -195,13 +195,13 @@ static void test_numeric_vs_string(void **state)
         {"1E2", "v == 100", 1},
         {"-.5", "v == -0.5", 1},
         {"007", "v == 7", 1},
-        {"inf", "v > 1", 1},   /* bytewise: "inf" > "1" */
+        {"inf", "v > 1", 1}, /* bytewise: "inf" > "1" */
         {"nan", "v == 0", 0},
         {"1e999", "v > 1", 1}, /* not finite: bytewise "1e999" > "1" */
         {"", "v == 0", 0},
         {"-", "v == 0", 0},
         {".", "v == 0", 0},
-        {"1.2.3", "v > 1", 1}, /* bytewise */
+        {"1.2.3", "v > 1", 1},                            /* bytewise */
         {"9007199254740993", "v == 9007199254740992", 0}, /* exact int64 */
         {"9007199254740993", "v > 9007199254740992", 1},
         {"9223372036854775807", "v == 9223372036854775807", 1},
@@ -235,19 +235,21 @@ static void test_regex(void **state)
 {
     rec r;
     R(&r, "path", "/api/users/42", "ua", "Mozilla/5.0 (X11)", "u", "caf\xc3\xa9", "bad",
-      "a\xff\xfe" "b", "empty", "", NULL);
+      "a\xff\xfe"
+      "b",
+      "empty", "", NULL);
     EXPECT("path =~ \"^/api\"", &r, 1);
     EXPECT("path !~ \"^/api\"", &r, 0);
     EXPECT("path =~ \"^/health\"", &r, 0);
     EXPECT("path !~ \"^/health\"", &r, 1);
-    EXPECT("path =~ \"/\\\\d+$\"", &r, 1);  /* "\\d" decodes to \d */
-    EXPECT("path =~ \"/\\d+$\"", &r, 1);    /* "\d" is kept as written */
+    EXPECT("path =~ \"/\\\\d+$\"", &r, 1); /* "\\d" decodes to \d */
+    EXPECT("path =~ \"/\\d+$\"", &r, 1);   /* "\d" is kept as written */
     EXPECT("path =~ '^/API' ", &r, 0);
     EXPECT("path =~ \"(?i)^/API\"", &r, 1);
     EXPECT("ua =~ \"\\\\(X11\\\\)\"", &r, 1);
-    EXPECT("u =~ \"^caf.$\"", &r, 1);       /* UTF-8: . is one character */
-    EXPECT("u =~ \"^\\\\w+$\"", &r, 0);     /* \w is ASCII without PCRE2_UCP */
-    EXPECT("bad =~ \"b$\"", &r, 1);         /* invalid UTF-8 in the subject: no error */
+    EXPECT("u =~ \"^caf.$\"", &r, 1);   /* UTF-8: . is one character */
+    EXPECT("u =~ \"^\\\\w+$\"", &r, 0); /* \w is ASCII without PCRE2_UCP */
+    EXPECT("bad =~ \"b$\"", &r, 1);     /* invalid UTF-8 in the subject: no error */
     EXPECT("bad =~ \"^a\"", &r, 1);
     EXPECT("empty =~ \"^$\"", &r, 1);
     EXPECT("empty =~ \"x\"", &r, 0);
@@ -277,7 +279,7 @@ static void test_in_lists(void **state)
     EXPECT("level in ['warn', 'fatal']", &r, 0);
     EXPECT("level in [\"error\",]", &r, 1); /* trailing comma */
     EXPECT("level in []", &r, 0);
-    EXPECT("code in [200, 304]", &r, 1);  /* numeric: 200.0 == 200 */
+    EXPECT("code in [200, 304]", &r, 1); /* numeric: 200.0 == 200 */
     EXPECT("code in [\"200\", 304]", &r, 0);
     EXPECT("code in [\"200.0\"]", &r, 1);
     EXPECT("flag in [true]", &r, 1);
@@ -309,12 +311,10 @@ static void test_exists_and_missing(void **state)
         const char *expr;
         int want;
     } cases[] = {
-        {"m == 1", 0},        {"m != 1", 1},          {"m < 1", 0},
-        {"m <= 1", 0},        {"m > 1", 0},           {"m >= 1", 0},
-        {"m == \"\"", 0},     {"m != \"\"", 1},       {"m =~ \"\"", 0},
-        {"m !~ \"x\"", 1},    {"m in [1]", 0},        {"1 == m", 0},
-        {"m == m", 0},        {"m != m", 1},          {"m == a", 0},
-        {"a != m", 1},        {"not (m == 1)", 1},    {"exists(m)", 0},
+        {"m == 1", 0},   {"m != 1", 1},       {"m < 1", 0},     {"m <= 1", 0},    {"m > 1", 0},
+        {"m >= 1", 0},   {"m == \"\"", 0},    {"m != \"\"", 1}, {"m =~ \"\"", 0}, {"m !~ \"x\"", 1},
+        {"m in [1]", 0}, {"1 == m", 0},       {"m == m", 0},    {"m != m", 1},    {"m == a", 0},
+        {"a != m", 1},   {"not (m == 1)", 1}, {"exists(m)", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int got = ev(cases[i].expr, &r);
@@ -334,7 +334,7 @@ static void test_escapes(void **state)
     EXPECT("s == \"it's\"", &r, 1);
     EXPECT("bs == \"C:\\\\dir\"", &r, 1);
     EXPECT("ws == \"a\\nb\\tc\\r\"", &r, 1);
-    EXPECT("d == \"\\d\"", &r, 1);   /* unknown escape: kept as written */
+    EXPECT("d == \"\\d\"", &r, 1); /* unknown escape: kept as written */
     EXPECT("d == \"\\\\d\"", &r, 1);
 
     /* Bytes after a NUL still count, in values and in literals. */
@@ -375,7 +375,8 @@ static void test_syntax_errors(void **state)
         {"a == 1 || b == 2", 8, "unknown operator '||'; write 'or'"},
         {"exist(a)", 1, "unknown function 'exist', did you mean 'exists'?"},
         {"a == feild(\"x\")", 6, "unknown function 'feild', did you mean 'field'?"},
-        {"lower(a) == \"x\"", 1, "unknown function 'lower'; the functions are exists() and field()"},
+        {"lower(a) == \"x\"", 1,
+         "unknown function 'lower'; the functions are exists() and field()"},
         {"exists(1)", 8, "exists() takes a field name, found number 1"},
         {"exists(a", 9, "expected ')' to close '(' at column 7"},
         {"exists(a) == 1", 11, "exists() is a condition and cannot be compared"},
@@ -397,14 +398,16 @@ static void test_syntax_errors(void **state)
         {"not a == 1", 1, "'not' applies to the condition right after it"},
         {"not \"x\" == a", 1, "'not' applies"},
         {"not true == a", 1, "'not' applies"},
-        {"status", 1, "'status' is a field, not a condition: compare it (status == \"...\") or "
-                      "test exists(status)"},
+        {"status", 1,
+         "'status' is a field, not a condition: compare it (status == \"...\") or "
+         "test exists(status)"},
         {"a == 1 and b", 12, "'b' is a field, not a condition"},
         {"(b) and a == 1", 2, "'b' is a field, not a condition"},
         {"\"x\"", 1, "'\"x\"' is a value, not a condition"},
         {"5 or true", 1, "is a value, not a condition"},
-        {"a 5", 3, "expected an operator (==, !=, <, <=, >, >=, =~, !~, in) after 'a', found "
-                   "number 5"},
+        {"a 5", 3,
+         "expected an operator (==, !=, <, <=, >, >=, =~, !~, in) after 'a', found "
+         "number 5"},
         {"a == 1 AND b == 2", 8, "operators are lowercase: write 'and'"},
         {"(a == 1 Or b == 2)", 9, "operators are lowercase: write 'or'"},
         {"a NOT == 1", 3, "operators are lowercase: write 'not'"},
@@ -709,8 +712,8 @@ static int fast_get(void *ctx, const char *name, size_t name_len, const uint8_t 
 static void test_timing(void **state)
 {
     rec r;
-    R(&r, "host", "web-1", "level", "info", "status", "503", "path", "/api/v1/users/42",
-      "method", "GET", NULL);
+    R(&r, "host", "web-1", "level", "info", "status", "503", "path", "/api/v1/users/42", "method",
+      "GET", NULL);
     for (size_t i = 0; i < r.n; i++) {
         r.len[MAX_FIELDS - 1 - i] = strlen(r.name[i]); /* name lengths, kept apart */
     }
