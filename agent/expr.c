@@ -13,7 +13,9 @@
  * - A field is read through the accessor at most once per evaluation, and parsed as a
  *   number at most once, and only when the other side of a comparison may be a number.
  * - Every allocation goes through EXPR_MALLOC/EXPR_FREE (PCRE2's too, through a general
- *   context), so the unit test can count them and make each one fail.
+ *   context), so the unit test can count them and make each one fail. The exceptions:
+ *   the JIT's executable memory (PCRE2 maps it) and the "C" locale for strtod_l, made
+ *   once per process.
  *
  * Not done: arithmetic, functions other than exists() and field(), regexes that are not
  * literals (a pattern read from a field would need a compile per record).
