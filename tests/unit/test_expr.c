@@ -569,6 +569,96 @@ static void test_long_inputs(void **state)
     test_free(s);
 }
 
+/* ---- random and/or/not trees against their own evaluation ---- */
+
+static const char *const tree_leaves[] = {
+    "a == 1", "a != 1",          "b < 10",     "b =~ \"x$\"", "m == 1",
+    "m != 1", "m !~ \"q\"",      "exists(a)",  "exists(m)",   "true",
+    "false",  "a in [2, \"1\"]", "b >= \"9\"",
+};
+#define N_LEAVES (sizeof(tree_leaves) / sizeof(tree_leaves[0]))
+
+typedef struct tree_gen {
+    uint64_t seed;
+    char *out; /* the expression being written */
+    size_t len;
+    size_t cap;
+    int leaf[N_LEAVES]; /* each leaf's value, evaluated alone */
+} tree_gen;
+
+static unsigned rnd(tree_gen *g, unsigned n)
+{
+    g->seed = g->seed * 6364136223846793005ull + 1442695040888963407ull;
+    return (unsigned)(g->seed >> 33) % n;
+}
+
+static void put(tree_gen *g, const char *s)
+{
+    size_t n = strlen(s);
+    assert_true(g->len + n < g->cap);
+    memcpy(g->out + g->len, s, n + 1);
+    g->len += n;
+}
+
+/*
+ * Writes a random tree with the fewest parentheses precedence allows (ctx: 0 top,
+ * 1 inside 'or', 2 inside 'and', 3 after 'not') and returns its value, computed here
+ * from the leaves' values, not by the code under test.
+ */
+static int gen_tree(tree_gen *g, int depth, int ctx)
+{
+    unsigned kind = depth == 0 ? 0 : rnd(g, 4);
+    int extra = rnd(g, 10) == 0; /* redundant parentheses, sometimes */
+    if (kind == 0) {
+        unsigned i = rnd(g, N_LEAVES);
+        const char *s = tree_leaves[i];
+        int bare =
+            strncmp(s, "exists", 6) == 0 || strcmp(s, "true") == 0 || strcmp(s, "false") == 0;
+        int paren = extra || (ctx == 3 && !bare);
+        put(g, paren ? "(" : "");
+        put(g, s);
+        put(g, paren ? ")" : "");
+        return g->leaf[i];
+    }
+    if (kind == 3) {
+        put(g, extra ? "(not " : "not ");
+        int v = !gen_tree(g, depth - 1, 3);
+        put(g, extra ? ")" : "");
+        return v;
+    }
+    int is_and = kind == 1;
+    int prec = is_and ? 2 : 1;
+    int paren = extra || ctx > prec;
+    put(g, paren ? "(" : "");
+    int l = gen_tree(g, depth - 1, prec);
+    put(g, is_and ? " and " : " or ");
+    /* The right operand gets parentheses when it is the same operator: a or (b or c). */
+    int r = gen_tree(g, depth - 1, prec + 1 > 3 ? 3 : prec + (rnd(g, 2) ? 1 : 0));
+    put(g, paren ? ")" : "");
+    return is_and ? (l && r) : (l || r);
+}
+
+static void test_random_trees(void **state)
+{
+    rec r;
+    R(&r, "a", "1", "b", "9x", NULL);
+    tree_gen g = {.seed = 42, .cap = 1 << 16};
+    g.out = test_malloc(g.cap);
+    for (size_t i = 0; i < N_LEAVES; i++) {
+        g.leaf[i] = ev(tree_leaves[i], &r);
+    }
+    for (int t = 0; t < 3000; t++) {
+        g.len = 0;
+        g.out[0] = '\0';
+        int want = gen_tree(&g, 1 + (int)rnd(&g, 6), 0);
+        int got = ev(g.out, &r);
+        if (got != want) {
+            fail_msg("'%s' gave %d, want %d", g.out, got, want);
+        }
+    }
+    test_free(g.out);
+}
+
 static int collect_field(void *arg, const char *name, size_t len)
 {
     char *out = arg;
@@ -751,6 +841,7 @@ int main(void)
         cmocka_unit_test(test_syntax_errors),
         cmocka_unit_test(test_nesting_limit),
         cmocka_unit_test(test_long_inputs),
+        cmocka_unit_test(test_random_trees),
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_field_cache_and_clone),
         cmocka_unit_test(test_out_of_memory),
