@@ -820,9 +820,9 @@ static int compile_regex(parser *ps, const token *t, uint32_t *idx)
     /* Without JIT (not built, or out of executable memory) the interpreter matches. */
     regex *r = &p->rxs[p->n_rxs];
     r->code = re;
-    r->jit = pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) == 0;
     literal_regex(p->bytes + off, len, r);
     r->off += off;
+    r->jit = r->kind == RX_PCRE && pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) == 0;
     *idx = p->n_rxs++;
     return 0;
 }
