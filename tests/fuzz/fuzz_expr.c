@@ -1,5 +1,5 @@
 /*
- * fuzz_expr.c: libFuzzer target for the condition language (agent/expr.c).
+ * fuzz_expr.c: libFuzzer target for the condition language (agent/expr_*.c).
  *
  * Compiles the input as an expression. A refused input must come with a column inside
  * the expression (1 .. size + 1) and a non-empty message. An accepted one is evaluated

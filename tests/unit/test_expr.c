@@ -1,10 +1,11 @@
 /*
- * test_expr.c: the condition language (agent/expr.c, docs/conditions.md).
+ * test_expr.c: the condition language (agent/expr_parse.c, agent/expr_eval.c,
+ * docs/conditions.md).
  *
- * expr.c is compiled into this file with its allocations routed to cmocka's test_malloc,
+ * Both are compiled into this file with their allocations routed to cmocka's test_malloc,
  * so every test fails on a leaked block, and the out-of-memory test makes each
- * allocation of a compile (PCRE2's included) fail in turn. The symbols defined here
- * take the place of spool_core's copy of expr.o, which the linker then leaves out.
+ * allocation of a compile (PCRE2's included) fail in turn. The symbols defined here take
+ * the place of spool_core's expr_parse.o and expr_eval.o, which the linker then leaves out.
  *
  * Records are arrays of (name, value) pairs read by a field accessor that counts its
  * calls. The timing test prints ns per evaluation; it asserts nothing about speed.
@@ -49,7 +50,8 @@ static void *counted_realloc(void *p, size_t n)
 #define EXPR_MALLOC(n) counted_malloc(n)
 #define EXPR_REALLOC(p, n) counted_realloc((p), (n))
 #define EXPR_FREE(p) test_free(p)
-#include "../../agent/expr.c"
+#include "../../agent/expr_eval.c"
+#include "../../agent/expr_parse.c"
 
 /* ---- records ---- */
 
