@@ -26,6 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #ifndef PARSE_REALLOC
 #define PARSE_REALLOC(p, n) realloc((p), (n))
@@ -50,6 +53,7 @@ typedef struct span {
     int in_scratch; /* 1: off is in sc->data; 0: off is in the input */
     size_t off;
     size_t len;
+    int escaped; /* json_string: 1 when the string held an escape */
 } span;
 
 static const uint8_t *span_ptr(const pctx *c, const span *s)
@@ -158,7 +162,7 @@ static const char *describe(const pctx *c, size_t at, char *buf, size_t cap)
     return buf;
 }
 
-static int emit_span(pctx *c, const span *name, const span *val)
+static inline int emit_span(pctx *c, const span *name, const span *val)
 {
     return c->emit(c->arg, (const char *)span_ptr(c, name), name->len, span_ptr(c, val), val->len);
 }
@@ -169,6 +173,55 @@ static int emit_true(pctx *c, const span *name)
 }
 
 /* ---- JSON strings (also logfmt's quoted values) ---- */
+
+/* 1 for the bytes that end a run of plain string bytes: '"', '\\' and controls. */
+static const uint8_t str_stop[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1,
+    [0x07] = 1, [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1,
+    [0x0e] = 1, [0x0f] = 1, [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1,
+    [0x15] = 1, [0x16] = 1, [0x17] = 1, [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1,
+    [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1, ['"'] = 1,  ['\\'] = 1,
+};
+
+/* The index of the first byte at or after i that is '"', '\\' or a control, or n. */
+static inline size_t plain_run(const uint8_t *in, size_t i, size_t n)
+{
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i bslash = _mm_set1_epi8('\\');
+    const __m128i ctl = _mm_set1_epi8(0x1f);
+    while (n - i >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(in + i));
+        __m128i hit =
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                         _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        if (mask) {
+            return i + (size_t)__builtin_ctz(mask);
+        }
+        i += 16;
+    }
+#endif
+    while (n - i >= 4) {
+        if (str_stop[in[i]]) {
+            return i;
+        }
+        if (str_stop[in[i + 1]]) {
+            return i + 1;
+        }
+        if (str_stop[in[i + 2]]) {
+            return i + 2;
+        }
+        if (str_stop[in[i + 3]]) {
+            return i + 3;
+        }
+        i += 4;
+    }
+    while (i < n && !str_stop[in[i]]) {
+        i++;
+    }
+    return i;
+}
 
 enum { SCAN_VALIDATE, SCAN_AUTO, SCAN_SCRATCH };
 
@@ -258,17 +311,16 @@ static int json_string(pctx *c, int mode, span *out)
     const uint8_t *in = c->in;
     size_t n = c->n;
     size_t open = c->pos;
-    size_t i = open + 1;
-    while (i < n && in[i] != '"' && in[i] != '\\' && in[i] >= 0x20) {
-        i++;
-    }
+    size_t i = plain_run(in, open + 1, n);
     if (i < n && in[i] == '"' && mode != SCAN_SCRATCH) {
         out->in_scratch = 0;
         out->off = open + 1;
         out->len = i - open - 1;
+        out->escaped = 0;
         c->pos = i + 1;
         return 0;
     }
+    int escaped = 0;
     parse_scratch *sc = c->sc;
     size_t start = sc->len;
     int copy = mode != SCAN_VALIDATE;
@@ -293,10 +345,7 @@ static int json_string(pctx *c, int mode, span *out)
             return bad_input(c, i, "control byte 0x%02x in a string (it must be escaped)", b);
         }
         if (b != '\\') {
-            size_t run = i + 1;
-            while (run < n && in[run] != '"' && in[run] != '\\' && in[run] >= 0x20) {
-                run++;
-            }
+            size_t run = plain_run(in, i + 1, n);
             if (copy) {
                 memcpy(sc->data + sc->len, in + i, run - i);
                 sc->len += run - i;
@@ -307,6 +356,7 @@ static int json_string(pctx *c, int mode, span *out)
         if (i + 1 >= n) {
             return bad_input(c, open, "unterminated string");
         }
+        escaped = 1;
         uint8_t e = in[i + 1];
         uint8_t lit;
         switch (e) {
@@ -357,14 +407,18 @@ static int json_string(pctx *c, int mode, span *out)
     out->in_scratch = 1;
     out->off = start;
     out->len = sc->len - start;
+    out->escaped = escaped;
     c->pos = i + 1;
     return 0;
 }
 
 /* ---- JSON ---- */
 
-static void json_ws(pctx *c)
+static inline void json_ws(pctx *c)
 {
+    if (c->pos < c->n && c->in[c->pos] > ' ') {
+        return;
+    }
     while (c->pos < c->n) {
         uint8_t b = c->in[c->pos];
         if (b != ' ' && b != '\t' && b != '\n' && b != '\r') {
@@ -428,13 +482,19 @@ static int json_number(pctx *c)
 
 static int json_literal(pctx *c)
 {
-    static const char *const words[] = {"true", "false", "null"};
-    for (size_t w = 0; w < 3; w++) {
-        size_t len = strlen(words[w]);
-        if (c->n - c->pos >= len && memcmp(c->in + c->pos, words[w], len) == 0) {
-            c->pos += len;
-            return 0;
-        }
+    const uint8_t *p = c->in + c->pos;
+    size_t left = c->n - c->pos;
+    size_t len = 0;
+    if (left >= 4 && memcmp(p, "true", 4) == 0) {
+        len = 4;
+    } else if (left >= 5 && memcmp(p, "false", 5) == 0) {
+        len = 5;
+    } else if (left >= 4 && memcmp(p, "null", 4) == 0) {
+        len = 4;
+    }
+    if (len) {
+        c->pos += len;
+        return 0;
     }
     char d[16];
     return bad_input(c, c->pos, "expected a value, found %s", describe(c, c->pos, d, sizeof(d)));
@@ -543,12 +603,14 @@ static int json_object(pctx *c, size_t depth, int *empty)
         if ((rc = json_string(c, base ? SCAN_SCRATCH : SCAN_AUTO, &key))) {
             return rc;
         }
-        if (key.in_scratch && memchr(sc->data + key.off, '\0', key.len)) {
+        if (key.escaped && memchr(sc->data + key.off, '\0', key.len)) {
             return bad_input(c, key_at, "a key holds a NUL character (\\u0000)");
         }
         /* The field's name: the path and the key, contiguous in the scratch, or the key
          * alone in the input (a top-level key without escapes). */
-        span name = {key.in_scratch, key.in_scratch ? 0 : key.off, base + key.len};
+        span name = {.in_scratch = key.in_scratch,
+                     .off = key.in_scratch ? 0 : key.off,
+                     .len = base + key.len};
         json_ws(c);
         if (c->pos >= c->n || c->in[c->pos] != ':') {
             return bad_input(c, c->pos, "expected ':' after a key, found %s",
@@ -561,7 +623,7 @@ static int json_object(pctx *c, size_t depth, int *empty)
         }
         uint8_t b = c->in[c->pos];
         size_t vstart = c->pos;
-        span val = {0, vstart, 0};
+        span val = {.in_scratch = 0, .off = vstart, .len = 0};
         if (b == '"') {
             rc = json_string(c, SCAN_AUTO, &val);
         } else if (b == '{') {
@@ -670,7 +732,7 @@ int parse_logfmt(const uint8_t *in, size_t n, parse_scratch *sc, parse_emit_fn e
         while (i < n && in[i] > ' ' && in[i] != '=' && in[i] != '"') {
             i++;
         }
-        span key = {0, start, i - start};
+        span key = {.in_scratch = 0, .off = start, .len = i - start};
         if (i < n && in[i] == '"') {
             return bad_input(&c, i, "unexpected '\"' in a key");
         }
@@ -684,7 +746,7 @@ int parse_logfmt(const uint8_t *in, size_t n, parse_scratch *sc, parse_emit_fn e
             continue;
         }
         i++;
-        span val = {0, i, 0};
+        span val = {.in_scratch = 0, .off = i, .len = 0};
         if (i < n && in[i] == '"') {
             c.pos = i;
             sc->len = 0;
@@ -732,7 +794,7 @@ static int kv_quoted(pctx *c, size_t at, span *out, size_t *end)
     }
     *end = i + 1;
     if (!escaped) {
-        *out = (span){0, at + 1, i - at - 1};
+        *out = (span){.in_scratch = 0, .off = at + 1, .len = i - at - 1};
         return 0;
     }
     parse_scratch *sc = c->sc;
@@ -742,6 +804,7 @@ static int kv_quoted(pctx *c, size_t at, span *out, size_t *end)
     }
     out->in_scratch = 1;
     out->off = sc->len;
+    out->escaped = 1;
     for (size_t j = at + 1; j < i; j++) {
         if (in[j] == '\\' && (in[j + 1] == q || in[j + 1] == '\\')) {
             j++;
@@ -762,6 +825,10 @@ int parse_kv(const uint8_t *in, size_t n, const parse_kv_options *opt, parse_scr
     int rc = begin(&c, in, n, sc, emit, arg, err);
     if (rc) {
         return rc;
+    }
+    if (fs == ks || fs == '"' || fs == '\'' || ks == '"' || ks == '\'' || ks == ' ' ||
+        (fs == ' ' && ks == '\t')) {
+        return bad_input(&c, 0, "invalid separators: field '%c', key/value '%c'", fs, ks);
     }
 #define KV_BLANK(b) ((b) == ' ' || (b) == '\t')
 #define KV_FSEP(b) ((b) == fs || (fs == ' ' && (b) == '\t'))
@@ -792,7 +859,7 @@ int parse_kv(const uint8_t *in, size_t n, const parse_kv_options *opt, parse_scr
             while (end > start && KV_BLANK(in[end - 1])) {
                 end--;
             }
-            key = (span){0, start, end - start};
+            key = (span){.in_scratch = 0, .off = start, .len = end - start};
         }
         if (key.len == 0) {
             return bad_input(&c, start, "empty key");
@@ -807,7 +874,7 @@ int parse_kv(const uint8_t *in, size_t n, const parse_kv_options *opt, parse_scr
             continue;
         }
         i++;
-        while (fs != ' ' && i < n && KV_BLANK(in[i])) {
+        while (fs != ' ' && i < n && KV_BLANK(in[i]) && !KV_FSEP(in[i])) {
             i++;
         }
         span val;
@@ -831,7 +898,7 @@ int parse_kv(const uint8_t *in, size_t n, const parse_kv_options *opt, parse_scr
             while (end > vstart && KV_BLANK(in[end - 1])) {
                 end--;
             }
-            val = (span){0, vstart, end - vstart};
+            val = (span){.in_scratch = 0, .off = vstart, .len = end - vstart};
         }
         if ((rc = emit_span(&c, &key, &val))) {
             return rc;
@@ -879,10 +946,10 @@ int parse_csv(const uint8_t *in, size_t n, const parse_csv_options *opt, parse_s
                 doubled = 1;
             }
             if (!doubled) {
-                val = (span){0, open + 1, i - open - 1};
+                val = (span){.in_scratch = 0, .off = open + 1, .len = i - open - 1};
             } else {
                 /* Fewer bytes than the input: begin() reserved them. */
-                val = (span){1, 0, 0};
+                val = (span){.in_scratch = 1, .off = 0, .len = 0};
                 for (size_t j = open + 1; j < i; j++) {
                     sc->data[sc->len++] = in[j];
                     if (in[j] == '"') {
@@ -909,7 +976,7 @@ int parse_csv(const uint8_t *in, size_t n, const parse_csv_options *opt, parse_s
                 }
                 i++;
             }
-            val = (span){0, start, i - start};
+            val = (span){.in_scratch = 0, .off = start, .len = i - start};
         }
         const char *name;
         size_t name_len;
@@ -918,9 +985,14 @@ int parse_csv(const uint8_t *in, size_t n, const parse_csv_options *opt, parse_s
             name = opt->columns[col];
             name_len = strlen(name);
         } else {
-            int w = snprintf(gen, sizeof(gen), "_%zu", col + 1);
-            name = gen;
-            name_len = (size_t)w;
+            /* "_N" without snprintf: digits written backwards from the end of gen. */
+            size_t at = sizeof(gen);
+            for (size_t v = col + 1; v; v /= 10) {
+                gen[--at] = (char)('0' + v % 10);
+            }
+            gen[--at] = '_';
+            name = gen + at;
+            name_len = sizeof(gen) - at;
         }
         if ((rc = emit(arg, name, name_len, span_ptr(&c, &val), val.len))) {
             return rc;

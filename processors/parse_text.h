@@ -70,7 +70,8 @@ int parse_json(const uint8_t *in, size_t n, parse_scratch *sc, parse_emit_fn emi
 int parse_logfmt(const uint8_t *in, size_t n, parse_scratch *sc, parse_emit_fn emit, void *arg,
                  parse_error *err);
 
-/* Separators of parse_kv. Zero-initialised means the defaults. */
+/* Separators of parse_kv. Zero-initialised means the defaults. The two must differ, and
+ * neither may be a quote; kv_sep may not be a space (parse_kv refuses them: -EINVAL). */
 typedef struct parse_kv_options {
     char field_sep; /* between pairs; 0 = ' ' (a space separator also accepts tabs) */
     char kv_sep;    /* between key and value; 0 = '=' */
@@ -78,7 +79,7 @@ typedef struct parse_kv_options {
 
 /*
  * key/value pairs: `a=1 b="two words" c`. Runs of field separators and blanks around a
- * pair are skipped; a key without a value separator is emitted with the value "true"; the
+ * pair are skipped (and, when the field separator is not a space, blanks around kv_sep); a key without a value separator is emitted with the value "true"; the
  * value runs to the next field separator (it may contain kv_sep: `a=b=c` gives a = b=c).
  * Keys and values may be quoted with '"' or '\'': inside, a backslash escapes the quote or
  * a backslash, and other bytes (other backslashes included) are kept as they are. An empty

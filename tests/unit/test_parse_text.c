@@ -496,34 +496,40 @@ static void timing(void **state)
     static const char *const names[] = {"json", "logfmt", "kv", "csv"};
     parse_csv_options cols = {.columns = abc, .n_columns = 3};
     parse_scratch sc = {0};
-    enum { ROUNDS = 100000 };
+    enum { BATCHES = 20, LINES = 10000 }; /* the fastest batch is reported: less noise */
     for (int fmt = F_JSON; fmt <= F_CSV; fmt++) {
         const uint8_t *in = (const uint8_t *)lines[fmt];
         size_t n = strlen(lines[fmt]);
         size_t sum = 0;
-        double t0 = cpu_ns();
-        for (int r = 0; r < ROUNDS; r++) {
-            int rc;
-            switch (fmt) {
-            case F_JSON:
-                rc = parse_json(in, n, &sc, count_fields, &sum, NULL);
-                break;
-            case F_LOGFMT:
-                rc = parse_logfmt(in, n, &sc, count_fields, &sum, NULL);
-                break;
-            case F_KV:
-                rc = parse_kv(in, n, NULL, &sc, count_fields, &sum, NULL);
-                break;
-            default:
-                rc = parse_csv(in, n, &cols, &sc, count_fields, &sum, NULL);
-                break;
+        double best = 0;
+        for (int b = 0; b < BATCHES; b++) {
+            double t0 = cpu_ns();
+            for (int r = 0; r < LINES; r++) {
+                int rc;
+                switch (fmt) {
+                case F_JSON:
+                    rc = parse_json(in, n, &sc, count_fields, &sum, NULL);
+                    break;
+                case F_LOGFMT:
+                    rc = parse_logfmt(in, n, &sc, count_fields, &sum, NULL);
+                    break;
+                case F_KV:
+                    rc = parse_kv(in, n, NULL, &sc, count_fields, &sum, NULL);
+                    break;
+                default:
+                    rc = parse_csv(in, n, &cols, &sc, count_fields, &sum, NULL);
+                    break;
+                }
+                assert_int_equal(rc, 0);
             }
-            assert_int_equal(rc, 0);
+            double ns = (cpu_ns() - t0) / LINES;
+            if (b == 0 || ns < best) {
+                best = ns;
+            }
         }
-        double ns = (cpu_ns() - t0) / ROUNDS;
         assert_true(sum > 0);
-        printf("parse %-6s %3zu-byte line: %6.1f ns/line (CPU, %d lines)\n", names[fmt], n, ns,
-               ROUNDS);
+        printf("parse %-6s %3zu-byte line: %6.1f ns/line (CPU, best of %d x %d lines)\n",
+               names[fmt], n, best, BATCHES, LINES);
     }
     parse_scratch_free(&sc);
 }
