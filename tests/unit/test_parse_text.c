@@ -389,6 +389,9 @@ static void kv_values(void **state)
     OK(F_KV, &pipe, "a=1|b=2", "a=1|b=2|");
     parse_kv_options tab = {.field_sep = '\t'};
     OK(F_KV, &tab, "a=x y\tb=2", "a=x y|b=2|");
+    OK(F_KV, &tab, "a=\tb= 1 \t c", "a=|b=1|c=true|");
+    parse_kv_options amp = {.field_sep = '&', .kv_sep = ':'};
+    OK(F_KV, &amp, "user:bob&id:7&q:\"a&b\"", "user=bob|id=7|q=a&b|");
 }
 
 static void kv_errors(void **state)
@@ -411,6 +414,22 @@ static void kv_errors(void **state)
         {"a=1, =2", 5, "empty key"},
     };
     check_bad(F_KV, &comma, comma_cases, sizeof(comma_cases) / sizeof(comma_cases[0]));
+
+    static const parse_kv_options clash[] = {
+        {.field_sep = '=', .kv_sep = '='},
+        {.field_sep = ',', .kv_sep = ','},
+        {.field_sep = '"'},
+        {.kv_sep = '\''},
+        {.kv_sep = ' '},
+        {.kv_sep = '\t'},
+    };
+    for (size_t i = 0; i < sizeof(clash) / sizeof(clash[0]); i++) {
+        sink s = {0};
+        parse_error err = {0};
+        assert_int_equal(run(F_KV, "a=1", 3, &clash[i], &s, &err), -EINVAL);
+        assert_non_null(strstr(err.message, "invalid separators"));
+        assert_int_equal(s.calls, 0);
+    }
 
     sink s = {0};
     parse_error err = {0};
