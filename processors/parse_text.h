@@ -51,9 +51,10 @@ typedef int (*parse_emit_fn)(void *arg, const char *name, size_t name_len, const
  * error). Nested objects are flattened to dotted names ({"http":{"status":500}} gives
  * http.status = 500; an empty object gives its name = {}); strings are unescaped
  * (\uXXXX, surrogate pairs included, to UTF-8; an invalid escape or an unpaired surrogate
- * is an error); numbers, true, false and null are emitted as their literal text; arrays as
- * their raw JSON text. Nesting deeper than PARSE_JSON_MAX_DEPTH is an error. Duplicate
- * names are all emitted, in order. Bytes of strings are not checked to be UTF-8.
+ * is an error, and so is \u0000 in a key); numbers, true, false and null are emitted as
+ * their literal text; arrays as their raw JSON text. Nesting deeper than
+ * PARSE_JSON_MAX_DEPTH is an error. Duplicate names are all emitted, in order, and
+ * {"a.b":1} and {"a":{"b":1}} both give a.b. Bytes of strings are not checked to be UTF-8.
  * Returns 0, -EINVAL with *err filled, -ENOMEM (scratch growth), or the callback's
  * non-zero return.
  */
@@ -78,13 +79,14 @@ typedef struct parse_kv_options {
 } parse_kv_options;
 
 /*
- * key/value pairs: `a=1 b="two words" c`. Runs of field separators and blanks around a
- * pair are skipped (and, when the field separator is not a space, blanks around kv_sep); a key without a value separator is emitted with the value "true"; the
- * value runs to the next field separator (it may contain kv_sep: `a=b=c` gives a = b=c).
- * Keys and values may be quoted with '"' or '\'': inside, a backslash escapes the quote or
- * a backslash, and other bytes (other backslashes included) are kept as they are. An empty
- * key, an unterminated quote, or bytes after a closing quote other than a separator is an
- * error. `opt` may be NULL. Returns as parse_json does.
+ * key/value pairs: `a=1 b="two words" c`. Runs of field separators and blanks between
+ * pairs are skipped, and so are blanks around kv_sep when the field separator is not a
+ * space. A key without a value separator is emitted with the value "true"; the value runs
+ * to the next field separator (it may hold kv_sep: `a=b=c` gives a = b=c). Keys and values
+ * may be quoted with '"' or '\'': inside, a backslash escapes the quote or a backslash,
+ * and other bytes (other backslashes included) are kept as they are. An empty key, a NUL
+ * byte in a key, an unterminated quote, or bytes after a closing quote other than a
+ * separator is an error. `opt` may be NULL. Returns as parse_json does.
  */
 int parse_kv(const uint8_t *in, size_t n, const parse_kv_options *opt, parse_scratch *sc,
              parse_emit_fn emit, void *arg, parse_error *err);
