@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <string.h>
 
+/* ---- numbers ---- */
+
 static locale_t c_locale;
 static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
 
