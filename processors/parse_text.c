@@ -920,6 +920,9 @@ int parse_csv(const uint8_t *in, size_t n, const parse_csv_options *opt, parse_s
     if (rc) {
         return rc;
     }
+    if (sep == '"' || sep == '\n' || sep == '\r') {
+        return bad_input(&c, 0, "invalid separator: byte 0x%02x", sep);
+    }
     if (n > 0 && in[n - 1] == '\n') {
         n--;
         if (n > 0 && in[n - 1] == '\r') {

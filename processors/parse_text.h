@@ -93,7 +93,7 @@ int parse_kv(const uint8_t *in, size_t n, const parse_kv_options *opt, parse_scr
 
 /* Columns and separator of parse_csv. */
 typedef struct parse_csv_options {
-    char sep;                   /* field separator; 0 = ',' */
+    char sep;                   /* field separator; 0 = ','; not '"', '\n' or '\r' */
     const char *const *columns; /* names of the first n_columns fields, NUL-terminated */
     size_t n_columns;
 } parse_csv_options;
@@ -105,7 +105,8 @@ typedef struct parse_csv_options {
  * named columns are named "_N", N their 1-based position (`_4`), so no data is dropped;
  * named columns without a field are not emitted. Errors: a '"' inside an unquoted field,
  * bytes between a closing quote and the next separator, an unterminated quote, a newline
- * outside quotes (more than one record). Returns as parse_json does.
+ * outside quotes (more than one record), a separator that is a quote or a line end.
+ * Returns as parse_json does.
  */
 int parse_csv(const uint8_t *in, size_t n, const parse_csv_options *opt, parse_scratch *sc,
               parse_emit_fn emit, void *arg, parse_error *err);

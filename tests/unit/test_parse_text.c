@@ -474,6 +474,16 @@ static void csv_errors(void **state)
         {"a,b\n\n", 3, "a newline outside quotes"},
     };
     check_bad(F_CSV, NULL, cases, sizeof(cases) / sizeof(cases[0]));
+
+    static const char bad_seps[] = {'"', '\n', '\r'};
+    for (size_t i = 0; i < sizeof(bad_seps); i++) {
+        parse_csv_options opt = {.sep = bad_seps[i]};
+        sink s = {0};
+        parse_error err = {0};
+        assert_int_equal(run(F_CSV, "a,b", 3, &opt, &s, &err), -EINVAL);
+        assert_non_null(strstr(err.message, "invalid separator"));
+        assert_int_equal(s.calls, 0);
+    }
 }
 
 /* ---- timing (printed, not asserted) ---- */
