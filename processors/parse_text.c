@@ -830,8 +830,18 @@ int parse_kv(const uint8_t *in, size_t n, const parse_kv_options *opt, parse_scr
         (fs == ' ' && ks == '\t')) {
         return bad_input(&c, 0, "invalid separators: field '%c', key/value '%c'", fs, ks);
     }
+    /* Byte classes, so each scanning loop does one lookup per byte. */
+    enum { KV_PLAIN, KV_FS, KV_KS, KV_NUL };
+    uint8_t cls[256];
+    memset(cls, KV_PLAIN, sizeof(cls));
+    cls[0] = KV_NUL;
+    cls[fs] = KV_FS;
+    if (fs == ' ') {
+        cls['\t'] = KV_FS;
+    }
+    cls[ks] = KV_KS;
 #define KV_BLANK(b) ((b) == ' ' || (b) == '\t')
-#define KV_FSEP(b) ((b) == fs || (fs == ' ' && (b) == '\t'))
+#define KV_FSEP(b) (cls[(b)] == KV_FS)
     size_t i = 0;
     for (;;) {
         sc->len = 0;
@@ -847,13 +857,19 @@ int parse_kv(const uint8_t *in, size_t n, const parse_kv_options *opt, parse_scr
             if ((rc = kv_quoted(&c, i, &key, &i))) {
                 return rc;
             }
+            if (memchr(span_ptr(&c, &key), '\0', key.len)) {
+                return bad_input(&c, start, "a key holds a NUL byte");
+            }
             if (i < n && in[i] != ks && !KV_FSEP(in[i])) {
                 return bad_input(&c, i, "expected '%c' or a separator after a quoted key, found %s",
                                  ks, describe(&c, i, d, sizeof(d)));
             }
         } else {
-            while (i < n && in[i] != ks && !KV_FSEP(in[i])) {
+            while (i < n && cls[in[i]] == KV_PLAIN) {
                 i++;
+            }
+            if (i < n && cls[in[i]] == KV_NUL) {
+                return bad_input(&c, start, "a key holds a NUL byte");
             }
             size_t end = i;
             while (end > start && KV_BLANK(in[end - 1])) {
@@ -863,9 +879,6 @@ int parse_kv(const uint8_t *in, size_t n, const parse_kv_options *opt, parse_scr
         }
         if (key.len == 0) {
             return bad_input(&c, start, "empty key");
-        }
-        if (memchr(span_ptr(&c, &key), '\0', key.len)) {
-            return bad_input(&c, start, "a key holds a NUL byte");
         }
         if (i >= n || in[i] != ks) {
             if ((rc = emit_true(&c, &key))) {

@@ -436,6 +436,14 @@ static void kv_errors(void **state)
     assert_int_equal(run(F_KV, "a\0b=1", 5, NULL, &s, &err), -EINVAL);
     assert_int_equal(err.offset, 0);
     assert_non_null(strstr(err.message, "NUL"));
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(run(F_KV, "x=1 \"a\0b\"=1", 11, NULL, &s, &err), -EINVAL);
+    assert_int_equal(err.offset, 4);
+    assert_non_null(strstr(err.message, "NUL"));
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(run(F_KV, "a=x\0y", 5, NULL, &s, &err), 0);
+    assert_int_equal(s.len, 6);
+    assert_memory_equal(s.text, "a=x\0y|", 6);
 }
 
 /* ---- csv ---- */
