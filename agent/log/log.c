@@ -268,6 +268,7 @@ void spool_log_close(spool_log *log)
                 spool__seg_free(log, p->segs[k]);
             }
             free(p->segs);
+            free(p->bad);
             free(p->dir);
             if (p->log != NULL) {
                 pthread_rwlock_destroy(&p->lock);

@@ -52,6 +52,15 @@ typedef struct spool__seg {
     size_t idx_on_disk;           /* entries already in the .index file */
 } spool__seg;
 
+/* read_only: a range of a partition recovery could not read (set at open,
+ * then constant, so readers need no lock). */
+typedef struct spool__bad {
+    int64_t seg_base;             /* segment holding it */
+    int64_t pos_from, pos_to;     /* byte range in the segment; equal when moved aside */
+    int64_t off_from, off_to;     /* offsets [off_from, off_to) that cannot be read */
+    int moved;                    /* moved to a .corrupt file by an earlier `spool run` */
+} spool__bad;
+
 typedef struct spool__part {
     struct spool_log *log;
     int topic;
@@ -71,6 +80,8 @@ typedef struct spool__part {
     int dir_dirty;                /* a segment file was created since the last sync */
     int needs_truncate;           /* a failed append left bytes past size */
     int publish;                  /* commit scratch: may publish this round */
+    spool__bad *bad;              /* read_only: unreadable ranges found by recovery */
+    size_t nbad;
 } spool__part;
 
 typedef struct spool__topic {
@@ -159,6 +170,11 @@ long spool__seg_peek(spool_log *log, spool__seg *s, int64_t pos, int64_t limit,
 /* Position of the first batch whose last offset >= offset, bounded by limit;
  * sets *pos (== limit if none). Caller holds the rdlock. */
 int spool__seg_find(spool_log *log, spool__seg *s, int64_t offset, int64_t limit, int64_t *pos);
+/* The first position in [from, limit) where a valid batch (CRC checked)
+ * with base offset >= min_base starts, its base on *base; -1 if none (or
+ * out of memory). Reads the range at once: for recovery and skipping. */
+int64_t spool__seg_resync(spool_log *log, spool__seg *s, int64_t from, int64_t limit,
+                          int64_t min_base, int64_t *base);
 
 /* ---- recovery.c ---- */
 int spool__part_recover(spool_log *log, spool__part *p, int have_ckpt, int64_t ckpt_end);
@@ -166,6 +182,9 @@ int spool__part_recover(spool_log *log, spool__part *p, int have_ckpt, int64_t c
 int spool__part_refresh(spool_log *log, spool__part *p, int64_t ckpt_end);
 
 /* ---- partition.c ---- */
+/* read_only: records an unreadable range of p (caller holds the wrlock or
+ * is alone). 0 or -ENOMEM. */
+int spool__part_add_bad(spool__part *p, const spool__bad *b);
 int spool__part_roll(spool_log *log, spool__part *p);
 /* Appends a segment to p's array (caller holds the wrlock or is alone). */
 int spool__part_push(spool__part *p, spool__seg *s);

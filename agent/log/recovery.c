@@ -36,6 +36,25 @@ typedef struct scan_result {
 } scan_result;
 
 /*
+ * read_only: offsets [from, to) are missing before position pos of s.
+ * Offsets are dense in a partition spool wrote, so a gap is data that was
+ * lost (the tail of a crash before a sync) or moved aside as corrupt by an
+ * earlier `spool run`: a reader must be told.
+ */
+static void ro_note_gap(spool_log *log, spool__part *p, spool__seg *s, int64_t pos, int64_t from,
+                        int64_t to)
+{
+    if (!log->read_only || to <= from) {
+        return;
+    }
+    char path[4096];
+    spool__seg_path(path, sizeof(path), p->dir, s->base, ".log.corrupt");
+    spool__bad b = { .seg_base = s->base, .pos_from = pos, .pos_to = pos, .off_from = from,
+                     .off_to = to, .moved = access(path, F_OK) == 0 };
+    (void)spool__part_add_bad(p, &b); /* out of memory: the range goes unnamed */
+}
+
+/*
  * Scans batches of s from `from` (whose batch must start at offset >= expect)
  * to file_size, verifying CRCs, stopping before a batch with base >= stop.
  * Adds index entries past the last one, updates end and max_ts.
@@ -75,6 +94,9 @@ static int scan_batches(spool_log *log, spool__part *p, spool__seg *s, int64_t f
             }
             if (r > 0) {
                 int64_t at = pos + (int64_t)off;
+                if (info.base_offset > res->end) {
+                    ro_note_gap(log, p, s, at, res->end, info.base_offset);
+                }
                 if (at > s->last_index_pos && spool__seg_index_due(log, p, s, at)) {
                     pthread_rwlock_wrlock(&p->lock);
                     rc = spool__seg_index_add(log, s, info.base_offset, at);
@@ -137,27 +159,6 @@ out:
     }
     spool_buf_free(&buf);
     return rc;
-}
-
-/* 1 if a valid batch (CRC checked) starts right after the bad one at pos. */
-static int valid_batch_follows(spool_log *log, spool__seg *s, int64_t pos, int64_t file_size)
-{
-    spool_batch_info info;
-    long sz = spool__seg_peek(log, s, pos, INT64_MAX, &info);
-    if (sz <= 0 || pos + sz >= file_size) {
-        return 0;
-    }
-    long sz2 = spool__seg_peek(log, s, pos + sz, file_size, &info);
-    if (sz2 <= 0) {
-        return 0;
-    }
-    uint8_t *b = malloc((size_t)sz2);
-    int ok = 0;
-    if (b != NULL && log->io->pread(s->fd, b, (size_t)sz2, pos + sz) == sz2) {
-        ok = spool_batch_parse_header(b, (size_t)sz2, 1, &info) == sz2;
-    }
-    free(b);
-    return ok;
 }
 
 /* Copies [pos, size) of s to <segment>.log.corrupt (a fresh name). */
@@ -305,8 +306,56 @@ static void drop_last(spool_log *log, spool__part *p)
     spool__seg_free(log, s);
 }
 
+/*
+ * read_only: the scan of segment i stopped at a bad batch below the
+ * checkpoint's end. Records the range up to the next valid batch (an index
+ * entry there keeps lookups out of the bad bytes) and scans on from it;
+ * without one, the range runs to the next segment (or the checkpoint's
+ * end) and the segment is cut, in memory, at the bad batch.
+ */
+static int ro_skip_bad(spool_log *log, spool__part *p, size_t i, scan_result *r, int have_ckpt,
+                       int64_t ckpt_end)
+{
+    spool__seg *s = p->segs[i];
+    int64_t size = s->size;
+    for (int round = 0; round < 1000000; round++) {
+        int64_t nbase = 0;
+        int64_t q = spool__seg_resync(log, s, r->pos + 1, size, r->end, &nbase);
+        spool__bad b = { .seg_base = s->base, .pos_from = r->pos, .off_from = r->end };
+        if (q < 0) {
+            b.pos_to = size;
+            b.off_to = i + 1 < p->nsegs ? p->segs[i + 1]->base : have_ckpt ? ckpt_end : r->end;
+            if (b.off_to > b.off_from && spool__part_add_bad(p, &b) < 0) {
+                return -ENOMEM;
+            }
+            s->end = r->end;
+            return cut_segment(log, s, r->pos);
+        }
+        b.pos_to = q;
+        b.off_to = nbase;
+        int rc = spool__part_add_bad(p, &b);
+        if (rc == 0) {
+            rc = spool__seg_index_add(log, s, nbase, q);
+        }
+        if (rc == 0) {
+            rc = scan_batches(log, p, s, q, nbase, size, INT64_MAX, r);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+        s->end = r->end;
+        if (r->why == SCAN_CLEAN) {
+            return 0;
+        }
+        if (have_ckpt && r->end >= ckpt_end) {
+            return cut_segment(log, s, r->pos); /* beyond the commit point: being written */
+        }
+    }
+    return 0;
+}
+
 /* Handles a scan of s that stopped at a bad or incomplete batch. */
-static int handle_bad(spool_log *log, spool__part *p, size_t i, const scan_result *r,
+static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
                       int have_ckpt, int64_t ckpt_end)
 {
     spool__seg *s = p->segs[i];
@@ -318,9 +367,16 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, const scan_resul
             last = 0;
         }
     }
+    /* A torn write is the last one: no valid batch follows it anywhere in
+     * the segment (one that does proves the bytes between were corrupted). */
+    int64_t nbase = 0;
     int torn = (have_ckpt && r->end >= ckpt_end) ||
-               (last && (r->why == SCAN_INCOMPLETE || !valid_batch_follows(log, s, r->pos, size)));
+               (last && spool__seg_resync(log, s, r->pos + 1, size, r->end, &nbase) < 0);
     if (log->read_only) {
+        /* A committed range that cannot be read: record it, read on after it. */
+        if (!(have_ckpt ? r->end >= ckpt_end : torn)) {
+            return ro_skip_bad(log, p, i, r, have_ckpt, ckpt_end);
+        }
         return cut_segment(log, s, r->pos);
     }
     if (torn) {
@@ -356,7 +412,10 @@ static int recover_segment(spool_log *log, spool__part *p, size_t i, int have_ck
     int rc;
     int is_last = i + 1 == p->nsegs;
     int64_t stop = INT64_MAX;
-    if (!is_last && spool__seg_index_load(log, p, s, s->size) && s->nidx > 0) {
+    char moved[4096];
+    spool__seg_path(moved, sizeof(moved), p->dir, s->base, ".log.corrupt");
+    int check_all = log->read_only && access(moved, F_OK) == 0;
+    if (!is_last && !check_all && spool__seg_index_load(log, p, s, s->size) && s->nidx > 0) {
         spool__idx_entry e = s->idx[s->nidx - 1];
         rc = scan_batches(log, p, s, e.pos, s->base + e.rel, s->size, stop, &r);
         if (rc < 0) {
@@ -479,7 +538,15 @@ int spool__part_recover(spool_log *log, spool__part *p, int have_ckpt, int64_t c
     if (p->nsegs > 0 && have_ckpt && (rc = cut_to_checkpoint(log, p, ckpt_end)) < 0) {
         goto out;
     }
+    for (size_t i = 1; log->read_only && i < p->nsegs; i++) {
+        spool__seg *prev = p->segs[i - 1];
+        ro_note_gap(log, p, prev, prev->size, prev->end, p->segs[i]->base);
+    }
     int64_t end = p->nsegs ? p->segs[p->nsegs - 1]->end : (have_ckpt ? ckpt_end : 0);
+    if (have_ckpt && end < ckpt_end && p->nsegs > 0) {
+        spool__seg *last = p->segs[p->nsegs - 1];
+        ro_note_gap(log, p, last, last->size, end, ckpt_end);
+    }
     if (have_ckpt && end < ckpt_end) {
         if (!log->read_only) {
             log->stats.ckpt_missing++;

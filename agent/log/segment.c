@@ -323,3 +323,43 @@ int spool__seg_index_due(spool_log *log, spool__part *p, spool__seg *s, int64_t 
     int64_t every = log->topics[p->topic].conf.index_interval_bytes;
     return s->last_index_pos < 0 || pos - s->last_index_pos >= (every > 0 ? every : 4096);
 }
+
+int64_t spool__seg_resync(spool_log *log, spool__seg *s, int64_t from, int64_t limit,
+                          int64_t min_base, int64_t *base)
+{
+    if (from >= limit || limit - from > (int64_t)1 << 31) {
+        return -1;
+    }
+    size_t len = (size_t)(limit - from);
+    uint8_t *buf = malloc(len);
+    int64_t found = -1;
+    if (buf == NULL || log->io->pread(s->fd, buf, len, from) != (long)len) {
+        goto out;
+    }
+    for (size_t q = 0; q + SPOOL_BATCH_HEADER_SIZE <= len; q++) {
+        const uint8_t *b = buf + q;
+        if (b[16] != 2) {
+            continue;
+        }
+        int64_t bo = (int64_t)(((uint64_t)b[0] << 56) | ((uint64_t)b[1] << 48) |
+                               ((uint64_t)b[2] << 40) | ((uint64_t)b[3] << 32) |
+                               ((uint64_t)b[4] << 24) | ((uint64_t)b[5] << 16) |
+                               ((uint64_t)b[6] << 8) | b[7]);
+        uint32_t blen = ((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16) | ((uint32_t)b[10] << 8) |
+                        b[11];
+        if (bo < min_base || blen > SPOOL__MAX_BATCH ||
+            (size_t)blen + SPOOL_BATCH_LOG_OVERHEAD > len - q) {
+            continue;
+        }
+        spool_batch_info info;
+        size_t sz = (size_t)blen + SPOOL_BATCH_LOG_OVERHEAD;
+        if (spool_batch_parse_header(b, sz, 1, &info) == (long)sz) {
+            found = from + (int64_t)q;
+            *base = bo;
+            break;
+        }
+    }
+out:
+    free(buf);
+    return found;
+}
