@@ -27,6 +27,8 @@ typedef struct cli_common {
     char dir_buf[4096];
     spool_topic_conf *topics;
     size_t ntopics;
+    spool_log_consumer_conf *consumers; /* the config's outputs (with -c) */
+    size_t nconsumers;
 } cli_common;
 
 /* Consumes --data-dir/-c at argv[*i]; 1 if taken, 0 if not ours, -1 usage. */
@@ -58,6 +60,7 @@ static void common_free(cli_common *c)
         free(c->topics[i].name);
     }
     free(c->topics);
+    spool_config_consumers_free(c->consumers, c->nconsumers);
 }
 
 /* Opens the log read_only. Returns an exit status (0 ok). */
@@ -69,7 +72,7 @@ static int common_open(cli_common *c, spool_log **log)
     }
     if (c->data_dir == NULL) {
         if (spool_config_data_dir(c->config, c->dir_buf, sizeof(c->dir_buf), &c->topics,
-                                  &c->ntopics) < 0) {
+                                  &c->ntopics, &c->consumers, &c->nconsumers) < 0) {
             fprintf(stderr, "spool: cannot load %s\n", c->config);
             return 2;
         }
@@ -119,6 +122,38 @@ static void collect_cursor(void *arg, const char *consumer, const char *topic, i
     e->offset = offset;
 }
 
+/* Adds a cursor at the partition's beginning (offset -1) for every
+ * configured consumer with none saved: an output that never saved a
+ * cursor starts at the beginning, so its lag is the whole partition. */
+static void add_configured(spool_log *log, lag_list *l, const spool_log_consumer_conf *cons,
+                           size_t ncons)
+{
+    for (size_t i = 0; i < ncons; i++) {
+        for (size_t k = 0; k < cons[i].topic_count; k++) {
+            int t = spool_log_topic_index(log, cons[i].topics[k]);
+            const spool_topic_conf *tc = spool_log_topic_conf(log, t);
+            for (int32_t p = 0; tc != NULL && p < tc->partitions; p++) {
+                size_t j = 0;
+                while (j < l->count && (l->items[j].partition != p ||
+                                        strcmp(l->items[j].consumer, cons[i].name) != 0 ||
+                                        strcmp(l->items[j].topic, tc->name) != 0)) {
+                    j++;
+                }
+                if (j == l->count) {
+                    collect_cursor(l, cons[i].name, tc->name, p, -1);
+                }
+            }
+        }
+    }
+}
+
+static void collect_lags(spool_log *log, lag_list *l, const spool_log_consumer_conf *cons,
+                         size_t ncons)
+{
+    spool_log_cursor_foreach(log, collect_cursor, l);
+    add_configured(log, l, cons, ncons);
+}
+
 static int buf_printf(spool_buf *out, const char *fmt, ...) SPOOL_PRINTF(2, 3);
 
 static int buf_printf(spool_buf *out, const char *fmt, ...)
@@ -141,11 +176,12 @@ static int buf_json_str(spool_buf *out, const char *s)
     return buf_printf(out, "\"%.*s\"", (int)(n < sizeof(buf) ? n : sizeof(buf)), buf);
 }
 
-int spool_log_topics_json(spool_log *log, spool_buf *out)
+int spool_log_topics_json(spool_log *log, const spool_log_consumer_conf *consumers,
+                          size_t nconsumers, spool_buf *out)
 {
     lag_list lags = { 0 };
     int rc = 0;
-    spool_log_cursor_foreach(log, collect_cursor, &lags);
+    collect_lags(log, &lags, consumers, nconsumers);
     rc |= buf_printf(out, "{\"topics\":[");
     for (size_t t = 0; t < spool_log_topic_count(log); t++) {
         const spool_topic_conf *tc = spool_log_topic_conf(log, (int)t);
@@ -187,7 +223,8 @@ int spool_log_topics_json(spool_log *log, spool_buf *out)
 
 static const char topics_usage[] =
     "usage: spool topics [-c FILE | --data-dir DIR] [--json]\n"
-    "  per partition: beginning and end offsets, bytes, segments, and each output's lag\n";
+    "  per partition: beginning and end offsets, bytes, segments, and each output's lag\n"
+    "  (with -c, also the config's outputs that never saved a cursor: lag from the beginning)\n";
 
 int spool_cli_topics(int argc, char **argv)
 {
@@ -219,7 +256,7 @@ int spool_cli_topics(int argc, char **argv)
     }
     if (json) {
         spool_buf jb = { 0 };
-        rc = spool_log_topics_json(log, &jb);
+        rc = spool_log_topics_json(log, c.consumers, c.nconsumers, &jb);
         if (rc == 0) {
             fwrite(jb.data, 1, jb.len, stdout);
             fputc('\n', stdout);
@@ -230,7 +267,7 @@ int spool_cli_topics(int argc, char **argv)
         return rc == 0 && fflush(stdout) == 0 ? 0 : 1;
     }
     lag_list lags = { 0 };
-    spool_log_cursor_foreach(log, collect_cursor, &lags);
+    collect_lags(log, &lags, c.consumers, c.nconsumers);
     printf("%-20s %5s %12s %12s %14s %8s  %s\n", "TOPIC", "PART", "BEGIN", "END", "BYTES",
            "SEGMENTS", "LAG");
     for (size_t t = 0; t < spool_log_topic_count(log); t++) {

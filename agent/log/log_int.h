@@ -228,6 +228,37 @@ void spool__cursors_free(spool_log *log);
  * 0 when it fits, -EAGAIN when it cannot. */
 int spool__retention_make_room(spool_log *log, spool__part *p, int64_t need);
 
+/* ---- preflight.c ---- */
+/* 1 (and a malloc'd message on *msg) if data_dir has no valid checkpoint
+ * while its segments hold data; 0 if not; negative errno. */
+int spool__positions_lost(const char *data_dir, const spool_log_io *io, char **msg);
+
+typedef struct spool__shrink_part {
+    int32_t partition;
+    int64_t begin, end;           /* its offsets */
+    int64_t bytes;                /* in its segments */
+    int64_t undelivered;          /* records the laggiest reader has not read */
+} spool__shrink_part;
+
+/* A configured topic with partition directories beyond its count. */
+typedef struct spool__shrink {
+    int topic;                    /* index in the topics given */
+    int32_t conf_parts, disk_parts;
+    spool__shrink_part *parts;    /* the partitions from conf_parts on */
+    size_t nparts;
+    int64_t undelivered;          /* sum over parts */
+    char *msg;                    /* for the user, when undelivered > 0 */
+} spool__shrink;
+
+/* Finds those topics (read_only). cons NULL: judge by the cursor files. */
+int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
+                       const spool_log_consumer_conf *cons, size_t ncons, spool__shrink **out,
+                       size_t *nout);
+void spool__shrink_free(spool__shrink *s, size_t n);
+/* Writable open: refuses (-ENOTEMPTY, logged) partitions beyond the count
+ * holding undelivered records unless overridden; empties the others. */
+int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t ntopics);
+
 /* ---- misc ---- */
 int spool__fsync_dir(const char *path);
 int spool__mkdirs(const char *path);
