@@ -597,6 +597,16 @@ static int64_t read_chunk(read_ctx *rc, int32_t p, int64_t *next, int64_t budget
         return -1;
     }
     if (n == 0) {
+        /* Nothing readable here: the start of a range with no bytes left
+         * (moved aside, or lost before a sync)? */
+        spool_log_bad_range b;
+        for (size_t k = 0; spool_log_bad_range_get(rc->log, rc->topic, p, k, &b) == 0; k++) {
+            if (start >= b.from_offset && start < b.to_offset) {
+                report_range(rc, p, &b, NULL);
+                *next = b.to_offset;
+                *moved = 1;
+            }
+        }
         return 0;
     }
     int64_t printed = 0;
