@@ -27,6 +27,27 @@ import spoolt
 from spoolt import check, write
 
 t = spoolt.Suite(__file__)
+RUNNING = []
+
+
+def start(cfg, **kw):
+    """spoolt.Spool, killed at the end of the case whatever happens."""
+    s = spoolt.Spool(cfg, **kw)
+    RUNNING.append(s)
+    return s
+
+
+def case(fn):
+    def wrapped(tmp):
+        try:
+            fn(tmp)
+        finally:
+            while RUNNING:
+                s = RUNNING.pop()
+                if s.proc.poll() is None:
+                    s.kill()
+    wrapped.__name__ = fn.__name__
+    return t.case(wrapped)
 
 
 def murmur2_partition(key, n):
@@ -57,7 +78,10 @@ def murmur2_partition(key, n):
 
 
 def topics_json(cfg):
+    """spool topics --json; {"topics": []} while the log does not exist yet."""
     r = spoolt.run(["topics", "-c", cfg, "--json"])
+    if r.returncode != 0 and not os.path.isdir(os.path.join(os.path.dirname(cfg), "data")):
+        return {"topics": []}
     check(r.returncode == 0, "spool topics failed: %s" % r.stderr)
     return json.loads(r.stdout)
 
@@ -116,7 +140,7 @@ def read_values(cfg, *args):
     return r, [int(x) for x in r.stdout.split()]
 
 
-@t.case
+@case
 def read_names_corrupt_range_and_exits_3(tmp):
     cfg = stdin_conf(tmp)
     values = fill_three_batches(tmp, cfg)
@@ -165,7 +189,7 @@ def read_names_corrupt_range_and_exits_3(tmp):
     check(got == values[:first], "after the move: %d records, want %d" % (len(got), first))
 
 
-@t.case
+@case
 def read_clean_log_exits_0(tmp):
     cfg = stdin_conf(tmp)
     values = fill_three_batches(tmp, cfg, n_per_run=100)
@@ -176,7 +200,7 @@ def read_clean_log_exits_0(tmp):
 
 # ---- 12.10: lag of an output that never saved a cursor ----
 
-@t.case
+@case
 def topics_lag_of_output_without_cursor(tmp):
     port = spoolt.free_port()  # nobody listens: the output never delivers
     cfg = write(os.path.join(tmp, "spool.yaml"), f"""
@@ -264,7 +288,7 @@ def write_lines(files, per_file, start=0):
             fh.write("".join("%d-%d\n" % (k, i) for i in range(start, start + per_file)))
 
 
-@t.case
+@case
 def lower_partitions_by_restart(tmp):
     files = keyed_files(tmp)
     per = 2000
@@ -272,7 +296,7 @@ def lower_partitions_by_restart(tmp):
     cfg = os.path.join(tmp, "spool.yaml")
     port = spoolt.free_port()
     write(cfg, part_conf(tmp, 4, dead_output(port)))
-    s = spoolt.Spool(cfg)
+    s = start(cfg)
     spoolt.wait_for(lambda: partition_ends(cfg) == {0: per, 1: per, 2: per, 3: per},
                     what="every line in the log")
     check(s.terminate() == 0, s.stderr()[-2000:])
@@ -291,18 +315,18 @@ def lower_partitions_by_restart(tmp):
     # Drain with four partitions and a working output, then lower the count.
     out = os.path.join(tmp, "out.txt")
     write(cfg, part_conf(tmp, 4, file_output(out)))
-    s = spoolt.Spool(cfg)
+    s = start(cfg)
     spoolt.wait_for(lambda: len(spoolt.read_lines(out)) >= 4 * per, what="output drained")
 
     def drained():
-        tp = topics_json(cfg)["topics"][0]["partitions"]
-        return all(p["lag"].get("output.out") == 0 for p in tp)
+        tps = topics_json(cfg)["topics"]
+        return tps and all(p["lag"].get("output.out") == 0 for p in tps[0]["partitions"])
     spoolt.wait_for(drained, what="lag 0 in spool topics")
     check(s.terminate() == 0, s.stderr()[-2000:])
     write(cfg, part_conf(tmp, 2, file_output(out)))
     r = spoolt.run(["check", cfg])
     check(r.returncode == 0, "check after draining: %s" % r.stderr)
-    s = spoolt.Spool(cfg)
+    s = start(cfg)
     spoolt.wait_for(lambda: "partition removed" in s.stderr(), what="removal logged")
     write_lines(files, 10, start=per)  # new lines land in partitions 0 and 1
     spoolt.wait_for(lambda: len(spoolt.read_lines(out)) >= 4 * per + 40, what="new lines")
@@ -315,7 +339,7 @@ def lower_partitions_by_restart(tmp):
                                                                               len(want)))
 
 
-@t.case
+@case
 def lower_partitions_by_reload_is_refused(tmp):
     files = keyed_files(tmp)
     per = 1000
@@ -323,7 +347,7 @@ def lower_partitions_by_reload_is_refused(tmp):
     cfg = os.path.join(tmp, "spool.yaml")
     port = spoolt.free_port()
     write(cfg, part_conf(tmp, 4, dead_output(port)))
-    s = spoolt.Spool(cfg)
+    s = start(cfg)
     try:
         spoolt.wait_for(lambda: partition_ends(cfg) == {0: per, 1: per, 2: per, 3: per},
                         what="every line in the log")
@@ -345,7 +369,7 @@ def lower_partitions_by_reload_is_refused(tmp):
 
 # ---- 13.6: the checkpoint deleted ----
 
-@t.case
+@case
 def deleted_checkpoint_refused_until_reset(tmp):
     src = os.path.join(tmp, "src.log")
     write(src, "".join("%d\n" % i for i in range(1, 1001)))
@@ -368,7 +392,7 @@ outputs:
     topics: [app]
     path: {out}
 """)
-    s = spoolt.Spool(cfg)
+    s = start(cfg)
     spoolt.wait_for(lambda: len(spoolt.read_lines(out)) >= 1000, what="1000 lines out")
     check(s.terminate() == 0, s.stderr()[-2000:])
     for slot in (0, 1):
@@ -389,7 +413,7 @@ outputs:
     r = spoolt.run(["run", "-c", cfg], timeout=60)
     check(r.returncode == 2 and b"both slots are damaged" in r.stderr, r.stderr)
     # With the flag: starts, and (as it says) reads the file again.
-    s = spoolt.Spool(cfg, args=["--reset-positions"])
+    s = start(cfg, args=["--reset-positions"])
     spoolt.wait_for(lambda: len(spoolt.read_lines(out)) >= 2000, what="the re-read")
     check(s.terminate() == 0, s.stderr()[-2000:])
     check("--reset-positions given" in s.stderr(), s.stderr())
