@@ -314,7 +314,9 @@ static const char read_usage[] =
     "                  [--from beginning|end|OFFSET|@TIMESTAMP_MS] [-n COUNT] [-f]\n"
     "                  [--format FMT]\n"
     "  FMT tokens: %k key, %v value, %o offset, %p partition, %T timestamp (ms),\n"
-    "  %h headers (k=v,...), %t topic, %% percent; escapes \\n \\t \\\\. Default \"%v\\n\".\n";
+    "  %h headers (k=v,...), %t topic, %% percent; escapes \\n \\t \\\\. Default \"%v\\n\".\n"
+    "  Exit status 3 when a range could not be read (corrupt, moved aside or lost):\n"
+    "  each is named on stderr with its offsets, segment file and byte positions.\n";
 
 static void put_bytes(const void *p, int32_t len)
 {

@@ -190,7 +190,8 @@ static int refusals(spool_log *log, const spool_log_options *opt, int have_ckpt)
         }
         free(msg);
     }
-    return spool__shrink_apply(log, opt->topics, opt->topic_count);
+    return spool__shrink_apply(log, opt->topics, opt->topic_count, opt->consumers,
+                               opt->consumer_count);
 }
 
 int spool_log_open(const spool_log_options *opt, spool_log **out)

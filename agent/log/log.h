@@ -77,6 +77,10 @@ typedef struct spool_log_options {
     size_t topic_count;
     const spool_log_io *io;          /* NULL = spool_log_io_posix */
     int read_only;                   /* CLI readers: no recovery writes, no locks */
+    const struct spool_log_consumer_conf *consumers; /* the configured outputs, to judge
+                                                      * what is delivered; NULL = judge
+                                                      * by the cursor files */
+    size_t consumer_count;
 } spool_log_options;
 
 /*

@@ -256,8 +256,10 @@ int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, siz
                        size_t *nout);
 void spool__shrink_free(spool__shrink *s, size_t n);
 /* Writable open: refuses (-ENOTEMPTY, logged) partitions beyond the count
- * holding undelivered records unless overridden; empties the others. */
-int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t ntopics);
+ * holding undelivered records unless overridden; empties the others.
+ * cons NULL: judge by the cursor files. */
+int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t ntopics,
+                        const spool_log_consumer_conf *cons, size_t ncons);
 
 /* ---- misc ---- */
 int spool__fsync_dir(const char *path);

@@ -19,11 +19,11 @@
  *    offset stays, so if the count is raised again offsets continue there
  *    and an old cursor never points past new records.
  *
- * The open (log.c) only knows the cursor files, not the configuration:
- * it judges "delivered" by every cursor file that names the topic, and
- * refuses when none does. The preflight judges by the configured outputs
- * (an output that never saved a cursor has read nothing). Nothing here
- * writes except spool__shrink_apply.
+ * The preflight judges "delivered" by the configured outputs (an output
+ * that never saved a cursor has read nothing); so does the open when its
+ * options carry them (spool_log_options.consumers), else by every cursor
+ * file that names the topic, refusing when none does. Nothing here writes
+ * except spool__shrink_apply.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -528,11 +528,12 @@ static int empty_partition(const char *dir, int64_t end)
     return rc < 0 ? rc : frc;
 }
 
-int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t ntopics)
+int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t ntopics,
+                        const spool_log_consumer_conf *cons, size_t ncons)
 {
     spool__shrink *res = NULL;
     size_t n = 0;
-    int rc = spool__shrink_find(log->data_dir, topics, ntopics, NULL, 0, &res, &n);
+    int rc = spool__shrink_find(log->data_dir, topics, ntopics, cons, ncons, &res, &n);
     if (rc < 0) {
         spool_log_error(NULL, "log: cannot check the partitions beyond the configured count in "
                         "%s: %s", log->data_dir, strerror(-rc));

@@ -1077,10 +1077,17 @@ static void test_lower_partitions(void **state)
     assert_int_equal(spool_log_cursor_register(log, "c"), 0);
     assert_int_equal(spool_log_cursor_set(log, "c", 0, 1, 10), 0);
     assert_int_equal(spool_log_cursor_flush(log, "c"), 0);
+    assert_int_equal(spool_log_cursor_register(log, "gone"), 0); /* no longer configured */
+    assert_int_equal(spool_log_cursor_set(log, "gone", 0, 1, 2), 0);
+    assert_int_equal(spool_log_cursor_flush(log, "gone"), 0);
     spool_log_close(log);
     f->topic.partitions = 1;
     n = 0;
     assert_int_equal(spool_log_preflight(f->dir, &f->topic, 1, &c, 1, count_problem, &n), 0);
+    /* Judged by the cursor files, "gone" has not read 8; by the configured c, all read. */
+    assert_int_equal(spool_log_open(&f->opt, &other), -ENOTEMPTY);
+    f->opt.consumers = &c;
+    f->opt.consumer_count = 1;
     log = open_log(f);
     spool_log_close(log);
     char path[512];
