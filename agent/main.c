@@ -118,8 +118,11 @@ static int cmd_check(int argc, char **argv)
     const char *config = NULL;
     spool_errors errs = {0};
     spool_service_conf conf;
+    int overrides = 0;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"reset-positions", no_argument, NULL, 'R'},
+                                         {"drop-partitions", no_argument, NULL, 'D'},
                                          {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
@@ -128,9 +131,19 @@ static int cmd_check(int argc, char **argv)
         case 'c':
             config = optarg;
             break;
+        case 'R':
+            overrides |= SPOOL_LOG_RESET_POSITIONS;
+            break;
+        case 'D':
+            overrides |= SPOOL_LOG_DROP_PARTITIONS;
+            break;
         case 'h':
-            printf("usage: spool check [-c] FILE\n\nValidates FILE against every plugin's "
-                   "options and prints each error as FILE:LINE:COLUMN: PATH: MESSAGE.\nExit "
+            printf("usage: spool check [-c] FILE [--reset-positions] [--drop-partitions]\n\n"
+                   "Validates FILE against every plugin's options and prints each error as\n"
+                   "FILE:LINE:COLUMN: PATH: MESSAGE. When its data_dir exists, also reads the\n"
+                   "log (read-only) for what `spool run` would refuse: a lost checkpoint while\n"
+                   "the log holds data, partitions dropped with undelivered records (the flags\n"
+                   "check as `spool run` with the same flags would).\nExit "
                    "status 0 when valid, 2 on any error.\n");
             return 0;
         default:
@@ -145,6 +158,7 @@ static int cmd_check(int argc, char **argv)
         fprintf(stderr, "usage: spool check [-c] FILE\n");
         return 2;
     }
+    spool_log_set_overrides(overrides);
     spool_registry_init();
     int n = spool_service_conf_load(config, &conf, &errs);
     if (n > 0) {
