@@ -7,8 +7,10 @@
  * CRCs, else rescan it; always rescan the last segment. A bad batch is a
  * torn tail (cut, warned) when it is the end of the last non-empty segment
  * and nothing valid follows, or lies beyond the checkpoint (never
- * committed); otherwise it is corruption: the rest of that segment is copied
- * to <segment>.log.corrupt, cut, and logged as an error. Then everything
+ * committed); otherwise it is corruption: the bytes up to the next valid
+ * batch are copied to <segment>.log.corrupt and spliced out of the segment
+ * (the rest of the segment when no valid batch follows), logged as an error;
+ * the offsets they held stay a gap a reader is told about. Then everything
  * beyond the checkpoint's end offset is cut (info), so the source positions
  * in the checkpoint describe exactly the data kept. A read_only log never
  * writes: it only bounds what it shows. Never aborts on bad bytes.
@@ -203,6 +205,68 @@ out:
     return rc;
 }
 
+/*
+ * Rewrites the segment file of s without [from, to) (already saved by
+ * move_aside): a new file is written, synced and renamed over the old one,
+ * so a crash leaves one or the other. s->fd then refers to the new file.
+ */
+static int splice_out(spool_log *log, spool__part *p, spool__seg *s, int64_t from, int64_t to)
+{
+    char path[4096], tmp[4200];
+    int rc = 0;
+    spool__seg_path(path, sizeof(path), p->dir, s->base, ".log");
+    snprintf(tmp, sizeof(tmp), "%s.splice", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        return -errno;
+    }
+    uint8_t *buf = malloc(SCAN_CHUNK);
+    int64_t size = s->size;
+    if (buf == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (int64_t at = 0; at < size;) {
+        if (at == from) {
+            at = to;
+            continue;
+        }
+        int64_t stop = at < from ? from : size;
+        size_t want = (size_t)(stop - at < SCAN_CHUNK ? stop - at : SCAN_CHUNK);
+        long n = log->io->pread(s->fd, buf, want, at);
+        if (n <= 0) {
+            rc = n < 0 ? -errno : -EIO;
+            goto out;
+        }
+        if (write(fd, buf, (size_t)n) != n) {
+            rc = -errno;
+            goto out;
+        }
+        at += n;
+    }
+    if (fsync(fd) < 0 || rename(tmp, path) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    int nfd = log->io->open(path, O_RDWR, 0);
+    if (nfd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    log->io->close(s->fd);
+    s->fd = nfd;
+    s->size = size - (to - from);
+    s->synced_size = s->size;
+    rc = spool__fsync_dir(p->dir);
+out:
+    free(buf);
+    close(fd);
+    if (rc < 0) {
+        unlink(tmp);
+    }
+    return rc;
+}
+
 /* Keeps [0, pos) of s: in memory only when read_only. */
 static int cut_segment(spool_log *log, spool__seg *s, int64_t pos)
 {
@@ -354,7 +418,9 @@ static int ro_skip_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
     return 0;
 }
 
-/* Handles a scan of s that stopped at a bad or incomplete batch. */
+/* Handles a scan of s that stopped at a bad or incomplete batch: 0 done,
+ * 1 when corrupt bytes were spliced out and the segment must be scanned
+ * again, or a negative errno. */
 static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
                       int have_ckpt, int64_t ckpt_end)
 {
@@ -370,8 +436,16 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
     /* A torn write is the last one: no valid batch follows it anywhere in
      * the segment (one that does proves the bytes between were corrupted). */
     int64_t nbase = 0;
-    int torn = (have_ckpt && r->end >= ckpt_end) ||
-               (last && spool__seg_resync(log, s, r->pos + 1, size, r->end, &nbase) < 0);
+    int64_t q = -1;
+    int torn = have_ckpt && r->end >= ckpt_end;
+    if (!torn && !log->read_only) {
+        q = spool__seg_resync(log, s, r->pos + 1, size, r->end, &nbase);
+    }
+    if (!torn && last && (log->read_only ? spool__seg_resync(log, s, r->pos + 1, size, r->end,
+                                                             &nbase) < 0
+                                         : q < 0)) {
+        torn = 1;
+    }
     if (log->read_only) {
         /* A committed range that cannot be read: record it, read on after it. */
         if (!(have_ckpt ? r->end >= ckpt_end : torn)) {
@@ -388,7 +462,22 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
         return cut_segment(log, s, r->pos);
     }
     char name[4200];
-    int rc = move_aside(log, p, s, r->pos, size, name, sizeof(name));
+    int rc;
+    if (q > r->pos) {
+        /* Valid batches follow: only the corrupt bytes go, the rest stays. */
+        rc = move_aside(log, p, s, r->pos, q, name, sizeof(name));
+        if (rc == 0 && (rc = splice_out(log, p, s, r->pos, q)) == 0) {
+            spool_log_error(NULL, "log: %s/%d: corrupt data at offsets %" PRId64 "..%" PRId64
+                            " (segment %020" PRId64 ", bytes %" PRId64 "..%" PRId64 "): moved "
+                            "to %s; the batches after it are kept",
+                            topic, p->partition, r->end, nbase - 1, s->base, r->pos, q - 1, name);
+            log->stats.corrupt_moved++;
+            log->stats.corrupt_bytes += q - r->pos;
+            return 1; /* scan the segment again */
+        }
+        unlink(name);
+    }
+    rc = move_aside(log, p, s, r->pos, size, name, sizeof(name));
     if (rc < 0) {
         spool_log_error(NULL, "log: %s/%d: corrupt batch at offset %" PRId64 " (segment %020" PRId64
                         ", position %" PRId64 ") and cannot save the rest: %s; cutting",
@@ -430,18 +519,25 @@ static int recover_segment(spool_log *log, spool__part *p, size_t i, int have_ck
     if (is_last && !log->read_only) {
         index_ok = spool__seg_index_load(log, p, s, s->size) || s->size == 0; /* opens the fd */
     }
-    /* Full scan: rebuild the index from the data. */
-    s->nidx = 0;
-    s->last_index_pos = -1;
-    s->max_ts = -1;
-    rc = scan_batches(log, p, s, 0, s->base, s->size, stop, &r);
-    if (rc < 0) {
-        return rc;
-    }
-    s->end = r.end;
-    if (r.why != SCAN_CLEAN) {
+    /* Full scan: rebuild the index from the data; again after corrupt bytes
+     * were spliced out of the segment (each round removes some). */
+    for (int round = 0; round < 100000; round++) {
+        s->nidx = 0;
+        s->last_index_pos = -1;
+        s->max_ts = -1;
+        rc = scan_batches(log, p, s, 0, s->base, s->size, stop, &r);
+        if (rc < 0) {
+            return rc;
+        }
+        s->end = r.end;
+        if (r.why == SCAN_CLEAN) {
+            break;
+        }
         if ((rc = handle_bad(log, p, i, &r, have_ckpt, ckpt_end)) < 0) {
             return rc;
+        }
+        if (rc == 0) {
+            break;
         }
     }
     if (!index_ok && !log->read_only) {

@@ -176,6 +176,45 @@ static int64_t file_size(const char *path)
 
 /* ---- tests ---- */
 
+/* Position of the batch with base offset `base` in partition 0's first
+ * segment (found by walking its headers). */
+static int64_t batch_pos(fixture *f, int64_t base)
+{
+    char path[512];
+    seg_file(f, 0, 0, ".log", path, sizeof(path));
+    int fd = open(path, O_RDONLY);
+    int64_t pos = 0, found = -1;
+    uint8_t h[12];
+    while (fd >= 0 && pread(fd, h, 12, pos) == 12) {
+        int64_t b = 0;
+        for (int i = 0; i < 8; i++) {
+            b = (b << 8) | h[i];
+        }
+        uint32_t len = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) |
+                       h[11];
+        if (b == base) {
+            found = pos;
+            break;
+        }
+        pos += 12 + (int64_t)len;
+    }
+    close(fd);
+    return found;
+}
+
+static void flip_byte(fixture *f, int64_t pos)
+{
+    char path[512];
+    seg_file(f, 0, 0, ".log", path, sizeof(path));
+    int fd = open(path, O_RDWR);
+    uint8_t b = 0;
+    assert_true(pread(fd, &b, 1, pos) == 1);
+    b ^= 0xff;
+    assert_true(pwrite(fd, &b, 1, pos) == 1);
+    close(fd);
+}
+
+
 static void test_roundtrip_rolls(void **state)
 {
     fixture *f = *state;
@@ -377,22 +416,32 @@ static void test_corrupt_middle(void **state)
     b ^= 0xff;
     assert_true(pwrite(fd, &b, 1, (off_t)off + 70) == 1);
     close(fd);
+    int64_t bad = batch_pos(f, 80) - (int64_t)off; /* the corrupt batch's size */
+    assert_true(bad > 0);
     log = open_log(f);
     spool_log_recovery_stats st;
     spool_log_recovery_get(log, &st);
     assert_int_equal(st.corrupt_moved, 1);
-    assert_int_equal(st.corrupt_bytes, size - (int64_t)off);
+    assert_int_equal(st.corrupt_bytes, bad);
+    /* Only the corrupt batch is moved aside; every batch after it stays. */
     snprintf(corrupt, sizeof(corrupt), "%s.corrupt", path);
-    assert_int_equal(file_size(corrupt), size - (int64_t)off);
-    assert_int_equal(file_size(path), (int64_t)off);
-    assert_int_equal(read_check(log, 0, 0, &next), 75);
+    assert_int_equal(file_size(corrupt), bad);
+    assert_int_equal(file_size(path), size - bad);
+    assert_int_equal(read_check(log, 0, 0, &next), end - 5);
+    assert_int_equal(read_check(log, 0, 75, NULL), end - 80); /* from inside the gap */
     /* Appends go on after the checkpoint's end. */
     spool_partition_info info;
     spool_log_partition_info(log, 0, 0, &info);
     assert_int_equal(info.end_offset, end);
     assert_int_equal(append_n(log, 0, end, 3, 0), 0);
     assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
-    assert_int_equal(read_check(log, 0, 0, NULL), 78);
+    assert_int_equal(read_check(log, 0, 0, NULL), end - 5 + 3);
+    spool_log_close(log);
+    /* Reopened: nothing more to do. */
+    log = open_log(f);
+    spool_log_recovery_get(log, &st);
+    assert_int_equal(st.corrupt_moved + st.torn_cuts, 0);
+    assert_int_equal(read_check(log, 0, 0, NULL), end - 5 + 3);
     spool_log_close(log);
 }
 
@@ -898,44 +947,6 @@ static void test_fsync_interval_publication(void **state)
     spool_log_close(log);
 }
 
-/* Position of the batch with base offset `base` in partition 0's first
- * segment (found by walking its headers). */
-static int64_t batch_pos(fixture *f, int64_t base)
-{
-    char path[512];
-    seg_file(f, 0, 0, ".log", path, sizeof(path));
-    int fd = open(path, O_RDONLY);
-    int64_t pos = 0, found = -1;
-    uint8_t h[12];
-    while (fd >= 0 && pread(fd, h, 12, pos) == 12) {
-        int64_t b = 0;
-        for (int i = 0; i < 8; i++) {
-            b = (b << 8) | h[i];
-        }
-        uint32_t len = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) |
-                       h[11];
-        if (b == base) {
-            found = pos;
-            break;
-        }
-        pos += 12 + (int64_t)len;
-    }
-    close(fd);
-    return found;
-}
-
-static void flip_byte(fixture *f, int64_t pos)
-{
-    char path[512];
-    seg_file(f, 0, 0, ".log", path, sizeof(path));
-    int fd = open(path, O_RDWR);
-    uint8_t b = 0;
-    assert_true(pread(fd, &b, 1, pos) == 1);
-    b ^= 0xff;
-    assert_true(pwrite(fd, &b, 1, pos) == 1);
-    close(fd);
-}
-
 /* 12.4: a read_only open keeps reading after a corrupt batch in the middle
  * of a segment and names the range; reads stop at it with -EBADMSG. */
 static void test_read_only_bad_range(void **state)
@@ -997,8 +1008,9 @@ static void test_read_only_bad_range(void **state)
     spool_log_bad_range b;
     assert_int_equal(spool_log_bad_range_get(r, 0, 0, 0, &b), 0);
     assert_int_equal(b.from_offset, 75);
-    assert_int_equal(b.to_offset, end);
+    assert_int_equal(b.to_offset, 80);
     assert_int_equal(b.moved, 1);
+    assert_int_equal(read_check(r, 0, 80, NULL), end - 80);
     spool_log_close(r);
 }
 
