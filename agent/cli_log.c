@@ -499,6 +499,7 @@ typedef struct read_ctx {
     int32_t *reported_part;
     size_t nreported, cap;
     int skipped;       /* a range was skipped: exit status 3 */
+    uint8_t *started;  /* per partition: read once already */
 } read_ctx;
 
 static int was_reported(read_ctx *rc, int32_t p, int64_t from)
@@ -555,13 +556,13 @@ static void report_range(read_ctx *rc, int32_t p, const spool_log_bad_range *b, 
 
 /* Reports every unreadable range of p that overlaps [from, to): the
  * offsets a read just passed over or skipped. 1 if one was found. */
-static int report_passed(read_ctx *rc, int32_t p, int64_t from, int64_t to)
+static int report_passed(read_ctx *rc, int32_t p, int64_t from, int64_t to, const char *lead)
 {
     spool_log_bad_range b;
     int found = 0;
     for (size_t k = 0; spool_log_bad_range_get(rc->log, rc->topic, p, k, &b) == 0; k++) {
         if (b.from_offset < to && from < b.to_offset) {
-            report_range(rc, p, &b, NULL);
+            report_range(rc, p, &b, lead);
             found = 1;
         }
     }
@@ -571,8 +572,14 @@ static int report_passed(read_ctx *rc, int32_t p, int64_t from, int64_t to)
 /* Skips the corrupt data at `at` and reports it; sets *next. */
 static void skip_corrupt(read_ctx *rc, int32_t p, int64_t at, int64_t *next)
 {
+    char lead[128];
+    const char *f = rc->o->from;
+    lead[0] = '\0';
+    if (!rc->started[p] && strcmp(f, "beginning") != 0 && strcmp(f, "end") != 0) {
+        snprintf(lead, sizeof(lead), "--from %s falls in an unreadable range: ", f);
+    }
     spool_log_skip_corrupt(rc->log, rc->topic, p, at, next);
-    if (!report_passed(rc, p, at, *next > at ? *next : at + 1)) {
+    if (!report_passed(rc, p, at, *next > at ? *next : at + 1, lead)) {
         rc->skipped = 1;
         fprintf(stderr, "spool read: %s/%d: corrupt batch at offset %" PRId64 " skipped; "
                 "reading resumes at offset %" PRId64 "\n", rc->o->topic, p, at, *next);
@@ -591,9 +598,11 @@ static int64_t read_chunk(read_ctx *rc, int32_t p, int64_t *next, int64_t budget
     long n = spool_log_read(rc->log, rc->topic, p, *next, 1 << 20, buf, &n2);
     if (n == -EBADMSG) {
         skip_corrupt(rc, p, start, next);
+        rc->started[p] = 1;
         *moved = *next != start;
         return 0;
     }
+    rc->started[p] = 1;
     if (n < 0) {
         fprintf(stderr, "spool read: %s/%d: %s\n", o->topic, p, strerror((int)-n));
         return -1;
@@ -644,7 +653,7 @@ static int64_t read_chunk(read_ctx *rc, int32_t p, int64_t *next, int64_t budget
             n2 = d->records[i].offset + 1;
         }
     }
-    report_passed(rc, p, start, n2);
+    report_passed(rc, p, start, n2, NULL);
     *moved = n2 != start;
     *next = n2;
     return printed;
@@ -687,6 +696,10 @@ int spool_cli_read(int argc, char **argv)
     rx->log = log;
     rx->data_dir = c.data_dir;
     rx->topic = t;
+    if ((rx->started = calloc((size_t)nparts, 1)) == NULL) {
+        rc = 1;
+        goto out;
+    }
     for (int32_t p = 0; p < nparts; p++) {
         next[p] = start_offset(log, t, p, o.from);
         spool_log_bad_range b;
@@ -749,6 +762,7 @@ int spool_cli_read(int argc, char **argv)
 out:
     free(rx->reported);
     free(rx->reported_part);
+    free(rx->started);
     free(next);
     spool_buf_free(&buf);
     spool_decoded_free(&d);
