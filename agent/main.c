@@ -84,7 +84,7 @@ static int cmd_run(int argc, char **argv)
                    "Runs spool in the foreground until SIGTERM or SIGINT; SIGHUP reloads FILE.\n"
                    "Without -c, runs the embedded default configuration (conf/spool.yaml).\n"
                    "  --reset-positions  start although state/checkpoint.* is lost while the log\n"
-                   "                     holds data: every tailed file is read again from its start\n"
+                   "                     holds data (every tailed file is read again)\n"
                    "  --drop-partitions  lower a topic's partition count although the partitions\n"
                    "                     beyond it hold records not delivered to every output\n"
                    "                     (they are discarded, and counted in a warning)\n");

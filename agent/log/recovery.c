@@ -257,7 +257,9 @@ static int splice_out(spool_log *log, spool__part *p, spool__seg *s, int64_t fro
     s->fd = nfd;
     s->size = size - (to - from);
     s->synced_size = s->size;
-    rc = spool__fsync_dir(p->dir);
+    /* Renamed: done. Without the directory sync a crash may bring the old
+     * file back, and the next recovery splices it again. */
+    (void)spool__fsync_dir(p->dir);
 out:
     free(buf);
     close(fd);
@@ -475,7 +477,7 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
             log->stats.corrupt_bytes += q - r->pos;
             return 1; /* scan the segment again */
         }
-        unlink(name);
+        /* Not spliced: the copy stays, and the whole rest is moved below. */
     }
     rc = move_aside(log, p, s, r->pos, size, name, sizeof(name));
     if (rc < 0) {
