@@ -79,10 +79,10 @@ def murmur2_partition(key, n):
 
 
 def topics_json(cfg):
-    """spool topics --json; {"topics": []} while the log does not exist yet."""
-    r = spoolt.run(["topics", "-c", cfg, "--json"])
-    if r.returncode != 0 and not os.path.isdir(os.path.join(os.path.dirname(cfg), "data")):
+    """spool topics --json; {"topics": []} while the data dir does not exist yet."""
+    if not os.path.isdir(os.path.join(os.path.dirname(cfg), "data")):
         return {"topics": []}
+    r = spoolt.run(["topics", "-c", cfg, "--json"])
     check(r.returncode == 0, "spool topics failed: %s" % r.stderr)
     return json.loads(r.stdout)
 
