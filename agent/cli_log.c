@@ -707,8 +707,11 @@ int spool_cli_read(int argc, char **argv)
             if ((o.partition < 0 || o.partition == p) && next[p] >= b.from_offset &&
                 next[p] < b.to_offset) {
                 char lead[128];
-                snprintf(lead, sizeof(lead), "--from %" PRId64 " falls in an unreadable range: ",
-                         next[p]);
+                lead[0] = '\0';
+                if (strcmp(o.from, "beginning") != 0 && strcmp(o.from, "end") != 0) {
+                    snprintf(lead, sizeof(lead), "--from %s falls in an unreadable range: ",
+                             o.from);
+                }
                 report_range(rx, p, &b, lead);
                 next[p] = b.to_offset;
             }

@@ -172,7 +172,7 @@ long spool__seg_peek(spool_log *log, spool__seg *s, int64_t pos, int64_t limit,
 int spool__seg_find(spool_log *log, spool__seg *s, int64_t offset, int64_t limit, int64_t *pos);
 /* The first position in [from, limit) where a valid batch (CRC checked)
  * with base offset >= min_base starts, its base on *base; -1 if none (or
- * out of memory). Reads the range at once: for recovery and skipping. */
+ * out of memory). Reads 1 MiB windows: for recovery and skipping. */
 int64_t spool__seg_resync(spool_log *log, spool__seg *s, int64_t from, int64_t limit,
                           int64_t min_base, int64_t *base);
 
