@@ -235,6 +235,49 @@ outputs:
     check(lag == {"output.down": 1000}, "json lag %r" % lag)
 
 
+@case
+def api_topics_lag_of_output_without_cursor(tmp):
+    """/api/v1/topics of a running spool shows the stuck output's lag too."""
+    import urllib.request
+    port, api = spoolt.free_port(), spoolt.free_port()
+    src = write(os.path.join(tmp, "src.log"), "".join("%d\n" % i for i in range(500)))
+    cfg = write(os.path.join(tmp, "spool.yaml"), f"""
+service:
+  data_dir: {tmp}/data
+  shutdown_timeout: 1s
+  http:
+    listen: 127.0.0.1:{api}
+topics:
+  app:
+    partitions: 1
+inputs:
+  - type: tail
+    name: src
+    topic: app
+    paths: [{src}]
+    read_from: beginning
+outputs:
+  - type: http
+    name: down
+    topics: [app]
+    url: http://127.0.0.1:{port}/x
+""")
+    s = start(cfg)
+
+    def lag():
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/api/v1/topics" % api,
+                                        timeout=5) as r:
+                doc = json.loads(r.read())
+        except OSError:
+            return None
+        parts = doc["topics"][0]["partitions"] if doc["topics"] else []
+        return parts and parts[0]["end"] == 500 and parts[0]["lag"]
+    got = spoolt.wait_for(lag, what="/api/v1/topics with 500 records")
+    check(got == {"output.down": 500}, "lag %r" % got)
+    check(s.terminate() == 0, s.stderr()[-2000:])
+
+
 # ---- 12.3: lowering a topic's partition count ----
 
 def keyed_files(tmp, n_parts=4):
