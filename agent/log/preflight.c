@@ -162,6 +162,18 @@ int spool__positions_lost(const char *data_dir, const spool_log_io *io, char **m
 {
     spool_log probe;
     spool__ckpt ck;
+    char slot[4200];
+    *msg = NULL;
+    snprintf(slot, sizeof(slot), "%s/state", data_dir);
+    if (access(slot, R_OK | X_OK) != 0 && errno != ENOENT) {
+        return 0; /* not ours to read (another user's spool): cannot judge */
+    }
+    for (int i = 0; i < 2; i++) {
+        snprintf(slot, sizeof(slot), "%s/state/checkpoint.%d", data_dir, i);
+        if (access(slot, F_OK) == 0 && access(slot, R_OK) != 0) {
+            return 0; /* not ours to read (another user's spool): cannot judge */
+        }
+    }
     memset(&probe, 0, sizeof(probe));
     probe.data_dir = (char *)data_dir;
     probe.io = io ? io : &spool_log_io_posix;
