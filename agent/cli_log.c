@@ -4,7 +4,10 @@
  * show only what the running spool committed (its checkpoint's end
  * offsets) and stop at a batch still being written. `read -f` follows by
  * re-reading the checkpoint every 100 ms until SIGINT, SIGTERM or a closed
- * pipe. Exit status: 0 ok, 1 runtime error, 2 usage.
+ * pipe. Exit status: 0 ok, 1 runtime error, 2 usage, 3 (read) records
+ * were skipped: every range that could not be read (corrupt bytes, data
+ * moved aside by an earlier recovery, or lost before a sync) is named on
+ * stderr with its offsets, segment file and byte positions.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -24,6 +27,8 @@ typedef struct cli_common {
     char dir_buf[4096];
     spool_topic_conf *topics;
     size_t ntopics;
+    spool_log_consumer_conf *consumers; /* the config's outputs (with -c) */
+    size_t nconsumers;
 } cli_common;
 
 /* Consumes --data-dir/-c at argv[*i]; 1 if taken, 0 if not ours, -1 usage. */
@@ -55,6 +60,7 @@ static void common_free(cli_common *c)
         free(c->topics[i].name);
     }
     free(c->topics);
+    spool_config_consumers_free(c->consumers, c->nconsumers);
 }
 
 /* Opens the log read_only. Returns an exit status (0 ok). */
@@ -66,7 +72,7 @@ static int common_open(cli_common *c, spool_log **log)
     }
     if (c->data_dir == NULL) {
         if (spool_config_data_dir(c->config, c->dir_buf, sizeof(c->dir_buf), &c->topics,
-                                  &c->ntopics) < 0) {
+                                  &c->ntopics, &c->consumers, &c->nconsumers) < 0) {
             fprintf(stderr, "spool: cannot load %s\n", c->config);
             return 2;
         }
@@ -116,6 +122,38 @@ static void collect_cursor(void *arg, const char *consumer, const char *topic, i
     e->offset = offset;
 }
 
+/* Adds a cursor at the partition's beginning (offset -1) for every
+ * configured consumer with none saved: an output that never saved a
+ * cursor starts at the beginning, so its lag is the whole partition. */
+static void add_configured(spool_log *log, lag_list *l, const spool_log_consumer_conf *cons,
+                           size_t ncons)
+{
+    for (size_t i = 0; i < ncons; i++) {
+        for (size_t k = 0; k < cons[i].topic_count; k++) {
+            int t = spool_log_topic_index(log, cons[i].topics[k]);
+            const spool_topic_conf *tc = spool_log_topic_conf(log, t);
+            for (int32_t p = 0; tc != NULL && p < tc->partitions; p++) {
+                size_t j = 0;
+                while (j < l->count && (l->items[j].partition != p ||
+                                        strcmp(l->items[j].consumer, cons[i].name) != 0 ||
+                                        strcmp(l->items[j].topic, tc->name) != 0)) {
+                    j++;
+                }
+                if (j == l->count) {
+                    collect_cursor(l, cons[i].name, tc->name, p, -1);
+                }
+            }
+        }
+    }
+}
+
+static void collect_lags(spool_log *log, lag_list *l, const spool_log_consumer_conf *cons,
+                         size_t ncons)
+{
+    spool_log_cursor_foreach(log, collect_cursor, l);
+    add_configured(log, l, cons, ncons);
+}
+
 static int buf_printf(spool_buf *out, const char *fmt, ...) SPOOL_PRINTF(2, 3);
 
 static int buf_printf(spool_buf *out, const char *fmt, ...)
@@ -138,11 +176,12 @@ static int buf_json_str(spool_buf *out, const char *s)
     return buf_printf(out, "\"%.*s\"", (int)(n < sizeof(buf) ? n : sizeof(buf)), buf);
 }
 
-int spool_log_topics_json(spool_log *log, spool_buf *out)
+int spool_log_topics_json(spool_log *log, const spool_log_consumer_conf *consumers,
+                          size_t nconsumers, spool_buf *out)
 {
     lag_list lags = { 0 };
     int rc = 0;
-    spool_log_cursor_foreach(log, collect_cursor, &lags);
+    collect_lags(log, &lags, consumers, nconsumers);
     rc |= buf_printf(out, "{\"topics\":[");
     for (size_t t = 0; t < spool_log_topic_count(log); t++) {
         const spool_topic_conf *tc = spool_log_topic_conf(log, (int)t);
@@ -184,7 +223,8 @@ int spool_log_topics_json(spool_log *log, spool_buf *out)
 
 static const char topics_usage[] =
     "usage: spool topics [-c FILE | --data-dir DIR] [--json]\n"
-    "  per partition: beginning and end offsets, bytes, segments, and each output's lag\n";
+    "  per partition: beginning and end offsets, bytes, segments, and each output's lag\n"
+    "  (with -c, also the config's outputs that never saved a cursor: lag from the beginning)\n";
 
 int spool_cli_topics(int argc, char **argv)
 {
@@ -216,7 +256,7 @@ int spool_cli_topics(int argc, char **argv)
     }
     if (json) {
         spool_buf jb = { 0 };
-        rc = spool_log_topics_json(log, &jb);
+        rc = spool_log_topics_json(log, c.consumers, c.nconsumers, &jb);
         if (rc == 0) {
             fwrite(jb.data, 1, jb.len, stdout);
             fputc('\n', stdout);
@@ -227,7 +267,7 @@ int spool_cli_topics(int argc, char **argv)
         return rc == 0 && fflush(stdout) == 0 ? 0 : 1;
     }
     lag_list lags = { 0 };
-    spool_log_cursor_foreach(log, collect_cursor, &lags);
+    collect_lags(log, &lags, c.consumers, c.nconsumers);
     printf("%-20s %5s %12s %12s %14s %8s  %s\n", "TOPIC", "PART", "BEGIN", "END", "BYTES",
            "SEGMENTS", "LAG");
     for (size_t t = 0; t < spool_log_topic_count(log); t++) {
@@ -274,7 +314,9 @@ static const char read_usage[] =
     "                  [--from beginning|end|OFFSET|@TIMESTAMP_MS] [-n COUNT] [-f]\n"
     "                  [--format FMT]\n"
     "  FMT tokens: %k key, %v value, %o offset, %p partition, %T timestamp (ms),\n"
-    "  %h headers (k=v,...), %t topic, %% percent; escapes \\n \\t \\\\. Default \"%v\\n\".\n";
+    "  %h headers (k=v,...), %t topic, %% percent; escapes \\n \\t \\\\. Default \"%v\\n\".\n"
+    "  Exit status 3 when a range could not be read (corrupt, moved aside or lost):\n"
+    "  each is named on stderr with its offsets, segment file and byte positions.\n";
 
 static void put_bytes(const void *p, int32_t len)
 {
@@ -447,26 +489,135 @@ static int64_t start_offset(spool_log *log, int t, int32_t p, const char *from)
     return off < info.begin_offset ? info.begin_offset : off;
 }
 
-/* Reads one chunk of partition p at *next and prints it. Returns records
- * printed (>= 0), or -1 on a runtime error. */
-static int64_t read_chunk(spool_log *log, const read_opts *o, int t, int32_t p, int64_t *next,
-                          int64_t budget, spool_buf *buf, spool_decoded *d, int *failed)
+/* State of one `spool read`: what was skipped, and what was reported. */
+typedef struct read_ctx {
+    spool_log *log;
+    const read_opts *o;
+    const char *data_dir;
+    int topic;
+    int64_t *reported; /* from_offset of each range reported, per partition pair */
+    int32_t *reported_part;
+    size_t nreported, cap;
+    int skipped;       /* a range was skipped: exit status 3 */
+    uint8_t *started;  /* per partition: read once already */
+} read_ctx;
+
+static int was_reported(read_ctx *rc, int32_t p, int64_t from)
 {
+    for (size_t i = 0; i < rc->nreported; i++) {
+        if (rc->reported_part[i] == p && rc->reported[i] == from) {
+            return 1;
+        }
+    }
+    if (rc->nreported == rc->cap) {
+        size_t cap = rc->cap ? rc->cap * 2 : 16;
+        int64_t *a = realloc(rc->reported, cap * sizeof(*a));
+        if (a != NULL) {
+            rc->reported = a;
+        }
+        int32_t *b = realloc(rc->reported_part, cap * sizeof(*b));
+        if (b != NULL) {
+            rc->reported_part = b;
+        }
+        if (a == NULL || b == NULL) {
+            return 0;
+        }
+        rc->cap = cap;
+    }
+    rc->reported[rc->nreported] = from;
+    rc->reported_part[rc->nreported++] = p;
+    return 0;
+}
+
+/* Names one unreadable range on stderr (once), with where it lies on disk. */
+static void report_range(read_ctx *rc, int32_t p, const spool_log_bad_range *b, const char *lead)
+{
+    rc->skipped = 1;
+    if (was_reported(rc, p, b->from_offset)) {
+        return;
+    }
+    char seg[4500];
+    snprintf(seg, sizeof(seg), "%s/topics/%s/%d/%020" PRId64 ".log", rc->data_dir, rc->o->topic,
+             p, b->segment_base);
+    fprintf(stderr, "spool read: %s/%d: %soffsets %" PRId64 "..%" PRId64 " (%" PRId64
+            " offsets) skipped: ", rc->o->topic, p, lead ? lead : "", b->from_offset,
+            b->to_offset - 1, b->to_offset - b->from_offset);
+    if (b->moved) {
+        fprintf(stderr, "moved aside as corrupt by `spool run` (see %s.corrupt*)", seg);
+    } else if (b->from_pos == b->to_pos) {
+        fprintf(stderr, "missing from %s before byte %" PRId64 " (lost before it was synced)",
+                seg, b->from_pos);
+    } else {
+        fprintf(stderr, "corrupt data in %s, bytes %" PRId64 "..%" PRId64, seg, b->from_pos,
+                b->to_pos - 1);
+    }
+    fprintf(stderr, "; reading resumes at offset %" PRId64 "\n", b->to_offset);
+}
+
+/* Reports every unreadable range of p that overlaps [from, to): the
+ * offsets a read just passed over or skipped. 1 if one was found. */
+static int report_passed(read_ctx *rc, int32_t p, int64_t from, int64_t to, const char *lead)
+{
+    spool_log_bad_range b;
+    int found = 0;
+    for (size_t k = 0; spool_log_bad_range_get(rc->log, rc->topic, p, k, &b) == 0; k++) {
+        if (b.from_offset < to && from < b.to_offset) {
+            report_range(rc, p, &b, lead);
+            found = 1;
+        }
+    }
+    return found;
+}
+
+/* Skips the corrupt data at `at` and reports it; sets *next. */
+static void skip_corrupt(read_ctx *rc, int32_t p, int64_t at, int64_t *next)
+{
+    char lead[128];
+    const char *f = rc->o->from;
+    lead[0] = '\0';
+    if (!rc->started[p] && strcmp(f, "beginning") != 0 && strcmp(f, "end") != 0) {
+        snprintf(lead, sizeof(lead), "--from %s falls in an unreadable range: ", f);
+    }
+    spool_log_skip_corrupt(rc->log, rc->topic, p, at, next);
+    if (!report_passed(rc, p, at, *next > at ? *next : at + 1, lead)) {
+        rc->skipped = 1;
+        fprintf(stderr, "spool read: %s/%d: corrupt batch at offset %" PRId64 " skipped; "
+                "reading resumes at offset %" PRId64 "\n", rc->o->topic, p, at, *next);
+    }
+}
+
+/* Reads one chunk of partition p at *next and prints it. Returns records
+ * printed (>= 0), or -1 on a runtime error; *moved when *next advanced. */
+static int64_t read_chunk(read_ctx *rc, int32_t p, int64_t *next, int64_t budget, spool_buf *buf,
+                          spool_decoded *d, int *moved)
+{
+    const read_opts *o = rc->o;
     int64_t n2;
+    int64_t start = *next;
     buf->len = 0;
-    long n = spool_log_read(log, t, p, *next, 1 << 20, buf, &n2);
+    long n = spool_log_read(rc->log, rc->topic, p, *next, 1 << 20, buf, &n2);
     if (n == -EBADMSG) {
-        fprintf(stderr, "spool read: %s/%d: corrupt batch at offset %" PRId64 ", skipping\n",
-                o->topic, p, *next);
-        spool_log_skip_corrupt(log, t, p, *next, next);
-        *failed = 1;
+        skip_corrupt(rc, p, start, next);
+        rc->started[p] = 1;
+        *moved = *next != start;
         return 0;
     }
+    rc->started[p] = 1;
     if (n < 0) {
         fprintf(stderr, "spool read: %s/%d: %s\n", o->topic, p, strerror((int)-n));
         return -1;
     }
     if (n == 0) {
+        /* Nothing readable here: the start of a range with no bytes left
+         * (moved aside, or lost before a sync)? */
+        spool_log_bad_range b;
+        for (size_t k = 0; spool_log_bad_range_get(rc->log, rc->topic, p, k, &b) == 0; k++) {
+            if (start >= b.from_offset && start < b.to_offset) {
+                report_range(rc, p, &b, NULL);
+                *next = b.to_offset;
+                *moved = 1;
+            }
+        }
         return 0;
     }
     int64_t printed = 0;
@@ -474,20 +625,26 @@ static int64_t read_chunk(spool_log *log, const read_opts *o, int t, int32_t p, 
     for (size_t off = 0; off < buf->len;) {
         spool_batch_info bi;
         long sz = spool_batch_parse_header(buf->data + off, buf->len - off, 1, &bi);
-        if (sz <= 0 || spool_batch_decode(buf->data + off, (size_t)sz, p, *next, d) < 0) {
-            int64_t at = sz > 0 ? bi.base_offset : *next;
-            fprintf(stderr, "spool read: %s/%d: corrupt batch at offset %" PRId64 ", skipping\n",
-                    o->topic, p, at);
-            *failed = 1;
-            if (sz <= 0) {
-                spool_log_skip_corrupt(log, t, p, at, &n2);
-                break;
+        if (sz > 0) {
+            size_t before = d->count;
+            if (spool_batch_decode(buf->data + off, (size_t)sz, p, start, d) < 0) {
+                d->count = before;
+                int64_t skip_to;
+                skip_corrupt(rc, p, bi.base_offset, &skip_to);
             }
+            off += (size_t)sz;
+            continue;
         }
-        off += (size_t)(sz > 0 ? sz : 0);
-        if (sz <= 0) {
+        /* A bad CRC: a readable header tells which offsets it held. */
+        long hsz = spool_batch_parse_header(buf->data + off, buf->len - off, 0, &bi);
+        int64_t at = hsz > 0 ? bi.base_offset : n2;
+        int64_t skip_to;
+        skip_corrupt(rc, p, at, &skip_to);
+        if (hsz <= 0) {
+            n2 = skip_to > n2 ? skip_to : n2;
             break;
         }
+        off += (size_t)hsz;
     }
     for (size_t i = 0; i < d->count && (budget < 0 || printed < budget); i++) {
         print_record(o->format, o->topic, &d->records[i]);
@@ -496,6 +653,8 @@ static int64_t read_chunk(spool_log *log, const read_opts *o, int t, int32_t p, 
             n2 = d->records[i].offset + 1;
         }
     }
+    report_passed(rc, p, start, n2, NULL);
+    *moved = n2 != start;
     *next = n2;
     return printed;
 }
@@ -512,6 +671,8 @@ int spool_cli_read(int argc, char **argv)
     spool_buf buf = { 0 };
     spool_decoded d = { 0 };
     int64_t *next = NULL;
+    read_ctx rc_ = { .o = &o };
+    read_ctx *rx = &rc_;
     if ((rc = common_open(&c, &log)) != 0) {
         goto out;
     }
@@ -532,8 +693,29 @@ int spool_cli_read(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    rx->log = log;
+    rx->data_dir = c.data_dir;
+    rx->topic = t;
+    if ((rx->started = calloc((size_t)nparts, 1)) == NULL) {
+        rc = 1;
+        goto out;
+    }
     for (int32_t p = 0; p < nparts; p++) {
         next[p] = start_offset(log, t, p, o.from);
+        spool_log_bad_range b;
+        for (size_t k = 0; spool_log_bad_range_get(log, t, p, k, &b) == 0; k++) {
+            if ((o.partition < 0 || o.partition == p) && next[p] >= b.from_offset &&
+                next[p] < b.to_offset) {
+                char lead[128];
+                lead[0] = '\0';
+                if (strcmp(o.from, "beginning") != 0 && strcmp(o.from, "end") != 0) {
+                    snprintf(lead, sizeof(lead), "--from %s falls in an unreadable range: ",
+                             o.from);
+                }
+                report_range(rx, p, &b, lead);
+                next[p] = b.to_offset;
+            }
+        }
     }
     struct sigaction sa = { 0 };
     sa.sa_handler = on_signal;
@@ -541,27 +723,29 @@ int spool_cli_read(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     int64_t printed = 0;
-    int failed = 0;
     while (!stop_flag && (o.count < 0 || printed < o.count)) {
         int64_t round = 0;
+        int progress = 0;
         for (int32_t p = 0; p < nparts && (o.count < 0 || printed < o.count); p++) {
             if (o.partition >= 0 && p != o.partition) {
                 continue;
             }
-            int64_t got = read_chunk(log, &o, t, p, &next[p], o.count < 0 ? -1 : o.count - printed,
-                                     &buf, &d, &failed);
+            int moved = 0;
+            int64_t got = read_chunk(rx, p, &next[p], o.count < 0 ? -1 : o.count - printed,
+                                     &buf, &d, &moved);
             if (got < 0) {
                 rc = 1;
                 goto out;
             }
             printed += got;
             round += got;
+            progress |= moved;
         }
         if (ferror(stdout) || fflush(stdout) != 0) {
             rc = errno == EPIPE ? 0 : 1;
             goto out;
         }
-        if (round == 0) {
+        if (round == 0 && !progress) {
             if (!o.follow) {
                 break;
             }
@@ -573,8 +757,15 @@ int spool_cli_read(int argc, char **argv)
             }
         }
     }
-    rc = failed ? 1 : 0;
+    rc = rx->skipped ? 3 : 0;
+    if (rx->skipped) {
+        fprintf(stderr, "spool read: %s: some records could not be read (exit status 3)\n",
+                o.topic);
+    }
 out:
+    free(rx->reported);
+    free(rx->reported_part);
+    free(rx->started);
     free(next);
     spool_buf_free(&buf);
     spool_decoded_free(&d);

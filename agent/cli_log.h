@@ -18,17 +18,25 @@ int spool_cli_read(int argc, char **argv);
 
 /* The topics of an open log as JSON (the shape of `spool topics --json`,
  * also served at /api/v1/topics): per partition begin, end, bytes,
- * segments, dropped, and each consumer's lag from its saved cursor.
+ * segments, dropped, and each consumer's lag from its saved cursor; a
+ * consumer of `consumers` (the configured outputs, may be NULL) that saved
+ * none for a partition of a topic it reads lags by the whole partition.
  * Appends to out. 0 or -ENOMEM. Any thread. */
-int spool_log_topics_json(spool_log *log, spool_buf *out);
+int spool_log_topics_json(spool_log *log, const spool_log_consumer_conf *consumers,
+                          size_t nconsumers, spool_buf *out);
 
 /*
- * Provided by the core (main.c): loads config_path and copies its
+ * Provided by the core (config_load.c): loads config_path and copies its
  * service.data_dir into out (cap bytes); if topics is not NULL, hands over
  * the configured topics (names and the array malloc'd; the caller frees
- * each name, then the array). 0 or negative errno (errors printed).
+ * each name, then the array); if consumers is not NULL, the outputs as
+ * consumers ("output.<name>" and their topics; free with
+ * spool_config_consumers_free). 0 or negative errno (errors printed).
  */
 extern int spool_config_data_dir(const char *config_path, char *out, size_t cap,
-                                 spool_topic_conf **topics, size_t *ntopics);
+                                 spool_topic_conf **topics, size_t *ntopics,
+                                 spool_log_consumer_conf **consumers, size_t *nconsumers);
+/* Frees what spool_config_data_dir handed over as consumers. Accepts NULL. */
+extern void spool_config_consumers_free(spool_log_consumer_conf *consumers, size_t n);
 
 #endif /* SPOOL_CLI_LOG_H */

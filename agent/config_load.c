@@ -490,6 +490,105 @@ static int load_section(spool_service_conf *conf, const spool_cnode *root, int w
     return nerr;
 }
 
+/* ---- refusals of the log, found before the run (agent/log/preflight.c) ---- */
+
+typedef struct preflight_ctx {
+    spool_service_conf *conf;
+    const spool_cnode *root;
+    spool_errors *errs;
+} preflight_ctx;
+
+static void preflight_problem(void *arg, int problem, const char *topic, const char *msg)
+{
+    preflight_ctx *pc = arg;
+    char path[300];
+    int l = 1, c = 1;
+    const spool_cnode *n = spool_cnode_get(pc->root, topic ? "topics" : "service");
+    if (n != NULL) {
+        l = n->line;
+        c = n->column;
+    }
+    if (problem == SPOOL_LOG_PARTITIONS_CUT && topic != NULL) {
+        const spool_cnode *tn = n ? spool_cnode_get(n, topic) : NULL;
+        snprintf(path, sizeof(path), "topics.%s.partitions", topic);
+        if (tn != NULL) {
+            l = tn->line;
+            c = tn->column;
+            spool_config_option_pos(tn, "partitions", &l, &c);
+        }
+    } else {
+        snprintf(path, sizeof(path), "service.data_dir");
+        if (n != NULL) {
+            spool_config_option_pos(n, "data_dir", &l, &c);
+        }
+    }
+    spool_errors_add(pc->errs, pc->conf->doc.file, l, c, path, "%s", msg);
+}
+
+void spool_config_consumers_free(spool_log_consumer_conf *cons, size_t n)
+{
+    for (size_t i = 0; cons != NULL && i < n; i++) {
+        for (size_t k = 0; k < cons[i].topic_count; k++) {
+            free((char *)cons[i].topics[k]);
+        }
+        free((char **)cons[i].topics);
+        free((char *)cons[i].name);
+    }
+    free(cons);
+}
+
+/* The outputs as the log names its consumers ("output.<name>"), copied;
+ * free with spool_config_consumers_free(*out, conf->noutputs). 0 or -ENOMEM. */
+int spool__config_consumers(const spool_service_conf *conf, spool_log_consumer_conf **out)
+{
+    spool_log_consumer_conf *cons = calloc(conf->noutputs ? conf->noutputs : 1, sizeof(*cons));
+    *out = NULL;
+    if (cons == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < conf->noutputs; i++) {
+        const spool_instance *ins = conf->outputs[i];
+        size_t len = strlen(ins->name) + 8;
+        char *name = malloc(len);
+        char **topics = calloc(ins->out.topics.count ? ins->out.topics.count : 1,
+                               sizeof(*topics));
+        cons[i].name = name;
+        cons[i].topics = (const char *const *)topics;
+        if (name == NULL || topics == NULL) {
+            spool_config_consumers_free(cons, i + 1);
+            return -ENOMEM;
+        }
+        snprintf(name, len, "output.%s", ins->name);
+        for (size_t k = 0; k < ins->out.topics.count; k++) {
+            if ((topics[k] = strdup(ins->out.topics.items[k])) == NULL) {
+                spool_config_consumers_free(cons, i + 1);
+                return -ENOMEM;
+            }
+            cons[i].topic_count = k + 1;
+        }
+    }
+    *out = cons;
+    return 0;
+}
+
+static int preflight(spool_service_conf *conf, const spool_cnode *root, spool_errors *errs)
+{
+    spool_log_consumer_conf *cons = NULL;
+    if (spool__config_consumers(conf, &cons) < 0) {
+        return 1;
+    }
+    preflight_ctx pc = {conf, root, errs};
+    int n = spool_log_preflight(conf->data_dir, conf->topics, conf->ntopics, cons,
+                                conf->noutputs, preflight_problem, &pc);
+    if (n < 0) {
+        spool_errors_add(errs, conf->doc.file, 1, 1, "service.data_dir",
+                         "cannot inspect the log in %s: %s", conf->data_dir, strerror(-n));
+        n = 1;
+    }
+    spool_config_consumers_free(cons, conf->noutputs);
+    return n;
+}
+
 int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_errors *errs)
 {
     static const char *const top_keys[] = {"service", "topics", "inputs", "processors",
@@ -579,6 +678,10 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
             }
         }
     }
+    if (nerr == 0 && conf->data_dir) {
+        /* What the log would refuse at start: lost positions, dropped partitions. */
+        nerr += preflight(conf, root, errs);
+    }
     spool_errors_sort(errs); /* in file order, whichever check found them */
     return nerr;
 }
@@ -604,10 +707,11 @@ void spool_service_conf_free(spool_service_conf *conf)
     memset(conf, 0, sizeof(*conf));
 }
 
-/* For the log CLI (agent/cli_log.h): the data_dir and topics of a config
- * file. Topics move to the caller (free each name and the array). */
+/* For the log CLI (agent/cli_log.h): the data_dir, topics and outputs of a
+ * config file. Topics move to the caller (free each name and the array). */
 int spool_config_data_dir(const char *config_path, char *out, size_t cap,
-                          spool_topic_conf **topics, size_t *ntopics)
+                          spool_topic_conf **topics, size_t *ntopics,
+                          spool_log_consumer_conf **consumers, size_t *nconsumers)
 {
     spool_errors errs = {0};
     spool_service_conf conf;
@@ -626,6 +730,9 @@ int spool_config_data_dir(const char *config_path, char *out, size_t cap,
         *ntopics = conf.ntopics;
         conf.topics = NULL;
         conf.ntopics = 0;
+    }
+    if (consumers) {
+        *nconsumers = spool__config_consumers(&conf, consumers) == 0 ? conf.noutputs : 0;
     }
     spool_service_conf_free(&conf);
     return 0;

@@ -282,6 +282,11 @@ typedef struct spool_service_conf {
  * in any case. */
 int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_errors *errs);
 void spool_service_conf_free(spool_service_conf *conf);
+/* The configured outputs as the log's consumers (service.c passes them to
+ * spool_log_open); free with spool_config_consumers_free(*out,
+ * conf->noutputs). 0 or -ENOMEM. */
+int spool__config_consumers(const spool_service_conf *conf, spool_log_consumer_conf **out);
+void spool_config_consumers_free(spool_log_consumer_conf *consumers, size_t n);
 
 extern const char spool_default_config[];
 extern const size_t spool_default_config_len;

@@ -8,7 +8,10 @@
  *   spool plugins              built-in and loaded plugins with their option tables
  *   spool version | help
  *
- * Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.
+ * Exit status: 0 success, 1 runtime failure, 2 usage or configuration error
+ * (including a log `spool run` would refuse: lost positions, partitions
+ * dropped with undelivered records), 3 `spool read` skipped records it could
+ * not read (each range named on stderr).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -23,13 +26,14 @@ static const char usage_text[] =
     "usage: spool <command> [options]\n"
     "\n"
     "commands:\n"
-    "  run [-c FILE]            run in the foreground (without -c: the embedded default config)\n"
+    "  run [-c FILE] [--reset-positions] [--drop-partitions]\n"
+    "                           run in the foreground (without -c: the embedded default config)\n"
     "  check [-c] FILE          validate a config file, print every error, exit 2 on error\n"
     "  topics [-c FILE | --data-dir DIR] [--json]\n"
     "                           topics, partitions, offsets, sizes and each output's lag\n"
     "  read TOPIC [-c FILE | --data-dir DIR] [-p N] [--from beginning|end|OFFSET|@MS]\n"
     "             [-n COUNT] [-f] [--format FMT]\n"
-    "                           print records of a topic\n"
+    "                           print records of a topic; exit 3 if some could not be read\n"
     "  plugins [-c FILE] [--plugin-dir DIR]\n"
     "                           list plugins and their options\n"
     "  version                  print the version\n"
@@ -56,8 +60,11 @@ static int cmd_help_wanted(int argc, char **argv)
 static int cmd_run(int argc, char **argv)
 {
     const char *config = NULL;
+    int overrides = 0;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"reset-positions", no_argument, NULL, 'R'},
+                                         {"drop-partitions", no_argument, NULL, 'D'},
                                          {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
@@ -66,16 +73,29 @@ static int cmd_run(int argc, char **argv)
         case 'c':
             config = optarg;
             break;
+        case 'R':
+            overrides |= SPOOL_LOG_RESET_POSITIONS;
+            break;
+        case 'D':
+            overrides |= SPOOL_LOG_DROP_PARTITIONS;
+            break;
         case 'h':
-            printf("usage: spool run [-c FILE]\n\nRuns spool in the foreground until SIGTERM or "
-                   "SIGINT; SIGHUP reloads FILE.\nWithout -c, runs the embedded default "
-                   "configuration (conf/spool.yaml).\n");
+            printf("usage: spool run [-c FILE] [--reset-positions] [--drop-partitions]\n\n"
+                   "Runs spool in the foreground until SIGTERM or SIGINT; SIGHUP reloads FILE.\n"
+                   "Without -c, runs the embedded default configuration (conf/spool.yaml).\n"
+                   "  --reset-positions  start although state/checkpoint.* is lost while the log\n"
+                   "                     holds data (every tailed file is read again)\n"
+                   "  --drop-partitions  lower a topic's partition count although the partitions\n"
+                   "                     beyond it hold records not delivered to every output\n"
+                   "                     (they are discarded, and counted in a warning)\n");
             return 0;
         default:
-            fprintf(stderr, "usage: spool run [-c FILE]\n");
+            fprintf(stderr, "usage: spool run [-c FILE] [--reset-positions] "
+                    "[--drop-partitions]\n");
             return 2;
         }
     }
+    spool_log_set_overrides(overrides);
     if (optind < argc) {
         fprintf(stderr, "spool run: unexpected argument '%s'\nusage: spool run [-c FILE]\n",
                 argv[optind]);
@@ -98,8 +118,11 @@ static int cmd_check(int argc, char **argv)
     const char *config = NULL;
     spool_errors errs = {0};
     spool_service_conf conf;
+    int overrides = 0;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"reset-positions", no_argument, NULL, 'R'},
+                                         {"drop-partitions", no_argument, NULL, 'D'},
                                          {NULL, 0, NULL, 0}};
     int c;
     optind = 1;
@@ -108,9 +131,19 @@ static int cmd_check(int argc, char **argv)
         case 'c':
             config = optarg;
             break;
+        case 'R':
+            overrides |= SPOOL_LOG_RESET_POSITIONS;
+            break;
+        case 'D':
+            overrides |= SPOOL_LOG_DROP_PARTITIONS;
+            break;
         case 'h':
-            printf("usage: spool check [-c] FILE\n\nValidates FILE against every plugin's "
-                   "options and prints each error as FILE:LINE:COLUMN: PATH: MESSAGE.\nExit "
+            printf("usage: spool check [-c] FILE [--reset-positions] [--drop-partitions]\n\n"
+                   "Validates FILE against every plugin's options and prints each error as\n"
+                   "FILE:LINE:COLUMN: PATH: MESSAGE. When its data_dir exists, also reads the\n"
+                   "log (read-only) for what `spool run` would refuse: a lost checkpoint while\n"
+                   "the log holds data, partitions dropped with undelivered records (the flags\n"
+                   "check as `spool run` with the same flags would).\nExit "
                    "status 0 when valid, 2 on any error.\n");
             return 0;
         default:
@@ -125,6 +158,7 @@ static int cmd_check(int argc, char **argv)
         fprintf(stderr, "usage: spool check [-c] FILE\n");
         return 2;
     }
+    spool_log_set_overrides(overrides);
     spool_registry_init();
     int n = spool_service_conf_load(config, &conf, &errs);
     if (n > 0) {

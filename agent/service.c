@@ -137,7 +137,16 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
     lo.data_dir = conf->data_dir;
     lo.topics = conf->topics;
     lo.topic_count = conf->ntopics;
-    if ((rc = spool_log_open(&lo, &svc->log)) < 0) {
+    /* The outputs, so the log judges "delivered" by what is configured,
+     * not by cursor files a removed output may have left. */
+    spool_log_consumer_conf *cons = NULL;
+    if (spool__config_consumers(conf, &cons) == 0) {
+        lo.consumers = cons;
+        lo.consumer_count = conf->noutputs;
+    }
+    rc = spool_log_open(&lo, &svc->log);
+    spool_config_consumers_free(cons, conf->noutputs);
+    if (rc < 0) {
         spool_log_error(NULL, "cannot open the log in %s: %s", conf->data_dir, strerror(-rc));
         return -1;
     }

@@ -155,14 +155,43 @@ static int open_partitions(spool_log *log, const spool__ckpt *ck, int have_ckpt)
             }
             int found = 0;
             int64_t e = have_ckpt ? spool__ckpt_end(ck, tp->conf.name, i, &found) : 0;
-            /* A partition the checkpoint does not list never committed anything. */
-            if ((rc = spool__part_recover(log, p, have_ckpt, found ? e : 0)) < 0) {
+            /* A partition the checkpoint does not list never committed anything;
+             * a reader shows what it holds (data the writer does not manage). */
+            int use = have_ckpt && (found || !log->read_only);
+            if ((rc = spool__part_recover(log, p, use, found ? e : 0)) < 0) {
                 spool_log_error(NULL, "log: cannot recover %s: %s", dir, strerror(-rc));
                 return rc;
             }
         }
     }
     return 0;
+}
+
+/* What a writable open refuses before it changes anything (preflight.c):
+ * starting without positions while the log holds data, and partitions
+ * beyond a topic's count that hold undelivered records. */
+static int refusals(spool_log *log, const spool_log_options *opt, int have_ckpt)
+{
+    int rc;
+    if (!have_ckpt) {
+        char *msg = NULL;
+        if ((rc = spool__positions_lost(log->data_dir, log->io, &msg)) < 0) {
+            return rc;
+        }
+        if (rc > 0 && !(spool_log_overrides() & SPOOL_LOG_RESET_POSITIONS)) {
+            spool_log_error(NULL, "log: refusing to start: %s", msg);
+            free(msg);
+            return -ESTALE;
+        }
+        if (rc > 0) {
+            spool_log_warn(NULL, "log: no valid checkpoint in %s/state and --reset-positions "
+                           "given: source positions start afresh, every tailed file is read "
+                           "again from its beginning", log->data_dir);
+        }
+        free(msg);
+    }
+    return spool__shrink_apply(log, opt->topics, opt->topic_count, opt->consumers,
+                               opt->consumer_count);
 }
 
 int spool_log_open(const spool_log_options *opt, spool_log **out)
@@ -228,6 +257,9 @@ int spool_log_open(const spool_log_options *opt, spool_log **out)
         goto fail;
     }
     log->ckpt_seq = have ? ck.seq : 0;
+    if (!log->read_only && (rc = refusals(log, opt, have)) < 0) {
+        goto fail;
+    }
     if ((rc = open_partitions(log, &ck, have)) < 0) {
         goto fail;
     }
@@ -268,6 +300,7 @@ void spool_log_close(spool_log *log)
                 spool__seg_free(log, p->segs[k]);
             }
             free(p->segs);
+            free(p->bad);
             free(p->dir);
             if (p->log != NULL) {
                 pthread_rwlock_destroy(&p->lock);

@@ -77,6 +77,10 @@ typedef struct spool_log_options {
     size_t topic_count;
     const spool_log_io *io;          /* NULL = spool_log_io_posix */
     int read_only;                   /* CLI readers: no recovery writes, no locks */
+    const struct spool_log_consumer_conf *consumers; /* the configured outputs, to judge
+                                                      * what is delivered; NULL = judge
+                                                      * by the cursor files */
+    size_t consumer_count;
 } spool_log_options;
 
 /*
@@ -249,5 +253,65 @@ uint64_t spool_log_generation(spool_log *log, int topic);
 /* Like spool_log_wait, but returns at once if the generation moved past
  * `gen` already. 0 or -ETIMEDOUT. */
 int spool_log_wait_since(spool_log *log, int topic, uint64_t gen, int64_t timeout_ms);
+
+/* ---- refusals and their overrides (issue 12.3, 13.6) ---- */
+
+/*
+ * Process-wide overrides of two refusals of a writable open, set once by
+ * `spool run --reset-positions / --drop-partitions` (main.c) before the
+ * service starts; read by every later writable open and by
+ * spool_log_preflight. Not thread-safe: call before any log is opened.
+ */
+#define SPOOL_LOG_RESET_POSITIONS 0x1 /* start although the checkpoint is lost */
+#define SPOOL_LOG_DROP_PARTITIONS 0x2 /* remove extra partitions with undelivered data */
+void spool_log_set_overrides(int flags);
+int spool_log_overrides(void);
+
+/* A configured consumer (an output) and the topics it reads. */
+typedef struct spool_log_consumer_conf {
+    const char *name;          /* its cursor name ("output.<name>") */
+    const char *const *topics; /* topic_count names */
+    size_t topic_count;
+} spool_log_consumer_conf;
+
+enum spool_log_problem {
+    SPOOL_LOG_POSITIONS_LOST = 1, /* no valid checkpoint, but the log holds data */
+    SPOOL_LOG_PARTITIONS_CUT = 2, /* fewer partitions configured than hold undelivered data */
+};
+
+/*
+ * What a writable open of data_dir with these topics would refuse, found
+ * without writing (it opens the log read_only): a lost checkpoint while
+ * partitions hold data, and a topic whose partition count is lowered
+ * while the partitions beyond it hold records that one of `consumers`
+ * reading the topic has not read (or any record, when none reads it).
+ * Calls fn once per problem with a message for the user (what is at
+ * stake, how to resolve it); topic is NULL for SPOOL_LOG_POSITIONS_LOST.
+ * A missing data_dir is no problem. Honours spool_log_overrides(). Returns
+ * the number of problems or a negative errno. Any thread.
+ */
+int spool_log_preflight(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
+                        const spool_log_consumer_conf *consumers, size_t nconsumers,
+                        void (*fn)(void *arg, int problem, const char *topic, const char *msg),
+                        void *arg);
+
+/* ---- unreadable ranges (read_only logs: `spool read`) ---- */
+
+/* A range of a partition a read_only log cannot return: corrupt bytes
+ * still in a segment, or data an earlier `spool run` moved aside to
+ * <segment>.log.corrupt. */
+typedef struct spool_log_bad_range {
+    int64_t from_offset;  /* first offset that cannot be read */
+    int64_t to_offset;    /* where reading resumes */
+    int64_t segment_base; /* the segment file (its 20-digit name) */
+    int64_t from_pos;     /* byte range in that file; equal when moved aside */
+    int64_t to_pos;
+    int moved;            /* 1: moved to <segment>.log.corrupt by `spool run` */
+} spool_log_bad_range;
+
+/* Copies the k-th unreadable range of a partition known so far (found on
+ * open, or by spool_log_skip_corrupt). 0, or -ENOENT past the last. */
+int spool_log_bad_range_get(spool_log *log, int topic, int32_t partition, size_t k,
+                            spool_log_bad_range *out);
 
 #endif /* SPOOL_LOG_H */

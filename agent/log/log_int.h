@@ -52,6 +52,15 @@ typedef struct spool__seg {
     size_t idx_on_disk;           /* entries already in the .index file */
 } spool__seg;
 
+/* read_only: a range of a partition recovery could not read (set at open,
+ * then constant, so readers need no lock). */
+typedef struct spool__bad {
+    int64_t seg_base;             /* segment holding it */
+    int64_t pos_from, pos_to;     /* byte range in the segment; equal when moved aside */
+    int64_t off_from, off_to;     /* offsets [off_from, off_to) that cannot be read */
+    int moved;                    /* moved to a .corrupt file by an earlier `spool run` */
+} spool__bad;
+
 typedef struct spool__part {
     struct spool_log *log;
     int topic;
@@ -71,6 +80,8 @@ typedef struct spool__part {
     int dir_dirty;                /* a segment file was created since the last sync */
     int needs_truncate;           /* a failed append left bytes past size */
     int publish;                  /* commit scratch: may publish this round */
+    spool__bad *bad;              /* read_only: unreadable ranges found by recovery */
+    size_t nbad;
 } spool__part;
 
 typedef struct spool__topic {
@@ -166,6 +177,11 @@ long spool__seg_peek(spool_log *log, spool__seg *s, int64_t pos, int64_t limit,
 /* Position of the first batch whose last offset >= offset, bounded by limit;
  * sets *pos (== limit if none). Caller holds the rdlock. */
 int spool__seg_find(spool_log *log, spool__seg *s, int64_t offset, int64_t limit, int64_t *pos);
+/* The first position in [from, limit) where a valid batch (CRC checked)
+ * with base offset >= min_base starts, its base on *base; -1 if none (or
+ * out of memory). Reads 1 MiB windows: for recovery and skipping. */
+int64_t spool__seg_resync(spool_log *log, spool__seg *s, int64_t from, int64_t limit,
+                          int64_t min_base, int64_t *base);
 
 /* ---- recovery.c ---- */
 int spool__part_recover(spool_log *log, spool__part *p, int have_ckpt, int64_t ckpt_end);
@@ -173,6 +189,9 @@ int spool__part_recover(spool_log *log, spool__part *p, int have_ckpt, int64_t c
 int spool__part_refresh(spool_log *log, spool__part *p, int64_t ckpt_end);
 
 /* ---- partition.c ---- */
+/* read_only: records an unreadable range of p (caller holds the wrlock or
+ * is alone). 0 or -ENOMEM. */
+int spool__part_add_bad(spool__part *p, const spool__bad *b);
 int spool__part_roll(spool_log *log, spool__part *p);
 /* Appends a segment to p's array (caller holds the wrlock or is alone). */
 int spool__part_push(spool__part *p, spool__seg *s);
@@ -216,6 +235,39 @@ void spool__cursors_free(spool_log *log);
 /* Frees space in p until bytes + need <= max_bytes (on_full handling).
  * 0 when it fits, -EAGAIN when it cannot. */
 int spool__retention_make_room(spool_log *log, spool__part *p, int64_t need);
+
+/* ---- preflight.c ---- */
+/* 1 (and a malloc'd message on *msg) if data_dir has no valid checkpoint
+ * while its segments hold data; 0 if not; negative errno. */
+int spool__positions_lost(const char *data_dir, const spool_log_io *io, char **msg);
+
+typedef struct spool__shrink_part {
+    int32_t partition;
+    int64_t begin, end;           /* its offsets */
+    int64_t bytes;                /* in its segments */
+    int64_t undelivered;          /* records the laggiest reader has not read */
+} spool__shrink_part;
+
+/* A configured topic with partition directories beyond its count. */
+typedef struct spool__shrink {
+    int topic;                    /* index in the topics given */
+    int32_t conf_parts, disk_parts;
+    spool__shrink_part *parts;    /* the partitions from conf_parts on */
+    size_t nparts;
+    int64_t undelivered;          /* sum over parts */
+    char *msg;                    /* for the user, when undelivered > 0 */
+} spool__shrink;
+
+/* Finds those topics (read_only). cons NULL: judge by the cursor files. */
+int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
+                       const spool_log_consumer_conf *cons, size_t ncons, spool__shrink **out,
+                       size_t *nout);
+void spool__shrink_free(spool__shrink *s, size_t n);
+/* Writable open: refuses (-ENOTEMPTY, logged) partitions beyond the count
+ * holding undelivered records unless overridden; empties the others.
+ * cons NULL: judge by the cursor files. */
+int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t ntopics,
+                        const spool_log_consumer_conf *cons, size_t ncons);
 
 /* ---- misc ---- */
 int spool__fsync_dir(const char *path);

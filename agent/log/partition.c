@@ -27,6 +27,42 @@ spool__part *spool__part_get(spool_log *log, int topic, int32_t partition)
     return &log->topics[topic].parts[partition];
 }
 
+int spool__part_add_bad(spool__part *p, const spool__bad *b)
+{
+    for (size_t i = 0; i < p->nbad; i++) {
+        if (b->off_from < p->bad[i].off_to && p->bad[i].off_from < b->off_to) {
+            return 0; /* already known */
+        }
+    }
+    spool__bad *n = realloc(p->bad, (p->nbad + 1) * sizeof(*n));
+    if (n == NULL) {
+        return -ENOMEM;
+    }
+    p->bad = n;
+    p->bad[p->nbad++] = *b;
+    return 0;
+}
+
+int spool_log_bad_range_get(spool_log *log, int topic, int32_t partition, size_t k,
+                            spool_log_bad_range *out)
+{
+    spool__part *p = spool__part_get(log, topic, partition);
+    if (p == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    int rc = -ENOENT;
+    pthread_rwlock_rdlock(&p->lock);
+    if (k < p->nbad) {
+        const spool__bad *b = &p->bad[k];
+        *out = (spool_log_bad_range){ .from_offset = b->off_from, .to_offset = b->off_to,
+                                      .segment_base = b->seg_base, .from_pos = b->pos_from,
+                                      .to_pos = b->pos_to, .moved = b->moved };
+        rc = 0;
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return rc;
+}
+
 int spool__part_roll(spool_log *log, spool__part *p)
 {
     spool__seg *s;
@@ -96,9 +132,11 @@ static long read_from(spool_log *log, spool__part *p, spool__seg *s, int64_t pos
     long first = spool__seg_peek(log, s, pos, limit, &info);
     if (first <= 0 || info.base_offset >= durable_end) {
         if (first < 0) {
-            spool_log_error(NULL, "log: %s/%d: corrupt batch header in segment %020" PRId64
-                            " at position %" PRId64, log->topics[p->topic].conf.name,
-                            p->partition, s->base, pos);
+            if (!log->read_only) { /* a reader (spool read) reports it itself */
+                spool_log_error(NULL, "log: %s/%d: corrupt batch header in segment %020" PRId64
+                                " at position %" PRId64, log->topics[p->topic].conf.name,
+                                p->partition, s->base, pos);
+            }
             return -EBADMSG;
         }
         return 0;
@@ -178,6 +216,20 @@ long spool_log_read(spool_log *log, int topic, int32_t partition, int64_t offset
             rc = frc;
             goto out;
         }
+        /* Never into a range recovery found unreadable (read_only logs). */
+        for (size_t k = 0; k < p->nbad; k++) {
+            const spool__bad *b = &p->bad[k];
+            if (b->seg_base != s->base || b->pos_to <= b->pos_from) {
+                continue;
+            }
+            if (pos >= b->pos_from && pos < b->pos_to && pos < limit) {
+                rc = -EBADMSG;
+                goto out;
+            }
+            if (b->pos_from > pos && b->pos_from < limit) {
+                limit = b->pos_from;
+            }
+        }
         if (pos >= limit) {
             continue;
         }
@@ -200,7 +252,13 @@ int spool_log_skip_corrupt(spool_log *log, int topic, int32_t partition, int64_t
     }
     int64_t durable_end = atomic_load(&p->durable_end);
     *next = durable_end;
-    pthread_rwlock_rdlock(&p->lock);
+    pthread_rwlock_wrlock(&p->lock);
+    for (size_t k = 0; k < p->nbad; k++) {
+        if (offset >= p->bad[k].off_from && offset < p->bad[k].off_to) {
+            *next = p->bad[k].off_to; /* a range recovery found */
+            goto unlock;
+        }
+    }
     if (p->nsegs > 0) {
         size_t i = seg_lookup(p, offset);
         spool__seg *s = p->segs[i];
@@ -210,20 +268,40 @@ int spool_log_skip_corrupt(spool_log *log, int topic, int32_t partition, int64_t
         if (i + 1 < p->nsegs) {
             *next = p->segs[i + 1]->base;
         }
+        spool__bad b = { .seg_base = s->base, .off_from = offset, .pos_to = limit };
         (void)spool__seg_find(log, s, offset > s->base ? offset : s->base, limit, &pos);
-        if (pos < limit && spool__seg_peek(log, s, pos, limit, &info) > 0) {
+        b.pos_from = pos;
+        long sz = pos < limit ? spool__seg_peek(log, s, pos, limit, &info) : 0;
+        if (sz > 0) {
             int64_t after = info.base_offset + info.last_offset_delta + 1;
             if (after > offset && after < *next) {
                 *next = after;
+                b.pos_to = pos + sz;
+            }
+        } else if (pos < limit) {
+            /* A broken header: the next valid batch in the segment, if any. */
+            int64_t nbase = 0;
+            int64_t q = spool__seg_resync(log, s, pos + 1, limit, offset + 1, &nbase);
+            if (q > 0 && nbase < *next) {
+                *next = nbase;
+                b.pos_to = q;
             }
         }
+        b.off_to = *next;
+        if (log->read_only && b.off_to > b.off_from) {
+            (void)spool__part_add_bad(p, &b); /* for the reader's report */
+        }
     }
+unlock:
     pthread_rwlock_unlock(&p->lock);
     if (*next <= offset) {
         *next = offset + 1 < durable_end ? offset + 1 : durable_end;
     }
-    spool_log_warn(NULL, "log: %s/%d: skipping corrupt data at offset %" PRId64 ", resuming at %"
-                   PRId64, log->topics[topic].conf.name, partition, offset, *next);
+    if (!log->read_only) {
+        spool_log_warn(NULL, "log: %s/%d: skipping corrupt data at offset %" PRId64
+                       ", resuming at %" PRId64, log->topics[topic].conf.name, partition,
+                       offset, *next);
+    }
     return 0;
 }
 

@@ -7,8 +7,10 @@
  * CRCs, else rescan it; always rescan the last segment. A bad batch is a
  * torn tail (cut, warned) when it is the end of the last non-empty segment
  * and nothing valid follows, or lies beyond the checkpoint (never
- * committed); otherwise it is corruption: the rest of that segment is copied
- * to <segment>.log.corrupt, cut, and logged as an error. Then everything
+ * committed); otherwise it is corruption: the bytes up to the next valid
+ * batch are copied to <segment>.log.corrupt and spliced out of the segment
+ * (the rest of the segment when no valid batch follows), logged as an error;
+ * the offsets they held stay a gap a reader is told about. Then everything
  * beyond the checkpoint's end offset is cut (info), so the source positions
  * in the checkpoint describe exactly the data kept. A read_only log never
  * writes: it only bounds what it shows. Never aborts on bad bytes.
@@ -34,6 +36,25 @@ typedef struct scan_result {
     int64_t end;       /* one past the last offset of the last good batch */
     int why;           /* SCAN_* */
 } scan_result;
+
+/*
+ * read_only: offsets [from, to) are missing before position pos of s.
+ * Offsets are dense in a partition spool wrote, so a gap is data that was
+ * lost (the tail of a crash before a sync) or moved aside as corrupt by an
+ * earlier `spool run`: a reader must be told.
+ */
+static void ro_note_gap(spool_log *log, spool__part *p, spool__seg *s, int64_t pos, int64_t from,
+                        int64_t to)
+{
+    if (!log->read_only || to <= from) {
+        return;
+    }
+    char path[4096];
+    spool__seg_path(path, sizeof(path), p->dir, s->base, ".log.corrupt");
+    spool__bad b = { .seg_base = s->base, .pos_from = pos, .pos_to = pos, .off_from = from,
+                     .off_to = to, .moved = access(path, F_OK) == 0 };
+    (void)spool__part_add_bad(p, &b); /* out of memory: the range goes unnamed */
+}
 
 /*
  * Scans batches of s from `from` (whose batch must start at offset >= expect)
@@ -75,6 +96,9 @@ static int scan_batches(spool_log *log, spool__part *p, spool__seg *s, int64_t f
             }
             if (r > 0) {
                 int64_t at = pos + (int64_t)off;
+                if (info.base_offset > res->end) {
+                    ro_note_gap(log, p, s, at, res->end, info.base_offset);
+                }
                 if (at > s->last_index_pos && spool__seg_index_due(log, p, s, at)) {
                     pthread_rwlock_wrlock(&p->lock);
                     rc = spool__seg_index_add(log, s, info.base_offset, at);
@@ -139,27 +163,6 @@ out:
     return rc;
 }
 
-/* 1 if a valid batch (CRC checked) starts right after the bad one at pos. */
-static int valid_batch_follows(spool_log *log, spool__seg *s, int64_t pos, int64_t file_size)
-{
-    spool_batch_info info;
-    long sz = spool__seg_peek(log, s, pos, INT64_MAX, &info);
-    if (sz <= 0 || pos + sz >= file_size) {
-        return 0;
-    }
-    long sz2 = spool__seg_peek(log, s, pos + sz, file_size, &info);
-    if (sz2 <= 0) {
-        return 0;
-    }
-    uint8_t *b = malloc((size_t)sz2);
-    int ok = 0;
-    if (b != NULL && log->io->pread(s->fd, b, (size_t)sz2, pos + sz) == sz2) {
-        ok = spool_batch_parse_header(b, (size_t)sz2, 1, &info) == sz2;
-    }
-    free(b);
-    return ok;
-}
-
 /* Copies [pos, size) of s to <segment>.log.corrupt (a fresh name). */
 static int move_aside(spool_log *log, spool__part *p, spool__seg *s, int64_t pos, int64_t size,
                       char *name, size_t cap)
@@ -199,6 +202,70 @@ static int move_aside(spool_log *log, spool__part *p, spool__seg *s, int64_t pos
 out:
     free(buf);
     close(fd);
+    return rc;
+}
+
+/*
+ * Rewrites the segment file of s without [from, to) (already saved by
+ * move_aside): a new file is written, synced and renamed over the old one,
+ * so a crash leaves one or the other. s->fd then refers to the new file.
+ */
+static int splice_out(spool_log *log, spool__part *p, spool__seg *s, int64_t from, int64_t to)
+{
+    char path[4096], tmp[4200];
+    int rc = 0;
+    spool__seg_path(path, sizeof(path), p->dir, s->base, ".log");
+    snprintf(tmp, sizeof(tmp), "%s.splice", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        return -errno;
+    }
+    uint8_t *buf = malloc(SCAN_CHUNK);
+    int64_t size = s->size;
+    if (buf == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (int64_t at = 0; at < size;) {
+        if (at == from) {
+            at = to;
+            continue;
+        }
+        int64_t stop = at < from ? from : size;
+        size_t want = (size_t)(stop - at < SCAN_CHUNK ? stop - at : SCAN_CHUNK);
+        long n = log->io->pread(s->fd, buf, want, at);
+        if (n <= 0) {
+            rc = n < 0 ? -errno : -EIO;
+            goto out;
+        }
+        if (write(fd, buf, (size_t)n) != n) {
+            rc = -errno;
+            goto out;
+        }
+        at += n;
+    }
+    if (fsync(fd) < 0 || rename(tmp, path) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    int nfd = log->io->open(path, O_RDWR, 0);
+    if (nfd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    log->io->close(s->fd);
+    s->fd = nfd;
+    s->size = size - (to - from);
+    s->synced_size = s->size;
+    /* Renamed: done. Without the directory sync a crash may bring the old
+     * file back, and the next recovery splices it again. */
+    (void)spool__fsync_dir(p->dir);
+out:
+    free(buf);
+    close(fd);
+    if (rc < 0) {
+        unlink(tmp);
+    }
     return rc;
 }
 
@@ -305,8 +372,58 @@ static void drop_last(spool_log *log, spool__part *p)
     spool__seg_free(log, s);
 }
 
-/* Handles a scan of s that stopped at a bad or incomplete batch. */
-static int handle_bad(spool_log *log, spool__part *p, size_t i, const scan_result *r,
+/*
+ * read_only: the scan of segment i stopped at a bad batch below the
+ * checkpoint's end. Records the range up to the next valid batch (an index
+ * entry there keeps lookups out of the bad bytes) and scans on from it;
+ * without one, the range runs to the next segment (or the checkpoint's
+ * end) and the segment is cut, in memory, at the bad batch.
+ */
+static int ro_skip_bad(spool_log *log, spool__part *p, size_t i, scan_result *r, int have_ckpt,
+                       int64_t ckpt_end)
+{
+    spool__seg *s = p->segs[i];
+    int64_t size = s->size;
+    for (int round = 0; round < 1000000; round++) {
+        int64_t nbase = 0;
+        int64_t q = spool__seg_resync(log, s, r->pos + 1, size, r->end, &nbase);
+        spool__bad b = { .seg_base = s->base, .pos_from = r->pos, .off_from = r->end };
+        if (q < 0) {
+            b.pos_to = size;
+            b.off_to = i + 1 < p->nsegs ? p->segs[i + 1]->base : have_ckpt ? ckpt_end : r->end;
+            if (b.off_to > b.off_from && spool__part_add_bad(p, &b) < 0) {
+                return -ENOMEM;
+            }
+            s->end = r->end;
+            return cut_segment(log, s, r->pos);
+        }
+        b.pos_to = q;
+        b.off_to = nbase;
+        int rc = spool__part_add_bad(p, &b);
+        if (rc == 0) {
+            rc = spool__seg_index_add(log, s, nbase, q);
+        }
+        if (rc == 0) {
+            rc = scan_batches(log, p, s, q, nbase, size, INT64_MAX, r);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+        s->end = r->end;
+        if (r->why == SCAN_CLEAN) {
+            return 0;
+        }
+        if (have_ckpt && r->end >= ckpt_end) {
+            return cut_segment(log, s, r->pos); /* beyond the commit point: being written */
+        }
+    }
+    return 0;
+}
+
+/* Handles a scan of s that stopped at a bad or incomplete batch: 0 done,
+ * 1 when corrupt bytes were spliced out and the segment must be scanned
+ * again, or a negative errno. */
+static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
                       int have_ckpt, int64_t ckpt_end)
 {
     spool__seg *s = p->segs[i];
@@ -318,9 +435,24 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, const scan_resul
             last = 0;
         }
     }
-    int torn = (have_ckpt && r->end >= ckpt_end) ||
-               (last && (r->why == SCAN_INCOMPLETE || !valid_batch_follows(log, s, r->pos, size)));
+    /* A torn write is the last one: no valid batch follows it anywhere in
+     * the segment (one that does proves the bytes between were corrupted). */
+    int64_t nbase = 0;
+    int64_t q = -1;
+    int torn = have_ckpt && r->end >= ckpt_end;
+    if (!torn && !log->read_only) {
+        q = spool__seg_resync(log, s, r->pos + 1, size, r->end, &nbase);
+    }
+    if (!torn && last && (log->read_only ? spool__seg_resync(log, s, r->pos + 1, size, r->end,
+                                                             &nbase) < 0
+                                         : q < 0)) {
+        torn = 1;
+    }
     if (log->read_only) {
+        /* A committed range that cannot be read: record it, read on after it. */
+        if (!(have_ckpt ? r->end >= ckpt_end : torn)) {
+            return ro_skip_bad(log, p, i, r, have_ckpt, ckpt_end);
+        }
         return cut_segment(log, s, r->pos);
     }
     if (torn) {
@@ -332,7 +464,22 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, const scan_resul
         return cut_segment(log, s, r->pos);
     }
     char name[4200];
-    int rc = move_aside(log, p, s, r->pos, size, name, sizeof(name));
+    int rc;
+    if (q > r->pos) {
+        /* Valid batches follow: only the corrupt bytes go, the rest stays. */
+        rc = move_aside(log, p, s, r->pos, q, name, sizeof(name));
+        if (rc == 0 && (rc = splice_out(log, p, s, r->pos, q)) == 0) {
+            spool_log_error(NULL, "log: %s/%d: corrupt data at offsets %" PRId64 "..%" PRId64
+                            " (segment %020" PRId64 ", bytes %" PRId64 "..%" PRId64 "): moved "
+                            "to %s; the batches after it are kept",
+                            topic, p->partition, r->end, nbase - 1, s->base, r->pos, q - 1, name);
+            log->stats.corrupt_moved++;
+            log->stats.corrupt_bytes += q - r->pos;
+            return 1; /* scan the segment again */
+        }
+        /* Not spliced: the copy stays, and the whole rest is moved below. */
+    }
+    rc = move_aside(log, p, s, r->pos, size, name, sizeof(name));
     if (rc < 0) {
         spool_log_error(NULL, "log: %s/%d: corrupt batch at offset %" PRId64 " (segment %020" PRId64
                         ", position %" PRId64 ") and cannot save the rest: %s; cutting",
@@ -356,7 +503,10 @@ static int recover_segment(spool_log *log, spool__part *p, size_t i, int have_ck
     int rc;
     int is_last = i + 1 == p->nsegs;
     int64_t stop = INT64_MAX;
-    if (!is_last && spool__seg_index_load(log, p, s, s->size) && s->nidx > 0) {
+    char moved[4096];
+    spool__seg_path(moved, sizeof(moved), p->dir, s->base, ".log.corrupt");
+    int check_all = log->read_only && access(moved, F_OK) == 0;
+    if (!is_last && !check_all && spool__seg_index_load(log, p, s, s->size) && s->nidx > 0) {
         spool__idx_entry e = s->idx[s->nidx - 1];
         rc = scan_batches(log, p, s, e.pos, s->base + e.rel, s->size, stop, &r);
         if (rc < 0) {
@@ -371,18 +521,25 @@ static int recover_segment(spool_log *log, spool__part *p, size_t i, int have_ck
     if (is_last && !log->read_only) {
         index_ok = spool__seg_index_load(log, p, s, s->size) || s->size == 0; /* opens the fd */
     }
-    /* Full scan: rebuild the index from the data. */
-    s->nidx = 0;
-    s->last_index_pos = -1;
-    s->max_ts = -1;
-    rc = scan_batches(log, p, s, 0, s->base, s->size, stop, &r);
-    if (rc < 0) {
-        return rc;
-    }
-    s->end = r.end;
-    if (r.why != SCAN_CLEAN) {
+    /* Full scan: rebuild the index from the data; again after corrupt bytes
+     * were spliced out of the segment (each round removes some). */
+    for (int round = 0; round < 100000; round++) {
+        s->nidx = 0;
+        s->last_index_pos = -1;
+        s->max_ts = -1;
+        rc = scan_batches(log, p, s, 0, s->base, s->size, stop, &r);
+        if (rc < 0) {
+            return rc;
+        }
+        s->end = r.end;
+        if (r.why == SCAN_CLEAN) {
+            break;
+        }
         if ((rc = handle_bad(log, p, i, &r, have_ckpt, ckpt_end)) < 0) {
             return rc;
+        }
+        if (rc == 0) {
+            break;
         }
     }
     if (!index_ok && !log->read_only) {
@@ -479,7 +636,15 @@ int spool__part_recover(spool_log *log, spool__part *p, int have_ckpt, int64_t c
     if (p->nsegs > 0 && have_ckpt && (rc = cut_to_checkpoint(log, p, ckpt_end)) < 0) {
         goto out;
     }
+    for (size_t i = 1; log->read_only && i < p->nsegs; i++) {
+        spool__seg *prev = p->segs[i - 1];
+        ro_note_gap(log, p, prev, prev->size, prev->end, p->segs[i]->base);
+    }
     int64_t end = p->nsegs ? p->segs[p->nsegs - 1]->end : (have_ckpt ? ckpt_end : 0);
+    if (have_ckpt && end < ckpt_end && p->nsegs > 0) {
+        spool__seg *last = p->segs[p->nsegs - 1];
+        ro_note_gap(log, p, last, last->size, end, ckpt_end);
+    }
     if (have_ckpt && end < ckpt_end) {
         if (!log->read_only) {
             log->stats.ckpt_missing++;

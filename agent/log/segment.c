@@ -323,3 +323,60 @@ int spool__seg_index_due(spool_log *log, spool__part *p, spool__seg *s, int64_t 
     int64_t every = log->topics[p->topic].conf.index_interval_bytes;
     return s->last_index_pos < 0 || pos - s->last_index_pos >= (every > 0 ? every : 4096);
 }
+
+int64_t spool__seg_resync(spool_log *log, spool__seg *s, int64_t from, int64_t limit,
+                          int64_t min_base, int64_t *base)
+{
+    const size_t win = 1 << 20;
+    const size_t hdr = SPOOL_BATCH_HEADER_SIZE;
+    uint8_t *buf = malloc(win + hdr);
+    uint8_t *batch = NULL;
+    int64_t found = -1;
+    if (buf == NULL) {
+        return -1;
+    }
+    /* Windows of `win` candidate positions, each read with the header bytes
+     * of its last candidate; a candidate that looks like a header is read
+     * whole and its CRC checked. */
+    for (int64_t at = from; found < 0 && at + (int64_t)hdr <= limit; at += (int64_t)win) {
+        size_t want = limit - at < (int64_t)(win + hdr - 1) ? (size_t)(limit - at) : win + hdr - 1;
+        long n = log->io->pread(s->fd, buf, want, at);
+        if (n < (long)hdr) {
+            break;
+        }
+        for (size_t q = 0; q + hdr <= (size_t)n && q < win; q++) {
+            const uint8_t *b = buf + q;
+            if (b[16] != 2) {
+                continue;
+            }
+            int64_t bo = (int64_t)(((uint64_t)b[0] << 56) | ((uint64_t)b[1] << 48) |
+                                   ((uint64_t)b[2] << 40) | ((uint64_t)b[3] << 32) |
+                                   ((uint64_t)b[4] << 24) | ((uint64_t)b[5] << 16) |
+                                   ((uint64_t)b[6] << 8) | b[7]);
+            uint32_t blen = ((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16) |
+                            ((uint32_t)b[10] << 8) | b[11];
+            int64_t pos = at + (int64_t)q;
+            size_t sz = (size_t)blen + SPOOL_BATCH_LOG_OVERHEAD;
+            if (bo < min_base || blen > SPOOL__MAX_BATCH || sz < hdr ||
+                pos + (int64_t)sz > limit) {
+                continue;
+            }
+            uint8_t *nb = realloc(batch, sz);
+            if (nb == NULL) {
+                goto out;
+            }
+            batch = nb;
+            spool_batch_info info;
+            if (log->io->pread(s->fd, batch, sz, pos) == (long)sz &&
+                spool_batch_parse_header(batch, sz, 1, &info) == (long)sz) {
+                found = pos;
+                *base = bo;
+                break;
+            }
+        }
+    }
+out:
+    free(batch);
+    free(buf);
+    return found;
+}

@@ -176,6 +176,45 @@ static int64_t file_size(const char *path)
 
 /* ---- tests ---- */
 
+/* Position of the batch with base offset `base` in partition 0's first
+ * segment (found by walking its headers). */
+static int64_t batch_pos(fixture *f, int64_t base)
+{
+    char path[512];
+    seg_file(f, 0, 0, ".log", path, sizeof(path));
+    int fd = open(path, O_RDONLY);
+    int64_t pos = 0, found = -1;
+    uint8_t h[12];
+    while (fd >= 0 && pread(fd, h, 12, pos) == 12) {
+        int64_t b = 0;
+        for (int i = 0; i < 8; i++) {
+            b = (b << 8) | h[i];
+        }
+        uint32_t len = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) |
+                       h[11];
+        if (b == base) {
+            found = pos;
+            break;
+        }
+        pos += 12 + (int64_t)len;
+    }
+    close(fd);
+    return found;
+}
+
+static void flip_byte(fixture *f, int64_t pos)
+{
+    char path[512];
+    seg_file(f, 0, 0, ".log", path, sizeof(path));
+    int fd = open(path, O_RDWR);
+    uint8_t b = 0;
+    assert_true(pread(fd, &b, 1, pos) == 1);
+    b ^= 0xff;
+    assert_true(pwrite(fd, &b, 1, pos) == 1);
+    close(fd);
+}
+
+
 static void test_roundtrip_rolls(void **state)
 {
     fixture *f = *state;
@@ -377,22 +416,32 @@ static void test_corrupt_middle(void **state)
     b ^= 0xff;
     assert_true(pwrite(fd, &b, 1, (off_t)off + 70) == 1);
     close(fd);
+    int64_t bad = batch_pos(f, 80) - (int64_t)off; /* the corrupt batch's size */
+    assert_true(bad > 0);
     log = open_log(f);
     spool_log_recovery_stats st;
     spool_log_recovery_get(log, &st);
     assert_int_equal(st.corrupt_moved, 1);
-    assert_int_equal(st.corrupt_bytes, size - (int64_t)off);
+    assert_int_equal(st.corrupt_bytes, bad);
+    /* Only the corrupt batch is moved aside; every batch after it stays. */
     snprintf(corrupt, sizeof(corrupt), "%s.corrupt", path);
-    assert_int_equal(file_size(corrupt), size - (int64_t)off);
-    assert_int_equal(file_size(path), (int64_t)off);
-    assert_int_equal(read_check(log, 0, 0, &next), 75);
+    assert_int_equal(file_size(corrupt), bad);
+    assert_int_equal(file_size(path), size - bad);
+    assert_int_equal(read_check(log, 0, 0, &next), end - 5);
+    assert_int_equal(read_check(log, 0, 75, NULL), end - 80); /* from inside the gap */
     /* Appends go on after the checkpoint's end. */
     spool_partition_info info;
     spool_log_partition_info(log, 0, 0, &info);
     assert_int_equal(info.end_offset, end);
     assert_int_equal(append_n(log, 0, end, 3, 0), 0);
     assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
-    assert_int_equal(read_check(log, 0, 0, NULL), 78);
+    assert_int_equal(read_check(log, 0, 0, NULL), end - 5 + 3);
+    spool_log_close(log);
+    /* Reopened: nothing more to do. */
+    log = open_log(f);
+    spool_log_recovery_get(log, &st);
+    assert_int_equal(st.corrupt_moved + st.torn_cuts, 0);
+    assert_int_equal(read_check(log, 0, 0, NULL), end - 5 + 3);
     spool_log_close(log);
 }
 
@@ -898,6 +947,186 @@ static void test_fsync_interval_publication(void **state)
     spool_log_close(log);
 }
 
+/* 12.4: a read_only open keeps reading after a corrupt batch in the middle
+ * of a segment and names the range; reads stop at it with -EBADMSG. */
+static void test_read_only_bad_range(void **state)
+{
+    fixture *f = *state;
+    f->topic.segment_bytes = 1 << 20;
+    spool_log *log = open_log(f);
+    int64_t end = 0;
+    for (int b = 0; b < 30; b++) {
+        assert_int_equal(append_n(log, 0, end, 5, 0), 0);
+        end += 5;
+    }
+    assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
+    spool_log_close(log);
+    for (int header = 0; header < 2; header++) {
+        int64_t pos = batch_pos(f, 75);
+        int64_t pos80 = batch_pos(f, 80);
+        assert_true(pos > 0 && pos80 > pos);
+        flip_byte(f, header ? pos + 9 : pos + 70); /* the length, or a record byte */
+        spool_log_options ro = f->opt;
+        ro.read_only = 1;
+        spool_log *r = NULL;
+        assert_int_equal(spool_log_open(&ro, &r), 0);
+        spool_log_bad_range b;
+        assert_int_equal(spool_log_bad_range_get(r, 0, 0, 0, &b), 0);
+        assert_int_equal(b.from_offset, 75);
+        assert_int_equal(b.to_offset, 80);
+        assert_int_equal(b.from_pos, pos);
+        assert_int_equal(b.to_pos, pos80);
+        assert_int_equal(b.moved, 0);
+        assert_int_equal(spool_log_bad_range_get(r, 0, 0, 1, &b), -ENOENT);
+        spool_buf buf = { 0 };
+        int64_t n2, at = 0;
+        long got;
+        for (int guard = 0; guard < 1000; guard++) { /* the reads stop at the range */
+            buf.len = 0;
+            if ((got = spool_log_read(r, 0, 0, at, 700, &buf, &n2)) <= 0) {
+                break;
+            }
+            at = n2;
+        }
+        assert_int_equal(got, -EBADMSG);
+        assert_int_equal(at, 75);
+        assert_int_equal(spool_log_skip_corrupt(r, 0, 0, 75, &n2), 0);
+        assert_int_equal(n2, 80);
+        assert_int_equal(read_check(r, 0, 80, NULL), end - 80); /* every batch after it */
+        spool_buf_free(&buf);
+        spool_log_close(r);
+        flip_byte(f, header ? pos + 9 : pos + 70); /* repaired for the next round */
+    }
+    /* A writable open moves the damage aside; a reader names the gap. */
+    flip_byte(f, batch_pos(f, 75) + 70);
+    log = open_log(f);
+    spool_log_close(log);
+    spool_log_options ro = f->opt;
+    ro.read_only = 1;
+    spool_log *r = NULL;
+    assert_int_equal(spool_log_open(&ro, &r), 0);
+    spool_log_bad_range b;
+    assert_int_equal(spool_log_bad_range_get(r, 0, 0, 0, &b), 0);
+    assert_int_equal(b.from_offset, 75);
+    assert_int_equal(b.to_offset, 80);
+    assert_int_equal(b.moved, 1);
+    assert_int_equal(read_check(r, 0, 80, NULL), end - 80);
+    spool_log_close(r);
+}
+
+static void count_problem(void *arg, int problem, const char *topic, const char *msg)
+{
+    int *n = arg;
+    (void)topic;
+    assert_non_null(msg);
+    *n += problem == SPOOL_LOG_PARTITIONS_CUT ? 1 : 100;
+}
+
+/* 13.6: no valid checkpoint while the log holds data: refused, unless
+ * spool_log_set_overrides(SPOOL_LOG_RESET_POSITIONS). */
+static void test_lost_checkpoint_refused(void **state)
+{
+    fixture *f = *state;
+    spool_log *log = open_log(f);
+    assert_int_equal(append_n(log, 0, 0, 10, 0), 0);
+    assert_int_equal(spool_log_position_set(log, "src", "10", 2), 0);
+    assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
+    spool_log_close(log);
+    char path[512];
+    for (int slot = 0; slot < 2; slot++) {
+        snprintf(path, sizeof(path), "%s/state/checkpoint.%d", f->dir, slot);
+        unlink(path);
+    }
+    spool_log *other = NULL;
+    assert_int_equal(spool_log_open(&f->opt, &other), -ESTALE);
+    assert_null(other);
+    int n = 0;
+    assert_int_equal(spool_log_preflight(f->dir, &f->topic, 1, NULL, 0, count_problem, &n), 1);
+    assert_int_equal(n, 100);
+    spool_log_set_overrides(SPOOL_LOG_RESET_POSITIONS);
+    log = open_log(f);
+    spool_log_set_overrides(0);
+    assert_int_equal(read_check(log, 0, 0, NULL), 10); /* the data stays */
+    char pos[8];
+    assert_int_equal(spool_log_position_get(log, "src", pos, sizeof(pos), NULL), -ENOENT);
+    spool_log_close(log);
+    log = open_log(f); /* a checkpoint again */
+    spool_log_close(log);
+}
+
+/* 12.3: fewer partitions than hold undelivered records: refused; once a
+ * consumer read them, the extra partition is emptied and its offsets
+ * continue if the count goes up again. */
+static void test_lower_partitions(void **state)
+{
+    fixture *f = *state;
+    spool_log *log = open_log(f);
+    assert_int_equal(append_n(log, 1, 0, 10, 0), 0);
+    assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
+    spool_log_close(log);
+    f->topic.partitions = 1;
+    spool_log *other = NULL;
+    assert_int_equal(spool_log_open(&f->opt, &other), -ENOTEMPTY); /* no cursor at all */
+    const char *topics[] = { "app" };
+    spool_log_consumer_conf c = { .name = "c", .topics = topics, .topic_count = 1 };
+    int n = 0;
+    assert_int_equal(spool_log_preflight(f->dir, &f->topic, 1, &c, 1, count_problem, &n), 1);
+    assert_int_equal(n, 1);
+    /* A consumer reads partition 1 up to 6 of 10: still refused. */
+    f->topic.partitions = 2;
+    log = open_log(f);
+    assert_int_equal(spool_log_cursor_register(log, "c"), 0);
+    assert_int_equal(spool_log_cursor_set(log, "c", 0, 1, 6), 0);
+    assert_int_equal(spool_log_cursor_flush(log, "c"), 0);
+    spool_log_close(log);
+    f->topic.partitions = 1;
+    assert_int_equal(spool_log_open(&f->opt, &other), -ENOTEMPTY);
+    n = 0;
+    assert_int_equal(spool_log_preflight(f->dir, &f->topic, 1, &c, 1, count_problem, &n), 1);
+    /* Read to the end: accepted, partition 1 emptied. */
+    f->topic.partitions = 2;
+    log = open_log(f);
+    assert_int_equal(spool_log_cursor_register(log, "c"), 0);
+    assert_int_equal(spool_log_cursor_set(log, "c", 0, 1, 10), 0);
+    assert_int_equal(spool_log_cursor_flush(log, "c"), 0);
+    assert_int_equal(spool_log_cursor_register(log, "gone"), 0); /* no longer configured */
+    assert_int_equal(spool_log_cursor_set(log, "gone", 0, 1, 2), 0);
+    assert_int_equal(spool_log_cursor_flush(log, "gone"), 0);
+    spool_log_close(log);
+    f->topic.partitions = 1;
+    n = 0;
+    assert_int_equal(spool_log_preflight(f->dir, &f->topic, 1, &c, 1, count_problem, &n), 0);
+    /* Judged by the cursor files, "gone" has not read 8; by the configured c, all read. */
+    assert_int_equal(spool_log_open(&f->opt, &other), -ENOTEMPTY);
+    f->opt.consumers = &c;
+    f->opt.consumer_count = 1;
+    log = open_log(f);
+    spool_log_close(log);
+    char path[512];
+    seg_file(f, 1, 0, ".log", path, sizeof(path));
+    assert_int_equal(file_size(path), -1);
+    seg_file(f, 1, 10, ".log", path, sizeof(path));
+    assert_int_equal(file_size(path), 0);
+    /* Raised again: offsets continue at 10 (the cursor stays valid). */
+    f->topic.partitions = 2;
+    log = open_log(f);
+    spool_partition_info info;
+    assert_int_equal(spool_log_partition_info(log, 0, 1, &info), 0);
+    assert_int_equal(info.end_offset, 10);
+    assert_int_equal(append_n(log, 1, 10, 3, 0), 0);
+    assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
+    spool_log_close(log);
+    /* The override drops undelivered records. */
+    f->topic.partitions = 1;
+    assert_int_equal(spool_log_open(&f->opt, &other), -ENOTEMPTY);
+    spool_log_set_overrides(SPOOL_LOG_DROP_PARTITIONS);
+    log = open_log(f);
+    spool_log_set_overrides(0);
+    spool_log_close(log);
+    seg_file(f, 1, 13, ".log", path, sizeof(path));
+    assert_int_equal(file_size(path), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -919,6 +1148,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_and_read_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_discovered_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_interval_publication, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_bad_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_checkpoint_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lower_partitions, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
