@@ -112,6 +112,13 @@ static int batch_set_positions(tail_rt *rt)
         pos.offset = f->sp.emit_off;
         pos.fp_hash = f->fp_hash;
         pos.fp_len = f->fp_len;
+        if (!f->trunc_pending) {
+            tail_file_update_back(f);
+        }
+        if (f->bk_off == f->sp.emit_off) {
+            pos.bk_hash = f->bk_hash;
+            pos.bk_len = f->bk_len;
+        }
         snprintf(pos.path, sizeof(pos.path), "%s", f->path);
         size_t len = tail_pos_encode(&pos, blob);
         r = spool_batch_set_position(rt->batch, f->source, blob, len);
@@ -263,7 +270,10 @@ static int read_cycle(tail_rt *rt)
         for (size_t i = 0; i < rt->nfiles; i++) {
             tail_file *f = rt->files[i];
             int rotated = f->state == TAIL_ROTATED;
-            if (pass == 0 ? !rotated || f->fd < 0 : rotated || !f->dirty) {
+            /* First the files whose lines precede others': rotated ones, and
+             * copies continued from their original's position. */
+            if (pass == 0 ? !(rotated && f->fd >= 0) && !(f->prio && f->dirty)
+                          : rotated || f->prio || !f->dirty) {
                 continue;
             }
             f->dirty = 0;

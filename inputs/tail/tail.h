@@ -150,10 +150,12 @@ typedef struct tail_pos {
     int64_t offset;     /* bytes of the file covered by records in the log */
     uint64_t fp_hash;   /* FNV-1a 64 of the first fp_len bytes */
     uint32_t fp_len;    /* bytes hashed, <= TAIL_FP_MAX */
+    uint64_t bk_hash;   /* FNV-1a 64 of the bk_len bytes just before offset */
+    uint32_t bk_len;    /* min(offset, TAIL_FP_MAX); 0 = unknown (version 1 blob) */
     char path[4096];    /* the path it was last known by */
 } tail_pos;
 
-#define TAIL_POS_BLOB_MAX (48 + 4096)
+#define TAIL_POS_BLOB_MAX (60 + 4096)
 
 /* Encodes p into buf (TAIL_POS_BLOB_MAX bytes); returns the length. */
 size_t tail_pos_encode(const tail_pos *p, uint8_t *buf);
@@ -164,6 +166,9 @@ void tail_pos_source(uint64_t dev, uint64_t ino, char *buf, size_t cap);
 /* Fingerprint of the first up to TAIL_FP_MAX bytes of fd (pread). 0 or -errno. */
 int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len);
 uint64_t tail_fnv1a(const uint8_t *p, size_t n);
+/* Hash of the min(off, TAIL_FP_MAX) bytes before off (pread). 0, -ENODATA
+ * if the file is shorter than off, or -errno. */
+int tail_back_hash(int fd, int64_t off, uint64_t *hash, uint32_t *len);
 
 /* ------------------------------------------------------------------------ */
 /* The input (tail.c) and its files (tail_file.c).                          */
@@ -172,6 +177,13 @@ uint64_t tail_fnv1a(const uint8_t *p, size_t n);
 enum { TAIL_FROM_BEGINNING = 0, TAIL_FROM_END = 1 };
 enum { TAIL_WATCHER_INOTIFY = 0, TAIL_WATCHER_POLL = 1 };
 enum { TAIL_LONG_SPLIT = 0, TAIL_LONG_TRUNCATE = 1 };
+
+/* What a file's first bytes say it is (magic bytes, not its name). */
+enum tail_file_kind {
+    TAIL_KIND_UNKNOWN = 0, /* not looked at yet, or too short to tell */
+    TAIL_KIND_TEXT = 1,
+    TAIL_KIND_SKIP = 2,    /* compressed: not read (noticed once) */
+};
 
 enum tail_file_state {
     TAIL_ACTIVE = 0,   /* found at its path by the globs */
@@ -207,6 +219,22 @@ struct tail_file {
     int in_batch;              /* its position must be set on the current batch */
     int warned_long;           /* long-line warning given */
     int eof;                   /* the last read hit the end of the file */
+    int kind;                  /* enum tail_file_kind */
+    int trunc_pending;         /* truncation seen; restarts at the next read (after a rescan) */
+    const char *trunc_why;     /* static text: why it restarts */
+    int prio;                  /* read before the others (a copy's tail): until its end */
+    int fresh;                 /* found new by the current scan */
+    int copy_check;            /* new: compare with the followed files before reading it */
+    tail_file *copy_of;        /* a copy of that file (same bytes): not read until that
+                                * one is truncated or gone, then continued from its position */
+    tail_file *after;          /* the file it replaced (or the copy holding its older
+                                * lines): read first while it has unread data */
+    int64_t after_since_ms;    /* monotonic ms `after` was set */
+    char *renamed_from;        /* the scan: the matched path it had before (then NULL) */
+    uint64_t bk_hash;          /* hash of the bk_len bytes before bk_off */
+    uint32_t bk_len;           /* 0 = unknown */
+    int64_t bk_off;            /* the offset bk_* are for (-1: none) */
+    int64_t size_seen;         /* the largest size fstat showed (lost bytes at truncation) */
     int64_t read_off;          /* next byte to read (== splitter's off) */
     int64_t last_grow_ms;      /* monotonic ms data was last read from it */
     int64_t last_use_ms;       /* monotonic ms of the last read attempt (LRU) */
@@ -234,6 +262,7 @@ typedef struct tail_ctx {
     int64_t max_open_files;     /* fds held at most */
     int64_t close_inactive_ms;  /* close a file idle this long */
     int64_t rotate_wait_ms;     /* keep reading a rotated file this long after its last data */
+    int decompress;             /* read gzip/zstd files decompressed (else skip them) */
     tail_rt *rt;                /* runtime state, made by init */
 } tail_ctx;
 
@@ -296,6 +325,17 @@ int tail_file_timers(tail_rt *rt, tail_file *f);
 int64_t tail_file_next_timer(const tail_rt *rt, const tail_file *f);
 /* Marks f's position to go with the current batch. -ENOMEM. */
 int tail_file_touch(tail_rt *rt, tail_file *f);
+/* A truncation was seen (trunc_pending): restarts f at 0 now (after the
+ * scan linked its copies). 0 or -errno. */
+int tail_file_restart_pending(tail_rt *rt, tail_file *f);
+/* Brings f's bk_* to its emit_off (pread if needed). */
+void tail_file_update_back(tail_file *f);
+/* A new file read from 0: if its beginning and the bytes before a followed
+ * file's position are that file's (a copy, copytruncate), links it to that
+ * file (copy_of) and returns 1; else 0. */
+int tail_file_link_copy(tail_rt *rt, tail_file *f);
+/* 1 if f must wait for f->after to be read first (clears a stale `after`). */
+int tail_file_must_wait(tail_rt *rt, tail_file *f);
 
 /* tail_scan.c */
 /* Reads the stored positions (before the first scan). 0 or -errno. */

@@ -17,8 +17,11 @@
  * Not done here: deciding which files exist, rotation (tail_scan.c), the
  * loop and the batch (tail.c).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,8 @@
 #include <unistd.h>
 
 #include "tail.h"
+
+#define TAIL_ORDER_WAIT_MS 30000 /* a successor waits for its predecessor at most this long */
 
 typedef struct emit_arg {
     tail_rt *rt;
@@ -86,6 +91,8 @@ tail_file *tail_file_new(tail_rt *rt, const char *path, const char *real, const 
         return NULL;
     }
     f->fd = -1;
+    f->bk_off = -1;
+    f->size_seen = (int64_t)st->st_size;
     f->dev = (uint64_t)st->st_dev;
     f->ino = (uint64_t)st->st_ino;
     tail_pos_source(f->dev, f->ino, f->source, sizeof(f->source));
@@ -110,6 +117,138 @@ void tail_file_close(tail_rt *rt, tail_file *f)
     }
 }
 
+void tail_file_update_back(tail_file *f)
+{
+    int64_t e = f->sp.emit_off;
+    if (f->bk_off == e) {
+        return;
+    }
+    f->bk_off = e;
+    if (f->fd < 0 || tail_back_hash(f->fd, e, &f->bk_hash, &f->bk_len) < 0) {
+        f->bk_len = 0; /* unknown: the checks that need it are skipped */
+    }
+}
+
+/* bk_* from the block just fed (blk holds the file's bytes from blk_off),
+ * else from the file. */
+static void update_back_from(tail_file *f, const uint8_t *blk, int64_t blk_off, size_t n)
+{
+    int64_t e = f->sp.emit_off;
+    int64_t want = e < TAIL_FP_MAX ? e : TAIL_FP_MAX;
+    if (f->bk_off != e && e - want >= blk_off && e <= blk_off + (int64_t)n) {
+        f->bk_hash = tail_fnv1a(blk + (e - want - blk_off), (size_t)want);
+        f->bk_len = (uint32_t)want;
+        f->bk_off = e;
+        return;
+    }
+    tail_file_update_back(f);
+}
+
+/* Positions f at off (file offset), its splitter empty. */
+static void file_seek(tail_file *f, int64_t off)
+{
+    tail_split_reset(&f->sp, off);
+    f->read_off = off;
+    if (f->fd >= 0) {
+        lseek(f->fd, off, SEEK_SET);
+    }
+    tail_file_update_back(f);
+}
+
+/* `orig` is truncated or gone: its copies continue from where it was read
+ * (what it held past that point is in them), before it is read again.
+ * Returns the number of copies continued. */
+static int resolve_copies(tail_rt *rt, tail_file *orig)
+{
+    int n = 0;
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *c = rt->files[i];
+        if (c->copy_of != orig) {
+            continue;
+        }
+        c->copy_of = NULL;
+        struct stat st;
+        int64_t off = orig->sp.emit_off;
+        if (c->fd >= 0 && fstat(c->fd, &st) == 0 && (int64_t)st.st_size < off) {
+            off = (int64_t)st.st_size; /* a shorter copy: orig read all of it */
+        }
+        file_seek(c, off);
+        c->prio = 1;
+        c->dirty = 1;
+        tail_file_touch(rt, c);
+        if (orig->state == TAIL_ACTIVE) {
+            orig->after = c; /* its new content comes after the copy's tail */
+            orig->after_since_ms = rt->now_ms;
+        }
+        spool_log_info(rt->ins, "%s: a copy of %s (copytruncate); continuing it from offset "
+                       "%" PRId64 ", where %s was read", c->path, orig->path, off, orig->path);
+        n++;
+    }
+    return n;
+}
+
+int tail_file_link_copy(tail_rt *rt, tail_file *f)
+{
+    if (f->fd < 0) {
+        return 0;
+    }
+    struct stat st;
+    if (fstat(f->fd, &st) < 0) {
+        return 0;
+    }
+    uint64_t h = 0;
+    uint32_t hl = UINT32_MAX;
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *o = rt->files[i];
+        if (o == f || o->copy_of || o->fp_len == 0 || o->kind == TAIL_KIND_SKIP) {
+            continue;
+        }
+        if (!o->trunc_pending) {
+            tail_file_update_back(o); /* (a truncated one keeps what it had) */
+        }
+        if (o->sp.emit_off <= 0 || o->sp.emit_off > (int64_t)st.st_size ||
+            o->bk_off != o->sp.emit_off || o->bk_len == 0) {
+            continue;
+        }
+        if (hl != o->fp_len && tail_fingerprint(f->fd, o->fp_len, &h, &hl) < 0) {
+            return 0;
+        }
+        if (hl != o->fp_len || h != o->fp_hash) {
+            continue;
+        }
+        uint64_t bh;
+        uint32_t bl;
+        if (tail_back_hash(f->fd, o->sp.emit_off, &bh, &bl) < 0 || bl != o->bk_len ||
+            bh != o->bk_hash) {
+            continue;
+        }
+        f->copy_of = o;
+        spool_log_debug(rt->ins, "%s: same content as %s up to offset %" PRId64 ": a copy, "
+                        "held until %s is truncated", f->path, o->path, o->sp.emit_off, o->path);
+        if (o->trunc_pending) {
+            resolve_copies(rt, o); /* its old content is gone: continue it here now */
+        }
+        return 1;
+    }
+    return 0;
+}
+
+int tail_file_must_wait(tail_rt *rt, tail_file *f)
+{
+    tail_file *x = f->after;
+    if (!x) {
+        return 0;
+    }
+    /* Bounded: two writers appending to both files at once have no order to keep. */
+    if (rt->now_ms - f->after_since_ms > rt->ctx->rotate_wait_ms + TAIL_ORDER_WAIT_MS) {
+        f->after = NULL;
+        return 0;
+    }
+    struct stat st;
+    return x->copy_of == NULL && x->kind != TAIL_KIND_SKIP && x->fd >= 0 &&
+           fstat(x->fd, &st) == 0 && (int64_t)st.st_size > x->read_off;
+}
+
 void tail_file_free(tail_rt *rt, tail_file *f, int forget)
 {
     if (!f) {
@@ -124,6 +263,12 @@ void tail_file_free(tail_rt *rt, tail_file *f, int forget)
     if (forget) {
         tail_batch_forget(rt, f->source);
     }
+    resolve_copies(rt, f);
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        if (rt->files[i]->after == f) {
+            rt->files[i]->after = NULL;
+        }
+    }
     tail_file_close(rt, f);
     for (size_t i = 0; i < rt->nfiles; i++) {
         if (rt->files[i] == f) {
@@ -135,6 +280,7 @@ void tail_file_free(tail_rt *rt, tail_file *f, int forget)
     tail_split_free(&f->sp);
     free(f->path);
     free(f->real);
+    free(f->renamed_from);
     free(f);
 }
 
@@ -175,20 +321,99 @@ static void evict_one(tail_rt *rt, const tail_file *keep)
     }
 }
 
+/*
+ * A copy of f that the globs do not match (copytruncate's app.log.1): the
+ * bytes f had past its position are there. Returns how many, or -1 if no
+ * such copy is found next to f (name: f's name and a suffix).
+ */
+static int64_t unread_in_copy(const tail_file *f, char *name, size_t cap)
+{
+    if (f->fp_len == 0 || f->bk_len == 0 || f->bk_off != f->sp.emit_off) {
+        return -1;
+    }
+    char dir[PATH_MAX], path[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", f->real);
+    char *slash = strrchr(dir, '/');
+    if (!slash) {
+        return -1;
+    }
+    *slash = '\0';
+    const char *base = slash + 1;
+    size_t bl = strlen(base);
+    DIR *d = opendir(dir[0] ? dir : "/");
+    if (!d) {
+        return -1;
+    }
+    int64_t best = -1;
+    int tried = 0;
+    struct dirent *de;
+    while (best < 0 && tried < 64 && (de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, base, bl) != 0 || de->d_name[bl] == '\0') {
+            continue;
+        }
+        tried++;
+        if (strlen(dir) + strlen(de->d_name) + 2 > sizeof(path)) {
+            continue;
+        }
+        memcpy(path, dir, strlen(dir));
+        path[strlen(dir)] = '/';
+        memcpy(path + strlen(dir) + 1, de->d_name, strlen(de->d_name) + 1);
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) {
+            continue;
+        }
+        struct stat st;
+        uint64_t h;
+        uint32_t len;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_ino != f->ino &&
+            (int64_t)st.st_size >= f->sp.emit_off &&
+            tail_fingerprint(fd, f->fp_len, &h, &len) == 0 && len == f->fp_len &&
+            h == f->fp_hash && tail_back_hash(fd, f->sp.emit_off, &h, &len) == 0 &&
+            len == f->bk_len && h == f->bk_hash) {
+            best = (int64_t)st.st_size - f->sp.emit_off;
+            snprintf(name, cap, "%s", path);
+        }
+        close(fd);
+    }
+    closedir(d);
+    return best;
+}
+
 /* Restarts f at offset 0 (truncated, or rewritten while closed). */
 static int file_restart(tail_rt *rt, tail_file *f, const char *why)
 {
     emit_arg a = {rt, f};
-    rt->now_wall_ms = spool_now_ms();
-    int r = tail_split_flush_partial(&f->sp, &rt->split, rt->now_ms, file_emit, &a);
-    if (r == 0) {
-        r = tail_split_flush_record(&f->sp, &rt->split, file_emit, &a);
+    int64_t at = f->sp.emit_off;
+    if (resolve_copies(rt, f) == 0) {
+        /* No copy continues it: what it held past its position is lost, except
+         * the incomplete line read so far. */
+        char copy[PATH_MAX];
+        int64_t lost = unread_in_copy(f, copy, sizeof(copy));
+        rt->now_wall_ms = spool_now_ms();
+        int r = tail_split_flush_partial(&f->sp, &rt->split, rt->now_ms, file_emit, &a);
+        if (r == 0) {
+            r = tail_split_flush_record(&f->sp, &rt->split, file_emit, &a);
+        }
+        if (r < 0) {
+            return r;
+        }
+        if (lost > 0) {
+            spool_log_warn(rt->ins, "%s: %s at offset %" PRId64 "; %" PRId64 " bytes written "
+                           "before that were not read yet and are skipped (they are in its "
+                           "rotated copy %s): add the rotated copies to `paths` (e.g. %s*) and "
+                           "spool continues them from the copy", f->path, why, at, lost, copy,
+                           f->path);
+        } else if (lost < 0 && f->size_seen > at) {
+            spool_log_warn(rt->ins, "%s: %s at offset %" PRId64 "; at least %" PRId64 " bytes "
+                           "written before that were not read yet and are skipped: if it is "
+                           "rotated by copytruncate, add the rotated copies to `paths` (e.g. "
+                           "%s*) and spool continues them from the copy", f->path, why, at,
+                           f->size_seen - at, f->path);
+        } else {
+            spool_log_info(rt->ins, "%s: %s at offset %" PRId64 ", reading it again from the "
+                           "beginning", f->path, why, at);
+        }
     }
-    if (r < 0) {
-        return r;
-    }
-    spool_log_info(rt->ins, "%s: %s at offset %" PRId64 ", reading it again from the beginning",
-                   f->path, why, f->read_off);
     rt->truncations++;
     if (rt->c_trunc) {
         spool_counter_add(rt->c_trunc, 1);
@@ -197,10 +422,37 @@ static int file_restart(tail_rt *rt, tail_file *f, const char *why)
     f->read_off = 0;
     f->fp_len = 0;
     f->fp_hash = tail_fnv1a(NULL, 0);
+    f->bk_off = -1;
+    f->size_seen = 0;
+    f->kind = TAIL_KIND_UNKNOWN;
     if (f->fd >= 0 && lseek(f->fd, 0, SEEK_SET) < 0) {
         return -errno;
     }
+    tail_file_update_back(f);
     return tail_file_touch(rt, f);
+}
+
+/* Truncation seen: f restarts after the next scan, which finds its copy if
+ * the globs match it (so the copy's tail is read before f's new content). */
+static void truncation_seen(tail_rt *rt, tail_file *f, const char *why)
+{
+    if (!f->trunc_pending) {
+        f->trunc_pending = 1;
+        f->trunc_why = why;
+        rt->need_rescan = 1;
+    }
+}
+
+int tail_file_restart_pending(tail_rt *rt, tail_file *f)
+{
+    if (!f->trunc_pending) {
+        return 0;
+    }
+    int r = file_restart(rt, f, f->trunc_why);
+    if (r == 0) {
+        f->trunc_pending = 0;
+    }
+    return r;
 }
 
 int tail_file_open(tail_rt *rt, tail_file *f)
@@ -237,7 +489,8 @@ int tail_file_open(tail_rt *rt, tail_file *f)
         uint32_t len;
         if (tail_fingerprint(fd, f->fp_len, &h, &len) == 0 &&
             (len != f->fp_len || h != f->fp_hash)) {
-            return file_restart(rt, f, "beginning of the file changed");
+            truncation_seen(rt, f, "beginning of the file changed");
+            return 0;
         }
     }
     if (f->fp_len < TAIL_FP_MAX) {
@@ -291,9 +544,78 @@ static int same_beginning(tail_file *f)
     return len == f->fp_len && h == f->fp_hash;
 }
 
+/* 0 if the bytes before the position are no longer the ones read there. */
+static int same_back(tail_file *f, int64_t size)
+{
+    if (f->bk_len == 0 || f->bk_off != f->sp.emit_off || f->bk_off > size) {
+        return 1;
+    }
+    uint64_t h;
+    uint32_t len;
+    if (tail_back_hash(f->fd, f->bk_off, &h, &len) < 0) {
+        return 1;
+    }
+    return len == f->bk_len && h == f->bk_hash;
+}
+
+/* A compressed format's name if p (n bytes, the file's beginning) starts
+ * with its magic; *partial = 1 if p is too short to tell. */
+static const char *compressed_magic(const uint8_t *p, size_t n, int *partial)
+{
+    static const struct {
+        const char *name;
+        uint8_t m[6];
+        size_t len;
+    } magic[] = {
+        {"gzip", {0x1f, 0x8b}, 2},
+        {"bzip2", {'B', 'Z', 'h'}, 3},
+        {"xz", {0xfd, '7', 'z', 'X', 'Z', 0x00}, 6},
+        {"zstd", {0x28, 0xb5, 0x2f, 0xfd}, 4},
+    };
+    *partial = 0;
+    for (size_t i = 0; i < sizeof(magic) / sizeof(magic[0]); i++) {
+        size_t k = n < magic[i].len ? n : magic[i].len;
+        if (memcmp(p, magic[i].m, k) != 0) {
+            continue;
+        }
+        if (k == magic[i].len) {
+            return magic[i].name;
+        }
+        *partial = 1;
+    }
+    return NULL;
+}
+
+/* Looks at f's first bytes: text, or compressed (skipped, said once). */
+static void file_kind(tail_rt *rt, tail_file *f)
+{
+    uint8_t b[6];
+    ssize_t n = pread(f->fd, b, sizeof(b), 0);
+    if (n <= 0) {
+        return; /* empty: not known yet */
+    }
+    int partial;
+    const char *what = compressed_magic(b, (size_t)n, &partial);
+    if (!what) {
+        if (!partial) {
+            f->kind = TAIL_KIND_TEXT;
+        }
+        return;
+    }
+    f->kind = TAIL_KIND_SKIP;
+    spool_log_info(rt->ins, "%s: %s-compressed (by its first bytes), not read: compressed "
+                   "rotations are skipped; `exclude` them to silence this", f->path, what);
+}
+
 int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
 {
     int r;
+    if (f->copy_of || f->kind == TAIL_KIND_SKIP) {
+        return 0; /* a copy held until its original is truncated; or compressed */
+    }
+    if (f->trunc_pending || tail_file_must_wait(rt, f)) {
+        return 1; /* after the scan; after its predecessor */
+    }
     if (f->fd < 0) {
         r = tail_file_open(rt, f);
         if (r < 0) {
@@ -302,20 +624,35 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
             }
             return 0;
         }
+        if (f->trunc_pending) {
+            return 1;
+        }
+    }
+    if (f->kind == TAIL_KIND_UNKNOWN) {
+        file_kind(rt, f);
+        if (f->kind != TAIL_KIND_TEXT) {
+            return 0;
+        }
     }
     f->last_use_ms = rt->now_ms;
     struct stat st;
-    if (fstat(f->fd, &st) == 0 && st.st_size < f->read_off) {
-        r = file_restart(rt, f, "file truncated");
-        if (r < 0) {
-            return r;
+    if (fstat(f->fd, &st) == 0) {
+        if ((int64_t)st.st_size > f->size_seen) {
+            f->size_seen = (int64_t)st.st_size;
         }
-    } else if (f->fp_len > 0 && f->read_off > 0 && !same_beginning(f)) {
-        /* Truncated and rewritten past read_off between two looks (copytruncate
-         * under a fast writer): the beginning of the file is no longer the same. */
-        r = file_restart(rt, f, "file truncated and rewritten");
-        if (r < 0) {
-            return r;
+        if (st.st_size < f->read_off) {
+            truncation_seen(rt, f, "file truncated");
+        } else if (f->fp_len > 0 && f->read_off > 0 && !same_beginning(f)) {
+            /* Truncated and rewritten past read_off between two looks (copytruncate
+             * under a fast writer): the beginning of the file is no longer the same. */
+            truncation_seen(rt, f, "file truncated and rewritten");
+        } else if (!same_back(f, (int64_t)st.st_size)) {
+            /* The same beginning (a constant header) but not the same bytes before
+             * the position: truncated and rewritten past it. */
+            truncation_seen(rt, f, "file truncated and rewritten past the position");
+        }
+        if (f->trunc_pending) {
+            return 1;
         }
     }
     emit_arg a = {rt, f};
@@ -335,20 +672,24 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
         }
         if (n == 0) {
             f->eof = 1;
+            f->prio = 0;
             return 0;
         }
         if (f->fp_len > 0 && !same_beginning(f)) {
             /* Truncated while this block was read: it may hold the new
-             * content at the old offset. Drop it and start again at 0 (a
-             * duplicate would be worse than the copytruncate loss). */
-            r = file_restart(rt, f, "file truncated and rewritten while read");
-            if (r < 0) {
-                return r;
-            }
-            continue;
+             * content at the old offset. Drop it; restart after the scan. */
+            truncation_seen(rt, f, "file truncated and rewritten while read");
+            return 1;
+        }
+        if (f->after && tail_file_must_wait(rt, f)) {
+            /* Its predecessor grew while this block was read: the block may
+             * hold lines written after those. Read that one first. */
+            lseek(f->fd, f->read_off, SEEK_SET);
+            return 1;
         }
         rt->now_wall_ms = spool_now_ms();
         int64_t emit_before = f->sp.emit_off;
+        int64_t blk_off = f->read_off;
         uint64_t long_before = f->sp.long_lines;
         r = tail_split_feed(&f->sp, &rt->split, rt->rbuf, (size_t)n, rt->now_ms, file_emit, &a);
         f->read_off += n;
@@ -363,6 +704,7 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
         }
         f->last_grow_ms = rt->now_ms;
         update_fingerprint(f);
+        update_back_from(f, rt->rbuf, blk_off, (size_t)n);
         note_long_lines(rt, f, long_before);
         if (f->sp.emit_off != emit_before) {
             if ((r = tail_file_touch(rt, f)) < 0) {
@@ -378,6 +720,7 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
         total += (size_t)n;
         if ((size_t)n < rt->rbuf_cap) {
             f->eof = 1; /* a short read: at the end for now; an event says when it grows */
+            f->prio = 0;
             return 0;
         }
         if (total >= budget) {
@@ -402,6 +745,7 @@ int tail_file_timers(tail_rt *rt, tail_file *f)
         r = tail_split_flush_record(&f->sp, &rt->split, file_emit, &a);
     }
     if (r == 0 && f->sp.emit_off != emit_before) {
+        tail_file_update_back(f);
         r = tail_file_touch(rt, f);
     }
     return r;

@@ -39,6 +39,8 @@ typedef struct tail_restore {
     char *source;
     tail_pos pos;
     int claimed;
+    int rejected;  /* claimed, but its file no longer holds what the position covers */
+    tail_file *file; /* the file restored at this position (initial scan only) */
 } tail_restore;
 
 /* ---- a tiny open-addressing table: 64-bit hash -> file ---- */
@@ -218,36 +220,98 @@ static tail_restore *restore_find(tail_rt *rt, uint64_t dev, uint64_t ino)
     return NULL;
 }
 
+/* 1 if fd holds what pos covers: the same beginning, and the same bytes
+ * before the offset (when the position has them). */
+static int holds_position(int fd, const tail_pos *pos, int64_t size)
+{
+    uint64_t h = 0;
+    uint32_t len = 0;
+    if (tail_fingerprint(fd, pos->fp_len, &h, &len) < 0 || len != pos->fp_len ||
+        h != pos->fp_hash || pos->offset > size) {
+        return 0;
+    }
+    if (pos->bk_len == 0) {
+        return 1; /* a version 1 position: nothing more to compare */
+    }
+    return tail_back_hash(fd, pos->offset, &h, &len) == 0 && len == pos->bk_len &&
+           h == pos->bk_hash;
+}
+
 /* Where a file found at start begins, from its stored position if any. */
-static int64_t start_offset(tail_rt *rt, const char *path, const struct stat *st, int *restored)
+static int64_t start_offset(tail_rt *rt, const char *path, const struct stat *st,
+                            tail_restore **restored)
 {
     tail_restore *rs = rt->nrestore ? restore_find(rt, (uint64_t)st->st_dev,
                                                    (uint64_t)st->st_ino) : NULL;
     if (rs) {
         rs->claimed = 1;
-        FILE *fp = fopen(path, "rb");
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         uint64_t h = 0;
         uint32_t len = 0;
-        int ok = fp && tail_fingerprint(fileno(fp), rs->pos.fp_len, &h, &len) == 0;
-        if (fp) {
-            fclose(fp);
+        int same = fd >= 0 && tail_fingerprint(fd, rs->pos.fp_len, &h, &len) == 0 &&
+                   len == rs->pos.fp_len && h == rs->pos.fp_hash;
+        int holds = same && holds_position(fd, &rs->pos, (int64_t)st->st_size);
+        if (fd >= 0) {
+            close(fd);
         }
-        if (ok && len == rs->pos.fp_len && h == rs->pos.fp_hash) {
-            *restored = 1;
-            if (rs->pos.offset > (int64_t)st->st_size) {
-                spool_log_info(rt->ins, "%s: shorter than its position (%" PRId64 "): "
-                               "truncated while stopped, reading from the beginning",
-                               path, rs->pos.offset);
-                return 0;
-            }
+        if (holds) {
+            *restored = rs;
             return rs->pos.offset;
         }
-        spool_log_info(rt->ins, "%s: inode reused by a different file, reading from the "
-                       "beginning", path);
+        rs->rejected = 1;
+        if (!same) {
+            spool_log_warn(rt->ins, "%s: its beginning is not what was read before (rewritten "
+                           "while spool was stopped, or the inode reused by another file); "
+                           "reading it from the beginning", path);
+        } else if (rs->pos.offset > (int64_t)st->st_size) {
+            spool_log_warn(rt->ins, "%s: shorter than its position (%" PRId64 "): truncated "
+                           "while spool was stopped; reading it from the beginning", path,
+                           rs->pos.offset);
+        } else {
+            spool_log_warn(rt->ins, "%s: the bytes before its position (%" PRId64 ") are not "
+                           "the ones read there: truncated and rewritten while spool was "
+                           "stopped; reading it from the beginning", path, rs->pos.offset);
+        }
         return 0;
     }
     if (rt->initial && rt->first_start && rt->ctx->read_from == TAIL_FROM_END) {
         return (int64_t)st->st_size;
+    }
+    return 0;
+}
+
+/* Initial scan: f (new, read from 0) holds what a file truncated while spool
+ * was stopped held at its position (a copytruncate copy): it continues from
+ * there, before that file's new content. 1 if so. */
+static int link_restored_copy(tail_rt *rt, tail_file *f)
+{
+    struct stat st;
+    if (f->fd < 0 || fstat(f->fd, &st) < 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < rt->nrestore; i++) {
+        tail_restore *rs = &rt->restore[i];
+        if (rs->rejected != 1 || rs->pos.offset <= 0 || rs->pos.bk_len == 0 ||
+            !holds_position(f->fd, &rs->pos, (int64_t)st.st_size)) {
+            continue;
+        }
+        rs->rejected = 2;
+        f->read_off = rs->pos.offset;
+        tail_split_reset(&f->sp, rs->pos.offset);
+        lseek(f->fd, rs->pos.offset, SEEK_SET);
+        f->bk_hash = rs->pos.bk_hash;
+        f->bk_len = rs->pos.bk_len;
+        f->bk_off = rs->pos.offset;
+        f->prio = 1;
+        tail_file *orig = find_id(rt, rs->pos.dev, rs->pos.ino);
+        if (orig && orig != f) {
+            orig->after = f;
+            orig->after_since_ms = rt->now_ms;
+        }
+        spool_log_info(rt->ins, "%s: a copy of %s as it was when spool stopped "
+                       "(copytruncate); continuing it from offset %" PRId64, f->path,
+                       rs->pos.path, rs->pos.offset);
+        return 1;
     }
     return 0;
 }
@@ -304,6 +368,18 @@ static tail_file *adopt_rotated(tail_rt *rt, const char *path, const char *shown
     return f;
 }
 
+/* The active file at x's matched path comes after x (x was renamed away). */
+static void set_successor(tail_rt *rt, tail_file *x)
+{
+    for (size_t j = 0; j < rt->nfiles; j++) {
+        tail_file *g = rt->files[j];
+        if (g != x && g->state == TAIL_ACTIVE && !g->after && strcmp(g->path, x->path) == 0) {
+            g->after = x;
+            g->after_since_ms = rt->now_ms;
+        }
+    }
+}
+
 void tail_scan_restore_leftovers(tail_rt *rt)
 {
     char dir[PATH_MAX], found[PATH_MAX];
@@ -323,7 +399,21 @@ void tail_scan_restore_leftovers(tail_rt *rt)
             if (fp) {
                 fclose(fp);
             }
-            if (ok && adopt_rotated(rt, found, rs->pos.path, rs->pos.offset)) {
+            if (ok && rs->pos.bk_len > 0) {
+                int fd = open(found, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+                struct stat fst;
+                ok = fd >= 0 && fstat(fd, &fst) == 0 &&
+                     holds_position(fd, &rs->pos, (int64_t)fst.st_size);
+                if (fd >= 0) {
+                    close(fd);
+                }
+            }
+            tail_file *x = ok ? adopt_rotated(rt, found, rs->pos.path, rs->pos.offset) : NULL;
+            if (x) {
+                x->bk_hash = rs->pos.bk_hash;
+                x->bk_len = rs->pos.bk_len;
+                x->bk_off = rs->pos.bk_len ? rs->pos.offset : -1;
+                set_successor(rt, x);
                 spool_log_info(rt->ins, "%s: rotated to %s (not finished when spool stopped); "
                                "finishing it from offset %" PRId64, rs->pos.path, found,
                                rs->pos.offset);
@@ -442,6 +532,9 @@ static void on_file(void *arg, const char *path, const struct stat *st)
         }
         f->seen = 1;
         if (strcmp(f->path, path) != 0 && !same_file_at(f->path, f)) {
+            if (!f->renamed_from) {
+                f->renamed_from = strdup(f->path);
+            }
             file_set_path(f, path);
         }
         if (strcmp(f->path, path) == 0) {
@@ -455,11 +548,14 @@ static void on_file(void *arg, const char *path, const struct stat *st)
         }
         return;
     }
-    /* A new identity. Whoever had this path was rotated away or replaced. */
+    /* A new identity. Whoever had this path was rotated away or replaced:
+     * its lines come first. */
+    tail_file *pred = NULL;
     for (size_t i = 0; i < rt->nfiles; i++) {
         tail_file *o = rt->files[i];
         if (o->state == TAIL_ACTIVE && strcmp(o->path, path) == 0) {
             make_rotated(rt, o, "replaced by a new file at its path");
+            pred = o;
         }
     }
     char real[PATH_MAX];
@@ -471,23 +567,40 @@ static void on_file(void *arg, const char *path, const struct stat *st)
         spool_log_error(rt->ins, "%s: out of memory", path);
         return;
     }
-    int restored = 0;
+    tail_restore *restored = NULL;
     int64_t off = start_offset(rt, path, st, &restored);
     f->read_off = off;
     tail_split_reset(&f->sp, off);
+    if (restored) {
+        restored->file = f;
+        f->bk_hash = restored->pos.bk_hash;
+        f->bk_len = restored->pos.bk_len;
+        f->bk_off = restored->pos.bk_len ? off : -1;
+    }
     f->seen = 1;
     f->dirty = 1;
+    f->fresh = 1;
+    if (pred) {
+        f->after = pred;
+        f->after_since_ms = rt->now_ms;
+    }
     map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
     map_put(&rt->by_real, str_hash(f->real), f);
-    if (!restored) {
-        /* Its position is stored at once, before any data comes: if spool
-         * dies and the file is rotated before the restart, the restart
-         * still knows it and finds it by inode. */
-        tail_file_touch(rt, f);
-    }
     /* Opened at once: if it is rotated away before it is read, the fd still
      * reaches it. */
     tail_file_open(rt, f);
+    if (!restored) {
+        /* Its position is stored at once, before any data comes: if spool
+         * dies and the file is rotated before the restart, the restart
+         * still knows it and finds it by inode. A file read from the
+         * beginning may be a copy of one already read: the end of the scan
+         * looks (all files known then) and stores it. */
+        if (off == 0) {
+            f->copy_check = 1;
+        } else {
+            tail_file_touch(rt, f);
+        }
+    }
     spool_log_debug(rt->ins, "%s: following (%s) from offset %" PRId64 "%s", path, f->source,
                     off, restored ? " (stored position)" : "");
     /* Watch the real directory too (a symlink's target elsewhere). */
@@ -496,6 +609,65 @@ static void on_file(void *arg, const char *path, const struct stat *st)
         if (slash && slash != real) {
             *slash = '\0';
             on_dir(rt, real, "\x01"); /* modifications only: no name triggers a rescan */
+        }
+    }
+}
+
+/* After a scan: copies of followed files (copytruncate), the order between
+ * a file and the one renamed away from its path, truncated files restarted
+ * (after their copies were found). */
+static void scan_links(tail_rt *rt)
+{
+    if (rt->index_stale) {
+        tail_scan_index(rt);
+    }
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *f = rt->files[i];
+        if (f->copy_check) {
+            f->copy_check = 0;
+            if (!tail_file_link_copy(rt, f) && !(rt->initial && link_restored_copy(rt, f))) {
+                tail_file_touch(rt, f);
+            } else if (!f->copy_of) {
+                tail_file_touch(rt, f); /* continued from its original's position */
+            }
+        }
+    }
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *f = rt->files[i];
+        if (f->fresh && !f->after) {
+            for (size_t j = 0; j < rt->nfiles; j++) {
+                tail_file *x = rt->files[j];
+                if (x != f && x->renamed_from && strcmp(x->renamed_from, f->path) == 0) {
+                    f->after = x; /* renamed within the globs (app.log -> app.log.1) */
+                    f->after_since_ms = rt->now_ms;
+                }
+            }
+        }
+    }
+    if (rt->initial) {
+        /* A file renamed while spool was stopped: the one now at its old path
+         * comes after it. */
+        for (size_t i = 0; i < rt->nrestore; i++) {
+            tail_restore *rs = &rt->restore[i];
+            if (!rs->file || strcmp(rs->pos.path, rs->file->path) == 0) {
+                continue;
+            }
+            for (size_t j = 0; j < rt->nfiles; j++) {
+                tail_file *g = rt->files[j];
+                if (g != rs->file && !g->after && strcmp(g->path, rs->pos.path) == 0) {
+                    g->after = rs->file;
+                    g->after_since_ms = rt->now_ms;
+                }
+            }
+        }
+    }
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *f = rt->files[i];
+        f->fresh = 0;
+        free(f->renamed_from);
+        f->renamed_from = NULL;
+        if (f->trunc_pending && tail_file_restart_pending(rt, f) < 0) {
+            rt->need_rescan = 1; /* could not queue its last line: again later */
         }
     }
 }
@@ -532,6 +704,7 @@ void tail_scan(tail_rt *rt)
         tail_watch_end(rt->watch);
     }
     rt->index_stale = 1;
+    scan_links(rt);
 }
 
 /* ---- renames seen by inotify ---- */
@@ -630,6 +803,7 @@ void tail_scan_adopt_moved(tail_rt *rt)
         if (f) {
             f->last_grow_ms = rt->now_ms;
             tail_file_touch(rt, f);
+            set_successor(rt, f);
             map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
             spool_log_info(rt->ins, "%s: created and rotated to %s between two scans; reading it",
                            rt->moved_shown[i], rt->moved[i]);
