@@ -330,10 +330,11 @@ int tail_file_touch(tail_rt *rt, tail_file *f);
 int tail_file_restart_pending(tail_rt *rt, tail_file *f);
 /* Brings f's bk_* to its emit_off (pread if needed). */
 void tail_file_update_back(tail_file *f);
-/* A new file read from 0: if its beginning and the bytes before a followed
- * file's position are that file's (a copy, copytruncate), links it to that
- * file (copy_of) and returns 1; else 0. */
-int tail_file_link_copy(tail_rt *rt, tail_file *f);
+/* A new file read from 0 (copy_check) and not empty: if its beginning and
+ * the bytes before a followed file's position are that file's (a copy,
+ * copytruncate), it is held (copy_of) until that file is truncated, then
+ * continued from its position. 1 if linked. */
+int tail_file_check_copy(tail_rt *rt, tail_file *f);
 /* 1 if f must wait for f->after to be read first (clears a stale `after`). */
 int tail_file_must_wait(tail_rt *rt, tail_file *f);
 

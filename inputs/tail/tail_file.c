@@ -155,6 +155,56 @@ static void file_seek(tail_file *f, int64_t off)
     tail_file_update_back(f);
 }
 
+/* 1 if the w = min(m, TAIL_FP_MAX) bytes before m are the same in both files. */
+static int window_equal(int fa, int fb, int64_t m)
+{
+    uint64_t ha, hb;
+    uint32_t la, lb;
+    return tail_back_hash(fa, m, &ha, &la) == 0 && tail_back_hash(fb, m, &hb, &lb) == 0 &&
+           la == lb && ha == hb;
+}
+
+/*
+ * 1 if c (k bytes) can be a copy of o: the same beginning, and either the
+ * same bytes before o's position (a complete copy), or, while o still has
+ * its content, the same bytes as o at c's end (a copy being made: c is a
+ * prefix of o). A truncated o is compared with what was recorded of it.
+ */
+static int copy_consistent(tail_file *c, tail_file *o, int64_t k)
+{
+    if (c->fd < 0 || o->fp_len == 0 || o->sp.emit_off <= 0 || k <= 0) {
+        return 0;
+    }
+    int live = !o->trunc_pending && o->fd >= 0;
+    if (k >= (int64_t)o->fp_len) {
+        uint64_t h;
+        uint32_t len;
+        if (tail_fingerprint(c->fd, o->fp_len, &h, &len) < 0 || len != o->fp_len ||
+            h != o->fp_hash) {
+            return 0;
+        }
+    } else if (!live || !window_equal(o->fd, c->fd, k)) {
+        return 0; /* (k < TAIL_FP_MAX: the window is all of c) */
+    }
+    int64_t e = o->sp.emit_off;
+    if (k < e) {
+        return live && window_equal(o->fd, c->fd, k);
+    }
+    if (live) {
+        tail_file_update_back(o);
+    }
+    uint64_t bh;
+    uint32_t bl;
+    return o->bk_off == e && o->bk_len > 0 && tail_back_hash(c->fd, e, &bh, &bl) == 0 &&
+           bl == o->bk_len && bh == o->bk_hash;
+}
+
+static int64_t fd_size(int fd)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
 /* `orig` is truncated or gone: its copies continue from where it was read
  * (what it held past that point is in them), before it is read again.
  * Returns the number of copies continued. */
@@ -167,14 +217,16 @@ static int resolve_copies(tail_rt *rt, tail_file *orig)
             continue;
         }
         c->copy_of = NULL;
-        struct stat st;
-        int64_t off = orig->sp.emit_off;
-        if (c->fd >= 0 && fstat(c->fd, &st) == 0 && (int64_t)st.st_size < off) {
-            off = (int64_t)st.st_size; /* a shorter copy: orig read all of it */
+        c->dirty = 1;
+        int64_t k = fd_size(c->fd);
+        if (!copy_consistent(c, orig, k)) {
+            spool_log_debug(rt->ins, "%s: not a copy of %s after all; reading it", c->path,
+                            orig->path);
+            continue;
         }
+        int64_t off = orig->sp.emit_off < k ? orig->sp.emit_off : k;
         file_seek(c, off);
         c->prio = 1;
-        c->dirty = 1;
         tail_file_touch(rt, c);
         if (orig->state == TAIL_ACTIVE) {
             orig->after = c; /* its new content comes after the copy's tail */
@@ -187,48 +239,56 @@ static int resolve_copies(tail_rt *rt, tail_file *orig)
     return n;
 }
 
-int tail_file_link_copy(tail_rt *rt, tail_file *f)
+/* f is new (read from 0) and not empty: a copy of a followed file? */
+static int link_copy(tail_rt *rt, tail_file *f)
 {
-    if (f->fd < 0) {
-        return 0;
-    }
-    struct stat st;
-    if (fstat(f->fd, &st) < 0) {
-        return 0;
-    }
-    uint64_t h = 0;
-    uint32_t hl = UINT32_MAX;
+    int64_t k = fd_size(f->fd);
     for (size_t i = 0; i < rt->nfiles; i++) {
         tail_file *o = rt->files[i];
-        if (o == f || o->copy_of || o->fp_len == 0 || o->kind == TAIL_KIND_SKIP) {
-            continue;
-        }
-        if (!o->trunc_pending) {
-            tail_file_update_back(o); /* (a truncated one keeps what it had) */
-        }
-        if (o->sp.emit_off <= 0 || o->sp.emit_off > (int64_t)st.st_size ||
-            o->bk_off != o->sp.emit_off || o->bk_len == 0) {
-            continue;
-        }
-        if (hl != o->fp_len && tail_fingerprint(f->fd, o->fp_len, &h, &hl) < 0) {
-            return 0;
-        }
-        if (hl != o->fp_len || h != o->fp_hash) {
-            continue;
-        }
-        uint64_t bh;
-        uint32_t bl;
-        if (tail_back_hash(f->fd, o->sp.emit_off, &bh, &bl) < 0 || bl != o->bk_len ||
-            bh != o->bk_hash) {
+        if (o == f || o->copy_of || o->copy_check || o->kind == TAIL_KIND_SKIP ||
+            !copy_consistent(f, o, k)) {
             continue;
         }
         f->copy_of = o;
-        spool_log_debug(rt->ins, "%s: same content as %s up to offset %" PRId64 ": a copy, "
-                        "held until %s is truncated", f->path, o->path, o->sp.emit_off, o->path);
+        spool_log_debug(rt->ins, "%s: same content as %s (read up to offset %" PRId64 "): a "
+                        "copy, held until %s is truncated", f->path, o->path, o->sp.emit_off,
+                        o->path);
         if (o->trunc_pending) {
             resolve_copies(rt, o); /* its old content is gone: continue it here now */
         }
         return 1;
+    }
+    return 0;
+}
+
+int tail_file_check_copy(tail_rt *rt, tail_file *f)
+{
+    if (!f->copy_check || fd_size(f->fd) <= 0) {
+        return 0;
+    }
+    f->copy_check = 0;
+    return link_copy(rt, f);
+}
+
+/* Before reading f: a new file may be a copy (held); a held copy that grew
+ * is checked again. Returns 1 if f is not to be read now. */
+static int copy_hold(tail_rt *rt, tail_file *f)
+{
+    if (f->copy_check) {
+        if (fd_size(f->fd) <= 0) {
+            return 1; /* empty: nothing to tell it by (nor to read) */
+        }
+        f->copy_check = 0;
+        return link_copy(rt, f) && f->copy_of;
+    }
+    if (f->copy_of) {
+        tail_file *o = f->copy_of;
+        if (copy_consistent(f, o, fd_size(f->fd))) {
+            return 1;
+        }
+        f->copy_of = NULL;
+        spool_log_debug(rt->ins, "%s: no longer the same as %s: not a copy, reading it",
+                        f->path, o->path);
     }
     return 0;
 }
@@ -610,8 +670,8 @@ static void file_kind(tail_rt *rt, tail_file *f)
 int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
 {
     int r;
-    if (f->copy_of || f->kind == TAIL_KIND_SKIP) {
-        return 0; /* a copy held until its original is truncated; or compressed */
+    if (f->kind == TAIL_KIND_SKIP) {
+        return 0; /* compressed */
     }
     if (f->trunc_pending || tail_file_must_wait(rt, f)) {
         return 1; /* after the scan; after its predecessor */
@@ -633,6 +693,9 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
         if (f->kind != TAIL_KIND_TEXT) {
             return 0;
         }
+    }
+    if ((f->copy_check || f->copy_of) && copy_hold(rt, f)) {
+        return 0; /* a copy held until its original is truncated */
     }
     f->last_use_ms = rt->now_ms;
     struct stat st;

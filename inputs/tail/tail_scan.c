@@ -592,15 +592,12 @@ static void on_file(void *arg, const char *path, const struct stat *st)
     if (!restored) {
         /* Its position is stored at once, before any data comes: if spool
          * dies and the file is rotated before the restart, the restart
-         * still knows it and finds it by inode. A file read from the
-         * beginning may be a copy of one already read: the end of the scan
-         * looks (all files known then) and stores it. */
-        if (off == 0) {
-            f->copy_check = 1;
-        } else {
-            tail_file_touch(rt, f);
-        }
+         * still knows it and finds it by inode. */
+        tail_file_touch(rt, f);
     }
+    /* Read from the beginning: it may be a copy of a file already read
+     * (copytruncate); looked at before its first read, all files known. */
+    f->copy_check = off == 0;
     spool_log_debug(rt->ins, "%s: following (%s) from offset %" PRId64 "%s", path, f->source,
                     off, restored ? " (stored position)" : "");
     /* Watch the real directory too (a symlink's target elsewhere). */
@@ -621,15 +618,11 @@ static void scan_links(tail_rt *rt)
     if (rt->index_stale) {
         tail_scan_index(rt);
     }
-    for (size_t i = 0; i < rt->nfiles; i++) {
+    for (size_t i = 0; rt->initial && i < rt->nfiles; i++) {
         tail_file *f = rt->files[i];
-        if (f->copy_check) {
+        if (f->copy_check && link_restored_copy(rt, f)) {
             f->copy_check = 0;
-            if (!tail_file_link_copy(rt, f) && !(rt->initial && link_restored_copy(rt, f))) {
-                tail_file_touch(rt, f);
-            } else if (!f->copy_of) {
-                tail_file_touch(rt, f); /* continued from its original's position */
-            }
+            tail_file_touch(rt, f); /* continued from its original's position */
         }
     }
     for (size_t i = 0; i < rt->nfiles; i++) {
@@ -660,6 +653,9 @@ static void scan_links(tail_rt *rt)
                 }
             }
         }
+    }
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file_check_copy(rt, rt->files[i]); /* before truncated files restart */
     }
     for (size_t i = 0; i < rt->nfiles; i++) {
         tail_file *f = rt->files[i];
