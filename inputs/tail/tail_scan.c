@@ -21,6 +21,7 @@
  *
  * The scan also rebuilds the inotify watch set and the lookup tables.
  */
+#define _GNU_SOURCE /* statx: birth times */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "tail.h"
@@ -380,9 +382,131 @@ static void set_successor(tail_rt *rt, tail_file *x)
     }
 }
 
+static int matched(const tail_rt *rt, const char *path);
+
+typedef struct tail_unknown {
+    char *path;
+    struct statx_timestamp btime;
+} tail_unknown;
+
+static int btime_cmp(const struct statx_timestamp *a, const struct statx_timestamp *b)
+{
+    if (a->tv_sec != b->tv_sec) {
+        return a->tv_sec < b->tv_sec ? -1 : 1;
+    }
+    return a->tv_nsec < b->tv_nsec ? -1 : a->tv_nsec > b->tv_nsec;
+}
+
+static int unknown_cmp(const void *a, const void *b)
+{
+    return btime_cmp(&((const tail_unknown *)a)->btime, &((const tail_unknown *)b)->btime);
+}
+
+#define TAIL_MAX_UNKNOWN 256
+
+/*
+ * x was renamed away from its matched path while spool was stopped (create
+ * rotation). Files next to it named like its matched path (app.log.1,
+ * app.log-2024...) that were created after it (birth time), that no
+ * position names and that the globs do not match were created at the
+ * matched path and rotated away before spool ever stored their position
+ * (spool was not running, or killed before): they are read from the
+ * beginning, oldest first, after x and before the file now at the path.
+ * Without birth times (file systems without statx btime) nothing is done.
+ */
+static void adopt_unknown_rotations(tail_rt *rt, tail_file *x)
+{
+    struct statx sx;
+    const char *slash_p = strrchr(x->path, '/');
+    if (x->fd < 0 || !slash_p || strcmp(x->real, x->path) == 0 ||
+        statx(x->fd, "", AT_EMPTY_PATH, STATX_BTIME, &sx) != 0 || !(sx.stx_mask & STATX_BTIME)) {
+        return;
+    }
+    struct statx_timestamp born = sx.stx_btime;
+    const char *base = slash_p + 1;
+    size_t bl = strlen(base);
+    char dir[PATH_MAX], path[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", x->real);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) {
+        return;
+    }
+    *slash = '\0';
+    DIR *d = opendir(dir);
+    if (!d) {
+        return;
+    }
+    if (rt->index_stale) {
+        tail_scan_index(rt);
+    }
+    tail_unknown *u = NULL;
+    size_t nu = 0;
+    struct dirent *de;
+    while (nu < TAIL_MAX_UNKNOWN && (de = readdir(d)) != NULL) {
+        size_t dl = strlen(dir), nl = strlen(de->d_name);
+        if (strncmp(de->d_name, base, bl) != 0 || de->d_name[bl] == '\0' ||
+            dl + nl + 2 > sizeof(path)) {
+            continue;
+        }
+        memcpy(path, dir, dl);
+        path[dl] = '/';
+        memcpy(path + dl + 1, de->d_name, nl + 1);
+        struct statx st;
+        if (statx(AT_FDCWD, path, 0, STATX_BTIME | STATX_TYPE | STATX_INO, &st) != 0 ||
+            !S_ISREG(st.stx_mode) || !(st.stx_mask & STATX_BTIME) ||
+            btime_cmp(&st.stx_btime, &born) <= 0 || matched(rt, path) ||
+            find_id(rt, makedev(st.stx_dev_major, st.stx_dev_minor), st.stx_ino)) {
+            continue;
+        }
+        tail_unknown *nu_arr = realloc(u, (nu + 1) * sizeof(*u));
+        char *p = strdup(path);
+        if (!nu_arr || !p) {
+            free(p);
+            if (nu_arr) {
+                u = nu_arr;
+            }
+            break;
+        }
+        u = nu_arr;
+        u[nu].path = p;
+        u[nu].btime = st.stx_btime;
+        nu++;
+    }
+    closedir(d);
+    qsort(u, nu, sizeof(*u), unknown_cmp);
+    tail_file *prev = x;
+    for (size_t i = 0; i < nu; i++) {
+        tail_file *f = adopt_rotated(rt, u[i].path, x->path, 0);
+        if (f) {
+            f->last_grow_ms = rt->now_ms;
+            f->after = prev;
+            f->after_since_ms = rt->now_ms;
+            tail_file_touch(rt, f);
+            map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
+            spool_log_warn(rt->ins, "%s: created at %s and rotated away while spool did not "
+                           "follow it (no stored position); reading it from the beginning",
+                           u[i].path, x->path);
+            prev = f;
+        }
+        free(u[i].path);
+    }
+    free(u);
+    if (prev != x) {
+        for (size_t j = 0; j < rt->nfiles; j++) {
+            tail_file *g = rt->files[j];
+            if (g->state == TAIL_ACTIVE && strcmp(g->path, x->path) == 0) {
+                g->after = prev;
+                g->after_since_ms = rt->now_ms;
+            }
+        }
+    }
+}
+
 void tail_scan_restore_leftovers(tail_rt *rt)
 {
     char dir[PATH_MAX], found[PATH_MAX];
+    tail_file **anchors = calloc(rt->nrestore ? rt->nrestore : 1, sizeof(*anchors));
+    size_t nanchors = 0;
     for (size_t i = 0; i < rt->nrestore; i++) {
         tail_restore *rs = &rt->restore[i];
         if (rs->claimed) {
@@ -414,6 +538,10 @@ void tail_scan_restore_leftovers(tail_rt *rt)
                 x->bk_len = rs->pos.bk_len;
                 x->bk_off = rs->pos.bk_len ? rs->pos.offset : -1;
                 set_successor(rt, x);
+                map_put(&rt->by_id, id_hash(x->dev, x->ino), x);
+                if (anchors) {
+                    anchors[nanchors++] = x;
+                }
                 spool_log_info(rt->ins, "%s: rotated to %s (not finished when spool stopped); "
                                "finishing it from offset %" PRId64, rs->pos.path, found,
                                rs->pos.offset);
@@ -424,6 +552,11 @@ void tail_scan_restore_leftovers(tail_rt *rt)
                        "); forgetting it", rs->pos.path, rs->pos.offset);
         tail_batch_forget(rt, rs->source);
     }
+    /* Oldest anchor first: it finds every newer unknown rotation of its path. */
+    for (size_t i = 0; i < nanchors; i++) {
+        adopt_unknown_rotations(rt, anchors[i]);
+    }
+    free(anchors);
     tail_scan_restore_free(rt);
 }
 
