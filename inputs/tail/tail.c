@@ -74,6 +74,9 @@ static const spool_option tail_options[] = {
                    "close a file that did not grow for this long (reopened when it grows)"),
     SPOOL_OPT_TIME("rotate_wait", tail_ctx, rotate_wait_ms, "5s", 0, 3600000,
                    "keep reading a renamed-away file until it stopped growing this long"),
+    SPOOL_OPT_FLAG("decompress", tail_ctx, decompress, "false",
+                   "read gzip and zstd files (by their magic bytes) decompressed; else skip "
+                   "compressed files"),
     SPOOL_OPT_END,
 };
 

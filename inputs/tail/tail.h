@@ -183,7 +183,26 @@ enum tail_file_kind {
     TAIL_KIND_UNKNOWN = 0, /* not looked at yet, or too short to tell */
     TAIL_KIND_TEXT = 1,
     TAIL_KIND_SKIP = 2,    /* compressed: not read (noticed once) */
+    TAIL_KIND_GZIP = 3,    /* read decompressed (decompress: true) */
+    TAIL_KIND_ZSTD = 4,
 };
+
+/* ------------------------------------------------------------------------ */
+/* Decompression (tail_decomp.c): gzip and zstd files read as text.          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tail_dz tail_dz;
+/* A decompressor for kind (TAIL_KIND_GZIP, TAIL_KIND_ZSTD); NULL: no memory. */
+tail_dz *tail_dz_new(int kind);
+void tail_dz_free(tail_dz *z);
+/* Decompresses fd from where the last call stopped (pread: the fd's offset
+ * is not used) into out (cap bytes), calling fn for each block, until about
+ * budget bytes came out or the input ends. 1 if more may follow, 0 at the
+ * end of the input for now, -EBADMSG on corrupt data, fn's error, -errno. */
+int tail_dz_run(tail_dz *z, int fd, uint8_t *out, size_t cap, size_t budget,
+                int (*fn)(void *arg, const uint8_t *p, size_t n), void *arg);
+/* Decompressed bytes produced so far (fn's block ends there). */
+int64_t tail_dz_out(const tail_dz *z);
 
 enum tail_file_state {
     TAIL_ACTIVE = 0,   /* found at its path by the globs */
@@ -220,6 +239,7 @@ struct tail_file {
     int warned_long;           /* long-line warning given */
     int eof;                   /* the last read hit the end of the file */
     int kind;                  /* enum tail_file_kind */
+    tail_dz *dz;               /* compressed: the decompressor, NULL until read */
     int trunc_pending;         /* truncation seen; restarts at the next read (after a rescan) */
     const char *trunc_why;     /* static text: why it restarts */
     int prio;                  /* read before the others (a copy's tail): until its end */
@@ -335,6 +355,8 @@ void tail_file_update_back(tail_file *f);
  * copytruncate), it is held (copy_of) until that file is truncated, then
  * continued from its position. 1 if linked. */
 int tail_file_check_copy(tail_rt *rt, tail_file *f);
+/* 1 if the file starts with the magic bytes of gzip, bzip2, xz or zstd. */
+int tail_compressed_fd(int fd);
 /* 1 if f must wait for f->after to be read first (clears a stale `after`). */
 int tail_file_must_wait(tail_rt *rt, tail_file *f);
 

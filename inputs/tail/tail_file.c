@@ -124,6 +124,10 @@ void tail_file_update_back(tail_file *f)
         return;
     }
     f->bk_off = e;
+    if (f->kind == TAIL_KIND_GZIP || f->kind == TAIL_KIND_ZSTD) {
+        f->bk_len = 0; /* the file's bytes are not the stream's: only from blocks read */
+        return;
+    }
     if (f->fd < 0 || tail_back_hash(f->fd, e, &f->bk_hash, &f->bk_len) < 0) {
         f->bk_len = 0; /* unknown: the checks that need it are skipped */
     }
@@ -134,6 +138,13 @@ void tail_file_update_back(tail_file *f)
 static void update_back_from(tail_file *f, const uint8_t *blk, int64_t blk_off, size_t n)
 {
     int64_t e = f->sp.emit_off;
+    if (f->kind == TAIL_KIND_GZIP || f->kind == TAIL_KIND_ZSTD) {
+        /* Positions in a decompressed stream are trusted by identity alone:
+         * compressed files are not rewritten in place. */
+        f->bk_off = e;
+        f->bk_len = 0;
+        return;
+    }
     int64_t want = e < TAIL_FP_MAX ? e : TAIL_FP_MAX;
     if (f->bk_off != e && e - want >= blk_off && e <= blk_off + (int64_t)n) {
         f->bk_hash = tail_fnv1a(blk + (e - want - blk_off), (size_t)want);
@@ -155,54 +166,145 @@ static void file_seek(tail_file *f, int64_t off)
     tail_file_update_back(f);
 }
 
-/* 1 if the w = min(m, TAIL_FP_MAX) bytes before m are the same in both files. */
-static int window_equal(int fa, int fb, int64_t m)
-{
-    uint64_t ha, hb;
-    uint32_t la, lb;
-    return tail_back_hash(fa, m, &ha, &la) == 0 && tail_back_hash(fb, m, &hb, &lb) == 0 &&
-           la == lb && ha == hb;
-}
-
-/*
- * 1 if c (k bytes) can be a copy of o: the same beginning, and either the
- * same bytes before o's position (a complete copy), or, while o still has
- * its content, the same bytes as o at c's end (a copy being made: c is a
- * prefix of o). A truncated o is compared with what was recorded of it.
- */
-static int copy_consistent(tail_file *c, tail_file *o, int64_t k)
-{
-    if (c->fd < 0 || o->fp_len == 0 || o->sp.emit_off <= 0 || k <= 0) {
-        return 0;
-    }
-    int live = !o->trunc_pending && o->fd >= 0;
-    if (k >= (int64_t)o->fp_len) {
-        uint64_t h;
-        uint32_t len;
-        if (tail_fingerprint(c->fd, o->fp_len, &h, &len) < 0 || len != o->fp_len ||
-            h != o->fp_hash) {
-            return 0;
-        }
-    } else if (!live || !window_equal(o->fd, c->fd, k)) {
-        return 0; /* (k < TAIL_FP_MAX: the window is all of c) */
-    }
-    int64_t e = o->sp.emit_off;
-    if (k < e) {
-        return live && window_equal(o->fd, c->fd, k);
-    }
-    if (live) {
-        tail_file_update_back(o);
-    }
-    uint64_t bh;
-    uint32_t bl;
-    return o->bk_off == e && o->bk_len > 0 && tail_back_hash(c->fd, e, &bh, &bl) == 0 &&
-           bl == o->bk_len && bh == o->bk_hash;
-}
-
 static int64_t fd_size(int fd)
 {
     struct stat st;
     return fd >= 0 && fstat(fd, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
+/* 1 if f's bytes are read through a decompressor. */
+static int is_compressed(const tail_file *f)
+{
+    return f->kind == TAIL_KIND_GZIP || f->kind == TAIL_KIND_ZSTD;
+}
+
+/* What a candidate copy holds, in o's terms. */
+typedef struct copy_view {
+    int64_t k;          /* its (decompressed) bytes, at most o's position when compressed */
+    int fp_ok;          /* fp_hash is over o->fp_len bytes */
+    uint64_t fp_hash;
+    uint64_t w_hash;    /* the min(k, TAIL_FP_MAX) bytes before m = min(k, o's position) */
+    uint32_t w_len;
+} copy_view;
+
+typedef struct probe {
+    uint32_t head_want;
+    uint8_t head[TAIL_FP_MAX];
+    uint32_t head_len;
+    int64_t limit;      /* bytes of interest: the window ends here at most */
+    int64_t pos;        /* stream offset after the bytes taken */
+    uint8_t win[2 * TAIL_FP_MAX];
+    size_t win_len;
+} probe;
+
+static int probe_take(void *arg, const uint8_t *p, size_t n)
+{
+    probe *pr = arg;
+    if (pr->pos >= pr->limit) {
+        return 0;
+    }
+    if ((int64_t)n > pr->limit - pr->pos) {
+        n = (size_t)(pr->limit - pr->pos);
+    }
+    if (pr->head_len < pr->head_want) {
+        size_t h = pr->head_want - pr->head_len < n ? pr->head_want - pr->head_len : n;
+        memcpy(pr->head + pr->head_len, p, h);
+        pr->head_len += (uint32_t)h;
+    }
+    size_t keep = n < TAIL_FP_MAX ? n : TAIL_FP_MAX;
+    if (pr->win_len + keep > sizeof(pr->win)) {
+        size_t drop = pr->win_len + keep - TAIL_FP_MAX;
+        drop = drop < pr->win_len ? drop : pr->win_len;
+        memmove(pr->win, pr->win + drop, pr->win_len - drop);
+        pr->win_len -= drop;
+    }
+    memcpy(pr->win + pr->win_len, p + n - keep, keep);
+    pr->win_len += keep;
+    pr->pos += (int64_t)n;
+    return 0;
+}
+
+/* Fills v for candidate c against o. 0, or -1 if c cannot be read. */
+static int view_of(tail_rt *rt, tail_file *c, const tail_file *o, copy_view *v)
+{
+    int64_t e = o->sp.emit_off;
+    memset(v, 0, sizeof(*v));
+    if (!is_compressed(c)) {
+        v->k = fd_size(c->fd);
+        if (v->k < 0) {
+            return -1;
+        }
+        uint32_t len;
+        if (v->k >= (int64_t)o->fp_len && tail_fingerprint(c->fd, o->fp_len, &v->fp_hash,
+                                                           &len) == 0 && len == o->fp_len) {
+            v->fp_ok = 1;
+        }
+        int64_t m = v->k < e ? v->k : e;
+        return tail_back_hash(c->fd, m, &v->w_hash, &v->w_len) == 0 ? 0 : -1;
+    }
+    /* Decompressed from its beginning up to o's position (once per look). */
+    tail_dz *z = tail_dz_new(c->kind);
+    probe *pr = calloc(1, sizeof(*pr));
+    if (!z || !pr) {
+        tail_dz_free(z);
+        free(pr);
+        return -1;
+    }
+    pr->head_want = o->fp_len;
+    pr->limit = e;
+    int r;
+    do {
+        r = tail_dz_run(z, c->fd, rt->rbuf, rt->rbuf_cap, rt->rbuf_cap * 16, probe_take, pr);
+    } while (r == 1 && pr->pos < pr->limit);
+    tail_dz_free(z);
+    if (r < 0) {
+        free(pr);
+        return -1;
+    }
+    v->k = pr->pos;
+    if (pr->head_len == o->fp_len) {
+        v->fp_ok = 1;
+        v->fp_hash = tail_fnv1a(pr->head, pr->head_len);
+    }
+    v->w_len = (uint32_t)(v->k < TAIL_FP_MAX ? v->k : TAIL_FP_MAX);
+    v->w_hash = tail_fnv1a(pr->win + pr->win_len - v->w_len, v->w_len);
+    free(pr);
+    return 0;
+}
+
+/*
+ * 1 if c can be a copy of o (or, compressed, the compression of one): the
+ * same beginning, and either the same bytes before o's position (a
+ * complete copy), or, while o still has its content, the same bytes as o
+ * at c's end (a copy being made: c is a prefix of o). A truncated o is
+ * compared with what was recorded of it.
+ */
+static int copy_consistent(tail_rt *rt, tail_file *c, tail_file *o)
+{
+    if (c->fd < 0 || o->fp_len == 0 || o->sp.emit_off <= 0 || is_compressed(o)) {
+        return 0;
+    }
+    copy_view v;
+    if (view_of(rt, c, o, &v) < 0 || v.k <= 0) {
+        return 0;
+    }
+    int live = !o->trunc_pending && o->fd >= 0;
+    int64_t e = o->sp.emit_off;
+    uint64_t h;
+    uint32_t len;
+    if (v.fp_ok ? v.fp_hash != o->fp_hash : !live || v.k >= (int64_t)o->fp_len) {
+        return 0;
+    }
+    if (v.k < e) {
+        /* a prefix of o so far (the bytes before its end are o's): if the
+         * beginning was too short to compare, the window covers all of it */
+        return live && tail_back_hash(o->fd, v.k, &h, &len) == 0 && len == v.w_len &&
+               h == v.w_hash;
+    }
+    if (live) {
+        tail_file_update_back(o);
+    }
+    return o->bk_off == e && o->bk_len > 0 && v.w_len == o->bk_len && v.w_hash == o->bk_hash;
 }
 
 /* `orig` is truncated or gone: its copies continue from where it was read
@@ -218,12 +320,12 @@ static int resolve_copies(tail_rt *rt, tail_file *orig)
         }
         c->copy_of = NULL;
         c->dirty = 1;
-        int64_t k = fd_size(c->fd);
-        if (!copy_consistent(c, orig, k)) {
+        if (!copy_consistent(rt, c, orig)) {
             spool_log_debug(rt->ins, "%s: not a copy of %s after all; reading it", c->path,
                             orig->path);
             continue;
         }
+        int64_t k = is_compressed(c) ? INT64_MAX : fd_size(c->fd);
         int64_t off = orig->sp.emit_off < k ? orig->sp.emit_off : k;
         file_seek(c, off);
         c->prio = 1;
@@ -242,13 +344,35 @@ static int resolve_copies(tail_rt *rt, tail_file *orig)
 /* f is new (read from 0) and not empty: a copy of a followed file? */
 static int link_copy(tail_rt *rt, tail_file *f)
 {
-    int64_t k = fd_size(f->fd);
-    for (size_t i = 0; i < rt->nfiles; i++) {
+    probe *head = NULL;
+    if (is_compressed(f)) {
+        /* its decompressed beginning, once: most candidates differ there */
+        tail_dz *z = tail_dz_new(f->kind);
+        head = calloc(1, sizeof(*head));
+        if (z && head) {
+            head->head_want = TAIL_FP_MAX;
+            head->limit = TAIL_FP_MAX;
+        }
+        if (!z || !head ||
+            tail_dz_run(z, f->fd, rt->rbuf, rt->rbuf_cap, TAIL_FP_MAX, probe_take, head) < 0) {
+            free(head);
+            head = NULL;
+        }
+        tail_dz_free(z);
+        if (!head) {
+            return 0;
+        }
+    }
+    int linked = 0;
+    for (size_t i = 0; i < rt->nfiles && !linked; i++) {
         tail_file *o = rt->files[i];
         if (o == f || o->copy_of || o->copy_check || o->kind == TAIL_KIND_SKIP ||
-            !copy_consistent(f, o, k)) {
+            (head && (head->head_len < o->fp_len ||
+                      tail_fnv1a(head->head, o->fp_len) != o->fp_hash)) ||
+            !copy_consistent(rt, f, o)) {
             continue;
         }
+        linked = 1;
         f->copy_of = o;
         spool_log_debug(rt->ins, "%s: same content as %s (read up to offset %" PRId64 "): a "
                         "copy, held until %s is truncated", f->path, o->path, o->sp.emit_off,
@@ -256,14 +380,26 @@ static int link_copy(tail_rt *rt, tail_file *f)
         if (o->trunc_pending) {
             resolve_copies(rt, o); /* its old content is gone: continue it here now */
         }
-        return 1;
     }
-    return 0;
+    free(head);
+    return linked;
 }
+
+static void file_kind(tail_rt *rt, tail_file *f);
 
 int tail_file_check_copy(tail_rt *rt, tail_file *f)
 {
     if (!f->copy_check || fd_size(f->fd) <= 0) {
+        return 0;
+    }
+    if (f->kind == TAIL_KIND_UNKNOWN) {
+        file_kind(rt, f);
+    }
+    if (f->kind == TAIL_KIND_UNKNOWN) {
+        return 0; /* too short to tell yet */
+    }
+    if (f->kind == TAIL_KIND_SKIP) {
+        f->copy_check = 0;
         return 0;
     }
     f->copy_check = 0;
@@ -283,8 +419,8 @@ static int copy_hold(tail_rt *rt, tail_file *f)
     }
     if (f->copy_of) {
         tail_file *o = f->copy_of;
-        if (copy_consistent(f, o, fd_size(f->fd))) {
-            return 1;
+        if (is_compressed(f) || copy_consistent(rt, f, o)) {
+            return 1; /* (a compressed one is compared once: it is costly) */
         }
         f->copy_of = NULL;
         spool_log_debug(rt->ins, "%s: no longer the same as %s: not a copy, reading it",
@@ -338,6 +474,7 @@ void tail_file_free(tail_rt *rt, tail_file *f, int forget)
         }
     }
     tail_split_free(&f->sp);
+    tail_dz_free(f->dz);
     free(f->path);
     free(f->real);
     free(f->renamed_from);
@@ -646,7 +783,16 @@ static const char *compressed_magic(const uint8_t *p, size_t n, int *partial)
     return NULL;
 }
 
-/* Looks at f's first bytes: text, or compressed (skipped, said once). */
+int tail_compressed_fd(int fd)
+{
+    uint8_t b[6];
+    int partial;
+    ssize_t n = pread(fd, b, sizeof(b), 0);
+    return n > 0 && compressed_magic(b, (size_t)n, &partial) != NULL;
+}
+
+/* Looks at f's first bytes: text, or compressed (read decompressed, or
+ * skipped; said once). */
 static void file_kind(tail_rt *rt, tail_file *f)
 {
     uint8_t b[6];
@@ -662,9 +808,103 @@ static void file_kind(tail_rt *rt, tail_file *f)
         }
         return;
     }
+    int gz = strcmp(what, "gzip") == 0, zst = strcmp(what, "zstd") == 0;
+    if (rt->ctx->decompress && (gz || zst)) {
+        f->kind = gz ? TAIL_KIND_GZIP : TAIL_KIND_ZSTD;
+        spool_log_info(rt->ins, "%s: %s-compressed (by its first bytes), read decompressed",
+                       f->path, what);
+        return;
+    }
     f->kind = TAIL_KIND_SKIP;
-    spool_log_info(rt->ins, "%s: %s-compressed (by its first bytes), not read: compressed "
-                   "rotations are skipped; `exclude` them to silence this", f->path, what);
+    if (rt->ctx->decompress) {
+        spool_log_info(rt->ins, "%s: %s-compressed (by its first bytes), not read: spool reads "
+                       "gzip and zstd only (no %s library); `exclude` it to silence this",
+                       f->path, what, what);
+    } else {
+        spool_log_info(rt->ins, "%s: %s-compressed (by its first bytes), not read: compressed "
+                       "files are skipped (`decompress: true` reads gzip and zstd); `exclude` "
+                       "them to silence this", f->path, what);
+    }
+}
+
+typedef struct dz_arg {
+    tail_rt *rt;
+    tail_file *f;
+} dz_arg;
+
+/* A block of decompressed bytes: what lies before the position is skipped
+ * (a restart decompresses from the beginning), the rest is fed. */
+static int dz_block(void *arg, const uint8_t *p, size_t n)
+{
+    dz_arg *d = arg;
+    tail_rt *rt = d->rt;
+    tail_file *f = d->f;
+    int64_t start = tail_dz_out(f->dz) - (int64_t)n;
+    if (start + (int64_t)n <= f->read_off) {
+        return 0;
+    }
+    size_t skip = f->read_off > start ? (size_t)(f->read_off - start) : 0;
+    p += skip;
+    n -= skip;
+    start += (int64_t)skip;
+    emit_arg a = {rt, f};
+    rt->now_wall_ms = spool_now_ms();
+    int64_t emit_before = f->sp.emit_off;
+    uint64_t long_before = f->sp.long_lines;
+    int r = tail_split_feed(&f->sp, &rt->split, p, n, rt->now_ms, file_emit, &a);
+    f->read_off += (int64_t)n;
+    if (r < 0) {
+        return r;
+    }
+    f->last_grow_ms = rt->now_ms;
+    update_back_from(f, p, start, n);
+    note_long_lines(rt, f, long_before);
+    if (f->sp.emit_off != emit_before && (r = tail_file_touch(rt, f)) < 0) {
+        return r;
+    }
+    if (rt->batch && (spool_batch_bytes(rt->batch) >= (1u << 20) ||
+                      spool_batch_count(rt->batch) >= 10000)) {
+        return tail_batch_submit(rt);
+    }
+    return 0;
+}
+
+/* Reads a compressed file decompressed; like tail_file_read. */
+static int read_compressed(tail_rt *rt, tail_file *f, size_t budget)
+{
+    if (!f->dz && !(f->dz = tail_dz_new(f->kind))) {
+        spool_log_error(rt->ins, "%s: out of memory for its decompressor", f->path);
+        return 0;
+    }
+    dz_arg d = {rt, f};
+    f->eof = 0;
+    int r = tail_dz_run(f->dz, f->fd, rt->rbuf, rt->rbuf_cap, budget, dz_block, &d);
+    if (r >= 0) {
+        if (r == 0) {
+            f->eof = 1;
+            f->prio = 0;
+        }
+        return r;
+    }
+    if (r == -ESHUTDOWN) {
+        return r;
+    }
+    if (r == -EBADMSG) {
+        spool_log_warn(rt->ins, "%s: corrupt compressed data after %" PRId64 " decompressed "
+                       "bytes; the rest of the file is skipped", f->path, f->read_off);
+        f->kind = TAIL_KIND_SKIP;
+        return 0;
+    }
+    /* The batch refused a record (memory), or a read error: start over at
+     * the last emitted record, decompressing again from the beginning. */
+    spool_log_error(rt->ins, "%s: %s; reading again from decompressed offset %" PRId64,
+                    f->path, strerror(-r), f->sp.emit_off);
+    tail_dz_free(f->dz);
+    f->dz = NULL;
+    int64_t back = f->sp.emit_off;
+    tail_split_reset(&f->sp, back);
+    f->read_off = back;
+    return 0;
 }
 
 int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
@@ -696,6 +936,10 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
     }
     if ((f->copy_check || f->copy_of) && copy_hold(rt, f)) {
         return 0; /* a copy held until its original is truncated */
+    }
+    if (is_compressed(f)) {
+        f->last_use_ms = rt->now_ms;
+        return read_compressed(rt, f, budget);
     }
     f->last_use_ms = rt->now_ms;
     struct stat st;

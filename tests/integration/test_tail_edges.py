@@ -23,6 +23,8 @@ import lzma
 import os
 import random
 import signal
+import subprocess
+import time
 
 import spoolt
 import tailt
@@ -60,14 +62,13 @@ def stop(s):
     check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
 
 
-@t.case
-def copytruncate_copies_in_glob(tmp):
+def copytruncate_rounds(tmp, directives, extra="", name="copytruncate, copies in the glob"):
     logs = os.path.join(tmp, "logs")
     os.makedirs(logs)
     path = os.path.join(logs, "app.log")
     open(path, "w").close()
-    conf, state = tailt.logrotate_conf(tmp, path, ["copytruncate", "compress", "delaycompress"])
-    cfg = tailt.config(tmp, [path + "*"], extra="read_from: beginning\nrotate_wait: 1s",
+    conf, state = tailt.logrotate_conf(tmp, path, directives)
+    cfg = tailt.config(tmp, [path + "*"], extra="read_from: beginning\nrotate_wait: 1s\n" + extra,
                        log_level=os.environ.get("TAIL_LOG_LEVEL", "info"))
     s = start(cfg)
     seed = int(os.environ.get("TAIL_SEED") or random.randrange(1 << 30))
@@ -98,10 +99,75 @@ def copytruncate_copies_in_glob(tmp):
     tailt.wait_seen(tmp, n, timeout=180)
     stop(s)
     err = s.stderr()
-    tailt.check_seqs(cfg, tmp, n, "copytruncate, copies in the glob", out_dup_ok=False,
-                     rounds=rounds)
+    tailt.check_seqs(cfg, tmp, n, name, out_dup_ok=False, rounds=rounds)
     check("a copy of %s (copytruncate)" % path in err, "no copy recognised: %s" % err[-2000:])
     check("gzip-compressed" in err, "no notice for the compressed copies: %s" % err[-2000:])
+    return err
+
+
+@t.case
+def copytruncate_copies_in_glob(tmp):
+    copytruncate_rounds(tmp, ["copytruncate", "compress", "delaycompress"])
+
+
+@t.case
+def copytruncate_compress_decompress(tmp):
+    """decompress: true; compress without delaycompress: the copy is only ever
+    compressed, and is recognised by its decompressed content."""
+    err = copytruncate_rounds(tmp, ["copytruncate", "compress"], extra="decompress: true",
+                              name="copytruncate + compress, decompress: true")
+    check("gzip-compressed (by its first bytes), read decompressed" in err, err[-2000:])
+
+
+@t.case
+def copytruncate_delaycompress_decompress(tmp):
+    """decompress: true with delaycompress: the .gz of a copy already read is
+    recognised by content and not read twice."""
+    copytruncate_rounds(tmp, ["copytruncate", "compress", "delaycompress"],
+                        extra="decompress: true",
+                        name="copytruncate + delaycompress, decompress: true")
+
+
+def compress_to(path, data, tool):
+    with open(path, "wb") as f:
+        subprocess.run([tool, "-c"], input=data, stdout=f, check=True)
+
+
+@t.case
+def decompress_read_and_resume(tmp):
+    """gzip (two members) and zstd files read decompressed; killed while in
+    the middle of a large one, the restart resumes in the decompressed stream."""
+    logs = os.path.join(tmp, "logs")
+    os.makedirs(logs)
+    path = os.path.join(logs, "app.log")
+
+    def lines(a, b):
+        return "".join("%d %s\n" % (i, tailt.PAD) for i in range(a, b + 1)).encode()
+    with open(path + ".1.gz", "wb") as f:
+        f.write(gzip.compress(lines(1, 500)) + gzip.compress(lines(501, 1000)))
+    compress_to(path + ".2", lines(1001, 2000), "zstd")  # no telling name
+    compress_to(path + ".3.gz", lines(2001, 202000), "gzip")
+    compress_to(path + ".4.xz", lines(300001, 300010), "xz")
+    tailt.append_seq(path, 202001, 203000)
+    cfg = tailt.config(tmp, [path + "*"], extra="read_from: beginning\ndecompress: true",
+                       fsync="100ms")
+    seed = int(os.environ.get("TAIL_SEED") or random.randrange(1 << 30))
+    print("     seed %d" % seed, flush=True)
+    rnd = random.Random(seed)
+    for _ in range(3):
+        s = tailt.spool(cfg)
+        spoolt.wait_for(lambda: os.path.exists(os.path.join(tmp, "out.txt")), timeout=60,
+                        what="first output")
+        time.sleep(rnd.uniform(0.0, 0.3))
+        s.kill()
+    s = start(cfg)
+    n = 203000
+    tailt.wait_seen(tmp, n, timeout=180)
+    stop(s)
+    log = spoolt.seq_check(tailt.seqs(tailt.log_values(cfg)), expected_n=n)
+    tailt.report("decompress, killed 3 times", lines=n, log_lost=log["lost"], log_dup=log["dup"])
+    check(log["lost"] == 0 and log["dup"] == 0 and log["count"] == n, "log: %s" % log)
+    check("xz-compressed (by its first bytes), not read" in s.stderr(), s.stderr()[-2000:])
 
 
 @t.case
