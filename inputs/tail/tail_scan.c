@@ -479,7 +479,9 @@ static void adopt_unknown_rotations(tail_rt *rt, tail_file *x)
         nu++;
     }
     closedir(d);
-    qsort(u, nu, sizeof(*u), unknown_cmp);
+    if (nu > 1) {
+        qsort(u, nu, sizeof(*u), unknown_cmp);
+    }
     tail_file *prev = x;
     for (size_t i = 0; i < nu; i++) {
         tail_file *f = adopt_rotated(rt, u[i].path, x->path, 0);
