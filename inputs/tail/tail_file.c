@@ -441,8 +441,8 @@ int tail_file_must_wait(tail_rt *rt, tail_file *f)
         return 0;
     }
     struct stat st;
-    return x->copy_of == NULL && x->kind != TAIL_KIND_SKIP && x->fd >= 0 &&
-           fstat(x->fd, &st) == 0 && (int64_t)st.st_size > x->read_off;
+    return x->copy_of == NULL && x->kind <= TAIL_KIND_TEXT && !x->trunc_pending &&
+           x->fd >= 0 && fstat(x->fd, &st) == 0 && (int64_t)st.st_size > x->read_off;
 }
 
 void tail_file_free(tail_rt *rt, tail_file *f, int forget)

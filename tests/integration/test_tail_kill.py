@@ -57,6 +57,13 @@ def wait_all(tmp, n, timeout):
         raise spoolt.Failure("output has %d of %d lines after %ds" % (len(seen), n, timeout))
 
 
+def seeded():
+    """A random seed, printed (TAIL_SEED=<n> reproduces a run)."""
+    seed = int(os.environ.get("TAIL_SEED") or random.randrange(1 << 30))
+    print("     seed %d" % seed, flush=True)
+    return random.Random(seed)
+
+
 def kill_rounds(tmp, cfg, writer, rnd, rotate=None):
     kills = 0
     restarts = 0
@@ -101,7 +108,7 @@ def kill9_rounds(tmp):
     cfg = tailt.config(tmp, [path], extra="read_from: beginning")
     n = int(RATE * ROUNDS * 0.6)
     w = tailt.start_writer(path, n, rate=RATE)
-    s, kills, _ = kill_rounds(tmp, cfg, w, random.Random(9))
+    s, kills, _ = kill_rounds(tmp, cfg, w, seeded())
     w.wait(120)
     finish(tmp, cfg, s, n, kills, "kill -9")
 
@@ -128,7 +135,7 @@ def kill9_rounds_with_logrotate(tmp):
                        fsync="100ms")
     n = int(RATE * ROUNDS * 0.6)
     w = tailt.start_writer(path, n, rate=RATE, mode="create")
-    s, kills, _ = kill_rounds(tmp, cfg, w, random.Random(11), rotate=rotate)
+    s, kills, _ = kill_rounds(tmp, cfg, w, seeded(), rotate=rotate)
     w.wait(120)
     finish(tmp, cfg, s, n, kills, "kill -9 with logrotate")
 
@@ -177,9 +184,7 @@ def kill9_copytruncate_copies_in_glob(tmp):
                                                    "delaycompress"])
     cfg = tailt.config(tmp, [path + "*"], extra="read_from: beginning\nrotate_wait: 1s",
                        fsync="100ms")
-    seed = int(os.environ.get("TAIL_SEED") or random.randrange(1 << 30))
-    print("     seed %d" % seed, flush=True)
-    rnd = random.Random(seed)
+    rnd = seeded()
     n = 0
     kills = 0
     for k in range(12):
