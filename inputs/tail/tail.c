@@ -7,9 +7,10 @@
  * line, multiline record, rotated file's rotate_wait, rescan); no timer is
  * shorter than what the options ask, so an idle input sleeps. Each cycle:
  * handle events (rescan if entries changed, mark written files dirty), read
- * rotated files first (a rotated file's tail precedes its successor's
- * head), then dirty files, each up to a budget so one busy file does not
- * starve the others, fire timers, and submit the batch.
+ * rotated files and continued copies first (a rotated file's tail precedes
+ * its successor's head), then dirty files, each up to a budget so one busy
+ * file does not starve the others (a successor whose predecessor still has
+ * unread bytes waits a cycle), fire timers, and submit the batch.
  *
  * Batches: one batch accumulates records of every file; it is submitted at
  * ~1 MiB / 10k records and at the end of every cycle, with the position of

@@ -1,18 +1,32 @@
 /*
- * tail_file.c: one tailed file: identity, open/close, reading, truncation.
+ * tail_file.c: one tailed file: identity, open/close, reading, truncation,
+ * copies.
  *
  * A file is read with read() in blocks of `read_buffer` bytes into the
  * input's one read buffer and fed to its splitter, which appends complete
  * records to the input's current batch (one copy: into the batch). The
  * file's position (splitter emit_off: the end of its last emitted record)
  * goes with the batch that holds those records, so the log and the
- * position store always agree.
+ * position store always agree. With the position go a hash of the file's
+ * first bytes and of the bytes just before the position (bk_*, kept up to
+ * date from the blocks read).
  *
  * Invariants: f->read_off == f->sp.off; while open, the fd's file offset is
- * read_off. An open fd is always the file of (dev, ino): a reopen by path
- * checks the identity and the fingerprint. A size below read_off means the
- * file was truncated (copytruncate, `> file`): reading restarts at 0 after
- * the partial line held so far is emitted.
+ * read_off (text files; a compressed file read decompressed is read with
+ * pread and its offsets are in the decompressed stream). An open fd is
+ * always the file of (dev, ino): a reopen by path checks the identity and
+ * the fingerprint. A size below read_off, another beginning, or other bytes
+ * before the position mean the file was truncated (copytruncate, `> file`):
+ * it is marked (trunc_pending) and restarts at 0 after the next scan, which
+ * finds its copy if the globs match it.
+ *
+ * Copies: a file read from 0 whose beginning and bytes before a followed
+ * file's position are that file's is a copy of it (copy_of): it is not read
+ * while the original still holds that content; when the original is
+ * truncated (or finished) the copy continues from the original's position,
+ * first (prio), and the original's new content waits for it (after).
+ * Order: a file never gets ahead of its `after` while that one has unread
+ * bytes (checked before and after each block), bounded in time.
  *
  * Not done here: deciding which files exist, rotation (tail_scan.c), the
  * loop and the batch (tail.c).

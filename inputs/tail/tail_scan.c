@@ -19,6 +19,17 @@
  * when spool stopped); if that fails the file is reported gone and its
  * position forgotten.
  *
+ * A stored position is trusted only if the file still has the same first
+ * bytes and the same bytes before the position; else the file is read from
+ * the beginning (warning), and a new file holding what it held (a copy made
+ * while spool was stopped) continues from the position. A file renamed away
+ * while spool was stopped is followed by the file now at its path; files
+ * created after it and rotated away before spool knew them are found by
+ * birth time next to it.
+ *
+ * After a scan: new files are compared with the followed ones (copies,
+ * tail_file.c), and truncated files restart (after their copies are known).
+ *
  * The scan also rebuilds the inotify watch set and the lookup tables.
  */
 #define _GNU_SOURCE /* statx: birth times */
