@@ -250,6 +250,7 @@ struct tail_file {
     tail_file *after;          /* the file it replaced (or the copy holding its older
                                 * lines): read first while it has unread data */
     int64_t after_since_ms;    /* monotonic ms `after` was set */
+    int64_t born_ns;           /* birth time (statx), 0 if unknown: rotation order */
     char *renamed_from;        /* the scan: the matched path it had before (then NULL) */
     uint64_t bk_hash;          /* hash of the bk_len bytes before bk_off */
     uint32_t bk_len;           /* 0 = unknown */

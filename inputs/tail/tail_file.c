@@ -445,8 +445,7 @@ static int copy_hold(tail_rt *rt, tail_file *f)
 
 int tail_file_must_wait(tail_rt *rt, tail_file *f)
 {
-    tail_file *x = f->after;
-    if (!x) {
+    if (!f->after) {
         return 0;
     }
     /* Bounded: two writers appending to both files at once have no order to keep. */
@@ -454,9 +453,16 @@ int tail_file_must_wait(tail_rt *rt, tail_file *f)
         f->after = NULL;
         return 0;
     }
-    struct stat st;
-    return x->copy_of == NULL && x->kind <= TAIL_KIND_TEXT && !x->trunc_pending &&
-           x->fd >= 0 && fstat(x->fd, &st) == 0 && (int64_t)st.st_size > x->read_off;
+    /* Any file before it (an empty one between them waits for nothing). */
+    int depth = 0;
+    for (tail_file *x = f->after; x && x != f && depth < 64; x = x->after, depth++) {
+        struct stat st;
+        if (x->copy_of == NULL && x->kind <= TAIL_KIND_TEXT && !x->trunc_pending &&
+            x->fd >= 0 && fstat(x->fd, &st) == 0 && (int64_t)st.st_size > x->read_off) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 void tail_file_free(tail_rt *rt, tail_file *f, int forget)

@@ -357,6 +357,17 @@ static int find_in_dir(const char *dir, uint64_t dev, uint64_t ino, char *out, s
     return found;
 }
 
+/* A file's birth time in ns (statx), 0 if the file system has none. */
+static int64_t birth_ns(int fd)
+{
+    struct statx sx;
+    if (fd < 0 || statx(fd, "", AT_EMPTY_PATH, STATX_BTIME, &sx) != 0 ||
+        !(sx.stx_mask & STATX_BTIME)) {
+        return 0;
+    }
+    return (int64_t)sx.stx_btime.tv_sec * 1000000000 + sx.stx_btime.tv_nsec;
+}
+
 /* Opens a rotated file found at `path` by inode; it becomes TAIL_ROTATED. */
 static tail_file *adopt_rotated(tail_rt *rt, const char *path, const char *shown,
                                 int64_t offset)
@@ -377,6 +388,7 @@ static tail_file *adopt_rotated(tail_rt *rt, const char *path, const char *shown
     }
     f->fd = fd;
     rt->nopen++;
+    f->born_ns = birth_ns(fd);
     f->state = TAIL_ROTATED;
     f->read_off = offset;
     tail_split_reset(&f->sp, offset);
@@ -387,14 +399,42 @@ static tail_file *adopt_rotated(tail_rt *rt, const char *path, const char *shown
     return f;
 }
 
-/* The active file at x's matched path comes after x (x was renamed away). */
+/* The file f follows: of the other files that had f's matched path, the
+ * one born last before f (without birth times: the one found last). */
+static tail_file *latest_before(tail_rt *rt, const char *path, const tail_file *f)
+{
+    tail_file *best = NULL;
+    for (size_t j = 0; j < rt->nfiles; j++) {
+        tail_file *g = rt->files[j];
+        if (g == f || strcmp(g->path, path) != 0 ||
+            (f->born_ns && g->born_ns && g->born_ns >= f->born_ns)) {
+            continue;
+        }
+        if (!best || g->born_ns >= best->born_ns) {
+            best = g;
+        }
+    }
+    return best;
+}
+
+static void set_after(tail_rt *rt, tail_file *f, tail_file *x)
+{
+    f->after = x;
+    f->after_since_ms = rt->now_ms;
+}
+
+/* x was renamed away from its matched path: the active file there (born
+ * after it) comes after it, unless it already follows a younger one. */
 static void set_successor(tail_rt *rt, tail_file *x)
 {
     for (size_t j = 0; j < rt->nfiles; j++) {
         tail_file *g = rt->files[j];
-        if (g != x && g->state == TAIL_ACTIVE && !g->after && strcmp(g->path, x->path) == 0) {
-            g->after = x;
-            g->after_since_ms = rt->now_ms;
+        if (g == x || g->state != TAIL_ACTIVE || strcmp(g->path, x->path) != 0 ||
+            (g->born_ns && x->born_ns && g->born_ns <= x->born_ns)) {
+            continue;
+        }
+        if (!g->after || g->after->born_ns <= x->born_ns) {
+            set_after(rt, g, x);
         }
     }
 }
@@ -498,8 +538,7 @@ static void adopt_unknown_rotations(tail_rt *rt, tail_file *x)
         tail_file *f = adopt_rotated(rt, u[i].path, x->path, 0);
         if (f) {
             f->last_grow_ms = rt->now_ms;
-            f->after = prev;
-            f->after_since_ms = rt->now_ms;
+            set_after(rt, f, prev);
             tail_file_touch(rt, f);
             map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
             spool_log_warn(rt->ins, "%s: created at %s and rotated away while spool did not "
@@ -511,13 +550,7 @@ static void adopt_unknown_rotations(tail_rt *rt, tail_file *x)
     }
     free(u);
     if (prev != x) {
-        for (size_t j = 0; j < rt->nfiles; j++) {
-            tail_file *g = rt->files[j];
-            if (g->state == TAIL_ACTIVE && strcmp(g->path, x->path) == 0) {
-                g->after = prev;
-                g->after_since_ms = rt->now_ms;
-            }
-        }
+        set_successor(rt, prev);
     }
 }
 
@@ -571,7 +604,14 @@ void tail_scan_restore_leftovers(tail_rt *rt)
                        "); forgetting it", rs->pos.path, rs->pos.offset);
         tail_batch_forget(rt, rs->source);
     }
-    /* Oldest anchor first: it finds every newer unknown rotation of its path. */
+    /* Renamed files in birth order (they were adopted in position order). */
+    for (size_t i = 0; i < nanchors; i++) {
+        tail_file *pred = latest_before(rt, anchors[i]->path, anchors[i]);
+        if (pred && pred->state == TAIL_ROTATED) {
+            set_after(rt, anchors[i], pred);
+        }
+        set_successor(rt, anchors[i]);
+    }
     for (size_t i = 0; i < nanchors; i++) {
         adopt_unknown_rotations(rt, anchors[i]);
     }
@@ -702,12 +742,10 @@ static void on_file(void *arg, const char *path, const struct stat *st)
     }
     /* A new identity. Whoever had this path was rotated away or replaced:
      * its lines come first. */
-    tail_file *pred = NULL;
     for (size_t i = 0; i < rt->nfiles; i++) {
         tail_file *o = rt->files[i];
         if (o->state == TAIL_ACTIVE && strcmp(o->path, path) == 0) {
             make_rotated(rt, o, "replaced by a new file at its path");
-            pred = o;
         }
     }
     char real[PATH_MAX];
@@ -732,15 +770,16 @@ static void on_file(void *arg, const char *path, const struct stat *st)
     f->seen = 1;
     f->dirty = 1;
     f->fresh = 1;
-    if (pred) {
-        f->after = pred;
-        f->after_since_ms = rt->now_ms;
-    }
     map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
     map_put(&rt->by_real, str_hash(f->real), f);
     /* Opened at once: if it is rotated away before it is read, the fd still
      * reaches it. */
     tail_file_open(rt, f);
+    f->born_ns = birth_ns(f->fd);
+    tail_file *pred = latest_before(rt, path, f);
+    if (pred) {
+        set_after(rt, f, pred); /* the files that had its path before: their lines first */
+    }
     if (!restored) {
         /* Its position is stored at once, before any data comes: if spool
          * dies and the file is rotated before the restart, the restart
@@ -951,6 +990,10 @@ void tail_scan_adopt_moved(tail_rt *rt)
         if (f) {
             f->last_grow_ms = rt->now_ms;
             tail_file_touch(rt, f);
+            tail_file *pred = latest_before(rt, f->path, f);
+            if (pred) {
+                set_after(rt, f, pred);
+            }
             set_successor(rt, f);
             map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
             spool_log_info(rt->ins, "%s: created and rotated to %s between two scans; reading it",
