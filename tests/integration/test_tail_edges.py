@@ -14,8 +14,9 @@
 - truncated and rewritten past the position (a constant header), while
   spool was stopped and while it runs: read again from the beginning, with a
   warning; no line skipped, no torn fragment.
-- order across rotation (create): a renamed file with a large backlog is
-  read to its end before the new file, live (SIGSTOP) and across a restart.
+- order across rotation (create): renamed files with large backlogs (one
+  created and rotated away unseen) are read to their ends, oldest first,
+  before the new file, live (SIGSTOP) and across a restart.
 """
 import bz2
 import gzip
@@ -301,9 +302,14 @@ def order_across_rotation(tmp, live):
     big = 120000  # ~13 MB: several read cycles' budget
 
     def rotate():
+        # two rotations: X (known) -> app.log.2, Y (created and rotated away
+        # unseen) -> app.log.1, Z at app.log; X and Y with large backlogs
         tailt.append_seq(path, 11, big)
         os.rename(path, path + ".1")
-        tailt.append_seq(path, big + 1, big + 20000)
+        tailt.append_seq(path, big + 1, 2 * big)
+        os.rename(path + ".1", path + ".2")
+        os.rename(path, path + ".1")
+        tailt.append_seq(path, 2 * big + 1, 2 * big + 20000)
     if live:
         with stopped(s):
             rotate()
@@ -311,7 +317,7 @@ def order_across_rotation(tmp, live):
         stop(s)
         rotate()
         s = start(cfg)
-    n = big + 20000
+    n = 2 * big + 20000
     tailt.wait_seen(tmp, n, timeout=180)
     stop(s)
     tailt.check_seqs(cfg, tmp, n, "order across rotation " + ("live" if live else "restart"),
