@@ -182,8 +182,8 @@ enum { TAIL_LONG_SPLIT = 0, TAIL_LONG_TRUNCATE = 1 };
 enum tail_file_kind {
     TAIL_KIND_UNKNOWN = 0, /* not looked at yet, or too short to tell */
     TAIL_KIND_TEXT = 1,
-    TAIL_KIND_SKIP = 2,    /* compressed: not read (noticed once) */
-    TAIL_KIND_GZIP = 3,    /* read decompressed (decompress: true) */
+    TAIL_KIND_SKIP = 2, /* compressed: not read (noticed once) */
+    TAIL_KIND_GZIP = 3, /* read decompressed (decompress: true) */
     TAIL_KIND_ZSTD = 4,
 };
 

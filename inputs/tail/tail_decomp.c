@@ -24,15 +24,15 @@
 #define TAIL_DZ_IN (64 * 1024)
 
 struct tail_dz {
-    int kind;           /* TAIL_KIND_GZIP or TAIL_KIND_ZSTD */
-    z_stream zs;        /* gzip */
+    int kind;    /* TAIL_KIND_GZIP or TAIL_KIND_ZSTD */
+    z_stream zs; /* gzip */
     int zs_ready;
-    ZSTD_DCtx *zd;      /* zstd */
+    ZSTD_DCtx *zd; /* zstd */
     uint8_t in[TAIL_DZ_IN];
     size_t in_len, in_pos; /* unconsumed input: in[in_pos..in_len) */
-    int64_t in_off;     /* file offset after in[in_len) */
-    int64_t out;        /* decompressed bytes produced so far */
-    int member_end;     /* gzip: a member ended: the next byte starts another */
+    int64_t in_off;        /* file offset after in[in_len) */
+    int64_t out;           /* decompressed bytes produced so far */
+    int member_end;        /* gzip: a member ended: the next byte starts another */
 };
 
 tail_dz *tail_dz_new(int kind)

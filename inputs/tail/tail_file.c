@@ -194,10 +194,10 @@ static int is_compressed(const tail_file *f)
 
 /* What a candidate copy holds, in o's terms. */
 typedef struct copy_view {
-    int64_t k;          /* its (decompressed) bytes, at most o's position when compressed */
-    int fp_ok;          /* fp_hash is over o->fp_len bytes */
+    int64_t k; /* its (decompressed) bytes, at most o's position when compressed */
+    int fp_ok; /* fp_hash is over o->fp_len bytes */
     uint64_t fp_hash;
-    uint64_t w_hash;    /* the min(k, TAIL_FP_MAX) bytes before m = min(k, o's position) */
+    uint64_t w_hash; /* the min(k, TAIL_FP_MAX) bytes before m = min(k, o's position) */
     uint32_t w_len;
 } copy_view;
 
@@ -205,8 +205,8 @@ typedef struct probe {
     uint32_t head_want;
     uint8_t head[TAIL_FP_MAX];
     uint32_t head_len;
-    int64_t limit;      /* bytes of interest: the window ends here at most */
-    int64_t pos;        /* stream offset after the bytes taken */
+    int64_t limit; /* bytes of interest: the window ends here at most */
+    int64_t pos;   /* stream offset after the bytes taken */
     uint8_t win[2 * TAIL_FP_MAX];
     size_t win_len;
 } probe;
@@ -249,8 +249,8 @@ static int view_of(tail_rt *rt, tail_file *c, const tail_file *o, copy_view *v)
             return -1;
         }
         uint32_t len;
-        if (v->k >= (int64_t)o->fp_len && tail_fingerprint(c->fd, o->fp_len, &v->fp_hash,
-                                                           &len) == 0 && len == o->fp_len) {
+        if (v->k >= (int64_t)o->fp_len &&
+            tail_fingerprint(c->fd, o->fp_len, &v->fp_hash, &len) == 0 && len == o->fp_len) {
             v->fp_ok = 1;
         }
         int64_t m = v->k < e ? v->k : e;
@@ -312,8 +312,7 @@ static int copy_consistent(tail_rt *rt, tail_file *c, tail_file *o)
     if (v.k < e) {
         /* a prefix of o so far (the bytes before its end are o's): if the
          * beginning was too short to compare, the window covers all of it */
-        return live && tail_back_hash(o->fd, v.k, &h, &len) == 0 && len == v.w_len &&
-               h == v.w_hash;
+        return live && tail_back_hash(o->fd, v.k, &h, &len) == 0 && len == v.w_len && h == v.w_hash;
     }
     if (live) {
         tail_file_update_back(o);
@@ -348,8 +347,10 @@ static int resolve_copies(tail_rt *rt, tail_file *orig)
             orig->after = c; /* its new content comes after the copy's tail */
             orig->after_since_ms = rt->now_ms;
         }
-        spool_log_info(rt->ins, "%s: a copy of %s (copytruncate); continuing it from offset "
-                       "%" PRId64 ", where %s was read", c->path, orig->path, off, orig->path);
+        spool_log_info(rt->ins,
+                       "%s: a copy of %s (copytruncate); continuing it from offset "
+                       "%" PRId64 ", where %s was read",
+                       c->path, orig->path, off, orig->path);
         n++;
     }
     return n;
@@ -381,16 +382,17 @@ static int link_copy(tail_rt *rt, tail_file *f)
     for (size_t i = 0; i < rt->nfiles && !linked; i++) {
         tail_file *o = rt->files[i];
         if (o == f || o->copy_of || o->copy_check || o->kind == TAIL_KIND_SKIP ||
-            (head && (head->head_len < o->fp_len ||
-                      tail_fnv1a(head->head, o->fp_len) != o->fp_hash)) ||
+            (head &&
+             (head->head_len < o->fp_len || tail_fnv1a(head->head, o->fp_len) != o->fp_hash)) ||
             !copy_consistent(rt, f, o)) {
             continue;
         }
         linked = 1;
         f->copy_of = o;
-        spool_log_debug(rt->ins, "%s: same content as %s (read up to offset %" PRId64 "): a "
-                        "copy, held until %s is truncated", f->path, o->path, o->sp.emit_off,
-                        o->path);
+        spool_log_debug(rt->ins,
+                        "%s: same content as %s (read up to offset %" PRId64 "): a "
+                        "copy, held until %s is truncated",
+                        f->path, o->path, o->sp.emit_off, o->path);
         if (o->trunc_pending) {
             resolve_copies(rt, o); /* its old content is gone: continue it here now */
         }
@@ -437,8 +439,8 @@ static int copy_hold(tail_rt *rt, tail_file *f)
             return 1; /* (a compressed one is compared once: it is costly) */
         }
         f->copy_of = NULL;
-        spool_log_debug(rt->ins, "%s: no longer the same as %s: not a copy, reading it",
-                        f->path, o->path);
+        spool_log_debug(rt->ins, "%s: no longer the same as %s: not a copy, reading it", f->path,
+                        o->path);
     }
     return 0;
 }
@@ -457,8 +459,8 @@ int tail_file_must_wait(tail_rt *rt, tail_file *f)
     int depth = 0;
     for (tail_file *x = f->after; x && x != f && depth < 64; x = x->after, depth++) {
         struct stat st;
-        if (x->copy_of == NULL && x->kind <= TAIL_KIND_TEXT && !x->trunc_pending &&
-            x->fd >= 0 && fstat(x->fd, &st) == 0 && (int64_t)st.st_size > x->read_off) {
+        if (x->copy_of == NULL && x->kind <= TAIL_KIND_TEXT && !x->trunc_pending && x->fd >= 0 &&
+            fstat(x->fd, &st) == 0 && (int64_t)st.st_size > x->read_off) {
             return 1;
         }
     }
@@ -584,9 +586,9 @@ static int64_t unread_in_copy(const tail_file *f, char *name, size_t cap)
         uint32_t len;
         if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_ino != f->ino &&
             (int64_t)st.st_size >= f->sp.emit_off &&
-            tail_fingerprint(fd, f->fp_len, &h, &len) == 0 && len == f->fp_len &&
-            h == f->fp_hash && tail_back_hash(fd, f->sp.emit_off, &h, &len) == 0 &&
-            len == f->bk_len && h == f->bk_hash) {
+            tail_fingerprint(fd, f->fp_len, &h, &len) == 0 && len == f->fp_len && h == f->fp_hash &&
+            tail_back_hash(fd, f->sp.emit_off, &h, &len) == 0 && len == f->bk_len &&
+            h == f->bk_hash) {
             best = (int64_t)st.st_size - f->sp.emit_off;
             snprintf(name, cap, "%s", path);
         }
@@ -615,20 +617,24 @@ static int file_restart(tail_rt *rt, tail_file *f, const char *why)
             return r;
         }
         if (lost > 0) {
-            spool_log_warn(rt->ins, "%s: %s at offset %" PRId64 "; %" PRId64 " bytes written "
+            spool_log_warn(rt->ins,
+                           "%s: %s at offset %" PRId64 "; %" PRId64 " bytes written "
                            "before that were not read yet and are skipped (they are in its "
                            "rotated copy %s): add the rotated copies to `paths` (e.g. %s*) and "
-                           "spool continues them from the copy", f->path, why, at, lost, copy,
-                           f->path);
+                           "spool continues them from the copy",
+                           f->path, why, at, lost, copy, f->path);
         } else if (lost < 0 && f->size_seen > at) {
-            spool_log_warn(rt->ins, "%s: %s at offset %" PRId64 "; at least %" PRId64 " bytes "
+            spool_log_warn(rt->ins,
+                           "%s: %s at offset %" PRId64 "; at least %" PRId64 " bytes "
                            "written before that were not read yet and are skipped: if it is "
                            "rotated by copytruncate, add the rotated copies to `paths` (e.g. "
-                           "%s*) and spool continues them from the copy", f->path, why, at,
-                           f->size_seen - at, f->path);
+                           "%s*) and spool continues them from the copy",
+                           f->path, why, at, f->size_seen - at, f->path);
         } else {
-            spool_log_info(rt->ins, "%s: %s at offset %" PRId64 ", reading it again from the "
-                           "beginning", f->path, why, at);
+            spool_log_info(rt->ins,
+                           "%s: %s at offset %" PRId64 ", reading it again from the "
+                           "beginning",
+                           f->path, why, at);
         }
     }
     rt->truncations++;
@@ -837,13 +843,16 @@ static void file_kind(tail_rt *rt, tail_file *f)
     }
     f->kind = TAIL_KIND_SKIP;
     if (rt->ctx->decompress) {
-        spool_log_info(rt->ins, "%s: %s-compressed (by its first bytes), not read: spool reads "
+        spool_log_info(rt->ins,
+                       "%s: %s-compressed (by its first bytes), not read: spool reads "
                        "gzip and zstd only (no %s library); `exclude` it to silence this",
                        f->path, what, what);
     } else {
-        spool_log_info(rt->ins, "%s: %s-compressed (by its first bytes), not read: compressed "
+        spool_log_info(rt->ins,
+                       "%s: %s-compressed (by its first bytes), not read: compressed "
                        "files are skipped (`decompress: true` reads gzip and zstd); `exclude` "
-                       "them to silence this", f->path, what);
+                       "them to silence this",
+                       f->path, what);
     }
 }
 
@@ -882,8 +891,8 @@ static int dz_block(void *arg, const uint8_t *p, size_t n)
     if (f->sp.emit_off != emit_before && (r = tail_file_touch(rt, f)) < 0) {
         return r;
     }
-    if (rt->batch && (spool_batch_bytes(rt->batch) >= (1u << 20) ||
-                      spool_batch_count(rt->batch) >= 10000)) {
+    if (rt->batch &&
+        (spool_batch_bytes(rt->batch) >= (1u << 20) || spool_batch_count(rt->batch) >= 10000)) {
         return tail_batch_submit(rt);
     }
     return 0;
@@ -910,15 +919,17 @@ static int read_compressed(tail_rt *rt, tail_file *f, size_t budget)
         return r;
     }
     if (r == -EBADMSG) {
-        spool_log_warn(rt->ins, "%s: corrupt compressed data after %" PRId64 " decompressed "
-                       "bytes; the rest of the file is skipped", f->path, f->read_off);
+        spool_log_warn(rt->ins,
+                       "%s: corrupt compressed data after %" PRId64 " decompressed "
+                       "bytes; the rest of the file is skipped",
+                       f->path, f->read_off);
         f->kind = TAIL_KIND_SKIP;
         return 0;
     }
     /* The batch refused a record (memory), or a read error: start over at
      * the last emitted record, decompressing again from the beginning. */
-    spool_log_error(rt->ins, "%s: %s; reading again from decompressed offset %" PRId64,
-                    f->path, strerror(-r), f->sp.emit_off);
+    spool_log_error(rt->ins, "%s: %s; reading again from decompressed offset %" PRId64, f->path,
+                    strerror(-r), f->sp.emit_off);
     tail_dz_free(f->dz);
     f->dz = NULL;
     int64_t back = f->sp.emit_off;

@@ -52,7 +52,7 @@ typedef struct tail_restore {
     char *source;
     tail_pos pos;
     int claimed;
-    int rejected;  /* claimed, but its file no longer holds what the position covers */
+    int rejected;    /* claimed, but its file no longer holds what the position covers */
     tail_file *file; /* the file restored at this position (initial scan only) */
 } tail_restore;
 
@@ -279,17 +279,22 @@ static int64_t start_offset(tail_rt *rt, const char *path, const struct stat *st
         }
         rs->rejected = 1;
         if (!same) {
-            spool_log_warn(rt->ins, "%s: its beginning is not what was read before (rewritten "
+            spool_log_warn(rt->ins,
+                           "%s: its beginning is not what was read before (rewritten "
                            "while spool was stopped, or the inode reused by another file); "
-                           "reading it from the beginning", path);
+                           "reading it from the beginning",
+                           path);
         } else if (rs->pos.offset > (int64_t)st->st_size) {
-            spool_log_warn(rt->ins, "%s: shorter than its position (%" PRId64 "): truncated "
-                           "while spool was stopped; reading it from the beginning", path,
-                           rs->pos.offset);
+            spool_log_warn(rt->ins,
+                           "%s: shorter than its position (%" PRId64 "): truncated "
+                           "while spool was stopped; reading it from the beginning",
+                           path, rs->pos.offset);
         } else {
-            spool_log_warn(rt->ins, "%s: the bytes before its position (%" PRId64 ") are not "
+            spool_log_warn(rt->ins,
+                           "%s: the bytes before its position (%" PRId64 ") are not "
                            "the ones read there: truncated and rewritten while spool was "
-                           "stopped; reading it from the beginning", path, rs->pos.offset);
+                           "stopped; reading it from the beginning",
+                           path, rs->pos.offset);
         }
         return 0;
     }
@@ -327,9 +332,10 @@ static int link_restored_copy(tail_rt *rt, tail_file *f)
             orig->after = f;
             orig->after_since_ms = rt->now_ms;
         }
-        spool_log_info(rt->ins, "%s: a copy of %s as it was when spool stopped "
-                       "(copytruncate); continuing it from offset %" PRId64, f->path,
-                       rs->pos.path, rs->pos.offset);
+        spool_log_info(rt->ins,
+                       "%s: a copy of %s as it was when spool stopped "
+                       "(copytruncate); continuing it from offset %" PRId64,
+                       f->path, rs->pos.path, rs->pos.offset);
         return 1;
     }
     return 0;
@@ -541,7 +547,8 @@ static void adopt_unknown_rotations(tail_rt *rt, tail_file *x)
             set_after(rt, f, prev);
             tail_file_touch(rt, f);
             map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
-            spool_log_warn(rt->ins, "%s: created at %s and rotated away while spool did not "
+            spool_log_warn(rt->ins,
+                           "%s: created at %s and rotated away while spool did not "
                            "follow it (no stored position); reading it from the beginning",
                            u[i].path, x->path);
             prev = f;

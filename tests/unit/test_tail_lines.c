@@ -596,20 +596,13 @@ static void position_back_hash(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(lines_basic),
-        cmocka_unit_test(position_back_hash),
-        cmocka_unit_test(lines_cr),
-        cmocka_unit_test(lines_partial_flush),
-        cmocka_unit_test(lines_binary),
-        cmocka_unit_test(lines_chunking),
-        cmocka_unit_test(long_split),
-        cmocka_unit_test(long_truncate),
-        cmocka_unit_test(long_big_line),
-        cmocka_unit_test(ml_java),
-        cmocka_unit_test(ml_python),
-        cmocka_unit_test(ml_positions_and_limits),
-        cmocka_unit_test(glob_match),
-        cmocka_unit_test(glob_expand),
+        cmocka_unit_test(lines_basic),   cmocka_unit_test(position_back_hash),
+        cmocka_unit_test(lines_cr),      cmocka_unit_test(lines_partial_flush),
+        cmocka_unit_test(lines_binary),  cmocka_unit_test(lines_chunking),
+        cmocka_unit_test(long_split),    cmocka_unit_test(long_truncate),
+        cmocka_unit_test(long_big_line), cmocka_unit_test(ml_java),
+        cmocka_unit_test(ml_python),     cmocka_unit_test(ml_positions_and_limits),
+        cmocka_unit_test(glob_match),    cmocka_unit_test(glob_expand),
         cmocka_unit_test(position_blob),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
