@@ -203,6 +203,9 @@ int tail_dz_run(tail_dz *z, int fd, uint8_t *out, size_t cap, size_t budget,
                 int (*fn)(void *arg, const uint8_t *p, size_t n), void *arg);
 /* Decompressed bytes produced so far (fn's block ends there). */
 int64_t tail_dz_out(const tail_dz *z);
+/* 1 if the input read so far ends at the end of a member or frame (after a
+ * run that returned 0: the file is complete, not being written). */
+int tail_dz_complete(const tail_dz *z);
 
 enum tail_file_state {
     TAIL_ACTIVE = 0,   /* found at its path by the globs */
@@ -242,6 +245,7 @@ struct tail_file {
     tail_dz *dz;               /* compressed: the decompressor, NULL until read */
     int trunc_pending;         /* truncation seen; restarts at the next read (after a rescan) */
     const char *trunc_why;     /* static text: why it restarts */
+    int64_t trunc_ms;          /* monotonic ms the truncation was seen */
     int prio;                  /* read before the others (a copy's tail): until its end */
     int fresh;                 /* found new by the current scan */
     int copy_check;            /* new: compare with the followed files before reading it */
@@ -354,7 +358,8 @@ void tail_file_update_back(tail_file *f);
 /* A new file read from 0 (copy_check) and not empty: if its beginning and
  * the bytes before a followed file's position are that file's (a copy,
  * copytruncate), it is held (copy_of) until that file is truncated, then
- * continued from its position. 1 if linked. */
+ * continued from its position. 1 if linked, 0 if not, -1 if not known yet
+ * (a compressed file still being written: copy_check stays set). */
 int tail_file_check_copy(tail_rt *rt, tail_file *f);
 /* 1 if the file starts with the magic bytes of gzip, bzip2, xz or zstd. */
 int tail_compressed_fd(int fd);

@@ -33,6 +33,7 @@ struct tail_dz {
     int64_t in_off;        /* file offset after in[in_len) */
     int64_t out;           /* decompressed bytes produced so far */
     int member_end;        /* gzip: a member ended: the next byte starts another */
+    int boundary;          /* the last bytes decoded ended a member (gzip) or frame (zstd) */
 };
 
 tail_dz *tail_dz_new(int kind)
@@ -70,6 +71,11 @@ void tail_dz_free(tail_dz *z)
 int64_t tail_dz_out(const tail_dz *z)
 {
     return z->out;
+}
+
+int tail_dz_complete(const tail_dz *z)
+{
+    return z->boundary && z->in_pos == z->in_len;
 }
 
 /* Fills the input buffer from the file; 0 at the end of the file for now. */
@@ -124,6 +130,7 @@ int tail_dz_run(tail_dz *z, int fd, uint8_t *out, size_t cap, size_t budget,
             if (r == Z_STREAM_END) {
                 z->member_end = 1;
             }
+            z->boundary = r == Z_STREAM_END;
             if (r == Z_BUF_ERROR && produced == 0 && z->in_pos < z->in_len) {
                 return -EBADMSG; /* no progress with input and room: cannot happen */
             }
@@ -136,6 +143,7 @@ int tail_dz_run(tail_dz *z, int fd, uint8_t *out, size_t cap, size_t budget,
             }
             z->in_pos = ib.pos;
             produced = ob.pos;
+            z->boundary = r == 0;
         }
         if (produced > 0) {
             z->out += (int64_t)produced;

@@ -356,7 +356,8 @@ static int resolve_copies(tail_rt *rt, tail_file *orig)
     return n;
 }
 
-/* f is new (read from 0) and not empty: a copy of a followed file? */
+/* f is new (read from 0) and not empty: a copy of a followed file? 1 if
+ * linked, 0 if not, -1 if it cannot be told yet (compressed, being written). */
 static int link_copy(tail_rt *rt, tail_file *f)
 {
     probe *head = NULL;
@@ -368,14 +369,16 @@ static int link_copy(tail_rt *rt, tail_file *f)
             head->head_want = TAIL_FP_MAX;
             head->limit = TAIL_FP_MAX;
         }
-        if (!z || !head ||
-            tail_dz_run(z, f->fd, rt->rbuf, rt->rbuf_cap, TAIL_FP_MAX, probe_take, head) < 0) {
-            free(head);
-            head = NULL;
+        int r = z && head ? tail_dz_run(z, f->fd, rt->rbuf, rt->rbuf_cap, TAIL_FP_MAX,
+                                        probe_take, head)
+                          : -ENOMEM;
+        if (r == 0 && head->head_len < TAIL_FP_MAX && !tail_dz_complete(z)) {
+            r = -EAGAIN; /* still being compressed: too little to compare yet */
         }
         tail_dz_free(z);
-        if (!head) {
-            return 0;
+        if (r < 0) {
+            free(head);
+            return r == -EAGAIN ? -1 : 0;
         }
     }
     int linked = 0;
@@ -419,7 +422,11 @@ int tail_file_check_copy(tail_rt *rt, tail_file *f)
         return 0;
     }
     f->copy_check = 0;
-    return link_copy(rt, f);
+    int r = link_copy(rt, f);
+    if (r < 0) {
+        f->copy_check = 1; /* not known yet */
+    }
+    return r;
 }
 
 /* Before reading f: a new file may be a copy (held); a held copy that grew
@@ -431,7 +438,12 @@ static int copy_hold(tail_rt *rt, tail_file *f)
             return 1; /* empty: nothing to tell it by (nor to read) */
         }
         f->copy_check = 0;
-        return link_copy(rt, f) && f->copy_of;
+        int r = link_copy(rt, f);
+        if (r < 0) {
+            f->copy_check = 1; /* not known yet: held */
+            return 1;
+        }
+        return r && f->copy_of;
     }
     if (f->copy_of) {
         tail_file *o = f->copy_of;
@@ -662,6 +674,7 @@ static void truncation_seen(tail_rt *rt, tail_file *f, const char *why)
     if (!f->trunc_pending) {
         f->trunc_pending = 1;
         f->trunc_why = why;
+        f->trunc_ms = rt->now_ms;
         rt->need_rescan = 1;
     }
 }

@@ -852,15 +852,24 @@ static void scan_links(tail_rt *rt)
             }
         }
     }
+    int undecided = 0;
     for (size_t i = 0; i < rt->nfiles; i++) {
-        tail_file_check_copy(rt, rt->files[i]); /* before truncated files restart */
+        /* before truncated files restart: a copy continues what they held */
+        undecided |= tail_file_check_copy(rt, rt->files[i]) < 0;
     }
     for (size_t i = 0; i < rt->nfiles; i++) {
         tail_file *f = rt->files[i];
         f->fresh = 0;
         free(f->renamed_from);
         f->renamed_from = NULL;
-        if (f->trunc_pending && tail_file_restart_pending(rt, f) < 0) {
+        if (!f->trunc_pending) {
+            continue;
+        }
+        if (undecided && rt->now_ms - f->trunc_ms < rt->ctx->rotate_wait_ms) {
+            /* A compressed file is being written: it may be this one's copy,
+             * which only its old beginning and position tell. Look again. */
+            rt->need_rescan = 1;
+        } else if (tail_file_restart_pending(rt, f) < 0) {
             rt->need_rescan = 1; /* could not queue its last line: again later */
         }
     }
