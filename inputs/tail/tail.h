@@ -248,6 +248,7 @@ struct tail_file {
     int64_t trunc_ms;          /* monotonic ms the truncation was seen */
     int prio;                  /* read before the others (a copy's tail): until its end */
     int fresh;                 /* found new by the current scan */
+    int64_t undecided_ms;      /* monotonic ms a compressed copy_check could not tell yet */
     int copy_check;            /* new: compare with the followed files before reading it */
     tail_file *copy_of;        /* a copy of that file (same bytes): not read until that
                                 * one is truncated or gone, then continued from its position */

@@ -430,7 +430,8 @@ int tail_file_check_copy(tail_rt *rt, tail_file *f)
 }
 
 /* Before reading f: a new file may be a copy (held); a held copy that grew
- * is checked again. Returns 1 if f is not to be read now. */
+ * is checked again. Returns 1 if f is not to be read now, 2 if not yet but
+ * it is to be looked at again soon (being written), 0 to read it. */
 static int copy_hold(tail_rt *rt, tail_file *f)
 {
     if (f->copy_check) {
@@ -440,8 +441,16 @@ static int copy_hold(tail_rt *rt, tail_file *f)
         f->copy_check = 0;
         int r = link_copy(rt, f);
         if (r < 0) {
-            f->copy_check = 1; /* not known yet: held */
-            return 1;
+            /* Being compressed: held and looked at again next cycle (its last
+             * writes may come without an event), at most rotate_wait. */
+            if (!f->undecided_ms) {
+                f->undecided_ms = rt->now_ms;
+            }
+            if (rt->now_ms - f->undecided_ms < rt->ctx->rotate_wait_ms) {
+                f->copy_check = 1;
+                return 2;
+            }
+            return 0;
         }
         return r && f->copy_of;
     }
@@ -616,12 +625,14 @@ static int file_restart(tail_rt *rt, tail_file *f, const char *why)
     emit_arg a = {rt, f};
     int64_t at = f->sp.emit_off;
     if (resolve_copies(rt, f) == 0) {
-        /* No copy continues it: what it held past its position is lost, except
-         * the incomplete line read so far. */
+        /* No copy continues it: what it held past its position is lost. The
+         * incomplete line read so far is a line only if nothing followed it
+         * (a last line without its newline); else it is a torn fragment. */
         char copy[PATH_MAX];
         int64_t lost = unread_in_copy(f, copy, sizeof(copy));
+        int torn = lost > 0 || f->size_seen > f->read_off;
         rt->now_wall_ms = spool_now_ms();
-        int r = tail_split_flush_partial(&f->sp, &rt->split, rt->now_ms, file_emit, &a);
+        int r = torn ? 0 : tail_split_flush_partial(&f->sp, &rt->split, rt->now_ms, file_emit, &a);
         if (r == 0) {
             r = tail_split_flush_record(&f->sp, &rt->split, file_emit, &a);
         }
@@ -974,12 +985,15 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
     }
     if (f->kind == TAIL_KIND_UNKNOWN) {
         file_kind(rt, f);
-        if (f->kind != TAIL_KIND_TEXT) {
+        if (f->kind == TAIL_KIND_UNKNOWN || f->kind == TAIL_KIND_SKIP) {
             return 0;
         }
     }
-    if ((f->copy_check || f->copy_of) && copy_hold(rt, f)) {
-        return 0; /* a copy held until its original is truncated */
+    if (f->copy_check || f->copy_of) {
+        r = copy_hold(rt, f);
+        if (r) {
+            return r == 2; /* a copy held until its original is truncated; or not known yet */
+        }
     }
     if (is_compressed(f)) {
         f->last_use_ms = rt->now_ms;

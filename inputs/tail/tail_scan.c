@@ -429,14 +429,16 @@ static void set_after(tail_rt *rt, tail_file *f, tail_file *x)
     f->after_since_ms = rt->now_ms;
 }
 
-/* x was renamed away from its matched path: the active file there (born
- * after it) comes after it, unless it already follows a younger one. */
+/* x was renamed away from its matched path: the files that had that path
+ * after it (born later; without birth times: the active one) come after
+ * it, unless they already follow a younger one. */
 static void set_successor(tail_rt *rt, tail_file *x)
 {
     for (size_t j = 0; j < rt->nfiles; j++) {
         tail_file *g = rt->files[j];
-        if (g == x || g->state != TAIL_ACTIVE || strcmp(g->path, x->path) != 0 ||
-            (g->born_ns && x->born_ns && g->born_ns <= x->born_ns)) {
+        int born_known = g->born_ns && x->born_ns;
+        if (g == x || strcmp(g->path, x->path) != 0 ||
+            (born_known ? g->born_ns <= x->born_ns : g->state != TAIL_ACTIVE)) {
             continue;
         }
         if (!g->after || g->after->born_ns <= x->born_ns) {
