@@ -10,9 +10,11 @@ rotates the file again and again:
   neither file: nobody can ship them. Lines that are in the copy but that
   tail had not read yet when the file was truncated are lost for tail too
   (it follows the original file, not the copy; spool warns with the count).
-  The test reports both
-  counts, and checks: no duplicates, the output lost nothing the log has,
-  and every line of the file as it is at the end is in the log.
+  The test reports both counts, and checks: no duplicates, the output lost
+  nothing the log has, and every line of the file as it is at the end is in
+  the log.
+At least 3 rotations happen whatever the machine's speed: if the writer
+finishes first, the test appends numbered lines and rotates itself.
 """
 import os
 import random
