@@ -243,6 +243,7 @@ struct tail_file {
     int eof;                   /* the last read hit the end of the file */
     int kind;                  /* enum tail_file_kind */
     tail_dz *dz;               /* compressed: the decompressor, NULL until read */
+    int64_t dz_done_size;      /* compressed: its size when read to a complete end, else -1 */
     int trunc_pending;         /* truncation seen; restarts at the next read (after a rescan) */
     const char *trunc_why;     /* static text: why it restarts */
     int64_t trunc_ms;          /* monotonic ms the truncation was seen */

@@ -106,6 +106,7 @@ tail_file *tail_file_new(tail_rt *rt, const char *path, const char *real, const 
     }
     f->fd = -1;
     f->bk_off = -1;
+    f->dz_done_size = -1;
     f->size_seen = (int64_t)st->st_size;
     f->dev = (uint64_t)st->st_dev;
     f->ino = (uint64_t)st->st_ino;
@@ -925,6 +926,10 @@ static int dz_block(void *arg, const uint8_t *p, size_t n)
 /* Reads a compressed file decompressed; like tail_file_read. */
 static int read_compressed(tail_rt *rt, tail_file *f, size_t budget)
 {
+    if (!f->dz && f->dz_done_size >= 0 && fd_size(f->fd) == f->dz_done_size) {
+        f->eof = 1;
+        return 0; /* read to its end, unchanged since */
+    }
     if (!f->dz && !(f->dz = tail_dz_new(f->kind))) {
         spool_log_error(rt->ins, "%s: out of memory for its decompressor", f->path);
         return 0;
@@ -936,6 +941,13 @@ static int read_compressed(tail_rt *rt, tail_file *f, size_t budget)
         if (r == 0) {
             f->eof = 1;
             f->prio = 0;
+            if (tail_dz_complete(f->dz)) {
+                /* Complete: its decompressor's memory goes (should it grow,
+                 * it is decompressed again up to read_off). */
+                tail_dz_free(f->dz);
+                f->dz = NULL;
+                f->dz_done_size = fd_size(f->fd);
+            }
         }
         return r;
     }
