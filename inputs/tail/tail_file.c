@@ -326,35 +326,48 @@ static int copy_consistent(tail_rt *rt, tail_file *c, tail_file *o)
  * Returns the number of copies continued. */
 static int resolve_copies(tail_rt *rt, tail_file *orig)
 {
-    int n = 0;
-    for (size_t i = 0; i < rt->nfiles; i++) {
-        tail_file *c = rt->files[i];
-        if (c->copy_of != orig) {
-            continue;
+    /* One copy continues (an uncompressed one if there is: logrotate's
+     * compress makes a .gz of the copy and deletes the copy); the others are
+     * copies of that one. */
+    tail_file *first = NULL;
+    for (int plain = 1; plain >= 0 && !first; plain--) {
+        for (size_t i = 0; i < rt->nfiles && !first; i++) {
+            tail_file *c = rt->files[i];
+            if (c->copy_of != orig || is_compressed(c) == plain) {
+                continue;
+            }
+            c->copy_of = NULL;
+            c->dirty = 1;
+            if (copy_consistent(rt, c, orig)) {
+                first = c;
+            } else {
+                spool_log_debug(rt->ins, "%s: not a copy of %s after all; reading it", c->path,
+                                orig->path);
+            }
         }
-        c->copy_of = NULL;
-        c->dirty = 1;
-        if (!copy_consistent(rt, c, orig)) {
-            spool_log_debug(rt->ins, "%s: not a copy of %s after all; reading it", c->path,
-                            orig->path);
-            continue;
-        }
-        int64_t k = is_compressed(c) ? INT64_MAX : fd_size(c->fd);
-        int64_t off = orig->sp.emit_off < k ? orig->sp.emit_off : k;
-        file_seek(c, off);
-        c->prio = 1;
-        tail_file_touch(rt, c);
-        if (orig->state == TAIL_ACTIVE) {
-            orig->after = c; /* its new content comes after the copy's tail */
-            orig->after_since_ms = rt->now_ms;
-        }
-        spool_log_info(rt->ins,
-                       "%s: a copy of %s (copytruncate); continuing it from offset "
-                       "%" PRId64 ", where %s was read",
-                       c->path, orig->path, off, orig->path);
-        n++;
     }
-    return n;
+    if (!first) {
+        return 0;
+    }
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        if (rt->files[i]->copy_of == orig) {
+            rt->files[i]->copy_of = first;
+        }
+    }
+    int64_t k = is_compressed(first) ? INT64_MAX : fd_size(first->fd);
+    int64_t off = orig->sp.emit_off < k ? orig->sp.emit_off : k;
+    file_seek(first, off);
+    first->prio = 1;
+    tail_file_touch(rt, first);
+    if (orig->state == TAIL_ACTIVE) {
+        orig->after = first; /* its new content comes after the copy's tail */
+        orig->after_since_ms = rt->now_ms;
+    }
+    spool_log_info(rt->ins,
+                   "%s: a copy of %s (copytruncate); continuing it from offset %" PRId64
+                   ", where %s was read",
+                   first->path, orig->path, off, orig->path);
+    return 1;
 }
 
 /* f is new (read from 0) and not empty: a copy of a followed file? 1 if
