@@ -7,9 +7,10 @@
  * line, multiline record, rotated file's rotate_wait, rescan); no timer is
  * shorter than what the options ask, so an idle input sleeps. Each cycle:
  * handle events (rescan if entries changed, mark written files dirty), read
- * rotated files first (a rotated file's tail precedes its successor's
- * head), then dirty files, each up to a budget so one busy file does not
- * starve the others, fire timers, and submit the batch.
+ * rotated files and continued copies first (a rotated file's tail precedes
+ * its successor's head), then dirty files, each up to a budget so one busy
+ * file does not starve the others (a successor whose predecessor still has
+ * unread bytes waits a cycle), fire timers, and submit the batch.
  *
  * Batches: one batch accumulates records of every file; it is submitted at
  * ~1 MiB / 10k records and at the end of every cycle, with the position of
@@ -74,6 +75,9 @@ static const spool_option tail_options[] = {
                    "close a file that did not grow for this long (reopened when it grows)"),
     SPOOL_OPT_TIME("rotate_wait", tail_ctx, rotate_wait_ms, "5s", 0, 3600000,
                    "keep reading a renamed-away file until it stopped growing this long"),
+    SPOOL_OPT_FLAG("decompress", tail_ctx, decompress, "false",
+                   "read gzip and zstd files (by their magic bytes) decompressed; else skip "
+                   "compressed files"),
     SPOOL_OPT_END,
 };
 
@@ -112,6 +116,13 @@ static int batch_set_positions(tail_rt *rt)
         pos.offset = f->sp.emit_off;
         pos.fp_hash = f->fp_hash;
         pos.fp_len = f->fp_len;
+        if (!f->trunc_pending) {
+            tail_file_update_back(f);
+        }
+        if (f->bk_off == f->sp.emit_off) {
+            pos.bk_hash = f->bk_hash;
+            pos.bk_len = f->bk_len;
+        }
         snprintf(pos.path, sizeof(pos.path), "%s", f->path);
         size_t len = tail_pos_encode(&pos, blob);
         r = spool_batch_set_position(rt->batch, f->source, blob, len);
@@ -263,7 +274,10 @@ static int read_cycle(tail_rt *rt)
         for (size_t i = 0; i < rt->nfiles; i++) {
             tail_file *f = rt->files[i];
             int rotated = f->state == TAIL_ROTATED;
-            if (pass == 0 ? !rotated || f->fd < 0 : rotated || !f->dirty) {
+            /* First the files whose lines precede others': rotated ones, and
+             * copies continued from their original's position. */
+            if (pass == 0 ? !(rotated && f->fd >= 0) && !(f->prio && f->dirty)
+                          : rotated || f->prio || !f->dirty) {
                 continue;
             }
             f->dirty = 0;

@@ -150,10 +150,12 @@ typedef struct tail_pos {
     int64_t offset;     /* bytes of the file covered by records in the log */
     uint64_t fp_hash;   /* FNV-1a 64 of the first fp_len bytes */
     uint32_t fp_len;    /* bytes hashed, <= TAIL_FP_MAX */
+    uint64_t bk_hash;   /* FNV-1a 64 of the bk_len bytes just before offset */
+    uint32_t bk_len;    /* min(offset, TAIL_FP_MAX); 0 = unknown (version 1 blob) */
     char path[4096];    /* the path it was last known by */
 } tail_pos;
 
-#define TAIL_POS_BLOB_MAX (48 + 4096)
+#define TAIL_POS_BLOB_MAX (60 + 4096)
 
 /* Encodes p into buf (TAIL_POS_BLOB_MAX bytes); returns the length. */
 size_t tail_pos_encode(const tail_pos *p, uint8_t *buf);
@@ -164,6 +166,9 @@ void tail_pos_source(uint64_t dev, uint64_t ino, char *buf, size_t cap);
 /* Fingerprint of the first up to TAIL_FP_MAX bytes of fd (pread). 0 or -errno. */
 int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len);
 uint64_t tail_fnv1a(const uint8_t *p, size_t n);
+/* Hash of the min(off, TAIL_FP_MAX) bytes before off (pread). 0, -ENODATA
+ * if the file is shorter than off, or -errno. */
+int tail_back_hash(int fd, int64_t off, uint64_t *hash, uint32_t *len);
 
 /* ------------------------------------------------------------------------ */
 /* The input (tail.c) and its files (tail_file.c).                          */
@@ -172,6 +177,35 @@ uint64_t tail_fnv1a(const uint8_t *p, size_t n);
 enum { TAIL_FROM_BEGINNING = 0, TAIL_FROM_END = 1 };
 enum { TAIL_WATCHER_INOTIFY = 0, TAIL_WATCHER_POLL = 1 };
 enum { TAIL_LONG_SPLIT = 0, TAIL_LONG_TRUNCATE = 1 };
+
+/* What a file's first bytes say it is (magic bytes, not its name). */
+enum tail_file_kind {
+    TAIL_KIND_UNKNOWN = 0, /* not looked at yet, or too short to tell */
+    TAIL_KIND_TEXT = 1,
+    TAIL_KIND_SKIP = 2, /* compressed: not read (noticed once) */
+    TAIL_KIND_GZIP = 3, /* read decompressed (decompress: true) */
+    TAIL_KIND_ZSTD = 4,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Decompression (tail_decomp.c): gzip and zstd files read as text.          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tail_dz tail_dz;
+/* A decompressor for kind (TAIL_KIND_GZIP, TAIL_KIND_ZSTD); NULL: no memory. */
+tail_dz *tail_dz_new(int kind);
+void tail_dz_free(tail_dz *z);
+/* Decompresses fd from where the last call stopped (pread: the fd's offset
+ * is not used) into out (cap bytes), calling fn for each block, until about
+ * budget bytes came out or the input ends. 1 if more may follow, 0 at the
+ * end of the input for now, -EBADMSG on corrupt data, fn's error, -errno. */
+int tail_dz_run(tail_dz *z, int fd, uint8_t *out, size_t cap, size_t budget,
+                int (*fn)(void *arg, const uint8_t *p, size_t n), void *arg);
+/* Decompressed bytes produced so far (fn's block ends there). */
+int64_t tail_dz_out(const tail_dz *z);
+/* 1 if the input read so far ends at the end of a member or frame (after a
+ * run that returned 0: the file is complete, not being written). */
+int tail_dz_complete(const tail_dz *z);
 
 enum tail_file_state {
     TAIL_ACTIVE = 0,   /* found at its path by the globs */
@@ -207,6 +241,27 @@ struct tail_file {
     int in_batch;              /* its position must be set on the current batch */
     int warned_long;           /* long-line warning given */
     int eof;                   /* the last read hit the end of the file */
+    int kind;                  /* enum tail_file_kind */
+    tail_dz *dz;               /* compressed: the decompressor, NULL until read */
+    int64_t dz_done_size;      /* compressed: its size when read to a complete end, else -1 */
+    int trunc_pending;         /* truncation seen; restarts at the next read (after a rescan) */
+    const char *trunc_why;     /* static text: why it restarts */
+    int64_t trunc_ms;          /* monotonic ms the truncation was seen */
+    int prio;                  /* read before the others (a copy's tail): until its end */
+    int fresh;                 /* found new by the current scan */
+    int64_t undecided_ms;      /* monotonic ms a compressed copy_check could not tell yet */
+    int copy_check;            /* new: compare with the followed files before reading it */
+    tail_file *copy_of;        /* a copy of that file (same bytes): not read until that
+                                * one is truncated or gone, then continued from its position */
+    tail_file *after;          /* the file it replaced (or the copy holding its older
+                                * lines): read first while it has unread data */
+    int64_t after_since_ms;    /* monotonic ms `after` was set */
+    int64_t born_ns;           /* birth time (statx), 0 if unknown: rotation order */
+    char *renamed_from;        /* the scan: the matched path it had before (then NULL) */
+    uint64_t bk_hash;          /* hash of the bk_len bytes before bk_off */
+    uint32_t bk_len;           /* 0 = unknown */
+    int64_t bk_off;            /* the offset bk_* are for (-1: none) */
+    int64_t size_seen;         /* the largest size fstat showed (lost bytes at truncation) */
     int64_t read_off;          /* next byte to read (== splitter's off) */
     int64_t last_grow_ms;      /* monotonic ms data was last read from it */
     int64_t last_use_ms;       /* monotonic ms of the last read attempt (LRU) */
@@ -234,6 +289,7 @@ typedef struct tail_ctx {
     int64_t max_open_files;     /* fds held at most */
     int64_t close_inactive_ms;  /* close a file idle this long */
     int64_t rotate_wait_ms;     /* keep reading a rotated file this long after its last data */
+    int decompress;             /* read gzip/zstd files decompressed (else skip them) */
     tail_rt *rt;                /* runtime state, made by init */
 } tail_ctx;
 
@@ -297,6 +353,21 @@ int tail_file_timers(tail_rt *rt, tail_file *f);
 int64_t tail_file_next_timer(const tail_rt *rt, const tail_file *f);
 /* Marks f's position to go with the current batch. -ENOMEM. */
 int tail_file_touch(tail_rt *rt, tail_file *f);
+/* A truncation was seen (trunc_pending): restarts f at 0 now (after the
+ * scan linked its copies). 0 or -errno. */
+int tail_file_restart_pending(tail_rt *rt, tail_file *f);
+/* Brings f's bk_* to its emit_off (pread if needed). */
+void tail_file_update_back(tail_file *f);
+/* A new file read from 0 (copy_check) and not empty: if its beginning and
+ * the bytes before a followed file's position are that file's (a copy,
+ * copytruncate), it is held (copy_of) until that file is truncated, then
+ * continued from its position. 1 if linked, 0 if not, -1 if not known yet
+ * (a compressed file still being written: copy_check stays set). */
+int tail_file_check_copy(tail_rt *rt, tail_file *f);
+/* 1 if the file starts with the magic bytes of gzip, bzip2, xz or zstd. */
+int tail_compressed_fd(int fd);
+/* 1 if f must wait for f->after to be read first (clears a stale `after`). */
+int tail_file_must_wait(tail_rt *rt, tail_file *f);
 
 /* tail_scan.c */
 /* Reads the stored positions (before the first scan). 0 or -errno. */

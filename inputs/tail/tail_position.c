@@ -7,8 +7,17 @@
  * file gives a different fingerprint, so it is read from the beginning and
  * not from the old file's offset. The source key is "file:<dev>:<ino>".
  *
- * Blob (little endian): "TPOS" u32 version(1) u64 dev u64 ino i64 offset
- * u64 fp_hash u32 fp_len u32 path_len, then path_len bytes of path.
+ * The position also carries a hash of the bytes just before `offset` (up to
+ * TAIL_FP_MAX of them): a file truncated and rewritten past the offset
+ * while spool was stopped keeps its beginning (a constant header) and its
+ * size, but not those bytes, so a restart does not resume in the middle of
+ * other content; and a copy of the file (copytruncate) is recognised by its
+ * beginning and by those bytes at the same offset.
+ *
+ * Blob (little endian): "TPOS" u32 version u64 dev u64 ino i64 offset
+ * u64 fp_hash u32 fp_len, then version 2 only: u64 bk_hash u32 bk_len; then
+ * u32 path_len and path_len bytes of path. Version 1 blobs (no bk_*) still
+ * load, with bk_len 0 (the check is skipped until the next position).
  *
  * The core stores the blob atomically with the batch that carries it, so
  * `offset` is exactly the end of what the log holds for the file.
@@ -53,6 +62,29 @@ int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len)
     }
     *hash = tail_fnv1a(buf, got);
     *len = (uint32_t)got;
+    return 0;
+}
+
+int tail_back_hash(int fd, int64_t off, uint64_t *hash, uint32_t *len)
+{
+    uint8_t buf[TAIL_FP_MAX];
+    uint32_t want = off < TAIL_FP_MAX ? (uint32_t)off : TAIL_FP_MAX;
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = pread(fd, buf + got, want - got, (off_t)(off - want + (int64_t)got));
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (n == 0) {
+            return -ENODATA; /* the file is shorter than off */
+        }
+        got += (size_t)n;
+    }
+    *hash = tail_fnv1a(buf, want);
+    *len = want;
     return 0;
 }
 
@@ -101,12 +133,14 @@ size_t tail_pos_encode(const tail_pos *pos, uint8_t *buf)
     uint8_t *p = buf;
     memcpy(p, "TPOS", 4);
     p += 4;
-    p = put_u32(p, 1);
+    p = put_u32(p, 2);
     p = put_u64(p, pos->dev);
     p = put_u64(p, pos->ino);
     p = put_u64(p, (uint64_t)pos->offset);
     p = put_u64(p, pos->fp_hash);
     p = put_u32(p, pos->fp_len);
+    p = put_u64(p, pos->bk_hash);
+    p = put_u32(p, pos->bk_len);
     p = put_u32(p, (uint32_t)pl);
     memcpy(p, pos->path, pl);
     p += pl;
@@ -116,7 +150,12 @@ size_t tail_pos_encode(const tail_pos *pos, uint8_t *buf)
 int tail_pos_decode(const void *blob, size_t len, tail_pos *pos)
 {
     const uint8_t *p = blob;
-    if (len < 48 || memcmp(p, "TPOS", 4) != 0 || get_u32(p + 4) != 1) {
+    if (len < 48 || memcmp(p, "TPOS", 4) != 0) {
+        return -EINVAL;
+    }
+    uint32_t version = get_u32(p + 4);
+    size_t head = version == 1 ? 48 : 60;
+    if ((version != 1 && version != 2) || len < head) {
         return -EINVAL;
     }
     pos->dev = get_u64(p + 8);
@@ -124,12 +163,14 @@ int tail_pos_decode(const void *blob, size_t len, tail_pos *pos)
     pos->offset = (int64_t)get_u64(p + 24);
     pos->fp_hash = get_u64(p + 32);
     pos->fp_len = get_u32(p + 40);
-    uint32_t pl = get_u32(p + 44);
-    if (pl != len - 48 || pl >= sizeof(pos->path) || pos->fp_len > TAIL_FP_MAX ||
-        pos->offset < 0) {
+    pos->bk_hash = version == 1 ? 0 : get_u64(p + 44);
+    pos->bk_len = version == 1 ? 0 : get_u32(p + 52);
+    uint32_t pl = get_u32(p + head - 4);
+    if (pl != len - head || pl >= sizeof(pos->path) || pos->fp_len > TAIL_FP_MAX ||
+        pos->bk_len > TAIL_FP_MAX || (int64_t)pos->bk_len > pos->offset || pos->offset < 0) {
         return -EINVAL;
     }
-    memcpy(pos->path, p + 48, pl);
+    memcpy(pos->path, p + head, pl);
     pos->path[pl] = '\0';
     return 0;
 }

@@ -19,8 +19,20 @@
  * when spool stopped); if that fails the file is reported gone and its
  * position forgotten.
  *
+ * A stored position is trusted only if the file still has the same first
+ * bytes and the same bytes before the position; else the file is read from
+ * the beginning (warning), and a new file holding what it held (a copy made
+ * while spool was stopped) continues from the position. A file renamed away
+ * while spool was stopped is followed by the file now at its path; files
+ * created after it and rotated away before spool knew them are found by
+ * birth time next to it.
+ *
+ * After a scan: new files are compared with the followed ones (copies,
+ * tail_file.c), and truncated files restart (after their copies are known).
+ *
  * The scan also rebuilds the inotify watch set and the lookup tables.
  */
+#define _GNU_SOURCE /* statx: birth times */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "tail.h"
@@ -39,6 +52,8 @@ typedef struct tail_restore {
     char *source;
     tail_pos pos;
     int claimed;
+    int rejected;    /* claimed, but its file no longer holds what the position covers */
+    tail_file *file; /* the file restored at this position (initial scan only) */
 } tail_restore;
 
 /* ---- a tiny open-addressing table: 64-bit hash -> file ---- */
@@ -218,36 +233,110 @@ static tail_restore *restore_find(tail_rt *rt, uint64_t dev, uint64_t ino)
     return NULL;
 }
 
+/* 1 if fd holds what pos covers: the same beginning, and the same bytes
+ * before the offset (when the position has them). */
+static int holds_position(int fd, const tail_pos *pos, int64_t size)
+{
+    uint64_t h = 0;
+    uint32_t len = 0;
+    if (tail_fingerprint(fd, pos->fp_len, &h, &len) < 0 || len != pos->fp_len ||
+        h != pos->fp_hash) {
+        return 0;
+    }
+    if (tail_compressed_fd(fd)) {
+        return 1; /* an offset in its decompressed stream: identity is all there is */
+    }
+    if (pos->offset > size) {
+        return 0;
+    }
+    if (pos->bk_len == 0) {
+        return 1; /* a version 1 position: nothing more to compare */
+    }
+    return tail_back_hash(fd, pos->offset, &h, &len) == 0 && len == pos->bk_len &&
+           h == pos->bk_hash;
+}
+
 /* Where a file found at start begins, from its stored position if any. */
-static int64_t start_offset(tail_rt *rt, const char *path, const struct stat *st, int *restored)
+static int64_t start_offset(tail_rt *rt, const char *path, const struct stat *st,
+                            tail_restore **restored)
 {
     tail_restore *rs = rt->nrestore ? restore_find(rt, (uint64_t)st->st_dev,
                                                    (uint64_t)st->st_ino) : NULL;
     if (rs) {
         rs->claimed = 1;
-        FILE *fp = fopen(path, "rb");
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         uint64_t h = 0;
         uint32_t len = 0;
-        int ok = fp && tail_fingerprint(fileno(fp), rs->pos.fp_len, &h, &len) == 0;
-        if (fp) {
-            fclose(fp);
+        int same = fd >= 0 && tail_fingerprint(fd, rs->pos.fp_len, &h, &len) == 0 &&
+                   len == rs->pos.fp_len && h == rs->pos.fp_hash;
+        int holds = same && holds_position(fd, &rs->pos, (int64_t)st->st_size);
+        if (fd >= 0) {
+            close(fd);
         }
-        if (ok && len == rs->pos.fp_len && h == rs->pos.fp_hash) {
-            *restored = 1;
-            if (rs->pos.offset > (int64_t)st->st_size) {
-                spool_log_info(rt->ins, "%s: shorter than its position (%" PRId64 "): "
-                               "truncated while stopped, reading from the beginning",
-                               path, rs->pos.offset);
-                return 0;
-            }
+        if (holds) {
+            *restored = rs;
             return rs->pos.offset;
         }
-        spool_log_info(rt->ins, "%s: inode reused by a different file, reading from the "
-                       "beginning", path);
+        rs->rejected = 1;
+        if (!same) {
+            spool_log_warn(rt->ins,
+                           "%s: its beginning is not what was read before (rewritten "
+                           "while spool was stopped, or the inode reused by another file); "
+                           "reading it from the beginning",
+                           path);
+        } else if (rs->pos.offset > (int64_t)st->st_size) {
+            spool_log_warn(rt->ins,
+                           "%s: shorter than its position (%" PRId64 "): truncated "
+                           "while spool was stopped; reading it from the beginning",
+                           path, rs->pos.offset);
+        } else {
+            spool_log_warn(rt->ins,
+                           "%s: the bytes before its position (%" PRId64 ") are not "
+                           "the ones read there: truncated and rewritten while spool was "
+                           "stopped; reading it from the beginning",
+                           path, rs->pos.offset);
+        }
         return 0;
     }
     if (rt->initial && rt->first_start && rt->ctx->read_from == TAIL_FROM_END) {
         return (int64_t)st->st_size;
+    }
+    return 0;
+}
+
+/* Initial scan: f (new, read from 0) holds what a file truncated while spool
+ * was stopped held at its position (a copytruncate copy): it continues from
+ * there, before that file's new content. 1 if so. */
+static int link_restored_copy(tail_rt *rt, tail_file *f)
+{
+    struct stat st;
+    if (f->fd < 0 || fstat(f->fd, &st) < 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < rt->nrestore; i++) {
+        tail_restore *rs = &rt->restore[i];
+        if (rs->rejected != 1 || rs->pos.offset <= 0 || rs->pos.bk_len == 0 ||
+            !holds_position(f->fd, &rs->pos, (int64_t)st.st_size)) {
+            continue;
+        }
+        rs->rejected = 2;
+        f->read_off = rs->pos.offset;
+        tail_split_reset(&f->sp, rs->pos.offset);
+        lseek(f->fd, rs->pos.offset, SEEK_SET);
+        f->bk_hash = rs->pos.bk_hash;
+        f->bk_len = rs->pos.bk_len;
+        f->bk_off = rs->pos.offset;
+        f->prio = 1;
+        tail_file *orig = find_id(rt, rs->pos.dev, rs->pos.ino);
+        if (orig && orig != f) {
+            orig->after = f;
+            orig->after_since_ms = rt->now_ms;
+        }
+        spool_log_info(rt->ins,
+                       "%s: a copy of %s as it was when spool stopped "
+                       "(copytruncate); continuing it from offset %" PRId64,
+                       f->path, rs->pos.path, rs->pos.offset);
+        return 1;
     }
     return 0;
 }
@@ -274,6 +363,17 @@ static int find_in_dir(const char *dir, uint64_t dev, uint64_t ino, char *out, s
     return found;
 }
 
+/* A file's birth time in ns (statx), 0 if the file system has none. */
+static int64_t birth_ns(int fd)
+{
+    struct statx sx;
+    if (fd < 0 || statx(fd, "", AT_EMPTY_PATH, STATX_BTIME, &sx) != 0 ||
+        !(sx.stx_mask & STATX_BTIME)) {
+        return 0;
+    }
+    return (int64_t)sx.stx_btime.tv_sec * 1000000000 + sx.stx_btime.tv_nsec;
+}
+
 /* Opens a rotated file found at `path` by inode; it becomes TAIL_ROTATED. */
 static tail_file *adopt_rotated(tail_rt *rt, const char *path, const char *shown,
                                 int64_t offset)
@@ -294,6 +394,7 @@ static tail_file *adopt_rotated(tail_rt *rt, const char *path, const char *shown
     }
     f->fd = fd;
     rt->nopen++;
+    f->born_ns = birth_ns(fd);
     f->state = TAIL_ROTATED;
     f->read_off = offset;
     tail_split_reset(&f->sp, offset);
@@ -304,9 +405,169 @@ static tail_file *adopt_rotated(tail_rt *rt, const char *path, const char *shown
     return f;
 }
 
+/* The file f follows: of the other files that had f's matched path, the
+ * one born last before f (without birth times: the one found last). */
+static tail_file *latest_before(tail_rt *rt, const char *path, const tail_file *f)
+{
+    tail_file *best = NULL;
+    for (size_t j = 0; j < rt->nfiles; j++) {
+        tail_file *g = rt->files[j];
+        if (g == f || strcmp(g->path, path) != 0 ||
+            (f->born_ns && g->born_ns && g->born_ns >= f->born_ns)) {
+            continue;
+        }
+        if (!best || g->born_ns >= best->born_ns) {
+            best = g;
+        }
+    }
+    return best;
+}
+
+static void set_after(tail_rt *rt, tail_file *f, tail_file *x)
+{
+    f->after = x;
+    f->after_since_ms = rt->now_ms;
+}
+
+/* x was renamed away from its matched path: the files that had that path
+ * after it (born later; without birth times: the active one) come after
+ * it, unless they already follow a younger one. */
+static void set_successor(tail_rt *rt, tail_file *x)
+{
+    for (size_t j = 0; j < rt->nfiles; j++) {
+        tail_file *g = rt->files[j];
+        int born_known = g->born_ns && x->born_ns;
+        if (g == x || strcmp(g->path, x->path) != 0 ||
+            (born_known ? g->born_ns <= x->born_ns : g->state != TAIL_ACTIVE)) {
+            continue;
+        }
+        if (!g->after || g->after->born_ns <= x->born_ns) {
+            set_after(rt, g, x);
+        }
+    }
+}
+
+static int matched(const tail_rt *rt, const char *path);
+
+typedef struct tail_unknown {
+    char *path;
+    struct statx_timestamp btime;
+} tail_unknown;
+
+static int btime_cmp(const struct statx_timestamp *a, const struct statx_timestamp *b)
+{
+    if (a->tv_sec != b->tv_sec) {
+        return a->tv_sec < b->tv_sec ? -1 : 1;
+    }
+    return a->tv_nsec < b->tv_nsec ? -1 : a->tv_nsec > b->tv_nsec;
+}
+
+static int unknown_cmp(const void *a, const void *b)
+{
+    return btime_cmp(&((const tail_unknown *)a)->btime, &((const tail_unknown *)b)->btime);
+}
+
+#define TAIL_MAX_UNKNOWN 256
+
+/*
+ * x was renamed away from its matched path while spool was stopped (create
+ * rotation). Files next to it named like its matched path (app.log.1,
+ * app.log-2024...) that were created after it (birth time), that no
+ * position names and that the globs do not match were created at the
+ * matched path and rotated away before spool ever stored their position
+ * (spool was not running, or killed before): they are read from the
+ * beginning, oldest first, after x and before the file now at the path.
+ * Without birth times (file systems without statx btime) nothing is done.
+ */
+static void adopt_unknown_rotations(tail_rt *rt, tail_file *x)
+{
+    struct statx sx;
+    const char *slash_p = strrchr(x->path, '/');
+    if (x->fd < 0 || !slash_p || strcmp(x->real, x->path) == 0 ||
+        statx(x->fd, "", AT_EMPTY_PATH, STATX_BTIME, &sx) != 0 || !(sx.stx_mask & STATX_BTIME)) {
+        return;
+    }
+    struct statx_timestamp born = sx.stx_btime;
+    const char *base = slash_p + 1;
+    size_t bl = strlen(base);
+    char dir[PATH_MAX], path[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", x->real);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) {
+        return;
+    }
+    *slash = '\0';
+    DIR *d = opendir(dir);
+    if (!d) {
+        return;
+    }
+    if (rt->index_stale) {
+        tail_scan_index(rt);
+    }
+    tail_unknown *u = NULL;
+    size_t nu = 0;
+    struct dirent *de;
+    while (nu < TAIL_MAX_UNKNOWN && (de = readdir(d)) != NULL) {
+        size_t dl = strlen(dir), nl = strlen(de->d_name);
+        if (strncmp(de->d_name, base, bl) != 0 || de->d_name[bl] == '\0' ||
+            dl + nl + 2 > sizeof(path)) {
+            continue;
+        }
+        memcpy(path, dir, dl);
+        path[dl] = '/';
+        memcpy(path + dl + 1, de->d_name, nl + 1);
+        struct statx st;
+        if (statx(AT_FDCWD, path, 0, STATX_BTIME | STATX_TYPE | STATX_INO, &st) != 0 ||
+            !S_ISREG(st.stx_mode) || !(st.stx_mask & STATX_BTIME) ||
+            btime_cmp(&st.stx_btime, &born) <= 0 || matched(rt, path) ||
+            find_id(rt, makedev(st.stx_dev_major, st.stx_dev_minor), st.stx_ino)) {
+            continue;
+        }
+        tail_unknown *nu_arr = realloc(u, (nu + 1) * sizeof(*u));
+        char *p = strdup(path);
+        if (!nu_arr || !p) {
+            free(p);
+            if (nu_arr) {
+                u = nu_arr;
+            }
+            break;
+        }
+        u = nu_arr;
+        u[nu].path = p;
+        u[nu].btime = st.stx_btime;
+        nu++;
+    }
+    closedir(d);
+    if (nu > 1) {
+        qsort(u, nu, sizeof(*u), unknown_cmp);
+    }
+    tail_file *prev = x;
+    for (size_t i = 0; i < nu; i++) {
+        tail_file *f = adopt_rotated(rt, u[i].path, x->path, 0);
+        if (f) {
+            f->last_grow_ms = rt->now_ms;
+            set_after(rt, f, prev);
+            tail_file_touch(rt, f);
+            map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
+            spool_log_warn(rt->ins,
+                           "%s: created at %s and rotated away while spool did not "
+                           "follow it (no stored position); reading it from the beginning",
+                           u[i].path, x->path);
+            prev = f;
+        }
+        free(u[i].path);
+    }
+    free(u);
+    if (prev != x) {
+        set_successor(rt, prev);
+    }
+}
+
 void tail_scan_restore_leftovers(tail_rt *rt)
 {
     char dir[PATH_MAX], found[PATH_MAX];
+    tail_file **anchors = calloc(rt->nrestore ? rt->nrestore : 1, sizeof(*anchors));
+    size_t nanchors = 0;
     for (size_t i = 0; i < rt->nrestore; i++) {
         tail_restore *rs = &rt->restore[i];
         if (rs->claimed) {
@@ -323,7 +584,25 @@ void tail_scan_restore_leftovers(tail_rt *rt)
             if (fp) {
                 fclose(fp);
             }
-            if (ok && adopt_rotated(rt, found, rs->pos.path, rs->pos.offset)) {
+            if (ok && rs->pos.bk_len > 0) {
+                int fd = open(found, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+                struct stat fst;
+                ok = fd >= 0 && fstat(fd, &fst) == 0 &&
+                     holds_position(fd, &rs->pos, (int64_t)fst.st_size);
+                if (fd >= 0) {
+                    close(fd);
+                }
+            }
+            tail_file *x = ok ? adopt_rotated(rt, found, rs->pos.path, rs->pos.offset) : NULL;
+            if (x) {
+                x->bk_hash = rs->pos.bk_hash;
+                x->bk_len = rs->pos.bk_len;
+                x->bk_off = rs->pos.bk_len ? rs->pos.offset : -1;
+                set_successor(rt, x);
+                map_put(&rt->by_id, id_hash(x->dev, x->ino), x);
+                if (anchors) {
+                    anchors[nanchors++] = x;
+                }
                 spool_log_info(rt->ins, "%s: rotated to %s (not finished when spool stopped); "
                                "finishing it from offset %" PRId64, rs->pos.path, found,
                                rs->pos.offset);
@@ -334,6 +613,18 @@ void tail_scan_restore_leftovers(tail_rt *rt)
                        "); forgetting it", rs->pos.path, rs->pos.offset);
         tail_batch_forget(rt, rs->source);
     }
+    /* Renamed files in birth order (they were adopted in position order). */
+    for (size_t i = 0; i < nanchors; i++) {
+        tail_file *pred = latest_before(rt, anchors[i]->path, anchors[i]);
+        if (pred && pred->state == TAIL_ROTATED) {
+            set_after(rt, anchors[i], pred);
+        }
+        set_successor(rt, anchors[i]);
+    }
+    for (size_t i = 0; i < nanchors; i++) {
+        adopt_unknown_rotations(rt, anchors[i]);
+    }
+    free(anchors);
     tail_scan_restore_free(rt);
 }
 
@@ -442,6 +733,9 @@ static void on_file(void *arg, const char *path, const struct stat *st)
         }
         f->seen = 1;
         if (strcmp(f->path, path) != 0 && !same_file_at(f->path, f)) {
+            if (!f->renamed_from) {
+                f->renamed_from = strdup(f->path);
+            }
             file_set_path(f, path);
         }
         if (strcmp(f->path, path) == 0) {
@@ -455,7 +749,8 @@ static void on_file(void *arg, const char *path, const struct stat *st)
         }
         return;
     }
-    /* A new identity. Whoever had this path was rotated away or replaced. */
+    /* A new identity. Whoever had this path was rotated away or replaced:
+     * its lines come first. */
     for (size_t i = 0; i < rt->nfiles; i++) {
         tail_file *o = rt->files[i];
         if (o->state == TAIL_ACTIVE && strcmp(o->path, path) == 0) {
@@ -471,23 +766,38 @@ static void on_file(void *arg, const char *path, const struct stat *st)
         spool_log_error(rt->ins, "%s: out of memory", path);
         return;
     }
-    int restored = 0;
+    tail_restore *restored = NULL;
     int64_t off = start_offset(rt, path, st, &restored);
     f->read_off = off;
     tail_split_reset(&f->sp, off);
+    if (restored) {
+        restored->file = f;
+        f->bk_hash = restored->pos.bk_hash;
+        f->bk_len = restored->pos.bk_len;
+        f->bk_off = restored->pos.bk_len ? off : -1;
+    }
     f->seen = 1;
     f->dirty = 1;
+    f->fresh = 1;
     map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
     map_put(&rt->by_real, str_hash(f->real), f);
+    /* Opened at once: if it is rotated away before it is read, the fd still
+     * reaches it. */
+    tail_file_open(rt, f);
+    f->born_ns = birth_ns(f->fd);
+    tail_file *pred = latest_before(rt, path, f);
+    if (pred) {
+        set_after(rt, f, pred); /* the files that had its path before: their lines first */
+    }
     if (!restored) {
         /* Its position is stored at once, before any data comes: if spool
          * dies and the file is rotated before the restart, the restart
          * still knows it and finds it by inode. */
         tail_file_touch(rt, f);
     }
-    /* Opened at once: if it is rotated away before it is read, the fd still
-     * reaches it. */
-    tail_file_open(rt, f);
+    /* Read from the beginning: it may be a copy of a file already read
+     * (copytruncate); looked at before its first read, all files known. */
+    f->copy_check = off == 0;
     spool_log_debug(rt->ins, "%s: following (%s) from offset %" PRId64 "%s", path, f->source,
                     off, restored ? " (stored position)" : "");
     /* Watch the real directory too (a symlink's target elsewhere). */
@@ -496,6 +806,73 @@ static void on_file(void *arg, const char *path, const struct stat *st)
         if (slash && slash != real) {
             *slash = '\0';
             on_dir(rt, real, "\x01"); /* modifications only: no name triggers a rescan */
+        }
+    }
+}
+
+/* After a scan: copies of followed files (copytruncate), the order between
+ * a file and the one renamed away from its path, truncated files restarted
+ * (after their copies were found). */
+static void scan_links(tail_rt *rt)
+{
+    if (rt->index_stale) {
+        tail_scan_index(rt);
+    }
+    for (size_t i = 0; rt->initial && i < rt->nfiles; i++) {
+        tail_file *f = rt->files[i];
+        if (f->copy_check && link_restored_copy(rt, f)) {
+            f->copy_check = 0;
+            tail_file_touch(rt, f); /* continued from its original's position */
+        }
+    }
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *f = rt->files[i];
+        if (f->fresh && !f->after) {
+            for (size_t j = 0; j < rt->nfiles; j++) {
+                tail_file *x = rt->files[j];
+                if (x != f && x->renamed_from && strcmp(x->renamed_from, f->path) == 0) {
+                    f->after = x; /* renamed within the globs (app.log -> app.log.1) */
+                    f->after_since_ms = rt->now_ms;
+                }
+            }
+        }
+    }
+    if (rt->initial) {
+        /* A file renamed while spool was stopped: the one now at its old path
+         * comes after it. */
+        for (size_t i = 0; i < rt->nrestore; i++) {
+            tail_restore *rs = &rt->restore[i];
+            if (!rs->file || strcmp(rs->pos.path, rs->file->path) == 0) {
+                continue;
+            }
+            for (size_t j = 0; j < rt->nfiles; j++) {
+                tail_file *g = rt->files[j];
+                if (g != rs->file && !g->after && strcmp(g->path, rs->pos.path) == 0) {
+                    g->after = rs->file;
+                    g->after_since_ms = rt->now_ms;
+                }
+            }
+        }
+    }
+    int undecided = 0;
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        /* before truncated files restart: a copy continues what they held */
+        undecided |= tail_file_check_copy(rt, rt->files[i]) < 0;
+    }
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *f = rt->files[i];
+        f->fresh = 0;
+        free(f->renamed_from);
+        f->renamed_from = NULL;
+        if (!f->trunc_pending) {
+            continue;
+        }
+        if (undecided && rt->now_ms - f->trunc_ms < rt->ctx->rotate_wait_ms) {
+            /* A compressed file is being written: it may be this one's copy,
+             * which only its old beginning and position tell. Look again. */
+            rt->need_rescan = 1;
+        } else if (tail_file_restart_pending(rt, f) < 0) {
+            rt->need_rescan = 1; /* could not queue its last line: again later */
         }
     }
 }
@@ -532,6 +909,7 @@ void tail_scan(tail_rt *rt)
         tail_watch_end(rt->watch);
     }
     rt->index_stale = 1;
+    scan_links(rt);
 }
 
 /* ---- renames seen by inotify ---- */
@@ -630,6 +1008,11 @@ void tail_scan_adopt_moved(tail_rt *rt)
         if (f) {
             f->last_grow_ms = rt->now_ms;
             tail_file_touch(rt, f);
+            tail_file *pred = latest_before(rt, f->path, f);
+            if (pred) {
+                set_after(rt, f, pred);
+            }
+            set_successor(rt, f);
             map_put(&rt->by_id, id_hash(f->dev, f->ino), f);
             spool_log_info(rt->ins, "%s: created and rotated to %s between two scans; reading it",
                            rt->moved_shown[i], rt->moved[i]);

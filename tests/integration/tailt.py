@@ -195,3 +195,65 @@ def open_fds(pid):
 
 def report(name, **kv):
     print("     %s: %s" % (name, ", ".join("%s=%s" % (k, v) for k, v in kv.items())), flush=True)
+
+
+def wait_seen(tmp, n, timeout=120, first=1):
+    """Waits until the output holds every sequence number first..first+n-1
+    (lines not starting with a number are ignored). Returns the set seen."""
+    path = os.path.join(tmp, "out.txt")
+    seen = set()
+    st = {"pos": 0, "rest": b""}
+    if n <= 0:
+        return seen
+
+    def more():
+        if not os.path.exists(path):
+            return False
+        with open(path, "rb") as f:
+            f.seek(st["pos"])
+            data = f.read()
+        st["pos"] += len(data)
+        lines = (st["rest"] + data).split(b"\n")
+        st["rest"] = lines.pop()
+        for l in lines:
+            head = l.split(b" ", 1)[0]
+            if head.isdigit():
+                seen.add(int(head))
+        return all(i in seen for i in range(first, first + n))
+    try:
+        spoolt.wait_for(more, timeout=timeout, interval=0.1, what="lines in the output")
+    except spoolt.Failure:
+        missing = [i for i in range(first, first + n) if i not in seen]
+        raise spoolt.Failure("output lacks %d of lines %d..%d after %ds (first missing %s)"
+                             % (len(missing), first, first + n - 1, timeout, missing[:5]))
+    return seen
+
+
+def logrotate(conf, state):
+    """Runs `logrotate -f` once (Debian's real logrotate)."""
+    r = subprocess.run(["logrotate", "-f", "-s", state, conf], capture_output=True, timeout=60)
+    check(r.returncode == 0, "logrotate failed: %s" % r.stderr.decode())
+
+
+def logrotate_conf(tmp, path, directives):
+    """Writes a logrotate config for path; returns (conf, state)."""
+    conf = os.path.join(tmp, "logrotate.conf")
+    spoolt.write(conf, "%s {\n    rotate 1000\n    missingok\n%s}\n"
+                 % (path, "".join("    %s\n" % d for d in directives)))
+    return conf, os.path.join(tmp, "logrotate.state")
+
+
+def check_seqs(cfg, tmp, n, name, out_dup_ok=True, **extra):
+    """The log holds 1..n once each, in order; the output lost none (and has
+    them in order); reports the figures."""
+    log = spoolt.seq_check(seqs(log_values(cfg)), expected_n=n)
+    out = spoolt.seq_check(seqs(out_values(tmp)), expected_n=n)
+    report(name, lines=n, log_lost=log["lost"], log_dup=log["dup"],
+           log_disorder=log["disorder"], out_lost=out["lost"], out_dup=out["dup"],
+           out_disorder=out["disorder"], **extra)
+    check(log["lost"] == 0 and log["dup"] == 0 and log["count"] == n, "log: %s" % log)
+    check(log["disorder"] == 0, "log out of order: %s" % log)
+    check(out["lost"] == 0, "output: %s" % out)
+    if not out_dup_ok:
+        check(out["dup"] == 0 and out["disorder"] == 0, "output: %s" % out)
+    return log, out

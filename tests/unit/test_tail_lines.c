@@ -531,17 +531,33 @@ static void position_blob(void **state)
     a.offset = 987654321;
     a.fp_hash = tail_fnv1a((const uint8_t *)"hello", 5);
     a.fp_len = 5;
+    a.bk_hash = 0x1122334455667788ULL;
+    a.bk_len = 256;
     snprintf(a.path, sizeof(a.path), "/var/log/app.log");
     uint8_t blob[TAIL_POS_BLOB_MAX];
     size_t len = tail_pos_encode(&a, blob);
-    assert_int_equal(len, 48 + strlen(a.path));
+    assert_int_equal(len, 60 + strlen(a.path));
     assert_int_equal(tail_pos_decode(blob, len, &b), 0);
     assert_int_equal(b.dev, a.dev);
     assert_int_equal(b.ino, a.ino);
     assert_int_equal(b.offset, a.offset);
     assert_int_equal(b.fp_hash, a.fp_hash);
     assert_int_equal(b.fp_len, 5);
+    assert_int_equal(b.bk_hash, a.bk_hash);
+    assert_int_equal(b.bk_len, 256);
     assert_string_equal(b.path, a.path);
+    /* A version 1 blob (no hash of the bytes before the offset) still loads. */
+    uint8_t v1[TAIL_POS_BLOB_MAX];
+    memcpy(v1, blob, 44);
+    v1[4] = 1;
+    memcpy(v1 + 44, blob + 56, len - 56);
+    assert_int_equal(tail_pos_decode(v1, len - 12, &b), 0);
+    assert_int_equal(b.offset, a.offset);
+    assert_int_equal(b.fp_hash, a.fp_hash);
+    assert_int_equal(b.bk_len, 0);
+    assert_string_equal(b.path, a.path);
+    v1[4] = 3; /* an unknown version */
+    assert_int_equal(tail_pos_decode(v1, len - 12, &b), -EINVAL);
     assert_int_equal(tail_pos_decode(blob, len - 1, &b), -EINVAL);
     blob[0] = 'X';
     assert_int_equal(tail_pos_decode(blob, len, &b), -EINVAL);
@@ -552,22 +568,41 @@ static void position_blob(void **state)
     assert_int_equal(tail_fnv1a((const uint8_t *)"a", 1), 0xaf63dc4c8601ec8cULL);
 }
 
+/* The hash of the bytes before an offset: what a restart compares. */
+static void position_back_hash(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/spool-tail-bk-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    uint8_t buf[1000];
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        buf[i] = (uint8_t)('a' + i % 26);
+    }
+    assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+    uint64_t h;
+    uint32_t len;
+    assert_int_equal(tail_back_hash(fd, 600, &h, &len), 0);
+    assert_int_equal(len, TAIL_FP_MAX);
+    assert_int_equal(h, tail_fnv1a(buf + 600 - TAIL_FP_MAX, TAIL_FP_MAX));
+    assert_int_equal(tail_back_hash(fd, 100, &h, &len), 0);
+    assert_int_equal(len, 100);
+    assert_int_equal(h, tail_fnv1a(buf, 100));
+    assert_int_equal(tail_back_hash(fd, 1001, &h, &len), -ENODATA);
+    close(fd);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(lines_basic),
-        cmocka_unit_test(lines_cr),
-        cmocka_unit_test(lines_partial_flush),
-        cmocka_unit_test(lines_binary),
-        cmocka_unit_test(lines_chunking),
-        cmocka_unit_test(long_split),
-        cmocka_unit_test(long_truncate),
-        cmocka_unit_test(long_big_line),
-        cmocka_unit_test(ml_java),
-        cmocka_unit_test(ml_python),
-        cmocka_unit_test(ml_positions_and_limits),
-        cmocka_unit_test(glob_match),
-        cmocka_unit_test(glob_expand),
+        cmocka_unit_test(lines_basic),   cmocka_unit_test(position_back_hash),
+        cmocka_unit_test(lines_cr),      cmocka_unit_test(lines_partial_flush),
+        cmocka_unit_test(lines_binary),  cmocka_unit_test(lines_chunking),
+        cmocka_unit_test(long_split),    cmocka_unit_test(long_truncate),
+        cmocka_unit_test(long_big_line), cmocka_unit_test(ml_java),
+        cmocka_unit_test(ml_python),     cmocka_unit_test(ml_positions_and_limits),
+        cmocka_unit_test(glob_match),    cmocka_unit_test(glob_expand),
         cmocka_unit_test(position_blob),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
