@@ -57,8 +57,7 @@ static void tp_destroy(spool_instance *ins, void *vctx)
 }
 
 static const spool_plugin tp_plugin = {
-    .abi_version = SPOOL_ABI_VERSION,
-    .struct_size = sizeof(spool_plugin),
+    SPOOL_PLUGIN_ABI, /* abi_version, struct_size, abi_signature */
     .kind = SPOOL_PLUGIN_OUTPUT,
     .name = "test_ext",
     .description = "test plugin: writes partition:offset:value lines",
