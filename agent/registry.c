@@ -85,27 +85,33 @@ int spool_registry_check_abi(const spool_plugin *p, char *errbuf, size_t cap)
     uint64_t theirs;
     describe_signature(ours, ours_text, sizeof(ours_text));
     if (p->abi_version != SPOOL_ABI_VERSION) {
-        snprintf(errbuf, cap, "built against spool ABI version %u; this spool expects ABI "
-                 "version %u: rebuild it against this spool's spool/spool.h", p->abi_version, SPOOL_ABI_VERSION);
+        snprintf(errbuf, cap,
+                 "built against spool ABI version %u; this spool expects ABI "
+                 "version %u: rebuild it against this spool's spool/spool.h",
+                 p->abi_version, SPOOL_ABI_VERSION);
         return -EINVAL;
     }
     if (p->struct_size < ABI1_PLUGIN_SIZE) {
-        snprintf(errbuf, cap, "plugin struct is %u bytes; ABI %u needs at least %u: rebuild it "
-                 "against this spool's spool/spool.h", p->struct_size, SPOOL_ABI_VERSION,
-                 ABI1_PLUGIN_SIZE);
+        snprintf(errbuf, cap,
+                 "plugin struct is %u bytes; ABI %u needs at least %u: rebuild it "
+                 "against this spool's spool/spool.h",
+                 p->struct_size, SPOOL_ABI_VERSION, ABI1_PLUGIN_SIZE);
         return -EINVAL;
     }
     if (p->struct_size < sig_end) {
         if (p->struct_size != ABI1_PLUGIN_SIZE) {
-            snprintf(errbuf, cap, "plugin struct is %u bytes: neither ABI 1's %u nor large "
+            snprintf(errbuf, cap,
+                     "plugin struct is %u bytes: neither ABI 1's %u nor large "
                      "enough for abi_signature (%zu): rebuild it against this spool's "
-                     "spool/spool.h", p->struct_size, ABI1_PLUGIN_SIZE, sig_end);
+                     "spool/spool.h",
+                     p->struct_size, ABI1_PLUGIN_SIZE, sig_end);
             return -EINVAL;
         }
         /* Built against ABI 1's header, which had no signature field. */
         theirs = ABI1_SIGNATURE;
         if (theirs == 0) {
-            snprintf(errbuf, cap, "built against ABI 1's header without abi_signature, which "
+            snprintf(errbuf, cap,
+                     "built against ABI 1's header without abi_signature, which "
                      "this 32-bit spool cannot verify: rebuild it against this spool's "
                      "spool/spool.h");
             return -EINVAL;
@@ -113,17 +119,20 @@ int spool_registry_check_abi(const spool_plugin *p, char *errbuf, size_t cap)
     } else {
         theirs = p->abi_signature;
         if (theirs == 0) {
-            snprintf(errbuf, cap, "no abi_signature: set .abi_signature = SPOOL_ABI_SIGNATURE "
+            snprintf(errbuf, cap,
+                     "no abi_signature: set .abi_signature = SPOOL_ABI_SIGNATURE "
                      "(or use SPOOL_PLUGIN_ABI) in the plugin struct; this spool expects %s",
                      ours_text);
             return -EINVAL;
         }
     }
     describe_signature(theirs, theirs_text, sizeof(theirs_text));
-    if ((theirs >> 60) != (ours >> 60) ||
-        (theirs & ~SIG_PLUGIN_MASK) != (ours & ~SIG_PLUGIN_MASK) ||
+    /* Format nibble and the four shared structs exactly; the plugin's own
+     * size only has to agree with its struct_size. */
+    if ((theirs & ~SIG_PLUGIN_MASK) != (ours & ~SIG_PLUGIN_MASK) ||
         SIG_SIZE(theirs, 0) != p->struct_size) {
-        snprintf(errbuf, cap, "ABI signature mismatch: built against a spool.h with %s; this "
+        snprintf(errbuf, cap,
+                 "ABI signature mismatch: built against a spool.h with %s; this "
                  "spool expects %s: rebuild it against this spool's spool/spool.h",
                  theirs_text, ours_text);
         return -EINVAL;

@@ -434,16 +434,16 @@ typedef struct spool_plugin {
  * A plugin whose record, header, option or chunk size differs from the
  * core's is refused, with both sets of sizes in the message.
  */
-#define SPOOL__SIG(v, shift) ((uint64_t)((v) & 0xfff) << (shift))
-#define SPOOL_ABI_SIGNATURE                                                                   \
-    (((uint64_t)1 << 60) | SPOOL__SIG(sizeof(spool_record), 48) |                             \
-     SPOOL__SIG(sizeof(spool_header), 36) | SPOOL__SIG(sizeof(spool_option), 24) |            \
+#define SPOOL__SIG(v, shift) ((uint64_t)((v)&0xfff) << (shift))
+#define SPOOL_ABI_SIGNATURE                                                                        \
+    (((uint64_t)1 << 60) | SPOOL__SIG(sizeof(spool_record), 48) |                                  \
+     SPOOL__SIG(sizeof(spool_header), 36) | SPOOL__SIG(sizeof(spool_option), 24) |                 \
      SPOOL__SIG(sizeof(spool_chunk), 12) | SPOOL__SIG(sizeof(spool_plugin), 0))
 
 /* The three ABI fields of an external plugin's struct, as designated
  * initialisers: `static const spool_plugin p = { SPOOL_PLUGIN_ABI, ... };` */
-#define SPOOL_PLUGIN_ABI                                                                      \
-    .abi_version = SPOOL_ABI_VERSION, .struct_size = sizeof(spool_plugin),                    \
+#define SPOOL_PLUGIN_ABI                                                                           \
+    .abi_version = SPOOL_ABI_VERSION, .struct_size = sizeof(spool_plugin),                         \
     .abi_signature = SPOOL_ABI_SIGNATURE
 
 /* External plugins define this function (SPOOL_PLUGIN_SYMBOL): it returns

@@ -14,8 +14,8 @@
 #include "spool.h" /* the frozen ABI 1 header in this folder */
 
 typedef struct v1_ctx {
-    char *path;   /* option: file the records are appended to */
-    char *prefix; /* option: text before each record */
+    char *path;    /* option: file the records are appended to */
+    char *prefix;  /* option: text before each record */
     int64_t every; /* option: unused, exercises an int row of the table */
     FILE *f;
 } v1_ctx;
@@ -65,7 +65,7 @@ static void v1_destroy(spool_instance *ins, void *vctx)
 }
 
 static const spool_plugin v1_plugin = {
-    .abi_version = SPOOL_ABI_VERSION, /* 1 in the frozen header */
+    .abi_version = SPOOL_ABI_VERSION,    /* 1 in the frozen header */
     .struct_size = sizeof(spool_plugin), /* 120 on LP64 */
     .kind = SPOOL_PLUGIN_OUTPUT,
     .name = "abi_v1",

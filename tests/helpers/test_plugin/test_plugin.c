@@ -12,8 +12,8 @@
 #include "spool/spool.h"
 
 typedef struct tp_ctx {
-    char *path;     /* option */
-    char *prefix;   /* option */
+    char *path;   /* option */
+    char *prefix; /* option */
     FILE *f;
     spool_counter *seen;
 } tp_ctx;
