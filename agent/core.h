@@ -248,6 +248,9 @@ int spool_registry_init(void);
 int spool_registry_load_dir(const char *dir, spool_errors *errs);
 /* Loads one shared object. 0 or -errno with a message in errbuf. */
 int spool_registry_load_file(const char *path, char *errbuf, size_t cap);
+/* The ABI checks of an external plugin's struct (version, frozen minimum
+ * struct_size, abi_signature): 0, or -EINVAL with the reason in errbuf. */
+int spool_registry_check_abi(const spool_plugin *p, char *errbuf, size_t cap);
 /* Names of registered plugins of one kind (for did-you-mean); static array. */
 size_t spool_registry_names(spool_plugin_kind kind, const char **names, size_t cap);
 #define REGISTRY_NAMES_MAX 256

@@ -3,11 +3,19 @@
  *
  * Built-ins come from the generated table spool_builtin_plugins. External
  * plugins are shared objects in service.plugin_dir exporting
- * SPOOL_PLUGIN_SYMBOL; the loader checks the ABI version and struct size
- * before reading anything else of the struct, then the same invariants as
- * for built-ins (name, kind, the callbacks the kind needs). Two plugins of
- * one kind may not share a name. Shared objects stay loaded for the life of
- * the process (their code may run until exit).
+ * SPOOL_PLUGIN_SYMBOL. Before reading anything else of an external
+ * plugin's struct the loader checks, in this order: abi_version equals
+ * SPOOL_ABI_VERSION; struct_size is at least ABI 1's frozen size (a literal
+ * below, never today's sizeof); then either abi_signature equals the core's
+ * for the structs both sides index (record, header, option, chunk; the
+ * plugin struct's own size must agree with struct_size), or, for a plugin
+ * built against ABI 1's header (struct_size exactly ABI 1's, no signature
+ * field), the core's structs still have ABI 1's sizes. Every refusal names
+ * what the plugin was built against and what this spool expects. Then the
+ * same invariants as for built-ins (name, kind, the callbacks the kind
+ * needs). Built-ins are compiled with the core and skip the signature. Two
+ * plugins of one kind may not share a name. Shared objects stay loaded for
+ * the life of the process (their code may run until exit).
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -32,8 +40,105 @@ static reg_entry entries[REGISTRY_MAX];
 static size_t nentries;
 static int builtins_done;
 
-/* The size of spool_plugin when SPOOL_ABI_VERSION 1 was fixed. */
-#define SPOOL_PLUGIN_MIN_SIZE sizeof(spool_plugin)
+/*
+ * sizeof(spool_plugin) when ABI 1 was frozen (spool.h at commit 9cd97c0):
+ * three 4-byte fields and padding, three pointers, a size_t and nine
+ * callbacks, up to and including drain. A literal on purpose: it must not
+ * follow the header as fields are added. The signature ABI 1's header would
+ * have had is frozen the same way (record 72, header 32, option 72,
+ * chunk 80, plugin 120 bytes on LP64). On 32-bit targets the record and
+ * chunk sizes of ABI 1 depend on int64_t's alignment, so no signature is
+ * frozen there and a plugin without one is refused (rebuilt, it has one).
+ */
+#if UINTPTR_MAX > 0xffffffffu
+#define ABI1_PLUGIN_SIZE 120u /* x86-64, aarch64 and other LP64 targets */
+#define ABI1_SIGNATURE 0x1048020048050078ull
+#else
+#define ABI1_PLUGIN_SIZE 64u /* ILP32: 16 four-byte fields */
+#define ABI1_SIGNATURE 0ull  /* not frozen, see above */
+#endif
+
+/* The signature's plugin-size bits: a plugin built against an older header
+ * with fewer trailing fields is fine (struct_size tells the core). */
+#define SIG_PLUGIN_MASK 0xfffull
+#define SIG_SIZE(sig, shift) ((unsigned)(((sig) >> (shift)) & 0xfff))
+
+_Static_assert(offsetof(spool_plugin, abi_signature) >= ABI1_PLUGIN_SIZE,
+               "spool_plugin must keep ABI 1's fields in front: add fields at its end");
+_Static_assert(sizeof(spool_record) < 4096 && sizeof(spool_header) < 4096 &&
+                   sizeof(spool_option) < 4096 && sizeof(spool_chunk) < 4096 &&
+                   sizeof(spool_plugin) < 4096,
+               "SPOOL_ABI_SIGNATURE packs each struct size in 12 bits");
+
+static void describe_signature(uint64_t sig, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "record %u, header %u, option %u, chunk %u, plugin %u bytes",
+             SIG_SIZE(sig, 48), SIG_SIZE(sig, 36), SIG_SIZE(sig, 24), SIG_SIZE(sig, 12),
+             SIG_SIZE(sig, 0));
+}
+
+int spool_registry_check_abi(const spool_plugin *p, char *errbuf, size_t cap)
+{
+    const uint64_t ours = SPOOL_ABI_SIGNATURE;
+    const size_t sig_end = offsetof(spool_plugin, abi_signature) + sizeof(p->abi_signature);
+    char theirs_text[128], ours_text[128];
+    uint64_t theirs;
+    describe_signature(ours, ours_text, sizeof(ours_text));
+    if (p->abi_version != SPOOL_ABI_VERSION) {
+        snprintf(errbuf, cap,
+                 "built against spool ABI version %u; this spool expects ABI "
+                 "version %u: rebuild it against this spool's spool/spool.h",
+                 p->abi_version, SPOOL_ABI_VERSION);
+        return -EINVAL;
+    }
+    if (p->struct_size < ABI1_PLUGIN_SIZE) {
+        snprintf(errbuf, cap,
+                 "plugin struct is %u bytes; ABI %u needs at least %u: rebuild it "
+                 "against this spool's spool/spool.h",
+                 p->struct_size, SPOOL_ABI_VERSION, ABI1_PLUGIN_SIZE);
+        return -EINVAL;
+    }
+    if (p->struct_size < sig_end) {
+        if (p->struct_size != ABI1_PLUGIN_SIZE) {
+            snprintf(errbuf, cap,
+                     "plugin struct is %u bytes: neither ABI 1's %u nor large "
+                     "enough for abi_signature (%zu): rebuild it against this spool's "
+                     "spool/spool.h",
+                     p->struct_size, ABI1_PLUGIN_SIZE, sig_end);
+            return -EINVAL;
+        }
+        /* Built against ABI 1's header, which had no signature field. */
+        theirs = ABI1_SIGNATURE;
+        if (theirs == 0) {
+            snprintf(errbuf, cap,
+                     "built against ABI 1's header without abi_signature, which "
+                     "this 32-bit spool cannot verify: rebuild it against this spool's "
+                     "spool/spool.h");
+            return -EINVAL;
+        }
+    } else {
+        theirs = p->abi_signature;
+        if (theirs == 0) {
+            snprintf(errbuf, cap,
+                     "no abi_signature: set .abi_signature = SPOOL_ABI_SIGNATURE "
+                     "(or use SPOOL_PLUGIN_ABI) in the plugin struct; this spool expects %s",
+                     ours_text);
+            return -EINVAL;
+        }
+    }
+    describe_signature(theirs, theirs_text, sizeof(theirs_text));
+    /* Format nibble and the four shared structs exactly; the plugin's own
+     * size only has to agree with its struct_size. */
+    if ((theirs & ~SIG_PLUGIN_MASK) != (ours & ~SIG_PLUGIN_MASK) ||
+        SIG_SIZE(theirs, 0) != p->struct_size) {
+        snprintf(errbuf, cap,
+                 "ABI signature mismatch: built against a spool.h with %s; this "
+                 "spool expects %s: rebuild it against this spool's spool/spool.h",
+                 theirs_text, ours_text);
+        return -EINVAL;
+    }
+    return 0;
+}
 
 static int validate(const spool_plugin *p, const char **why)
 {
@@ -41,7 +146,7 @@ static int validate(const spool_plugin *p, const char **why)
         *why = "ABI version mismatch";
         return -EINVAL;
     }
-    if (p->struct_size < SPOOL_PLUGIN_MIN_SIZE) {
+    if (p->struct_size < ABI1_PLUGIN_SIZE) {
         *why = "plugin struct too small for this ABI version";
         return -EINVAL;
     }
@@ -190,14 +295,15 @@ int spool_registry_load_file(const char *path, char *errbuf, size_t cap)
         dlclose(h);
         return -EINVAL;
     }
-    /* Read only the two leading fields before trusting the rest. */
-    if (p->abi_version != SPOOL_ABI_VERSION) {
-        snprintf(errbuf, cap, "plugin ABI version %u, this spool needs %u (rebuild it against "
-                 "this version's spool/spool.h)", p->abi_version, SPOOL_ABI_VERSION);
+    /* The ABI fields first, before trusting anything else of the struct. */
+    char abi_err[480];
+    int rc = spool_registry_check_abi(p, abi_err, sizeof(abi_err));
+    if (rc < 0) {
+        snprintf(errbuf, cap, "refused: %s", abi_err);
         dlclose(h);
-        return -EINVAL;
+        return rc;
     }
-    int rc = spool_registry_add(p, path, &why);
+    rc = spool_registry_add(p, path, &why);
     if (rc < 0) {
         snprintf(errbuf, cap, "plugin '%s': %s", p->name ? p->name : "?", why);
         dlclose(h);

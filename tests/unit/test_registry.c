@@ -1,4 +1,5 @@
-/* test_registry.c: plugin registry: lookup, duplicates, ABI and shape checks. */
+/* test_registry.c: plugin registry: lookup, duplicates, ABI (version, frozen minimum
+ * struct_size, abi_signature, ABI 1 plugins) and shape checks. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -88,6 +89,84 @@ static void abi_mismatch_is_refused(void **state)
     assert_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "future"));
 }
 
+/* An external plugin's struct as the loader's ABI check sees it. */
+static spool_plugin abi_plugin(void)
+{
+    spool_plugin p = make(SPOOL_PLUGIN_OUTPUT, "abi");
+    p.abi_signature = SPOOL_ABI_SIGNATURE;
+    return p;
+}
+
+static void abi_check_accepts_current_and_abi1(void **state)
+{
+    char err[512] = "";
+    spool_plugin p = abi_plugin();
+    assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), 0);
+    /* Built against ABI 1's header: 120 bytes on LP64, no abi_signature
+     * field, so whatever lies where it would be is never read. */
+    if (sizeof(void *) == 8) {
+        p.struct_size = 120;
+        p.abi_signature = 0xdeadbeefull;
+        assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), 0);
+    }
+    /* A plugin built against a newer header with more trailing fields. */
+    p = abi_plugin();
+    p.struct_size = sizeof(spool_plugin) + 16;
+    p.abi_signature = (SPOOL_ABI_SIGNATURE & ~0xfffull) | (sizeof(spool_plugin) + 16);
+    assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), 0);
+}
+
+static void abi_check_refuses_with_both_sides(void **state)
+{
+    char err[512], want[64];
+    spool_plugin p = abi_plugin();
+    p.abi_version = 2;
+    assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "built against spool ABI version 2"));
+    assert_non_null(strstr(err, "expects ABI version 1"));
+
+    p = abi_plugin();
+    p.struct_size = 64;
+    assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "plugin struct is 64 bytes"));
+
+    /* Between ABI 1's size and the end of abi_signature: neither. */
+    p = abi_plugin();
+    p.struct_size = (uint32_t)offsetof(spool_plugin, abi_signature) + 4;
+    assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "neither"));
+
+    p = abi_plugin();
+    p.abi_signature = 0;
+    assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "no abi_signature"));
+
+    /* spool_chunk 8 bytes larger on the plugin's side: both sizes named. */
+    p = abi_plugin();
+    p.abi_signature = SPOOL_ABI_SIGNATURE + ((uint64_t)8 << 12);
+    assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "ABI signature mismatch"));
+    snprintf(want, sizeof(want), "chunk %zu", sizeof(spool_chunk) + 8);
+    assert_non_null(strstr(err, want));
+    snprintf(want, sizeof(want), "expects record %zu", sizeof(spool_record));
+    assert_non_null(strstr(err, want));
+
+    /* Each of the other shared structs too. */
+    for (int shift = 24; shift <= 48; shift += 12) {
+        p = abi_plugin();
+        p.abi_signature = SPOOL_ABI_SIGNATURE + ((uint64_t)8 << shift);
+        assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), -EINVAL);
+    }
+    /* The signature's plugin size must agree with struct_size. */
+    p = abi_plugin();
+    p.struct_size = sizeof(spool_plugin) + 8;
+    assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), -EINVAL);
+    /* Another signature format. */
+    p = abi_plugin();
+    p.abi_signature = SPOOL_ABI_SIGNATURE + ((uint64_t)1 << 60);
+    assert_int_equal(spool_registry_check_abi(&p, err, sizeof(err)), -EINVAL);
+}
+
 static void shape_is_checked(void **state)
 {
     static spool_plugin p;
@@ -116,6 +195,16 @@ static void load_file_errors(void **state)
              getenv("SPOOL_BUILD") ? getenv("SPOOL_BUILD") : "build");
     assert_int_equal(spool_registry_load_file(path, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "ABI version"));
+    snprintf(path, sizeof(path), "%s/test-plugins/abi_bad_signature/abi_bad_signature.so",
+             getenv("SPOOL_BUILD") ? getenv("SPOOL_BUILD") : "build");
+    assert_int_equal(spool_registry_load_file(path, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "ABI signature mismatch"));
+    assert_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "abi_bad_signature"));
+    /* Built against ABI 1's frozen header (tests/helpers/abi_v1/spool.h). */
+    snprintf(path, sizeof(path), "%s/test-plugins/abi_v1_plugin/abi_v1_plugin.so",
+             getenv("SPOOL_BUILD") ? getenv("SPOOL_BUILD") : "build");
+    assert_int_equal(spool_registry_load_file(path, err, sizeof(err)), 0);
+    assert_non_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "abi_v1"));
     snprintf(path, sizeof(path), "%s/test-plugins/test_plugin/test_plugin.so",
              getenv("SPOOL_BUILD") ? getenv("SPOOL_BUILD") : "build");
     assert_int_equal(spool_registry_load_file(path, err, sizeof(err)), 0);
@@ -130,6 +219,8 @@ int main(void)
         cmocka_unit_test_setup(builtins_are_found, setup),
         cmocka_unit_test_setup(duplicate_is_refused, setup),
         cmocka_unit_test_setup(abi_mismatch_is_refused, setup),
+        cmocka_unit_test_setup(abi_check_accepts_current_and_abi1, setup),
+        cmocka_unit_test_setup(abi_check_refuses_with_both_sides, setup),
         cmocka_unit_test_setup(shape_is_checked, setup),
         cmocka_unit_test_setup(load_file_errors, setup),
     };

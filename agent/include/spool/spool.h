@@ -12,10 +12,15 @@
  * SPOOL_PENDING. Every pointer a plugin receives in a callback is valid only
  * for that callback unless its comment says otherwise.
  *
- * ABI: an external plugin exports `spool_plugin_register`, a function
- * returning its `const spool_plugin *`; the loader refuses it unless
- * abi_version equals SPOOL_ABI_VERSION and struct_size is at least the size
- * this header had when SPOOL_ABI_VERSION last changed.
+ * ABI (docs/plugins.md, "ABI and loading"): an external plugin exports
+ * `spool_plugin_register`, a function returning its `const spool_plugin *`.
+ * The loader refuses it unless abi_version equals SPOOL_ABI_VERSION,
+ * struct_size is at least the size spool_plugin had when ABI 1 was frozen,
+ * and abi_signature (the sizes of the structs both sides index, as the
+ * plugin was compiled) matches the core's. A plugin built against ABI 1's
+ * header, which has no abi_signature, is loaded while those structs keep
+ * ABI 1's sizes. Only the functions marked SPOOL_API are exported by the
+ * spool binary: they are the whole interface a plugin may call.
  */
 #ifndef SPOOL_SPOOL_H
 #define SPOOL_SPOOL_H
@@ -33,8 +38,12 @@ extern "C" {
 
 #if defined(__GNUC__)
 #define SPOOL_PRINTF(a, b) __attribute__((format(printf, a, b)))
+/* Marks the core's public API: the binary is built with hidden visibility
+ * and exports exactly the functions declared with SPOOL_API. */
+#define SPOOL_API __attribute__((visibility("default")))
 #else
 #define SPOOL_PRINTF(a, b)
+#define SPOOL_API
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -73,7 +82,7 @@ typedef struct spool_record {
 } spool_record;
 
 /* Returns the first header named `name` of `r`, or NULL. */
-const spool_header *spool_record_header(const spool_record *r, const char *name);
+SPOOL_API const spool_header *spool_record_header(const spool_record *r, const char *name);
 
 /* ------------------------------------------------------------------------ */
 /* Declarative option tables.                                               */
@@ -140,7 +149,7 @@ typedef struct spool_option {
 #define SPOOL_OPT_END { NULL, SPOOL_OPT_STRING, NULL, 0, 0, 1, 0, NULL, NULL }
 
 /* Frees every value an option table filled into `ctx` (strings, lists, maps). */
-void spool_options_free(const spool_option *table, void *ctx);
+SPOOL_API void spool_options_free(const spool_option *table, void *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Instances: one configured entry of the inputs/processors/outputs lists.  */
@@ -151,28 +160,28 @@ typedef struct spool_batch spool_batch;
 typedef struct spool_chunk spool_chunk;
 
 /* The instance's name: its `name`, or "<type>.<index>" when none was given. */
-const char *spool_instance_name(const spool_instance *ins);
+SPOOL_API const char *spool_instance_name(const spool_instance *ins);
 /* The plugin type name ("tail"). */
-const char *spool_instance_type(const spool_instance *ins);
+SPOOL_API const char *spool_instance_type(const spool_instance *ins);
 /* Inputs: the topic records go to. */
-const char *spool_instance_topic(const spool_instance *ins);
+SPOOL_API const char *spool_instance_topic(const spool_instance *ins);
 /* The service's data directory (absolute path); plugins keep state below it. */
-const char *spool_instance_data_dir(const spool_instance *ins);
+SPOOL_API const char *spool_instance_data_dir(const spool_instance *ins);
 /* This host's name, as the `host` header carries it. */
-const char *spool_hostname(void);
+SPOOL_API const char *spool_hostname(void);
 /* 1 once the core asked the instance to stop; any thread. */
-int spool_instance_stopping(const spool_instance *ins);
+SPOOL_API int spool_instance_stopping(const spool_instance *ins);
 /* Wall-clock now in ms since the epoch, and a monotonic clock in ms. */
-int64_t spool_now_ms(void);
-int64_t spool_monotonic_ms(void);
+SPOOL_API int64_t spool_now_ms(void);
+SPOOL_API int64_t spool_monotonic_ms(void);
 
 /* Asks the whole service for a clean shutdown, as SIGTERM does (for
  * example stdin at end of file). Any thread. */
-void spool_service_shutdown(const char *reason);
+SPOOL_API void spool_service_shutdown(const char *reason);
 
 /* During init/check only: report a config error about `option` of this
  * instance; the core prints it with the option's file:line:column. */
-void spool_config_error(spool_instance *ins, const char *option, const char *fmt, ...)
+SPOOL_API void spool_config_error(spool_instance *ins, const char *option, const char *fmt, ...)
     SPOOL_PRINTF(3, 4);
 
 /*
@@ -191,13 +200,15 @@ void spool_config_error(spool_instance *ins, const char *option, const char *fmt
  */
 #define SPOOL_ADDR_LISTEN 1        /* empty host = every address; port 0 allowed */
 #define SPOOL_ADDR_PORT_OPTIONAL 2 /* the port may be left out (URLs with a default) */
-int spool_check_address(spool_instance *ins, const char *option, const char *text, int flags);
-int spool_check_url(spool_instance *ins, const char *option, const char *url,
-                    const char *const *schemes, int flags);
-int spool_check_file(spool_instance *ins, const char *option, const char *path);
-int spool_check_directory(spool_instance *ins, const char *option, const char *path);
-int spool_check_tls_files(spool_instance *ins, const char *cert_opt, const char *cert,
-                          const char *key_opt, const char *key, const char *ca_opt, const char *ca);
+SPOOL_API int spool_check_address(spool_instance *ins, const char *option, const char *text,
+                                  int flags);
+SPOOL_API int spool_check_url(spool_instance *ins, const char *option, const char *url,
+                              const char *const *schemes, int flags);
+SPOOL_API int spool_check_file(spool_instance *ins, const char *option, const char *path);
+SPOOL_API int spool_check_directory(spool_instance *ins, const char *option, const char *path);
+SPOOL_API int spool_check_tls_files(spool_instance *ins, const char *cert_opt, const char *cert,
+                                    const char *key_opt, const char *key, const char *ca_opt,
+                                    const char *ca);
 
 /* ------------------------------------------------------------------------ */
 /* Logging: "[input:tail:app-logs] message"; rate-limits repeats.           */
@@ -211,10 +222,10 @@ enum spool_log_level {
 };
 
 /* `ins` may be NULL for core messages. Any thread. */
-void spool_log_write(const spool_instance *ins, int level, const char *fmt, ...)
+SPOOL_API void spool_log_write(const spool_instance *ins, int level, const char *fmt, ...)
     SPOOL_PRINTF(3, 4);
-void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_list ap);
-int spool_log_enabled(int level);
+SPOOL_API void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_list ap);
+SPOOL_API int spool_log_enabled(int level);
 
 #define spool_log_error(ins, ...) do { spool_log_write((ins), SPOOL_LOG_ERROR, __VA_ARGS__); } while (0)
 #define spool_log_warn(ins, ...) do { spool_log_write((ins), SPOOL_LOG_WARN, __VA_ARGS__); } while (0)
@@ -244,15 +255,16 @@ typedef enum spool_counter_kind {
 } spool_counter_kind;
 
 /* Adds n to one of the instance's standard counters. Any thread, lock-free. */
-void spool_count(spool_instance *ins, spool_counter_kind kind, uint64_t n);
+SPOOL_API void spool_count(spool_instance *ins, spool_counter_kind kind, uint64_t n);
 
 typedef struct spool_counter spool_counter;
 /* A plugin-specific counter, exported as spool_<plugin>_<name>_total.
  * Call from init; the core owns it. Returns NULL on ENOMEM. */
-spool_counter *spool_counter_register(spool_instance *ins, const char *name, const char *help);
-void spool_counter_add(spool_counter *c, uint64_t n);
+SPOOL_API spool_counter *spool_counter_register(spool_instance *ins, const char *name,
+                                                const char *help);
+SPOOL_API void spool_counter_add(spool_counter *c, uint64_t n);
 /* A gauge the plugin sets (e.g. open files). */
-void spool_gauge_set(spool_counter *c, int64_t v);
+SPOOL_API void spool_gauge_set(spool_counter *c, int64_t v);
 
 /*
  * Memory (service.memory_limit, docs/memory.md): a plugin that holds buffers
@@ -265,28 +277,28 @@ void spool_gauge_set(spool_counter *c, int64_t v);
  * without refusing (memory already taken); spool_memory_release gives back
  * bytes reserved or adjusted before.
  */
-int spool_memory_reserve(size_t bytes, int64_t timeout_ms);
-void spool_memory_adjust(size_t *held, size_t now);
-void spool_memory_release(size_t bytes);
+SPOOL_API int spool_memory_reserve(size_t bytes, int64_t timeout_ms);
+SPOOL_API void spool_memory_adjust(size_t *held, size_t now);
+SPOOL_API void spool_memory_release(size_t bytes);
 
 /* ------------------------------------------------------------------------ */
 /* Input side: build batches of records and submit them to the pipeline.    */
 /* ------------------------------------------------------------------------ */
 
 /* A new empty batch for this input. NULL on ENOMEM. Any thread. */
-spool_batch *spool_batch_create(spool_instance *ins);
+SPOOL_API spool_batch *spool_batch_create(spool_instance *ins);
 /* Frees a batch that was not submitted. Accepts NULL. */
-void spool_batch_destroy(spool_batch *b);
+SPOOL_API void spool_batch_destroy(spool_batch *b);
 /* Copies the record's key, value and headers into the batch. The record's
  * partition and offset are ignored; timestamp 0 means "now". -ENOMEM. */
-int spool_batch_append(spool_batch *b, const spool_record *r);
+SPOOL_API int spool_batch_append(spool_batch *b, const spool_record *r);
 /* Number of records and bytes of payload (keys, values, headers) held. */
-size_t spool_batch_count(const spool_batch *b);
-size_t spool_batch_bytes(const spool_batch *b);
+SPOOL_API size_t spool_batch_count(const spool_batch *b);
+SPOOL_API size_t spool_batch_bytes(const spool_batch *b);
 /* Fills `out` with a view of record i; valid until the batch changes. */
-void spool_batch_get(const spool_batch *b, size_t i, spool_record *out);
+SPOOL_API void spool_batch_get(const spool_batch *b, size_t i, spool_record *out);
 /* Replaces the key of record i (processors). -ENOMEM. */
-int spool_batch_set_key(spool_batch *b, size_t i, const void *key, int32_t key_len);
+SPOOL_API int spool_batch_set_key(spool_batch *b, size_t i, const void *key, int32_t key_len);
 
 /*
  * Attaches a source position to the batch: once the batch is durable in the
@@ -295,17 +307,18 @@ int spool_batch_set_key(spool_batch *b, size_t i, const void *key, int32_t key_l
  * A later set for the same source in the same batch replaces the earlier one.
  * len 0 with pos NULL forgets the source. -ENOMEM.
  */
-int spool_batch_set_position(spool_batch *b, const char *source, const void *pos, size_t len);
+SPOOL_API int spool_batch_set_position(spool_batch *b, const char *source, const void *pos,
+                                       size_t len);
 
 /* Reads the durable position of `source` for this input into buf (up to cap
  * bytes); *len gets its full length. -ENOENT if none. Any thread. */
-int spool_input_get_position(spool_instance *ins, const char *source, void *buf, size_t cap,
-                             size_t *len);
+SPOOL_API int spool_input_get_position(spool_instance *ins, const char *source, void *buf,
+                                       size_t cap, size_t *len);
 /* Calls fn for every source this input has a position for. */
-int spool_input_foreach_position(spool_instance *ins,
-                                 void (*fn)(void *arg, const char *source, const void *pos,
-                                            size_t len),
-                                 void *arg);
+SPOOL_API int spool_input_foreach_position(spool_instance *ins,
+                                           void (*fn)(void *arg, const char *source,
+                                                      const void *pos, size_t len),
+                                           void *arg);
 
 /*
  * Hands the batch to the pipeline. On 0 the core owns it. Blocks while the
@@ -313,7 +326,7 @@ int spool_input_foreach_position(spool_instance *ins,
  * then -EAGAIN and the caller keeps the batch (backpressure: stop reading).
  * -ESHUTDOWN once the pipeline stopped; the caller keeps the batch.
  */
-int spool_input_submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms);
+SPOOL_API int spool_input_submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms);
 
 /*
  * Like spool_input_submit, then waits until the batch is durable in the log
@@ -322,7 +335,7 @@ int spool_input_submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms);
  * -ETIMEDOUT = queued but not yet durable after timeout_ms; -EIO or -ENOSPC
  * if the log failed it.
  */
-int spool_input_submit_durable(spool_instance *ins, spool_batch *b, int64_t timeout_ms);
+SPOOL_API int spool_input_submit_durable(spool_instance *ins, spool_batch *b, int64_t timeout_ms);
 
 /* ------------------------------------------------------------------------ */
 /* Output side: the core reads the log at the output's cursor and hands     */
@@ -345,12 +358,12 @@ struct spool_chunk {
 /* For an output whose flush returned SPOOL_PENDING: report the outcome
  * (SPOOL_OK, SPOOL_RETRY, SPOOL_REJECT). `reason` (may be NULL) is kept
  * with a rejected chunk in the dead-letter topic. Any thread, exactly once. */
-void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int result,
-                           const char *reason);
+SPOOL_API void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int result,
+                                     const char *reason);
 
 /* An output's chunk was rejected: sets the reason the dead-letter record
  * carries. Call from flush before returning SPOOL_REJECT. */
-void spool_output_set_reject_reason(spool_instance *ins, const char *reason);
+SPOOL_API void spool_output_set_reject_reason(spool_instance *ins, const char *reason);
 
 /* ------------------------------------------------------------------------ */
 /* Plugins.                                                                 */
@@ -374,7 +387,7 @@ typedef enum spool_plugin_kind {
  */
 typedef struct spool_plugin {
     uint32_t abi_version;  /* SPOOL_ABI_VERSION */
-    uint32_t struct_size;  /* sizeof(spool_plugin) */
+    uint32_t struct_size;  /* sizeof(spool_plugin) as the plugin was compiled */
     spool_plugin_kind kind;
     const char *name;        /* the `type:` users write */
     const char *description; /* one line */
@@ -405,9 +418,39 @@ typedef struct spool_plugin {
     /* Outputs: called on shutdown to finish what is pending within
      * timeout_ms. Optional. */
     void (*drain)(spool_instance *ins, void *ctx, int64_t timeout_ms);
+
+    /* Fields after drain are absent from plugins built against ABI 1's
+     * header (struct_size tells); the core reads them only when present. */
+
+    /* SPOOL_ABI_SIGNATURE as the plugin was compiled. Required in external
+     * plugins built against this header; built-ins may leave it 0. */
+    uint64_t abi_signature;
 } spool_plugin;
 
-/* External plugins export this symbol (SPOOL_PLUGIN_SYMBOL). */
+/*
+ * The sizes of the structs the core and a plugin both index, packed at the
+ * plugin's compile time: 4 bits of format (1), then 12 bits each for
+ * spool_record, spool_header, spool_option, spool_chunk and spool_plugin.
+ * A plugin whose record, header, option or chunk size differs from the
+ * core's is refused, with both sets of sizes in the message.
+ */
+#define SPOOL__SIG(v, shift) ((uint64_t)((v)&0xfff) << (shift))
+#define SPOOL_ABI_SIGNATURE                                                                        \
+    (((uint64_t)1 << 60) | SPOOL__SIG(sizeof(spool_record), 48) |                                  \
+     SPOOL__SIG(sizeof(spool_header), 36) | SPOOL__SIG(sizeof(spool_option), 24) |                 \
+     SPOOL__SIG(sizeof(spool_chunk), 12) | SPOOL__SIG(sizeof(spool_plugin), 0))
+
+/* The three ABI fields of an external plugin's struct, as designated
+ * initialisers: `static const spool_plugin p = { SPOOL_PLUGIN_ABI, ... };` */
+#define SPOOL_PLUGIN_ABI                                                                           \
+    .abi_version = SPOOL_ABI_VERSION, .struct_size = sizeof(spool_plugin),                         \
+    .abi_signature = SPOOL_ABI_SIGNATURE
+
+/* External plugins define this function (SPOOL_PLUGIN_SYMBOL): it returns
+ * the plugin's struct, which must live as long as the shared object. It is
+ * declared here with SPOOL_API so that a plugin compiled with
+ * -fvisibility=hidden still exports it. The core calls it once, at load. */
+SPOOL_API const spool_plugin *spool_plugin_register(void);
 typedef const spool_plugin *(*spool_plugin_register_fn)(void);
 
 /* ------------------------------------------------------------------------ */
@@ -418,21 +461,21 @@ typedef const spool_plugin *(*spool_plugin_register_fn)(void);
  * `topic`, `input`, `host`, `file` (basename of the `path` header). */
 typedef struct spool_template spool_template;
 /* Compiles text. NULL on syntax error with *err set to a static message. */
-spool_template *spool_template_compile(const char *text, const char **err);
-void spool_template_destroy(spool_template *t);
+SPOOL_API spool_template *spool_template_compile(const char *text, const char **err);
+SPOOL_API void spool_template_destroy(spool_template *t);
 /* Renders into buf (cap bytes, not NUL-terminated); returns the full
  * length needed, so a return > cap means truncated. `input` and `topic`
  * may be NULL. */
-size_t spool_template_render(const spool_template *t, const spool_record *r, const char *topic,
-                             const char *input, char *buf, size_t cap);
+SPOOL_API size_t spool_template_render(const spool_template *t, const spool_record *r,
+                                       const char *topic, const char *input, char *buf, size_t cap);
 /* 1 if the template is plain text with no fields. */
-int spool_template_is_literal(const spool_template *t);
+SPOOL_API int spool_template_is_literal(const spool_template *t);
 
 /* Writes src JSON-escaped (without quotes) into dst. Valid UTF-8 passes
  * through; each byte of an invalid sequence becomes \u00XX (its Latin-1
  * code point), so nothing is dropped. Returns the length needed; if that
  * exceeds cap, dst holds a truncated prefix. */
-size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len);
+SPOOL_API size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len);
 
 /* ------------------------------------------------------------------------ */
 /* Added for the http output (issue 6).                                     */
@@ -442,12 +485,13 @@ size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len);
  * pending chunk with SPOOL_RETRY): the destination asked for at least ms
  * milliseconds before the next attempt (HTTP Retry-After). The runner
  * waits max(ms, its own backoff) before retrying that chunk. Any thread. */
-void spool_output_retry_after(spool_instance *ins, int64_t ms);
+SPOOL_API void spool_output_retry_after(spool_instance *ins, int64_t ms);
 
 /* A plugin-specific gauge (a value that goes up and down, such as open
  * connections), exported as spool_<plugin>_<name>; set it with
  * spool_gauge_set. Call from init; the core owns it. NULL on ENOMEM. */
-spool_counter *spool_gauge_register(spool_instance *ins, const char *name, const char *help);
+SPOOL_API spool_counter *spool_gauge_register(spool_instance *ins, const char *name,
+                                              const char *help);
 
 #ifdef __cplusplus
 }

@@ -12,8 +12,8 @@
 #include "spool/spool.h"
 
 typedef struct tp_ctx {
-    char *path;     /* option */
-    char *prefix;   /* option */
+    char *path;   /* option */
+    char *prefix; /* option */
     FILE *f;
     spool_counter *seen;
 } tp_ctx;
@@ -57,8 +57,7 @@ static void tp_destroy(spool_instance *ins, void *vctx)
 }
 
 static const spool_plugin tp_plugin = {
-    .abi_version = SPOOL_ABI_VERSION,
-    .struct_size = sizeof(spool_plugin),
+    SPOOL_PLUGIN_ABI, /* abi_version, struct_size, abi_signature */
     .kind = SPOOL_PLUGIN_OUTPUT,
     .name = "test_ext",
     .description = "test plugin: writes partition:offset:value lines",

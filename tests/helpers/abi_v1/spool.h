@@ -1,0 +1,417 @@
+/*
+ * spool.h: the public plugin interface of spool.
+ *
+ * This is the only header an input, processor or output plugin includes,
+ * built in or external. It declares the record model (Kafka's: key, value,
+ * headers, timestamp, partition, offset), the plugin struct the core loads,
+ * the declarative option table that drives config validation, defaults and
+ * `spool plugins`, and the calls a plugin makes back into the core.
+ *
+ * Conventions: calls return 0 or a negative errno; results go through out
+ * parameters. Output callbacks return SPOOL_OK, SPOOL_RETRY, SPOOL_REJECT or
+ * SPOOL_PENDING. Every pointer a plugin receives in a callback is valid only
+ * for that callback unless its comment says otherwise.
+ *
+ * ABI: an external plugin exports `spool_plugin_register`, a function
+ * returning its `const spool_plugin *`; the loader refuses it unless
+ * abi_version equals SPOOL_ABI_VERSION and struct_size is at least the size
+ * this header had when SPOOL_ABI_VERSION last changed.
+ */
+#ifndef SPOOL_SPOOL_H
+#define SPOOL_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SPOOL_ABI_VERSION 1
+#define SPOOL_PLUGIN_SYMBOL "spool_plugin_register"
+
+#if defined(__GNUC__)
+#define SPOOL_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define SPOOL_PRINTF(a, b)
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Results of output callbacks.                                             */
+/* ------------------------------------------------------------------------ */
+
+enum spool_result {
+    SPOOL_OK = 0,      /* the destination accepted the chunk: commit it */
+    SPOOL_RETRY = 1,   /* transient failure: the core retries with backoff */
+    SPOOL_REJECT = 2,  /* never acceptable: dead-letter topic, then move on */
+    SPOOL_PENDING = 3, /* flush only: answer later with spool_output_complete() */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Records.                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct spool_header {
+    const char *key;     /* header name, not NUL-terminated */
+    uint32_t key_len;    /* bytes */
+    const uint8_t *value; /* header value, may be NULL for a null value */
+    int32_t value_len;   /* bytes, -1 for a null value */
+} spool_header;
+
+/* A record as plugins see it: a view, it owns none of its bytes. */
+typedef struct spool_record {
+    const uint8_t *key;          /* NULL for no key */
+    int32_t key_len;             /* bytes, -1 for no key */
+    const uint8_t *value;        /* the payload, usually the line */
+    int32_t value_len;           /* bytes, -1 for a null value */
+    const spool_header *headers; /* header_count entries, in order */
+    uint32_t header_count;
+    int64_t timestamp;           /* ms since the Unix epoch; 0 = stamp at append */
+    int32_t partition;           /* -1 until the log assigns it */
+    int64_t offset;              /* -1 until the log assigns it */
+} spool_record;
+
+/* Returns the first header named `name` of `r`, or NULL. */
+const spool_header *spool_record_header(const spool_record *r, const char *name);
+
+/* ------------------------------------------------------------------------ */
+/* Declarative option tables.                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef enum spool_opt_type {
+    SPOOL_OPT_STRING,   /* char * (NULL when unset and no default) */
+    SPOOL_OPT_INT,      /* int64_t */
+    SPOOL_OPT_BOOL,     /* int, 0 or 1 */
+    SPOOL_OPT_SIZE,     /* int64_t bytes; "64MiB", "10GB", "4096" */
+    SPOOL_OPT_DURATION, /* int64_t milliseconds; "500ms", "7d", "1h30m" */
+    SPOOL_OPT_LIST,     /* spool_strlist; a YAML sequence of scalars, or one scalar */
+    SPOOL_OPT_MAP,      /* spool_strmap; a YAML mapping of scalar to scalar */
+    SPOOL_OPT_ENUM,     /* int: index into enum_values */
+} spool_opt_type;
+
+typedef struct spool_strlist {
+    char **items;  /* count NUL-terminated strings */
+    size_t count;
+} spool_strlist;
+
+typedef struct spool_strmap {
+    char **keys;   /* count NUL-terminated keys, in file order */
+    char **values; /* count NUL-terminated values */
+    size_t count;
+} spool_strmap;
+
+/*
+ * One row of an option table. A dotted name ("multiline.start") is the key
+ * `start` inside the mapping `multiline`. Defaults are text parsed by the
+ * same parser as the user's file. Tables end with SPOOL_OPT_END.
+ */
+typedef struct spool_option {
+    const char *name;                /* key in the YAML mapping, dotted for nesting */
+    spool_opt_type type;
+    const char *def;                 /* default as text, NULL for none */
+    int required;                    /* 1 if the user must give it */
+    size_t offset;                   /* offsetof the field in the plugin context */
+    int64_t min, max;                /* bounds for INT/SIZE/DURATION; min > max = none */
+    const char *const *enum_values;  /* ENUM only: NULL-terminated names */
+    const char *desc;                /* one line for `spool plugins` */
+} spool_option;
+
+/* Compile-time check that `field` of `T` has type `FT`. */
+#define SPOOL__FIELD(T, field, FT) \
+    (offsetof(T, field) + 0 * sizeof((FT *)0 == &((T *)0)->field))
+
+#define SPOOL_OPT_STR(n, T, f, d, req, desc) \
+    { n, SPOOL_OPT_STRING, d, req, SPOOL__FIELD(T, f, char *), 1, 0, NULL, desc }
+#define SPOOL_OPT_INTEGER(n, T, f, d, lo, hi, desc) \
+    { n, SPOOL_OPT_INT, d, 0, SPOOL__FIELD(T, f, int64_t), lo, hi, NULL, desc }
+#define SPOOL_OPT_FLAG(n, T, f, d, desc) \
+    { n, SPOOL_OPT_BOOL, d, 0, SPOOL__FIELD(T, f, int), 1, 0, NULL, desc }
+#define SPOOL_OPT_BYTES(n, T, f, d, lo, hi, desc) \
+    { n, SPOOL_OPT_SIZE, d, 0, SPOOL__FIELD(T, f, int64_t), lo, hi, NULL, desc }
+#define SPOOL_OPT_TIME(n, T, f, d, lo, hi, desc) \
+    { n, SPOOL_OPT_DURATION, d, 0, SPOOL__FIELD(T, f, int64_t), lo, hi, NULL, desc }
+#define SPOOL_OPT_STRLIST(n, T, f, req, desc) \
+    { n, SPOOL_OPT_LIST, NULL, req, SPOOL__FIELD(T, f, spool_strlist), 1, 0, NULL, desc }
+#define SPOOL_OPT_STRMAP(n, T, f, desc) \
+    { n, SPOOL_OPT_MAP, NULL, 0, SPOOL__FIELD(T, f, spool_strmap), 1, 0, NULL, desc }
+#define SPOOL_OPT_CHOICE(n, T, f, d, values, desc) \
+    { n, SPOOL_OPT_ENUM, d, 0, SPOOL__FIELD(T, f, int), 1, 0, values, desc }
+#define SPOOL_OPT_END { NULL, SPOOL_OPT_STRING, NULL, 0, 0, 1, 0, NULL, NULL }
+
+/* Frees every value an option table filled into `ctx` (strings, lists, maps). */
+void spool_options_free(const spool_option *table, void *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Instances: one configured entry of the inputs/processors/outputs lists.  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct spool_instance spool_instance;
+typedef struct spool_batch spool_batch;
+typedef struct spool_chunk spool_chunk;
+
+/* The instance's name: its `name`, or "<type>.<index>" when none was given. */
+const char *spool_instance_name(const spool_instance *ins);
+/* The plugin type name ("tail"). */
+const char *spool_instance_type(const spool_instance *ins);
+/* Inputs: the topic records go to. */
+const char *spool_instance_topic(const spool_instance *ins);
+/* The service's data directory (absolute path); plugins keep state below it. */
+const char *spool_instance_data_dir(const spool_instance *ins);
+/* This host's name, as the `host` header carries it. */
+const char *spool_hostname(void);
+/* 1 once the core asked the instance to stop; any thread. */
+int spool_instance_stopping(const spool_instance *ins);
+/* Wall-clock now in ms since the epoch, and a monotonic clock in ms. */
+int64_t spool_now_ms(void);
+int64_t spool_monotonic_ms(void);
+
+/* Asks the whole service for a clean shutdown, as SIGTERM does (for
+ * example stdin at end of file). Any thread. */
+void spool_service_shutdown(const char *reason);
+
+/* During init/check only: report a config error about `option` of this
+ * instance; the core prints it with the option's file:line:column. */
+void spool_config_error(spool_instance *ins, const char *option, const char *fmt, ...)
+    SPOOL_PRINTF(3, 4);
+
+/* ------------------------------------------------------------------------ */
+/* Logging: "[input:tail:app-logs] message"; rate-limits repeats.           */
+/* ------------------------------------------------------------------------ */
+
+enum spool_log_level {
+    SPOOL_LOG_ERROR = 0,
+    SPOOL_LOG_WARN = 1,
+    SPOOL_LOG_INFO = 2,
+    SPOOL_LOG_DEBUG = 3,
+};
+
+/* `ins` may be NULL for core messages. Any thread. */
+void spool_log_write(const spool_instance *ins, int level, const char *fmt, ...)
+    SPOOL_PRINTF(3, 4);
+void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_list ap);
+int spool_log_enabled(int level);
+
+#define spool_log_error(ins, ...) do { spool_log_write((ins), SPOOL_LOG_ERROR, __VA_ARGS__); } while (0)
+#define spool_log_warn(ins, ...) do { spool_log_write((ins), SPOOL_LOG_WARN, __VA_ARGS__); } while (0)
+#define spool_log_info(ins, ...) do { spool_log_write((ins), SPOOL_LOG_INFO, __VA_ARGS__); } while (0)
+#define spool_log_debug(ins, ...)                                          \
+    do {                                                                   \
+        if (spool_log_enabled(SPOOL_LOG_DEBUG)) {                          \
+            spool_log_write((ins), SPOOL_LOG_DEBUG, __VA_ARGS__);          \
+        }                                                                  \
+    } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* Metrics. The core counts records and bytes in and out itself; plugins    */
+/* add what only they know (drops, retries, errors, their own counters).    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum spool_counter_kind {
+    SPOOL_COUNT_RECORDS_IN,
+    SPOOL_COUNT_BYTES_IN,
+    SPOOL_COUNT_RECORDS_OUT,
+    SPOOL_COUNT_BYTES_OUT,
+    SPOOL_COUNT_ERRORS,
+    SPOOL_COUNT_RETRIES,
+    SPOOL_COUNT_DROPPED,
+    SPOOL_COUNT_REJECTED,
+    SPOOL_COUNT__MAX
+} spool_counter_kind;
+
+/* Adds n to one of the instance's standard counters. Any thread, lock-free. */
+void spool_count(spool_instance *ins, spool_counter_kind kind, uint64_t n);
+
+typedef struct spool_counter spool_counter;
+/* A plugin-specific counter, exported as spool_<plugin>_<name>_total.
+ * Call from init; the core owns it. Returns NULL on ENOMEM. */
+spool_counter *spool_counter_register(spool_instance *ins, const char *name, const char *help);
+void spool_counter_add(spool_counter *c, uint64_t n);
+/* A gauge the plugin sets (e.g. open files). */
+void spool_gauge_set(spool_counter *c, int64_t v);
+
+/* ------------------------------------------------------------------------ */
+/* Input side: build batches of records and submit them to the pipeline.    */
+/* ------------------------------------------------------------------------ */
+
+/* A new empty batch for this input. NULL on ENOMEM. Any thread. */
+spool_batch *spool_batch_create(spool_instance *ins);
+/* Frees a batch that was not submitted. Accepts NULL. */
+void spool_batch_destroy(spool_batch *b);
+/* Copies the record's key, value and headers into the batch. The record's
+ * partition and offset are ignored; timestamp 0 means "now". -ENOMEM. */
+int spool_batch_append(spool_batch *b, const spool_record *r);
+/* Number of records and bytes of payload (keys, values, headers) held. */
+size_t spool_batch_count(const spool_batch *b);
+size_t spool_batch_bytes(const spool_batch *b);
+/* Fills `out` with a view of record i; valid until the batch changes. */
+void spool_batch_get(const spool_batch *b, size_t i, spool_record *out);
+/* Replaces the key of record i (processors). -ENOMEM. */
+int spool_batch_set_key(spool_batch *b, size_t i, const void *key, int32_t key_len);
+
+/*
+ * Attaches a source position to the batch: once the batch is durable in the
+ * log, `source` maps to `pos` in the durable position store, atomically with
+ * the records (DESIGN.md: a position is trusted only if its data survived).
+ * A later set for the same source in the same batch replaces the earlier one.
+ * len 0 with pos NULL forgets the source. -ENOMEM.
+ */
+int spool_batch_set_position(spool_batch *b, const char *source, const void *pos, size_t len);
+
+/* Reads the durable position of `source` for this input into buf (up to cap
+ * bytes); *len gets its full length. -ENOENT if none. Any thread. */
+int spool_input_get_position(spool_instance *ins, const char *source, void *buf, size_t cap,
+                             size_t *len);
+/* Calls fn for every source this input has a position for. */
+int spool_input_foreach_position(spool_instance *ins,
+                                 void (*fn)(void *arg, const char *source, const void *pos,
+                                            size_t len),
+                                 void *arg);
+
+/*
+ * Hands the batch to the pipeline. On 0 the core owns it. Blocks while the
+ * next queue is full, for at most timeout_ms (-1 = until space or stop);
+ * then -EAGAIN and the caller keeps the batch (backpressure: stop reading).
+ * -ESHUTDOWN once the pipeline stopped; the caller keeps the batch.
+ */
+int spool_input_submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms);
+
+/*
+ * Like spool_input_submit, then waits until the batch is durable in the log
+ * under its topic's fsync policy (for acknowledging inputs such as the http
+ * ingest). 0 = durable; -EAGAIN = the pipeline was full (nothing queued);
+ * -ETIMEDOUT = queued but not yet durable after timeout_ms; -EIO or -ENOSPC
+ * if the log failed it.
+ */
+int spool_input_submit_durable(spool_instance *ins, spool_batch *b, int64_t timeout_ms);
+
+/* ------------------------------------------------------------------------ */
+/* Output side: the core reads the log at the output's cursor and hands     */
+/* chunks of one partition to flush().                                      */
+/* ------------------------------------------------------------------------ */
+
+struct spool_chunk {
+    const char *topic;           /* the log topic */
+    int32_t partition;
+    int64_t first_offset;        /* offset of records[0] */
+    int64_t next_offset;         /* the cursor moves here when the chunk is done */
+    const spool_record *records; /* count records in offset order */
+    size_t count;
+    size_t bytes;                /* sum of key, value and header bytes */
+    const uint8_t *raw;          /* the RecordBatch v2 bytes records came from;  */
+    size_t raw_len;              /* may begin with records before first_offset   */
+    void *output_data;           /* free for the output's use while the chunk lives */
+};
+
+/* For an output whose flush returned SPOOL_PENDING: report the outcome
+ * (SPOOL_OK, SPOOL_RETRY, SPOOL_REJECT). `reason` (may be NULL) is kept
+ * with a rejected chunk in the dead-letter topic. Any thread, exactly once. */
+void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int result,
+                           const char *reason);
+
+/* An output's chunk was rejected: sets the reason the dead-letter record
+ * carries. Call from flush before returning SPOOL_REJECT. */
+void spool_output_set_reject_reason(spool_instance *ins, const char *reason);
+
+/* ------------------------------------------------------------------------ */
+/* Plugins.                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef enum spool_plugin_kind {
+    SPOOL_PLUGIN_INPUT = 1,
+    SPOOL_PLUGIN_PROCESSOR = 2,
+    SPOOL_PLUGIN_OUTPUT = 3,
+} spool_plugin_kind;
+
+/*
+ * A plugin. The core allocates `context_size` zeroed bytes per instance,
+ * fills the fields the option table names, and passes that block as `ctx`
+ * to every callback. Values the table filled are freed by the core after
+ * destroy; anything else in ctx belongs to the plugin.
+ *
+ * Lifecycle: check? -> init -> start -> [run | flush | process]* -> stop -> destroy.
+ * `spool check` calls only check (never init). If init fails, destroy is
+ * still called (so it must accept a half-built context).
+ */
+typedef struct spool_plugin {
+    uint32_t abi_version;  /* SPOOL_ABI_VERSION */
+    uint32_t struct_size;  /* sizeof(spool_plugin) */
+    spool_plugin_kind kind;
+    const char *name;        /* the `type:` users write */
+    const char *description; /* one line */
+    const spool_option *options; /* ends with SPOOL_OPT_END; may be NULL */
+    size_t context_size;     /* bytes of the per-instance context */
+
+    /* Semantic checks beyond the table, without side effects. Report with
+     * spool_config_error. Return 0 or -EINVAL. Optional. */
+    int (*check)(spool_instance *ins, void *ctx);
+    /* Acquire resources (sockets, files, clients). 0 or negative errno. */
+    int (*init)(spool_instance *ins, void *ctx);
+    /* Begin work; inputs may start threads here. Optional. */
+    int (*start)(spool_instance *ins, void *ctx);
+    /* Inputs: if set, the core runs it on a thread of its own after start;
+     * it returns when spool_instance_stopping() or on a fatal error. */
+    int (*run)(spool_instance *ins, void *ctx);
+    /* Asked to stop: wake run(), stop threads. Must not block long. Optional. */
+    void (*stop)(spool_instance *ins, void *ctx);
+    /* Release everything init made. Accepts a half-built ctx. Optional. */
+    void (*destroy)(spool_instance *ins, void *ctx);
+
+    /* Processors: change records in place, drop none silently. 0 or -errno. */
+    int (*process)(spool_instance *ins, void *ctx, spool_batch *batch);
+
+    /* Outputs: deliver a chunk. SPOOL_OK, SPOOL_RETRY, SPOOL_REJECT, or
+     * SPOOL_PENDING (then call spool_output_complete later). */
+    int (*flush)(spool_instance *ins, void *ctx, const spool_chunk *chunk);
+    /* Outputs: called on shutdown to finish what is pending within
+     * timeout_ms. Optional. */
+    void (*drain)(spool_instance *ins, void *ctx, int64_t timeout_ms);
+} spool_plugin;
+
+/* External plugins export this symbol (SPOOL_PLUGIN_SYMBOL). */
+typedef const spool_plugin *(*spool_plugin_register_fn)(void);
+
+/* ------------------------------------------------------------------------ */
+/* Helpers plugins share.                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Templates: "{{ host }}-{{ path }}" over a record's headers and the names
+ * `topic`, `input`, `host`, `file` (basename of the `path` header). */
+typedef struct spool_template spool_template;
+/* Compiles text. NULL on syntax error with *err set to a static message. */
+spool_template *spool_template_compile(const char *text, const char **err);
+void spool_template_destroy(spool_template *t);
+/* Renders into buf (cap bytes, not NUL-terminated); returns the full
+ * length needed, so a return > cap means truncated. `input` and `topic`
+ * may be NULL. */
+size_t spool_template_render(const spool_template *t, const spool_record *r, const char *topic,
+                             const char *input, char *buf, size_t cap);
+/* 1 if the template is plain text with no fields. */
+int spool_template_is_literal(const spool_template *t);
+
+/* Writes src JSON-escaped (without quotes) into dst. Valid UTF-8 passes
+ * through; each byte of an invalid sequence becomes \u00XX (its Latin-1
+ * code point), so nothing is dropped. Returns the length needed; if that
+ * exceeds cap, dst holds a truncated prefix. */
+size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Added for the http output (issue 6).                                     */
+/* ------------------------------------------------------------------------ */
+
+/* For an output about to return SPOOL_RETRY from flush (or to complete a
+ * pending chunk with SPOOL_RETRY): the destination asked for at least ms
+ * milliseconds before the next attempt (HTTP Retry-After). The runner
+ * waits max(ms, its own backoff) before retrying that chunk. Any thread. */
+void spool_output_retry_after(spool_instance *ins, int64_t ms);
+
+/* A plugin-specific gauge (a value that goes up and down, such as open
+ * connections), exported as spool_<plugin>_<name>; set it with
+ * spool_gauge_set. Call from init; the core owns it. NULL on ENOMEM. */
+spool_counter *spool_gauge_register(spool_instance *ins, const char *name, const char *help);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPOOL_SPOOL_H */
