@@ -124,9 +124,17 @@ def metric_sum(api_port, metric, **labels):
 
 
 def ship_errors(api_port):
-    """Failed POSTs of the agent's `ship` output so far (0 while /metrics is
-    not up yet)."""
-    return metric_sum(api_port, "spool_errors_total", kind="output", name="ship") or 0
+    """Failed POSTs of the agent's `ship` output so far (waits, bounded, for
+    its /metrics to answer)."""
+    got = []
+
+    def answered():
+        v = metric_sum(api_port, "spool_errors_total", kind="output", name="ship")
+        if v is not None:
+            got.append(v)
+        return v is not None
+    spoolt.wait_for(answered, timeout=30 * SLOW, what="the agent's /metrics")
+    return got[-1]
 
 
 # ---------------------------------------------------------------- data
@@ -314,11 +322,12 @@ def kill9_aggregator_mid_stream(tmp):
         agg.kill()  # SIGKILL mid-stream
         print("     killed the aggregator with %d of %d unique records delivered"
               % (unique_count(out), n * len(keys)))
-        # The agent sees the aggregator gone (a failed POST) before it comes back.
+        # The rest of the stream is written while the aggregator is down, and
+        # the agent sees it gone (a failed POST) before it comes back.
+        w.release()
         spoolt.wait_for(lambda: ship_errors(api) > errors0, timeout=60 * SLOW,
                         what="the agent to count a failed POST after the kill")
         agg = spoolt.Spool(agg_cfg)
-        w.release()
         w.join(120 * SLOW)
         check(not w.is_alive(), "the writer did not finish")
         wait_unique(out, n * len(keys), 120, (agg, agent))
