@@ -166,7 +166,7 @@ class Proc:
                 except ProcessLookupError:
                     pass
                 deadline = time.monotonic() + 10
-            time.sleep(0.02)
+            time.sleep(0.02)  # pacing of the reap poll (SIGKILL at the deadline); not a wait
         return self.exited
 
     def kill9(self):

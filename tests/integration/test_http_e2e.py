@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import spoolt  # noqa: E402
@@ -64,7 +65,9 @@ outputs:
 
 
 def agent_config(tmp, name, port, logdir, extra_output="", topics_extra="", outputs_extra="",
-                 scheme="http"):
+                 scheme="http", api_port=None):
+    """An agent: tail <logdir>/*.log -> topic `app` -> `http` output `ship`
+    to the aggregator on port; with api_port, its /metrics there."""
     d = os.path.join(tmp, name)
     os.makedirs(d, exist_ok=True)
     cfg = os.path.join(d, "spool.yaml")
@@ -72,6 +75,7 @@ def agent_config(tmp, name, port, logdir, extra_output="", topics_extra="", outp
 service:
   data_dir: %(d)s/data
   log_level: info
+%(api)s
 topics:
   app:
     partitions: 2
@@ -95,32 +99,82 @@ outputs:
 %(extra_output)s
 %(outputs_extra)s
 """ % {"d": d, "port": port, "logdir": logdir, "extra_output": extra_output,
-       "topics_extra": topics_extra, "outputs_extra": outputs_extra, "scheme": scheme})
+       "topics_extra": topics_extra, "outputs_extra": outputs_extra, "scheme": scheme,
+       "api": "  http: { listen: 127.0.0.1:%d }" % api_port if api_port else ""})
     return cfg
+
+
+def metric_sum(api_port, metric, **labels):
+    """The sum of the samples of `metric` whose labels include `labels`
+    on spool's /metrics at api_port; None while it does not answer."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % api_port, timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+        if not m or m.group(1) != metric:
+            continue
+        got = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+def ship_errors(api_port):
+    """Failed POSTs of the agent's `ship` output so far (waits, bounded, for
+    its /metrics to answer)."""
+    got = []
+
+    def answered():
+        v = metric_sum(api_port, "spool_errors_total", kind="output", name="ship")
+        if v is not None:
+            got.append(v)
+        return v is not None
+    spoolt.wait_for(answered, timeout=30 * SLOW, what="the agent's /metrics")
+    return got[-1]
 
 
 # ---------------------------------------------------------------- data
 
 class Writer(threading.Thread):
     """Appends "<key> <seq>" lines to <dir>/<key>.log for each key, `n` per
-    key, `batch` lines at a time with a pause between: a stream."""
+    key, `batch` lines at a time with a pause between: a stream. With
+    gate_at, it stops once it wrote that many per key and waits for
+    release(): a test kills a process "mid-stream" while the writer is
+    parked there, so the stream goes on after the kill however slow the
+    machine is."""
 
-    def __init__(self, logdir, keys, n, batch=200, pause=0.01):
+    def __init__(self, logdir, keys, n, batch=200, pause=0.01, gate_at=None):
         super().__init__(daemon=True)
         self.logdir, self.keys, self.n, self.batch, self.pause = logdir, keys, n, batch, pause
+        self.gate_at = gate_at
+        self.gate = threading.Event()
+        self.parked = threading.Event()
         os.makedirs(logdir, exist_ok=True)
         self.written = 0
+
+    def release(self):
+        self.gate.set()
 
     def run(self):
         files = {k: open(os.path.join(self.logdir, "%s.log" % k), "ab") for k in self.keys}
         seq = 1
         while seq <= self.n:
             end = min(self.n, seq + self.batch - 1)
+            if self.gate_at is not None and seq <= self.gate_at < end:
+                end = self.gate_at
             for k, f in files.items():
                 f.write(b"".join(b"%s %d\n" % (k.encode(), i) for i in range(seq, end + 1)))
                 f.flush()
             self.written = end
             seq = end + 1
+            if end == self.gate_at:
+                self.parked.set()
+                self.gate.wait(600)  # bounded; the test releases it right after its kill
+            # Rate-limits the generator (a stream, not one burst); not synchronization.
             time.sleep(self.pause)
         for f in files.values():
             f.close()
@@ -252,20 +306,30 @@ def kill9_aggregator_mid_stream(tmp):
     keys = ["a", "b"]
     n = 20000
     logdir = os.path.join(tmp, "logs")
-    w = Writer(logdir, keys, n, batch=200, pause=0.05)
+    # The writer parks at n/2 until after the kill: the kill is mid-stream
+    # (the second half is written after it) on any machine.
+    w = Writer(logdir, keys, n, batch=200, pause=0.05, gate_at=n // 2)
     agg_cfg = aggregator_config(tmp, port, out)
+    api = spoolt.free_port()
     agg = spoolt.Spool(agg_cfg)
-    agent = spoolt.Spool(agent_config(tmp, "agent", port, logdir,
+    agent = spoolt.Spool(agent_config(tmp, "agent", port, logdir, api_port=api,
                                       extra_output="    max_in_flight: 4\n"))
     try:
         w.start()
         spoolt.wait_for(lambda: unique_count(out) > 2000, timeout=60 * SLOW,
                         what="the stream to start")
-        check(w.is_alive(), "the writer finished before the kill: not mid-stream")
+        errors0 = ship_errors(api)
         agg.kill()  # SIGKILL mid-stream
-        time.sleep(1.0)
+        print("     killed the aggregator with %d of %d unique records delivered"
+              % (unique_count(out), n * len(keys)))
+        # The rest of the stream is written while the aggregator is down, and
+        # the agent sees it gone (a failed POST) before it comes back.
+        w.release()
+        spoolt.wait_for(lambda: ship_errors(api) > errors0, timeout=60 * SLOW,
+                        what="the agent to count a failed POST after the kill")
         agg = spoolt.Spool(agg_cfg)
-        w.join(120)
+        w.join(120 * SLOW)
+        check(not w.is_alive(), "the writer did not finish")
         wait_unique(out, n * len(keys), 120, (agg, agent))
         stop_all(agent, agg)
         per, bad = parse_out(out)
@@ -285,7 +349,8 @@ def kill9_agent_mid_stream(tmp):
     keys = ["a", "b"]
     n = 20000
     logdir = os.path.join(tmp, "logs")
-    w = Writer(logdir, keys, n, batch=200, pause=0.05)
+    # The writer parks at n/2 until after the kill (see Writer).
+    w = Writer(logdir, keys, n, batch=200, pause=0.05, gate_at=n // 2)
     agent_cfg = agent_config(tmp, "agent", port, logdir)
     agg = spoolt.Spool(aggregator_config(tmp, port, out))
     agent = spoolt.Spool(agent_cfg)
@@ -293,11 +358,13 @@ def kill9_agent_mid_stream(tmp):
         w.start()
         spoolt.wait_for(lambda: unique_count(out) > 2000, timeout=60 * SLOW,
                         what="the stream to start")
-        check(w.is_alive(), "the writer finished before the kill: not mid-stream")
-        agent.kill()
-        time.sleep(0.5)
+        agent.kill()  # SIGKILL; returns once the process is reaped (its lock is free)
+        print("     killed the agent with %d of %d unique records delivered"
+              % (unique_count(out), n * len(keys)))
         agent = spoolt.Spool(agent_cfg)
-        w.join(120)
+        w.release()
+        w.join(120 * SLOW)
+        check(not w.is_alive(), "the writer did not finish")
         wait_unique(out, n * len(keys), 120, (agg, agent))
         stop_all(agent, agg)
         per, bad = parse_out(out)
@@ -318,13 +385,21 @@ def aggregator_down_agent_buffers_without_cpu(tmp):
     n = 5000
     logdir = os.path.join(tmp, "logs")
     write_all(logdir, keys, n)
-    agent = spoolt.Spool(agent_config(tmp, "agent", port, logdir))
+    api = spoolt.free_port()
+    agent = spoolt.Spool(agent_config(tmp, "agent", port, logdir, api_port=api))
     agg = None
     try:
-        # Let the agent read everything into its log and fail a few POSTs.
-        time.sleep(2.0 * SLOW)
-        check(agent.proc.poll() is None, "agent exited: %s" % agent.stderr()[-2000:])
+        # The agent has read everything into its log and failed a few POSTs.
+        def settled():
+            if agent.proc.poll() is not None:
+                raise spoolt.Failure("agent exited: %s" % agent.stderr()[-2000:])
+            end = metric_sum(api, "spool_partition_end_offset", topic="app")
+            return end is not None and end >= n and ship_errors(api) >= 3
+        spoolt.wait_for(settled, timeout=60 * SLOW, interval=0.1,
+                        what="the agent to log %d records and fail 3 POSTs" % n)
         c0 = cpu_seconds(agent.proc.pid)
+        # Not synchronization: a measurement over a fixed span (CPU used while
+        # nothing can happen but retries).
         time.sleep(5.0)
         c1 = cpu_seconds(agent.proc.pid)
         used = c1 - c0

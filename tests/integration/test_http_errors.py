@@ -183,13 +183,20 @@ def input_statuses(tmp):
         st, _, _ = post("http://127.0.0.1:%d/v2/other" % port, b"x", dict(NDJSON, **auth))
         check(st == 404, "other path: %s" % st)
 
-        # tokens_file is re-read when it changes (checked at most once a second).
-        time.sleep(1.1)
+        # tokens_file is re-read when it changes (checked at most once a second,
+        # on a request): the new token is refused until a request finds the
+        # new mtime, then accepted.
         spoolt.write(tokens, "rotated\n")
         os.utime(tokens, (time.time() + 5, time.time() + 5))
-        time.sleep(1.1)
-        st, body, _ = post(url, b'"after-rotation"', dict(NDJSON, Authorization="Bearer rotated"))
-        check(st == 200, "rotated token: %s %s" % (st, body))
+        answers = []
+
+        def post_rotated():
+            answers.append(post(url, b'"after-rotation"',
+                                dict(NDJSON, Authorization="Bearer rotated"))[:2])
+        spoolt.poke_until(post_rotated, lambda: answers[-1][0] == 200, timeout=30 * SLOW,
+                          every=0.25, what="the rotated token to be accepted")
+        check(all(st == 403 for st, _ in answers[:-1]), "before the re-read: %s" % answers)
+        agg.wait_log("tokens_file %s re-read: 1 tokens" % tokens)
         st, body, _ = post(url, b'"x"', dict(NDJSON, **auth))
         check(st == 403, "old token after rotation: %s %s" % (st, body))
 
@@ -281,6 +288,8 @@ def input_tokens_reread_on_sighup(tmp):
         check(st == 200, "old token: %s %s" % (st, body))
         spoolt.write(tokens, "new-token\n")
         os.utime(tokens, ns=(st0.st_atime_ns, st0.st_mtime_ns))  # same mtime: no auto re-read
+        # Not synchronization: a negative check. Past the 1 s recheck window
+        # the next request does stat the file, and must not re-read it.
         time.sleep(1.1)
         st, body, _ = post(url, b'"two"', dict(NDJSON, Authorization="Bearer new-token"))
         check(st == 403, "re-read without SIGHUP or mtime change? %s %s" % (st, body))
@@ -438,14 +447,20 @@ def mutual_tls(tmp):
         # Wrong CA on the agent: nothing is delivered, the agent keeps retrying.
         logdir2 = os.path.join(tmp, "logs2")
         e2e.write_all(logdir2, ["w"], 50)
-        bad_cfg = e2e.agent_config(tmp, "agent2", port, logdir2, scheme="https", extra_output=(
-            "    tls:\n      ca_file: %s\n" % pki["evil.pem"]))
+        api2 = spoolt.free_port()
+        bad_cfg = e2e.agent_config(tmp, "agent2", port, logdir2, scheme="https", api_port=api2,
+                                   extra_output="    tls:\n      ca_file: %s\n" % pki["evil.pem"])
         agent2 = spoolt.Spool(bad_cfg)
-        time.sleep(3 * SLOW)
+
+        def tls_refused_twice():
+            check(agent2.proc.poll() is None, "agent2 exited: %s" % agent2.stderr()[-2000:])
+            return e2e.ship_errors(api2) >= 2
+        spoolt.wait_for(tls_refused_twice, timeout=30 * SLOW, interval=0.1,
+                        what="the agent to fail (and retry) the handshake")
         per, _ = e2e.parse_out(out)
         check("w" not in per, "delivered despite an untrusted server certificate")
-        check("certificate" in agent2.stderr().lower() or "ssl" in agent2.stderr().lower(),
-              "no TLS error logged: %s" % agent2.stderr()[-2000:])
+        err = agent2.run_stderr().lower()
+        check("certificate" in err or "ssl" in err, "no TLS error logged: %s" % err[-2000:])
         agent2.kill()
         e2e.stop_all(agg)
     finally:
@@ -594,7 +609,7 @@ def generic_order_kept_under_failures(tmp):
     fails with 503 (slowly, so others are in flight meanwhile): what the
     endpoint accepts is still every offset once, in order."""
     def decide(i, headers, body):
-        time.sleep(0.02)
+        time.sleep(0.02)  # a slow server (others are in flight meanwhile); not synchronization
         return (503, {}, b"flaky") if i % 3 == 1 else (200, {}, b"ok")
 
     ep = Endpoint(decide=decide)
@@ -635,10 +650,21 @@ def generic_token_file_rotation(tmp):
             spoolt.wait_for(lambda: len(ep.requests) >= 1, timeout=30 * SLOW, what="a request")
             spoolt.write(tok, "second-token\n")
             os.utime(tok, (time.time() + 5, time.time() + 5))
-            time.sleep(1.2)  # the file is checked at most once a second
-            agent.proc.stdin.write(b"after\n")
-            agent.proc.stdin.flush()
-            spoolt.wait_for(lambda: len(ep.requests) >= 2, timeout=30 * SLOW, what="a 2nd request")
+            # The file is checked at most once a second, before a request:
+            # send records until a request carries the new token.
+            sent = [0]
+
+            def send_after():
+                sent[0] += 1
+                agent.proc.stdin.write(b"after-%d\n" % sent[0])
+                agent.proc.stdin.flush()
+
+            def rotated():
+                with ep.lock:
+                    return any(r[1].get("Authorization") == "Bearer second-token"
+                               for r in ep.requests)
+            spoolt.poke_until(send_after, rotated, timeout=30 * SLOW, every=0.3,
+                              what="a request with the new token")
             agent.proc.stdin.close()
             check(agent.wait(60) == 0, "agent exit: %s" % agent.stderr()[-2000:])
         finally:
@@ -646,6 +672,10 @@ def generic_token_file_rotation(tmp):
         auths = [r[1].get("Authorization") for r in ep.requests]
         check(auths[0] == "Bearer first-token", "first request: %s" % auths)
         check(auths[-1] == "Bearer second-token", "after rotation: %s" % auths)
+        first_new = auths.index("Bearer second-token")
+        check(all(a == "Bearer second-token" for a in auths[first_new:]),
+              "the old token came back after the rotation: %s" % auths)
+        check("token_file %s re-read" % tok in agent.stderr(), "the re-read is not logged")
     finally:
         ep.close()
 

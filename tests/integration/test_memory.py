@@ -136,7 +136,7 @@ class Sampler(threading.Thread):
                 self.max_reserved = max(self.max_reserved,
                                         metrics_value(self.api, "spool_memory_reserved_bytes")
                                         or 0)
-            time.sleep(0.1)
+            time.sleep(0.1)  # the sampling period; not synchronization
 
 
 def check_rss(sampler, what):

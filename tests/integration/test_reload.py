@@ -25,6 +25,7 @@ keeps running and records keep flowing; a later valid reload works.
 import json
 import os
 import re
+import select
 import signal
 import threading
 import time
@@ -35,6 +36,9 @@ from spoolt import check, write
 t = spoolt.Suite(__file__)
 RATE = 2000 if spoolt.SANITIZE else 10000  # lines per second written
 PHASE = 1.5 if spoolt.SANITIZE else 2.0      # seconds of writing between steps
+# A phase between two steps ends once an output delivered this many lines
+# written after the step: records flowed through the new configuration.
+PHASE_LINES = int(RATE * PHASE)
 
 
 class Writer(threading.Thread):
@@ -57,7 +61,7 @@ class Writer(threading.Thread):
                     f.write("".join("%d\n" % i for i in range(self.n + 1, self.n + k + 1))
                             .encode())
                     self.n += k
-                time.sleep(0.005)
+                time.sleep(0.005)  # rate-limits the generator; not synchronization
 
     def stop(self):
         self.halt.set()
@@ -127,6 +131,15 @@ def wait_reloaded(s, count, timeout=60):
                     what="running after reload #%d" % count)
 
 
+def flowed(w, delivered, what, lines=PHASE_LINES):
+    """Waits until delivered() (a count of lines an output wrote) passes what
+    the writer w had written when called, plus `lines`: records written after
+    the last step went through the pipeline."""
+    n0 = w.n
+    spoolt.wait_for(lambda: delivered() >= n0 + lines, timeout=60 + 2 * lines / RATE,
+                    interval=0.1, what="%s to get %d lines (past %d)" % (what, n0 + lines, n0))
+
+
 def complete_lines(path):
     """Lines of a file being written: an unterminated last line is left out."""
     if not os.path.exists(path):
@@ -160,7 +173,7 @@ def outputs_change_while_records_flow(tmp):
         w.start()
         spoolt.wait_for(lambda: len(spoolt.read_lines(os.path.join(tmp, "a.txt"))) > 0,
                         timeout=30, what="A delivering")
-        time.sleep(PHASE)
+        flowed(w, lambda: len(complete_lines(os.path.join(tmp, "a.txt"))), "A")
 
         # Reload 1: A becomes json, B is added.
         write(cfg, conf_text(tmp, out_a(tmp, "json") + out_b(tmp)))
@@ -169,7 +182,7 @@ def outputs_change_while_records_flow(tmp):
         spoolt.wait_for(lambda: a_values(tmp)[1], timeout=30, what="A writing JSON")
         spoolt.wait_for(lambda: len(spoolt.read_lines(os.path.join(tmp, "b.txt"))) > 0,
                         timeout=30, what="B delivering")
-        time.sleep(PHASE)
+        flowed(w, lambda: sum(map(len, a_values(tmp))), "A")
 
         # Reload 2: A is removed. Everything in the log now must reach A first.
         end_before = topic_info(cfg)["end"]
@@ -177,7 +190,7 @@ def outputs_change_while_records_flow(tmp):
         s.proc.send_signal(signal.SIGHUP)
         wait_reloaded(s, 2)
         a_after_removal = spoolt.read_lines(os.path.join(tmp, "a.txt"))
-        time.sleep(PHASE)
+        flowed(w, lambda: len(complete_lines(os.path.join(tmp, "b.txt"))), "B")
         n = w.stop()
 
         # Everything written reaches the log and B.
@@ -236,7 +249,10 @@ def readding_an_output_resumes_from_its_cursor(tmp):
         wait_reloaded(s, 2)
         spoolt.wait_for(lambda: len(spoolt.read_lines(os.path.join(tmp, "a.txt"))) >= 2000,
                         timeout=30, what="A to catch up to 2000")
-        time.sleep(0.5)
+        # A's saved cursor reaches the end: it has nothing more to send (a
+        # restart from the beginning would have written past 2000 by then).
+        spoolt.wait_for(lambda: topic_info(cfg).get("lag", {}).get("output.A") == 0,
+                        timeout=30, interval=0.2, what="A's cursor at the log's end")
         rc = s.terminate()
         check(rc == 0, "spool exited %d" % rc)
     finally:
@@ -485,7 +501,11 @@ def reload_with_a_stalled_output(tmp):
         w.start()
         spoolt.wait_for(lambda: len(conns) > 0 and len(spoolt.read_lines(
             os.path.join(tmp, "a.txt"))) > 0, timeout=30, what="A delivering, S connected")
-        time.sleep(1)
+
+        def s_request_in_flight():
+            # A request S sent sits unanswered in one of the accepted sockets.
+            return select.select(list(conns), [], [], 0)[0]
+        spoolt.wait_for(s_request_in_flight, timeout=30, what="a request of S in flight")
         write(cfg, conf("json"))
         t0 = time.monotonic()
         s.proc.send_signal(signal.SIGHUP)
@@ -493,7 +513,7 @@ def reload_with_a_stalled_output(tmp):
         took = time.monotonic() - t0
         check(took < 20, "the reload took %.1fs with shutdown_timeout 2s" % took)
         spoolt.wait_for(lambda: a_values(tmp)[1], timeout=30, what="A writing JSON")
-        time.sleep(1)
+        flowed(w, lambda: sum(map(len, a_values(tmp))), "A", lines=RATE // 4)
         n = w.stop()
         spoolt.wait_for(lambda: sum(map(len, a_values(tmp))) >= n, timeout=60,
                         what="A to get all %d" % n)

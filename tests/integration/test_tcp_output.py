@@ -11,9 +11,7 @@
 """
 import json
 import os
-import socket
 import ssl
-import time
 
 import sockt
 import spoolt
@@ -29,6 +27,39 @@ def feed_input(port):
 def tcp_output(name, url, extra=""):
     return ("  - type: tcp\n    name: %s\n    topics: [t]\n    url: %s\n"
             "    retry_backoff: 100ms\n    retry_backoff_max: 1s\n%s" % (name, url, extra))
+
+
+class Receiver(sockt.LineReceiver):
+    """A LineReceiver that also counts the connections it read to their end
+    (EOF or error): once eofs == accepted, every byte sent is in lines()."""
+
+    def __init__(self, port=0, ssl_ctx=None):
+        self.eofs = 0  # before the base class starts its accept thread
+        super().__init__(port, ssl_ctx)
+
+    def _read(self, c, idx):
+        super()._read(c, idx)
+        with self.lock:
+            self.eofs += 1
+
+
+def established_to(port):
+    """How many TCP connections to 127.0.0.1:port are ESTABLISHED on the
+    connecting side (from /proc/net/tcp)."""
+    want = ":%04X" % port
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[2].endswith(want) and parts[3] == "01":
+                n += 1
+    return n
+
+
+def count_log(s, *parts):
+    """Lines of this run's log that contain every one of parts."""
+    return sum(all(p in ln for p in parts) for ln in s.run_stderr().splitlines())
 
 
 def lines_payload(a, b):
@@ -72,8 +103,9 @@ def destination_down_then_up(tmp):
     recv = None
     try:
         sockt.send_tcp(feed, lines_payload(0, 1000))
-        sockt.wait_log(s, "connect 127.0.0.1:%d" % dest)
-        time.sleep(1.0)
+        # Refused, then refused again after its backoff: it keeps retrying.
+        wait_for(lambda: count_log(s, "connect 127.0.0.1:%d: Connection refused" % dest) >= 2,
+                 sockt.TIMEOUT, what="two refused connects")
         recv = sockt.LineReceiver(dest)
         got = wait_lines(recv, 1000)
         sockt.wait_log(s, "connected to 127.0.0.1:%d" % dest)
@@ -97,15 +129,21 @@ def receiver_restarts_between_chunks(tmp):
         sockt.send_tcp(feed, lines_payload(0, 500))
         first = wait_lines(recv, 500)
         recv.close()
-        time.sleep(0.5)
-        recv2 = sockt.LineReceiver(port)
+        # The receiver's FIN reached spool's side: its connection is no longer
+        # established (half-closed, or already closed by spool).
+        wait_for(lambda: established_to(port) == 0, sockt.TIMEOUT,
+                 what="spool's connection to the receiver to leave ESTABLISHED")
+        recv2 = Receiver(port)
         sockt.send_tcp(feed, lines_payload(500, 1000))
-        second = wait_lines(recv2, 500)
-        time.sleep(0.5)
-        second = recv2.lines()
+        wait_lines(recv2, 500)
     finally:
         sockt.stop(s)
         if recv2:
+            # spool has exited: every connection it had reaches EOF, and then
+            # everything it sent is in lines() (a late duplicate included).
+            wait_for(lambda: recv2.eofs >= recv2.accepted, sockt.TIMEOUT,
+                     what="the receiver to read its connections to the end")
+            second = recv2.lines()
             recv2.close()
     check(first == [b"line %d" % i for i in range(500)], "first half")
     check(second == [b"line %d" % i for i in range(500, 1000)],
@@ -147,8 +185,9 @@ def tls_output(tmp):
         sockt.send_tcp(feed, lines_payload(0, 2000))
         g = wait_lines(good, 2000)
         m = wait_lines(mtls, 2000)
-        sockt.wait_log(s, "certificate")
-        time.sleep(0.5)
+        # The unverified server is refused, and again on the retry.
+        wait_for(lambda: count_log(s, "[output:tcp:bad]", "certificate") >= 2, sockt.TIMEOUT,
+                 what="two refused handshakes with the unverified server")
     finally:
         err = sockt.stop(s)
         for r in (good, mtls, bad):
