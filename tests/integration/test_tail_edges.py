@@ -159,7 +159,7 @@ def decompress_read_and_resume(tmp):
         s = tailt.spool(cfg)
         spoolt.wait_for(lambda: os.path.exists(os.path.join(tmp, "out.txt")), timeout=60,
                         what="first output")
-        time.sleep(rnd.uniform(0.0, 0.3))
+        time.sleep(rnd.uniform(0.0, 0.3))  # a random moment to rotate at; not a wait
         s.kill()
     s = start(cfg)
     n = 203000

@@ -70,13 +70,13 @@ def kill_rounds(tmp, cfg, writer, rnd, rotate=None):
     while kills < ROUNDS or writer.poll() is None:
         s = tailt.spool(cfg)
         restarts += 1
-        time.sleep(rnd.uniform(0.2, 1.0))
+        time.sleep(rnd.uniform(0.2, 1.0))  # a random moment to kill at; not a wait
         if rotate and rnd.random() < 0.7:
             rotate()
             # a moment, random too: spool may or may not have stored the new
             # file's position when it dies (a file it never knew is found at
             # the restart next to the renamed one: created_and_rotated_while_down)
-            time.sleep(rnd.uniform(0, 0.5))
+            time.sleep(rnd.uniform(0, 0.5))  # a random moment; not a wait
         if kills >= ROUNDS and writer.poll() is not None:
             return s, kills, restarts
         s.kill()
@@ -89,7 +89,7 @@ def kill_rounds(tmp, cfg, writer, rnd, rotate=None):
 
 def finish(tmp, cfg, s, n, kills, name):
     wait_all(tmp, n, 180)
-    time.sleep(0.5)
+    # terminate() drains the outputs: nothing to wait for before it
     rc = s.terminate(60)
     check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
     log = spoolt.seq_check(tailt.seqs(tailt.log_values(cfg)), expected_n=n)
@@ -196,16 +196,16 @@ def kill9_copytruncate_copies_in_glob(tmp):
             # spool has read something of the file since its last truncation
             # (else a copy cannot be told from a new file: docs/tail.md)
             tailt.wait_seen(tmp, 1, first=n - chunk + 1)
-            time.sleep(rnd.uniform(0, 0.2))
+            time.sleep(rnd.uniform(0, 0.2))  # a random moment; not a wait
             tailt.logrotate(conf, state)
-        time.sleep(rnd.uniform(0.05, 0.6))
+        time.sleep(rnd.uniform(0.05, 0.6))  # a random moment to kill at; not a wait
         s.kill()
         kills += 1
     s = tailt.spool(cfg)
     tailt.append_seq(path, n + 1, n + 100)
     n += 100
     tailt.wait_seen(tmp, n, timeout=180)
-    time.sleep(0.5)
+    # terminate() drains the outputs: nothing to wait for before it
     rc = s.terminate(60)
     check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
     tailt.check_seqs(cfg, tmp, n, "kill -9 with copytruncate, copies in the glob", kills=kills)

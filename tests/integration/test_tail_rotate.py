@@ -56,7 +56,7 @@ def rotate_while_writing(tmp, mode):
     # machine's speed: a fast writer may finish first; the rest then rotate
     # a file between known writes (the test appends numbered lines itself).
     while w.poll() is None and rotations < MAX_ROTATIONS:
-        time.sleep(rnd.uniform(0.005, 0.03))
+        time.sleep(rnd.uniform(0.005, 0.03))  # random rotation pace; not a wait
         tailt.logrotate(conf, state)
         rotations += 1
     out, _ = w.communicate(timeout=300)
@@ -107,7 +107,7 @@ def wait_all(tmp, n, timeout):
 def logrotate_create(tmp):
     s, cfg, path, rotations, n = rotate_while_writing(tmp, "create")
     wait_all(tmp, n, 240)
-    time.sleep(0.5)
+    # terminate() drains the outputs: nothing to wait for before it
     rc = s.terminate(60)
     check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
     log = spoolt.seq_check(tailt.seqs(tailt.log_values(cfg)), expected_n=n)
@@ -134,7 +134,7 @@ def logrotate_copytruncate(tmp):
             last[1] = time.monotonic()
         return time.monotonic() - last[1] > 3
     spoolt.wait_for(settled, timeout=240, interval=0.2, what="the output to settle")
-    time.sleep(0.5)
+    # terminate() drains the outputs: nothing to wait for before it
     rc = s.terminate(60)
     check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
     logv = tailt.seqs(tailt.log_values(cfg))
