@@ -1,13 +1,16 @@
 /*
  * http_in.h: pieces of the `http` input shared between its files: the
- * bearer-token set and request body decompression (http_in_auth.c) and the
- * connection accounting against floods (http_in_conn.c). Private to
- * inputs/http/.
+ * bearer-token set and request body decompression (http_in_auth.c), the
+ * connection accounting against floods (http_in_conn.c), and the input's
+ * state with its requests, which the server side (http_in.c) and the worker
+ * pool (http_in_workers.c) share. Private to inputs/http/.
  */
 #ifndef SPOOL_HTTP_IN_H
 #define SPOOL_HTTP_IN_H
 
+#include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -101,5 +104,94 @@ void httpi_conns_idle_timeout(httpi_conns *cs);
 /* Shuts down connections past their deadline and warns (rate limited)
  * about refusals and timeouts. Returns ms until it wants to run again. */
 int64_t httpi_conns_tick(httpi_conns *cs, spool_instance *ins, int64_t now);
+
+/* ---- the input's state (http_in.c) and its workers (http_in_workers.c) ---- */
+
+struct MHD_Daemon;
+struct MHD_Connection;
+
+typedef struct httpi_ctx {
+    /* options */
+    char *listen;            /* host:port */
+    char *tokens_file;       /* bearer tokens, one a line */
+    char *tls_cert;          /* tls.cert: server certificate (PEM file) */
+    char *tls_key;           /* tls.key: server key (PEM file) */
+    char *tls_client_ca;     /* tls.client_ca: CA (PEM) client certificates must chain to */
+    int64_t max_body_bytes;  /* bytes of a request body as received */
+    int64_t ack_timeout;     /* ms to wait for durability before 503 */
+    int64_t retry_after;     /* ms, the Retry-After of a 503 (rounded up to s) */
+    int64_t max_connections; /* concurrent connections */
+    int64_t max_per_client;  /* concurrent connections from one address */
+    int64_t header_timeout;  /* ms for a complete request header */
+    int64_t body_timeout;    /* ms for a complete body after its header */
+    int64_t read_timeout;    /* ms without any byte from the client */
+    int64_t workers;         /* threads that decode, submit and wait for durability */
+
+    /* state */
+    spool_instance *ins;
+    struct MHD_Daemon *daemon;
+    char *cert_pem, *key_pem, *ca_pem; /* file contents for MHD */
+    int use_tokens;
+    httpi_tokens tokens;
+    struct sockaddr_storage addr;
+    spool_counter *c_bad;  /* 4xx answered */
+    spool_counter *c_busy; /* 503 answered */
+    spool_counter *c_body; /* request body bytes as received (compressed) */
+    httpi_conns conns;     /* open connections, limits, deadlines (server thread) */
+    int conns_init;        /* 1 once conns is initialised */
+    pthread_t server;      /* runs MHD's loop */
+    int server_started;
+    int wake_fd;         /* eventfd: wakes the server thread to stop */
+    atomic_int stopping; /* stop() began */
+    /* requests waiting for a worker; everything below under jobs_lock */
+    pthread_mutex_t jobs_lock;
+    struct httpi_req *jobs_head, *jobs_tail;
+    int jobs_init;
+    struct httpi_worker *wk;    /* workers threads */
+    size_t nworkers;            /* started */
+    struct httpi_worker **idle; /* waiting workers, the most recent last */
+    size_t nidle;
+} httpi_ctx;
+
+/* A worker. Jobs go to the most recently idle one, so with little
+ * concurrency the same few workers (and their scratch buffers) serve. */
+typedef struct httpi_worker {
+    pthread_t thread;
+    pthread_cond_t cond; /* signalled when it is given work or must stop */
+    int waiting;         /* 1 while in ctx->idle */
+    httpi_ctx *c;
+} httpi_worker;
+
+enum { KIND_NATIVE = 1, KIND_JSON = 2 };
+
+enum { REQ_BODY = 0, REQ_QUEUED = 1, REQ_DONE = 2 };
+
+/* One request's state (MHD's con_cls). Owned by the server thread, except
+ * between being queued and resumed, when one worker owns it. */
+typedef struct httpi_req {
+    struct httpi_req *next_job;  /* in ctx->jobs */
+    struct MHD_Connection *conn; /* suspended while queued */
+    int state;                   /* REQ_* */
+    int kind;                    /* KIND_* */
+    int enc;                     /* HTTPI_ENC_* */
+    int too_big;                 /* body exceeded max_body_bytes */
+    int no_memory;               /* a chunked body outgrew what the account allows */
+    size_t mem;                  /* bytes held in the memory account */
+    int64_t first;               /* Spool-First-Offset, INT64_MIN if absent */
+    int64_t next;                /* Spool-Next-Offset, INT64_MAX if absent */
+    int64_t queued_ms;           /* monotonic ms it was handed to the workers */
+    spool_buf body;              /* request body as received */
+    unsigned status;             /* REQ_DONE: the answer */
+    char why[1024];              /* REQ_DONE: its one-line reason */
+    char agent[INET6_ADDRSTRLEN];
+} httpi_req;
+
+/* A worker thread (arg: its httpi_worker): serves queued requests (decode,
+ * submit, wait for durability, resume the connection) until c->stopping is
+ * set and no job is left. */
+void *httpi_worker_main(void *arg);
+/* Wakes and joins the workers (set c->stopping first; queued requests are
+ * answered 503 by them) and frees the pool. Any thread but a worker. */
+void httpi_workers_stop(httpi_ctx *c);
 
 #endif /* SPOOL_HTTP_IN_H */

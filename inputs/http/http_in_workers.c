@@ -1,0 +1,388 @@
+/*
+ * http_in_workers.c: the worker pool of the `http` input (http_in.c). The
+ * server thread hands a complete request to the workers with its
+ * connection suspended; a worker decompresses, decodes, submits and waits
+ * for durability (up to ack_timeout), then resumes the connection, and the
+ * server thread sends the answer. So a slow log never stalls the event loop.
+ *
+ * Invariants: a request (httpi_req) is owned by the server thread, except
+ * between being queued and resumed, when exactly one worker owns it; the
+ * job queue and the idle list are touched only under ctx->jobs_lock; jobs
+ * go to the most recently idle worker, so with little concurrency the same
+ * few workers (and their scratch buffers) serve; a worker's scratch buffers
+ * are its own (thread-specific) and freed when it ends.
+ *
+ * What it does not do: route, authenticate or read requests, or answer
+ * them (http_in.c, on the server thread); starting the workers is part of
+ * the input's start (http_in.c).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <microhttpd.h>
+#include <zstd.h>
+
+#include "../../outputs/http/http_format.h"
+#include "http_in.h"
+
+#define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
+#define HTTPI_KEEP_BYTES ((size_t)64 << 10) /* per-thread buffers larger are freed */
+
+/* Appends records to a batch, with their headers but `agent`, then agent. */
+typedef struct httpi_sink {
+    spool_batch *batch;
+    const char *agent;
+    int32_t agent_len;
+    spool_header hdrs[HTTPI_MAX_HEADERS + 1];
+} httpi_sink;
+
+/*
+ * Per-worker scratch space: a request is decoded on one worker thread, so
+ * the buffers are reused across requests without locks; the thread-key
+ * destructor frees them when the worker ends.
+ */
+typedef struct httpi_scratch {
+    spool_buf plain;       /* decompressed body */
+    spool_decoded dec;     /* native records */
+    httpfmt_parser parser; /* JSON records */
+    ZSTD_DCtx *dctx;
+    httpi_sink sink;
+} httpi_scratch;
+
+static pthread_key_t httpi_scratch_key;
+static pthread_once_t httpi_scratch_once = PTHREAD_ONCE_INIT;
+
+static void httpi_scratch_free(void *p)
+{
+    httpi_scratch *sc = p;
+    if (!sc) {
+        return;
+    }
+    spool_buf_free(&sc->plain);
+    spool_decoded_free(&sc->dec);
+    httpfmt_parser_free(&sc->parser);
+    ZSTD_freeDCtx(sc->dctx);
+    free(sc);
+}
+
+static void httpi_scratch_key_init(void)
+{
+    pthread_key_create(&httpi_scratch_key, httpi_scratch_free);
+}
+
+/* This thread's scratch, created on first use. NULL on ENOMEM. */
+static httpi_scratch *httpi_scratch_get(void)
+{
+    pthread_once(&httpi_scratch_once, httpi_scratch_key_init);
+    httpi_scratch *sc = pthread_getspecific(httpi_scratch_key);
+    if (!sc) {
+        sc = calloc(1, sizeof(*sc));
+        if (!sc) {
+            return NULL;
+        }
+        sc->dctx = ZSTD_createDCtx();
+        if (!sc->dctx || pthread_setspecific(httpi_scratch_key, sc) != 0) {
+            httpi_scratch_free(sc);
+            return NULL;
+        }
+    }
+    return sc;
+}
+
+/* After a request: keep the buffers for the next one unless they grew huge. */
+static void httpi_scratch_release(httpi_scratch *sc)
+{
+    spool_buf *bufs[] = {&sc->plain, &sc->parser.scratch};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+        if (bufs[i]->cap > HTTPI_KEEP_BYTES) {
+            spool_buf_free(bufs[i]);
+        }
+        bufs[i]->len = 0;
+    }
+    if (sc->dec.scratch.cap > HTTPI_KEEP_BYTES) {
+        spool_decoded_free(&sc->dec);
+    }
+    spool_decoded_reset(&sc->dec);
+}
+
+static int httpi_sink_add(void *arg, const spool_record *r)
+{
+    httpi_sink *s = arg;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->header_count && n < HTTPI_MAX_HEADERS; i++) {
+        const spool_header *h = &r->headers[i];
+        if (h->key_len == 5 && memcmp(h->key, "agent", 5) == 0) {
+            continue;
+        }
+        s->hdrs[n++] = *h;
+    }
+    if (r->header_count > HTTPI_MAX_HEADERS) {
+        return -E2BIG;
+    }
+    s->hdrs[n].key = "agent";
+    s->hdrs[n].key_len = 5;
+    s->hdrs[n].value = (const uint8_t *)s->agent;
+    s->hdrs[n].value_len = s->agent_len;
+    n++;
+    spool_record copy = *r;
+    copy.headers = s->hdrs;
+    copy.header_count = n;
+    copy.partition = -1;
+    copy.offset = -1;
+    return spool_batch_append(s->batch, &copy);
+}
+
+/* Decodes native batches from body into the sink. 0 or a status with why. */
+static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body, httpi_sink *sink,
+                                    spool_decoded *dp, char *why, size_t whycap)
+{
+    spool_decoded d = *dp;
+    unsigned status = 0;
+    size_t pos = 0;
+    while (pos < body->len) {
+        /* The CRC is checked once, by spool_batch_decode (below). */
+        spool_batch_info info;
+        long n = spool_batch_parse_header(body->data + pos, body->len - pos, 0, &info);
+        if (n == 0) {
+            snprintf(why, whycap, "truncated batch at byte %zu", pos);
+            status = MHD_HTTP_BAD_REQUEST;
+            break;
+        }
+        if (n < 0) {
+            snprintf(why, whycap, "corrupt batch at byte %zu: bad header", pos);
+            status = MHD_HTTP_BAD_REQUEST;
+            break;
+        }
+        spool_decoded_reset(&d);
+        int m = spool_batch_decode(body->data + pos, (size_t)n, -1, req->first, &d);
+        if (m < 0) {
+            /* Tell a CRC mismatch from other damage (error path only). */
+            int crc_bad =
+                m == -EBADMSG && spool_batch_parse_header(body->data + pos, (size_t)n, 1, NULL) < 0;
+            if (m == -ENOMEM) {
+                snprintf(why, whycap, "out of memory");
+                status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                break;
+            }
+            snprintf(why, whycap, "corrupt batch at byte %zu: %s", pos,
+                     m == -ENOTSUP ? "unsupported compression"
+                     : crc_bad     ? "CRC mismatch"
+                                   : "malformed records");
+            status = MHD_HTTP_BAD_REQUEST;
+            break;
+        }
+        for (size_t i = 0; i < d.count; i++) {
+            if (d.records[i].offset >= req->next) {
+                break;
+            }
+            int rc = httpi_sink_add(sink, &d.records[i]);
+            if (rc < 0) {
+                snprintf(why, whycap, "%s",
+                         rc == -E2BIG ? "too many headers in a record" : "out of memory");
+                status = rc == -E2BIG ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_SERVICE_UNAVAILABLE;
+                break;
+            }
+        }
+        if (status) {
+            break;
+        }
+        pos += (size_t)n;
+    }
+    if (status == 0 && pos > 0 && spool_batch_count(sink->batch) == 0 &&
+        (req->first != INT64_MIN || req->next != INT64_MAX)) {
+        snprintf(why, whycap,
+                 "no record of the body is in [Spool-First-Offset, Spool-Next-Offset) = "
+                 "[%" PRId64 ", %" PRId64 "): the body would be dropped",
+                 req->first == INT64_MIN ? 0 : req->first, req->next);
+        status = MHD_HTTP_BAD_REQUEST;
+    }
+    *dp = d;
+    return status;
+}
+
+/* A worker's job: decode, submit, wait for durability. Sets req->status
+ * and req->why. Runs on a worker thread. */
+static void httpi_process(httpi_ctx *c, httpi_req *req)
+{
+    char *why = req->why;
+    size_t whycap = sizeof(req->why);
+    unsigned status = 0;
+    spool_batch *b = NULL;
+    httpi_scratch *sc = httpi_scratch_get();
+    const spool_buf *plain = &req->body;
+
+    why[0] = '\0';
+    if (!sc) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, whycap, "out of memory");
+        goto out;
+    }
+    if (atomic_load(&c->stopping)) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, whycap, "shutting down, retry later");
+        goto out;
+    }
+    if (req->enc != HTTPI_ENC_NONE) {
+        size_t limit = (size_t)c->max_body_bytes * 8;
+        int rc =
+            httpi_decompress(req->enc, sc->dctx, req->body.data, req->body.len, limit, &sc->plain);
+        if (rc == -EFBIG) {
+            status = MHD_HTTP_CONTENT_TOO_LARGE;
+            snprintf(why, whycap, "decompressed body larger than 8 x max_body_bytes");
+            goto out;
+        } else if (rc < 0) {
+            status = rc == -ENOMEM ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST;
+            snprintf(why, whycap, "%s",
+                     rc == -ENOMEM ? "out of memory" : "corrupt compressed body");
+            goto out;
+        }
+        plain = &sc->plain;
+    }
+    b = spool_batch_create(c->ins);
+    if (!b) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, whycap, "out of memory");
+        goto out;
+    }
+    httpi_sink *sink = &sc->sink;
+    sink->batch = b;
+    sink->agent = req->agent;
+    sink->agent_len = (int32_t)strlen(req->agent);
+    if (req->kind == KIND_NATIVE) {
+        status = httpi_decode_native(req, plain, sink, &sc->dec, why, whycap);
+    } else {
+        long n = httpfmt_parse(&sc->parser, plain->data ? plain->data : (const uint8_t *)"",
+                               plain->len, httpi_sink_add, sink, why, whycap);
+        if (n == -E2BIG) {
+            snprintf(why, whycap, "too many headers in a record");
+        }
+        if (n == -ENOMEM) {
+            status = MHD_HTTP_SERVICE_UNAVAILABLE;
+            snprintf(why, whycap, "out of memory");
+        } else if (n < 0) {
+            status = MHD_HTTP_BAD_REQUEST;
+            if (!why[0]) {
+                snprintf(why, whycap, "malformed body");
+            }
+        }
+    }
+    if (status) {
+        goto out;
+    }
+    size_t count = spool_batch_count(b);
+    if (count == 0) {
+        status = MHD_HTTP_OK;
+        snprintf(why, whycap, "ok 0 records");
+        goto out;
+    }
+    /* ack_timeout bounds the whole wait, time in the workers' queue included. */
+    int64_t left = c->ack_timeout - (spool_monotonic_ms() - req->queued_ms);
+    if (left <= 0) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, whycap, "busy: every worker was waiting for the log, retry later");
+        goto out;
+    }
+    spool_counter_add(c->c_body, req->body.len);
+    /* The batch holds the records now (and counts itself): give back the
+     * body and this thread's buffers before waiting for durability. */
+    spool_buf_free(&req->body);
+    httpi_scratch_release(sc);
+    spool_memory_release(req->mem);
+    req->mem = 0;
+    int rc = spool_input_submit_durable(c->ins, b, left);
+    if (rc == 0) {
+        b = NULL;
+        status = MHD_HTTP_OK;
+        snprintf(why, whycap, "ok %zu records", count);
+    } else if (rc == -EAGAIN || rc == -ESHUTDOWN) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        snprintf(why, whycap, "%s",
+                 rc == -EAGAIN ? "busy: the pipeline is full, retry later"
+                               : "shutting down, retry later");
+    } else {
+        /* Queued but not (yet) durable: the core owns the batch now. */
+        b = NULL;
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        if (rc == -ETIMEDOUT) {
+            snprintf(why, whycap,
+                     "busy: not durable within ack_timeout (the log is full "
+                     "or slow), retry later");
+        } else {
+            snprintf(why, whycap, "the log failed the batch: %s", strerror(-rc));
+        }
+    }
+out:
+    if (status >= 400 && status != MHD_HTTP_SERVICE_UNAVAILABLE) {
+        spool_log_warn(c->ins, "%s: HTTP %u: %s", req->agent, status, why);
+    }
+    spool_batch_destroy(b);
+    if (sc) {
+        httpi_scratch_release(sc);
+    }
+    req->status = status;
+}
+
+void *httpi_worker_main(void *arg)
+{
+    httpi_worker *w = arg;
+    httpi_ctx *c = w->c;
+    for (;;) {
+        pthread_mutex_lock(&c->jobs_lock);
+        while (!c->jobs_head && !atomic_load(&c->stopping)) {
+            if (!w->waiting) {
+                c->idle[c->nidle++] = w;
+                w->waiting = 1;
+            }
+            pthread_cond_wait(&w->cond, &c->jobs_lock);
+        }
+        if (w->waiting) { /* woken by stop, or work found on its own */
+            for (size_t i = 0; i < c->nidle; i++) {
+                if (c->idle[i] == w) {
+                    c->idle[i] = c->idle[--c->nidle];
+                    break;
+                }
+            }
+            w->waiting = 0;
+        }
+        httpi_req *req = c->jobs_head;
+        if (!req) {
+            pthread_mutex_unlock(&c->jobs_lock);
+            return NULL; /* stopping and nothing left */
+        }
+        c->jobs_head = req->next_job;
+        if (!c->jobs_head) {
+            c->jobs_tail = NULL;
+        }
+        pthread_mutex_unlock(&c->jobs_lock);
+        httpi_process(c, req);
+        req->state = REQ_DONE;
+        /* From here the server thread owns req again. */
+        MHD_resume_connection(req->conn);
+    }
+}
+
+void httpi_workers_stop(httpi_ctx *c)
+{
+    if (c->jobs_init) {
+        pthread_mutex_lock(&c->jobs_lock);
+        for (size_t i = 0; i < c->nworkers; i++) {
+            pthread_cond_signal(&c->wk[i].cond);
+        }
+        pthread_mutex_unlock(&c->jobs_lock);
+    }
+    for (size_t i = 0; i < c->nworkers; i++) {
+        pthread_join(c->wk[i].thread, NULL);
+        pthread_cond_destroy(&c->wk[i].cond);
+    }
+    c->nworkers = 0;
+    c->nidle = 0;
+    free(c->wk);
+    free(c->idle);
+    c->wk = NULL;
+    c->idle = NULL;
+}
