@@ -294,7 +294,7 @@ void spool_config_consumers_free(spool_log_consumer_conf *consumers, size_t n);
 extern const char spool_default_config[];
 extern const size_t spool_default_config_len;
 
-/* ---- the running service (agent/service.c, pipeline.c, output.c) ---- */
+/* ---- the running service (agent/service.c, pipeline.c, writer.c, output.c) ---- */
 
 typedef struct spool_service {
     spool_service_conf *conf;
@@ -315,7 +315,7 @@ typedef struct spool_service {
     /* The one shutdown deadline (monotonic ms; 0 = not stopping): inputs'
      * submits, the writer, the final commit and the outputs all end by it. */
     _Atomic int64_t shutdown_deadline;
-    struct spool__wlanes *lanes; /* writer lanes, topic gates, lost counts (pipeline.c) */
+    struct spool__wlanes *lanes; /* writer lanes, topic gates, lost counts (writer.c, pipeline_int.h) */
 } spool_service;
 
 /* Shutdown takes at most shutdown_timeout plus this slack (final commit,

@@ -1,5 +1,5 @@
 /*
- * test_writer.c: the log writer stage (agent/pipeline.c) with a real log in
+ * test_writer.c: the log writer stage (agent/writer.c) with a real log in
  * a temporary directory: one blocked topic never blocks another, parked
  * batches land in order once the topic frees up, ENOSPC through the log's
  * I/O table and ENOMEM push back without loss or duplicates, the direct
