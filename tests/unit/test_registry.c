@@ -236,32 +236,27 @@ static void load_type_on_demand(void **state)
     assert_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "test_ext"));
 
     /* Named: loaded, then found. */
-    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "test_ext", err,
-                                              sizeof(err)),
-                     0);
+    assert_int_equal(
+        spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "test_ext", err, sizeof(err)), 0);
     assert_non_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "test_ext"));
 
     /* The file holds an output: asking for an input of that name fails, says why. */
     spool_registry_reset();
-    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_INPUT, "test_ext", err,
-                                              sizeof(err)),
-                     -ENOENT);
+    assert_int_equal(
+        spool_registry_load_type(dir, SPOOL_PLUGIN_INPUT, "test_ext", err, sizeof(err)), -ENOENT);
     assert_non_null(strstr(err, "does not provide"));
 
     /* A packaged plugin not installed: the message names the package. */
-    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "kafka", err,
-                                              sizeof(err)),
+    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "kafka", err, sizeof(err)),
                      -ENOENT);
     assert_non_null(strstr(err, "install the package spool-plugin-kafka"));
     assert_non_null(strstr(err, "spool-kafka.so"));
 
     /* Any other unknown name, or one that is no file name: plain -ENOENT. */
-    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "nope", err,
-                                              sizeof(err)),
+    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "nope", err, sizeof(err)),
                      -ENOENT);
     assert_string_equal(err, "");
-    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "../x", err,
-                                              sizeof(err)),
+    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "../x", err, sizeof(err)),
                      -ENOENT);
     assert_string_equal(err, "");
 
