@@ -360,6 +360,19 @@ static int load_entry(spool_service_conf *conf, spool_plugin_kind kind, const ch
         return 1;
     }
     p = spool_registry_find(kind, type->value);
+    if (!p && conf->plugin_dir) {
+        /* spool's optional plugins load only when a config names them. */
+        char lerr[600];
+        if (spool_registry_load_type(conf->plugin_dir, kind, type->value, lerr, sizeof(lerr)) ==
+            0) {
+            p = spool_registry_find(kind, type->value);
+        } else if (lerr[0]) {
+            char tpath[300];
+            snprintf(tpath, sizeof(tpath), "%s.type", path);
+            spool_errors_add(errs, conf->doc.file, type->line, type->column, tpath, "%s", lerr);
+            return 1;
+        }
+    }
     if (!p) {
         const char *names[REGISTRY_NAMES_MAX];
         size_t n = spool_registry_names(kind, names, REGISTRY_NAMES_MAX);

@@ -246,6 +246,13 @@ int spool_registry_add(const spool_plugin *p, const char *origin, const char **w
 int spool_registry_init(void);
 /* Loads every *.so of dir. Errors go to errs with the file's path. */
 int spool_registry_load_dir(const char *dir, spool_errors *errs);
+/* Loads dir/spool-<name>.so (spool's optional plugins, which load_dir skips)
+ * when a config names a type no loaded plugin has. 0 when the plugin is now
+ * registered; -ENOENT with errbuf empty when there is no such file and name
+ * is not one of spool's packaged plugins; otherwise -errno and the reason in
+ * errbuf (for a packaged plugin not installed: which package to install). */
+int spool_registry_load_type(const char *dir, spool_plugin_kind kind, const char *name,
+                             char *errbuf, size_t cap);
 /* Loads one shared object. 0 or -errno with a message in errbuf. */
 int spool_registry_load_file(const char *path, char *errbuf, size_t cap);
 /* The ABI checks of an external plugin's struct (version, frozen minimum

@@ -16,6 +16,11 @@
  * needs). Built-ins are compiled with the core and skip the signature. Two
  * plugins of one kind may not share a name. Shared objects stay loaded for
  * the life of the process (their code may run until exit).
+ *
+ * Files named spool-<type>.so in plugin_dir are spool's own optional plugins
+ * (kafka, journald; packaged as spool-plugin-<type>): load_dir skips them,
+ * and spool_registry_load_type loads one only when a config names its type,
+ * so an agent maps only the plugins it uses.
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -23,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core.h"
 
@@ -315,7 +321,54 @@ int spool_registry_load_file(const char *path, char *errbuf, size_t cap)
 static int has_so_suffix(const char *n)
 {
     size_t l = strlen(n);
-    return l > 3 && strcmp(n + l - 3, ".so") == 0;
+    return l > 3 && strcmp(n + l - 3, ".so") == 0 && strncmp(n, "spool-", 6) != 0;
+}
+
+/* spool's optional plugins and the Debian packages that ship them. */
+static const struct {
+    spool_plugin_kind kind;
+    const char *name;
+    const char *package;
+} packaged[] = {
+    {SPOOL_PLUGIN_OUTPUT, "kafka", "spool-plugin-kafka"},
+    {SPOOL_PLUGIN_INPUT, "journald", "spool-plugin-journald"},
+};
+
+int spool_registry_load_type(const char *dir, spool_plugin_kind kind, const char *name,
+                             char *errbuf, size_t cap)
+{
+    const char *package = NULL;
+    char path[4096];
+    errbuf[0] = '\0';
+    if (!name[0] || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(name)) {
+        return -ENOENT; /* not a name a plugin file can have */
+    }
+    for (size_t i = 0; i < sizeof(packaged) / sizeof(packaged[0]); i++) {
+        if (packaged[i].kind == kind && strcmp(packaged[i].name, name) == 0) {
+            package = packaged[i].package;
+        }
+    }
+    snprintf(path, sizeof(path), "%s/spool-%s.so", dir, name);
+    if (access(path, F_OK) != 0) {
+        if (package) {
+            snprintf(errbuf, cap,
+                     "the '%s' plugin is not installed: %s not found (install the package %s, "
+                     "or set service.plugin_dir to where spool-%s.so is)",
+                     name, path, package, name);
+        }
+        return -ENOENT;
+    }
+    char err[512];
+    int rc = spool_registry_load_file(path, err, sizeof(err));
+    if (rc < 0) {
+        snprintf(errbuf, cap, "%s: %s", path, err);
+        return rc;
+    }
+    if (!spool_registry_find(kind, name)) {
+        snprintf(errbuf, cap, "%s does not provide the plugin '%s' of this kind", path, name);
+        return -ENOENT;
+    }
+    return 0;
 }
 
 static int cmp_str(const void *a, const void *b)

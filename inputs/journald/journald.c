@@ -382,8 +382,7 @@ static void jd_destroy(spool_instance *ins, void *ctx)
 }
 
 const spool_plugin spool_plugin_journald = {
-    .abi_version = SPOOL_ABI_VERSION,
-    .struct_size = sizeof(spool_plugin),
+    SPOOL_PLUGIN_ABI, /* with the signature: also built as an external .so */
     .kind = SPOOL_PLUGIN_INPUT,
     .name = "journald",
     .description = "systemd journal entries (local journal, files or a directory), with a "

@@ -430,8 +430,7 @@ static void kafka_destroy(spool_instance *ins, void *vctx)
 }
 
 const spool_plugin spool_plugin_kafka = {
-    .abi_version = SPOOL_ABI_VERSION,
-    .struct_size = sizeof(spool_plugin),
+    SPOOL_PLUGIN_ABI, /* with the signature: also built as an external .so */
     .kind = SPOOL_PLUGIN_OUTPUT,
     .name = "kafka",
     .description = "produce records to Kafka (librdkafka), keys, headers and timestamps kept",

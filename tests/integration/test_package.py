@@ -1,7 +1,9 @@
-"""The Debian package: builds with packaging/build-deb, installs with dpkg -i,
-the installed binary validates the packaged config (as root and as the
-`spool` user), systemd-analyze accepts the installed unit, logrotate accepts
-its file, and dpkg --purge leaves the machine as it was.
+"""The Debian packages: packaging/build-deb builds spool, spool-plugin-kafka,
+spool-plugin-journald and spool-dev; spool installs alone with dpkg -i, the
+installed binary validates the packaged config (as root and as the `spool`
+user), a config naming kafka fails with a message naming spool-plugin-kafka
+until that package is installed, systemd-analyze accepts the installed unit,
+logrotate accepts its file, and dpkg --purge leaves the machine as it was.
 
 Installing a package changes the machine, so this runs only as root (CI runs
 as root on a throwaway machine); otherwise it is skipped (exit 77, reported by
@@ -40,12 +42,28 @@ def user_exists(name):
         return False
 
 
+PLUGIN_PKGS = ("spool-plugin-kafka", "spool-plugin-journald")
+KAFKA_CONFIG = """service:
+  data_dir: %s
+inputs:
+  - type: stdin
+outputs:
+  - type: kafka
+    brokers: [127.0.0.1:9092]
+    kafka_topic: t
+    topics: [default]
+"""
+
+
 @t.case
 def package_installs_verifies_and_purges(tmp):
     spoolt.require_root("dpkg -i")
     for tool in ("dpkg-deb", "dpkg", "systemd-analyze"):
         if not shutil.which(tool):
             raise spoolt.Failure("%s not found (Debian packages dpkg, systemd)" % tool)
+    for extra in PLUGIN_PKGS + ("spool-dev",):
+        if installed(extra):
+            sh(["dpkg", "--purge", extra])  # left over from an interrupted run
     if installed("spool"):
         r = subprocess.run(["dpkg-query", "-W", "-f=${Maintainer}", "spool"], capture_output=True)
         check(b"spool developers" in r.stdout,
@@ -60,17 +78,33 @@ def package_installs_verifies_and_purges(tmp):
     r = subprocess.run([os.path.join(spoolt.SRC, "packaging", "build-deb"), "--build-dir",
                         build_dir, "--out-dir", out_dir], capture_output=True, timeout=1500)
     check(r.returncode == 0, "build-deb failed:\n%s" % r.stderr.decode("utf-8", "replace")[-6000:])
-    deb = r.stdout.decode().strip().splitlines()[-1]
-    check(os.path.isfile(deb) and deb.endswith(".deb"), "build-deb printed %r" % deb)
+    lines = r.stdout.decode().strip().splitlines()
+    debs = {os.path.basename(l).split("_")[0]: l for l in lines}
+    for name in ("spool", "spool-dev") + PLUGIN_PKGS:
+        check(name in debs and os.path.isfile(debs[name]), "build-deb printed %r" % lines)
+    deb = lines[-1]
+    check(deb == debs["spool"], "build-deb printed %r: spool's .deb is not last" % lines)
 
     _, info = sh(["dpkg-deb", "--info", deb])
     check("Package: spool" in info and "Depends:" in info, "control:\n" + info)
     for dep in ("libyaml-0-2", "libmicrohttpd12", "libsystemd0", "adduser"):
         check(dep in info, "Depends lacks %s:\n%s" % (dep, info))
+    check("rdkafka" not in info, "spool depends on librdkafka:\n" + info)
     _, contents = sh(["dpkg-deb", "--contents", deb])
     for path in ("./usr/bin/spool", "/systemd/system/spool.service", "./etc/spool/spool.yaml",
-                 "./usr/include/spool/spool.h", "./etc/logrotate.d/spool"):
+                 "./etc/logrotate.d/spool"):
         check(path in contents, "%s missing from the package:\n%s" % (path, contents))
+    for path in ("spool-kafka.so", "spool-journald.so", "spool.h"):
+        check(path not in contents, "%s is in the spool package:\n%s" % (path, contents))
+    for name, path, dep in (("spool-plugin-kafka", "./usr/lib/spool/plugins/spool-kafka.so",
+                             "librdkafka"),
+                            ("spool-plugin-journald", "./usr/lib/spool/plugins/spool-journald.so",
+                             "libsystemd0"),
+                            ("spool-dev", "./usr/include/spool/spool.h", "spool (= ")):
+        _, pinfo = sh(["dpkg-deb", "--info", debs[name]])
+        check(dep in pinfo and "spool (= " in pinfo, "%s's Depends:\n%s" % (name, pinfo))
+        _, pcontents = sh(["dpkg-deb", "--contents", debs[name]])
+        check(path in pcontents, "%s missing from %s:\n%s" % (path, name, pcontents))
     ctrl = os.path.join(tmp, "ctrl")
     sh(["dpkg-deb", "--control", deb, ctrl])
     with open(os.path.join(ctrl, "conffiles")) as f:
@@ -118,6 +152,23 @@ def package_installs_verifies_and_purges(tmp):
         check(code == 0, "systemd-analyze security: exposure above 3.0 (exit %d):\n%s"
               % (code, out[-3000:]))
 
+        # spool alone: a config naming kafka says which package to install;
+        # with spool-plugin-kafka installed the same config is accepted.
+        kcfg = os.path.join(tmp, "kafka.yaml")
+        with open(kcfg, "w") as f:
+            f.write(KAFKA_CONFIG % os.path.join(tmp, "data"))
+        code, out = sh(["/usr/bin/spool", "check", "-c", kcfg], ok=False)
+        check(code == 2 and "install the package spool-plugin-kafka" in out
+              and "/usr/lib/spool/plugins/spool-kafka.so" in out,
+              "spool check of a kafka config without the plugin (exit %d):\n%s" % (code, out))
+        sh(["dpkg", "-i", debs["spool-plugin-kafka"]])
+        code, out = sh(["/usr/bin/spool", "check", "-c", kcfg], ok=False)
+        check(code == 0, "spool check with spool-plugin-kafka installed (exit %d):\n%s"
+              % (code, out))
+        sh(["dpkg", "-r", "spool-plugin-kafka"])
+        check(not os.path.exists("/usr/lib/spool/plugins/spool-kafka.so"),
+              "dpkg -r spool-plugin-kafka left the .so")
+
         if shutil.which("logrotate"):
             code, out = sh(["logrotate", "-d", "/etc/logrotate.d/spool"], ok=False)
             check(code == 0 and "error:" not in out, "logrotate -d:\n" + out)
@@ -134,6 +185,8 @@ def package_installs_verifies_and_purges(tmp):
         check(not os.path.exists("/usr/bin/spool"), "dpkg -r left /usr/bin/spool")
         check(os.path.exists("/etc/spool/spool.yaml"), "dpkg -r removed the conffile")
     finally:
+        for extra in PLUGIN_PKGS + ("spool-dev",):
+            subprocess.run(["dpkg", "--purge", extra], capture_output=True, timeout=300)
         subprocess.run(["dpkg", "--purge", "spool"], capture_output=True, timeout=300)
         if not user_before and user_exists("spool"):
             subprocess.run(["userdel", "spool"], capture_output=True)

@@ -1,5 +1,6 @@
 /* test_registry.c: plugin registry: lookup, duplicates, ABI (version, frozen minimum
- * struct_size, abi_signature, ABI 1 plugins) and shape checks. */
+ * struct_size, abi_signature, ABI 1 plugins), shape checks, and spool's optional
+ * plugins (spool-<type>.so) loaded on demand by type. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -213,6 +215,55 @@ static void load_file_errors(void **state)
     assert_int_equal(spool_registry_load_file(path, err, sizeof(err)), -EEXIST);
 }
 
+/* dir/spool-test_ext.so, a link to the test plugin: one of "spool's optional
+ * plugins" as far as the registry can tell. */
+static void load_type_on_demand(void **state)
+{
+    char dir[] = "/tmp/spool-test-registry-XXXXXX", target[1024], link[1100], err[700];
+    assert_non_null(mkdtemp(dir));
+    snprintf(target, sizeof(target), "%s/test-plugins/test_plugin/test_plugin.so",
+             getenv("SPOOL_BUILD") ? getenv("SPOOL_BUILD") : "build");
+    snprintf(link, sizeof(link), "%s/spool-test_ext.so", dir);
+    char *abs = realpath(target, NULL);
+    assert_non_null(abs);
+    assert_int_equal(symlink(abs, link), 0);
+    free(abs);
+
+    /* load_dir leaves spool-<type>.so files to on-demand loading. */
+    spool_errors errs = {0};
+    assert_int_equal(spool_registry_load_dir(dir, &errs), 0);
+    assert_int_equal(errs.count, 0);
+    assert_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "test_ext"));
+
+    /* Named: loaded, then found. */
+    assert_int_equal(
+        spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "test_ext", err, sizeof(err)), 0);
+    assert_non_null(spool_registry_find(SPOOL_PLUGIN_OUTPUT, "test_ext"));
+
+    /* The file holds an output: asking for an input of that name fails, says why. */
+    spool_registry_reset();
+    assert_int_equal(
+        spool_registry_load_type(dir, SPOOL_PLUGIN_INPUT, "test_ext", err, sizeof(err)), -ENOENT);
+    assert_non_null(strstr(err, "does not provide"));
+
+    /* A packaged plugin not installed: the message names the package. */
+    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "kafka", err, sizeof(err)),
+                     -ENOENT);
+    assert_non_null(strstr(err, "install the package spool-plugin-kafka"));
+    assert_non_null(strstr(err, "spool-kafka.so"));
+
+    /* Any other unknown name, or one that is no file name: plain -ENOENT. */
+    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "nope", err, sizeof(err)),
+                     -ENOENT);
+    assert_string_equal(err, "");
+    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "../x", err, sizeof(err)),
+                     -ENOENT);
+    assert_string_equal(err, "");
+
+    unlink(link);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +274,7 @@ int main(void)
         cmocka_unit_test_setup(abi_check_refuses_with_both_sides, setup),
         cmocka_unit_test_setup(shape_is_checked, setup),
         cmocka_unit_test_setup(load_file_errors, setup),
+        cmocka_unit_test_setup(load_type_on_demand, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     spool_registry_reset();
