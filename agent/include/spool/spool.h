@@ -418,8 +418,12 @@ struct spool_chunk {
     const spool_record *records; /* count records in offset order */
     size_t count;
     size_t bytes;                /* sum of key, value and header bytes */
-    const uint8_t *raw;          /* the RecordBatch v2 bytes records came from;  */
-    size_t raw_len;              /* may begin with records before first_offset   */
+    /* raw: the RecordBatch v2 bytes the records came from, for outputs that
+     * forward them as they are; they may begin with records before
+     * first_offset. NULL and raw_len 0 when those batches also hold records
+     * past next_offset (a chunk cut at max_records). */
+    const uint8_t *raw;
+    size_t raw_len;
     void *output_data;           /* free for the output's use while the chunk lives;
                                     NULL at the first flush, kept across retries */
 };

@@ -37,8 +37,8 @@ typedef struct counter_ctx {
     int64_t interval; /* ms between batches */
     char *message;    /* the value's text before the number */
     /* The plugin's own state. */
-    int64_t next;     /* the next seq to produce; resumed from the durable position */
-    int sync_ready;   /* lock and wake were initialised (destroy accepts a half-built ctx) */
+    int64_t next;   /* the next seq to produce; resumed from the durable position */
+    int sync_ready; /* lock and wake were initialised (destroy accepts a half-built ctx) */
     pthread_mutex_t lock;
     pthread_cond_t wake; /* signalled by stop */
     int stop;            /* under lock */
@@ -48,8 +48,7 @@ static const spool_option counter_options[] = {
     SPOOL_OPT_INTEGER("count", counter_ctx, count, "0", 0, INT64_MAX / 2,
                       "records to produce in all, 0 = without end"),
     SPOOL_OPT_INTEGER("batch", counter_ctx, batch, "100", 1, 100000, "records per batch"),
-    SPOOL_OPT_TIME("interval", counter_ctx, interval, "1s", 0, 3600000,
-                   "time between two batches"),
+    SPOOL_OPT_TIME("interval", counter_ctx, interval, "1s", 0, 3600000, "time between two batches"),
     SPOOL_OPT_STR("message", counter_ctx, message, "tick", 0, "text before the number"),
     SPOOL_OPT_END,
 };
@@ -181,8 +180,7 @@ static int counter_run(spool_instance *ins, void *vctx)
     counter_ctx *ctx = vctx;
     while (!spool_instance_stopping(ins)) {
         if (ctx->count && ctx->next >= ctx->count) {
-            spool_log_info(ins, "produced all %" PRId64 " records; idle until stopped",
-                           ctx->count);
+            spool_log_info(ins, "produced all %" PRId64 " records; idle until stopped", ctx->count);
             while (!pause_ms(ctx, 1000)) {
             }
             break;

@@ -53,15 +53,15 @@ typedef struct file_async_ctx {
     int worker_started;
     pthread_t worker;
     pthread_mutex_t lock;
-    pthread_cond_t work; /* a chunk was queued, or stop */
-    pthread_cond_t idle; /* the queue ran empty */
+    pthread_cond_t work;  /* a chunk was queued, or stop */
+    pthread_cond_t idle;  /* the queue ran empty */
     pending *head, *tail; /* under lock */
     size_t queued;        /* under lock: queued or being written */
     int stop;             /* under lock */
     /* Worker thread only. */
     char *buf;
     size_t len, cap;
-    int failing; /* the last write failed (log once per streak) */
+    int failing;            /* the last write failed (log once per streak) */
     spool_counter *depth;   /* gauge: chunks queued or being written */
     spool_counter *written; /* counter: chunks written */
 } file_async_ctx;
@@ -126,9 +126,10 @@ static int put_string(file_async_ctx *ctx, const void *p, int64_t n)
 static int format_record(file_async_ctx *ctx, const spool_chunk *c, const spool_record *r)
 {
     char num[160];
-    int n = snprintf(num, sizeof(num), "{\"partition\":%" PRId32 ",\"offset\":%" PRId64
-                     ",\"timestamp\":%" PRId64 ",\"topic\":", c->partition, r->offset,
-                     r->timestamp);
+    int n = snprintf(num, sizeof(num),
+                     "{\"partition\":%" PRId32 ",\"offset\":%" PRId64 ",\"timestamp\":%" PRId64
+                     ",\"topic\":",
+                     c->partition, r->offset, r->timestamp);
     int rc = put(ctx, num, (size_t)n);
     rc = rc ? rc : put_string(ctx, c->topic, (int64_t)strlen(c->topic));
     rc = rc ? rc : put(ctx, ",\"key\":", 7);

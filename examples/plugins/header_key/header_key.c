@@ -25,11 +25,11 @@
 
 typedef struct header_key_ctx {
     /* Options: filled by the core from the table below, freed by it after destroy. */
-    char *header;      /* required */
+    char *header; /* required */
     int uppercase;
     char *default_key; /* NULL = leave records without the header alone */
     /* The plugin's own state, used only on the processor thread. */
-    char *buf;         /* the key being built */
+    char *buf; /* the key being built */
     size_t cap;
     spool_counter *missing; /* records without the header */
 } header_key_ctx;
@@ -57,8 +57,8 @@ static int header_key_check(spool_instance *ins, void *vctx)
 static int header_key_init(spool_instance *ins, void *vctx)
 {
     header_key_ctx *ctx = vctx;
-    ctx->missing = spool_counter_register(ins, "missing",
-                                          "Records without the header that makes the key");
+    ctx->missing =
+        spool_counter_register(ins, "missing", "Records without the header that makes the key");
     return ctx->missing ? 0 : -ENOMEM;
 }
 
