@@ -175,7 +175,7 @@ SPOOL_API void spool_options_free(const spool_option *table, void *ctx);
 /* ------------------------------------------------------------------------ */
 /* Instances: one configured entry of the inputs/processors/outputs lists.  */
 /* The core owns every instance; `ins` stays valid from check to the end of */
-/* destroy. Strings returned here belong to the core and live as long.     */
+/* destroy. Strings returned here belong to the core and live as long.      */
 /* ------------------------------------------------------------------------ */
 
 typedef struct spool_instance spool_instance;
@@ -328,9 +328,9 @@ SPOOL_API void spool_memory_adjust(size_t *held, size_t now);
 SPOOL_API void spool_memory_release(size_t bytes);
 
 /* ------------------------------------------------------------------------ */
-/* Batches: inputs build them, processors change them. A batch is used by  */
-/* one thread at a time; its creator owns it until it is submitted, then   */
-/* the core (which lends it to each processor during process).             */
+/* Batches: inputs build them, processors change them. A batch is used by   */
+/* one thread at a time; its creator owns it until it is submitted, then    */
+/* the core (which lends it to each processor during process).              */
 /* ------------------------------------------------------------------------ */
 
 /* A new empty batch for this input, owned by the caller. NULL on ENOMEM.
@@ -407,7 +407,7 @@ SPOOL_API int spool_input_submit_durable(spool_instance *ins, spool_batch *b, in
 /* everything it points to belong to the core: valid until flush returns,   */
 /* or, if flush returned SPOOL_PENDING, until spool_output_complete is      */
 /* called for it. A chunk answered SPOOL_RETRY is flushed again later, the  */
-/* same pointer with the same records.                                       */
+/* same pointer with the same records.                                      */
 /* ------------------------------------------------------------------------ */
 
 struct spool_chunk {
