@@ -7,10 +7,24 @@
  * the declarative option table that drives config validation, defaults and
  * `spool plugins`, and the calls a plugin makes back into the core.
  *
+ * docs/plugins.md is the guide (lifecycle, threads, ownership, ordering),
+ * with three complete examples in examples/plugins/.
+ *
  * Conventions: calls return 0 or a negative errno; results go through out
  * parameters. Output callbacks return SPOOL_OK, SPOOL_RETRY, SPOOL_REJECT or
  * SPOOL_PENDING. Every pointer a plugin receives in a callback is valid only
- * for that callback unless its comment says otherwise.
+ * for that callback unless its comment says otherwise; every pointer it
+ * passes in is only read during the call (the core copies what it keeps).
+ * Each prototype's comment names the thread it may be called from: "any
+ * thread", or a callback ("from check", "from flush"). The callbacks run on
+ * these threads: check, init, start, stop and destroy on spool's main
+ * thread; run on a thread of its own per input; process on the one
+ * processor thread; flush and drain on the output's runner thread.
+ *
+ * Topics, in order: output results; records; option tables; instances and
+ * config checks; logging; metrics; memory; batches (inputs build them,
+ * processors change them); positions and submitting (inputs); chunks and
+ * completion (outputs); the plugin struct and its ABI; helpers.
  *
  * ABI (docs/plugins.md, "ABI and loading"): an external plugin exports
  * `spool_plugin_register`, a function returning its `const spool_plugin *`.
@@ -81,7 +95,9 @@ typedef struct spool_record {
     int64_t offset;              /* -1 until the log assigns it */
 } spool_record;
 
-/* Returns the first header named `name` of `r`, or NULL. */
+/* Returns the first header named `name` (NUL-terminated) of `r`, or NULL;
+ * the result points into r's headers and lives as long as they do. Any
+ * thread. */
 SPOOL_API const spool_header *spool_record_header(const spool_record *r, const char *name);
 
 /* ------------------------------------------------------------------------ */
@@ -113,7 +129,9 @@ typedef struct spool_strmap {
 /*
  * One row of an option table. A dotted name ("multiline.start") is the key
  * `start` inside the mapping `multiline`. Defaults are text parsed by the
- * same parser as the user's file. Tables end with SPOOL_OPT_END.
+ * same parser as the user's file. Tables end with SPOOL_OPT_END. The values
+ * the core fills into the context (strings, lists, maps) belong to the
+ * instance and are freed by the core after destroy: plugins never free them.
  */
 typedef struct spool_option {
     const char *name;                /* key in the YAML mapping, dotted for nesting */
@@ -148,30 +166,40 @@ typedef struct spool_option {
     { n, SPOOL_OPT_ENUM, d, 0, SPOOL__FIELD(T, f, int), 1, 0, values, desc }
 #define SPOOL_OPT_END { NULL, SPOOL_OPT_STRING, NULL, 0, 0, 1, 0, NULL, NULL }
 
-/* Frees every value an option table filled into `ctx` (strings, lists, maps). */
+/* Frees every value an option table filled into `ctx` (strings, lists,
+ * maps) and clears the fields. The core calls it for each instance after
+ * destroy: a plugin needs it only for a context it filled itself. Any
+ * thread, for a ctx no other thread uses. */
 SPOOL_API void spool_options_free(const spool_option *table, void *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Instances: one configured entry of the inputs/processors/outputs lists.  */
+/* The core owns every instance; `ins` stays valid from check to the end of */
+/* destroy. Strings returned here belong to the core and live as long.      */
 /* ------------------------------------------------------------------------ */
 
 typedef struct spool_instance spool_instance;
 typedef struct spool_batch spool_batch;
 typedef struct spool_chunk spool_chunk;
 
-/* The instance's name: its `name`, or "<type>.<index>" when none was given. */
+/* The instance's name: its `name`, or "<type>.<index>" when none was given.
+ * Any thread. */
 SPOOL_API const char *spool_instance_name(const spool_instance *ins);
-/* The plugin type name ("tail"). */
+/* The plugin type name ("tail"). Any thread. */
 SPOOL_API const char *spool_instance_type(const spool_instance *ins);
-/* Inputs: the topic records go to. */
+/* Inputs: the topic records go to. Any thread. */
 SPOOL_API const char *spool_instance_topic(const spool_instance *ins);
-/* The service's data directory (absolute path); plugins keep state below it. */
+/* The service's data directory (absolute path); plugins keep state below
+ * it. From init on (not in check: the service is not open then); any
+ * thread. */
 SPOOL_API const char *spool_instance_data_dir(const spool_instance *ins);
-/* This host's name, as the `host` header carries it. */
+/* This host's name, as the `host` header carries it; lives as long as the
+ * process. Any thread. */
 SPOOL_API const char *spool_hostname(void);
 /* 1 once the core asked the instance to stop; any thread. */
 SPOOL_API int spool_instance_stopping(const spool_instance *ins);
-/* Wall-clock now in ms since the epoch, and a monotonic clock in ms. */
+/* Wall-clock now in ms since the epoch, and a monotonic clock in ms. Any
+ * thread. */
 SPOOL_API int64_t spool_now_ms(void);
 SPOOL_API int64_t spool_monotonic_ms(void);
 
@@ -179,8 +207,10 @@ SPOOL_API int64_t spool_monotonic_ms(void);
  * example stdin at end of file). Any thread. */
 SPOOL_API void spool_service_shutdown(const char *reason);
 
-/* During init/check only: report a config error about `option` of this
- * instance; the core prints it with the option's file:line:column. */
+/* From check (or init): report a config error about `option` (NULL: the
+ * entry itself) of this instance; the core prints it with the option's
+ * file:line:column, and `spool check` and `spool run` exit 2. From init it
+ * is logged as an error instead. The message is copied. */
 SPOOL_API void spool_config_error(spool_instance *ins, const char *option, const char *fmt, ...)
     SPOOL_PRINTF(3, 4);
 
@@ -188,7 +218,7 @@ SPOOL_API void spool_config_error(spool_instance *ins, const char *option, const
  * For check(): find at `spool check` time what init would fail on. Each
  * reports at most one spool_config_error on `option` and returns -EINVAL,
  * or 0 (also when the value is NULL: an unset option). Nothing is resolved
- * or connected to.
+ * or connected to. From check (or init); the strings are only read.
  *  - address: host:port, [IPv6]:port; IPv4/IPv6 literals must be valid, a
  *    name well formed, the port a number in 1-65535 (flags below);
  *  - url: scheme (one of `schemes`, NULL-terminated, without "://") then
@@ -221,7 +251,10 @@ enum spool_log_level {
     SPOOL_LOG_DEBUG = 3,
 };
 
-/* `ins` may be NULL for core messages. Any thread. */
+/* One line to spool's log, prefixed with the instance's kind, plugin and
+ * name; `ins` may be NULL for core messages. Filtered by service.log_level;
+ * the same format from the same instance more than a few times in a short
+ * while is suppressed, then summarised. Any thread. */
 SPOOL_API void spool_log_write(const spool_instance *ins, int level, const char *fmt, ...)
     SPOOL_PRINTF(3, 4);
 SPOOL_API void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_list ap);
@@ -259,12 +292,23 @@ SPOOL_API void spool_count(spool_instance *ins, spool_counter_kind kind, uint64_
 
 typedef struct spool_counter spool_counter;
 /* A plugin-specific counter, exported as spool_<plugin>_<name>_total.
- * Call from init; the core owns it. Returns NULL on ENOMEM. */
+ * Call from init; the core owns it and frees it with the instance (valid
+ * until destroy returns). Returns NULL on ENOMEM. */
 SPOOL_API spool_counter *spool_counter_register(spool_instance *ins, const char *name,
                                                 const char *help);
+/* A plugin-specific gauge (a value that goes up and down, such as open
+ * connections), exported as spool_<plugin>_<name>; set it with
+ * spool_gauge_set. Call from init; the core owns it. NULL on ENOMEM. */
+SPOOL_API spool_counter *spool_gauge_register(spool_instance *ins, const char *name,
+                                              const char *help);
+/* Adds n to a counter. Any thread, lock-free; c may be NULL (no-op). */
 SPOOL_API void spool_counter_add(spool_counter *c, uint64_t n);
-/* A gauge the plugin sets (e.g. open files). */
+/* Sets a gauge (e.g. open files). Any thread, lock-free; c may be NULL. */
 SPOOL_API void spool_gauge_set(spool_counter *c, int64_t v);
+
+/* ------------------------------------------------------------------------ */
+/* Memory: the service's one byte account.                                  */
+/* ------------------------------------------------------------------------ */
 
 /*
  * Memory (service.memory_limit, docs/memory.md): a plugin that holds buffers
@@ -275,37 +319,53 @@ SPOOL_API void spool_gauge_set(spool_counter *c, int64_t v);
  * time: push back, e.g. 503), -ENOMEM (larger than the limit itself).
  * spool_memory_adjust moves what the caller holds from *held to `now` bytes
  * without refusing (memory already taken); spool_memory_release gives back
- * bytes reserved or adjusted before.
+ * bytes reserved or adjusted before. The core already counts batches and
+ * output chunks (with chunk.bytes for the output's copy): count only other
+ * buffers. Without a memory_limit every reservation succeeds.
  */
 SPOOL_API int spool_memory_reserve(size_t bytes, int64_t timeout_ms);
 SPOOL_API void spool_memory_adjust(size_t *held, size_t now);
 SPOOL_API void spool_memory_release(size_t bytes);
 
 /* ------------------------------------------------------------------------ */
-/* Input side: build batches of records and submit them to the pipeline.    */
+/* Batches: inputs build them, processors change them. A batch is used by   */
+/* one thread at a time; its creator owns it until it is submitted, then    */
+/* the core (which lends it to each processor during process).              */
 /* ------------------------------------------------------------------------ */
 
-/* A new empty batch for this input. NULL on ENOMEM. Any thread. */
+/* A new empty batch for this input, owned by the caller. NULL on ENOMEM.
+ * Any thread. */
 SPOOL_API spool_batch *spool_batch_create(spool_instance *ins);
-/* Frees a batch that was not submitted. Accepts NULL. */
+/* Frees a batch the caller owns (not submitted, or its submit failed).
+ * Accepts NULL. Any thread. */
 SPOOL_API void spool_batch_destroy(spool_batch *b);
-/* Copies the record's key, value and headers into the batch. The record's
- * partition and offset are ignored; timestamp 0 means "now". -ENOMEM. */
+/* Copies the record's key, value and headers into the batch (r stays the
+ * caller's). The record's partition and offset are ignored; timestamp 0
+ * means "now". -ENOMEM. Any thread. */
 SPOOL_API int spool_batch_append(spool_batch *b, const spool_record *r);
-/* Number of records and bytes of payload (keys, values, headers) held. */
+/* Number of records and bytes of payload (keys, values, headers) held. Any
+ * thread. */
 SPOOL_API size_t spool_batch_count(const spool_batch *b);
 SPOOL_API size_t spool_batch_bytes(const spool_batch *b);
-/* Fills `out` with a view of record i; valid until the batch changes. */
+/* Fills `out` with a view of record i: it points into the batch and is
+ * valid until the batch changes (append, set_key). Processors: from
+ * process. */
 SPOOL_API void spool_batch_get(const spool_batch *b, size_t i, spool_record *out);
-/* Replaces the key of record i (processors). -ENOMEM. */
+/* Replaces the key of record i with a copy of key (NULL: no key); earlier
+ * views of the batch become invalid. Processors: from process. -ENOMEM. */
 SPOOL_API int spool_batch_set_key(spool_batch *b, size_t i, const void *key, int32_t key_len);
+
+/* ------------------------------------------------------------------------ */
+/* Inputs: positions, and submitting batches to the pipeline.               */
+/* ------------------------------------------------------------------------ */
 
 /*
  * Attaches a source position to the batch: once the batch is durable in the
  * log, `source` maps to `pos` in the durable position store, atomically with
  * the records (DESIGN.md: a position is trusted only if its data survived).
  * A later set for the same source in the same batch replaces the earlier one.
- * len 0 with pos NULL forgets the source. -ENOMEM.
+ * len 0 with pos NULL forgets the source. source and pos are copied;
+ * positions are kept per input name. -ENOMEM. Any thread.
  */
 SPOOL_API int spool_batch_set_position(spool_batch *b, const char *source, const void *pos,
                                        size_t len);
@@ -314,7 +374,8 @@ SPOOL_API int spool_batch_set_position(spool_batch *b, const char *source, const
  * bytes); *len gets its full length. -ENOENT if none. Any thread. */
 SPOOL_API int spool_input_get_position(spool_instance *ins, const char *source, void *buf,
                                        size_t cap, size_t *len);
-/* Calls fn for every source this input has a position for. */
+/* Calls fn for every source this input has a position for, on the calling
+ * thread; source and pos are valid during that call only. Any thread. */
 SPOOL_API int spool_input_foreach_position(spool_instance *ins,
                                            void (*fn)(void *arg, const char *source,
                                                       const void *pos, size_t len),
@@ -324,7 +385,8 @@ SPOOL_API int spool_input_foreach_position(spool_instance *ins,
  * Hands the batch to the pipeline. On 0 the core owns it. Blocks while the
  * next queue is full, for at most timeout_ms (-1 = until space or stop);
  * then -EAGAIN and the caller keeps the batch (backpressure: stop reading).
- * -ESHUTDOWN once the pipeline stopped; the caller keeps the batch.
+ * -ESHUTDOWN once the pipeline stopped; the caller keeps the batch. Any
+ * thread (run, or the plugin's own threads).
  */
 SPOOL_API int spool_input_submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms);
 
@@ -333,13 +395,19 @@ SPOOL_API int spool_input_submit(spool_instance *ins, spool_batch *b, int64_t ti
  * under its topic's fsync policy (for acknowledging inputs such as the http
  * ingest). 0 = durable; -EAGAIN = the pipeline was full (nothing queued);
  * -ETIMEDOUT = queued but not yet durable after timeout_ms; -EIO or -ENOSPC
- * if the log failed it.
+ * if the log failed it. Any thread. Once queued (every result but -EAGAIN,
+ * -ESHUTDOWN and -ENOMEM) the core owns the batch; otherwise the caller
+ * keeps it.
  */
 SPOOL_API int spool_input_submit_durable(spool_instance *ins, spool_batch *b, int64_t timeout_ms);
 
 /* ------------------------------------------------------------------------ */
-/* Output side: the core reads the log at the output's cursor and hands     */
-/* chunks of one partition to flush().                                      */
+/* Outputs: the core reads the log at the output's cursor and hands chunks  */
+/* of one partition to flush(), on the output's runner thread. A chunk and  */
+/* everything it points to belong to the core: valid until flush returns,   */
+/* or, if flush returned SPOOL_PENDING, until spool_output_complete is      */
+/* called for it. A chunk answered SPOOL_RETRY is flushed again later, the  */
+/* same pointer with the same records.                                      */
 /* ------------------------------------------------------------------------ */
 
 struct spool_chunk {
@@ -350,23 +418,37 @@ struct spool_chunk {
     const spool_record *records; /* count records in offset order */
     size_t count;
     size_t bytes;                /* sum of key, value and header bytes */
-    const uint8_t *raw;          /* the RecordBatch v2 bytes records came from;  */
-    size_t raw_len;              /* may begin with records before first_offset   */
-    void *output_data;           /* free for the output's use while the chunk lives */
+    /* raw: the RecordBatch v2 bytes the records came from, for outputs that
+     * forward them as they are; they may begin with records before
+     * first_offset. NULL and raw_len 0 when those batches also hold records
+     * past next_offset (a chunk cut at max_records). */
+    const uint8_t *raw;
+    size_t raw_len;
+    void *output_data;           /* free for the output's use while the chunk lives;
+                                    NULL at the first flush, kept across retries */
 };
 
 /* For an output whose flush returned SPOOL_PENDING: report the outcome
- * (SPOOL_OK, SPOOL_RETRY, SPOOL_REJECT). `reason` (may be NULL) is kept
- * with a rejected chunk in the dead-letter topic. Any thread, exactly once. */
+ * (SPOOL_OK, SPOOL_RETRY, SPOOL_REJECT) of `chunk`, the very pointer flush
+ * received. `reason` (may be NULL; copied) is kept with a rejected chunk in
+ * the dead-letter topic. The chunk may be reused as soon as this is called:
+ * read nothing of it afterwards. Any thread, exactly once per pending
+ * flush, never after destroy returned. */
 SPOOL_API void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int result,
                                      const char *reason);
 
-/* An output's chunk was rejected: sets the reason the dead-letter record
- * carries. Call from flush before returning SPOOL_REJECT. */
+/* An output's chunk was rejected: sets the reason (copied) the dead-letter
+ * record carries. From flush, before it returns SPOOL_REJECT. */
 SPOOL_API void spool_output_set_reject_reason(spool_instance *ins, const char *reason);
 
+/* For an output about to return SPOOL_RETRY from flush (or to complete a
+ * pending chunk with SPOOL_RETRY): the destination asked for at least ms
+ * milliseconds before the next attempt (HTTP Retry-After). The runner
+ * waits max(ms, its own backoff) before retrying that chunk. Any thread. */
+SPOOL_API void spool_output_retry_after(spool_instance *ins, int64_t ms);
+
 /* ------------------------------------------------------------------------ */
-/* Plugins.                                                                 */
+/* Plugins: the struct the core loads, and its ABI.                         */
 /* ------------------------------------------------------------------------ */
 
 typedef enum spool_plugin_kind {
@@ -394,29 +476,40 @@ typedef struct spool_plugin {
     const spool_option *options; /* ends with SPOOL_OPT_END; may be NULL */
     size_t context_size;     /* bytes of the per-instance context */
 
-    /* Semantic checks beyond the table, without side effects. Report with
+    /* Semantic checks beyond the table, without side effects; always called
+     * before init (and alone by `spool check`). Main thread. Report with
      * spool_config_error. Return 0 or -EINVAL. Optional. */
     int (*check)(spool_instance *ins, void *ctx);
-    /* Acquire resources (sockets, files, clients). 0 or negative errno. */
+    /* Acquire resources (sockets, files, clients). Main thread; outputs
+     * first, then processors, then inputs. 0 or negative errno. */
     int (*init)(spool_instance *ins, void *ctx);
-    /* Begin work; inputs may start threads here. Optional. */
+    /* Inputs and outputs: begin work, e.g. start the plugin's threads.
+     * Main thread. 0 or negative errno. Optional. */
     int (*start)(spool_instance *ins, void *ctx);
     /* Inputs: if set, the core runs it on a thread of its own after start;
-     * it returns when spool_instance_stopping() or on a fatal error. */
+     * it returns when spool_instance_stopping() or on a fatal error
+     * (logged; the input ends, the service goes on). */
     int (*run)(spool_instance *ins, void *ctx);
-    /* Asked to stop: wake run(), stop threads. Must not block long. Optional. */
+    /* Inputs and outputs: asked to stop: wake run(), tell threads to end.
+     * Main thread, possibly while run or flush is running. Must not block
+     * long. Optional. */
     void (*stop)(spool_instance *ins, void *ctx);
-    /* Release everything init made. Accepts a half-built ctx. Optional. */
+    /* Release everything init and start made; join the plugin's threads.
+     * Main thread, after every other callback, or right after a failed
+     * init. Accepts a half-built ctx. Optional. */
     void (*destroy)(spool_instance *ins, void *ctx);
 
-    /* Processors: change records in place, drop none silently. 0 or -errno. */
+    /* Processors: change records in place, drop none silently. The one
+     * processor thread, for every batch of every input; the batch is lent
+     * for the call. 0 or -errno (counted, logged, the batch goes on). */
     int (*process)(spool_instance *ins, void *ctx, spool_batch *batch);
 
-    /* Outputs: deliver a chunk. SPOOL_OK, SPOOL_RETRY, SPOOL_REJECT, or
-     * SPOOL_PENDING (then call spool_output_complete later). */
+    /* Outputs: deliver a chunk. The output's runner thread. SPOOL_OK,
+     * SPOOL_RETRY, SPOOL_REJECT, or SPOOL_PENDING (then call
+     * spool_output_complete later; up to max_in_flight chunks pending). */
     int (*flush)(spool_instance *ins, void *ctx, const spool_chunk *chunk);
     /* Outputs: called on shutdown to finish what is pending within
-     * timeout_ms. Optional. */
+     * timeout_ms. The output's runner thread. Optional. */
     void (*drain)(spool_instance *ins, void *ctx, int64_t timeout_ms);
 
     /* Fields after drain are absent from plugins built against ABI 1's
@@ -460,38 +553,25 @@ typedef const spool_plugin *(*spool_plugin_register_fn)(void);
 /* Templates: "{{ host }}-{{ path }}" over a record's headers and the names
  * `topic`, `input`, `host`, `file` (basename of the `path` header). */
 typedef struct spool_template spool_template;
-/* Compiles text. NULL on syntax error with *err set to a static message. */
+/* Compiles text. NULL on syntax error with *err set to a static message.
+ * The caller owns the template. Any thread (usually init). */
 SPOOL_API spool_template *spool_template_compile(const char *text, const char **err);
+/* Frees a template. Accepts NULL. */
 SPOOL_API void spool_template_destroy(spool_template *t);
 /* Renders into buf (cap bytes, not NUL-terminated); returns the full
  * length needed, so a return > cap means truncated. `input` and `topic`
- * may be NULL. */
+ * may be NULL. Any thread; a template may be rendered by several at once. */
 SPOOL_API size_t spool_template_render(const spool_template *t, const spool_record *r,
                                        const char *topic, const char *input, char *buf, size_t cap);
-/* 1 if the template is plain text with no fields. */
+/* 1 if the template is plain text with no fields. Any thread. */
 SPOOL_API int spool_template_is_literal(const spool_template *t);
 
 /* Writes src JSON-escaped (without quotes) into dst. Valid UTF-8 passes
  * through; each byte of an invalid sequence becomes \u00XX (its Latin-1
  * code point), so nothing is dropped. Returns the length needed; if that
- * exceeds cap, dst holds a truncated prefix. */
+ * exceeds cap, dst holds a truncated prefix. Any thread. */
 SPOOL_API size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len);
 
-/* ------------------------------------------------------------------------ */
-/* Added for the http output (issue 6).                                     */
-/* ------------------------------------------------------------------------ */
-
-/* For an output about to return SPOOL_RETRY from flush (or to complete a
- * pending chunk with SPOOL_RETRY): the destination asked for at least ms
- * milliseconds before the next attempt (HTTP Retry-After). The runner
- * waits max(ms, its own backoff) before retrying that chunk. Any thread. */
-SPOOL_API void spool_output_retry_after(spool_instance *ins, int64_t ms);
-
-/* A plugin-specific gauge (a value that goes up and down, such as open
- * connections), exported as spool_<plugin>_<name>; set it with
- * spool_gauge_set. Call from init; the core owns it. NULL on ENOMEM. */
-SPOOL_API spool_counter *spool_gauge_register(spool_instance *ins, const char *name,
-                                              const char *help);
 
 #ifdef __cplusplus
 }
