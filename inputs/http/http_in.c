@@ -60,8 +60,8 @@
 #include <microhttpd.h>
 #include <zstd.h>
 
-#include "../../outputs/http/http_format.h"
 #include "http_in.h"
+#include "spool/wire.h"
 
 #define HTTPI_PATH "/v1/batches"
 #define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
@@ -196,8 +196,8 @@ typedef struct httpi_sink {
  */
 typedef struct httpi_scratch {
     spool_buf plain;       /* decompressed body */
-    spool_decoded dec;     /* native records */
-    httpfmt_parser parser; /* JSON records */
+    spool_wire_reader *dec;   /* native records */
+    spool_wire_parser parser; /* JSON records */
     ZSTD_DCtx *dctx;
     httpi_sink sink;
 } httpi_scratch;
@@ -212,8 +212,8 @@ static void httpi_scratch_free(void *p)
         return;
     }
     spool_buf_free(&sc->plain);
-    spool_decoded_free(&sc->dec);
-    httpfmt_parser_free(&sc->parser);
+    spool_wire_reader_destroy(sc->dec);
+    spool_wire_parser_free(&sc->parser);
     ZSTD_freeDCtx(sc->dctx);
     free(sc);
 }
@@ -234,7 +234,8 @@ static httpi_scratch *httpi_scratch_get(void)
             return NULL;
         }
         sc->dctx = ZSTD_createDCtx();
-        if (!sc->dctx || pthread_setspecific(httpi_scratch_key, sc) != 0) {
+        sc->dec = spool_wire_reader_create();
+        if (!sc->dctx || !sc->dec || pthread_setspecific(httpi_scratch_key, sc) != 0) {
             httpi_scratch_free(sc);
             return NULL;
         }
@@ -252,10 +253,7 @@ static void httpi_scratch_release(httpi_scratch *sc)
         }
         bufs[i]->len = 0;
     }
-    if (sc->dec.scratch.cap > HTTPI_KEEP_BYTES) {
-        spool_decoded_free(&sc->dec);
-    }
-    spool_decoded_reset(&sc->dec);
+    spool_wire_reader_reset(sc->dec, HTTPI_KEEP_BYTES);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -507,15 +505,13 @@ static int httpi_sink_add(void *arg, const spool_record *r)
 
 /* Decodes native batches from body into the sink. 0 or a status with why. */
 static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body, httpi_sink *sink,
-                                    spool_decoded *dp, char *why, size_t whycap)
+                                    spool_wire_reader *rd, char *why, size_t whycap)
 {
-    spool_decoded d = *dp;
     unsigned status = 0;
     size_t pos = 0;
     while (pos < body->len) {
-        /* The CRC is checked once, by spool_batch_decode (below). */
-        spool_batch_info info;
-        long n = spool_batch_parse_header(body->data + pos, body->len - pos, 0, &info);
+        /* The CRC is checked once, by spool_wire_reader_read (below). */
+        long n = spool_wire_batch_size(body->data + pos, body->len - pos, 0, NULL);
         if (n == 0) {
             snprintf(why, whycap, "truncated batch at byte %zu", pos);
             status = MHD_HTTP_BAD_REQUEST;
@@ -526,12 +522,12 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
             status = MHD_HTTP_BAD_REQUEST;
             break;
         }
-        spool_decoded_reset(&d);
-        int m = spool_batch_decode(body->data + pos, (size_t)n, -1, req->first, &d);
+        spool_wire_reader_reset(rd, SIZE_MAX);
+        int m = spool_wire_reader_read(rd, body->data + pos, (size_t)n, -1, req->first);
         if (m < 0) {
             /* Tell a CRC mismatch from other damage (error path only). */
             int crc_bad =
-                m == -EBADMSG && spool_batch_parse_header(body->data + pos, (size_t)n, 1, NULL) < 0;
+                m == -EBADMSG && spool_wire_batch_size(body->data + pos, (size_t)n, 1, NULL) < 0;
             if (m == -ENOMEM) {
                 snprintf(why, whycap, "out of memory");
                 status = MHD_HTTP_SERVICE_UNAVAILABLE;
@@ -544,11 +540,13 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
             status = MHD_HTTP_BAD_REQUEST;
             break;
         }
-        for (size_t i = 0; i < d.count; i++) {
-            if (d.records[i].offset >= req->next) {
+        size_t count;
+        const spool_record *recs = spool_wire_reader_records(rd, &count);
+        for (size_t i = 0; i < count; i++) {
+            if (recs[i].offset >= req->next) {
                 break;
             }
-            int rc = httpi_sink_add(sink, &d.records[i]);
+            int rc = httpi_sink_add(sink, &recs[i]);
             if (rc < 0) {
                 snprintf(why, whycap, "%s",
                          rc == -E2BIG ? "too many headers in a record" : "out of memory");
@@ -569,7 +567,6 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
                  req->first == INT64_MIN ? 0 : req->first, req->next);
         status = MHD_HTTP_BAD_REQUEST;
     }
-    *dp = d;
     return status;
 }
 
@@ -622,9 +619,9 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
     sink->agent = req->agent;
     sink->agent_len = (int32_t)strlen(req->agent);
     if (req->kind == KIND_NATIVE) {
-        status = httpi_decode_native(req, plain, sink, &sc->dec, why, whycap);
+        status = httpi_decode_native(req, plain, sink, sc->dec, why, whycap);
     } else {
-        long n = httpfmt_parse(&sc->parser, plain->data ? plain->data : (const uint8_t *)"",
+        long n = spool_wire_json_parse(&sc->parser, plain->data ? plain->data : (const uint8_t *)"",
                                plain->len, httpi_sink_add, sink, why, whycap);
         if (n == -E2BIG) {
             snprintf(why, whycap, "too many headers in a record");

@@ -13,7 +13,6 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "codec/codec.h"
 #include "spool/spool.h"
 
 /* Bearer tokens read from tokens_file, re-read when its mtime changes. */

@@ -471,11 +471,59 @@ SPOOL_API size_t spool_template_render(const spool_template *t, const spool_reco
 /* 1 if the template is plain text with no fields. */
 SPOOL_API int spool_template_is_literal(const spool_template *t);
 
-/* Writes src JSON-escaped (without quotes) into dst. Valid UTF-8 passes
- * through; each byte of an invalid sequence becomes \u00XX (its Latin-1
- * code point), so nothing is dropped. Returns the length needed; if that
- * exceeds cap, dst holds a truncated prefix. */
+/* Growable byte buffer: THE buffer of the core and the plugins. A zeroed
+ * struct is empty; capacity doubles, so appends are amortised O(1). One
+ * owner at a time (no locking); data belongs to the buffer until
+ * spool_buf_free (which leaves it zeroed, ready for reuse). */
+typedef struct spool_buf {
+    uint8_t *data; /* len used bytes of cap */
+    size_t len;    /* bytes */
+    size_t cap;    /* bytes */
+} spool_buf;
+
+/* Makes room for `extra` more bytes past len. 0 or -ENOMEM (b unchanged). */
+SPOOL_API int spool_buf_reserve(spool_buf *b, size_t extra);
+/* Appends n bytes of p (copied). 0 or -ENOMEM (b unchanged). */
+SPOOL_API int spool_buf_append(spool_buf *b, const void *p, size_t n);
+SPOOL_API void spool_buf_free(spool_buf *b);
+
+/* JSON. Strings are escaped one way everywhere: valid UTF-8 passes through,
+ * `"`, `\` and control bytes are escaped (\n \r \t \b \f, else \u00XX),
+ * and each byte of an invalid, overlong, surrogate or truncated UTF-8
+ * sequence becomes \ufffd (U+FFFD), so the output is always valid JSON and
+ * valid UTF-8. Pure functions, any thread; out is the caller's. */
+
+/* Writes src escaped (without quotes) into dst. Returns the length needed
+ * (at most 6 * len); if that exceeds cap, dst holds a truncated prefix. */
 SPOOL_API size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len);
+/* Appends src as a quoted JSON string. 0 or -ENOMEM (out->len unchanged). */
+SPOOL_API int spool_json_append_string(spool_buf *out, const void *src, size_t len);
+/* Appends one record as one JSON object, no newline, with the one field
+ * order every JSON output uses (docs/protocol.md):
+ *   {"key":"k"|null,"value":"v"|null,"headers":{"name":"v"|null,...},
+ *    "timestamp":ms,"topic":"t","partition":p,"offset":o}
+ * topic NULL leaves "topic" out; partition and offset are r's.
+ * 0 or -ENOMEM (out->len unchanged). */
+SPOOL_API int spool_json_append_record(spool_buf *out, const spool_record *r, const char *topic);
+
+/* Compression to and from a buffer (the codecs of Kafka's attributes). */
+enum spool_compression {
+    SPOOL_COMPRESS_NONE = 0,
+    SPOOL_COMPRESS_GZIP = 1, /* gzip (RFC 1952) framing of deflate */
+    SPOOL_COMPRESS_ZSTD = 4, /* one zstd frame with its content size */
+};
+/* Appends src compressed with `compression` to out. level: zstd 1-22,
+ * gzip 1-9, anything else the codec's default. 0, -EINVAL (unknown codec),
+ * -ENOMEM or -EIO; out->len unchanged on error. Any thread. */
+SPOOL_API int spool_compress(spool_buf *out, int compression, int level, const void *src,
+                             size_t len);
+/* Appends src decompressed to out, refusing to produce more than limit
+ * bytes (a decompression bomb). gzip also takes zlib framing; NONE copies.
+ * 0, -EFBIG (over limit), -EBADMSG (corrupt or truncated), -EINVAL
+ * (unknown codec), -ENOMEM; out->len unchanged on error. Any thread
+ * (a zstd context is kept per thread). */
+SPOOL_API int spool_decompress(spool_buf *out, int compression, const void *src, size_t len,
+                               size_t limit);
 
 /* ------------------------------------------------------------------------ */
 /* Added for the http output (issue 6).                                     */
