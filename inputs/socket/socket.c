@@ -191,8 +191,8 @@ static int emit_syslog(void *arg, spool_batch *b, const sock_peer *peer, const u
     if (syslog_parse(p, n, &m) != 0) {
         hdr_set(&h[hn++], "syslog.error", m.error, strlen(m.error));
     } else {
-        const char *fac = syslog_facility_name(m.facility);
-        const char *sev = syslog_severity_name(m.severity);
+        const char *fac = spool_syslog_facility_name(m.facility);
+        const char *sev = spool_syslog_severity_name(m.severity);
         hdr_set(&h[hn++], "facility", fac, strlen(fac));
         hdr_set(&h[hn++], "severity", sev, strlen(sev));
         span_header(h, &hn, "hostname", m.hostname);

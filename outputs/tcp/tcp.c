@@ -32,7 +32,6 @@
 
 #include "spool/spool.h"
 
-#include "../../inputs/socket/syslog_parse.h"
 #include "conn.h"
 
 typedef struct tcpout {
@@ -158,8 +157,8 @@ static int format_syslog(tcpout *t, const spool_record *r)
 {
     int rc = 0;
     char head[96];
-    int fac = header_code(r, "facility", syslog_facility_from_name, t->def_facility);
-    int sev = header_code(r, "severity", syslog_severity_from_name, t->def_severity);
+    int fac = header_code(r, "facility", spool_syslog_facility_from_name, t->def_facility);
+    int sev = header_code(r, "severity", spool_syslog_severity_from_name, t->def_severity);
     t->line.len = 0;
     int n = snprintf(head, sizeof(head), "<%d>1 ", fac * 8 + sev);
     rc |= line_put(t, head, (size_t)n);
@@ -250,12 +249,12 @@ static int tcpout_check(spool_instance *ins, void *ctx)
                            "mutual TLS needs both tls.cert and tls.key");
         rc = -EINVAL;
     }
-    if (t->facility != NULL && syslog_facility_from_name(t->facility) < 0) {
+    if (t->facility != NULL && spool_syslog_facility_from_name(t->facility) < 0) {
         spool_config_error(ins, "facility",
                            "unknown facility '%s' (kern, user, ... local7, or 0-23)", t->facility);
         rc = -EINVAL;
     }
-    if (t->severity != NULL && syslog_severity_from_name(t->severity) < 0) {
+    if (t->severity != NULL && spool_syslog_severity_from_name(t->severity) < 0) {
         spool_config_error(ins, "severity",
                            "unknown severity '%s' (emerg, alert, crit, err, warning, notice, "
                            "info, debug, or 0-7)",
@@ -274,8 +273,8 @@ static int tcpout_init_common(spool_instance *ins, tcpout *t, int is_syslog)
     }
     t->ins = ins;
     t->is_syslog = is_syslog;
-    t->def_facility = t->facility ? syslog_facility_from_name(t->facility) : 1;
-    t->def_severity = t->severity ? syslog_severity_from_name(t->severity) : 5;
+    t->def_facility = t->facility ? spool_syslog_facility_from_name(t->facility) : 1;
+    t->def_severity = t->severity ? spool_syslog_severity_from_name(t->severity) : 5;
     tcpout_tls_opts o = {t->tls_ca, t->tls_cert, t->tls_key, t->tls_verify, t->tls_server_name};
     rc = tcpout_conn_init(&t->conn, t->url, &o, err, sizeof(err));
     if (rc < 0) {

@@ -525,6 +525,18 @@ SPOOL_API int spool_compress(spool_buf *out, int compression, int level, const v
 SPOOL_API int spool_decompress(spool_buf *out, int compression, const void *src, size_t len,
                                size_t limit);
 
+/* Syslog names (RFC 5424), shared by the syslog input and output. Pure,
+ * any thread; the strings are static. */
+/* "kern", "user", ... "local7"; NULL outside 0..23. */
+SPOOL_API const char *spool_syslog_facility_name(int facility);
+/* "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug";
+ * NULL outside 0..7. */
+SPOOL_API const char *spool_syslog_severity_name(int severity);
+/* Reverse of the two above, case-insensitive; also a decimal number in
+ * range, and "warn" / "error" for severities. -1 if unknown. */
+SPOOL_API int spool_syslog_facility_from_name(const char *s);
+SPOOL_API int spool_syslog_severity_from_name(const char *s);
+
 /* ------------------------------------------------------------------------ */
 /* Added for the http output (issue 6).                                     */
 /* ------------------------------------------------------------------------ */
