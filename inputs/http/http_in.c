@@ -916,30 +916,13 @@ static void httpi_mhd_log(void *cls, const char *fmt, va_list ap)
 /* Parses "host:port", "[v6]:port" or ":port" into addr. */
 static int httpi_parse_listen(const char *listen, struct sockaddr_storage *addr)
 {
-    char host[256];
-    const char *port;
-    if (listen[0] == '[') {
-        const char *e = strchr(listen, ']');
-        if (!e || e[1] != ':' || (size_t)(e - listen - 1) >= sizeof(host)) {
-            return -EINVAL;
-        }
-        memcpy(host, listen + 1, (size_t)(e - listen - 1));
-        host[e - listen - 1] = '\0';
-        port = e + 2;
-    } else {
-        const char *colon = strrchr(listen, ':');
-        if (!colon || (size_t)(colon - listen) >= sizeof(host)) {
-            return -EINVAL;
-        }
-        memcpy(host, listen, (size_t)(colon - listen));
-        host[colon - listen] = '\0';
-        port = colon + 1;
-    }
-    char *end;
-    long p = strtol(port, &end, 10);
-    if (*port == '\0' || *end != '\0' || p < 0 || p > 65535) {
+    char host[256], port[8], why[256];
+    int p;
+    if (spool_parse_address(listen, SPOOL_ADDR_LISTEN, host, sizeof(host), &p, why,
+                            sizeof(why)) < 0) {
         return -EINVAL;
     }
+    snprintf(port, sizeof(port), "%d", p);
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};

@@ -202,6 +202,14 @@ SPOOL_API void spool_config_error(spool_instance *ins, const char *option, const
 #define SPOOL_ADDR_PORT_OPTIONAL 2 /* the port may be left out (URLs with a default) */
 SPOOL_API int spool_check_address(spool_instance *ins, const char *option, const char *text,
                                   int flags);
+/* Parses an address by the rules spool_check_address checks (the same
+ * code): "host:port", "[IPv6]:port"; with SPOOL_ADDR_LISTEN an empty host
+ * or "*" means every address (host ""). host gets the host without
+ * brackets (NUL-terminated, host_cap bytes; may be NULL), *port the port
+ * (-1 when SPOOL_ADDR_PORT_OPTIONAL and absent; port may be NULL). 0, or
+ * -EINVAL with a one-line reason in why. Pure, any thread. */
+SPOOL_API int spool_parse_address(const char *text, int flags, char *host, size_t host_cap,
+                                  int *port, char *why, size_t why_cap);
 SPOOL_API int spool_check_url(spool_instance *ins, const char *option, const char *url,
                               const char *const *schemes, int flags);
 SPOOL_API int spool_check_file(spool_instance *ins, const char *option, const char *path);
