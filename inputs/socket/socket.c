@@ -221,6 +221,13 @@ static int sock_check(spool_instance *ins, void *ctx)
     const char *why = NULL;
     int rc = 0;
     if (sock_url_parse(s->listen, &url, &why) != 0) {
+        /* A bad host:port is reported as spool_check_address words it. */
+        const char *l = s->listen ? s->listen : "";
+        int inet = strncmp(l, "tcp://", 6) == 0 || strncmp(l, "tls://", 6) == 0 ||
+                   strncmp(l, "udp://", 6) == 0;
+        if (inet && spool_check_address(ins, "listen", l + 6, SPOOL_ADDR_LISTEN) < 0) {
+            return -EINVAL;
+        }
         spool_config_error(ins, "listen", "invalid listen URL '%s': %s", s->listen ? s->listen : "",
                            why);
         return -EINVAL;
