@@ -138,20 +138,17 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* mkdir -p of the directory path is in. */
 static int mkdirs_for(const char *path)
 {
-    char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
-                return -errno;
-            }
-            *p = '/';
-        }
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) {
+        return 0;
     }
-    return 0;
+    *slash = '\0';
+    return spool_mkdirs(dir, 0755);
 }
 
 static void close_file(open_file *f)

@@ -545,6 +545,12 @@ SPOOL_API const char *spool_syslog_severity_name(int severity);
 SPOOL_API int spool_syslog_facility_from_name(const char *s);
 SPOOL_API int spool_syslog_severity_from_name(const char *s);
 
+/* mkdir -p: creates path and its missing parents with mode (less the
+ * umask). 0 when path is a directory at the end (also when it was there),
+ * -ENOTDIR if it is something else, -ENAMETOOLONG (4095 bytes at most),
+ * -EINVAL (empty), or mkdir's -errno. Any thread. */
+SPOOL_API int spool_mkdirs(const char *path, unsigned mode);
+
 /* ------------------------------------------------------------------------ */
 /* Added for the http output (issue 6).                                     */
 /* ------------------------------------------------------------------------ */
