@@ -551,6 +551,15 @@ SPOOL_API int spool_syslog_severity_from_name(const char *s);
  * -EINVAL (empty), or mkdir's -errno. Any thread. */
 SPOOL_API int spool_mkdirs(const char *path, unsigned mode);
 
+/* Big-endian (network order) integers at any alignment: get reads 2/4/8
+ * bytes at src, put writes v to dst. Pure, any thread. */
+SPOOL_API uint16_t spool_get_be16(const void *src);
+SPOOL_API uint32_t spool_get_be32(const void *src);
+SPOOL_API uint64_t spool_get_be64(const void *src);
+SPOOL_API void spool_put_be16(void *dst, uint16_t v);
+SPOOL_API void spool_put_be32(void *dst, uint32_t v);
+SPOOL_API void spool_put_be64(void *dst, uint64_t v);
+
 /* ------------------------------------------------------------------------ */
 /* Added for the http output (issue 6).                                     */
 /* ------------------------------------------------------------------------ */
