@@ -18,7 +18,7 @@
  *     Spool-Next-Offset headers, when present, bound the records taken from
  *     them), or
  *   Content-Type: application/x-ndjson | application/json  records as JSON
- *     (http_format.h), ndjson or one array;
+ *     (spool/wire.h, docs/protocol.md), ndjson or one array;
  * optionally Content-Encoding: zstd | gzip. One request becomes one batch
  * of the pipeline; the response is 200 only once that batch is durable in
  * the log (spool_input_submit_durable returned 0).
@@ -63,7 +63,7 @@
 #include "http_in.h"
 #include "spool/wire.h"
 
-#define HTTPI_PATH "/v1/batches"
+#define HTTPI_PATH SPOOL_WIRE_PATH
 #define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
 #define HTTPI_KEEP_BYTES ((size_t)64 << 10) /* per-thread buffers larger are freed */
 /* memory_limit (docs/memory.md): a request is admitted when three times
@@ -376,11 +376,11 @@ static int header_offset(struct MHD_Connection *conn, const char *name, int64_t 
 static int httpi_offsets(struct MHD_Connection *conn, httpi_req *req, char *why, size_t whycap)
 {
     int64_t partition;
-    if (header_offset(conn, "Spool-First-Offset", INT64_MAX - 1, INT64_MIN, &req->first, why,
+    if (header_offset(conn, SPOOL_WIRE_HDR_FIRST_OFFSET, INT64_MAX - 1, INT64_MIN, &req->first, why,
                       whycap) < 0 ||
-        header_offset(conn, "Spool-Next-Offset", INT64_MAX, INT64_MAX, &req->next, why, whycap) <
+        header_offset(conn, SPOOL_WIRE_HDR_NEXT_OFFSET, INT64_MAX, INT64_MAX, &req->next, why, whycap) <
             0 ||
-        header_offset(conn, "Spool-Partition", INT32_MAX, -1, &partition, why, whycap) < 0) {
+        header_offset(conn, SPOOL_WIRE_HDR_PARTITION, INT32_MAX, -1, &partition, why, whycap) < 0) {
         return -EINVAL;
     }
     if (req->first != INT64_MIN && req->next != INT64_MAX && req->first >= req->next) {
@@ -441,10 +441,10 @@ static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const cha
         *why = "unknown format: no Content-Type";
         return MHD_HTTP_BAD_REQUEST;
     }
-    if (content_type_is(ct, "application/vnd.spool.batch")) {
+    if (content_type_is(ct, SPOOL_WIRE_CT_BATCH)) {
         req->kind = KIND_NATIVE;
-    } else if (content_type_is(ct, "application/x-ndjson") ||
-               content_type_is(ct, "application/json") ||
+    } else if (content_type_is(ct, SPOOL_WIRE_CT_NDJSON) ||
+               content_type_is(ct, SPOOL_WIRE_CT_JSON) ||
                content_type_is(ct, "application/jsonl")) {
         req->kind = KIND_JSON;
     } else {

@@ -413,8 +413,8 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
 
     int failed = 0;
     struct curl_slist *hl = NULL;
-    static const char *const ctypes[] = {"application/vnd.spool.batch", "application/x-ndjson",
-                                         "application/json"};
+    static const char *const ctypes[] = {SPOOL_WIRE_CT_BATCH, SPOOL_WIRE_CT_NDJSON,
+                                         SPOOL_WIRE_CT_JSON};
     hl = httpo_add(hl, &failed, "Content-Type: %s", ctypes[c->format]);
     hl = httpo_add(hl, &failed, "Expect:");
     if (comp == COMP_ZSTD) {
@@ -423,11 +423,11 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         hl = httpo_add(hl, &failed, "Content-Encoding: gzip");
     }
     if (c->format == FMT_SPOOL) {
-        hl = httpo_add(hl, &failed, "Spool-First-Offset: %" PRId64, first);
-        hl = httpo_add(hl, &failed, "Spool-Next-Offset: %" PRId64, next);
+        hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_FIRST_OFFSET ": %" PRId64, first);
+        hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_NEXT_OFFSET ": %" PRId64, next);
     }
-    hl = httpo_add(hl, &failed, "Spool-Topic: %s", chunk->topic ? chunk->topic : "");
-    hl = httpo_add(hl, &failed, "Spool-Partition: %" PRId32, chunk->partition);
+    hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_TOPIC ": %s", chunk->topic ? chunk->topic : "");
+    hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_PARTITION ": %" PRId32, chunk->partition);
     if (c->token_value) {
         hl = httpo_add(hl, &failed, "Authorization: Bearer %s", c->token_value);
     }

@@ -32,6 +32,9 @@
 extern "C" {
 #endif
 
+/* The request: POST to this path. */
+#define SPOOL_WIRE_PATH "/v1/batches"
+
 /* Content types (the request's Content-Type). */
 #define SPOOL_WIRE_CT_BATCH "application/vnd.spool.batch"
 #define SPOOL_WIRE_CT_NDJSON "application/x-ndjson"
