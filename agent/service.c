@@ -54,7 +54,6 @@ static void *input_thread(void *arg)
     return NULL;
 }
 
-
 static void stop_inputs(spool_service *svc)
 {
     spool_service_conf *conf = svc->conf;

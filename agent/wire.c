@@ -31,7 +31,8 @@
 
 #define PUT_LIT(out, lit) spool_buf_append((out), (lit), sizeof(lit) - 1)
 
-int spool_wire_json_encode(spool_buf *out, int kind, const spool_record *recs, size_t n, const char *topic)
+int spool_wire_json_encode(spool_buf *out, int kind, const spool_record *recs, size_t n,
+                           const char *topic)
 {
     int rc = 0;
     if (kind == SPOOL_WIRE_JSON) {
@@ -618,8 +619,8 @@ static int jrecord(jrd *r, spool_wire_parser *p, spool_wire_record_fn fn, void *
     return fn(arg, &sr);
 }
 
-long spool_wire_json_parse(spool_wire_parser *p, const uint8_t *body, size_t len, spool_wire_record_fn fn,
-                   void *arg, char *err, size_t errcap)
+long spool_wire_json_parse(spool_wire_parser *p, const uint8_t *body, size_t len,
+                           spool_wire_record_fn fn, void *arg, char *err, size_t errcap)
 {
     char dummy[8];
     if (!err || errcap == 0) {
@@ -702,8 +703,8 @@ struct spool_wire_reader {
     spool_decoded d;
 };
 
-int spool_wire_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *recs,
-                            size_t n, int64_t now_ms, int compression, int level)
+int spool_wire_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *recs, size_t n,
+                            int64_t now_ms, int compression, int level)
 {
     return spool_batch_encode(out, base_offset, recs, n, now_ms, compression, level);
 }
@@ -739,8 +740,8 @@ void spool_wire_reader_reset(spool_wire_reader *rd, size_t keep_bytes)
     spool_decoded_reset(&rd->d);
 }
 
-int spool_wire_reader_read(spool_wire_reader *rd, const uint8_t *buf, size_t len,
-                           int32_t partition, int64_t min_offset)
+int spool_wire_reader_read(spool_wire_reader *rd, const uint8_t *buf, size_t len, int32_t partition,
+                           int64_t min_offset)
 {
     return spool_batch_decode(buf, len, partition, min_offset, &rd->d);
 }

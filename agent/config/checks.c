@@ -78,8 +78,8 @@ static void add_why(char *why, size_t cap, const char *fmt, const char *a, size_
     snprintf(why + used, cap - used, fmt, used ? "; " : "", (int)alen, a);
 }
 
-int spool_parse_address(const char *text, int flags, char *host_out, size_t host_cap,
-                        int *port_out, char *why, size_t cap)
+int spool_parse_address(const char *text, int flags, char *host_out, size_t host_cap, int *port_out,
+                        char *why, size_t cap)
 {
     char host[256];
     const char *h, *port;

@@ -195,7 +195,7 @@ typedef struct httpi_sink {
  * destructor frees them when the worker ends.
  */
 typedef struct httpi_scratch {
-    spool_buf plain;       /* decompressed body */
+    spool_buf plain;          /* decompressed body */
     spool_wire_reader *dec;   /* native records */
     spool_wire_parser parser; /* JSON records */
     ZSTD_DCtx *dctx;
@@ -378,8 +378,8 @@ static int httpi_offsets(struct MHD_Connection *conn, httpi_req *req, char *why,
     int64_t partition;
     if (header_offset(conn, SPOOL_WIRE_HDR_FIRST_OFFSET, INT64_MAX - 1, INT64_MIN, &req->first, why,
                       whycap) < 0 ||
-        header_offset(conn, SPOOL_WIRE_HDR_NEXT_OFFSET, INT64_MAX, INT64_MAX, &req->next, why, whycap) <
-            0 ||
+        header_offset(conn, SPOOL_WIRE_HDR_NEXT_OFFSET, INT64_MAX, INT64_MAX, &req->next, why,
+                      whycap) < 0 ||
         header_offset(conn, SPOOL_WIRE_HDR_PARTITION, INT32_MAX, -1, &partition, why, whycap) < 0) {
         return -EINVAL;
     }
@@ -622,7 +622,7 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
         status = httpi_decode_native(req, plain, sink, sc->dec, why, whycap);
     } else {
         long n = spool_wire_json_parse(&sc->parser, plain->data ? plain->data : (const uint8_t *)"",
-                               plain->len, httpi_sink_add, sink, why, whycap);
+                                       plain->len, httpi_sink_add, sink, why, whycap);
         if (n == -E2BIG) {
             snprintf(why, whycap, "too many headers in a record");
         }
@@ -918,8 +918,8 @@ static int httpi_parse_listen(const char *listen, struct sockaddr_storage *addr)
 {
     char host[256], port[8], why[256];
     int p;
-    if (spool_parse_address(listen, SPOOL_ADDR_LISTEN, host, sizeof(host), &p, why,
-                            sizeof(why)) < 0) {
+    if (spool_parse_address(listen, SPOOL_ADDR_LISTEN, host, sizeof(host), &p, why, sizeof(why)) <
+        0) {
         return -EINVAL;
     }
     snprintf(port, sizeof(port), "%d", p);

@@ -43,9 +43,9 @@ typedef struct jd_input {
     /* State. */
     spool_instance *ins;
     sd_journal *j;
-    char *cursor;     /* cursor of the last entry appended, owned */
-    int have_current; /* the journal is positioned on an unread entry */
-    spool_buf scratch; /* copies of the entry's fields */
+    char *cursor;                     /* cursor of the last entry appended, owned */
+    int have_current;                 /* the journal is positioned on an unread entry */
+    spool_buf scratch;                /* copies of the entry's fields */
     size_t field_off[JD_MAX_HEADERS]; /* offsets in scratch of field name / value */
     size_t field_nlen[JD_MAX_HEADERS];
     size_t field_vlen[JD_MAX_HEADERS];

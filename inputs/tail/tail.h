@@ -27,7 +27,6 @@
 /* Lines (tail_lines.c).                                                    */
 /* ------------------------------------------------------------------------ */
 
-
 /* How lines are cut; shared by every file of an input, read-only. */
 typedef struct tail_split_conf {
     int strip_cr;              /* drop one '\r' before '\n' */

@@ -373,7 +373,7 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
     } else if (c->format == FMT_SPOOL) {
         /* No log bytes at hand: encode the records once. */
         rc = spool_wire_batch_encode(&r->body, chunk->first_offset, chunk->records, chunk->count,
-                                spool_now_ms(), SPOOL_COMPRESS_NONE, 0);
+                                     spool_now_ms(), SPOOL_COMPRESS_NONE, 0);
         if (rc < 0) {
             spool_log_error(ins, "encoding a batch: %s", strerror(-rc));
             goto retry;
@@ -382,8 +382,9 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         payload = r->body.data;
         payload_len = r->body.len;
     } else {
-        rc = spool_wire_json_encode(&r->body, c->format == FMT_JSON ? SPOOL_WIRE_JSON : SPOOL_WIRE_NDJSON,
-                            chunk->records, chunk->count, chunk->topic);
+        rc = spool_wire_json_encode(&r->body,
+                                    c->format == FMT_JSON ? SPOOL_WIRE_JSON : SPOOL_WIRE_NDJSON,
+                                    chunk->records, chunk->count, chunk->topic);
         if (rc < 0) {
             goto retry;
         }
@@ -401,7 +402,8 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
     }
     if (comp != COMP_NONE) {
         r->packed.len = 0;
-        rc = spool_compress(&r->packed, comp == COMP_ZSTD ? SPOOL_COMPRESS_ZSTD : SPOOL_COMPRESS_GZIP,
+        rc = spool_compress(&r->packed,
+                            comp == COMP_ZSTD ? SPOOL_COMPRESS_ZSTD : SPOOL_COMPRESS_GZIP,
                             (int)c->compression_level, payload, payload_len);
         if (rc < 0) {
             spool_log_error(ins, "compressing %zu bytes failed", payload_len);

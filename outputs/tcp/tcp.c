@@ -56,8 +56,8 @@ typedef struct tcpout {
     int def_severity;
     tcpout_conn conn;
     int was_connected;
-    spool_buf out;  /* the formatted chunk */
-    spool_buf line; /* syslog: one message before its length prefix */
+    spool_buf out;    /* the formatted chunk */
+    spool_buf line;   /* syslog: one message before its length prefix */
     time_t ts_sec;    /* cached second of ts_text */
     char ts_text[32]; /* "2026-11-24T09:43:07" */
 } tcpout;

@@ -198,8 +198,8 @@ static void test_parse_address(void **state)
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         char host[64] = "unset", why[256] = "";
         int port = -2;
-        int rc = spool_parse_address(v[i].text, v[i].flags, host, sizeof(host), &port, why,
-                                     sizeof(why));
+        int rc =
+            spool_parse_address(v[i].text, v[i].flags, host, sizeof(host), &port, why, sizeof(why));
         if (rc != v[i].rc) {
             fail_msg("'%s': rc %d, want %d (%s)", v[i].text, rc, v[i].rc, why);
         }
@@ -219,9 +219,9 @@ static void test_parse_address(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buf_grows),       cmocka_unit_test(test_compress_roundtrips),
-        cmocka_unit_test(test_big_endian),      cmocka_unit_test(test_mkdirs),
-        cmocka_unit_test(test_syslog_names),    cmocka_unit_test(test_parse_address),
+        cmocka_unit_test(test_buf_grows),    cmocka_unit_test(test_compress_roundtrips),
+        cmocka_unit_test(test_big_endian),   cmocka_unit_test(test_mkdirs),
+        cmocka_unit_test(test_syslog_names), cmocka_unit_test(test_parse_address),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

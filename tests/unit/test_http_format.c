@@ -79,7 +79,8 @@ static long parse(const char *text, sink *s, char *err, size_t errcap)
     memset(&p, 0, sizeof(p));
     memset(s, 0, sizeof(*s));
     s->fail_at = -1;
-    long n = spool_wire_json_parse(&p, (const uint8_t *)text, strlen(text), collect, s, err, errcap);
+    long n =
+        spool_wire_json_parse(&p, (const uint8_t *)text, strlen(text), collect, s, err, errcap);
     spool_wire_parser_free(&p);
     return n;
 }
@@ -249,8 +250,9 @@ static void test_callback_error_stops(void **state)
     memset(&s, 0, sizeof(s));
     s.fail_at = 1;
     const char *body = "\"a\"\n\"b\"\n\"c\"\n";
-    assert_int_equal(spool_wire_json_parse(&p, (const uint8_t *)body, strlen(body), collect, &s, NULL, 0),
-                     -EINTR);
+    assert_int_equal(
+        spool_wire_json_parse(&p, (const uint8_t *)body, strlen(body), collect, &s, NULL, 0),
+        -EINTR);
     assert_int_equal(s.n, 1);
     spool_wire_parser_free(&p);
 }

@@ -360,6 +360,7 @@ struct spool_chunk {
     size_t bytes;                /* sum of key, value and header bytes */
     const uint8_t *raw;          /* the RecordBatch v2 bytes records came from;  */
     size_t raw_len;              /* may begin with records before first_offset   */
+                                 /* (read them with spool/wire.h's reader)       */
     void *output_data;           /* free for the output's use while the chunk lives */
 };
 

@@ -89,8 +89,7 @@ SPOOL_API void spool_wire_parser_free(spool_wire_parser *p);
  * to fn: callers that need all-or-nothing collect first.
  */
 SPOOL_API long spool_wire_json_parse(spool_wire_parser *p, const uint8_t *body, size_t len,
-                                     spool_wire_record_fn fn, void *arg, char *err,
-                                     size_t errcap);
+                                     spool_wire_record_fn fn, void *arg, char *err, size_t errcap);
 
 /* ------------------------------------------------------------------------ */
 /* RecordBatch v2 bodies (also the bytes of spool_chunk.raw).               */
@@ -101,9 +100,8 @@ SPOOL_API long spool_wire_json_parse(spool_wire_parser *p, const uint8_t *body, 
  * (SPOOL_COMPRESS_*, level as spool_compress) when that makes it smaller.
  * 0, -EINVAL (n == 0 or a bad record), -ENOMEM or -EIO; out->len unchanged
  * on error. */
-SPOOL_API int spool_wire_batch_encode(spool_buf *out, int64_t base_offset,
-                                      const spool_record *recs, size_t n, int64_t now_ms,
-                                      int compression, int level);
+SPOOL_API int spool_wire_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *recs,
+                                      size_t n, int64_t now_ms, int compression, int level);
 
 /* Size in bytes of the whole batch starting at buf (its header is read,
  * records are not); 0 if len does not hold all of it yet; -EBADMSG if the
@@ -136,8 +134,7 @@ SPOOL_API int spool_wire_reader_read(spool_wire_reader *rd, const uint8_t *buf, 
 /* The records read since the last reset, in order; *count gets how many.
  * The views stay valid until the next reset/destroy and, for uncompressed
  * batches, while the caller's batch bytes live. */
-SPOOL_API const spool_record *spool_wire_reader_records(const spool_wire_reader *rd,
-                                                        size_t *count);
+SPOOL_API const spool_record *spool_wire_reader_records(const spool_wire_reader *rd, size_t *count);
 
 #ifdef __cplusplus
 }
