@@ -58,7 +58,6 @@
 
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
-#include <zstd.h>
 
 #include "http_in.h"
 #include "spool/wire.h"
@@ -168,7 +167,7 @@ typedef struct httpi_req {
     struct MHD_Connection *conn; /* suspended while queued */
     int state;                   /* REQ_* */
     int kind;                    /* KIND_* */
-    int enc;                     /* HTTPI_ENC_* */
+    int enc;                     /* SPOOL_COMPRESS_* (Content-Encoding) */
     int too_big;                 /* body exceeded max_body_bytes */
     int no_memory;               /* a chunked body outgrew what the account allows */
     size_t mem;                  /* bytes held in the memory account */
@@ -198,7 +197,6 @@ typedef struct httpi_scratch {
     spool_buf plain;          /* decompressed body */
     spool_wire_reader *dec;   /* native records */
     spool_wire_parser parser; /* JSON records */
-    ZSTD_DCtx *dctx;
     httpi_sink sink;
 } httpi_scratch;
 
@@ -214,7 +212,6 @@ static void httpi_scratch_free(void *p)
     spool_buf_free(&sc->plain);
     spool_wire_reader_destroy(sc->dec);
     spool_wire_parser_free(&sc->parser);
-    ZSTD_freeDCtx(sc->dctx);
     free(sc);
 }
 
@@ -233,9 +230,8 @@ static httpi_scratch *httpi_scratch_get(void)
         if (!sc) {
             return NULL;
         }
-        sc->dctx = ZSTD_createDCtx();
         sc->dec = spool_wire_reader_create();
-        if (!sc->dctx || !sc->dec || pthread_setspecific(httpi_scratch_key, sc) != 0) {
+        if (!sc->dec || pthread_setspecific(httpi_scratch_key, sc) != 0) {
             httpi_scratch_free(sc);
             return NULL;
         }
@@ -455,11 +451,11 @@ static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const cha
     const char *ce =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
     if (!ce || strcasecmp(ce, "identity") == 0) {
-        req->enc = HTTPI_ENC_NONE;
+        req->enc = SPOOL_COMPRESS_NONE;
     } else if (strcasecmp(ce, "zstd") == 0) {
-        req->enc = HTTPI_ENC_ZSTD;
+        req->enc = SPOOL_COMPRESS_ZSTD;
     } else if (strcasecmp(ce, "gzip") == 0) {
-        req->enc = HTTPI_ENC_GZIP;
+        req->enc = SPOOL_COMPRESS_GZIP;
     } else {
         *why = "unsupported Content-Encoding (zstd, gzip or none)";
         return MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
@@ -592,10 +588,10 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
         snprintf(why, whycap, "shutting down, retry later");
         goto out;
     }
-    if (req->enc != HTTPI_ENC_NONE) {
+    if (req->enc != SPOOL_COMPRESS_NONE) {
         size_t limit = (size_t)c->max_body_bytes * 8;
-        int rc =
-            httpi_decompress(req->enc, sc->dctx, req->body.data, req->body.len, limit, &sc->plain);
+        sc->plain.len = 0;
+        int rc = spool_decompress(&sc->plain, req->enc, req->body.data, req->body.len, limit);
         if (rc == -EFBIG) {
             status = MHD_HTTP_CONTENT_TOO_LARGE;
             snprintf(why, whycap, "decompressed body larger than 8 x max_body_bytes");

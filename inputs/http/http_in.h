@@ -41,17 +41,6 @@ enum httpi_auth {
  * second). Any thread. */
 int httpi_tokens_check(httpi_tokens *t, spool_instance *ins, const char *authorization);
 
-/* Content-Encoding of a body. */
-enum httpi_encoding { HTTPI_ENC_NONE = 0, HTTPI_ENC_ZSTD = 1, HTTPI_ENC_GZIP = 2 };
-
-/*
- * Decompresses src into out (cleared first), refusing to produce more than
- * limit bytes. dctx is a ZSTD_DCtx to reuse, or NULL. 0, -EFBIG (over the
- * limit), -EBADMSG (corrupt), -ENOMEM.
- */
-int httpi_decompress(int enc, void *dctx, const uint8_t *src, size_t len, size_t limit,
-                     spool_buf *out);
-
 /* ---- connections (http_in_conn.c); server thread only ---- */
 
 enum httpi_phase {

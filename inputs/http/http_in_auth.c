@@ -1,5 +1,5 @@
 /*
- * http_in_auth.c: bearer tokens of the `http` input and body decompression.
+ * http_in_auth.c: bearer tokens of the `http` input.
  *
  * tokens_file holds one token per line; blank lines and lines starting
  * with '#' are ignored, surrounding blanks trimmed. The file is re-read
@@ -7,10 +7,7 @@
  * path (there is no reload callback; SIGHUP is not needed). A file that
  * cannot be read on a re-read keeps the previous tokens (logged); an
  * empty file means no token is valid. Comparison is constant-time per
- * token.
- *
- * Decompression (zstd, gzip) is bounded: a body that would expand beyond
- * the limit is refused, so a small "zip bomb" cannot take the memory.
+ * token. (Bodies are decompressed with spool_decompress, bounded.)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -18,9 +15,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-
-#include <zlib.h>
-#include <zstd.h>
 
 #include "http_in.h"
 
@@ -189,18 +183,4 @@ int httpi_tokens_check(httpi_tokens *t, spool_instance *ins, const char *authori
     }
     pthread_mutex_unlock(&t->lock);
     return ok ? HTTPI_AUTH_OK : HTTPI_AUTH_WRONG;
-}
-
-/* ---------------------------------------------------------------------- */
-
-int httpi_decompress(int enc, void *dctx, const uint8_t *src, size_t len, size_t limit,
-                     spool_buf *out)
-{
-    (void)dctx;
-    out->len = 0;
-    return spool_decompress(out,
-                            enc == HTTPI_ENC_ZSTD   ? SPOOL_COMPRESS_ZSTD
-                            : enc == HTTPI_ENC_GZIP ? SPOOL_COMPRESS_GZIP
-                                                    : SPOOL_COMPRESS_NONE,
-                            src, len, limit);
 }

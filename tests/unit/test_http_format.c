@@ -339,6 +339,13 @@ static void test_tokens_file(void **state)
     httpi_tokens_destroy(&t);
 }
 
+/* The http input's decompression: spool_decompress into a cleared buffer. */
+static int unpack(int compression, const void *src, size_t len, size_t limit, spool_buf *out)
+{
+    out->len = 0;
+    return spool_decompress(out, compression, src, len, limit);
+}
+
 static void test_decompress_bounded(void **state)
 {
     size_t n = 200000;
@@ -355,16 +362,16 @@ static void test_decompress_bounded(void **state)
     size_t zn = ZSTD_compress(z, bound, src, n, 1);
     assert_false(ZSTD_isError(zn));
     ZSTD_DCtx *dc = ZSTD_createDCtx();
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn, n, &out), 0);
     assert_int_equal(out.len, n);
     assert_memory_equal(out.data, src, n);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, NULL, z, zn, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn, n, &out), 0);
     assert_int_equal(out.len, n);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n - 1, &out), -EFBIG);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn / 2, n, &out), -EBADMSG);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, (const uint8_t *)"nonsense", 8, n, &out),
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn, n - 1, &out), -EFBIG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn / 2, n, &out), -EBADMSG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, (const uint8_t *)"nonsense", 8, n, &out),
                      -EBADMSG);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn, n, &out), 0);
     assert_int_equal(out.len, n);
 
     /* A streamed frame without its size in the header is bounded as it grows. */
@@ -372,9 +379,9 @@ static void test_decompress_bounded(void **state)
     ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 0);
     size_t zn2 = ZSTD_compress2(cc, z, bound, src, n);
     assert_false(ZSTD_isError(zn2));
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn2, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn2, n, &out), 0);
     assert_int_equal(out.len, n);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn2, 70000, &out), -EFBIG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn2, 70000, &out), -EFBIG);
     ZSTD_freeCCtx(cc);
 
     /* gzip. */
@@ -390,18 +397,18 @@ static void test_decompress_bounded(void **state)
     assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
     size_t gn = zs.total_out;
     deflateEnd(&zs);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_GZIP, g, gn, n, &out), 0);
     assert_int_equal(out.len, n);
     assert_memory_equal(out.data, src, n);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn, 1000, &out), -EFBIG);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn - 10, n, &out), -EBADMSG);
-    assert_int_equal(
-        httpi_decompress(HTTPI_ENC_GZIP, NULL, (const uint8_t *)"xxxxxxxx", 8, n, &out), -EBADMSG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_GZIP, g, gn, 1000, &out), -EFBIG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_GZIP, g, gn - 10, n, &out), -EBADMSG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_GZIP, (const uint8_t *)"xxxxxxxx", 8, n, &out),
+                     -EBADMSG);
 
     /* identity */
-    assert_int_equal(httpi_decompress(HTTPI_ENC_NONE, NULL, src, n, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_NONE, src, n, n, &out), 0);
     assert_int_equal(out.len, n);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_NONE, NULL, src, n, n - 1, &out), -EFBIG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_NONE, src, n, n - 1, &out), -EFBIG);
 
     ZSTD_freeDCtx(dc);
     spool_buf_free(&out);
