@@ -171,9 +171,7 @@ static int buf_printf(spool_buf *out, const char *fmt, ...)
 
 static int buf_json_str(spool_buf *out, const char *s)
 {
-    char buf[1024];
-    size_t n = spool_json_escape(buf, sizeof(buf), (const uint8_t *)s, strlen(s));
-    return buf_printf(out, "\"%.*s\"", (int)(n < sizeof(buf) ? n : sizeof(buf)), buf);
+    return spool_json_append_string(out, s, strlen(s));
 }
 
 int spool_log_topics_json(spool_log *log, const spool_log_consumer_conf *consumers,

@@ -128,7 +128,7 @@ static void log_emit(const spool_instance *ins, int level, int limited, const ch
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
     const char *comp = ins ? ins->label : "core";
     int json = atomic_load(&log_format) == SPOOL_LOGFMT_JSON;
-    char esc[sizeof(msg) * 6 + 1]; /* worst case: every byte as \u00XX */
+    char esc[sizeof(msg) * 6 + 1]; /* worst case: 6 bytes a byte (\ufffd) */
     char cesc[6 * 128 + 1];
     char ctrunc[128];
     char line[sizeof(esc) + sizeof(cesc) + 256];

@@ -54,25 +54,6 @@ static void *input_thread(void *arg)
     return NULL;
 }
 
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0750) < 0 && errno != EEXIST) {
-                return -errno;
-            }
-            *p = '/';
-        }
-    }
-    if (mkdir(buf, 0750) < 0 && errno != EEXIST) {
-        return -errno;
-    }
-    return 0;
-}
-
 static void stop_inputs(spool_service *svc)
 {
     spool_service_conf *conf = svc->conf;
@@ -130,7 +111,7 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
     memset(svc, 0, sizeof(*svc));
     svc->conf = conf;
     *next = NULL;
-    if ((rc = mkdir_p(conf->data_dir)) < 0) {
+    if ((rc = spool_mkdirs(conf->data_dir, 0750)) < 0) {
         spool_log_error(NULL, "cannot create data_dir %s: %s", conf->data_dir, strerror(-rc));
         return -1;
     }

@@ -29,11 +29,7 @@
 /* Largest decompressed records section spool_batch_decode accepts (bytes). */
 #define SPOOL_BATCH_MAX_DECOMPRESSED ((size_t)64 << 20)
 
-enum spool_compression {
-    SPOOL_COMPRESS_NONE = 0, /* Kafka attributes bits 0-2 = 0 */
-    SPOOL_COMPRESS_GZIP = 1, /* encode and decode (zlib) */
-    SPOOL_COMPRESS_ZSTD = 4, /* encode and decode */
-};
+/* enum spool_compression (SPOOL_COMPRESS_*) is public: spool/spool.h. */
 
 /* CRC-32C (Castagnoli). Start with crc = 0; chain calls for pieces:
  * crc32c(crc32c(0, a, n), b, m) == crc32c(0, a||b, n+m). SSE4.2 when the
@@ -57,16 +53,7 @@ size_t spool_varlong_decode(const uint8_t *src, size_t len, int64_t *out);
 /* Bytes spool_varlong_encode would write. */
 size_t spool_varlong_size(int64_t v);
 
-/* A growable byte buffer. A zeroed struct is empty; capacity doubles. */
-typedef struct spool_buf {
-    uint8_t *data; /* len used bytes of cap */
-    size_t len;    /* bytes */
-    size_t cap;    /* bytes */
-} spool_buf;
-
-int spool_buf_reserve(spool_buf *b, size_t extra); /* 0 or -ENOMEM */
-int spool_buf_append(spool_buf *b, const void *p, size_t n);
-void spool_buf_free(spool_buf *b);
+/* spool_buf (the growable buffer) is public: spool/spool.h. */
 
 /*
  * Appends one RecordBatch v2 holding recs[0..n) to out, with baseOffset

@@ -5,12 +5,14 @@
  * destructor) so encoding a batch does not allocate a multi-MiB context
  * each time. Decompression output is bounded by SPOOL_BATCH_MAX_DECOMPRESSED
  * (a zip bomb is a bad message, not an out-of-memory). Snappy and lz4 are
- * not supported (-ENOTSUP).
+ * not supported (-ENOTSUP). Also the public spool_compress/spool_decompress
+ * (spool.h): whole buffers, with a caller's output limit.
  */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -268,4 +270,145 @@ long spool__decompress(int compression, const uint8_t *src, size_t n, spool_deco
     }
     *out_len = d->scratch.len - start;
     return (long)start;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Public: compression to and from a spool_buf (spool.h).                 */
+/* ---------------------------------------------------------------------- */
+
+static int buf_unzstd(const uint8_t *src, size_t len, size_t limit, spool_buf *out)
+{
+    ZSTD_DCtx *dc = thread_dctx();
+    if (!dc) {
+        return -ENOMEM;
+    }
+    ZSTD_DCtx_reset(dc, ZSTD_reset_session_only);
+    int rc = 0;
+    /* One frame with its size in the header (as the http output writes it):
+     * reserve exactly, so the output never moves. */
+    unsigned long long fsz = ZSTD_getFrameContentSize(src, len);
+    if (fsz != ZSTD_CONTENTSIZE_UNKNOWN && fsz != ZSTD_CONTENTSIZE_ERROR) {
+        if (fsz > limit - out->len) {
+            rc = -EFBIG;
+            goto out;
+        }
+        if ((rc = spool_buf_reserve(out, (size_t)fsz + 1)) < 0) {
+            goto out;
+        }
+    }
+    ZSTD_inBuffer in = {src, len, 0};
+    size_t last = 1;
+    while (in.pos < in.size || last != 0) {
+        if (out->cap - out->len < 65536) {
+            size_t want = out->len < 65536 ? 65536 : out->len;
+            if ((rc = spool_buf_reserve(out, want)) < 0) {
+                goto out;
+            }
+        }
+        ZSTD_outBuffer ob = {out->data + out->len, out->cap - out->len, 0};
+        size_t before = in.pos;
+        last = ZSTD_decompressStream(dc, &ob, &in);
+        if (ZSTD_isError(last)) {
+            rc = -EBADMSG;
+            goto out;
+        }
+        out->len += ob.pos;
+        if (out->len > limit) {
+            rc = -EFBIG;
+            goto out;
+        }
+        if (in.pos == in.size && ob.pos == 0 && before == in.pos && last != 0) {
+            rc = -EBADMSG; /* truncated frame */
+            goto out;
+        }
+    }
+out:
+    return rc;
+}
+
+static int buf_gunzip(const uint8_t *src, size_t len, size_t limit, spool_buf *out)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof(zs));
+    if (inflateInit2(&zs, 15 + 32) != Z_OK) {
+        return -ENOMEM;
+    }
+    int rc = 0;
+    zs.next_in = (Bytef *)src;
+    zs.avail_in = (uInt)len;
+    for (;;) {
+        if (out->cap - out->len < 65536) {
+            size_t want = out->len < 65536 ? 65536 : out->len;
+            if ((rc = spool_buf_reserve(out, want)) < 0) {
+                break;
+            }
+        }
+        zs.next_out = out->data + out->len;
+        zs.avail_out = (uInt)(out->cap - out->len);
+        uInt before = zs.avail_out;
+        int z = inflate(&zs, Z_NO_FLUSH);
+        out->len += before - zs.avail_out;
+        if (out->len > limit) {
+            rc = -EFBIG;
+            break;
+        }
+        if (z == Z_STREAM_END) {
+            break;
+        }
+        if (z != Z_OK && !(z == Z_BUF_ERROR && zs.avail_out == 0)) {
+            rc = -EBADMSG;
+            break;
+        }
+        if (zs.avail_in == 0 && zs.avail_out != 0) {
+            rc = -EBADMSG; /* truncated */
+            break;
+        }
+    }
+    inflateEnd(&zs);
+    return rc;
+}
+
+int spool_compress(spool_buf *out, int compression, int level, const void *src, size_t len)
+{
+    if (compression == SPOOL_COMPRESS_NONE) {
+        return spool_buf_append(out, src, len);
+    }
+    if (compression != SPOOL_COMPRESS_ZSTD && compression != SPOOL_COMPRESS_GZIP) {
+        return -EINVAL;
+    }
+    if (compression == SPOOL_COMPRESS_ZSTD && (level < 1 || level > ZSTD_maxCLevel())) {
+        level = ZSTD_CLEVEL_DEFAULT;
+    }
+    size_t bound = spool__compress_bound(compression, len);
+    int rc = spool_buf_reserve(out, bound);
+    if (rc < 0) {
+        return rc;
+    }
+    long n = spool__compress(compression, level, out->data + out->len, bound, src, len);
+    if (n < 0) {
+        return (int)n;
+    }
+    out->len += (size_t)n;
+    return 0;
+}
+
+int spool_decompress(spool_buf *out, int compression, const void *src, size_t len, size_t limit)
+{
+    size_t len0 = out->len;
+    int rc;
+    /* The helpers below bound out->len: the bytes before ours count too. */
+    limit = limit > SIZE_MAX - len0 ? SIZE_MAX : limit + len0;
+    if (compression == SPOOL_COMPRESS_ZSTD) {
+        rc = buf_unzstd(src, len, limit, out);
+    } else if (compression == SPOOL_COMPRESS_GZIP) {
+        rc = buf_gunzip(src, len, limit, out);
+    } else if (compression == SPOOL_COMPRESS_NONE) {
+        rc = len > limit - len0 ? -EFBIG : spool_buf_append(out, src, len);
+    } else {
+        rc = -EINVAL;
+    }
+    if (rc < 0) {
+        out->len = len0;
+    }
+    return rc;
 }

@@ -78,11 +78,13 @@ static void add_why(char *why, size_t cap, const char *fmt, const char *a, size_
     snprintf(why + used, cap - used, fmt, used ? "; " : "", (int)alen, a);
 }
 
-int spool__address_valid(const char *text, int flags, char *why, size_t cap)
+int spool_parse_address(const char *text, int flags, char *host_out, size_t host_cap, int *port_out,
+                        char *why, size_t cap)
 {
     char host[256];
     const char *h, *port;
     size_t hn;
+    long p = -1;
     why[0] = '\0';
     if (!text || !*text) {
         snprintf(why, cap, "empty address, expected host:port");
@@ -129,7 +131,9 @@ int spool__address_valid(const char *text, int flags, char *why, size_t cap)
         h = text;
         hn = colon ? (size_t)(colon - text) : strlen(text);
         port = colon ? colon + 1 : NULL;
-        if (hn == 0) {
+        if (hn == 1 && h[0] == '*' && (flags & SPOOL_ADDR_LISTEN)) {
+            hn = 0; /* "*:port": every address, as an empty host */
+        } else if (hn == 0) {
             if (!(flags & SPOOL_ADDR_LISTEN)) {
                 add_why(why, cap, "%sno host before ':'%.*s", "", 0);
             }
@@ -149,11 +153,12 @@ int spool__address_valid(const char *text, int flags, char *why, size_t cap)
         }
     }
     if (port) {
-        char *end;
+        char *end = NULL;
         errno = 0;
-        long p = (*port >= '0' && *port <= '9') ? strtol(port, &end, 10) : -1;
+        p = (*port >= '0' && *port <= '9') ? strtol(port, &end, 10) : -1;
         long lo = (flags & SPOOL_ADDR_LISTEN) ? 0 : 1;
         if (p < 0 || *end != '\0' || errno) {
+            p = -1;
             add_why(why, cap, "%sport '%.*s' is not a number", port, strlen(port));
         } else if (p < lo || p > 65535) {
             add_why(why, cap,
@@ -162,7 +167,26 @@ int spool__address_valid(const char *text, int flags, char *why, size_t cap)
                     port, strlen(port));
         }
     }
-    return why[0] ? -EINVAL : 0;
+    if (why[0]) {
+        return -EINVAL;
+    }
+    if (host_out) {
+        if (hn >= host_cap) {
+            snprintf(why, cap, "host name longer than %zu bytes", host_cap ? host_cap - 1 : 0);
+            return -EINVAL;
+        }
+        memcpy(host_out, h, hn);
+        host_out[hn] = '\0';
+    }
+    if (port_out) {
+        *port_out = port ? (int)p : -1;
+    }
+    return 0;
+}
+
+int spool__address_valid(const char *text, int flags, char *why, size_t cap)
+{
+    return spool_parse_address(text, flags, NULL, 0, NULL, why, cap);
 }
 
 int spool__listen_resolvable(const char *text, char *why, size_t cap)

@@ -67,21 +67,5 @@ int spool__fsync_dir(const char *path)
 /* mkdir -p. 0 or negative errno. */
 int spool__mkdirs(const char *path)
 {
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(buf)) {
-        return -ENAMETOOLONG;
-    }
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char c = buf[i];
-            buf[i] = '\0';
-            if (mkdir(buf, 0750) < 0 && errno != EEXIST) {
-                return -errno;
-            }
-            buf[i] = c;
-        }
-    }
-    return 0;
+    return spool_mkdirs(path, 0750);
 }

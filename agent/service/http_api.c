@@ -66,37 +66,17 @@ static int buf_printf(spool_buf *b, const char *fmt, ...)
     return spool_buf_append(b, tmp, (size_t)n);
 }
 
-/* Appends s as the inside of a JSON string. Bytes >= 0x80 pass through (the
- * core's strings are UTF-8). */
+/* Appends s as the inside of a JSON string (spool_json_escape: invalid
+ * UTF-8 becomes U+FFFD). */
 static int json_escape(spool_buf *b, const char *s)
 {
-    int rc = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p && rc == 0; p++) {
-        switch (*p) {
-        case '"':
-            rc = buf_puts(b, "\\\"");
-            break;
-        case '\\':
-            rc = buf_puts(b, "\\\\");
-            break;
-        case '\n':
-            rc = buf_puts(b, "\\n");
-            break;
-        case '\r':
-            rc = buf_puts(b, "\\r");
-            break;
-        case '\t':
-            rc = buf_puts(b, "\\t");
-            break;
-        default:
-            if (*p < 0x20) {
-                rc = buf_printf(b, "\\u%04x", *p);
-            } else {
-                rc = spool_buf_append(b, p, 1);
-            }
-        }
+    size_t n = strlen(s);
+    int rc = spool_buf_reserve(b, n * 6); /* the escape's worst case */
+    if (rc < 0) {
+        return rc;
     }
-    return rc;
+    b->len += spool_json_escape((char *)b->data + b->len, b->cap - b->len, (const uint8_t *)s, n);
+    return 0;
 }
 
 int spool_prom_escape_label_value(spool_buf *out, const char *v)
@@ -730,36 +710,16 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
 /* Splits "host:port", "[v6]:port" or ":port" and resolves it. */
 static int resolve_listen(const char *listen, struct addrinfo **res)
 {
-    char host[256];
-    const char *port;
-    if (!listen || !*listen) {
+    char host[256], port[8], why[256];
+    int p;
+    if (!listen || spool_parse_address(listen, SPOOL_ADDR_LISTEN, host, sizeof(host), &p, why,
+                                       sizeof(why)) < 0) {
         return -EINVAL;
     }
-    if (listen[0] == '[') {
-        const char *end = strchr(listen, ']');
-        if (!end || end[1] != ':' || (size_t)(end - listen - 1) >= sizeof(host)) {
-            return -EINVAL;
-        }
-        memcpy(host, listen + 1, (size_t)(end - listen - 1));
-        host[end - listen - 1] = '\0';
-        port = end + 2;
-    } else {
-        const char *colon = strrchr(listen, ':');
-        if (!colon || memchr(listen, ':', (size_t)(colon - listen)) ||
-            (size_t)(colon - listen) >= sizeof(host)) {
-            return -EINVAL;
-        }
-        memcpy(host, listen, (size_t)(colon - listen));
-        host[colon - listen] = '\0';
-        if (host[0] == '\0') {
-            snprintf(host, sizeof(host), "0.0.0.0");
-        }
-        port = colon + 1;
+    if (host[0] == '\0') {
+        snprintf(host, sizeof(host), "0.0.0.0");
     }
-    if (!*port || strlen(port) > 5 || strspn(port, "0123456789") != strlen(port) ||
-        atoi(port) > 65535) {
-        return -EINVAL;
-    }
+    snprintf(port, sizeof(port), "%d", p);
     struct addrinfo hints = {
         .ai_family = AF_UNSPEC,
         .ai_socktype = SOCK_STREAM,

@@ -20,7 +20,7 @@
  *     Spool-Next-Offset headers, when present, bound the records taken from
  *     them), or
  *   Content-Type: application/x-ndjson | application/json  records as JSON
- *     (http_format.h), ndjson or one array;
+ *     (spool/wire.h, docs/protocol.md), ndjson or one array;
  * optionally Content-Encoding: zstd | gzip. One request becomes one batch
  * of the pipeline; the response is 200 only once that batch is durable in
  * the log (spool_input_submit_durable returned 0).
@@ -62,8 +62,9 @@
 #include <microhttpd.h>
 
 #include "http_in.h"
+#include "spool/wire.h"
 
-#define HTTPI_PATH "/v1/batches"
+#define HTTPI_PATH SPOOL_WIRE_PATH
 /* memory_limit (docs/memory.md): a request is admitted when three times
  * its body (the body, and the batch made of it: arena and record index)
  * fits the memory account (a body over a third of the limit: itself).
@@ -223,11 +224,11 @@ static int header_offset(struct MHD_Connection *conn, const char *name, int64_t 
 static int httpi_offsets(struct MHD_Connection *conn, httpi_req *req, char *why, size_t whycap)
 {
     int64_t partition;
-    if (header_offset(conn, "Spool-First-Offset", INT64_MAX - 1, INT64_MIN, &req->first, why,
+    if (header_offset(conn, SPOOL_WIRE_HDR_FIRST_OFFSET, INT64_MAX - 1, INT64_MIN, &req->first, why,
                       whycap) < 0 ||
-        header_offset(conn, "Spool-Next-Offset", INT64_MAX, INT64_MAX, &req->next, why, whycap) <
-            0 ||
-        header_offset(conn, "Spool-Partition", INT32_MAX, -1, &partition, why, whycap) < 0) {
+        header_offset(conn, SPOOL_WIRE_HDR_NEXT_OFFSET, INT64_MAX, INT64_MAX, &req->next, why,
+                      whycap) < 0 ||
+        header_offset(conn, SPOOL_WIRE_HDR_PARTITION, INT32_MAX, -1, &partition, why, whycap) < 0) {
         return -EINVAL;
     }
     if (req->first != INT64_MIN && req->next != INT64_MAX && req->first >= req->next) {
@@ -288,10 +289,10 @@ static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const cha
         *why = "unknown format: no Content-Type";
         return MHD_HTTP_BAD_REQUEST;
     }
-    if (content_type_is(ct, "application/vnd.spool.batch")) {
+    if (content_type_is(ct, SPOOL_WIRE_CT_BATCH)) {
         req->kind = KIND_NATIVE;
-    } else if (content_type_is(ct, "application/x-ndjson") ||
-               content_type_is(ct, "application/json") ||
+    } else if (content_type_is(ct, SPOOL_WIRE_CT_NDJSON) ||
+               content_type_is(ct, SPOOL_WIRE_CT_JSON) ||
                content_type_is(ct, "application/jsonl")) {
         req->kind = KIND_JSON;
     } else {
@@ -302,11 +303,11 @@ static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const cha
     const char *ce =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
     if (!ce || strcasecmp(ce, "identity") == 0) {
-        req->enc = HTTPI_ENC_NONE;
+        req->enc = SPOOL_COMPRESS_NONE;
     } else if (strcasecmp(ce, "zstd") == 0) {
-        req->enc = HTTPI_ENC_ZSTD;
+        req->enc = SPOOL_COMPRESS_ZSTD;
     } else if (strcasecmp(ce, "gzip") == 0) {
-        req->enc = HTTPI_ENC_GZIP;
+        req->enc = SPOOL_COMPRESS_GZIP;
     } else {
         *why = "unsupported Content-Encoding (zstd, gzip or none)";
         return MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
@@ -508,30 +509,13 @@ static void httpi_mhd_log(void *cls, const char *fmt, va_list ap)
 /* Parses "host:port", "[v6]:port" or ":port" into addr. */
 static int httpi_parse_listen(const char *listen, struct sockaddr_storage *addr)
 {
-    char host[256];
-    const char *port;
-    if (listen[0] == '[') {
-        const char *e = strchr(listen, ']');
-        if (!e || e[1] != ':' || (size_t)(e - listen - 1) >= sizeof(host)) {
-            return -EINVAL;
-        }
-        memcpy(host, listen + 1, (size_t)(e - listen - 1));
-        host[e - listen - 1] = '\0';
-        port = e + 2;
-    } else {
-        const char *colon = strrchr(listen, ':');
-        if (!colon || (size_t)(colon - listen) >= sizeof(host)) {
-            return -EINVAL;
-        }
-        memcpy(host, listen, (size_t)(colon - listen));
-        host[colon - listen] = '\0';
-        port = colon + 1;
-    }
-    char *end;
-    long p = strtol(port, &end, 10);
-    if (*port == '\0' || *end != '\0' || p < 0 || p > 65535) {
+    char host[256], port[8], why[256];
+    int p;
+    if (spool_parse_address(listen, SPOOL_ADDR_LISTEN, host, sizeof(host), &p, why, sizeof(why)) <
+        0) {
         return -EINVAL;
     }
+    snprintf(port, sizeof(port), "%d", p);
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};

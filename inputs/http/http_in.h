@@ -16,7 +16,6 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "codec/codec.h"
 #include "spool/spool.h"
 
 /* Bearer tokens read from tokens_file, re-read when its mtime changes. */
@@ -44,17 +43,6 @@ enum httpi_auth {
  * re-reading the file first if its mtime changed (stat at most once a
  * second). Any thread. */
 int httpi_tokens_check(httpi_tokens *t, spool_instance *ins, const char *authorization);
-
-/* Content-Encoding of a body. */
-enum httpi_encoding { HTTPI_ENC_NONE = 0, HTTPI_ENC_ZSTD = 1, HTTPI_ENC_GZIP = 2 };
-
-/*
- * Decompresses src into out (cleared first), refusing to produce more than
- * limit bytes. dctx is a ZSTD_DCtx to reuse, or NULL. 0, -EFBIG (over the
- * limit), -EBADMSG (corrupt), -ENOMEM.
- */
-int httpi_decompress(int enc, void *dctx, const uint8_t *src, size_t len, size_t limit,
-                     spool_buf *out);
 
 /* ---- connections (http_in_conn.c); server thread only ---- */
 
@@ -173,7 +161,7 @@ typedef struct httpi_req {
     struct MHD_Connection *conn; /* suspended while queued */
     int state;                   /* REQ_* */
     int kind;                    /* KIND_* */
-    int enc;                     /* HTTPI_ENC_* */
+    int enc;                     /* SPOOL_COMPRESS_* (Content-Encoding) */
     int too_big;                 /* body exceeded max_body_bytes */
     int no_memory;               /* a chunked body outgrew what the account allows */
     size_t mem;                  /* bytes held in the memory account */

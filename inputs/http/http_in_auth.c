@@ -1,5 +1,5 @@
 /*
- * http_in_auth.c: bearer tokens of the `http` input and body decompression.
+ * http_in_auth.c: bearer tokens of the `http` input.
  *
  * tokens_file holds one token per line; blank lines and lines starting
  * with '#' are ignored, surrounding blanks trimmed. The file is re-read
@@ -7,10 +7,7 @@
  * path (there is no reload callback; SIGHUP is not needed). A file that
  * cannot be read on a re-read keeps the previous tokens (logged); an
  * empty file means no token is valid. Comparison is constant-time per
- * token.
- *
- * Decompression (zstd, gzip) is bounded: a body that would expand beyond
- * the limit is refused, so a small "zip bomb" cannot take the memory.
+ * token. (Bodies are decompressed with spool_decompress, bounded.)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -18,9 +15,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-
-#include <zlib.h>
-#include <zstd.h>
 
 #include "http_in.h"
 
@@ -189,117 +183,4 @@ int httpi_tokens_check(httpi_tokens *t, spool_instance *ins, const char *authori
     }
     pthread_mutex_unlock(&t->lock);
     return ok ? HTTPI_AUTH_OK : HTTPI_AUTH_WRONG;
-}
-
-/* ---------------------------------------------------------------------- */
-
-static int decompress_zstd(void *dctx, const uint8_t *src, size_t len, size_t limit, spool_buf *out)
-{
-    ZSTD_DCtx *dc = dctx ? dctx : ZSTD_createDCtx();
-    if (!dc) {
-        return -ENOMEM;
-    }
-    ZSTD_DCtx_reset(dc, ZSTD_reset_session_only);
-    int rc = 0;
-    /* One frame with its size in the header (as the http output writes it):
-     * reserve exactly, so the output never moves. */
-    unsigned long long fsz = ZSTD_getFrameContentSize(src, len);
-    if (fsz != ZSTD_CONTENTSIZE_UNKNOWN && fsz != ZSTD_CONTENTSIZE_ERROR) {
-        if (fsz > limit) {
-            rc = -EFBIG;
-            goto out;
-        }
-        if ((rc = spool_buf_reserve(out, (size_t)fsz + 1)) < 0) {
-            goto out;
-        }
-    }
-    ZSTD_inBuffer in = {src, len, 0};
-    size_t last = 1;
-    while (in.pos < in.size || last != 0) {
-        if (out->cap - out->len < 65536) {
-            size_t want = out->len < 65536 ? 65536 : out->len;
-            if ((rc = spool_buf_reserve(out, want)) < 0) {
-                goto out;
-            }
-        }
-        ZSTD_outBuffer ob = {out->data + out->len, out->cap - out->len, 0};
-        size_t before = in.pos;
-        last = ZSTD_decompressStream(dc, &ob, &in);
-        if (ZSTD_isError(last)) {
-            rc = -EBADMSG;
-            goto out;
-        }
-        out->len += ob.pos;
-        if (out->len > limit) {
-            rc = -EFBIG;
-            goto out;
-        }
-        if (in.pos == in.size && ob.pos == 0 && before == in.pos && last != 0) {
-            rc = -EBADMSG; /* truncated frame */
-            goto out;
-        }
-    }
-out:
-    if (dc != dctx) {
-        ZSTD_freeDCtx(dc);
-    }
-    return rc;
-}
-
-static int decompress_gzip(const uint8_t *src, size_t len, size_t limit, spool_buf *out)
-{
-    z_stream zs;
-    memset(&zs, 0, sizeof(zs));
-    if (inflateInit2(&zs, 15 + 32) != Z_OK) {
-        return -ENOMEM;
-    }
-    int rc = 0;
-    zs.next_in = (Bytef *)src;
-    zs.avail_in = (uInt)len;
-    for (;;) {
-        if (out->cap - out->len < 65536) {
-            size_t want = out->len < 65536 ? 65536 : out->len;
-            if ((rc = spool_buf_reserve(out, want)) < 0) {
-                break;
-            }
-        }
-        zs.next_out = out->data + out->len;
-        zs.avail_out = (uInt)(out->cap - out->len);
-        uInt before = zs.avail_out;
-        int z = inflate(&zs, Z_NO_FLUSH);
-        out->len += before - zs.avail_out;
-        if (out->len > limit) {
-            rc = -EFBIG;
-            break;
-        }
-        if (z == Z_STREAM_END) {
-            break;
-        }
-        if (z != Z_OK && !(z == Z_BUF_ERROR && zs.avail_out == 0)) {
-            rc = -EBADMSG;
-            break;
-        }
-        if (zs.avail_in == 0 && zs.avail_out != 0) {
-            rc = -EBADMSG; /* truncated */
-            break;
-        }
-    }
-    inflateEnd(&zs);
-    return rc;
-}
-
-int httpi_decompress(int enc, void *dctx, const uint8_t *src, size_t len, size_t limit,
-                     spool_buf *out)
-{
-    out->len = 0;
-    if (enc == HTTPI_ENC_ZSTD) {
-        return decompress_zstd(dctx, src, len, limit, out);
-    }
-    if (enc == HTTPI_ENC_GZIP) {
-        return decompress_gzip(src, len, limit, out);
-    }
-    if (len > limit) {
-        return -EFBIG;
-    }
-    return spool_buf_append(out, src, len);
 }

@@ -25,10 +25,9 @@
 #include <string.h>
 
 #include <microhttpd.h>
-#include <zstd.h>
 
-#include "../../outputs/http/http_format.h"
 #include "http_in.h"
+#include "spool/wire.h"
 
 #define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
 #define HTTPI_KEEP_BYTES ((size_t)64 << 10) /* per-thread buffers larger are freed */
@@ -47,10 +46,9 @@ typedef struct httpi_sink {
  * destructor frees them when the worker ends.
  */
 typedef struct httpi_scratch {
-    spool_buf plain;       /* decompressed body */
-    spool_decoded dec;     /* native records */
-    httpfmt_parser parser; /* JSON records */
-    ZSTD_DCtx *dctx;
+    spool_buf plain;          /* decompressed body */
+    spool_wire_reader *dec;   /* native records */
+    spool_wire_parser parser; /* JSON records */
     httpi_sink sink;
 } httpi_scratch;
 
@@ -64,9 +62,8 @@ static void httpi_scratch_free(void *p)
         return;
     }
     spool_buf_free(&sc->plain);
-    spool_decoded_free(&sc->dec);
-    httpfmt_parser_free(&sc->parser);
-    ZSTD_freeDCtx(sc->dctx);
+    spool_wire_reader_destroy(sc->dec);
+    spool_wire_parser_free(&sc->parser);
     free(sc);
 }
 
@@ -85,8 +82,8 @@ static httpi_scratch *httpi_scratch_get(void)
         if (!sc) {
             return NULL;
         }
-        sc->dctx = ZSTD_createDCtx();
-        if (!sc->dctx || pthread_setspecific(httpi_scratch_key, sc) != 0) {
+        sc->dec = spool_wire_reader_create();
+        if (!sc->dec || pthread_setspecific(httpi_scratch_key, sc) != 0) {
             httpi_scratch_free(sc);
             return NULL;
         }
@@ -104,10 +101,7 @@ static void httpi_scratch_release(httpi_scratch *sc)
         }
         bufs[i]->len = 0;
     }
-    if (sc->dec.scratch.cap > HTTPI_KEEP_BYTES) {
-        spool_decoded_free(&sc->dec);
-    }
-    spool_decoded_reset(&sc->dec);
+    spool_wire_reader_reset(sc->dec, HTTPI_KEEP_BYTES);
 }
 
 static int httpi_sink_add(void *arg, const spool_record *r)
@@ -139,15 +133,13 @@ static int httpi_sink_add(void *arg, const spool_record *r)
 
 /* Decodes native batches from body into the sink. 0 or a status with why. */
 static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body, httpi_sink *sink,
-                                    spool_decoded *dp, char *why, size_t whycap)
+                                    spool_wire_reader *rd, char *why, size_t whycap)
 {
-    spool_decoded d = *dp;
     unsigned status = 0;
     size_t pos = 0;
     while (pos < body->len) {
-        /* The CRC is checked once, by spool_batch_decode (below). */
-        spool_batch_info info;
-        long n = spool_batch_parse_header(body->data + pos, body->len - pos, 0, &info);
+        /* The CRC is checked once, by spool_wire_reader_read (below). */
+        long n = spool_wire_batch_size(body->data + pos, body->len - pos, 0, NULL);
         if (n == 0) {
             snprintf(why, whycap, "truncated batch at byte %zu", pos);
             status = MHD_HTTP_BAD_REQUEST;
@@ -158,12 +150,12 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
             status = MHD_HTTP_BAD_REQUEST;
             break;
         }
-        spool_decoded_reset(&d);
-        int m = spool_batch_decode(body->data + pos, (size_t)n, -1, req->first, &d);
+        spool_wire_reader_reset(rd, SIZE_MAX);
+        int m = spool_wire_reader_read(rd, body->data + pos, (size_t)n, -1, req->first);
         if (m < 0) {
             /* Tell a CRC mismatch from other damage (error path only). */
             int crc_bad =
-                m == -EBADMSG && spool_batch_parse_header(body->data + pos, (size_t)n, 1, NULL) < 0;
+                m == -EBADMSG && spool_wire_batch_size(body->data + pos, (size_t)n, 1, NULL) < 0;
             if (m == -ENOMEM) {
                 snprintf(why, whycap, "out of memory");
                 status = MHD_HTTP_SERVICE_UNAVAILABLE;
@@ -176,11 +168,13 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
             status = MHD_HTTP_BAD_REQUEST;
             break;
         }
-        for (size_t i = 0; i < d.count; i++) {
-            if (d.records[i].offset >= req->next) {
+        size_t count;
+        const spool_record *recs = spool_wire_reader_records(rd, &count);
+        for (size_t i = 0; i < count; i++) {
+            if (recs[i].offset >= req->next) {
                 break;
             }
-            int rc = httpi_sink_add(sink, &d.records[i]);
+            int rc = httpi_sink_add(sink, &recs[i]);
             if (rc < 0) {
                 snprintf(why, whycap, "%s",
                          rc == -E2BIG ? "too many headers in a record" : "out of memory");
@@ -201,7 +195,6 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
                  req->first == INT64_MIN ? 0 : req->first, req->next);
         status = MHD_HTTP_BAD_REQUEST;
     }
-    *dp = d;
     return status;
 }
 
@@ -227,10 +220,10 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
         snprintf(why, whycap, "shutting down, retry later");
         goto out;
     }
-    if (req->enc != HTTPI_ENC_NONE) {
+    if (req->enc != SPOOL_COMPRESS_NONE) {
         size_t limit = (size_t)c->max_body_bytes * 8;
-        int rc =
-            httpi_decompress(req->enc, sc->dctx, req->body.data, req->body.len, limit, &sc->plain);
+        sc->plain.len = 0;
+        int rc = spool_decompress(&sc->plain, req->enc, req->body.data, req->body.len, limit);
         if (rc == -EFBIG) {
             status = MHD_HTTP_CONTENT_TOO_LARGE;
             snprintf(why, whycap, "decompressed body larger than 8 x max_body_bytes");
@@ -254,10 +247,10 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
     sink->agent = req->agent;
     sink->agent_len = (int32_t)strlen(req->agent);
     if (req->kind == KIND_NATIVE) {
-        status = httpi_decode_native(req, plain, sink, &sc->dec, why, whycap);
+        status = httpi_decode_native(req, plain, sink, sc->dec, why, whycap);
     } else {
-        long n = httpfmt_parse(&sc->parser, plain->data ? plain->data : (const uint8_t *)"",
-                               plain->len, httpi_sink_add, sink, why, whycap);
+        long n = spool_wire_json_parse(&sc->parser, plain->data ? plain->data : (const uint8_t *)"",
+                                       plain->len, httpi_sink_add, sink, why, whycap);
         if (n == -E2BIG) {
             snprintf(why, whycap, "too many headers in a record");
         }

@@ -43,10 +43,9 @@ typedef struct jd_input {
     /* State. */
     spool_instance *ins;
     sd_journal *j;
-    char *cursor;     /* cursor of the last entry appended, owned */
-    int have_current; /* the journal is positioned on an unread entry */
-    uint8_t *scratch; /* copies of the entry's fields */
-    size_t scratch_cap;
+    char *cursor;                     /* cursor of the last entry appended, owned */
+    int have_current;                 /* the journal is positioned on an unread entry */
+    spool_buf scratch;                /* copies of the entry's fields */
     size_t field_off[JD_MAX_HEADERS]; /* offsets in scratch of field name / value */
     size_t field_nlen[JD_MAX_HEADERS];
     size_t field_vlen[JD_MAX_HEADERS];
@@ -162,9 +161,7 @@ static int jd_init(spool_instance *ins, void *ctx)
     if (rc < 0) {
         return rc;
     }
-    s->scratch_cap = 64 * 1024;
-    s->scratch = malloc(s->scratch_cap);
-    return s->scratch ? 0 : -ENOMEM;
+    return spool_buf_reserve(&s->scratch, 64 * 1024);
 }
 
 /* Positions the journal: after the stored cursor, or per read_from. */
@@ -201,42 +198,24 @@ static int jd_seek(jd_input *s)
     return rc;
 }
 
-static int jd_reserve(jd_input *s, size_t need)
-{
-    if (need <= s->scratch_cap) {
-        return 0;
-    }
-    size_t cap = s->scratch_cap * 2;
-    while (cap < need) {
-        cap *= 2;
-    }
-    uint8_t *b = realloc(s->scratch, cap);
-    if (b == NULL) {
-        return -ENOMEM;
-    }
-    s->scratch = b;
-    s->scratch_cap = cap;
-    return 0;
-}
-
 /* Appends the current entry to b. */
 static int jd_append_entry(jd_input *s, spool_batch *b)
 {
     const void *data;
     size_t len;
-    size_t used = 0;
     size_t nf = 0;
     int msg = -1;
+    s->scratch.len = 0;
     sd_journal_restart_data(s->j);
     while (sd_journal_enumerate_data(s->j, &data, &len) > 0) {
         const char *eq = memchr(data, '=', len);
         if (eq == NULL || nf >= JD_MAX_HEADERS) {
             continue;
         }
-        if (jd_reserve(s, used + len) < 0) {
+        size_t used = s->scratch.len;
+        if (spool_buf_append(&s->scratch, data, len) < 0) {
             return -ENOMEM;
         }
-        memcpy(s->scratch + used, data, len);
         size_t name_len = (size_t)(eq - (const char *)data);
         if (name_len == 7 && memcmp(data, "MESSAGE", 7) == 0) {
             msg = (int)nf;
@@ -244,7 +223,6 @@ static int jd_append_entry(jd_input *s, spool_batch *b)
         s->field_off[nf] = used;
         s->field_nlen[nf] = name_len;
         s->field_vlen[nf] = len - name_len - 1;
-        used += len;
         nf++;
     }
     spool_header h[JD_MAX_HEADERS + 2];
@@ -259,7 +237,7 @@ static int jd_append_entry(jd_input *s, spool_batch *b)
     r.value = (const uint8_t *)"";
     r.value_len = 0;
     for (size_t i = 0; i < nf; i++) {
-        const uint8_t *f = s->scratch + s->field_off[i];
+        const uint8_t *f = s->scratch.data + s->field_off[i];
         if ((int)i == msg) {
             r.value = f + s->field_nlen[i] + 1;
             r.value_len = (int32_t)s->field_vlen[i];
@@ -377,8 +355,7 @@ static void jd_destroy(spool_instance *ins, void *ctx)
     }
     free(s->cursor);
     s->cursor = NULL;
-    free(s->scratch);
-    s->scratch = NULL;
+    spool_buf_free(&s->scratch);
 }
 
 const spool_plugin spool_plugin_journald = {

@@ -67,42 +67,19 @@ int sock_url_parse(const char *url, sock_url *out, const char **why)
         memcpy(out->path, rest, n + 1);
         return 0;
     }
-    const char *colon;
-    const char *hs = rest;
-    size_t hn;
-    if (*rest == '[') {
-        const char *rb = strchr(rest, ']');
-        if (rb == NULL || rb[1] != ':') {
-            *why = "expected [ipv6]:port";
-            return -EINVAL;
-        }
-        hs = rest + 1;
-        hn = (size_t)(rb - hs);
-        colon = rb + 1;
-    } else {
-        colon = strrchr(rest, ':');
-        if (colon == NULL) {
-            *why = "expected host:port";
-            return -EINVAL;
-        }
-        hn = (size_t)(colon - rest);
-    }
-    if (hn >= sizeof(out->host)) {
-        *why = "host too long";
+    /* *why points at static strings; a parse error's text lives here, per
+     * thread, until this thread's next call. */
+    static __thread char why_buf[256];
+    int port;
+    if (spool_parse_address(rest, SPOOL_ADDR_LISTEN, out->host, sizeof(out->host), &port, why_buf,
+                            sizeof(why_buf)) < 0) {
+        *why = why_buf;
         return -EINVAL;
     }
-    memcpy(out->host, hs, hn);
-    out->host[hn] = '\0';
-    if (hn == 0 || strcmp(out->host, "*") == 0) {
+    if (out->host[0] == '\0') {
         strcpy(out->host, "0.0.0.0");
     }
-    char *end = NULL;
-    long port = strtol(colon + 1, &end, 10);
-    if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535) {
-        *why = "invalid port";
-        return -EINVAL;
-    }
-    out->port = (int)port;
+    out->port = port;
     return 0;
 }
 

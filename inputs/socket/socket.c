@@ -191,8 +191,8 @@ static int emit_syslog(void *arg, spool_batch *b, const sock_peer *peer, const u
     if (syslog_parse(p, n, &m) != 0) {
         hdr_set(&h[hn++], "syslog.error", m.error, strlen(m.error));
     } else {
-        const char *fac = syslog_facility_name(m.facility);
-        const char *sev = syslog_severity_name(m.severity);
+        const char *fac = spool_syslog_facility_name(m.facility);
+        const char *sev = spool_syslog_severity_name(m.severity);
         hdr_set(&h[hn++], "facility", fac, strlen(fac));
         hdr_set(&h[hn++], "severity", sev, strlen(sev));
         span_header(h, &hn, "hostname", m.hostname);
@@ -221,6 +221,13 @@ static int sock_check(spool_instance *ins, void *ctx)
     const char *why = NULL;
     int rc = 0;
     if (sock_url_parse(s->listen, &url, &why) != 0) {
+        /* A bad host:port is reported as spool_check_address words it. */
+        const char *l = s->listen ? s->listen : "";
+        int inet = strncmp(l, "tcp://", 6) == 0 || strncmp(l, "tls://", 6) == 0 ||
+                   strncmp(l, "udp://", 6) == 0;
+        if (inet && spool_check_address(ins, "listen", l + 6, SPOOL_ADDR_LISTEN) < 0) {
+            return -EINVAL;
+        }
         spool_config_error(ins, "listen", "invalid listen URL '%s': %s", s->listen ? s->listen : "",
                            why);
         return -EINVAL;

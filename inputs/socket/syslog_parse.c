@@ -513,58 +513,6 @@ int64_t syslog_time_ms(const syslog_msg *m, int64_t now_ms)
     return 0;
 }
 
-static const char *const facility_names[] = {
-    "kern",   "user",   "mail",     "daemon", "auth",   "syslog",   "lpr",     "news",
-    "uucp",   "cron",   "authpriv", "ftp",    "ntp",    "security", "console", "solaris-cron",
-    "local0", "local1", "local2",   "local3", "local4", "local5",   "local6",  "local7"};
-
-static const char *const severity_names[] = {"emerg",   "alert",  "crit", "err",
-                                             "warning", "notice", "info", "debug"};
-
-const char *syslog_facility_name(int facility)
-{
-    return facility >= 0 && facility < 24 ? facility_names[facility] : NULL;
-}
-
-const char *syslog_severity_name(int severity)
-{
-    return severity >= 0 && severity < 8 ? severity_names[severity] : NULL;
-}
-
-static int name_lookup(const char *s, const char *const *names, int count)
-{
-    if (s == NULL || *s == '\0') {
-        return -1;
-    }
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-    if (*end == '\0') {
-        return v >= 0 && v < count ? (int)v : -1;
-    }
-    for (int i = 0; i < count; i++) {
-        if (strcasecmp(s, names[i]) == 0) {
-            return i;
-        }
-    }
-    return -1;
-}
-
-int syslog_facility_from_name(const char *s)
-{
-    return name_lookup(s, facility_names, 24);
-}
-
-int syslog_severity_from_name(const char *s)
-{
-    if (s != NULL && strcasecmp(s, "warn") == 0) {
-        return 4;
-    }
-    if (s != NULL && strcasecmp(s, "error") == 0) {
-        return 3;
-    }
-    return name_lookup(s, severity_names, 8);
-}
-
 void syslog_sd_begin(syslog_sd_iter *it, syslog_span sd)
 {
     it->p = sd.p;

@@ -66,14 +66,6 @@ int syslog_parse(const uint8_t *p, size_t n, syslog_msg *m);
  */
 int64_t syslog_time_ms(const syslog_msg *m, int64_t now_ms);
 
-/* "kern", "user", ... "local7"; NULL outside 0..23. */
-const char *syslog_facility_name(int facility);
-/* "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug". */
-const char *syslog_severity_name(int severity);
-/* Reverse of the two above; also accepts a decimal number. -1 if unknown. */
-int syslog_facility_from_name(const char *s);
-int syslog_severity_from_name(const char *s);
-
 /* Iterates the parameters of raw structured data (syslog_msg.sd). */
 typedef struct syslog_sd_iter {
     const uint8_t *p; /* current position */

@@ -27,12 +27,6 @@
 /* Lines (tail_lines.c).                                                    */
 /* ------------------------------------------------------------------------ */
 
-typedef struct tail_lbuf {
-    uint8_t *p;  /* malloc'd, NULL when empty and never used */
-    size_t len;  /* bytes used */
-    size_t cap;  /* bytes allocated */
-} tail_lbuf;
-
 /* How lines are cut; shared by every file of an input, read-only. */
 typedef struct tail_split_conf {
     int strip_cr;              /* drop one '\r' before '\n' */
@@ -50,11 +44,11 @@ typedef struct tail_split_conf {
  * of an incomplete line or of a pending multiline record are never covered.
  */
 typedef struct tail_splitter {
-    tail_lbuf carry;           /* the current incomplete line */
+    spool_buf carry;           /* the current incomplete line */
     int discarding;            /* truncate mode: dropping the rest of a long line */
     int long_counted;          /* the current line was counted in long_lines */
     int64_t carry_since_ms;    /* monotonic ms the incomplete line began, 0 if none */
-    tail_lbuf rec;             /* multiline: the pending record */
+    spool_buf rec;             /* multiline: the pending record */
     uint32_t rec_lines;        /* lines in rec */
     int64_t rec_end;           /* file offset after the last line of rec */
     int64_t rec_since_ms;      /* monotonic ms of the last line added to rec */

@@ -27,45 +27,12 @@
 
 #include "tail.h"
 
-static int lbuf_reserve(tail_lbuf *b, size_t need)
-{
-    if (need <= b->cap) {
-        return 0;
-    }
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need) {
-        cap *= 2;
-    }
-    uint8_t *p = realloc(b->p, cap);
-    if (!p) {
-        return -ENOMEM;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static int lbuf_append(tail_lbuf *b, const uint8_t *p, size_t n)
-{
-    int r = lbuf_reserve(b, b->len + n);
-    if (r < 0) {
-        return r;
-    }
-    if (n) {
-        memcpy(b->p + b->len, p, n);
-    }
-    b->len += n;
-    return 0;
-}
-
 /* Keeps small buffers, gives big ones back (a 10 MiB line should not stay). */
-static void lbuf_clear(tail_lbuf *b)
+static void lbuf_clear(spool_buf *b)
 {
     b->len = 0;
     if (b->cap > 1024 * 1024) {
-        free(b->p);
-        b->p = NULL;
-        b->cap = 0;
+        spool_buf_free(b);
     }
 }
 
@@ -85,8 +52,8 @@ void tail_split_reset(tail_splitter *sp, int64_t off)
 
 void tail_split_free(tail_splitter *sp)
 {
-    free(sp->carry.p);
-    free(sp->rec.p);
+    spool_buf_free(&sp->carry);
+    spool_buf_free(&sp->rec);
     memset(sp, 0, sizeof(*sp));
 }
 
@@ -114,7 +81,7 @@ int tail_split_flush_record(tail_splitter *sp, const tail_split_conf *c, tail_em
     if (sp->rec_lines == 0) {
         return 0;
     }
-    int r = emit_record(sp, sp->rec.p, sp->rec.len, sp->rec_end, emit, arg);
+    int r = emit_record(sp, sp->rec.data, sp->rec.len, sp->rec_end, emit, arg);
     sp->rec_lines = 0;
     lbuf_clear(&sp->rec);
     return r;
@@ -142,12 +109,12 @@ static int put_line(tail_splitter *sp, const tail_split_conf *c, const uint8_t *
         }
     }
     if (sp->rec_lines > 0) {
-        r = lbuf_append(&sp->rec, (const uint8_t *)"\n", 1);
+        r = spool_buf_append(&sp->rec, (const uint8_t *)"\n", 1);
         if (r < 0) {
             return r;
         }
     }
-    r = lbuf_append(&sp->rec, p, n);
+    r = spool_buf_append(&sp->rec, p, n);
     if (r < 0) {
         return r;
     }
@@ -187,7 +154,7 @@ static int take(tail_splitter *sp, const tail_split_conf *c, const uint8_t *p, s
         }
         sp->discarding = 0;
         if (sp->carry.len > 0) {
-            r = put_line(sp, c, sp->carry.p, sp->carry.len, off + n + 1, now_ms, emit, arg);
+            r = put_line(sp, c, sp->carry.data, sp->carry.len, off + n + 1, now_ms, emit, arg);
             lbuf_clear(&sp->carry);
             sp->carry_since_ms = 0;
         } else if (sp->rec_lines == 0) {
@@ -205,7 +172,7 @@ static int take(tail_splitter *sp, const tail_split_conf *c, const uint8_t *p, s
             sp->long_counted = 1;
         }
         if (c->truncate) {
-            r = lbuf_append(&sp->carry, p, room);
+            r = spool_buf_append(&sp->carry, p, room);
             if (r < 0) {
                 return r;
             }
@@ -218,9 +185,9 @@ static int take(tail_splitter *sp, const tail_split_conf *c, const uint8_t *p, s
         if (sp->carry.len == 0) {
             r = put_line(sp, c, p, room, off + room, now_ms, emit, arg);
         } else {
-            r = lbuf_append(&sp->carry, p, room);
+            r = spool_buf_append(&sp->carry, p, room);
             if (r == 0) {
-                r = put_line(sp, c, sp->carry.p, sp->carry.len, off + room, now_ms, emit, arg);
+                r = put_line(sp, c, sp->carry.data, sp->carry.len, off + room, now_ms, emit, arg);
             }
             lbuf_clear(&sp->carry);
             sp->carry_since_ms = 0;
@@ -236,14 +203,14 @@ static int take(tail_splitter *sp, const tail_split_conf *c, const uint8_t *p, s
         if (n > 0 && sp->carry.len == 0) {
             sp->carry_since_ms = now_ms;
         }
-        return lbuf_append(&sp->carry, p, n);
+        return spool_buf_append(&sp->carry, p, n);
     }
     if (sp->carry.len == 0) {
         return put_full_line(sp, c, p, n, off + n + 1, now_ms, emit, arg);
     }
-    r = lbuf_append(&sp->carry, p, n);
+    r = spool_buf_append(&sp->carry, p, n);
     if (r == 0) {
-        r = put_full_line(sp, c, sp->carry.p, sp->carry.len, off + n + 1, now_ms, emit, arg);
+        r = put_full_line(sp, c, sp->carry.data, sp->carry.len, off + n + 1, now_ms, emit, arg);
     }
     lbuf_clear(&sp->carry);
     sp->carry_since_ms = 0;
@@ -279,7 +246,7 @@ int tail_split_flush_partial(tail_splitter *sp, const tail_split_conf *c, int64_
     }
     /* The line ends where the fed bytes end; if truncating, the rest of it
      * up to its newline stays discarded. */
-    int r = put_line(sp, c, sp->carry.p, sp->carry.len, sp->off, now_ms, emit, arg);
+    int r = put_line(sp, c, sp->carry.data, sp->carry.len, sp->off, now_ms, emit, arg);
     lbuf_clear(&sp->carry);
     sp->carry_since_ms = 0;
     return r;

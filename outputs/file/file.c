@@ -3,9 +3,9 @@
  *
  * Each chunk is formatted into one buffer and written with as few write(2)
  * calls as there are destination files in it; `raw` writes the value and a
- * newline, `json` one object per record (topic, partition, offset,
- * timestamp, key, value, headers; bytes that are not UTF-8 escaped as
- * \u00XX, never dropped). The `file` path may be a template over record
+ * newline, `json` one object per line, as spool_json_append_record writes
+ * it (the one field order of docs/protocol.md; bytes that are not UTF-8
+ * become U+FFFD). The `file` path may be a template over record
  * fields ("{{ host }}") and strftime conversions of the record's timestamp
  * in UTC ("%Y-%m-%d"), so an aggregator can write one file per host and
  * day; open files are cached (max_open_files) and closed when idle.
@@ -47,8 +47,7 @@ typedef struct file_ctx {
     int has_strftime;        /* path contains '%' */
     open_file *files;
     size_t nfiles;
-    char *buf;               /* formatted output */
-    size_t len, cap;
+    spool_buf out;           /* formatted output */
     int last_failed;         /* log an error once per failure streak */
 } file_ctx;
 
@@ -106,96 +105,20 @@ static int stdout_init(spool_instance *ins, void *vctx)
     return 0;
 }
 
-static int reserve(file_ctx *ctx, size_t extra)
-{
-    if (ctx->len + extra <= ctx->cap) {
-        return 0;
-    }
-    size_t n = ctx->cap ? ctx->cap : 65536;
-    while (n < ctx->len + extra) {
-        n *= 2;
-    }
-    char *b = realloc(ctx->buf, n);
-    if (!b) {
-        return -ENOMEM;
-    }
-    ctx->buf = b;
-    ctx->cap = n;
-    return 0;
-}
-
-static int put(file_ctx *ctx, const void *p, size_t n)
-{
-    if (reserve(ctx, n) < 0) {
-        return -ENOMEM;
-    }
-    memcpy(ctx->buf + ctx->len, p, n);
-    ctx->len += n;
-    return 0;
-}
-
-static int put_json_str(file_ctx *ctx, const uint8_t *s, size_t n)
-{
-    /* Worst case every byte becomes \u00XX. */
-    if (reserve(ctx, n * 6 + 2) < 0) {
-        return -ENOMEM;
-    }
-    ctx->buf[ctx->len++] = '"';
-    ctx->len += spool_json_escape(ctx->buf + ctx->len, ctx->cap - ctx->len, s, n);
-    ctx->buf[ctx->len++] = '"';
-    return 0;
-}
-
-static int format_json(file_ctx *ctx, const spool_chunk *c, const spool_record *r)
-{
-    char num[160];
-    int rc = 0;
-    int n = snprintf(num, sizeof(num), "{\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,"
-                     "\"timestamp\":%lld,\"key\":", c->topic, c->partition,
-                     (long long)r->offset, (long long)r->timestamp);
-    rc |= put(ctx, num, (size_t)n);
-    if (r->key) {
-        rc |= put_json_str(ctx, r->key, (size_t)r->key_len);
-    } else {
-        rc |= put(ctx, "null", 4);
-    }
-    rc |= put(ctx, ",\"value\":", 9);
-    if (r->value) {
-        rc |= put_json_str(ctx, r->value, (size_t)r->value_len);
-    } else {
-        rc |= put(ctx, "null", 4);
-    }
-    rc |= put(ctx, ",\"headers\":{", 12);
-    for (uint32_t i = 0; i < r->header_count; i++) {
-        const spool_header *h = &r->headers[i];
-        if (i) {
-            rc |= put(ctx, ",", 1);
-        }
-        rc |= put_json_str(ctx, (const uint8_t *)h->key, h->key_len);
-        rc |= put(ctx, ":", 1);
-        if (h->value) {
-            rc |= put_json_str(ctx, h->value, (size_t)h->value_len);
-        } else {
-            rc |= put(ctx, "null", 4);
-        }
-    }
-    rc |= put(ctx, "}}\n", 3);
-    return rc ? -ENOMEM : 0;
-}
-
 static int format_record(file_ctx *ctx, const spool_chunk *c, const spool_record *r)
 {
     if (ctx->format == FMT_JSON) {
-        return format_json(ctx, c, r);
+        int rc = spool_json_append_record(&ctx->out, r, c->topic);
+        return rc ? rc : spool_buf_append(&ctx->out, "\n", 1);
     }
-    if (reserve(ctx, (size_t)(r->value_len > 0 ? r->value_len : 0) + 1) < 0) {
-        return -ENOMEM;
+    int rc = spool_buf_reserve(&ctx->out, (size_t)(r->value_len > 0 ? r->value_len : 0) + 1);
+    if (rc < 0) {
+        return rc;
     }
     if (r->value_len > 0) {
-        memcpy(ctx->buf + ctx->len, r->value, (size_t)r->value_len);
-        ctx->len += (size_t)r->value_len;
+        spool_buf_append(&ctx->out, r->value, (size_t)r->value_len);
     }
-    ctx->buf[ctx->len++] = '\n';
+    ctx->out.data[ctx->out.len++] = '\n';
     return 0;
 }
 
@@ -215,20 +138,17 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* mkdir -p of the directory path is in. */
 static int mkdirs_for(const char *path)
 {
-    char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
-                return -errno;
-            }
-            *p = '/';
-        }
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) {
+        return 0;
     }
-    return 0;
+    *slash = '\0';
+    return spool_mkdirs(dir, 0755);
 }
 
 static void close_file(open_file *f)
@@ -306,11 +226,11 @@ static size_t render_path(file_ctx *ctx, const spool_chunk *c, const spool_recor
 
 static int flush_to(spool_instance *ins, file_ctx *ctx, int fd)
 {
-    int rc = write_all(fd, ctx->buf, ctx->len);
+    int rc = write_all(fd, (const char *)ctx->out.data, ctx->out.len);
     if (rc == 0 && ctx->fsync && !ctx->is_stdout) {
         rc = fdatasync(fd) < 0 ? -errno : 0;
     }
-    ctx->len = 0;
+    ctx->out.len = 0;
     return rc;
 }
 
@@ -322,7 +242,7 @@ static int file_flush(spool_instance *ins, void *vctx, const spool_chunk *c)
     int templated = !ctx->is_stdout &&
                     (ctx->has_strftime || !spool_template_is_literal(ctx->tpl));
 
-    ctx->len = 0;
+    ctx->out.len = 0;
     if (!ctx->is_stdout && !templated) {
         render_path(ctx, c, &c->records[0], cur, sizeof(cur));
     }
@@ -331,9 +251,9 @@ static int file_flush(spool_instance *ins, void *vctx, const spool_chunk *c)
         if (templated) {
             render_path(ctx, c, r, path, sizeof(path));
             if (strcmp(path, cur) != 0) {
-                if (ctx->len && (fd = get_fd(ins, ctx, cur)) >= 0) {
+                if (ctx->out.len && (fd = get_fd(ins, ctx, cur)) >= 0) {
                     rc = flush_to(ins, ctx, fd);
-                } else if (ctx->len) {
+                } else if (ctx->out.len) {
                     rc = fd;
                 }
                 snprintf(cur, sizeof(cur), "%s", path);
@@ -343,7 +263,7 @@ static int file_flush(spool_instance *ins, void *vctx, const spool_chunk *c)
             rc = format_record(ctx, c, r);
         }
     }
-    if (rc == 0 && ctx->len) {
+    if (rc == 0 && ctx->out.len) {
         fd = ctx->is_stdout ? 1 : get_fd(ins, ctx, cur);
         rc = fd < 0 ? fd : flush_to(ins, ctx, fd);
     }
@@ -383,8 +303,7 @@ static void file_destroy(spool_instance *ins, void *vctx)
     }
     spool_template_destroy(ctx->tpl);
     ctx->tpl = NULL;
-    free(ctx->buf);
-    ctx->buf = NULL;
+    spool_buf_free(&ctx->out);
 }
 
 const spool_plugin spool_plugin_file = {

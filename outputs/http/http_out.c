@@ -28,12 +28,10 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <zlib.h>
-#include <zstd.h>
 
-#include "http_format.h"
 #include "http_out.h"
 #include "spool/spool.h"
+#include "spool/wire.h"
 
 #define HTTPO_TOKEN_RECHECK_MS 1000 /* token_file mtime checked at most this often */
 
@@ -265,12 +263,6 @@ static int httpo_init(spool_instance *ins, void *vctx)
     if (c->comp == COMP_AUTO) {
         c->comp = c->format == FMT_SPOOL ? COMP_ZSTD : COMP_NONE;
     }
-    if (c->comp == COMP_ZSTD) {
-        c->zc = ZSTD_createCCtx();
-        if (!c->zc) {
-            return -ENOMEM;
-        }
-    }
     if (c->token) {
         c->token_value = strdup(c->token);
         if (!c->token_value) {
@@ -333,47 +325,6 @@ static httpo_req *httpo_req_new(httpo_ctx *c)
     return r;
 }
 
-/* Compresses src into r->packed with comp (ZSTD or GZIP). 0 or
- * -EIO/-ENOMEM. Runner thread. */
-static int httpo_compress(httpo_ctx *c, httpo_req *r, int comp, const uint8_t *src, size_t len)
-{
-    spool_buf *packed = &r->packed;
-    packed->len = 0;
-    if (comp == COMP_ZSTD) {
-        size_t bound = ZSTD_compressBound(len);
-        int rc = spool_buf_reserve(packed, bound);
-        if (rc < 0) {
-            return rc;
-        }
-        size_t n =
-            ZSTD_compressCCtx(c->zc, packed->data, bound, src, len, (int)c->compression_level);
-        if (ZSTD_isError(n)) {
-            return -EIO;
-        }
-        packed->len = n;
-        return 0;
-    }
-    /* gzip */
-    z_stream zs;
-    memset(&zs, 0, sizeof(zs));
-    int level = c->compression_level > 9 ? 9 : (int)c->compression_level;
-    if (deflateInit2(&zs, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-        return -ENOMEM;
-    }
-    uLong bound = deflateBound(&zs, (uLong)len) + 32;
-    int rc = spool_buf_reserve(packed, bound);
-    if (rc == 0) {
-        zs.next_in = (Bytef *)src;
-        zs.avail_in = (uInt)len;
-        zs.next_out = packed->data;
-        zs.avail_out = (uInt)bound;
-        rc = deflate(&zs, Z_FINISH) == Z_STREAM_END ? 0 : -EIO;
-        packed->len = zs.total_out;
-    }
-    deflateEnd(&zs);
-    return rc;
-}
-
 static struct curl_slist *httpo_add(struct curl_slist *l, int *failed, const char *fmt, ...)
     SPOOL_PRINTF(3, 4);
 
@@ -421,8 +372,8 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         payload_len = chunk->raw_len;
     } else if (c->format == FMT_SPOOL) {
         /* No log bytes at hand: encode the records once. */
-        rc = spool_batch_encode(&r->body, chunk->first_offset, chunk->records, chunk->count,
-                                spool_now_ms(), SPOOL_COMPRESS_NONE, 0);
+        rc = spool_wire_batch_encode(&r->body, chunk->first_offset, chunk->records, chunk->count,
+                                     spool_now_ms(), SPOOL_COMPRESS_NONE, 0);
         if (rc < 0) {
             spool_log_error(ins, "encoding a batch: %s", strerror(-rc));
             goto retry;
@@ -431,8 +382,9 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         payload = r->body.data;
         payload_len = r->body.len;
     } else {
-        rc = httpfmt_encode(&r->body, c->format == FMT_JSON ? HTTPFMT_JSON : HTTPFMT_NDJSON,
-                            chunk->records, chunk->count, chunk->topic);
+        rc = spool_wire_json_encode(&r->body,
+                                    c->format == FMT_JSON ? SPOOL_WIRE_JSON : SPOOL_WIRE_NDJSON,
+                                    chunk->records, chunk->count, chunk->topic);
         if (rc < 0) {
             goto retry;
         }
@@ -443,13 +395,16 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
     if (c->compression == COMP_AUTO && payload == chunk->raw) {
         /* The log's batches are compressed already (topic compression):
          * compressing them again costs CPU and saves nothing. */
-        spool_batch_info bi;
-        if (spool_batch_parse_header(payload, payload_len, 0, &bi) > 0 && (bi.attributes & 7)) {
+        int bc = SPOOL_COMPRESS_NONE;
+        if (spool_wire_batch_size(payload, payload_len, 0, &bc) > 0 && bc != SPOOL_COMPRESS_NONE) {
             comp = COMP_NONE;
         }
     }
     if (comp != COMP_NONE) {
-        rc = httpo_compress(c, r, comp, payload, payload_len);
+        r->packed.len = 0;
+        rc = spool_compress(&r->packed,
+                            comp == COMP_ZSTD ? SPOOL_COMPRESS_ZSTD : SPOOL_COMPRESS_GZIP,
+                            (int)c->compression_level, payload, payload_len);
         if (rc < 0) {
             spool_log_error(ins, "compressing %zu bytes failed", payload_len);
             goto retry;
@@ -460,8 +415,8 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
 
     int failed = 0;
     struct curl_slist *hl = NULL;
-    static const char *const ctypes[] = {"application/vnd.spool.batch", "application/x-ndjson",
-                                         "application/json"};
+    static const char *const ctypes[] = {SPOOL_WIRE_CT_BATCH, SPOOL_WIRE_CT_NDJSON,
+                                         SPOOL_WIRE_CT_JSON};
     hl = httpo_add(hl, &failed, "Content-Type: %s", ctypes[c->format]);
     hl = httpo_add(hl, &failed, "Expect:");
     if (comp == COMP_ZSTD) {
@@ -470,11 +425,11 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         hl = httpo_add(hl, &failed, "Content-Encoding: gzip");
     }
     if (c->format == FMT_SPOOL) {
-        hl = httpo_add(hl, &failed, "Spool-First-Offset: %" PRId64, first);
-        hl = httpo_add(hl, &failed, "Spool-Next-Offset: %" PRId64, next);
+        hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_FIRST_OFFSET ": %" PRId64, first);
+        hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_NEXT_OFFSET ": %" PRId64, next);
     }
-    hl = httpo_add(hl, &failed, "Spool-Topic: %s", chunk->topic ? chunk->topic : "");
-    hl = httpo_add(hl, &failed, "Spool-Partition: %" PRId32, chunk->partition);
+    hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_TOPIC ": %s", chunk->topic ? chunk->topic : "");
+    hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_PARTITION ": %" PRId32, chunk->partition);
     if (c->token_value) {
         hl = httpo_add(hl, &failed, "Authorization: Bearer %s", c->token_value);
     }
@@ -513,8 +468,6 @@ static void httpo_destroy(spool_instance *ins, void *vctx)
 {
     httpo_ctx *c = vctx;
     httpo_sender_stop(c);
-    ZSTD_freeCCtx(c->zc);
-    c->zc = NULL;
     free(c->token_value);
     c->token_value = NULL;
 }

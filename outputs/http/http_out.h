@@ -15,9 +15,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
-#include <zstd.h>
 
-#include "codec/codec.h"
 #include "spool/spool.h"
 
 #define HTTPO_RESP_MAX 2048          /* response bytes kept for a reject reason */
@@ -64,7 +62,6 @@ struct httpo_ctx {
     char *token_value;           /* current bearer token, NULL for none */
     struct timespec token_mtime; /* of token_file when read */
     int64_t token_checked_ms;    /* monotonic ms of the last stat */
-    ZSTD_CCtx *zc;
 
     /* shared with the sender thread */
     CURLM *multi;

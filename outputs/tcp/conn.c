@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "spool/spool.h"
+
 static void ssl_err(char *err, size_t cap, const char *what)
 {
     unsigned long e = ERR_get_error();
@@ -56,37 +58,14 @@ int tcpout_conn_init(tcpout_conn *c, const char *url, const tcpout_tls_opts *opt
         snprintf(err, cap, "expected tcp://host:port or tls://host:port");
         return -EINVAL;
     }
-    const char *hs = rest;
-    const char *colon;
-    size_t hn;
-    if (*rest == '[') {
-        const char *rb = strchr(rest, ']');
-        if (rb == NULL || rb[1] != ':') {
-            snprintf(err, cap, "expected [ipv6]:port");
-            return -EINVAL;
-        }
-        hs = rest + 1;
-        hn = (size_t)(rb - hs);
-        colon = rb + 1;
-    } else {
-        colon = strrchr(rest, ':');
-        if (colon == NULL) {
-            snprintf(err, cap, "expected host:port");
-            return -EINVAL;
-        }
-        hn = (size_t)(colon - rest);
-    }
-    char *end = NULL;
-    long port = strtol(colon + 1, &end, 10);
-    if (hn == 0 || hn >= sizeof(c->host) || colon[1] == '\0' || *end != '\0' || port <= 0 ||
-        port > 65535) {
-        snprintf(err, cap, "expected host:port with a port in 1..65535");
+    char why[256];
+    int port;
+    if (spool_parse_address(rest, 0, c->host, sizeof(c->host), &port, why, sizeof(why)) < 0) {
+        snprintf(err, cap, "%s", why);
         return -EINVAL;
     }
-    memcpy(c->host, hs, hn);
-    c->host[hn] = '\0';
-    snprintf(c->port, sizeof(c->port), "%ld", port);
-    snprintf(c->peer, sizeof(c->peer), "%s:%ld", c->host, port);
+    snprintf(c->port, sizeof(c->port), "%d", port);
+    snprintf(c->peer, sizeof(c->peer), "%s:%d", c->host, port);
     if (!c->tls) {
         return 0;
     }

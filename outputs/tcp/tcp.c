@@ -32,7 +32,6 @@
 
 #include "spool/spool.h"
 
-#include "../../inputs/socket/syslog_parse.h"
 #include "conn.h"
 
 typedef struct tcpout {
@@ -57,12 +56,8 @@ typedef struct tcpout {
     int def_severity;
     tcpout_conn conn;
     int was_connected;
-    char *buf; /* the formatted chunk */
-    size_t len;
-    size_t cap;
-    char *line; /* syslog: one message before its length prefix */
-    size_t line_len;
-    size_t line_cap;
+    spool_buf out;    /* the formatted chunk */
+    spool_buf line;   /* syslog: one message before its length prefix */
     time_t ts_sec;    /* cached second of ts_text */
     char ts_text[32]; /* "2026-11-24T09:43:07" */
 } tcpout;
@@ -106,80 +101,15 @@ static const spool_option syslog_options[] = {
     SPOOL_OPT_END,
 };
 
-static int reserve(char **buf, size_t *cap, size_t len, size_t more)
-{
-    if (len + more <= *cap) {
-        return 0;
-    }
-    size_t n = *cap ? *cap : 65536;
-    while (n < len + more) {
-        n *= 2;
-    }
-    char *b = realloc(*buf, n);
-    if (b == NULL) {
-        return -ENOMEM;
-    }
-    *buf = b;
-    *cap = n;
-    return 0;
-}
-
 static int put(tcpout *t, const void *p, size_t n)
 {
-    if (reserve(&t->buf, &t->cap, t->len, n) < 0) {
-        return -ENOMEM;
-    }
-    memcpy(t->buf + t->len, p, n);
-    t->len += n;
-    return 0;
-}
-
-static int put_json_str(tcpout *t, const uint8_t *s, size_t n)
-{
-    if (reserve(&t->buf, &t->cap, t->len, n * 6 + 2) < 0) {
-        return -ENOMEM;
-    }
-    t->buf[t->len++] = '"';
-    t->len += spool_json_escape(t->buf + t->len, t->cap - t->len, s, n);
-    t->buf[t->len++] = '"';
-    return 0;
-}
-
-static int format_json(tcpout *t, const spool_chunk *c, const spool_record *r)
-{
-    char num[200];
-    int rc = 0;
-    int n = snprintf(num, sizeof(num),
-                     "{\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,"
-                     "\"timestamp\":%lld,\"key\":",
-                     c->topic, c->partition, (long long)r->offset, (long long)r->timestamp);
-    rc |= put(t, num, (size_t)n);
-    rc |= r->key ? put_json_str(t, r->key, (size_t)r->key_len) : put(t, "null", 4);
-    rc |= put(t, ",\"value\":", 9);
-    rc |= r->value ? put_json_str(t, r->value, (size_t)r->value_len) : put(t, "null", 4);
-    rc |= put(t, ",\"headers\":{", 12);
-    for (uint32_t i = 0; i < r->header_count; i++) {
-        const spool_header *h = &r->headers[i];
-        if (i > 0) {
-            rc |= put(t, ",", 1);
-        }
-        rc |= put_json_str(t, (const uint8_t *)h->key, h->key_len);
-        rc |= put(t, ":", 1);
-        rc |= h->value ? put_json_str(t, h->value, (size_t)h->value_len) : put(t, "null", 4);
-    }
-    rc |= put(t, "}}\n", 3);
-    return rc ? -ENOMEM : 0;
+    return spool_buf_append(&t->out, p, n);
 }
 
 /* Appends to t->line. */
 static int line_put(tcpout *t, const void *p, size_t n)
 {
-    if (reserve(&t->line, &t->line_cap, t->line_len, n) < 0) {
-        return -ENOMEM;
-    }
-    memcpy(t->line + t->line_len, p, n);
-    t->line_len += n;
-    return 0;
+    return spool_buf_append(&t->line, p, n);
 }
 
 /* A header field as RFC 5424 wants it: printable US-ASCII, at most max
@@ -200,12 +130,12 @@ static int line_field(tcpout *t, const spool_record *r, const char *name, const 
     if (n > max) {
         n = max;
     }
-    if (reserve(&t->line, &t->line_cap, t->line_len, n) < 0) {
+    if (spool_buf_reserve(&t->line, n) < 0) {
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
         uint8_t ch = v[i];
-        t->line[t->line_len++] = (char)(ch >= 33 && ch <= 126 ? ch : '_');
+        t->line.data[t->line.len++] = ch >= 33 && ch <= 126 ? ch : '_';
     }
     return 0;
 }
@@ -227,9 +157,9 @@ static int format_syslog(tcpout *t, const spool_record *r)
 {
     int rc = 0;
     char head[96];
-    int fac = header_code(r, "facility", syslog_facility_from_name, t->def_facility);
-    int sev = header_code(r, "severity", syslog_severity_from_name, t->def_severity);
-    t->line_len = 0;
+    int fac = header_code(r, "facility", spool_syslog_facility_from_name, t->def_facility);
+    int sev = header_code(r, "severity", spool_syslog_severity_from_name, t->def_severity);
+    t->line.len = 0;
     int n = snprintf(head, sizeof(head), "<%d>1 ", fac * 8 + sev);
     rc |= line_put(t, head, (size_t)n);
     if (r->timestamp > 0) {
@@ -269,11 +199,11 @@ static int format_syslog(tcpout *t, const spool_record *r)
         return -ENOMEM;
     }
     if (t->framing == 0) {
-        n = snprintf(head, sizeof(head), "%zu ", t->line_len);
+        n = snprintf(head, sizeof(head), "%zu ", t->line.len);
         rc |= put(t, head, (size_t)n);
-        rc |= put(t, t->line, t->line_len);
+        rc |= put(t, t->line.data, t->line.len);
     } else {
-        rc |= put(t, t->line, t->line_len);
+        rc |= put(t, t->line.data, t->line.len);
         rc |= put(t, "\n", 1);
     }
     return rc ? -ENOMEM : 0;
@@ -285,7 +215,8 @@ static int format_record(tcpout *t, const spool_chunk *c, const spool_record *r)
         return format_syslog(t, r);
     }
     if (t->format == 1) {
-        return format_json(t, c, r);
+        int rc = spool_json_append_record(&t->out, r, c->topic);
+        return rc ? rc : put(t, "\n", 1);
     }
     int rc = 0;
     if (r->value_len > 0) {
@@ -318,12 +249,12 @@ static int tcpout_check(spool_instance *ins, void *ctx)
                            "mutual TLS needs both tls.cert and tls.key");
         rc = -EINVAL;
     }
-    if (t->facility != NULL && syslog_facility_from_name(t->facility) < 0) {
+    if (t->facility != NULL && spool_syslog_facility_from_name(t->facility) < 0) {
         spool_config_error(ins, "facility",
                            "unknown facility '%s' (kern, user, ... local7, or 0-23)", t->facility);
         rc = -EINVAL;
     }
-    if (t->severity != NULL && syslog_severity_from_name(t->severity) < 0) {
+    if (t->severity != NULL && spool_syslog_severity_from_name(t->severity) < 0) {
         spool_config_error(ins, "severity",
                            "unknown severity '%s' (emerg, alert, crit, err, warning, notice, "
                            "info, debug, or 0-7)",
@@ -342,8 +273,8 @@ static int tcpout_init_common(spool_instance *ins, tcpout *t, int is_syslog)
     }
     t->ins = ins;
     t->is_syslog = is_syslog;
-    t->def_facility = t->facility ? syslog_facility_from_name(t->facility) : 1;
-    t->def_severity = t->severity ? syslog_severity_from_name(t->severity) : 5;
+    t->def_facility = t->facility ? spool_syslog_facility_from_name(t->facility) : 1;
+    t->def_severity = t->severity ? spool_syslog_severity_from_name(t->severity) : 5;
     tcpout_tls_opts o = {t->tls_ca, t->tls_cert, t->tls_key, t->tls_verify, t->tls_server_name};
     rc = tcpout_conn_init(&t->conn, t->url, &o, err, sizeof(err));
     if (rc < 0) {
@@ -369,7 +300,7 @@ static int tcpout_flush(spool_instance *ins, void *ctx, const spool_chunk *chunk
 {
     tcpout *t = ctx;
     char err[512];
-    t->len = 0;
+    t->out.len = 0;
     for (size_t i = 0; i < chunk->count; i++) {
         if (format_record(t, chunk, &chunk->records[i]) < 0) {
             spool_log_error(ins, "out of memory formatting %zu records", chunk->count);
@@ -386,7 +317,7 @@ static int tcpout_flush(spool_instance *ins, void *ctx, const spool_chunk *chunk
     if (rc == 1) {
         spool_log_info(ins, "connected to %s%s", t->conn.peer, t->conn.tls ? " (TLS)" : "");
     }
-    if (tcpout_conn_write(&t->conn, t->buf, t->len, err, sizeof(err)) < 0) {
+    if (tcpout_conn_write(&t->conn, t->out.data, t->out.len, err, sizeof(err)) < 0) {
         spool_count(ins, SPOOL_COUNT_ERRORS, 1);
         spool_log_warn(ins, "%s; reconnecting and resending %s/%d from offset %lld", err,
                        chunk->topic, chunk->partition, (long long)chunk->first_offset);
@@ -413,10 +344,8 @@ static void tcpout_destroy(spool_instance *ins, void *ctx)
     tcpout *t = ctx;
     (void)ins;
     tcpout_conn_free(&t->conn);
-    free(t->buf);
-    free(t->line);
-    t->buf = NULL;
-    t->line = NULL;
+    spool_buf_free(&t->out);
+    spool_buf_free(&t->line);
 }
 
 const spool_plugin spool_plugin_tcp_out = {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "spool/spool.h"
 #include "syslog_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -44,7 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if (m.facility < 0 || m.facility > 23 || m.severity < 0 || m.severity > 7 ||
-        syslog_facility_name(m.facility) == NULL || syslog_severity_name(m.severity) == NULL) {
+        spool_syslog_facility_name(m.facility) == NULL ||
+        spool_syslog_severity_name(m.severity) == NULL) {
         abort();
     }
     syslog_sd_iter it;

@@ -20,6 +20,8 @@ from spoolt import check, write
 
 t = spoolt.Suite(__file__)
 HEADER = os.path.join(spoolt.SRC, "agent", "include", "spool", "spool.h")
+# The public headers besides spool.h (spool/wire.h: the wire format).
+MORE_HEADERS = [os.path.join(os.path.dirname(HEADER), "wire.h")]
 PLUGINS = os.path.join(spoolt.BUILD, "test-plugins")
 # Declared in spool.h for plugins to define, not by the core.
 PLUGIN_SIDE = {"spool_plugin_register"}
@@ -71,6 +73,9 @@ def exported_symbols(binary):
 @t.case
 def exports_are_exactly_spool_h(tmp):
     declared, unmarked = header_functions(HEADER)
+    for h in MORE_HEADERS:
+        more, more_unmarked = header_functions(h)
+        declared, unmarked = declared | more, unmarked | more_unmarked
     check(len(declared) > 40, "parsed only %d functions from %s: %s"
           % (len(declared), HEADER, sorted(declared)))
     check(not unmarked, "spool.h declares functions without SPOOL_API: %s" % sorted(unmarked))
@@ -197,6 +202,10 @@ def out_of_tree_plugin_builds_with_pkg_config(tmp):
     check(cflags == ["-I" + os.path.join(prefix, "include")], "cflags: %r" % cflags)
     installed = os.path.join(prefix, "include", "spool", "spool.h")
     check(open(installed, "rb").read() == open(HEADER, "rb").read(), "installed header differs")
+    for h in MORE_HEADERS:
+        inst = os.path.join(prefix, "include", "spool", os.path.basename(h))
+        check(os.path.exists(inst) and open(inst, "rb").read() == open(h, "rb").read(),
+              "installed %s differs" % os.path.basename(h))
     ver = subprocess.run(["pkg-config", "--modversion", "spool"], capture_output=True, text=True,
                          env=env)
     check(ver.returncode == 0 and re.match(r"\d+\.\d+", ver.stdout), ver.stdout + ver.stderr)

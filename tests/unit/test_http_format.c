@@ -23,7 +23,7 @@
 #include <zstd.h>
 
 #include "../../inputs/http/http_in.h"
-#include "../../outputs/http/http_format.h"
+#include "spool/wire.h"
 
 /* Collected records, deep-copied so they outlive the callback. */
 typedef struct got {
@@ -75,12 +75,13 @@ static int collect(void *arg, const spool_record *r)
 
 static long parse(const char *text, sink *s, char *err, size_t errcap)
 {
-    httpfmt_parser p;
+    spool_wire_parser p;
     memset(&p, 0, sizeof(p));
     memset(s, 0, sizeof(*s));
     s->fail_at = -1;
-    long n = httpfmt_parse(&p, (const uint8_t *)text, strlen(text), collect, s, err, errcap);
-    httpfmt_parser_free(&p);
+    long n =
+        spool_wire_json_parse(&p, (const uint8_t *)text, strlen(text), collect, s, err, errcap);
+    spool_wire_parser_free(&p);
     return n;
 }
 
@@ -109,7 +110,7 @@ static void test_encode_exact(void **state)
     };
     spool_record r = mkrec("k1", "line \"one\"\n", h, 2, 1700000000123, 3, 42);
     spool_buf b = {0};
-    assert_int_equal(httpfmt_encode_record(&b, &r, "app"), 0);
+    assert_int_equal(spool_json_append_record(&b, &r, "app"), 0);
     assert_int_equal(spool_buf_append(&b, "", 1), 0);
     assert_string_equal((char *)b.data,
                         "{\"key\":\"k1\",\"value\":\"line \\\"one\\\"\\n\",\"headers\":{\"host\":"
@@ -118,7 +119,7 @@ static void test_encode_exact(void **state)
     spool_buf_free(&b);
 
     spool_record nokey = mkrec(NULL, "v", NULL, 0, 5, 0, 0);
-    assert_int_equal(httpfmt_encode_record(&b, &nokey, NULL), 0);
+    assert_int_equal(spool_json_append_record(&b, &nokey, NULL), 0);
     assert_int_equal(spool_buf_append(&b, "", 1), 0);
     assert_string_equal((char *)b.data, "{\"key\":null,\"value\":\"v\",\"headers\":{},"
                                         "\"timestamp\":5,\"partition\":0,\"offset\":0}");
@@ -136,11 +137,11 @@ static void test_round_trip_ndjson_and_json(void **state)
         mkrec(NULL, "", NULL, 0, 1700000000000, 0, 11),
         mkrec("", NULL, h1, 1, 0, 0, 12),
     };
-    for (int kind = HTTPFMT_NDJSON; kind <= HTTPFMT_JSON; kind++) {
+    for (int kind = SPOOL_WIRE_NDJSON; kind <= SPOOL_WIRE_JSON; kind++) {
         spool_buf b = {0};
-        assert_int_equal(httpfmt_encode(&b, kind, recs, 3, "t"), 0);
+        assert_int_equal(spool_wire_json_encode(&b, kind, recs, 3, "t"), 0);
         assert_int_equal(spool_buf_append(&b, "", 1), 0);
-        if (kind == HTTPFMT_JSON) {
+        if (kind == SPOOL_WIRE_JSON) {
             assert_int_equal(b.data[0], '[');
         } else {
             /* three lines, each ending in \n */
@@ -243,34 +244,35 @@ static void test_errors_have_line_numbers(void **state)
 
 static void test_callback_error_stops(void **state)
 {
-    httpfmt_parser p;
+    spool_wire_parser p;
     memset(&p, 0, sizeof(p));
     sink s;
     memset(&s, 0, sizeof(s));
     s.fail_at = 1;
     const char *body = "\"a\"\n\"b\"\n\"c\"\n";
-    assert_int_equal(httpfmt_parse(&p, (const uint8_t *)body, strlen(body), collect, &s, NULL, 0),
-                     -EINTR);
+    assert_int_equal(
+        spool_wire_json_parse(&p, (const uint8_t *)body, strlen(body), collect, &s, NULL, 0),
+        -EINTR);
     assert_int_equal(s.n, 1);
-    httpfmt_parser_free(&p);
+    spool_wire_parser_free(&p);
 }
 
 static void test_invalid_utf8_is_escaped(void **state)
 {
-    /* Invalid UTF-8 becomes \u00XX; the JSON stays valid and parses. */
+    /* Invalid UTF-8 becomes U+FFFD; the JSON stays valid and parses. */
     spool_record r = mkrec(NULL,
                            "a\xff"
                            "b",
                            NULL, 0, 1, 0, 0);
     spool_buf b = {0};
-    assert_int_equal(httpfmt_encode(&b, HTTPFMT_NDJSON, &r, 1, NULL), 0);
+    assert_int_equal(spool_wire_json_encode(&b, SPOOL_WIRE_NDJSON, &r, 1, NULL), 0);
     assert_int_equal(spool_buf_append(&b, "", 1), 0);
-    assert_non_null(strstr((char *)b.data, "\"a\\u00ffb\""));
+    assert_non_null(strstr((char *)b.data, "\"a\\ufffdb\""));
     sink s;
     char err[128];
     assert_int_equal(parse((char *)b.data, &s, err, sizeof(err)), 1);
-    assert_string_equal(s.recs[0].value, "a\xc3\xbf"
-                                         "b"); /* U+00FF in UTF-8 */
+    assert_string_equal(s.recs[0].value, "a\xef\xbf\xbd"
+                                         "b"); /* U+FFFD in UTF-8 */
     spool_buf_free(&b);
 }
 
@@ -337,6 +339,13 @@ static void test_tokens_file(void **state)
     httpi_tokens_destroy(&t);
 }
 
+/* The http input's decompression: spool_decompress into a cleared buffer. */
+static int unpack(int compression, const void *src, size_t len, size_t limit, spool_buf *out)
+{
+    out->len = 0;
+    return spool_decompress(out, compression, src, len, limit);
+}
+
 static void test_decompress_bounded(void **state)
 {
     size_t n = 200000;
@@ -353,16 +362,16 @@ static void test_decompress_bounded(void **state)
     size_t zn = ZSTD_compress(z, bound, src, n, 1);
     assert_false(ZSTD_isError(zn));
     ZSTD_DCtx *dc = ZSTD_createDCtx();
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn, n, &out), 0);
     assert_int_equal(out.len, n);
     assert_memory_equal(out.data, src, n);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, NULL, z, zn, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn, n, &out), 0);
     assert_int_equal(out.len, n);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n - 1, &out), -EFBIG);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn / 2, n, &out), -EBADMSG);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, (const uint8_t *)"nonsense", 8, n, &out),
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn, n - 1, &out), -EFBIG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn / 2, n, &out), -EBADMSG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, (const uint8_t *)"nonsense", 8, n, &out),
                      -EBADMSG);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn, n, &out), 0);
     assert_int_equal(out.len, n);
 
     /* A streamed frame without its size in the header is bounded as it grows. */
@@ -370,9 +379,9 @@ static void test_decompress_bounded(void **state)
     ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 0);
     size_t zn2 = ZSTD_compress2(cc, z, bound, src, n);
     assert_false(ZSTD_isError(zn2));
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn2, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn2, n, &out), 0);
     assert_int_equal(out.len, n);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_ZSTD, dc, z, zn2, 70000, &out), -EFBIG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_ZSTD, z, zn2, 70000, &out), -EFBIG);
     ZSTD_freeCCtx(cc);
 
     /* gzip. */
@@ -388,18 +397,18 @@ static void test_decompress_bounded(void **state)
     assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
     size_t gn = zs.total_out;
     deflateEnd(&zs);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_GZIP, g, gn, n, &out), 0);
     assert_int_equal(out.len, n);
     assert_memory_equal(out.data, src, n);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn, 1000, &out), -EFBIG);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_GZIP, NULL, g, gn - 10, n, &out), -EBADMSG);
-    assert_int_equal(
-        httpi_decompress(HTTPI_ENC_GZIP, NULL, (const uint8_t *)"xxxxxxxx", 8, n, &out), -EBADMSG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_GZIP, g, gn, 1000, &out), -EFBIG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_GZIP, g, gn - 10, n, &out), -EBADMSG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_GZIP, (const uint8_t *)"xxxxxxxx", 8, n, &out),
+                     -EBADMSG);
 
     /* identity */
-    assert_int_equal(httpi_decompress(HTTPI_ENC_NONE, NULL, src, n, n, &out), 0);
+    assert_int_equal(unpack(SPOOL_COMPRESS_NONE, src, n, n, &out), 0);
     assert_int_equal(out.len, n);
-    assert_int_equal(httpi_decompress(HTTPI_ENC_NONE, NULL, src, n, n - 1, &out), -EFBIG);
+    assert_int_equal(unpack(SPOOL_COMPRESS_NONE, src, n, n - 1, &out), -EFBIG);
 
     ZSTD_freeDCtx(dc);
     spool_buf_free(&out);

@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "spool/spool.h"
 #include "../../inputs/socket/syslog_parse.h"
 
 #define NOW_MS 1795514400000LL /* 2026-11-24T10:00:00Z */
@@ -223,23 +224,23 @@ static void sd_iteration(void **state)
 static void names(void **state)
 {
     (void)state;
-    assert_string_equal(syslog_facility_name(0), "kern");
-    assert_string_equal(syslog_facility_name(16), "local0");
-    assert_string_equal(syslog_facility_name(23), "local7");
-    assert_null(syslog_facility_name(24));
-    assert_null(syslog_facility_name(-1));
-    assert_string_equal(syslog_severity_name(3), "err");
-    assert_string_equal(syslog_severity_name(7), "debug");
-    assert_null(syslog_severity_name(8));
-    assert_int_equal(syslog_facility_from_name("local3"), 19);
-    assert_int_equal(syslog_facility_from_name("AUTH"), 4);
-    assert_int_equal(syslog_facility_from_name("7"), 7);
-    assert_int_equal(syslog_facility_from_name("24"), -1);
-    assert_int_equal(syslog_facility_from_name("nope"), -1);
-    assert_int_equal(syslog_severity_from_name("warning"), 4);
-    assert_int_equal(syslog_severity_from_name("warn"), 4);
-    assert_int_equal(syslog_severity_from_name("error"), 3);
-    assert_int_equal(syslog_severity_from_name(""), -1);
+    assert_string_equal(spool_syslog_facility_name(0), "kern");
+    assert_string_equal(spool_syslog_facility_name(16), "local0");
+    assert_string_equal(spool_syslog_facility_name(23), "local7");
+    assert_null(spool_syslog_facility_name(24));
+    assert_null(spool_syslog_facility_name(-1));
+    assert_string_equal(spool_syslog_severity_name(3), "err");
+    assert_string_equal(spool_syslog_severity_name(7), "debug");
+    assert_null(spool_syslog_severity_name(8));
+    assert_int_equal(spool_syslog_facility_from_name("local3"), 19);
+    assert_int_equal(spool_syslog_facility_from_name("AUTH"), 4);
+    assert_int_equal(spool_syslog_facility_from_name("7"), 7);
+    assert_int_equal(spool_syslog_facility_from_name("24"), -1);
+    assert_int_equal(spool_syslog_facility_from_name("nope"), -1);
+    assert_int_equal(spool_syslog_severity_from_name("warning"), 4);
+    assert_int_equal(spool_syslog_severity_from_name("warn"), 4);
+    assert_int_equal(spool_syslog_severity_from_name("error"), 3);
+    assert_int_equal(spool_syslog_severity_from_name(""), -1);
 }
 
 /* Every prefix of every sample parses without reading past its end

@@ -232,6 +232,14 @@ SPOOL_API void spool_config_error(spool_instance *ins, const char *option, const
 #define SPOOL_ADDR_PORT_OPTIONAL 2 /* the port may be left out (URLs with a default) */
 SPOOL_API int spool_check_address(spool_instance *ins, const char *option, const char *text,
                                   int flags);
+/* Parses an address by the rules spool_check_address checks (the same
+ * code): "host:port", "[IPv6]:port"; with SPOOL_ADDR_LISTEN an empty host
+ * or "*" means every address (host ""). host gets the host without
+ * brackets (NUL-terminated, host_cap bytes; may be NULL), *port the port
+ * (-1 when SPOOL_ADDR_PORT_OPTIONAL and absent; port may be NULL). 0, or
+ * -EINVAL with a one-line reason in why. Pure, any thread. */
+SPOOL_API int spool_parse_address(const char *text, int flags, char *host, size_t host_cap,
+                                  int *port, char *why, size_t why_cap);
 SPOOL_API int spool_check_url(spool_instance *ins, const char *option, const char *url,
                               const char *const *schemes, int flags);
 SPOOL_API int spool_check_file(spool_instance *ins, const char *option, const char *path);
@@ -421,7 +429,8 @@ struct spool_chunk {
     /* raw: the RecordBatch v2 bytes the records came from, for outputs that
      * forward them as they are; they may begin with records before
      * first_offset. NULL and raw_len 0 when those batches also hold records
-     * past next_offset (a chunk cut at max_records). */
+     * past next_offset (a chunk cut at max_records). Read them with
+     * spool/wire.h's reader. */
     const uint8_t *raw;
     size_t raw_len;
     void *output_data;           /* free for the output's use while the chunk lives;
@@ -566,11 +575,86 @@ SPOOL_API size_t spool_template_render(const spool_template *t, const spool_reco
 /* 1 if the template is plain text with no fields. Any thread. */
 SPOOL_API int spool_template_is_literal(const spool_template *t);
 
-/* Writes src JSON-escaped (without quotes) into dst. Valid UTF-8 passes
- * through; each byte of an invalid sequence becomes \u00XX (its Latin-1
- * code point), so nothing is dropped. Returns the length needed; if that
- * exceeds cap, dst holds a truncated prefix. Any thread. */
+/* Growable byte buffer: THE buffer of the core and the plugins. A zeroed
+ * struct is empty; capacity doubles, so appends are amortised O(1). One
+ * owner at a time (no locking); data belongs to the buffer until
+ * spool_buf_free (which leaves it zeroed, ready for reuse). */
+typedef struct spool_buf {
+    uint8_t *data; /* len used bytes of cap */
+    size_t len;    /* bytes */
+    size_t cap;    /* bytes */
+} spool_buf;
+
+/* Makes room for `extra` more bytes past len. 0 or -ENOMEM (b unchanged). */
+SPOOL_API int spool_buf_reserve(spool_buf *b, size_t extra);
+/* Appends n bytes of p (copied). 0 or -ENOMEM (b unchanged). */
+SPOOL_API int spool_buf_append(spool_buf *b, const void *p, size_t n);
+SPOOL_API void spool_buf_free(spool_buf *b);
+
+/* JSON. Strings are escaped one way everywhere: valid UTF-8 passes through,
+ * `"`, `\` and control bytes are escaped (\n \r \t \b \f, else \u00XX),
+ * and each byte of an invalid, overlong, surrogate or truncated UTF-8
+ * sequence becomes \ufffd (U+FFFD), so the output is always valid JSON and
+ * valid UTF-8. Pure functions, any thread; out is the caller's. */
+
+/* Writes src escaped (without quotes) into dst. Returns the length needed
+ * (at most 6 * len); if that exceeds cap, dst holds a truncated prefix. */
 SPOOL_API size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len);
+/* Appends src as a quoted JSON string. 0 or -ENOMEM (out->len unchanged). */
+SPOOL_API int spool_json_append_string(spool_buf *out, const void *src, size_t len);
+/* Appends one record as one JSON object, no newline, with the one field
+ * order every JSON output uses (docs/protocol.md):
+ *   {"key":"k"|null,"value":"v"|null,"headers":{"name":"v"|null,...},
+ *    "timestamp":ms,"topic":"t","partition":p,"offset":o}
+ * topic NULL leaves "topic" out; partition and offset are r's.
+ * 0 or -ENOMEM (out->len unchanged). */
+SPOOL_API int spool_json_append_record(spool_buf *out, const spool_record *r, const char *topic);
+
+/* Compression to and from a buffer (the codecs of Kafka's attributes). */
+enum spool_compression {
+    SPOOL_COMPRESS_NONE = 0,
+    SPOOL_COMPRESS_GZIP = 1, /* gzip (RFC 1952) framing of deflate */
+    SPOOL_COMPRESS_ZSTD = 4, /* one zstd frame with its content size */
+};
+/* Appends src compressed with `compression` to out. level: zstd 1-22,
+ * gzip 1-9, anything else the codec's default. 0, -EINVAL (unknown codec),
+ * -ENOMEM or -EIO; out->len unchanged on error. Any thread. */
+SPOOL_API int spool_compress(spool_buf *out, int compression, int level, const void *src,
+                             size_t len);
+/* Appends src decompressed to out, refusing to produce more than limit
+ * bytes (a decompression bomb). gzip also takes zlib framing; NONE copies.
+ * 0, -EFBIG (over limit), -EBADMSG (corrupt or truncated), -EINVAL
+ * (unknown codec), -ENOMEM; out->len unchanged on error. Any thread
+ * (a zstd context is kept per thread). */
+SPOOL_API int spool_decompress(spool_buf *out, int compression, const void *src, size_t len,
+                               size_t limit);
+
+/* Syslog names (RFC 5424), shared by the syslog input and output. Pure,
+ * any thread; the strings are static. */
+/* "kern", "user", ... "local7"; NULL outside 0..23. */
+SPOOL_API const char *spool_syslog_facility_name(int facility);
+/* "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug";
+ * NULL outside 0..7. */
+SPOOL_API const char *spool_syslog_severity_name(int severity);
+/* Reverse of the two above, case-insensitive; also a decimal number in
+ * range, and "warn" / "error" for severities. -1 if unknown. */
+SPOOL_API int spool_syslog_facility_from_name(const char *s);
+SPOOL_API int spool_syslog_severity_from_name(const char *s);
+
+/* mkdir -p: creates path and its missing parents with mode (less the
+ * umask). 0 when path is a directory at the end (also when it was there),
+ * -ENOTDIR if it is something else, -ENAMETOOLONG (4095 bytes at most),
+ * -EINVAL (empty), or mkdir's -errno. Any thread. */
+SPOOL_API int spool_mkdirs(const char *path, unsigned mode);
+
+/* Big-endian (network order) integers at any alignment: get reads 2/4/8
+ * bytes at src, put writes v to dst. Pure, any thread. */
+SPOOL_API uint16_t spool_get_be16(const void *src);
+SPOOL_API uint32_t spool_get_be32(const void *src);
+SPOOL_API uint64_t spool_get_be64(const void *src);
+SPOOL_API void spool_put_be16(void *dst, uint16_t v);
+SPOOL_API void spool_put_be32(void *dst, uint32_t v);
+SPOOL_API void spool_put_be64(void *dst, uint64_t v);
 
 
 #ifdef __cplusplus

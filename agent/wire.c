@@ -1,11 +1,13 @@
 /*
- * http_format.c: encoding records as JSON objects (ndjson or one array) for
- * the http output, and a small strict JSON reader for the http input that
- * turns the same shape back into records (see http_format.h for the shape).
+ * wire.c: the agent <-> aggregator wire format (spool/wire.h,
+ * docs/protocol.md): JSON bodies (ndjson or one array, records as
+ * spool_json_append_record writes them) with a small strict JSON reader
+ * that turns the same shape back into records, and RecordBatch v2 bodies
+ * through the core's codec (agent/codec) behind a stable public API.
  *
  * Invariants: the encoder emits only valid JSON (strings through
  * spool_json_escape); the reader never reads past `len`, bounds nesting of
- * skipped values (HTTPFMT_MAX_DEPTH) and reports the first error with its
+ * skipped values (WIRE_MAX_DEPTH) and reports the first error with its
  * line number. It does not allocate per record once its scratch space has
  * grown to the largest record seen.
  *
@@ -18,106 +20,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http_format.h"
+#include "codec/codec.h"
+#include "spool/wire.h"
 
-#define HTTPFMT_MAX_DEPTH 64
+#define WIRE_MAX_DEPTH 64
 
 /* ---------------------------------------------------------------------- */
 /* Encoding.                                                              */
 /* ---------------------------------------------------------------------- */
 
-static int put(spool_buf *out, const char *s, size_t n)
-{
-    return spool_buf_append(out, s, n);
-}
+#define PUT_LIT(out, lit) spool_buf_append((out), (lit), sizeof(lit) - 1)
 
-#define PUT_LIT(out, lit) put((out), (lit), sizeof(lit) - 1)
-
-/* Appends a quoted, escaped JSON string. */
-static int put_json_string(spool_buf *out, const uint8_t *s, size_t n)
-{
-    /* Most text needs no escaping: try in the space there is first. */
-    int rc = spool_buf_reserve(out, n + 2);
-    if (rc < 0) {
-        return rc;
-    }
-    out->data[out->len++] = '"';
-    size_t room = out->cap - out->len;
-    size_t need = spool_json_escape((char *)out->data + out->len, room, s, n);
-    if (need + 1 > room) {
-        rc = spool_buf_reserve(out, need + 1);
-        if (rc < 0) {
-            return rc;
-        }
-        room = out->cap - out->len;
-        need = spool_json_escape((char *)out->data + out->len, room, s, n);
-    }
-    out->len += need;
-    out->data[out->len++] = '"';
-    return 0;
-}
-
-static int put_json_bytes_or_null(spool_buf *out, const uint8_t *s, int32_t n)
-{
-    if (n < 0 || (s == NULL && n > 0)) {
-        return PUT_LIT(out, "null");
-    }
-    return put_json_string(out, s ? s : (const uint8_t *)"", (size_t)n);
-}
-
-static int put_int(spool_buf *out, int64_t v)
-{
-    char tmp[32];
-    int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
-    return put(out, tmp, (size_t)n);
-}
-
-int httpfmt_encode_record(spool_buf *out, const spool_record *r, const char *topic)
-{
-    int rc = PUT_LIT(out, "{\"key\":");
-    rc = rc ? rc : put_json_bytes_or_null(out, r->key, r->key_len);
-    rc = rc ? rc : PUT_LIT(out, ",\"value\":");
-    rc = rc ? rc : put_json_bytes_or_null(out, r->value, r->value_len);
-    rc = rc ? rc : PUT_LIT(out, ",\"headers\":{");
-    for (uint32_t i = 0; rc == 0 && i < r->header_count; i++) {
-        const spool_header *h = &r->headers[i];
-        if (i > 0) {
-            rc = PUT_LIT(out, ",");
-        }
-        rc = rc ? rc : put_json_string(out, (const uint8_t *)h->key, h->key_len);
-        rc = rc ? rc : PUT_LIT(out, ":");
-        rc = rc ? rc : put_json_bytes_or_null(out, h->value, h->value_len);
-    }
-    rc = rc ? rc : PUT_LIT(out, "},\"timestamp\":");
-    rc = rc ? rc : put_int(out, r->timestamp);
-    if (topic) {
-        rc = rc ? rc : PUT_LIT(out, ",\"topic\":");
-        rc = rc ? rc : put_json_string(out, (const uint8_t *)topic, strlen(topic));
-    }
-    rc = rc ? rc : PUT_LIT(out, ",\"partition\":");
-    rc = rc ? rc : put_int(out, r->partition);
-    rc = rc ? rc : PUT_LIT(out, ",\"offset\":");
-    rc = rc ? rc : put_int(out, r->offset);
-    rc = rc ? rc : PUT_LIT(out, "}");
-    return rc;
-}
-
-int httpfmt_encode(spool_buf *out, int kind, const spool_record *recs, size_t n, const char *topic)
+int spool_wire_json_encode(spool_buf *out, int kind, const spool_record *recs, size_t n,
+                           const char *topic)
 {
     int rc = 0;
-    if (kind == HTTPFMT_JSON) {
+    if (kind == SPOOL_WIRE_JSON) {
         rc = PUT_LIT(out, "[");
     }
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (kind == HTTPFMT_JSON && i > 0) {
+        if (kind == SPOOL_WIRE_JSON && i > 0) {
             rc = PUT_LIT(out, ",");
         }
-        rc = rc ? rc : httpfmt_encode_record(out, &recs[i], topic);
-        if (kind == HTTPFMT_NDJSON) {
+        rc = rc ? rc : spool_json_append_record(out, &recs[i], topic);
+        if (kind == SPOOL_WIRE_NDJSON) {
             rc = rc ? rc : PUT_LIT(out, "\n");
         }
     }
-    if (kind == HTTPFMT_JSON) {
+    if (kind == SPOOL_WIRE_JSON) {
         rc = rc ? rc : PUT_LIT(out, "]");
     }
     return rc;
@@ -433,7 +363,7 @@ static int jnumber(jrd *r, int64_t *out)
 /* Skips any JSON value. */
 static int jskip(jrd *r, int depth)
 {
-    if (depth > HTTPFMT_MAX_DEPTH) {
+    if (depth > WIRE_MAX_DEPTH) {
         return jfail(r, "nesting too deep");
     }
     jws(r);
@@ -495,7 +425,7 @@ static int jstring_or_null(jrd *r, spool_buf *scratch, long *off, long *len)
     return jstring(r, scratch, off, len);
 }
 
-static int hoff_push(httpfmt_parser *p, size_t idx, long a, long b, long c, long d)
+static int hoff_push(spool_wire_parser *p, size_t idx, long a, long b, long c, long d)
 {
     if ((idx + 1) * 4 > p->hoff_cap) {
         size_t cap = p->hoff_cap ? p->hoff_cap * 2 : 64;
@@ -516,7 +446,7 @@ static int hoff_push(httpfmt_parser *p, size_t idx, long a, long b, long c, long
     return 0;
 }
 
-static int jheaders(jrd *r, httpfmt_parser *p, jrec *rec)
+static int jheaders(jrd *r, spool_wire_parser *p, jrec *rec)
 {
     int rc;
     jws(r);
@@ -568,7 +498,7 @@ static int jfield_is(const spool_buf *b, long off, long len, const char *name)
 }
 
 /* Reads one record (an object or a string) at r->pos and calls fn. */
-static int jrecord(jrd *r, httpfmt_parser *p, httpfmt_record_fn fn, void *arg)
+static int jrecord(jrd *r, spool_wire_parser *p, spool_wire_record_fn fn, void *arg)
 {
     jrec rec = {.key_len = -1, .val_len = -1};
     int rc;
@@ -689,8 +619,8 @@ static int jrecord(jrd *r, httpfmt_parser *p, httpfmt_record_fn fn, void *arg)
     return fn(arg, &sr);
 }
 
-long httpfmt_parse(httpfmt_parser *p, const uint8_t *body, size_t len, httpfmt_record_fn fn,
-                   void *arg, char *err, size_t errcap)
+long spool_wire_json_parse(spool_wire_parser *p, const uint8_t *body, size_t len,
+                           spool_wire_record_fn fn, void *arg, char *err, size_t errcap)
 {
     char dummy[8];
     if (!err || errcap == 0) {
@@ -754,7 +684,7 @@ long httpfmt_parse(httpfmt_parser *p, const uint8_t *body, size_t len, httpfmt_r
     return count;
 }
 
-void httpfmt_parser_free(httpfmt_parser *p)
+void spool_wire_parser_free(spool_wire_parser *p)
 {
     if (!p) {
         return;
@@ -763,4 +693,61 @@ void httpfmt_parser_free(httpfmt_parser *p)
     free(p->headers);
     free(p->hoff);
     memset(p, 0, sizeof(*p));
+}
+
+/* ---------------------------------------------------------------------- */
+/* RecordBatch v2 bodies.                                                 */
+/* ---------------------------------------------------------------------- */
+
+struct spool_wire_reader {
+    spool_decoded d;
+};
+
+int spool_wire_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *recs, size_t n,
+                            int64_t now_ms, int compression, int level)
+{
+    return spool_batch_encode(out, base_offset, recs, n, now_ms, compression, level);
+}
+
+long spool_wire_batch_size(const uint8_t *buf, size_t len, int verify_crc, int *compression)
+{
+    spool_batch_info info;
+    long n = spool_batch_parse_header(buf, len, verify_crc, &info);
+    if (n > 0 && compression) {
+        *compression = info.attributes & 7;
+    }
+    return n;
+}
+
+spool_wire_reader *spool_wire_reader_create(void)
+{
+    return calloc(1, sizeof(spool_wire_reader));
+}
+
+void spool_wire_reader_destroy(spool_wire_reader *rd)
+{
+    if (rd) {
+        spool_decoded_free(&rd->d);
+        free(rd);
+    }
+}
+
+void spool_wire_reader_reset(spool_wire_reader *rd, size_t keep_bytes)
+{
+    if (rd->d.scratch.cap > keep_bytes) {
+        spool_decoded_free(&rd->d);
+    }
+    spool_decoded_reset(&rd->d);
+}
+
+int spool_wire_reader_read(spool_wire_reader *rd, const uint8_t *buf, size_t len, int32_t partition,
+                           int64_t min_offset)
+{
+    return spool_batch_decode(buf, len, partition, min_offset, &rd->d);
+}
+
+const spool_record *spool_wire_reader_records(const spool_wire_reader *rd, size_t *count)
+{
+    *count = rd->d.count;
+    return rd->d.records;
 }

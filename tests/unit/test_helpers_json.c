@@ -1,0 +1,116 @@
+/*
+ * test_helpers_json.c: the one JSON escaper and record encoder (spool.h):
+ * escape vectors (ASCII, quotes, controls, valid UTF-8 kept, every kind of
+ * invalid UTF-8 -> \ufffd), the length contract with a small dst, and the
+ * exact bytes of spool_json_append_record (field order, null key/value,
+ * escaped topic and header names).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "spool/spool.h"
+
+static void expect_escape(const char *in, size_t n, const char *want)
+{
+    char out[256];
+    size_t m = spool_json_escape(out, sizeof(out), (const uint8_t *)in, n);
+    assert_true(m < sizeof(out));
+    out[m] = '\0';
+    assert_string_equal(out, want);
+}
+
+static void test_escape_vectors(void **state)
+{
+    (void)state;
+    expect_escape("plain", 5, "plain");
+    expect_escape("a\"b\\c", 5, "a\\\"b\\\\c");
+    expect_escape("\n\r\t\b\f", 5, "\\n\\r\\t\\b\\f");
+    expect_escape("\x01\x1f", 2, "\\u0001\\u001f");
+    expect_escape("nul\0x", 5, "nul\\u0000x");
+    /* Valid UTF-8 passes through: 2, 3 and 4 byte sequences. */
+    expect_escape("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14,
+                  "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+    /* Invalid: a lone continuation byte, 0xff, a bad second byte, an
+     * overlong '/', a surrogate, past U+10FFFF, truncated at the end. */
+    expect_escape("\x80", 1, "\\ufffd");
+    expect_escape("\xff\xfe", 2, "\\ufffd\\ufffd");
+    expect_escape("\xc3\x28", 2, "\\ufffd(");
+    expect_escape("\xc0\xaf", 2, "\\ufffd\\ufffd");
+    expect_escape("\xed\xa0\x80", 3, "\\ufffd\\ufffd\\ufffd");
+    expect_escape("\xf4\x90\x80\x80", 4, "\\ufffd\\ufffd\\ufffd\\ufffd");
+    expect_escape("ok\xe2\x82", 4, "ok\\ufffd\\ufffd");
+}
+
+static void test_escape_length_contract(void **state)
+{
+    (void)state;
+    char small[4];
+    /* The return is the full length; dst holds a prefix. */
+    assert_int_equal(spool_json_escape(small, sizeof(small), (const uint8_t *)"\xff", 1), 6);
+    assert_memory_equal(small, "\\uff", 4);
+    assert_int_equal(spool_json_escape(NULL, 0, (const uint8_t *)"abc\n", 4), 5);
+}
+
+static void test_append_string(void **state)
+{
+    (void)state;
+    spool_buf b = {0};
+    assert_int_equal(spool_buf_append(&b, "x=", 2), 0);
+    assert_int_equal(spool_json_append_string(&b, "a\"\xff", 3), 0);
+    assert_int_equal(spool_buf_append(&b, "", 1), 0);
+    assert_string_equal((char *)b.data, "x=\"a\\\"\\ufffd\"");
+    spool_buf_free(&b);
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+}
+
+static void test_record_exact_bytes(void **state)
+{
+    (void)state;
+    spool_header h[2] = {
+        {"host", 4, (const uint8_t *)"web-1", 5},
+        {"we\"ird", 6, NULL, -1},
+    };
+    spool_record r = {0};
+    r.key = (const uint8_t *)"k";
+    r.key_len = 1;
+    r.value = (const uint8_t *)"line\n";
+    r.value_len = 5;
+    r.headers = h;
+    r.header_count = 2;
+    r.timestamp = 1700000000123;
+    r.partition = 3;
+    r.offset = 42;
+    spool_buf b = {0};
+    assert_int_equal(spool_json_append_record(&b, &r, "app\"x"), 0);
+    assert_int_equal(spool_buf_append(&b, "", 1), 0);
+    assert_string_equal((char *)b.data,
+                        "{\"key\":\"k\",\"value\":\"line\\n\",\"headers\":{\"host\":\"web-1\","
+                        "\"we\\\"ird\":null},\"timestamp\":1700000000123,\"topic\":\"app\\\"x\","
+                        "\"partition\":3,\"offset\":42}");
+    b.len = 0;
+    spool_record nothing = {0};
+    nothing.key_len = -1;
+    nothing.value_len = -1;
+    assert_int_equal(spool_json_append_record(&b, &nothing, NULL), 0);
+    assert_int_equal(spool_buf_append(&b, "", 1), 0);
+    assert_string_equal((char *)b.data, "{\"key\":null,\"value\":null,\"headers\":{},"
+                                        "\"timestamp\":0,\"partition\":0,\"offset\":0}");
+    spool_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_escape_vectors),
+        cmocka_unit_test(test_escape_length_contract),
+        cmocka_unit_test(test_append_string),
+        cmocka_unit_test(test_record_exact_bytes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
