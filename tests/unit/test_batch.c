@@ -1,0 +1,304 @@
+/*
+ * test_batch.c: the record mutation API processors use (spool.h,
+ * "Processors: changing records"): each mutation and the getters after it,
+ * pointer validity across arena growth during process(), drop and emit
+ * order, the drop metric, the memory account, and the split by topic after
+ * the chain (positions and the durable handle on the last part).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core.h"
+#include "metrics.h"
+
+static int64_t drop_value;
+
+static void find_drop(void *arg, const spool_metric_sample *s)
+{
+    (void)arg;
+    if (strcmp(s->name, "spool_processor_dropped_total") == 0 &&
+        strcmp(s->labels, "processor=\"proc1\",reason=\"noise\"") == 0) {
+        drop_value = s->value;
+    }
+}
+
+static spool_topic_conf topics[3];
+static spool_service_conf conf;
+static spool_service svc;
+static spool_instance ins, proc;
+
+static void setup_service(void)
+{
+    memset(topics, 0, sizeof(topics));
+    topics[0].name = "main";
+    topics[1].name = "audit";
+    topics[2].name = "debug";
+    conf.topics = topics;
+    conf.ntopics = 3;
+    svc.conf = &conf;
+    ins.svc = &svc;
+    ins.name = "in";
+    ins.topic = 0;
+    proc.svc = &svc;
+    proc.name = "proc1";
+}
+
+static void add(spool_batch *b, const char *value, const char *hk, const char *hv)
+{
+    spool_header h = {hk, hk ? (uint32_t)strlen(hk) : 0, (const uint8_t *)hv,
+                      hv ? (int32_t)strlen(hv) : -1};
+    spool_record r = {0};
+    r.key_len = -1;
+    r.value = (const uint8_t *)value;
+    r.value_len = (int32_t)strlen(value);
+    r.headers = hk ? &h : NULL;
+    r.header_count = hk ? 1 : 0;
+    r.timestamp = 1000;
+    assert_int_equal(spool_batch_append(b, &r), 0);
+}
+
+static void assert_value(spool_batch *b, size_t i, const char *v)
+{
+    spool_record r;
+    spool_batch_get(b, i, &r);
+    assert_int_equal(r.value_len, (int32_t)strlen(v));
+    assert_memory_equal(r.value, v, strlen(v));
+}
+
+static void test_value_timestamp(void **state)
+{
+    (void)state;
+    spool_batch *b = spool_batch_create(&ins);
+    add(b, "hello", NULL, NULL);
+    size_t bytes0 = spool_batch_bytes(b);
+    spool__batch_begin_process(b, &proc);
+    assert_int_equal(spool_batch_set_value(b, 0, "hi", 2), 0);
+    assert_value(b, 0, "hi");
+    assert_int_equal(spool_batch_bytes(b), bytes0 - 3);
+    assert_int_equal(spool_batch_set_value(b, 0, NULL, 0), 0);
+    spool_record r;
+    spool_batch_get(b, 0, &r);
+    assert_null(r.value);
+    assert_int_equal(r.value_len, -1);
+    assert_int_equal(spool_batch_set_timestamp(b, 0, 42), 0);
+    spool_batch_get(b, 0, &r);
+    assert_int_equal(r.timestamp, 42);
+    assert_int_equal(spool_batch_set_value(b, 1, "x", 1), -EINVAL);
+    assert_int_equal(spool__batch_end_process(b), 0);
+    spool_batch_destroy(b);
+}
+
+static void test_headers(void **state)
+{
+    (void)state;
+    spool_batch *b = spool_batch_create(&ins);
+    add(b, "a", "path", "/var/log/x");
+    add(b, "b", "path", "/var/log/y");
+    spool__batch_begin_process(b, &proc);
+    assert_int_equal(spool_batch_add_header(b, 0, "env", "prod", 4), 0);
+    assert_int_equal(spool_batch_add_header(b, 0, "env", "dev", 3), 0);
+    assert_int_equal(spool_batch_set_header(b, 0, "path", "/p", 2), 0);
+    spool_record r;
+    spool_batch_get(b, 0, &r);
+    assert_int_equal(r.header_count, 3);
+    assert_memory_equal(r.headers[0].key, "path", 4); /* set keeps the position */
+    assert_memory_equal(r.headers[0].value, "/p", 2);
+    assert_memory_equal(r.headers[1].value, "prod", 4);
+    assert_memory_equal(r.headers[2].value, "dev", 3);
+    const spool_header *h = spool_batch_header(b, 0, "env");
+    assert_non_null(h);
+    assert_memory_equal(h->value, "prod", 4);
+    assert_int_equal(spool_batch_remove_header(b, 0, "env"), 0);
+    assert_null(spool_batch_header(b, 0, "env"));
+    spool_batch_get(b, 0, &r);
+    assert_int_equal(r.header_count, 1);
+    assert_int_equal(spool_batch_set_header(b, 0, "new", NULL, 0), 0);
+    h = spool_batch_header(b, 0, "new");
+    assert_non_null(h);
+    assert_null(h->value);
+    assert_int_equal(h->value_len, -1);
+    assert_int_equal(spool_batch_remove_header(b, 0, "absent"), 0);
+    /* record 1 untouched */
+    h = spool_batch_header(b, 1, "path");
+    assert_non_null(h);
+    assert_memory_equal(h->value, "/var/log/y", 10);
+    assert_int_equal(spool__batch_end_process(b), 0);
+    spool_batch_destroy(b);
+}
+
+/* Views of record 0 survive the arena and view arrays growing (several
+ * times) from changes to other records during process(). */
+static void test_views_survive_growth(void **state)
+{
+    (void)state;
+    spool_batch *b = spool_batch_create(&ins);
+    for (int i = 0; i < 10; i++) {
+        add(b, "v", "h", "first");
+    }
+    int64_t mem0 = spool__mem_reserved();
+    spool__batch_begin_process(b, &proc);
+    spool_record r0;
+    spool_batch_get(b, 0, &r0);
+    const spool_header *h0 = spool_batch_header(b, 0, "h");
+    uint8_t *big = malloc(300000);
+    memset(big, 'x', 300000);
+    size_t acap0 = b->acap;
+    for (int k = 0; k < 20; k++) {
+        assert_int_equal(spool_batch_set_value(b, 1 + (size_t)(k % 9), big, 300000), 0);
+        assert_int_equal(spool_batch_add_header(b, 1 + (size_t)(k % 9), "n", "v", 1), 0);
+        spool_record rr;
+        spool_batch_get(b, 1, &rr);
+    }
+    assert_true(b->acap > acap0);
+    assert_true(b->nretired > 0);
+    assert_memory_equal(r0.value, "v", 1);
+    assert_memory_equal(r0.headers[0].value, "first", 5);
+    assert_memory_equal(h0->value, "first", 5);
+    assert_true(spool__mem_reserved() > mem0);
+    assert_int_equal(spool__batch_end_process(b), 0);
+    assert_int_equal(b->nretired, 0);
+    free(big);
+    spool_batch_destroy(b);
+    spool__batch_pool_trim();
+    assert_true(spool__mem_reserved() <= mem0); /* everything given back */
+}
+
+static void test_drop_emit_order(void **state)
+{
+    (void)state;
+    spool_batch *b = spool_batch_create(&ins);
+    add(b, "r0", NULL, NULL);
+    add(b, "r1", NULL, NULL);
+    add(b, "r2", NULL, NULL);
+    spool__batch_begin_process(b, &proc);
+    spool_record e = {0};
+    e.key_len = -1;
+    e.value = (const uint8_t *)"e1a";
+    e.value_len = 3;
+    assert_int_equal(spool_batch_emit(b, 1, &e), 0);
+    e.value = (const uint8_t *)"e0";
+    e.value_len = 2;
+    assert_int_equal(spool_batch_emit(b, 0, &e), 0);
+    e.value = (const uint8_t *)"e1b";
+    e.value_len = 3;
+    assert_int_equal(spool_batch_emit(b, 1, &e), 0);
+    assert_int_equal(spool_batch_count(b), 3); /* emitted not visible yet */
+    assert_int_equal(spool_batch_drop(b, 1, "noise"), 0);
+    assert_int_equal(spool_batch_drop(b, 2, "noise"), 0);
+    assert_int_equal(spool_batch_set_value(b, 2, "x", 1), -ENOENT);
+    assert_int_equal(spool_batch_emit(b, 3, &e), -EINVAL);
+    assert_int_equal(spool__batch_end_process(b), 0);
+    const char *want[] = {"r0", "e0", "e1a", "e1b"};
+    assert_int_equal(spool_batch_count(b), 4);
+    for (size_t i = 0; i < 4; i++) {
+        assert_value(b, i, want[i]);
+    }
+    spool_record r;
+    spool_batch_get(b, 1, &r);
+    assert_true(r.timestamp > 0); /* timestamp 0 = now */
+    assert_int_equal(spool_batch_bytes(b), 2 + 2 + 3 + 3);
+    /* the metric: one series, counted twice */
+    spool_metrics_foreach(find_drop, NULL);
+    assert_int_equal(drop_value, 2);
+    spool_batch_destroy(b);
+}
+
+static void test_split_by_topic(void **state)
+{
+    (void)state;
+    spool_batch *b = spool_batch_create(&ins);
+    b->topic = 0;
+    for (int i = 0; i < 6; i++) {
+        char v[8];
+        snprintf(v, sizeof(v), "r%d", i);
+        add(b, v, NULL, NULL);
+    }
+    assert_int_equal(spool_batch_set_position(b, "file", "pos", 3), 0);
+    spool__durable *d = spool__durable_new();
+    b->durable = d;
+    spool__batch_begin_process(b, &proc);
+    assert_int_equal(spool_batch_set_topic(b, 1, "audit"), 0);
+    assert_int_equal(spool_batch_set_topic(b, 3, "debug"), 0);
+    assert_int_equal(spool_batch_set_topic(b, 4, "audit"), 0);
+    assert_int_equal(spool_batch_set_topic(b, 5, "nope"), -ENOENT);
+    assert_string_equal(spool_batch_topic(b, 4), "audit");
+    assert_string_equal(spool_batch_topic(b, 0), "main");
+    assert_int_equal(spool__batch_end_process(b), 0);
+    spool_batch **parts;
+    size_t n;
+    assert_int_equal(spool__batch_split(b, &parts, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(parts[0]->topic, 0);
+    assert_int_equal(parts[1]->topic, 1);
+    assert_int_equal(parts[2]->topic, 2);
+    assert_int_equal(spool_batch_count(parts[0]), 3);
+    assert_value(parts[0], 0, "r0");
+    assert_value(parts[0], 1, "r2");
+    assert_value(parts[0], 2, "r5");
+    assert_value(parts[1], 0, "r1");
+    assert_value(parts[1], 1, "r4");
+    assert_value(parts[2], 0, "r3");
+    assert_int_equal(parts[0]->npos + parts[1]->npos, 0);
+    assert_int_equal(parts[2]->npos, 1);
+    assert_string_equal(parts[2]->pos[0].source, "in/file");
+    assert_ptr_equal(parts[0]->durable, d);
+    assert_ptr_equal(parts[2]->durable, d);
+    /* the writer commits parts one by one: done only after the last */
+    for (size_t k = 0; k < n; k++) {
+        assert_int_equal(spool__durable_wait(d, 0), -ETIMEDOUT);
+        spool__durable_done(parts[k]->durable, 0);
+        spool__durable_release(parts[k]->durable);
+        parts[k]->durable = NULL;
+        spool_batch_destroy(parts[k]);
+    }
+    assert_int_equal(spool__durable_wait(d, 0), 0);
+    spool__durable_release(d);
+    free(parts);
+}
+
+static void test_split_failure_and_none(void **state)
+{
+    (void)state;
+    spool_batch *b = spool_batch_create(&ins);
+    add(b, "a", NULL, NULL);
+    add(b, "b", NULL, NULL);
+    spool__durable *d = spool__durable_new();
+    b->durable = d;
+    spool__batch_begin_process(b, &proc);
+    assert_int_equal(spool_batch_set_topic(b, 0, "main"), 0); /* its own topic: no split */
+    assert_int_equal(spool_batch_set_topic(b, 1, "audit"), 0);
+    assert_int_equal(spool_batch_set_topic(b, 1, "main"), 0);
+    assert_int_equal(spool__batch_end_process(b), 0);
+    spool_batch **parts;
+    size_t n;
+    assert_int_equal(spool__batch_split(b, &parts, &n), 0);
+    assert_null(parts);
+    assert_int_equal(n, 1);
+    /* a failing part fails the whole durable submit at once */
+    spool__durable_add_part(d);
+    assert_int_equal(spool__durable_wait(d, 0), -ETIMEDOUT);
+    spool__durable_done(d, -EIO);
+    assert_int_equal(spool__durable_wait(d, 0), -EIO);
+    spool__durable_release(d); /* the extra part's */
+    spool__durable_release(d); /* the submitter's */
+    spool_batch_destroy(b);    /* the writer's */
+}
+
+int main(void)
+{
+    setup_service();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_value_timestamp),     cmocka_unit_test(test_headers),
+        cmocka_unit_test(test_views_survive_growth), cmocka_unit_test(test_drop_emit_order),
+        cmocka_unit_test(test_split_by_topic),      cmocka_unit_test(test_split_failure_and_none),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
