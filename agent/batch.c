@@ -43,6 +43,35 @@
 
 #define BATCH_ARENA_INITIAL (64 * 1024)
 
+/* The positions of a batch split by topic: recorded only once every part
+ * has all its records appended (a part parked behind a full topic holds
+ * them back; a part given up keeps them from ever being recorded, so the
+ * source replays). */
+struct spool__bgroup {
+    pthread_mutex_t lock;
+    int refs; /* parts alive */
+    int left; /* parts whose records are not all appended yet */
+    spool__bpos *pos;
+    size_t npos, pos_cap;
+};
+
+static void group_release(spool__bgroup *g)
+{
+    pthread_mutex_lock(&g->lock);
+    int left = --g->refs;
+    pthread_mutex_unlock(&g->lock);
+    if (left) {
+        return;
+    }
+    for (size_t i = 0; i < g->npos; i++) {
+        free(g->pos[i].source);
+        free(g->pos[i].pos);
+    }
+    free(g->pos);
+    pthread_mutex_destroy(&g->lock);
+    free(g);
+}
+
 struct spool__durable {
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -140,6 +169,11 @@ static void batch_reset(spool_batch *b)
         free(b->pos[i].pos);
     }
     b->npos = 0;
+    if (b->group) {
+        group_release(b->group);
+        b->group = NULL;
+    }
+    b->group_done = 0;
     if (b->durable) {
         spool__durable_release(b->durable);
         b->durable = NULL;
@@ -895,15 +929,26 @@ int spool__batch_split(spool_batch *b, spool_batch ***parts, size_t *n)
             goto fail;
         }
     }
-    /* Positions and the durable handle ride on the last part, which the
-     * writer receives last: positions are recorded after every record. */
+    /* The positions go to a group every part shares: the part whose records
+     * are appended last records them (spool__batch_records_written). */
     spool_batch *last = ps[np - 1];
-    free(last->pos); /* a pooled batch's empty array */
-    last->pos = b->pos;
-    last->npos = b->npos;
-    last->pos_cap = b->pos_cap;
-    b->pos = NULL;
-    b->npos = b->pos_cap = 0;
+    if (b->npos) {
+        spool__bgroup *g = calloc(1, sizeof(*g));
+        if (!g) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        pthread_mutex_init(&g->lock, NULL);
+        g->refs = g->left = (int)np;
+        g->pos = b->pos;
+        g->npos = b->npos;
+        g->pos_cap = b->pos_cap;
+        b->pos = NULL;
+        b->npos = b->pos_cap = 0;
+        for (size_t k = 0; k < np; k++) {
+            ps[k]->group = g;
+        }
+    }
     if (b->durable) {
         for (size_t k = 0; k + 1 < np; k++) {
             spool__durable_add_part(b->durable);
@@ -922,6 +967,37 @@ fail:
     }
     free(ps);
     return rc;
+}
+
+int spool__batch_records_written(spool_batch *b)
+{
+    spool__bgroup *g = b->group;
+    int rc = 0;
+    if (!g || b->group_done) {
+        return 0;
+    }
+    pthread_mutex_lock(&g->lock);
+    if (g->left > 1) {
+        g->left--;
+        b->group_done = 1;
+    } else if (grow_acct((void **)&b->pos, &b->pos_cap, b->npos + g->npos, sizeof(*b->pos), 4,
+                         0) < 0) {
+        rc = -ENOMEM; /* the writer retries this part later */
+    } else {
+        /* The last part: the positions are recorded with its own. */
+        memcpy(b->pos + b->npos, g->pos, g->npos * sizeof(*g->pos));
+        b->npos += g->npos;
+        g->npos = 0;
+        g->left = 0;
+        b->group_done = 1;
+    }
+    pthread_mutex_unlock(&g->lock);
+    return rc;
+}
+
+int spool__batch_replayable(const spool_batch *b)
+{
+    return b->npos > 0 || b->group != NULL;
 }
 
 /* ---- durable acknowledgement ---- */

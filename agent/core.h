@@ -123,6 +123,7 @@ typedef struct spool__bpos {
 } spool__bpos;
 
 typedef struct spool__durable spool__durable;
+typedef struct spool__bgroup spool__bgroup;
 
 struct spool_batch {
     spool_queue_item link;     /* must stay first */
@@ -138,6 +139,8 @@ struct spool_batch {
     spool__bpos *pos;
     size_t npos, pos_cap;
     spool__durable *durable;   /* non-NULL for submit_durable */
+    spool__bgroup *group;      /* a part of a split batch with positions, or NULL */
+    int group_done;            /* this part's records are all appended */
     /* Materialized views for readers (writer, processors). hviews is
      * parallel to hdrs: entries below hviews_n are built, for the arena at
      * hviews_base (a header run is never changed once written). */
@@ -171,10 +174,18 @@ int spool__batch_end_process(spool_batch *b);
 /* Splits b by record topic into per-topic batches, in order of each
  * topic's first record. No record changed topic: *parts = NULL, *n = 1,
  * b goes on as it is. Else b is consumed and *parts (malloc'd, the caller
- * frees the array) holds *n batches; positions and the durable handle go
- * to the last part, and the durable handle waits for every part. On
- * -ENOMEM b is unchanged. */
+ * frees the array) holds *n batches sharing b's positions (recorded by the
+ * part the writer finishes last, see spool__batch_records_written) and its
+ * durable handle (done when every part is). On -ENOMEM b is unchanged. */
 int spool__batch_split(spool_batch *b, spool_batch ***parts, size_t *n);
+/* The writer calls this once every record of b is appended, before it
+ * records b's positions: the last part of a split batch to get there
+ * takes the positions of the whole batch. Idempotent. 0 or -ENOMEM (call
+ * again later). */
+int spool__batch_records_written(spool_batch *b);
+/* 1 if b's source can replay its records: it carries positions, or is a
+ * part of a split batch that does. */
+int spool__batch_replayable(const spool_batch *b);
 /* The durable handle waits for one more part before it is done. */
 void spool__durable_add_part(spool__durable *d);
 

@@ -3,7 +3,8 @@
  * "Processors: changing records"): each mutation and the getters after it,
  * pointer validity across arena growth during process(), drop and emit
  * order, the drop metric, the memory account, and the split by topic after
- * the chain (positions and the durable handle on the last part).
+ * the chain (positions recorded by the part written last, the durable
+ * handle done when every part is).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -246,9 +247,19 @@ static void test_split_by_topic(void **state)
     assert_value(parts[1], 0, "r1");
     assert_value(parts[1], 1, "r4");
     assert_value(parts[2], 0, "r3");
-    assert_int_equal(parts[0]->npos + parts[1]->npos, 0);
-    assert_int_equal(parts[2]->npos, 1);
-    assert_string_equal(parts[2]->pos[0].source, "in/file");
+    /* Positions: recorded by whichever part the writer finishes last
+     * (here the middle one, as if the first part's topic were parked). */
+    assert_int_equal(parts[0]->npos + parts[1]->npos + parts[2]->npos, 0);
+    assert_true(spool__batch_replayable(parts[0]));
+    assert_int_equal(spool__batch_records_written(parts[2]), 0);
+    assert_int_equal(spool__batch_records_written(parts[2]), 0); /* idempotent */
+    assert_int_equal(parts[2]->npos, 0);
+    assert_int_equal(spool__batch_records_written(parts[0]), 0);
+    assert_int_equal(parts[0]->npos, 0);
+    assert_int_equal(spool__batch_records_written(parts[1]), 0);
+    assert_int_equal(parts[1]->npos, 1);
+    assert_string_equal(parts[1]->pos[0].source, "in/file");
+    assert_memory_equal(parts[1]->pos[0].pos, "pos", 3);
     assert_ptr_equal(parts[0]->durable, d);
     assert_ptr_equal(parts[2]->durable, d);
     /* the writer commits parts one by one: done only after the last */
@@ -282,6 +293,23 @@ static void test_split_failure_and_none(void **state)
     assert_int_equal(spool__batch_split(b, &parts, &n), 0);
     assert_null(parts);
     assert_int_equal(n, 1);
+    spool_batch *keep = b;
+    /* a part given up: the positions are never recorded (freed with the
+     * parts), so the source replays */
+    b = spool_batch_create(&ins);
+    add(b, "a", NULL, NULL);
+    add(b, "b", NULL, NULL);
+    assert_int_equal(spool_batch_set_position(b, "file", "p", 1), 0);
+    spool__batch_begin_process(b, &proc);
+    assert_int_equal(spool_batch_set_topic(b, 1, "audit"), 0);
+    assert_int_equal(spool__batch_end_process(b), 0);
+    assert_int_equal(spool__batch_split(b, &parts, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(spool__batch_records_written(parts[1]), 0);
+    assert_int_equal(parts[1]->npos, 0);
+    spool_batch_destroy(parts[0]);
+    spool_batch_destroy(parts[1]);
+    free(parts);
     /* a failing part fails the whole durable submit at once */
     spool__durable_add_part(d);
     assert_int_equal(spool__durable_wait(d, 0), -ETIMEDOUT);
@@ -289,7 +317,7 @@ static void test_split_failure_and_none(void **state)
     assert_int_equal(spool__durable_wait(d, 0), -EIO);
     spool__durable_release(d); /* the extra part's */
     spool__durable_release(d); /* the submitter's */
-    spool_batch_destroy(b);    /* the writer's */
+    spool_batch_destroy(keep); /* the writer's */
 }
 
 int main(void)
