@@ -19,6 +19,7 @@
 
 #include "core.h"
 #include "metrics.h"
+#include "svc_harness.h"
 
 static int64_t drop_value;
 
@@ -320,6 +321,89 @@ static void test_split_failure_and_none(void **state)
     spool_batch_destroy(keep); /* the writer's */
 }
 
+/* ---- through the real processor stage and writer ---- */
+
+/* Records "t-0000000N": odd N go to topic "b", N == 2 is dropped, N == 4
+ * emits "extra" after itself, every record gets header seen=1. */
+static int mut_process(spool_instance *pins, void *ctx, spool_batch *b)
+{
+    (void)pins;
+    (void)ctx;
+    size_t n = spool_batch_count(b);
+    for (size_t i = 0; i < n; i++) {
+        spool_record r;
+        spool_batch_get(b, i, &r);
+        int k = r.value[r.value_len - 1] - '0';
+        if (spool_batch_set_header(b, i, "seen", "1", 1) < 0) {
+            return -ENOMEM;
+        }
+        if (k == 2) {
+            spool_batch_drop(b, i, "even-two");
+        } else if (k % 2) {
+            assert_int_equal(spool_batch_set_topic(b, i, "b"), 0);
+        } else if (k == 4) {
+            spool_record e = {.key_len = -1, .value = (const uint8_t *)"extra", .value_len = 5};
+            assert_int_equal(spool_batch_emit(b, i, &e), 0);
+        }
+    }
+    return 0;
+}
+
+static const spool_plugin mut_plugin = {
+    .abi_version = SPOOL_ABI_VERSION,
+    .struct_size = sizeof(spool_plugin),
+    .kind = SPOOL_PLUGIN_PROCESSOR,
+    .name = "mut",
+    .process = mut_process,
+};
+
+static void test_pipeline_split(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "a", 1, 0);
+    h_topic(h, "b", 1, 0);
+    spool_instance *pr = spool__instance_new(&mut_plugin, SPOOL_PLUGIN_PROCESSOR, 0, "mut");
+    assert_non_null(pr);
+    spool_instance *procs[1] = {pr};
+    h->conf.processors = procs;
+    h->conf.nprocessors = 1;
+    h_start(h, 5000);
+    pr->svc = &h->svc;
+    spool_instance *in = h_input(h, "src-in", 0);
+    /* a durable submit is answered only when both parts are durable */
+    assert_int_equal(spool_input_submit_durable(in, h_batch(in, "t", 0, 8, 0, "p8"), 10000), 0);
+    assert_int_equal(h_topic_end(h, 0), 4); /* 0 4 extra 6 */
+    assert_int_equal(h_topic_end(h, 1), 4); /* 1 3 5 7 */
+    char **vals;
+    size_t n = h_values(h, 0, 0, &vals);
+    const char *want_a[] = {"t-00000000", "t-00000004", "extra", "t-00000006"};
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(vals[i], want_a[i]);
+    }
+    h_free_values(vals, n);
+    n = h_values(h, 1, 0, &vals);
+    const char *want_b[] = {"t-00000001", "t-00000003", "t-00000005", "t-00000007"};
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(vals[i], want_b[i]);
+    }
+    h_free_values(vals, n);
+    char pos[16];
+    size_t plen = 0;
+    assert_int_equal(spool_input_get_position(in, "src", pos, sizeof(pos), &plen), 0);
+    assert_int_equal(plen, 2);
+    assert_memory_equal(pos, "p8", 2);
+    assert_int_equal(h_metric("spool_processor_dropped_total",
+                              "processor=\"mut\",reason=\"even-two\""),
+                     1);
+    h_stop(h);
+    spool__instance_free(in);
+    spool__instance_free(pr);
+    h_free(h);
+}
+
 int main(void)
 {
     setup_service();
@@ -327,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_value_timestamp),     cmocka_unit_test(test_headers),
         cmocka_unit_test(test_views_survive_growth), cmocka_unit_test(test_drop_emit_order),
         cmocka_unit_test(test_split_by_topic),      cmocka_unit_test(test_split_failure_and_none),
+        cmocka_unit_test(test_pipeline_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
