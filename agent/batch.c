@@ -75,10 +75,10 @@ static void group_release(spool__bgroup *g)
 struct spool__durable {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int refs;    /* submitter + writer (+ one per extra part of a split batch) */
-    int parts;   /* parts not yet durable; done when 0 (or at the first failure) */
-    int done;    /* result is final */
-    int result;  /* 0 or -errno */
+    int refs;   /* submitter + writer (+ one per extra part of a split batch) */
+    int parts;  /* parts not yet durable; done when 0 (or at the first failure) */
+    int done;   /* result is final */
+    int result; /* 0 or -errno */
 };
 
 /*
@@ -284,8 +284,8 @@ static int arena_put(spool_batch *b, const void *src, size_t n, uint32_t *off)
     if (b->alen + n > UINT32_MAX) {
         return -E2BIG;
     }
-    if (grow_keep(b, (void **)&b->arena, &b->acap, b->alen + n, 1, BATCH_ARENA_INITIAL,
-                  b->alen) < 0) {
+    if (grow_keep(b, (void **)&b->arena, &b->acap, b->alen + n, 1, BATCH_ARENA_INITIAL, b->alen) <
+        0) {
         return -ENOMEM;
     }
     *off = (uint32_t)b->alen;
@@ -980,8 +980,8 @@ int spool__batch_records_written(spool_batch *b)
     if (g->left > 1) {
         g->left--;
         b->group_done = 1;
-    } else if (grow_acct((void **)&b->pos, &b->pos_cap, b->npos + g->npos, sizeof(*b->pos), 4,
-                         0) < 0) {
+    } else if (grow_acct((void **)&b->pos, &b->pos_cap, b->npos + g->npos, sizeof(*b->pos), 4, 0) <
+               0) {
         rc = -ENOMEM; /* the writer retries this part later */
     } else {
         /* The last part: the positions are recorded with its own. */

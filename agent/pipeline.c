@@ -290,12 +290,14 @@ static void *processor_main(void *arg)
             spool__batch_begin_process(b, pi);
             if (pi->plugin->process(pi, pi->ctx, b) < 0) {
                 spool_count(pi, SPOOL_COUNT_ERRORS, 1);
-                spool_log_warn(pi, "processing a batch of %zu records failed; the changes it "
-                               "made so far are kept", b->count);
+                spool_log_warn(pi,
+                               "processing a batch of %zu records failed; the changes it "
+                               "made so far are kept",
+                               b->count);
             }
             if (spool__batch_end_process(b) < 0) {
                 spool_log_error(pi, "out of memory applying drops and emitted records; dropped "
-                                "records kept, emitted ones placed at the end of their batch");
+                                    "records kept, emitted ones placed at the end of their batch");
             }
             spool_count(pi, SPOOL_COUNT_RECORDS_OUT, b->count);
         }
@@ -304,15 +306,17 @@ static void *processor_main(void *arg)
         spool_batch **parts = NULL;
         size_t nparts = 1;
         if (spool__batch_split(b, &parts, &nparts) < 0) {
-            spool_log_error(b->ins, "out of memory splitting a batch by topic; its %zu records "
-                            "stay in topic %s", b->count, svc->conf->topics[b->topic].name);
+            spool_log_error(b->ins,
+                            "out of memory splitting a batch by topic; its %zu records "
+                            "stay in topic %s",
+                            b->count, svc->conf->topics[b->topic].name);
         }
         for (size_t k = 0; k < nparts; k++) {
             spool_batch *pb = parts ? parts[k] : b;
             if (pb->ins && pb->ins->key_tpl &&
                 render_keys(pb->ins, pb, svc->conf->topics[pb->topic].name, &keys) < 0) {
                 spool_log_error(pb->ins, "out of memory rendering record keys; records kept "
-                                "unkeyed");
+                                         "unkeyed");
             }
             /* The writer queue closes only after this thread exits, so this
              * cannot fail with -ESHUTDOWN; it blocks while the writer is full. */

@@ -395,9 +395,8 @@ static void test_pipeline_split(void **state)
     assert_int_equal(spool_input_get_position(in, "src", pos, sizeof(pos), &plen), 0);
     assert_int_equal(plen, 2);
     assert_memory_equal(pos, "p8", 2);
-    assert_int_equal(h_metric("spool_processor_dropped_total",
-                              "processor=\"mut\",reason=\"even-two\""),
-                     1);
+    assert_int_equal(
+        h_metric("spool_processor_dropped_total", "processor=\"mut\",reason=\"even-two\""), 1);
     h_stop(h);
     spool__instance_free(in);
     spool__instance_free(pr);
@@ -498,10 +497,10 @@ int main(void)
 {
     setup_service();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_value_timestamp),     cmocka_unit_test(test_headers),
+        cmocka_unit_test(test_value_timestamp),      cmocka_unit_test(test_headers),
         cmocka_unit_test(test_views_survive_growth), cmocka_unit_test(test_drop_emit_order),
-        cmocka_unit_test(test_split_by_topic),      cmocka_unit_test(test_split_failure_and_none),
-        cmocka_unit_test(test_pipeline_split),      cmocka_unit_test(test_pipeline_split_parked),
+        cmocka_unit_test(test_split_by_topic),       cmocka_unit_test(test_split_failure_and_none),
+        cmocka_unit_test(test_pipeline_split),       cmocka_unit_test(test_pipeline_split_parked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
