@@ -22,8 +22,8 @@
  * processor thread; flush and drain on the output's runner thread.
  *
  * Topics, in order: output results; records; option tables; instances and
- * config checks; logging; metrics; memory; batches (inputs build them,
- * processors change them); positions and submitting (inputs); chunks and
+ * config checks; logging; metrics; memory; batches (inputs build them);
+ * processors: changing records; positions and submitting (inputs); chunks and
  * completion (outputs); the plugin struct and its ABI; helpers.
  *
  * ABI (docs/plugins.md, "ABI and loading"): an external plugin exports
@@ -328,7 +328,7 @@ SPOOL_API void spool_memory_adjust(size_t *held, size_t now);
 SPOOL_API void spool_memory_release(size_t bytes);
 
 /* ------------------------------------------------------------------------ */
-/* Batches: inputs build them, processors change them. A batch is used by   */
+/* Batches: inputs build them, processors read them. A batch is used by    */
 /* one thread at a time; its creator owns it until it is submitted, then    */
 /* the core (which lends it to each processor during process).              */
 /* ------------------------------------------------------------------------ */
