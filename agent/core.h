@@ -92,10 +92,23 @@ typedef struct spool__brec {
     int32_t key_len;    /* -1 = no key */
     uint32_t value_off;
     int32_t value_len;  /* -1 = null */
-    uint32_t hdr_first; /* index into hdrs */
+    uint32_t hdr_first; /* index into hdrs: the record's current header run */
     uint32_t hdr_count;
     int64_t timestamp;  /* ms */
+    int32_t topic;      /* log topic index; -1 = the batch's topic */
+    uint32_t flags;     /* SPOOL__BREC_* */
+    size_t parent;      /* emitted records: the index of the record that emitted them */
 } spool__brec;
+
+#define SPOOL__BREC_DROPPED 1u /* dropped by a processor: gone when process() returns */
+#define SPOOL__BREC_EMITTED 2u /* emitted during this process(): placed after parent then */
+
+/* Memory a mutation during process() replaced: kept until the call ends so
+ * the pointers a processor got from getters stay valid. */
+typedef struct spool__retired {
+    void *p;
+    size_t bytes;
+} spool__retired;
 
 typedef struct spool__bhdr {
     uint32_t key_off, key_len;
@@ -110,6 +123,7 @@ typedef struct spool__bpos {
 } spool__bpos;
 
 typedef struct spool__durable spool__durable;
+typedef struct spool__bgroup spool__bgroup;
 
 struct spool_batch {
     spool_queue_item link;     /* must stay first */
@@ -125,14 +139,55 @@ struct spool_batch {
     spool__bpos *pos;
     size_t npos, pos_cap;
     spool__durable *durable;   /* non-NULL for submit_durable */
-    /* Materialized views for readers (writer, processors). */
+    spool__bgroup *group;      /* a part of a split batch with positions, or NULL */
+    int group_done;            /* this part's records are all appended */
+    /* Materialized views for readers (writer, processors). hviews is
+     * parallel to hdrs: entries below hviews_n are built, for the arena at
+     * hviews_base (a header run is never changed once written). */
     spool_record *views;
     spool_header *hviews;
     size_t views_cap, hviews_cap;
+    size_t hviews_n;
+    const uint8_t *hviews_base;
+    /* During process() (spool__batch_begin/end_process). */
+    spool_instance *proc;      /* the processor the batch is lent to, or NULL */
+    size_t nvisible;           /* records process() sees (those before its emits) */
+    int topics_changed;        /* a record has its own topic */
+    spool__retired *retired;
+    size_t nretired, retired_cap;
+    spool__brec *scratch;      /* reordering after process() */
+    size_t scratch_cap;
+    size_t *scratch_idx;
+    size_t scratch_idx_cap;
 };
 
 /* Builds views of every record (valid until the batch changes). */
 int spool__batch_views(spool_batch *b, spool_record **recs);
+
+/* Lends b to processor `proc`: mutations keep replaced memory until end. */
+void spool__batch_begin_process(spool_batch *b, spool_instance *proc);
+/* Ends the loan: removes dropped records, places emitted ones after the
+ * record that emitted them (in emit order), frees retired memory. On
+ * -ENOMEM nothing is lost: dropped records stay in the batch and emitted
+ * ones stay at its end. */
+int spool__batch_end_process(spool_batch *b);
+/* Splits b by record topic into per-topic batches, in order of each
+ * topic's first record. No record changed topic: *parts = NULL, *n = 1,
+ * b goes on as it is. Else b is consumed and *parts (malloc'd, the caller
+ * frees the array) holds *n batches sharing b's positions (recorded by the
+ * part the writer finishes last, see spool__batch_records_written) and its
+ * durable handle (done when every part is). On -ENOMEM b is unchanged. */
+int spool__batch_split(spool_batch *b, spool_batch ***parts, size_t *n);
+/* The writer calls this once every record of b is appended, before it
+ * records b's positions: the last part of a split batch to get there
+ * takes the positions of the whole batch. Idempotent. 0 or -ENOMEM (call
+ * again later). */
+int spool__batch_records_written(spool_batch *b);
+/* 1 if b's source can replay its records: it carries positions, or is a
+ * part of a split batch that does. */
+int spool__batch_replayable(const spool_batch *b);
+/* The durable handle waits for one more part before it is done. */
+void spool__durable_add_part(spool__durable *d);
 
 /* Durable acknowledgement of a batch, shared by submitter and writer
  * (created with two references). */

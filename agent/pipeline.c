@@ -283,23 +283,46 @@ static void *processor_main(void *arg)
             continue;
         }
         spool_batch *b = (spool_batch *)it;
+        size_t weight = it->weight;
         for (size_t p = 0; p < svc->conf->nprocessors; p++) {
             spool_instance *pi = svc->conf->processors[p];
             spool_count(pi, SPOOL_COUNT_RECORDS_IN, b->count);
+            spool__batch_begin_process(b, pi);
             if (pi->plugin->process(pi, pi->ctx, b) < 0) {
                 spool_count(pi, SPOOL_COUNT_ERRORS, 1);
-                spool_log_warn(pi, "processing a batch of %zu records failed; records kept "
-                               "unchanged", b->count);
+                spool_log_warn(pi,
+                               "processing a batch of %zu records failed; the changes it "
+                               "made so far are kept",
+                               b->count);
+            }
+            if (spool__batch_end_process(b) < 0) {
+                spool_log_error(pi, "out of memory applying drops and emitted records; dropped "
+                                    "records kept, emitted ones placed at the end of their batch");
             }
             spool_count(pi, SPOOL_COUNT_RECORDS_OUT, b->count);
         }
-        if (b->ins && b->ins->key_tpl &&
-            render_keys(b->ins, b, svc->conf->topics[b->topic].name, &keys) < 0) {
-            spool_log_error(b->ins, "out of memory rendering record keys; records kept unkeyed");
+        /* Records sent to other topics: one batch per topic, in order;
+         * positions and the durable handle ride on the last one. */
+        spool_batch **parts = NULL;
+        size_t nparts = 1;
+        if (spool__batch_split(b, &parts, &nparts) < 0) {
+            spool_log_error(b->ins,
+                            "out of memory splitting a batch by topic; its %zu records "
+                            "stay in topic %s",
+                            b->count, svc->conf->topics[b->topic].name);
         }
-        /* The writer queue closes only after this thread exits, so this
-         * cannot fail with -ESHUTDOWN; it blocks while the writer is full. */
-        spool_queue_push(&svc->write_queue, &b->link, it->weight, -1);
+        for (size_t k = 0; k < nparts; k++) {
+            spool_batch *pb = parts ? parts[k] : b;
+            if (pb->ins && pb->ins->key_tpl &&
+                render_keys(pb->ins, pb, svc->conf->topics[pb->topic].name, &keys) < 0) {
+                spool_log_error(pb->ins, "out of memory rendering record keys; records kept "
+                                         "unkeyed");
+            }
+            /* The writer queue closes only after this thread exits, so this
+             * cannot fail with -ESHUTDOWN; it blocks while the writer is full. */
+            spool_queue_push(&svc->write_queue, &pb->link, parts ? batch_weight(pb) : weight, -1);
+        }
+        free(parts);
     }
     spool_queue_close(&svc->write_queue);
     spool_buf_free(&keys);

@@ -123,7 +123,7 @@ static void batch_abandon(spool_service *svc, spool_batch *b, int rc)
 {
     if (b->durable) {
         spool__durable_done(b->durable, rc);
-    } else if (b->npos == 0) {
+    } else if (!spool__batch_replayable(b)) {
         spool__lost_add(svc, b->ins, (int64_t)b->count);
     }
     spool_batch_destroy(b);
@@ -260,7 +260,7 @@ static void topic_accepting(writer_state *w, int topic)
 
 static void uncommitted_add(writer_state *w, const spool_batch *b)
 {
-    if (b->npos || b->durable || !b->count) {
+    if (spool__batch_replayable(b) || b->durable || !b->count) {
         return;
     }
     const char *name = b->ins ? b->ins->name : "?";
@@ -416,7 +416,12 @@ static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *whe
     }
     pg->next_part = nparts;
     /* Positions only after every record of the batch was appended: the
-     * commit that makes them durable makes their records durable too. */
+     * commit that makes them durable makes their records durable too. A
+     * part of a split batch records the batch's positions if it is the
+     * last part to get here. */
+    if (spool__batch_records_written(b) < 0) {
+        return -ENOMEM;
+    }
     for (; pg->next_pos < b->npos; pg->next_pos++) {
         const spool__bpos *ps = &b->pos[pg->next_pos];
         if (injected_enomem(1) || spool_log_position_set(svc->log, ps->source, ps->pos,
@@ -597,7 +602,7 @@ static void writer_abandon_parked(writer_state *w, int rc)
                        "written (%s); sources that keep positions read them again at the next "
                        "start", wt->nparked, w->svc->conf->topics[t].name, refusal(wt->rc));
         int partial = wt->prog.next_part > 0 || wt->prog.next_pos > 0;
-        if (partial && !wt->head->durable && wt->head->npos == 0) {
+        if (partial && !wt->head->durable && !spool__batch_replayable(wt->head)) {
             /* Part of the head is in the log: count only what is not. */
             spool__lost_add(w->svc, wt->head->ins, unwritten(w, wt->head, &wt->prog));
         }

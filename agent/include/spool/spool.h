@@ -22,8 +22,8 @@
  * processor thread; flush and drain on the output's runner thread.
  *
  * Topics, in order: output results; records; option tables; instances and
- * config checks; logging; metrics; memory; batches (inputs build them,
- * processors change them); positions and submitting (inputs); chunks and
+ * config checks; logging; metrics; memory; batches (inputs build them);
+ * processors: changing records; positions and submitting (inputs); chunks and
  * completion (outputs); the plugin struct and its ABI; helpers.
  *
  * ABI (docs/plugins.md, "ABI and loading"): an external plugin exports
@@ -336,7 +336,7 @@ SPOOL_API void spool_memory_adjust(size_t *held, size_t now);
 SPOOL_API void spool_memory_release(size_t bytes);
 
 /* ------------------------------------------------------------------------ */
-/* Batches: inputs build them, processors change them. A batch is used by   */
+/* Batches: inputs build them, processors read them. A batch is used by    */
 /* one thread at a time; its creator owns it until it is submitted, then    */
 /* the core (which lends it to each processor during process).              */
 /* ------------------------------------------------------------------------ */
@@ -352,16 +352,70 @@ SPOOL_API void spool_batch_destroy(spool_batch *b);
  * means "now". -ENOMEM. Any thread. */
 SPOOL_API int spool_batch_append(spool_batch *b, const spool_record *r);
 /* Number of records and bytes of payload (keys, values, headers) held. Any
- * thread. */
+ * thread. In process(): the records the processor was given (dropped ones
+ * still count, emitted ones not yet). */
 SPOOL_API size_t spool_batch_count(const spool_batch *b);
 SPOOL_API size_t spool_batch_bytes(const spool_batch *b);
-/* Fills `out` with a view of record i: it points into the batch and is
- * valid until the batch changes (append, set_key). Processors: from
- * process. */
+/* Fills `out` with a view of record i: it points into the batch. In
+ * process(): valid until the next change to record i, or the end of
+ * process(). Elsewhere: until the batch changes. Costs no more than the
+ * headers changed since the last call. Inputs (own batch), processors
+ * (from process). */
 SPOOL_API void spool_batch_get(const spool_batch *b, size_t i, spool_record *out);
-/* Replaces the key of record i with a copy of key (NULL: no key); earlier
- * views of the batch become invalid. Processors: from process. -ENOMEM. */
+
+/* ------------------------------------------------------------------------ */
+/* Processors: changing records. From process(), on the processor thread,  */
+/* for the batch it was lent (i < spool_batch_count). Every byte passed in  */
+/* is copied into the batch; pointers from getters (spool_batch_get,        */
+/* spool_batch_header, spool_batch_topic) stay valid until the next change */
+/* to that record or the end of process(). Results: 0; -EINVAL for an index */
+/* out of range or a bad argument; -ENOENT for a dropped record; -ENOMEM.   */
+/* ------------------------------------------------------------------------ */
+
+/* Replaces the key of record i with a copy of key (NULL: no key). */
 SPOOL_API int spool_batch_set_key(spool_batch *b, size_t i, const void *key, int32_t key_len);
+/* Replaces the value of record i with a copy of value (NULL: a null
+ * value; value_len is then ignored). */
+SPOOL_API int spool_batch_set_value(spool_batch *b, size_t i, const void *value,
+                                    int32_t value_len);
+/* Headers, by name (NUL-terminated, compared bytewise). set replaces the
+ * first header of that name (its position kept) or adds one at the end;
+ * add appends one even if the name exists; remove removes every header of
+ * that name (0 also when there was none). value NULL = a null value. */
+SPOOL_API int spool_batch_set_header(spool_batch *b, size_t i, const char *name,
+                                     const void *value, int32_t value_len);
+SPOOL_API int spool_batch_add_header(spool_batch *b, size_t i, const char *name,
+                                     const void *value, int32_t value_len);
+SPOOL_API int spool_batch_remove_header(spool_batch *b, size_t i, const char *name);
+/* The first header of record i named `name`, or NULL; points into the
+ * batch (see above). */
+SPOOL_API const spool_header *spool_batch_header(const spool_batch *b, size_t i,
+                                                 const char *name);
+/* Sets the timestamp of record i (ms since the epoch; 0 = now). */
+SPOOL_API int spool_batch_set_timestamp(spool_batch *b, size_t i, int64_t timestamp_ms);
+/* Sends record i to the log topic named `topic` (-ENOENT if the service
+ * has no such topic). After the processor chain, a batch whose records go
+ * to several topics is split into one batch per topic; records keep their
+ * order within each topic, and the input's positions (and a durable
+ * submit's answer) are recorded only once all of its records are written. */
+SPOOL_API int spool_batch_set_topic(spool_batch *b, size_t i, const char *topic);
+/* The name of the topic record i goes to; owned by the core, lives as
+ * long as the service's configuration. NULL if i is out of range. */
+SPOOL_API const char *spool_batch_topic(const spool_batch *b, size_t i);
+/* Drops record i: it is removed when process() returns, and counted in
+ * /metrics as spool_processor_dropped_total{processor,reason} (reason
+ * copied; NULL = "unspecified"; use a few fixed reasons, not per-record
+ * text: after 256 distinct series the rest count as "other"). Later
+ * changes to a dropped record return -ENOENT. */
+SPOOL_API int spool_batch_drop(spool_batch *b, size_t i, const char *reason);
+/* Emits a new record (a copy of r, as spool_batch_append; timestamp 0 =
+ * now) placed right after record `after` (and after the records emitted
+ * for it before, in order) when process() returns. It inherits nothing
+ * from `after` (not its topic, headers or key): copy what it needs. It is
+ * not visible (nor counted) during this process(); later processors see
+ * it. Emitting after a dropped record is allowed (replace one record by
+ * several). */
+SPOOL_API int spool_batch_emit(spool_batch *b, size_t after, const spool_record *r);
 
 /* ------------------------------------------------------------------------ */
 /* Inputs: positions, and submitting batches to the pipeline.               */
