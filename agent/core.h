@@ -42,8 +42,6 @@ spool_counter *spool__metric_register(const char *name, const char *help, const 
                                       int gauge);
 /* Unlinks and frees every counter whose labels equal `labels` (instance removal). */
 void spool__metric_unregister_labels(const char *labels);
-/* Health sources: a stage reports progress and outputs report failure. */
-void spool__health_set_service(struct spool_service *svc);
 
 /* ---- bounded queue (agent/queue.c) ---- */
 
@@ -367,8 +365,5 @@ int spool__output_health(spool_instance *ins, char *reason, size_t cap);
 void spool__service_request_stop(void);
 /* `spool run`: 0 clean, 1 runtime failure, 2 config error. */
 int spool_service_run(const char *config_path);
-
-/* The current service, for API calls that need it (NULL when none). */
-extern spool_service *spool__current;
 
 #endif /* SPOOL_CORE_H */

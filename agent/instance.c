@@ -146,9 +146,6 @@ const char *spool_instance_data_dir(const spool_instance *ins)
     if (ins->svc && ins->svc->conf) {
         return ins->svc->conf->data_dir;
     }
-    if (spool__current && spool__current->conf) {
-        return spool__current->conf->data_dir;
-    }
     return ".";
 }
 

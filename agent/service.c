@@ -150,7 +150,6 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
         spool_log_error(NULL, "cannot open the log in %s: %s", conf->data_dir, strerror(-rc));
         return -1;
     }
-    spool__current = svc;
     spool_instance **lists[3] = {conf->inputs, conf->processors, conf->outputs};
     size_t counts[3] = {conf->ninputs, conf->nprocessors, conf->noutputs};
     for (int k = 0; k < 3; k++) {
@@ -163,7 +162,7 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
             }
         }
     }
-    if (conf->http_listen && (rc = spool_http_api_start(conf->http_listen, &api)) < 0) {
+    if (conf->http_listen && (rc = spool_http_api_start(conf->http_listen, svc, &api)) < 0) {
         spool_log_error(NULL, "cannot serve the HTTP API on %s: %s", conf->http_listen,
                         strerror(-rc));
         result = -1;
@@ -248,7 +247,7 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
                 now - atomic_load(&svc->processor_heartbeat) < 30000) {
                 spool_sd_watchdog_ping();
             } else {
-                spool_health_check(reason, sizeof(reason));
+                spool_health_check(svc, reason, sizeof(reason));
                 spool_log_error(NULL, "a stage is stuck (%s): not pinging the watchdog", reason);
             }
         }
@@ -311,7 +310,6 @@ out:
         spool__pipeline_finish(svc);
     }
     spool__pipeline_free(svc);
-    spool__current = NULL;
     spool_log_close(svc->log);
     if (svc->in_queue.max_count) {
         spool_queue_destroy(&svc->in_queue);

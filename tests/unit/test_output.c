@@ -332,9 +332,9 @@ static void max_in_flight_across_partitions(void **state)
 
 static int dead_refused(void *arg)
 {
-    (void)arg; /* the health of the current service */
+    harness *h = arg;
     char reason[256];
-    return !spool_health_check(reason, sizeof(reason)) && strstr(reason, "topic dead");
+    return !spool_health_check(&h->svc, reason, sizeof(reason)) && strstr(reason, "topic dead");
 }
 
 /* Everything rejected, the dead-letter topic full (on_full: block): the
