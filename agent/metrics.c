@@ -249,33 +249,3 @@ void spool_metrics_foreach(spool_service *svc,
     free(sv.owned);
     free(sv.v);
 }
-
-int spool_health_check(spool_service *svc, char *reason, size_t cap)
-{
-    if (!svc) {
-        snprintf(reason, cap, "not running");
-        return 0;
-    }
-    int64_t now = spool_monotonic_ms();
-    if (atomic_load(&svc->writer_blocked)) {
-        snprintf(reason, cap, "log writer: %s", svc->writer_error);
-        return 0;
-    }
-    int64_t hb = atomic_load(&svc->writer_heartbeat);
-    if (svc->writer_running && now - hb > 30000) {
-        snprintf(reason, cap, "log writer stuck for %llds", (long long)((now - hb) / 1000));
-        return 0;
-    }
-    hb = atomic_load(&svc->processor_heartbeat);
-    if (svc->processor_running && now - hb > 30000) {
-        snprintf(reason, cap, "processor stage stuck for %llds", (long long)((now - hb) / 1000));
-        return 0;
-    }
-    for (size_t i = 0; i < svc->conf->noutputs; i++) {
-        if (!spool__output_health(svc->conf->outputs[i], reason, cap)) {
-            return 0;
-        }
-    }
-    snprintf(reason, cap, "ok");
-    return 1;
-}

@@ -1,6 +1,6 @@
 /*
  * metrics.h: the core's registry of counters and gauges, for exporters
- * (/metrics in the Prometheus text format, `spool topics`) and health.
+ * (/metrics in the Prometheus text format, `spool topics`).
  *
  * Every instance (input, processor, output) and every core stage owns a
  * fixed set of standard counters (spool_counter_kind) plus the counters a
@@ -30,10 +30,5 @@ typedef struct spool_metric_sample {
  * thread. */
 void spool_metrics_foreach(struct spool_service *svc,
                            void (*fn)(void *arg, const spool_metric_sample *s), void *arg);
-
-/* Health: 1 if healthy, else 0 and a one-line reason naming the stuck stage
- * or the failing output (e.g. "output http.0: destination failing for 12s:
- * connect refused"). Any thread. */
-int spool_health_check(struct spool_service *svc, char *reason, size_t cap);
 
 #endif /* SPOOL_METRICS_H */

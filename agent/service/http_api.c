@@ -799,7 +799,7 @@ static void core_metrics(void *ctx, void (*fn)(void *arg, const spool_metric_sam
 
 static int core_health(void *ctx, char *reason, size_t cap)
 {
-    return spool_health_check(ctx, reason, cap);
+    return spool_service_health(ctx, reason, cap);
 }
 
 static int core_topics(void *ctx, spool_buf *out)

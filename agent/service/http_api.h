@@ -6,7 +6,7 @@
  *                       spool_metrics_foreach() plus a few process_* gauges
  *   GET /health         200 {"status":"ok"} or
  *                       503 {"status":"unhealthy","reason":"..."} from
- *                       spool_health_check()
+ *                       spool_service_health()
  *   GET /api/v1/topics  JSON from spool_topics_json() (`spool topics --json`)
  *
  * Anything else is 404; a method other than GET or HEAD on a known path is
@@ -32,6 +32,15 @@ typedef struct spool_http_api spool_http_api;
  * while the pipeline runs.
  */
 int spool_topics_json(struct spool_service *svc, spool_buf *out);
+
+/*
+ * Provided by the service (agent/service.c): 1 if svc is healthy, else 0 and
+ * a one-line reason naming the stuck stage or the failing output (e.g.
+ * "output http.0: destination failing for 12s: connect refused"), computed
+ * from what the writer and the output runners report. svc NULL: 0, "not
+ * running". Any thread.
+ */
+int spool_service_health(struct spool_service *svc, char *reason, size_t cap);
 
 /*
  * Where the API's data comes from. spool_http_api_start() uses the real

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "metrics.h"
+#include "service/http_api.h"
 
 #define H_MAX_TOPICS 4
 #define H_FN static __attribute__((unused)) /* each test uses a subset */

@@ -115,7 +115,7 @@ static void full_topic_does_not_block_another(void **state)
 
     int sent = fill_until_blocked(h, a);
     char reason[256];
-    assert_int_equal(spool_health_check(&h->svc, reason, sizeof(reason)), 0);
+    assert_int_equal(spool_service_health(&h->svc, reason, sizeof(reason)), 0);
     assert_non_null(strstr(reason, "topic full"));
     /* Parked batches are not yet in the log; a submit to the topic is gated. */
     assert_true(h_topic_end(h, 0) < sent);
@@ -173,7 +173,7 @@ static void enospc_parks_and_recovers(void **state)
         assert_int_equal(spool_queue_push(&h->svc.write_queue, &pb->link, 1, 1000), 0);
     }
     char reason[256];
-    assert_int_equal(spool_health_check(&h->svc, reason, sizeof(reason)), 0);
+    assert_int_equal(spool_service_health(&h->svc, reason, sizeof(reason)), 0);
     assert_non_null(strstr(reason, "disk is full"));
     for (int k = 0; k < 5; k++) {
         assert_int_equal(spool_input_submit(b, h_batch(b, "b", k * 10, 10, 0, NULL), 2000), 0);
