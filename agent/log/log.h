@@ -172,9 +172,9 @@ int spool_log_partition_info(spool_log *log, int topic, int32_t partition,
  * the beginning), up to max_bytes (at least one batch, whatever its size),
  * never past the durable end. Appends the bytes to out. Sets *next to the
  * offset after the last batch read (== offset if nothing new). Returns
- * bytes read (0 at the end), or -EBADMSG with the offset logged if a
- * batch is corrupt (the caller may skip with spool_log_skip_corrupt), or
- * another negative errno.
+ * bytes read (0 at the end), -EBADMSG if a batch is corrupt (not logged:
+ * the caller reports it with the offset, and may skip it with
+ * spool_log_skip_corrupt), or another negative errno.
  */
 long spool_log_read(spool_log *log, int topic, int32_t partition, int64_t offset,
                     size_t max_bytes, spool_buf *out, int64_t *next);
@@ -242,7 +242,8 @@ int spool_log_refresh(spool_log *log);
  * After spool_log_read returned -EBADMSG at `offset`: sets *next to the
  * offset where reading may resume past the corrupt batch (the next batch
  * if its header is sane, else the next segment, else the durable end).
- * The skip is logged with topic, partition and offsets. 0 or -errno.
+ * Not logged: the caller reports the skip (topic, partition, offsets).
+ * 0 or -errno.
  */
 int spool_log_skip_corrupt(spool_log *log, int topic, int32_t partition, int64_t offset,
                            int64_t *next);

@@ -712,6 +712,55 @@ static int failing_ftruncate(int fd, int64_t len)
     return spool_log_io_posix.ftruncate(fd, len);
 }
 
+/* Runs fn(arg) with stderr sent to a file; returns how many bytes it wrote. */
+static long stderr_bytes(void (*fn)(void *arg), void *arg)
+{
+    char path[] = "/tmp/spool-unit-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_true(dup2(fd, 2) == 2);
+    fn(arg);
+    fflush(stderr);
+    assert_true(dup2(saved, 2) == 2);
+    close(saved);
+    long n = (long)lseek(fd, 0, SEEK_END);
+    close(fd);
+    unlink(path);
+    return n;
+}
+
+static void read_and_skip_corrupt(void *arg)
+{
+    spool_log *log = arg;
+    spool_buf buf = {0};
+    int64_t next = -1;
+    assert_int_equal(spool_log_read(log, 0, 0, 5, 1 << 20, &buf, &next), -EBADMSG);
+    assert_int_equal(spool_log_skip_corrupt(log, 0, 0, 5, &next), 0);
+    assert_int_equal(next, 10);
+    spool_buf_free(&buf);
+}
+
+/* A corrupt batch met while running is returned, not logged: the caller (an
+ * output, `spool read`) decides and reports it once, with its context. */
+static void test_runtime_corrupt_not_logged(void **state)
+{
+    fixture *f = *state;
+    f->topic.segment_bytes = 1 << 20;
+    spool_log *log = open_log(f);
+    for (int64_t end = 0; end < 15; end += 5) {
+        assert_int_equal(append_n(log, 0, end, 5, 0), 0);
+    }
+    assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
+    int64_t pos = batch_pos(f, 5);
+    assert_true(pos > 0);
+    flip_byte(f, pos + 16); /* the batch's magic byte */
+    assert_int_equal(stderr_bytes(read_and_skip_corrupt, log), 0);
+    spool_log_close(log);
+}
+
 static void test_io_failures(void **state)
 {
     fixture *f = *state;
@@ -1143,6 +1192,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retention_age, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_eagain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_corrupt_not_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_and_read_only, setup, teardown),
