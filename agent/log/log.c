@@ -276,6 +276,9 @@ int spool_log_open(const spool_log_options *opt, spool_log **out)
     /* Recovery may have cut or rebased partitions: record that at once, so
      * a fresh log has a commit point before its first append. */
     if (!log->read_only && (rc = spool__ckpt_write(log, 1)) < 0) {
+        if (log->commit_error[0]) {
+            spool_log_error(NULL, "log: %s", log->commit_error);
+        }
         goto fail;
     }
     spool__ckpt_free(&ck);
@@ -328,6 +331,11 @@ void spool_log_close(spool_log *log)
     pthread_mutex_destroy(&log->flush_mu);
     free(log->data_dir);
     free(log);
+}
+
+const char *spool_log_commit_error(const spool_log *log)
+{
+    return log->commit_error;
 }
 
 int spool_log_topic_index(const spool_log *log, const char *name)
@@ -467,9 +475,9 @@ static int sync_partition(spool_log *log, spool__part *p)
         }
         if (log->io->fdatasync(s->fd) < 0) {
             int rc = -errno;
-            spool_log_error(NULL, "log: %s/%d: fdatasync of segment %020" PRId64 " failed: %s",
-                            log->topics[p->topic].conf.name, p->partition, s->base,
-                            strerror(-rc));
+            snprintf(log->commit_error, sizeof(log->commit_error),
+                     "%s/%d: fdatasync of segment %020" PRId64 " failed: %s",
+                     log->topics[p->topic].conf.name, p->partition, s->base, strerror(-rc));
             return rc;
         }
         s->synced_size = size;
@@ -477,6 +485,9 @@ static int sync_partition(spool_log *log, spool__part *p)
     if (p->dir_dirty) {
         int rc = spool__fsync_dir(p->dir);
         if (rc < 0) {
+            snprintf(log->commit_error, sizeof(log->commit_error),
+                     "%s/%d: fsync of the partition directory failed: %s",
+                     log->topics[p->topic].conf.name, p->partition, strerror(-rc));
             return rc;
         }
         p->dir_dirty = 0;
@@ -507,6 +518,7 @@ int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms)
     int64_t next = -1;
     int any_sync = 0;
     int rc;
+    log->commit_error[0] = '\0';
     /* 1. Sync what the policies ask for; remember what may be published. */
     for (size_t t = 0; t < log->ntopics; t++) {
         spool__topic *tp = &log->topics[t];
@@ -550,7 +562,8 @@ int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms)
     } else if (any_sync && log->ckpt_unsynced) {
         if (log->io->fdatasync(log->ckpt_fd[log->ckpt_seq & 1]) < 0) {
             rc = -errno;
-            spool_log_error(NULL, "log: fdatasync of the checkpoint failed: %s", strerror(-rc));
+            snprintf(log->commit_error, sizeof(log->commit_error),
+                     "fdatasync of the checkpoint failed: %s", strerror(-rc));
             return rc;
         }
         log->ckpt_unsynced = 0;

@@ -130,6 +130,15 @@ int spool_log_position_set(spool_log *log, const char *source, const void *pos, 
  */
 int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms);
 
+/*
+ * What the last failed spool_log_commit could not do, naming the file or
+ * partition and the system error (e.g. "app/0: fdatasync of segment
+ * 00000000000000000000 failed: Input/output error"); "" if it gave no
+ * detail. The log does not log commit failures: its caller decides and
+ * reports them once. Valid until the next commit; the committing thread.
+ */
+const char *spool_log_commit_error(const spool_log *log);
+
 /* Bytes appended since the last commit (to size group commits). */
 uint64_t spool_log_uncommitted_bytes(const spool_log *log);
 

@@ -812,6 +812,33 @@ static void test_io_failures(void **state)
     spool_log_close(log);
 }
 
+static void commit_enospc(void *arg)
+{
+    fail_mode = 1;
+    assert_int_equal(spool_log_commit(arg, 0, 0, NULL), -ENOSPC);
+    fail_mode = 0;
+}
+
+/* A failed commit is returned with its detail, not logged: the writer
+ * decides and reports it once per streak, with that detail. */
+static void test_commit_failure_not_logged(void **state)
+{
+    fixture *f = *state;
+    spool_log_io io = spool_log_io_posix;
+    io.pwrite = failing_pwrite;
+    f->opt.io = &io;
+    spool_log *log = open_log(f);
+    assert_string_equal(spool_log_commit_error(log), "");
+    assert_int_equal(append_n(log, 0, 0, 5, 0), 0);
+    assert_int_equal(stderr_bytes(commit_enospc, log), 0);
+    const char *why = spool_log_commit_error(log);
+    assert_non_null(strstr(why, "cannot write checkpoint slot "));
+    assert_non_null(strstr(why, "/state: No space left on device"));
+    assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
+    assert_string_equal(spool_log_commit_error(log), "");
+    spool_log_close(log);
+}
+
 /* ---- concurrency ---- */
 
 typedef struct reader_arg {
@@ -1194,6 +1221,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_block_eagain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_corrupt_not_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_failure_not_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_and_read_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_discovered_topic, setup, teardown),
