@@ -28,8 +28,9 @@ typedef struct spool_http_api spool_http_api;
 /*
  * Provided by the core (agent/topics_json.c), not by this module: appends
  * the JSON document `spool topics --json` prints to `out`, for the running
- * service svc (no topics when svc is NULL). Returns 0 or a negative errno. Called on the HTTP thread, so it must be safe to call
- * while the pipeline runs.
+ * service svc (no topics when svc is NULL). Returns 0 or a negative errno.
+ * Called on the HTTP thread, so it must be safe to call while the pipeline
+ * runs.
  */
 int spool_topics_json(struct spool_service *svc, spool_buf *out);
 
@@ -62,9 +63,10 @@ typedef struct spool_http_api_hooks {
  * ":PORT" (all IPv4 interfaces); HOST may be a name; PORT 0 picks a free
  * port (see spool_http_api_port). The API serves svc's figures (svc may be
  * NULL: no partitions, /health "not running"); svc must outlive the server.
- * On success *out owns a running server (stop it with spool_http_api_stop). Returns 0, -EINVAL (unparseable
- * address), -EADDRINUSE / -EACCES / -EADDRNOTAVAIL (bind failed), -ENOMEM,
- * or -EIO (libmicrohttpd failed otherwise). Call from any one thread.
+ * On success *out owns a running server (stop it with spool_http_api_stop).
+ * Returns 0, -EINVAL (unparseable address), -EADDRINUSE / -EACCES /
+ * -EADDRNOTAVAIL (bind failed), -ENOMEM, or -EIO (libmicrohttpd failed
+ * otherwise). Call from any one thread.
  */
 int spool_http_api_start(const char *listen, struct spool_service *svc, spool_http_api **out);
 
