@@ -199,10 +199,14 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
         lo.consumers = cons;
         lo.consumer_count = conf->noutputs;
     }
+    char why[512] = "";
+    lo.error = why;
+    lo.error_cap = sizeof(why);
     rc = spool_log_open(&lo, &svc->log);
     spool_config_consumers_free(cons, conf->noutputs);
     if (rc < 0) {
-        spool_log_error(NULL, "cannot open the log in %s: %s", conf->data_dir, strerror(-rc));
+        spool_log_error(NULL, "cannot open the log in %s: %s", conf->data_dir,
+                        why[0] ? why : strerror(-rc));
         return -1;
     }
     spool_instance **lists[3] = {conf->inputs, conf->processors, conf->outputs};

@@ -331,7 +331,7 @@ int spool__ckpt_write(spool_log *log, int sync)
     }
     goto out;
 fail:
-    snprintf(log->commit_error, sizeof(log->commit_error),
+    snprintf(log->last_error, sizeof(log->last_error),
              "cannot write checkpoint slot %d in %s/state: %s", slot, log->data_dir, strerror(-rc));
 out:
     spool_buf_free(&b);

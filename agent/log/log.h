@@ -81,6 +81,10 @@ typedef struct spool_log_options {
                                                       * what is delivered; NULL = judge
                                                       * by the cursor files */
     size_t consumer_count;
+    char *error;      /* if set: on failure, what could not be done (a file and the system
+                       * error, "" if the failure was logged already or has no detail), for
+                       * the caller's one message; if NULL the log logs it itself */
+    size_t error_cap; /* bytes at error */
 } spool_log_options;
 
 /*

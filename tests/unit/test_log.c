@@ -839,6 +839,36 @@ static void test_commit_failure_not_logged(void **state)
     spool_log_close(log);
 }
 
+typedef struct open_try {
+    spool_log_options opt;
+    char why[512];
+    int rc;
+} open_try;
+
+static void open_second(void *arg)
+{
+    open_try *t = arg;
+    spool_log *log = NULL;
+    t->opt.error = t->why;
+    t->opt.error_cap = sizeof(t->why);
+    t->rc = spool_log_open(&t->opt, &log);
+    assert_null(log);
+}
+
+/* An open that fails hands its detail to the caller (who reports it once,
+ * e.g. "cannot open the log in DIR: DIR/lock is locked: ...") and logs
+ * nothing itself. */
+static void test_open_failure_not_logged(void **state)
+{
+    fixture *f = *state;
+    spool_log *log = open_log(f);
+    open_try t = {.opt = f->opt};
+    assert_int_equal(stderr_bytes(open_second, &t), 0);
+    assert_int_equal(t.rc, -EBUSY);
+    assert_non_null(strstr(t.why, "/lock is locked: another spool is using data_dir "));
+    spool_log_close(log);
+}
+
 /* ---- concurrency ---- */
 
 typedef struct reader_arg {
@@ -1222,6 +1252,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_runtime_corrupt_not_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_failure_not_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_failure_not_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_and_read_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_discovered_topic, setup, teardown),
