@@ -78,11 +78,14 @@ static int common_open(cli_common *c, spool_log **log)
         }
         c->data_dir = c->dir_buf;
     }
+    char why[512] = "";
     spool_log_options opt = { .data_dir = c->data_dir, .topics = c->topics,
-                              .topic_count = c->ntopics, .read_only = 1 };
+                              .topic_count = c->ntopics, .read_only = 1, .error = why,
+                              .error_cap = sizeof(why) };
     int rc = spool_log_open(&opt, log);
     if (rc < 0) {
-        fprintf(stderr, "spool: cannot open the log in %s: %s\n", c->data_dir, strerror(-rc));
+        fprintf(stderr, "spool: cannot open the log in %s: %s\n", c->data_dir,
+                why[0] ? why : strerror(-rc));
         return 1;
     }
     return 0;

@@ -42,8 +42,6 @@ spool_counter *spool__metric_register(const char *name, const char *help, const 
                                       int gauge);
 /* Unlinks and frees every counter whose labels equal `labels` (instance removal). */
 void spool__metric_unregister_labels(const char *labels);
-/* Health sources: a stage reports progress and outputs report failure. */
-void spool__health_set_service(struct spool_service *svc);
 
 /* ---- bounded queue (agent/queue.c) ---- */
 
@@ -250,6 +248,17 @@ extern const spool_option spool__output_common_options[];
 
 struct spool_output_runner;
 
+/*
+ * What an output's runner reports about its destination, for the service's
+ * health check (spool_service_health). It lives in the output's instance,
+ * which the service owns; the runner writes it, any thread reads it.
+ */
+typedef struct spool_output_report {
+    _Atomic int64_t failing_since; /* monotonic ms of the streak's first retry, 0 = delivering */
+    pthread_mutex_t lock;          /* guards last_error */
+    char last_error[256];          /* the latest retry's reason, "" = none given */
+} spool_output_report;
+
 struct spool_instance {
     const spool_plugin *plugin;
     spool_plugin_kind kind;
@@ -271,6 +280,7 @@ struct spool_instance {
     spool_output_common out;
     struct spool_output_runner *runner;
     char *reject_reason;     /* set by spool_output_set_reject_reason */
+    spool_output_report report; /* the runner's health report */
     /* state */
     _Atomic int stopping;
     int initialized;         /* init succeeded */
@@ -415,15 +425,10 @@ int spool__output_start(spool_service *svc, spool_instance *ins);
 void spool__output_join(spool_service *svc, spool_instance *ins);
 /* Frees the runner; call after the plugin's destroy. Accepts none. */
 void spool__output_free(spool_instance *ins);
-/* Health of an output: 1 healthy, else 0 and a reason. */
-int spool__output_health(spool_instance *ins, char *reason, size_t cap);
 
 /* Requests a shutdown of the running service (signal-safe flag). */
 void spool__service_request_stop(void);
 /* `spool run`: 0 clean, 1 runtime failure, 2 config error. */
 int spool_service_run(const char *config_path);
-
-/* The current service, for API calls that need it (NULL when none). */
-extern spool_service *spool__current;
 
 #endif /* SPOOL_CORE_H */

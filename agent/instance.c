@@ -55,6 +55,7 @@ spool_instance *spool__instance_new(const spool_plugin *p, spool_plugin_kind kin
     if (!ins) {
         return NULL;
     }
+    pthread_mutex_init(&ins->report.lock, NULL);
     ins->plugin = p;
     ins->kind = kind;
     ins->index = index;
@@ -123,6 +124,7 @@ void spool__instance_free(spool_instance *ins)
     free(ins->ctx);
     free(ins->name);
     free(ins->label);
+    pthread_mutex_destroy(&ins->report.lock);
     free(ins);
 }
 
@@ -145,9 +147,6 @@ const char *spool_instance_data_dir(const spool_instance *ins)
 {
     if (ins->svc && ins->svc->conf) {
         return ins->svc->conf->data_dir;
-    }
-    if (spool__current && spool__current->conf) {
-        return spool__current->conf->data_dir;
     }
     return ".";
 }

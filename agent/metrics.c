@@ -182,9 +182,8 @@ static int cmp_sample(const void *a, const void *b)
     return c ? c : strcmp(x->labels, y->labels);
 }
 
-static void log_samples(sample_vec *sv)
+static void log_samples(spool_service *svc, sample_vec *sv)
 {
-    spool_service *svc = spool__current;
     if (!svc || !svc->log) {
         return;
     }
@@ -229,7 +228,8 @@ static void log_samples(sample_vec *sv)
     }
 }
 
-void spool_metrics_foreach(void (*fn)(void *arg, const spool_metric_sample *s), void *arg)
+void spool_metrics_foreach(spool_service *svc,
+                           void (*fn)(void *arg, const spool_metric_sample *s), void *arg)
 {
     sample_vec sv = {0};
     pthread_mutex_lock(&reg_lock);
@@ -237,7 +237,7 @@ void spool_metrics_foreach(void (*fn)(void *arg, const spool_metric_sample *s), 
         vec_add(&sv, c->name, c->help, c->gauge ? "gauge" : "counter", c->labels,
                 atomic_load_explicit(&c->value, memory_order_relaxed), 0);
     }
-    log_samples(&sv);
+    log_samples(svc, &sv);
     qsort(sv.v, sv.n, sizeof(*sv.v), cmp_sample);
     for (size_t i = 0; i < sv.n; i++) {
         fn(arg, &sv.v[i]);
@@ -248,35 +248,4 @@ void spool_metrics_foreach(void (*fn)(void *arg, const spool_metric_sample *s), 
     }
     free(sv.owned);
     free(sv.v);
-}
-
-int spool_health_check(char *reason, size_t cap)
-{
-    spool_service *svc = spool__current;
-    if (!svc) {
-        snprintf(reason, cap, "not running");
-        return 0;
-    }
-    int64_t now = spool_monotonic_ms();
-    if (atomic_load(&svc->writer_blocked)) {
-        snprintf(reason, cap, "log writer: %s", svc->writer_error);
-        return 0;
-    }
-    int64_t hb = atomic_load(&svc->writer_heartbeat);
-    if (svc->writer_running && now - hb > 30000) {
-        snprintf(reason, cap, "log writer stuck for %llds", (long long)((now - hb) / 1000));
-        return 0;
-    }
-    hb = atomic_load(&svc->processor_heartbeat);
-    if (svc->processor_running && now - hb > 30000) {
-        snprintf(reason, cap, "processor stage stuck for %llds", (long long)((now - hb) / 1000));
-        return 0;
-    }
-    for (size_t i = 0; i < svc->conf->noutputs; i++) {
-        if (!spool__output_health(svc->conf->outputs[i], reason, cap)) {
-            return 0;
-        }
-    }
-    snprintf(reason, cap, "ok");
-    return 1;
 }

@@ -1,6 +1,6 @@
 /*
  * metrics.h: the core's registry of counters and gauges, for exporters
- * (/metrics in the Prometheus text format, `spool topics`) and health.
+ * (/metrics in the Prometheus text format, `spool topics`).
  *
  * Every instance (input, processor, output) and every core stage owns a
  * fixed set of standard counters (spool_counter_kind) plus the counters a
@@ -14,6 +14,8 @@
 
 #include "spool/spool.h"
 
+struct spool_service;
+
 typedef struct spool_metric_sample {
     const char *name;   /* "spool_input_records_total" */
     const char *help;   /* one line */
@@ -23,12 +25,10 @@ typedef struct spool_metric_sample {
 } spool_metric_sample;
 
 /* Calls fn for every sample, grouped by name (all samples of one name are
- * consecutive, so an exporter writes HELP/TYPE once per name). Any thread. */
-void spool_metrics_foreach(void (*fn)(void *arg, const spool_metric_sample *s), void *arg);
-
-/* Health: 1 if healthy, else 0 and a one-line reason naming the stuck stage
- * or the failing output (e.g. "output http.0: destination failing for 12s:
- * connect refused"). Any thread. */
-int spool_health_check(char *reason, size_t cap);
+ * consecutive, so an exporter writes HELP/TYPE once per name): the registry's
+ * counters, plus svc's per-partition figures (none when svc is NULL). Any
+ * thread. */
+void spool_metrics_foreach(struct spool_service *svc,
+                           void (*fn)(void *arg, const spool_metric_sample *s), void *arg);
 
 #endif /* SPOOL_METRICS_H */

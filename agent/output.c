@@ -37,7 +37,6 @@
 #include "core.h"
 
 #define CURSOR_FLUSH_MS 200 /* bounds what a kill -9 makes an output resend */
-#define FAILING_UNHEALTHY_MS 1000
 #define DL_RETRY_MIN_MS 50
 #define DL_RETRY_MAX_MS 2000
 
@@ -93,8 +92,6 @@ typedef struct spool_output_runner {
     int dl_failing;        /* the dead-letter topic refused (log once per streak) */
     int64_t last_cursor_flush;
     int64_t retry_after_ms; /* set by spool_output_retry_after during flush */
-    _Atomic int64_t failing_since; /* monotonic ms, 0 = healthy */
-    char last_error[256];
     spool_instance *dl;    /* dead-letter pseudo input, NULL = none */
     pthread_t thread;
     int running;
@@ -189,6 +186,35 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
     return 0;
 }
 
+/* ---- health reports (read by the service, spool_service_health) ---- */
+
+/* A retry: the destination is failing since now, unless it already was. */
+static void report_failing(spool_instance *ins, int64_t now)
+{
+    int64_t since = 0;
+    atomic_compare_exchange_strong(&ins->report.failing_since, &since, now);
+}
+
+/* The reason the plugin gave for a retry (copied; NULL or "" = none). */
+static void report_error(spool_instance *ins, const char *reason)
+{
+    if (reason && reason[0]) {
+        pthread_mutex_lock(&ins->report.lock);
+        snprintf(ins->report.last_error, sizeof(ins->report.last_error), "%s", reason);
+        pthread_mutex_unlock(&ins->report.lock);
+    }
+}
+
+/* A delivery: the destination works again. */
+static void report_delivering(spool_instance *ins)
+{
+    if (atomic_exchange(&ins->report.failing_since, 0) != 0) {
+        pthread_mutex_lock(&ins->report.lock);
+        ins->report.last_error[0] = '\0';
+        pthread_mutex_unlock(&ins->report.lock);
+    }
+}
+
 /* ---- plugin-facing ---- */
 
 void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int result,
@@ -202,6 +228,8 @@ void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int re
     if (reason && result == SPOOL_REJECT) {
         free(s->reason);
         s->reason = strdup(reason);
+    } else if (result == SPOOL_RETRY) {
+        report_error(ins, reason);
     }
     atomic_store(&s->state, SLOT_DONE);
     pthread_mutex_unlock(&r->lock);
@@ -224,24 +252,6 @@ void spool_output_retry_after(spool_instance *ins, int64_t ms)
     pthread_mutex_unlock(&r->lock);
 }
 
-int spool__output_health(spool_instance *ins, char *reason, size_t cap)
-{
-    spool_output_runner *r = ins->runner;
-    if (!r) {
-        return 1;
-    }
-    int64_t since = atomic_load(&r->failing_since);
-    if (since && spool_monotonic_ms() - since >= FAILING_UNHEALTHY_MS) {
-        pthread_mutex_lock(&r->lock);
-        snprintf(reason, cap, "output %s: destination failing for %llds%s%s", ins->name,
-                 (long long)((spool_monotonic_ms() - since) / 1000), r->last_error[0] ? ": " : "",
-                 r->last_error);
-        pthread_mutex_unlock(&r->lock);
-        return 0;
-    }
-    return 1;
-}
-
 /* ---- the runner ---- */
 
 static void call_flush(spool_output_runner *r, chunk_slot *s)
@@ -260,6 +270,8 @@ static void call_flush(spool_output_runner *r, chunk_slot *s)
         free(s->reason);
         s->reason = ins->reject_reason;
         ins->reject_reason = NULL;
+    } else if (s->result == SPOOL_RETRY) {
+        report_error(ins, ins->reject_reason);
     }
     atomic_store(&s->state, SLOT_DONE);
     pthread_mutex_unlock(&r->lock);
@@ -334,8 +346,7 @@ static int settle(spool_output_runner *r, int64_t *next_wake)
             s->first_fail = now;
             s->backoff = ins->out.retry_backoff;
         }
-        int64_t since = 0;
-        atomic_compare_exchange_strong(&r->failing_since, &since, now);
+        report_failing(ins, now);
         if (ins->out.max_retry_time && now - s->first_fail >= ins->out.max_retry_time) {
             pthread_mutex_lock(&r->lock);
             s->result = SPOOL_REJECT;
@@ -403,7 +414,7 @@ static int settle(spool_output_runner *r, int64_t *next_wake)
             } else {
                 spool_count(ins, SPOOL_COUNT_RECORDS_OUT, head->chunk.count);
                 spool_count(ins, SPOOL_COUNT_BYTES_OUT, head->chunk.bytes);
-                atomic_store(&r->failing_since, 0);
+                report_delivering(ins);
             }
             ps->committed = head->chunk.next_offset;
             spool_log_cursor_set(r->svc->log, r->consumer, ps->topic, ps->partition,

@@ -32,8 +32,6 @@
 
 #define KEY_BUF 1024
 
-spool_service *spool__current;
-
 /* ---- lanes: topic gates (the submission side) ---- */
 
 static int topic_gated(spool_service *svc, int topic)
@@ -78,7 +76,7 @@ static int pipeline_holds_batches(void *arg)
 
 static int submit(spool_instance *ins, spool_batch *b, int64_t timeout_ms)
 {
-    spool_service *svc = ins->svc ? ins->svc : spool__current;
+    spool_service *svc = ins->svc;
     int64_t start = spool_monotonic_ms();
     if (!svc) {
         return -ESHUTDOWN;
@@ -174,7 +172,7 @@ int spool_input_submit_durable(spool_instance *ins, spool_batch *b, int64_t time
 int spool_input_get_position(spool_instance *ins, const char *source, void *buf, size_t cap,
                              size_t *len)
 {
-    spool_service *svc = ins->svc ? ins->svc : spool__current;
+    spool_service *svc = ins->svc;
     char full[1024];
     if (!svc || !svc->log) {
         return -ENOENT;
@@ -200,7 +198,7 @@ int spool_input_foreach_position(spool_instance *ins,
                                             size_t len),
                                  void *arg)
 {
-    spool_service *svc = ins->svc ? ins->svc : spool__current;
+    spool_service *svc = ins->svc;
     char prefix[600];
     if (!svc || !svc->log) {
         return -ENOENT;

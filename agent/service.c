@@ -15,6 +15,11 @@
  * if it has errors they are logged and the old configuration keeps
  * running; otherwise the service stops as above (every position and cursor
  * is durable) and starts again on the new file, in the same process.
+ *
+ * Health (/health, the watchdog's reason) is decided here, from what the
+ * stages report: the writer's heartbeat and refusal, the processor's
+ * heartbeat, and each output runner's spool_output_report. Nothing here
+ * calls into a runner.
  */
 #include <errno.h>
 #include <signal.h>
@@ -29,8 +34,58 @@
 #include "service/http_api.h"
 #include "service/systemd.h"
 
+/* A stage whose heartbeat is older than this is stuck (ms). */
+#define STAGE_STUCK_MS 30000
+/* An output whose destination has failed for this long is unhealthy (ms). */
+#define OUTPUT_FAILING_MS 1000
+
 static _Atomic int stop_requested;
 static pthread_t main_thread;
+
+/* 1 if the output's report says it delivers, else 0 and the reason. */
+static int output_healthy(spool_instance *ins, int64_t now, char *reason, size_t cap)
+{
+    spool_output_report *rep = &ins->report;
+    int64_t since = atomic_load(&rep->failing_since);
+    if (!since || now - since < OUTPUT_FAILING_MS) {
+        return 1;
+    }
+    pthread_mutex_lock(&rep->lock);
+    snprintf(reason, cap, "output %s: destination failing for %llds%s%s", ins->name,
+             (long long)((now - since) / 1000), rep->last_error[0] ? ": " : "", rep->last_error);
+    pthread_mutex_unlock(&rep->lock);
+    return 0;
+}
+
+int spool_service_health(spool_service *svc, char *reason, size_t cap)
+{
+    if (!svc) {
+        snprintf(reason, cap, "not running");
+        return 0;
+    }
+    int64_t now = spool_monotonic_ms();
+    if (atomic_load(&svc->writer_blocked)) {
+        snprintf(reason, cap, "log writer: %s", svc->writer_error);
+        return 0;
+    }
+    int64_t hb = atomic_load(&svc->writer_heartbeat);
+    if (svc->writer_running && now - hb > STAGE_STUCK_MS) {
+        snprintf(reason, cap, "log writer stuck for %llds", (long long)((now - hb) / 1000));
+        return 0;
+    }
+    hb = atomic_load(&svc->processor_heartbeat);
+    if (svc->processor_running && now - hb > STAGE_STUCK_MS) {
+        snprintf(reason, cap, "processor stage stuck for %llds", (long long)((now - hb) / 1000));
+        return 0;
+    }
+    for (size_t i = 0; svc->conf && i < svc->conf->noutputs; i++) {
+        if (!output_healthy(svc->conf->outputs[i], now, reason, cap)) {
+            return 0;
+        }
+    }
+    snprintf(reason, cap, "ok");
+    return 1;
+}
 
 void spool__service_request_stop(void)
 {
@@ -125,13 +180,16 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
         lo.consumers = cons;
         lo.consumer_count = conf->noutputs;
     }
+    char why[512] = "";
+    lo.error = why;
+    lo.error_cap = sizeof(why);
     rc = spool_log_open(&lo, &svc->log);
     spool_config_consumers_free(cons, conf->noutputs);
     if (rc < 0) {
-        spool_log_error(NULL, "cannot open the log in %s: %s", conf->data_dir, strerror(-rc));
+        spool_log_error(NULL, "cannot open the log in %s: %s", conf->data_dir,
+                        why[0] ? why : strerror(-rc));
         return -1;
     }
-    spool__current = svc;
     spool_instance **lists[3] = {conf->inputs, conf->processors, conf->outputs};
     size_t counts[3] = {conf->ninputs, conf->nprocessors, conf->noutputs};
     for (int k = 0; k < 3; k++) {
@@ -144,7 +202,7 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
             }
         }
     }
-    if (conf->http_listen && (rc = spool_http_api_start(conf->http_listen, &api)) < 0) {
+    if (conf->http_listen && (rc = spool_http_api_start(conf->http_listen, svc, &api)) < 0) {
         spool_log_error(NULL, "cannot serve the HTTP API on %s: %s", conf->http_listen,
                         strerror(-rc));
         result = -1;
@@ -225,11 +283,11 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
         if (wd) {
             char reason[256];
             int64_t now = spool_monotonic_ms();
-            if (now - atomic_load(&svc->writer_heartbeat) < 30000 &&
-                now - atomic_load(&svc->processor_heartbeat) < 30000) {
+            if (now - atomic_load(&svc->writer_heartbeat) < STAGE_STUCK_MS &&
+                now - atomic_load(&svc->processor_heartbeat) < STAGE_STUCK_MS) {
                 spool_sd_watchdog_ping();
             } else {
-                spool_health_check(reason, sizeof(reason));
+                spool_service_health(svc, reason, sizeof(reason));
                 spool_log_error(NULL, "a stage is stuck (%s): not pinging the watchdog", reason);
             }
         }
@@ -292,7 +350,6 @@ out:
         spool__pipeline_finish(svc);
     }
     spool__pipeline_free(svc);
-    spool__current = NULL;
     spool_log_close(svc->log);
     if (svc->in_queue.max_count) {
         spool_queue_destroy(&svc->in_queue);

@@ -11,9 +11,8 @@
 #include "core.h"
 #include "cli_log.h"
 
-int spool_topics_json(spool_buf *out)
+int spool_topics_json(spool_service *svc, spool_buf *out)
 {
-    spool_service *svc = spool__current;
     if (!svc || !svc->log) {
         return spool_buf_append(out, "{\"topics\":[]}", 13);
     }

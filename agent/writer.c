@@ -294,8 +294,9 @@ static int writer_commit(writer_state *w, int force, int idle)
     int rc = spool_log_commit(svc->log, force, idle, &next);
     if (rc < 0) {
         if (!w->commit_failing || w->commit_rc != rc) {
+            const char *why = spool_log_commit_error(svc->log);
             spool_log_error(NULL, "log writer: commit failed: %s; appended records wait until "
-                            "it works", strerror(-rc));
+                            "it works", why[0] ? why : strerror(-rc));
             w->commit_failing = 1;
             w->commit_rc = rc;
             writer_health(w);

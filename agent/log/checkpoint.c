@@ -331,8 +331,8 @@ int spool__ckpt_write(spool_log *log, int sync)
     }
     goto out;
 fail:
-    spool_log_error(NULL, "log: cannot write checkpoint slot %d in %s/state: %s", slot,
-                    log->data_dir, strerror(-rc));
+    snprintf(log->last_error, sizeof(log->last_error),
+             "cannot write checkpoint slot %d in %s/state: %s", slot, log->data_dir, strerror(-rc));
 out:
     spool_buf_free(&b);
     return rc;

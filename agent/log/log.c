@@ -116,13 +116,14 @@ static int take_lock(spool_log *log)
     log->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
     if (log->lock_fd < 0) {
         int rc = -errno;
-        spool_log_error(NULL, "log: cannot open %s: %s", path, strerror(-rc));
+        snprintf(log->last_error, sizeof(log->last_error), "cannot open %s: %s", path,
+                 strerror(-rc));
         return rc;
     }
     if (flock(log->lock_fd, LOCK_EX | LOCK_NB) < 0) {
         int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
-        spool_log_error(NULL, "log: %s is locked: another spool is using data_dir %s",
-                        path, log->data_dir);
+        snprintf(log->last_error, sizeof(log->last_error),
+                 "%s is locked: another spool is using data_dir %s", path, log->data_dir);
         return rc;
     }
     return 0;
@@ -150,7 +151,8 @@ static int open_partitions(spool_log *log, const spool__ckpt *ck, int have_ckpt)
             }
             int rc;
             if (!log->read_only && (rc = spool__mkdirs(dir)) < 0) {
-                spool_log_error(NULL, "log: cannot create %s: %s", dir, strerror(-rc));
+                snprintf(log->last_error, sizeof(log->last_error), "cannot create %s: %s", dir,
+                         strerror(-rc));
                 return rc;
             }
             int found = 0;
@@ -159,7 +161,8 @@ static int open_partitions(spool_log *log, const spool__ckpt *ck, int have_ckpt)
              * a reader shows what it holds (data the writer does not manage). */
             int use = have_ckpt && (found || !log->read_only);
             if ((rc = spool__part_recover(log, p, use, found ? e : 0)) < 0) {
-                spool_log_error(NULL, "log: cannot recover %s: %s", dir, strerror(-rc));
+                snprintf(log->last_error, sizeof(log->last_error), "cannot recover %s: %s", dir,
+                         strerror(-rc));
                 return rc;
             }
         }
@@ -202,6 +205,9 @@ int spool_log_open(const spool_log_options *opt, spool_log **out)
     if (opt == NULL || opt->data_dir == NULL) {
         return -EINVAL;
     }
+    if (opt->error != NULL && opt->error_cap > 0) {
+        opt->error[0] = '\0';
+    }
     spool_log *log = calloc(1, sizeof(*log));
     if (log == NULL) {
         return -ENOMEM;
@@ -229,7 +235,8 @@ int spool_log_open(const spool_log_options *opt, spool_log **out)
             char path[4096];
             snprintf(path, sizeof(path), "%s%s", log->data_dir, subs[i]);
             if ((rc = spool__mkdirs(path)) < 0) {
-                spool_log_error(NULL, "log: cannot create %s: %s", path, strerror(-rc));
+                snprintf(log->last_error, sizeof(log->last_error), "cannot create %s: %s", path,
+                         strerror(-rc));
                 goto fail;
             }
         }
@@ -282,6 +289,12 @@ int spool_log_open(const spool_log_options *opt, spool_log **out)
     *out = log;
     return 0;
 fail:
+    /* The caller reports the failure, with what could not be done. */
+    if (opt->error != NULL && opt->error_cap > 0) {
+        snprintf(opt->error, opt->error_cap, "%s", log->last_error);
+    } else if (log->last_error[0]) {
+        spool_log_error(NULL, "log: %s", log->last_error);
+    }
     spool__ckpt_free(&ck);
     spool_log_close(log);
     return rc;
@@ -328,6 +341,11 @@ void spool_log_close(spool_log *log)
     pthread_mutex_destroy(&log->flush_mu);
     free(log->data_dir);
     free(log);
+}
+
+const char *spool_log_commit_error(const spool_log *log)
+{
+    return log->last_error;
 }
 
 int spool_log_topic_index(const spool_log *log, const char *name)
@@ -467,9 +485,9 @@ static int sync_partition(spool_log *log, spool__part *p)
         }
         if (log->io->fdatasync(s->fd) < 0) {
             int rc = -errno;
-            spool_log_error(NULL, "log: %s/%d: fdatasync of segment %020" PRId64 " failed: %s",
-                            log->topics[p->topic].conf.name, p->partition, s->base,
-                            strerror(-rc));
+            snprintf(log->last_error, sizeof(log->last_error),
+                     "%s/%d: fdatasync of segment %020" PRId64 " failed: %s",
+                     log->topics[p->topic].conf.name, p->partition, s->base, strerror(-rc));
             return rc;
         }
         s->synced_size = size;
@@ -477,6 +495,9 @@ static int sync_partition(spool_log *log, spool__part *p)
     if (p->dir_dirty) {
         int rc = spool__fsync_dir(p->dir);
         if (rc < 0) {
+            snprintf(log->last_error, sizeof(log->last_error),
+                     "%s/%d: fsync of the partition directory failed: %s",
+                     log->topics[p->topic].conf.name, p->partition, strerror(-rc));
             return rc;
         }
         p->dir_dirty = 0;
@@ -507,6 +528,7 @@ int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms)
     int64_t next = -1;
     int any_sync = 0;
     int rc;
+    log->last_error[0] = '\0';
     /* 1. Sync what the policies ask for; remember what may be published. */
     for (size_t t = 0; t < log->ntopics; t++) {
         spool__topic *tp = &log->topics[t];
@@ -550,7 +572,8 @@ int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms)
     } else if (any_sync && log->ckpt_unsynced) {
         if (log->io->fdatasync(log->ckpt_fd[log->ckpt_seq & 1]) < 0) {
             rc = -errno;
-            spool_log_error(NULL, "log: fdatasync of the checkpoint failed: %s", strerror(-rc));
+            snprintf(log->last_error, sizeof(log->last_error),
+                     "fdatasync of the checkpoint failed: %s", strerror(-rc));
             return rc;
         }
         log->ckpt_unsynced = 0;

@@ -81,6 +81,10 @@ typedef struct spool_log_options {
                                                       * what is delivered; NULL = judge
                                                       * by the cursor files */
     size_t consumer_count;
+    char *error;      /* if set: on failure, what could not be done (a file and the system
+                       * error, "" if the failure was logged already or has no detail), for
+                       * the caller's one message; if NULL the log logs it itself */
+    size_t error_cap; /* bytes at error */
 } spool_log_options;
 
 /*
@@ -130,6 +134,15 @@ int spool_log_position_set(spool_log *log, const char *source, const void *pos, 
  */
 int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms);
 
+/*
+ * What the last failed spool_log_commit could not do, naming the file or
+ * partition and the system error (e.g. "app/0: fdatasync of segment
+ * 00000000000000000000 failed: Input/output error"); "" if it gave no
+ * detail. The log does not log commit failures: its caller decides and
+ * reports them once. Valid until the next commit; the committing thread.
+ */
+const char *spool_log_commit_error(const spool_log *log);
+
 /* Bytes appended since the last commit (to size group commits). */
 uint64_t spool_log_uncommitted_bytes(const spool_log *log);
 
@@ -172,9 +185,9 @@ int spool_log_partition_info(spool_log *log, int topic, int32_t partition,
  * the beginning), up to max_bytes (at least one batch, whatever its size),
  * never past the durable end. Appends the bytes to out. Sets *next to the
  * offset after the last batch read (== offset if nothing new). Returns
- * bytes read (0 at the end), or -EBADMSG with the offset logged if a
- * batch is corrupt (the caller may skip with spool_log_skip_corrupt), or
- * another negative errno.
+ * bytes read (0 at the end), -EBADMSG if a batch is corrupt (not logged:
+ * the caller reports it with the offset, and may skip it with
+ * spool_log_skip_corrupt), or another negative errno.
  */
 long spool_log_read(spool_log *log, int topic, int32_t partition, int64_t offset,
                     size_t max_bytes, spool_buf *out, int64_t *next);
@@ -242,7 +255,8 @@ int spool_log_refresh(spool_log *log);
  * After spool_log_read returned -EBADMSG at `offset`: sets *next to the
  * offset where reading may resume past the corrupt batch (the next batch
  * if its header is sane, else the next segment, else the durable end).
- * The skip is logged with topic, partition and offsets. 0 or -errno.
+ * Not logged: the caller reports the skip (topic, partition, offsets).
+ * 0 or -errno.
  */
 int spool_log_skip_corrupt(spool_log *log, int topic, int32_t partition, int64_t offset,
                            int64_t *next);

@@ -136,6 +136,7 @@ struct spool_log {
     spool__pos_table pos_staged;  /* positions set since open (writer) */
     int pos_dirty;
     int64_t last_retention_ms;    /* monotonic */
+    char last_error[8448];        /* what the last failed open step or commit could not do */
 
     pthread_mutex_t pub_mu;
     pthread_cond_t pub_cv;

@@ -132,12 +132,7 @@ static long read_from(spool_log *log, spool__part *p, spool__seg *s, int64_t pos
     long first = spool__seg_peek(log, s, pos, limit, &info);
     if (first <= 0 || info.base_offset >= durable_end) {
         if (first < 0) {
-            if (!log->read_only) { /* a reader (spool read) reports it itself */
-                spool_log_error(NULL, "log: %s/%d: corrupt batch header in segment %020" PRId64
-                                " at position %" PRId64, log->topics[p->topic].conf.name,
-                                p->partition, s->base, pos);
-            }
-            return -EBADMSG;
+            return -EBADMSG; /* the caller reports it, with its own context */
         }
         return 0;
     }
@@ -296,11 +291,6 @@ unlock:
     pthread_rwlock_unlock(&p->lock);
     if (*next <= offset) {
         *next = offset + 1 < durable_end ? offset + 1 : durable_end;
-    }
-    if (!log->read_only) {
-        spool_log_warn(NULL, "log: %s/%d: skipping corrupt data at offset %" PRId64
-                       ", resuming at %" PRId64, log->topics[topic].conf.name, partition,
-                       offset, *next);
     }
     return 0;
 }

@@ -9,7 +9,7 @@
  * built whole in memory (its size is proportional to the number of metric
  * samples or topics, never to traffic) before it is queued, so no core lock
  * is held while a slow client reads. Request bodies are never read.
- * Not done here: deciding what is healthy (spool_health_check), producing
+ * Not done here: deciding what is healthy (the service does), producing
  * metric samples (the registry) or the topics document (the CLI's code);
  * TLS and authentication (bind it to 127.0.0.1, the default).
  */
@@ -534,7 +534,7 @@ int spool_http_api_render_metrics(const spool_http_api_hooks *hooks, spool_buf *
     mcollect c = {0};
     int rc = 0;
     if (hooks->metrics_foreach) {
-        hooks->metrics_foreach(collect_cb, &c);
+        hooks->metrics_foreach(hooks->ctx, collect_cb, &c);
     }
     if (hooks->process_metrics) {
         collect_process(&c);
@@ -626,7 +626,7 @@ static enum MHD_Result serve_health(spool_http_api *api, struct MHD_Connection *
     char reason[HTTP_REASON_MAX] = "";
     int healthy = 0;
     if (api->hooks.health_check) {
-        healthy = api->hooks.health_check(reason, sizeof(reason)) == 1;
+        healthy = api->hooks.health_check(api->hooks.ctx, reason, sizeof(reason)) == 1;
         reason[sizeof(reason) - 1] = '\0';
     } else {
         snprintf(reason, sizeof(reason), "health check not available");
@@ -656,7 +656,7 @@ static enum MHD_Result serve_topics(spool_http_api *api, struct MHD_Connection *
     if (!api->hooks.topics_json) {
         return respond_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "topics not available\n", NULL);
     }
-    int err = api->hooks.topics_json(&b);
+    int err = api->hooks.topics_json(api->hooks.ctx, &b);
     if (err < 0) {
         spool_buf_free(&b);
         int rc = buf_puts(&b, "{\"error\":\"");
@@ -751,6 +751,33 @@ static void mhd_quiet_log(void *cls, const char *fmt, va_list ap)
     /* The caller reports start failures; per-connection noise is dropped. */
 }
 
+/* The core's data sources, on the service ctx. */
+static void core_metrics(void *ctx, void (*fn)(void *arg, const spool_metric_sample *s), void *arg)
+{
+    spool_metrics_foreach(ctx, fn, arg);
+}
+
+static int core_health(void *ctx, char *reason, size_t cap)
+{
+    return spool_service_health(ctx, reason, cap);
+}
+
+static int core_topics(void *ctx, spool_buf *out)
+{
+    return spool_topics_json(ctx, out);
+}
+
+static spool_http_api_hooks core_hooks(struct spool_service *svc)
+{
+    return (spool_http_api_hooks){
+        .ctx = svc,
+        .metrics_foreach = core_metrics,
+        .health_check = core_health,
+        .topics_json = core_topics,
+        .process_metrics = 1,
+    };
+}
+
 int spool_http_api_start_hooks(const char *listen, const spool_http_api_hooks *hooks,
                                spool_http_api **out)
 {
@@ -767,16 +794,7 @@ int spool_http_api_start_hooks(const char *listen, const spool_http_api_hooks *h
         rc = -ENOMEM;
         goto fail;
     }
-    if (hooks) {
-        api->hooks = *hooks;
-    } else {
-        api->hooks = (spool_http_api_hooks){
-            .metrics_foreach = spool_metrics_foreach,
-            .health_check = spool_health_check,
-            .topics_json = spool_topics_json,
-            .process_metrics = 1,
-        };
-    }
+    api->hooks = hooks ? *hooks : core_hooks(NULL);
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
     if (res->ai_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
@@ -803,9 +821,10 @@ fail:
     return rc;
 }
 
-int spool_http_api_start(const char *listen, spool_http_api **out)
+int spool_http_api_start(const char *listen, struct spool_service *svc, spool_http_api **out)
 {
-    return spool_http_api_start_hooks(listen, NULL, out);
+    spool_http_api_hooks hooks = core_hooks(svc);
+    return spool_http_api_start_hooks(listen, &hooks, out);
 }
 
 uint16_t spool_http_api_port(const spool_http_api *api)

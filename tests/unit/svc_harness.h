@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "metrics.h"
+#include "service/http_api.h"
 
 #define H_MAX_TOPICS 4
 #define H_FN static __attribute__((unused)) /* each test uses a subset */
@@ -85,7 +86,6 @@ H_FN void h_start(harness *h, int64_t shutdown_timeout_ms)
     memset(&h->svc, 0, sizeof(h->svc));
     h->svc.conf = &h->conf;
     h->svc.log = log;
-    spool__current = &h->svc;
     assert_int_equal(spool__pipeline_start(&h->svc), 0);
     h->started = 1;
 }
@@ -229,10 +229,10 @@ H_FN void h_metric_fn(void *arg, const spool_metric_sample *s)
     }
 }
 
-H_FN int64_t h_metric(const char *name, const char *labels)
+H_FN int64_t h_metric(harness *h, const char *name, const char *labels)
 {
     h_metric_q q = {name, labels, 0};
-    spool_metrics_foreach(h_metric_fn, &q);
+    spool_metrics_foreach(&h->svc, h_metric_fn, &q);
     return q.value;
 }
 
@@ -249,7 +249,6 @@ H_FN void h_free(harness *h)
 {
     h_stop(h);
     spool__pipeline_free(&h->svc);
-    spool__current = NULL;
     spool_log_close(h->svc.log);
     if (h->started) {
         spool_queue_destroy(&h->svc.in_queue);

@@ -27,8 +27,9 @@
 /* Fake data.                                                               */
 /* ------------------------------------------------------------------------ */
 
-static void fake_metrics(void (*fn)(void *, const spool_metric_sample *), void *arg)
+static void fake_metrics(void *ctx, void (*fn)(void *, const spool_metric_sample *), void *arg)
 {
+    (void)ctx;
     /* Interleaved on purpose: the exporter must regroup by name. */
     const spool_metric_sample s[] = {
         {"spool_input_records_total", "Records read by an input.", "counter",
@@ -52,8 +53,9 @@ static void fake_metrics(void (*fn)(void *, const spool_metric_sample *), void *
 static int healthy;
 static const char *unhealthy_reason = "";
 
-static int fake_health(char *reason, size_t cap)
+static int fake_health(void *ctx, char *reason, size_t cap)
 {
+    (void)ctx;
     if (healthy) {
         return 1;
     }
@@ -63,8 +65,9 @@ static int fake_health(char *reason, size_t cap)
 
 static int topics_rc;
 
-static int fake_topics(spool_buf *out)
+static int fake_topics(void *ctx, spool_buf *out)
 {
+    (void)ctx;
     if (topics_rc < 0) {
         return topics_rc;
     }
@@ -425,7 +428,7 @@ static void test_listen_errors(void **state)
         assert_null(api);
         api = (spool_http_api *)0x1;
     }
-    assert_int_equal(spool_http_api_start(NULL, &api), -EINVAL);
+    assert_int_equal(spool_http_api_start(NULL, NULL, &api), -EINVAL);
 
     /* A port somebody else holds. */
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -487,7 +490,7 @@ static void test_real_registry(void **state)
     spool_counter_add(u, 1);
 
     spool_http_api *api = NULL;
-    assert_int_equal(spool_http_api_start("127.0.0.1:0", &api), 0);
+    assert_int_equal(spool_http_api_start("127.0.0.1:0", NULL, &api), 0);
     reply r = {0};
     http_request(spool_http_api_port(api), "GET", "/metrics", NULL, &r);
     assert_int_equal(r.status, 200);

@@ -712,6 +712,55 @@ static int failing_ftruncate(int fd, int64_t len)
     return spool_log_io_posix.ftruncate(fd, len);
 }
 
+/* Runs fn(arg) with stderr sent to a file; returns how many bytes it wrote. */
+static long stderr_bytes(void (*fn)(void *arg), void *arg)
+{
+    char path[] = "/tmp/spool-unit-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_true(dup2(fd, 2) == 2);
+    fn(arg);
+    fflush(stderr);
+    assert_true(dup2(saved, 2) == 2);
+    close(saved);
+    long n = (long)lseek(fd, 0, SEEK_END);
+    close(fd);
+    unlink(path);
+    return n;
+}
+
+static void read_and_skip_corrupt(void *arg)
+{
+    spool_log *log = arg;
+    spool_buf buf = {0};
+    int64_t next = -1;
+    assert_int_equal(spool_log_read(log, 0, 0, 5, 1 << 20, &buf, &next), -EBADMSG);
+    assert_int_equal(spool_log_skip_corrupt(log, 0, 0, 5, &next), 0);
+    assert_int_equal(next, 10);
+    spool_buf_free(&buf);
+}
+
+/* A corrupt batch met while running is returned, not logged: the caller (an
+ * output, `spool read`) decides and reports it once, with its context. */
+static void test_runtime_corrupt_not_logged(void **state)
+{
+    fixture *f = *state;
+    f->topic.segment_bytes = 1 << 20;
+    spool_log *log = open_log(f);
+    for (int64_t end = 0; end < 15; end += 5) {
+        assert_int_equal(append_n(log, 0, end, 5, 0), 0);
+    }
+    assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
+    int64_t pos = batch_pos(f, 5);
+    assert_true(pos > 0);
+    flip_byte(f, pos + 16); /* the batch's magic byte */
+    assert_int_equal(stderr_bytes(read_and_skip_corrupt, log), 0);
+    spool_log_close(log);
+}
+
 static void test_io_failures(void **state)
 {
     fixture *f = *state;
@@ -760,6 +809,63 @@ static void test_io_failures(void **state)
     assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
     spool_log_partition_info(log, 0, 0, &info);
     assert_int_equal(info.end_offset, end + 5);
+    spool_log_close(log);
+}
+
+static void commit_enospc(void *arg)
+{
+    fail_mode = 1;
+    assert_int_equal(spool_log_commit(arg, 0, 0, NULL), -ENOSPC);
+    fail_mode = 0;
+}
+
+/* A failed commit is returned with its detail, not logged: the writer
+ * decides and reports it once per streak, with that detail. */
+static void test_commit_failure_not_logged(void **state)
+{
+    fixture *f = *state;
+    spool_log_io io = spool_log_io_posix;
+    io.pwrite = failing_pwrite;
+    f->opt.io = &io;
+    spool_log *log = open_log(f);
+    assert_string_equal(spool_log_commit_error(log), "");
+    assert_int_equal(append_n(log, 0, 0, 5, 0), 0);
+    assert_int_equal(stderr_bytes(commit_enospc, log), 0);
+    const char *why = spool_log_commit_error(log);
+    assert_non_null(strstr(why, "cannot write checkpoint slot "));
+    assert_non_null(strstr(why, "/state: No space left on device"));
+    assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
+    assert_string_equal(spool_log_commit_error(log), "");
+    spool_log_close(log);
+}
+
+typedef struct open_try {
+    spool_log_options opt;
+    char why[512];
+    int rc;
+} open_try;
+
+static void open_second(void *arg)
+{
+    open_try *t = arg;
+    spool_log *log = NULL;
+    t->opt.error = t->why;
+    t->opt.error_cap = sizeof(t->why);
+    t->rc = spool_log_open(&t->opt, &log);
+    assert_null(log);
+}
+
+/* An open that fails hands its detail to the caller (who reports it once,
+ * e.g. "cannot open the log in DIR: DIR/lock is locked: ...") and logs
+ * nothing itself. */
+static void test_open_failure_not_logged(void **state)
+{
+    fixture *f = *state;
+    spool_log *log = open_log(f);
+    open_try t = {.opt = f->opt};
+    assert_int_equal(stderr_bytes(open_second, &t), 0);
+    assert_int_equal(t.rc, -EBUSY);
+    assert_non_null(strstr(t.why, "/lock is locked: another spool is using data_dir "));
     spool_log_close(log);
 }
 
@@ -1143,7 +1249,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retention_age, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_block_eagain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_corrupt_not_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_failure_not_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_failure_not_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_and_read_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_discovered_topic, setup, teardown),

@@ -36,6 +36,7 @@ static struct {
     pthread_mutex_t mu;
     int mode;
     int retry_first;              /* answer RETRY to this many flushes first */
+    const char *retry_reason;     /* given with those retries (NULL = none) */
     int flushes;
     int inflight, max_inflight;
     const spool_chunk *pending[64];
@@ -49,6 +50,7 @@ static void f_reset(int mode)
     pthread_mutex_lock(&F.mu);
     F.mode = mode;
     F.retry_first = 0;
+    F.retry_reason = NULL;
     F.flushes = 0;
     F.inflight = F.max_inflight = 0;
     F.npending = 0;
@@ -68,7 +70,11 @@ static int f_flush(spool_instance *ins, void *ctx, const spool_chunk *c)
     F.flushes++;
     if (F.retry_first > 0) {
         F.retry_first--;
+        const char *why = F.retry_reason;
         pthread_mutex_unlock(&F.mu);
+        if (why) {
+            spool_output_set_reject_reason(ins, why);
+        }
         return SPOOL_RETRY;
     }
     if (F.mode == FM_REJECT || (F.mode == FM_REJECT_P0 && c->partition == 0)) {
@@ -266,6 +272,47 @@ static void retries_keep_order(void **state)
     h_free(h);
 }
 
+static int output_failing(void *arg)
+{
+    harness *h = arg;
+    char reason[256];
+    return !spool_service_health(&h->svc, reason, sizeof(reason)) &&
+           strstr(reason, "output fake: destination failing for ") &&
+           strstr(reason, "s: connection refused");
+}
+
+/* The runner reports a failing destination (and the reason the plugin gave)
+ * to the service, which computes /health from it; a delivery clears it. */
+static void failing_output_is_reported(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "app", 1, 0);
+    h_start(h, 2000);
+    f_reset(FM_OK);
+    F.retry_first = 1 << 30;
+    F.retry_reason = "connection refused";
+    spool_instance *in = h_input(h, "in", 0);
+    submit_n(h, in, "r", 0, 10, 10, 0);
+    spool_instance *o = out_new(h, "app", 10, 1, NULL);
+    h->conf.outputs = &o;
+    h->conf.noutputs = 1;
+    assert_true(h_wait(output_failing, h, 10000));
+    pthread_mutex_lock(&F.mu);
+    F.retry_first = 0;
+    pthread_mutex_unlock(&F.mu);
+    cursor_q q = {h, 0, 10};
+    assert_true(h_wait(cursor_reached, &q, 10000));
+    char reason[256];
+    assert_int_equal(spool_service_health(&h->svc, reason, sizeof(reason)), 1);
+    assert_string_equal(reason, "ok");
+    h->conf.outputs = NULL;
+    h->conf.noutputs = 0;
+    out_stop(h, o, 1000);
+    spool__instance_free(in);
+    h_free(h);
+}
+
 typedef struct completer {
     spool_instance *o;
     harness *h;
@@ -332,9 +379,9 @@ static void max_in_flight_across_partitions(void **state)
 
 static int dead_refused(void *arg)
 {
-    (void)arg; /* the health of the current service */
+    harness *h = arg;
     char reason[256];
-    return !spool_health_check(reason, sizeof(reason)) && strstr(reason, "topic dead");
+    return !spool_service_health(&h->svc, reason, sizeof(reason)) && strstr(reason, "topic dead");
 }
 
 /* Everything rejected, the dead-letter topic full (on_full: block): the
@@ -471,6 +518,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(commits_in_order),
         cmocka_unit_test(retries_keep_order),
+        cmocka_unit_test(failing_output_is_reported),
         cmocka_unit_test(max_in_flight_across_partitions),
         cmocka_unit_test(reject_into_full_dead_letter),
         cmocka_unit_test(stuck_dead_letter_holds_only_its_partition),

@@ -115,7 +115,7 @@ static void full_topic_does_not_block_another(void **state)
 
     int sent = fill_until_blocked(h, a);
     char reason[256];
-    assert_int_equal(spool_health_check(reason, sizeof(reason)), 0);
+    assert_int_equal(spool_service_health(&h->svc, reason, sizeof(reason)), 0);
     assert_non_null(strstr(reason, "topic full"));
     /* Parked batches are not yet in the log; a submit to the topic is gated. */
     assert_true(h_topic_end(h, 0) < sent);
@@ -173,7 +173,7 @@ static void enospc_parks_and_recovers(void **state)
         assert_int_equal(spool_queue_push(&h->svc.write_queue, &pb->link, 1, 1000), 0);
     }
     char reason[256];
-    assert_int_equal(spool_health_check(reason, sizeof(reason)), 0);
+    assert_int_equal(spool_service_health(&h->svc, reason, sizeof(reason)), 0);
     assert_non_null(strstr(reason, "disk is full"));
     for (int k = 0; k < 5; k++) {
         assert_int_equal(spool_input_submit(b, h_batch(b, "b", k * 10, 10, 0, NULL), 2000), 0);
@@ -317,7 +317,7 @@ static void shutdown_deadline_bounds_and_counts(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, submit_blocked, &bs), 0);
     /* Queued behind the parked head, with a position: not lost, re-read. */
-    int64_t before = h_metric("spool_shutdown_lost_records_total", "input=\"tail-like\"");
+    int64_t before = h_metric(h, "spool_shutdown_lost_records_total", "input=\"tail-like\"");
     spool_batch *tb = h_batch(tail, "t", 0, 5, 0, "pos");
     tb->topic = 0;
     assert_int_equal(spool_queue_push(&h->svc.write_queue, &tb->link, 1, 1000), 0);
@@ -336,9 +336,9 @@ static void shutdown_deadline_bounds_and_counts(void **state)
     assert_int_equal(atomic_load(&h->svc.writer_done), 1);
 
     /* Everything submitted is either in the log or counted. */
-    int64_t lost = h_metric("spool_shutdown_lost_records_total", "input=\"stdin-like\"");
+    int64_t lost = h_metric(h, "spool_shutdown_lost_records_total", "input=\"stdin-like\"");
     assert_int_equal(h_end(h, 0, 0) + lost, sent + 7);
-    assert_int_equal(h_metric("spool_shutdown_lost_records_total", "input=\"tail-like\""),
+    assert_int_equal(h_metric(h, "spool_shutdown_lost_records_total", "input=\"tail-like\""),
                      before);
     char pos[16];
     size_t len;

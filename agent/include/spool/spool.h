@@ -494,14 +494,15 @@ struct spool_chunk {
 /* For an output whose flush returned SPOOL_PENDING: report the outcome
  * (SPOOL_OK, SPOOL_RETRY, SPOOL_REJECT) of `chunk`, the very pointer flush
  * received. `reason` (may be NULL; copied) is kept with a rejected chunk in
- * the dead-letter topic. The chunk may be reused as soon as this is called:
+ * the dead-letter topic; with SPOOL_RETRY it is shown in /health's reason. The chunk may be reused as soon as this is called:
  * read nothing of it afterwards. Any thread, exactly once per pending
  * flush, never after destroy returned. */
 SPOOL_API void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int result,
                                      const char *reason);
 
 /* An output's chunk was rejected: sets the reason (copied) the dead-letter
- * record carries. From flush, before it returns SPOOL_REJECT. */
+ * record carries. From flush, before it returns SPOOL_REJECT (or before
+ * SPOOL_RETRY: the reason /health shows while the destination fails). */
 SPOOL_API void spool_output_set_reject_reason(spool_instance *ins, const char *reason);
 
 /* For an output about to return SPOOL_RETRY from flush (or to complete a
