@@ -625,7 +625,7 @@ const spool_header *spool_batch_header(const spool_batch *b, size_t i, const cha
 
 static spool_service *batch_service(const spool_batch *b)
 {
-    return b->ins && b->ins->svc ? b->ins->svc : spool__current;
+    return b->ins ? b->ins->svc : NULL; /* every instance has its service */
 }
 
 int spool_batch_set_topic(spool_batch *b, size_t i, const char *topic)

@@ -208,7 +208,7 @@ static void test_drop_emit_order(void **state)
     assert_true(r.timestamp > 0); /* timestamp 0 = now */
     assert_int_equal(spool_batch_bytes(b), 2 + 2 + 3 + 3);
     /* the metric: one series, counted twice */
-    spool_metrics_foreach(find_drop, NULL);
+    spool_metrics_foreach(&svc, find_drop, NULL);
     assert_int_equal(drop_value, 2);
     spool_batch_destroy(b);
 }
@@ -396,7 +396,7 @@ static void test_pipeline_split(void **state)
     assert_int_equal(plen, 2);
     assert_memory_equal(pos, "p8", 2);
     assert_int_equal(
-        h_metric("spool_processor_dropped_total", "processor=\"mut\",reason=\"even-two\""), 1);
+        h_metric(h, "spool_processor_dropped_total", "processor=\"mut\",reason=\"even-two\""), 1);
     h_stop(h);
     spool__instance_free(in);
     spool__instance_free(pr);
