@@ -47,11 +47,29 @@ def start(cfg):
     return s
 
 
+def all_threads_stopped(pid):
+    task = "/proc/%d/task" % pid
+    for tid in os.listdir(task):
+        try:
+            with open("%s/%s/stat" % (task, tid)) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue  # the thread ended
+        if state not in ("T", "t"):
+            return False
+    return True
+
+
 def stopped(s):
     """Context: spool frozen (SIGSTOP) inside, so it is behind what happens."""
     class Ctx:
         def __enter__(self):
             os.kill(s.proc.pid, signal.SIGSTOP)
+            # kill() returns before every thread has stopped: a reader still
+            # running could read what the test writes next. Wait until each
+            # thread's state is T (stopped).
+            spoolt.wait_for(lambda: all_threads_stopped(s.proc.pid), timeout=30,
+                            interval=0.001, what="spool's threads to stop (SIGSTOP)")
 
         def __exit__(self, *a):
             os.kill(s.proc.pid, signal.SIGCONT)
