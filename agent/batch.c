@@ -423,9 +423,8 @@ void spool_batch_get(const spool_batch *b, size_t i, spool_record *out)
 
 int spool__batch_views(spool_batch *b, spool_record **recs)
 {
-    if (build_hviews(b) < 0 ||
-        grow((void **)&b->views, &b->views_cap, b->count ? b->count : 1, sizeof(*b->views), 64) <
-            0) {
+    if (build_hviews(b) < 0 || grow((void **)&b->views, &b->views_cap, b->count ? b->count : 1,
+                                    sizeof(*b->views), 64) < 0) {
         return -ENOMEM;
     }
     for (size_t i = 0; i < b->count; i++) {

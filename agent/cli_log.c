@@ -79,9 +79,12 @@ static int common_open(cli_common *c, spool_log **log)
         c->data_dir = c->dir_buf;
     }
     char why[512] = "";
-    spool_log_options opt = { .data_dir = c->data_dir, .topics = c->topics,
-                              .topic_count = c->ntopics, .read_only = 1, .error = why,
-                              .error_cap = sizeof(why) };
+    spool_log_options opt = {.data_dir = c->data_dir,
+                             .topics = c->topics,
+                             .topic_count = c->ntopics,
+                             .read_only = 1,
+                             .error = why,
+                             .error_cap = sizeof(why)};
     int rc = spool_log_open(&opt, log);
     if (rc < 0) {
         fprintf(stderr, "spool: cannot open the log in %s: %s\n", c->data_dir,
@@ -180,7 +183,7 @@ static int buf_json_str(spool_buf *out, const char *s)
 int spool_log_topics_json(spool_log *log, const spool_log_consumer_conf *consumers,
                           size_t nconsumers, spool_buf *out)
 {
-    lag_list lags = { 0 };
+    lag_list lags = {0};
     int rc = 0;
     collect_lags(log, &lags, consumers, nconsumers);
     rc |= buf_printf(out, "{\"topics\":[");
@@ -195,10 +198,12 @@ int spool_log_topics_json(spool_log *log, const spool_log_consumer_conf *consume
             if (spool_log_partition_info(log, (int)t, p, &info) < 0) {
                 continue;
             }
-            rc |= buf_printf(out, "%s{\"partition\":%d,\"begin\":%" PRId64 ",\"end\":%" PRId64
+            rc |= buf_printf(out,
+                             "%s{\"partition\":%d,\"begin\":%" PRId64 ",\"end\":%" PRId64
                              ",\"bytes\":%" PRId64 ",\"segments\":%d,\"dropped\":%" PRId64
-                             ",\"lag\":{", firstp ? "" : ",", p, info.begin_offset,
-                             info.end_offset, info.bytes, info.segments, info.dropped);
+                             ",\"lag\":{",
+                             firstp ? "" : ",", p, info.begin_offset, info.end_offset, info.bytes,
+                             info.segments, info.dropped);
             firstp = 0;
             int first = 1;
             for (size_t k = 0; k < lags.count; k++) {
@@ -229,7 +234,7 @@ static const char topics_usage[] =
 
 int spool_cli_topics(int argc, char **argv)
 {
-    cli_common c = { 0 };
+    cli_common c = {0};
     int json = 0;
     for (int i = 0; i < argc; i++) {
         int r = common_arg(&c, argc, argv, &i);
@@ -256,7 +261,7 @@ int spool_cli_topics(int argc, char **argv)
         return rc;
     }
     if (json) {
-        spool_buf jb = { 0 };
+        spool_buf jb = {0};
         rc = spool_log_topics_json(log, c.consumers, c.nconsumers, &jb);
         if (rc == 0) {
             fwrite(jb.data, 1, jb.len, stdout);
@@ -267,7 +272,7 @@ int spool_cli_topics(int argc, char **argv)
         common_free(&c);
         return rc == 0 && fflush(stdout) == 0 ? 0 : 1;
     }
-    lag_list lags = { 0 };
+    lag_list lags = {0};
     collect_lags(log, &lags, c.consumers, c.nconsumers);
     printf("%-20s %5s %12s %12s %14s %8s  %s\n", "TOPIC", "PART", "BEGIN", "END", "BYTES",
            "SEGMENTS", "LAG");
@@ -384,7 +389,7 @@ typedef struct read_opts {
     const char *topic;
     int32_t partition; /* -1 = all */
     const char *from;
-    int64_t count;     /* -1 = no limit */
+    int64_t count; /* -1 = no limit */
     int follow;
     const char *format;
 } read_opts;
@@ -499,8 +504,8 @@ typedef struct read_ctx {
     int64_t *reported; /* from_offset of each range reported, per partition pair */
     int32_t *reported_part;
     size_t nreported, cap;
-    int skipped;       /* a range was skipped: exit status 3 */
-    uint8_t *started;  /* per partition: read once already */
+    int skipped;      /* a range was skipped: exit status 3 */
+    uint8_t *started; /* per partition: read once already */
 } read_ctx;
 
 static int was_reported(read_ctx *rc, int32_t p, int64_t from)
@@ -538,16 +543,17 @@ static void report_range(read_ctx *rc, int32_t p, const spool_log_bad_range *b, 
         return;
     }
     char seg[4500];
-    snprintf(seg, sizeof(seg), "%s/topics/%s/%d/%020" PRId64 ".log", rc->data_dir, rc->o->topic,
-             p, b->segment_base);
-    fprintf(stderr, "spool read: %s/%d: %soffsets %" PRId64 "..%" PRId64 " (%" PRId64
-            " offsets) skipped: ", rc->o->topic, p, lead ? lead : "", b->from_offset,
-            b->to_offset - 1, b->to_offset - b->from_offset);
+    snprintf(seg, sizeof(seg), "%s/topics/%s/%d/%020" PRId64 ".log", rc->data_dir, rc->o->topic, p,
+             b->segment_base);
+    fprintf(stderr,
+            "spool read: %s/%d: %soffsets %" PRId64 "..%" PRId64 " (%" PRId64 " offsets) skipped: ",
+            rc->o->topic, p, lead ? lead : "", b->from_offset, b->to_offset - 1,
+            b->to_offset - b->from_offset);
     if (b->moved) {
         fprintf(stderr, "moved aside as corrupt by `spool run` (see %s.corrupt*)", seg);
     } else if (b->from_pos == b->to_pos) {
-        fprintf(stderr, "missing from %s before byte %" PRId64 " (lost before it was synced)",
-                seg, b->from_pos);
+        fprintf(stderr, "missing from %s before byte %" PRId64 " (lost before it was synced)", seg,
+                b->from_pos);
     } else {
         fprintf(stderr, "corrupt data in %s, bytes %" PRId64 "..%" PRId64, seg, b->from_pos,
                 b->to_pos - 1);
@@ -582,8 +588,10 @@ static void skip_corrupt(read_ctx *rc, int32_t p, int64_t at, int64_t *next)
     spool_log_skip_corrupt(rc->log, rc->topic, p, at, next);
     if (!report_passed(rc, p, at, *next > at ? *next : at + 1, lead)) {
         rc->skipped = 1;
-        fprintf(stderr, "spool read: %s/%d: corrupt batch at offset %" PRId64 " skipped; "
-                "reading resumes at offset %" PRId64 "\n", rc->o->topic, p, at, *next);
+        fprintf(stderr,
+                "spool read: %s/%d: corrupt batch at offset %" PRId64 " skipped; "
+                "reading resumes at offset %" PRId64 "\n",
+                rc->o->topic, p, at, *next);
     }
 }
 
@@ -662,17 +670,17 @@ static int64_t read_chunk(read_ctx *rc, int32_t p, int64_t *next, int64_t budget
 
 int spool_cli_read(int argc, char **argv)
 {
-    cli_common c = { 0 };
-    read_opts o = { 0 };
+    cli_common c = {0};
+    read_opts o = {0};
     int rc = parse_read_args(argc, argv, &c, &o);
     if (rc != 0) {
         return rc < 0 ? 0 : rc;
     }
     spool_log *log = NULL;
-    spool_buf buf = { 0 };
-    spool_decoded d = { 0 };
+    spool_buf buf = {0};
+    spool_decoded d = {0};
     int64_t *next = NULL;
-    read_ctx rc_ = { .o = &o };
+    read_ctx rc_ = {.o = &o};
     read_ctx *rx = &rc_;
     if ((rc = common_open(&c, &log)) != 0) {
         goto out;
@@ -710,15 +718,15 @@ int spool_cli_read(int argc, char **argv)
                 char lead[128];
                 lead[0] = '\0';
                 if (strcmp(o.from, "beginning") != 0 && strcmp(o.from, "end") != 0) {
-                    snprintf(lead, sizeof(lead), "--from %s falls in an unreadable range: ",
-                             o.from);
+                    snprintf(lead, sizeof(lead),
+                             "--from %s falls in an unreadable range: ", o.from);
                 }
                 report_range(rx, p, &b, lead);
                 next[p] = b.to_offset;
             }
         }
     }
-    struct sigaction sa = { 0 };
+    struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
@@ -732,8 +740,8 @@ int spool_cli_read(int argc, char **argv)
                 continue;
             }
             int moved = 0;
-            int64_t got = read_chunk(rx, p, &next[p], o.count < 0 ? -1 : o.count - printed,
-                                     &buf, &d, &moved);
+            int64_t got =
+                read_chunk(rx, p, &next[p], o.count < 0 ? -1 : o.count - printed, &buf, &d, &moved);
             if (got < 0) {
                 rc = 1;
                 goto out;
@@ -750,7 +758,7 @@ int spool_cli_read(int argc, char **argv)
             if (!o.follow) {
                 break;
             }
-            struct timespec ts = { 0, 100 * 1000000L };
+            struct timespec ts = {0, 100 * 1000000L};
             nanosleep(&ts, NULL);
             if (spool_log_refresh(log) < 0) {
                 rc = 1;

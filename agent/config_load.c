@@ -66,8 +66,7 @@ typedef struct topic_opts {
 } topic_opts;
 
 static const spool_option topic_options[] = {
-    SPOOL_OPT_INTEGER("partitions", topic_opts, partitions, "1", 1, 4096,
-                      "number of partitions"),
+    SPOOL_OPT_INTEGER("partitions", topic_opts, partitions, "1", 1, 4096, "number of partitions"),
     SPOOL_OPT_BYTES("segment_bytes", topic_opts, segment_bytes, "64MiB", 4096, 1LL << 31,
                     "roll to a new segment file at this size"),
     SPOOL_OPT_TIME("segment_age", topic_opts, segment_age, "1d", 0, INT64_MAX / 2,
@@ -89,8 +88,7 @@ static const spool_option topic_options[] = {
     SPOOL_OPT_END,
 };
 
-static const char *const section_names[] = {"service", "topics", "inputs", "processors",
-                                            "outputs"};
+static const char *const section_names[] = {"service", "topics", "inputs", "processors", "outputs"};
 
 static void add_err(spool_errors *errs, const spool_cdoc *doc, const spool_cnode *n,
                     const char *path, const char *fmt, const char *a, const char *b)
@@ -236,8 +234,8 @@ static int load_topics(spool_service_conf *conf, const spool_cnode *root, spool_
     for (size_t i = 0; i < topics->count; i++) {
         const char *name = topics->keys[i];
         const spool_cnode *tn = topics->items[i];
-        const spool_cnode empty = {.type = SPOOL_CNODE_MAPPING, .line = tn->line,
-                                   .column = tn->column};
+        const spool_cnode empty = {
+            .type = SPOOL_CNODE_MAPPING, .line = tn->line, .column = tn->column};
         topic_opts to = {0};
         const spool_option *tables[1] = {topic_options};
         void *ctxs[1] = {&to};
@@ -255,8 +253,7 @@ static int load_topics(spool_service_conf *conf, const spool_cnode *root, spool_
         if (tn->type == SPOOL_CNODE_SCALAR && tn->is_null) {
             tn = &empty;
         } else if (tn->type != SPOOL_CNODE_MAPPING) {
-            add_err(errs, &conf->doc, tn, path, "%s%s", "a topic's settings must be a mapping",
-                    "");
+            add_err(errs, &conf->doc, tn, path, "%s%s", "a topic's settings must be a mapping", "");
             nerr++;
             continue;
         }
@@ -315,8 +312,8 @@ static void topic_error(spool_service_conf *conf, const spool_cnode *entry, cons
         spool_errors_add(errs, conf->doc.file, l, c, path,
                          "topic '%s' is not defined in topics, did you mean '%s'?", name, dym);
     } else {
-        spool_errors_add(errs, conf->doc.file, l, c, path,
-                         "topic '%s' is not defined in topics", name);
+        spool_errors_add(errs, conf->doc.file, l, c, path, "topic '%s' is not defined in topics",
+                         name);
     }
 }
 
@@ -439,8 +436,7 @@ static int check_refs(spool_service_conf *conf, spool_errors *errs)
         spool_instance *ins = conf->inputs[i];
         snprintf(path, sizeof(path), "inputs[%d].topic", ins->index);
         if (!ins->in.topic || (ins->topic = topic_exists(conf, ins->in.topic)) < 0) {
-            topic_error(conf, ins->node, "topic", path, ins->in.topic ? ins->in.topic : "",
-                        errs);
+            topic_error(conf, ins->node, "topic", path, ins->in.topic ? ins->in.topic : "", errs);
             nerr++;
         }
         if (ins->in.key) {
@@ -563,8 +559,7 @@ int spool__config_consumers(const spool_service_conf *conf, spool_log_consumer_c
         const spool_instance *ins = conf->outputs[i];
         size_t len = strlen(ins->name) + 8;
         char *name = malloc(len);
-        char **topics = calloc(ins->out.topics.count ? ins->out.topics.count : 1,
-                               sizeof(*topics));
+        char **topics = calloc(ins->out.topics.count ? ins->out.topics.count : 1, sizeof(*topics));
         cons[i].name = name;
         cons[i].topics = (const char *const *)topics;
         if (name == NULL || topics == NULL) {
@@ -591,8 +586,8 @@ static int preflight(spool_service_conf *conf, const spool_cnode *root, spool_er
         return 1;
     }
     preflight_ctx pc = {conf, root, errs};
-    int n = spool_log_preflight(conf->data_dir, conf->topics, conf->ntopics, cons,
-                                conf->noutputs, preflight_problem, &pc);
+    int n = spool_log_preflight(conf->data_dir, conf->topics, conf->ntopics, cons, conf->noutputs,
+                                preflight_problem, &pc);
     if (n < 0) {
         spool_errors_add(errs, conf->doc.file, 1, 1, "service.data_dir",
                          "cannot inspect the log in %s: %s", conf->data_dir, strerror(-n));
@@ -604,8 +599,7 @@ static int preflight(spool_service_conf *conf, const spool_cnode *root, spool_er
 
 int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_errors *errs)
 {
-    static const char *const top_keys[] = {"service", "topics", "inputs", "processors",
-                                           "outputs"};
+    static const char *const top_keys[] = {"service", "topics", "inputs", "processors", "outputs"};
     int nerr = 0, rc;
     memset(conf, 0, sizeof(*conf));
     if (path) {
@@ -653,7 +647,8 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
             } else {
                 spool_errors_add(errs, conf->doc.file, l, c, root->keys[i],
                                  "unknown section '%s' (service, topics, inputs, processors, "
-                                 "outputs)", root->keys[i]);
+                                 "outputs)",
+                                 root->keys[i]);
             }
             nerr++;
         }
@@ -668,8 +663,7 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
     nerr += load_section(conf, root, 2, SPOOL_PLUGIN_INPUT, &conf->inputs, &conf->ninputs, errs);
     nerr += load_section(conf, root, 3, SPOOL_PLUGIN_PROCESSOR, &conf->processors,
                          &conf->nprocessors, errs);
-    nerr += load_section(conf, root, 4, SPOOL_PLUGIN_OUTPUT, &conf->outputs, &conf->noutputs,
-                         errs);
+    nerr += load_section(conf, root, 4, SPOOL_PLUGIN_OUTPUT, &conf->outputs, &conf->noutputs, errs);
     nerr += check_refs(conf, errs);
     {
         /* Plugins' own checks (files, addresses, semantics), on every entry
@@ -722,9 +716,8 @@ void spool_service_conf_free(spool_service_conf *conf)
 
 /* For the log CLI (agent/cli_log.h): the data_dir, topics and outputs of a
  * config file. Topics move to the caller (free each name and the array). */
-int spool_config_data_dir(const char *config_path, char *out, size_t cap,
-                          spool_topic_conf **topics, size_t *ntopics,
-                          spool_log_consumer_conf **consumers, size_t *nconsumers)
+int spool_config_data_dir(const char *config_path, char *out, size_t cap, spool_topic_conf **topics,
+                          size_t *ntopics, spool_log_consumer_conf **consumers, size_t *nconsumers)
 {
     spool_errors errs = {0};
     spool_service_conf conf;

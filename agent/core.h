@@ -23,8 +23,7 @@ enum spool_log_format { SPOOL_LOGFMT_TEXT = 0, SPOOL_LOGFMT_JSON = 1 };
 void spool__log_configure(int level, int format);
 /* Logs a core message that the rate limiter never suppresses: lifecycle
  * lines and every error of a refused reload. Any thread. */
-void spool__log_unlimited(int level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void spool__log_unlimited(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- metrics (agent/metrics.c) ---- */
 
@@ -32,8 +31,8 @@ struct spool_counter {
     struct spool_counter *next; /* registry list */
     char *name;                 /* full metric name */
     char *help;
-    char *labels;               /* preformatted label set */
-    int gauge;                  /* 1 = gauge */
+    char *labels; /* preformatted label set */
+    int gauge;    /* 1 = gauge */
     _Atomic int64_t value;
 };
 
@@ -55,13 +54,13 @@ typedef struct spool_queue {
     pthread_cond_t not_empty;
     pthread_cond_t not_full;
     spool_queue_item *head, *tail;
-    size_t count;         /* items queued */
-    size_t bytes;         /* bytes queued (as pushed) */
-    size_t max_count;     /* items; 0 = no limit */
-    size_t max_bytes;     /* bytes; an item larger than this still passes alone */
-    int closed;           /* push refuses; pop drains then returns NULL */
+    size_t count;     /* items queued */
+    size_t bytes;     /* bytes queued (as pushed) */
+    size_t max_count; /* items; 0 = no limit */
+    size_t max_bytes; /* bytes; an item larger than this still passes alone */
+    int closed;       /* push refuses; pop drains then returns NULL */
     spool_queue_item *urgent_head, *urgent_tail; /* urgent lane (unbounded, FIFO) */
-    spool_counter *depth; /* gauge: items */
+    spool_counter *depth;                        /* gauge: items */
     spool_counter *depth_bytes;
 } spool_queue;
 
@@ -86,16 +85,16 @@ spool_queue_item *spool_queue_pop_urgent(spool_queue *q);
 /* ---- batches (agent/batch.c) ---- */
 
 typedef struct spool__brec {
-    uint32_t key_off;   /* arena offset */
-    int32_t key_len;    /* -1 = no key */
+    uint32_t key_off; /* arena offset */
+    int32_t key_len;  /* -1 = no key */
     uint32_t value_off;
     int32_t value_len;  /* -1 = null */
     uint32_t hdr_first; /* index into hdrs: the record's current header run */
     uint32_t hdr_count;
-    int64_t timestamp;  /* ms */
-    int32_t topic;      /* log topic index; -1 = the batch's topic */
-    uint32_t flags;     /* SPOOL__BREC_* */
-    size_t parent;      /* emitted records: the index of the record that emitted them */
+    int64_t timestamp; /* ms */
+    int32_t topic;     /* log topic index; -1 = the batch's topic */
+    uint32_t flags;    /* SPOOL__BREC_* */
+    size_t parent;     /* emitted records: the index of the record that emitted them */
 } spool__brec;
 
 #define SPOOL__BREC_DROPPED 1u /* dropped by a processor: gone when process() returns */
@@ -115,8 +114,8 @@ typedef struct spool__bhdr {
 } spool__bhdr;
 
 typedef struct spool__bpos {
-    char *source;  /* namespaced "<input>/<source>" */
-    void *pos;     /* NULL = forget */
+    char *source; /* namespaced "<input>/<source>" */
+    void *pos;    /* NULL = forget */
     size_t len;
 } spool__bpos;
 
@@ -124,21 +123,21 @@ typedef struct spool__durable spool__durable;
 typedef struct spool__bgroup spool__bgroup;
 
 struct spool_batch {
-    spool_queue_item link;     /* must stay first */
-    spool_instance *ins;       /* the input that made it */
-    int topic;                 /* log topic index */
+    spool_queue_item link; /* must stay first */
+    spool_instance *ins;   /* the input that made it */
+    int topic;             /* log topic index */
     spool__brec *recs;
     size_t count, cap;
     spool__bhdr *hdrs;
     size_t hcount, hcap;
     uint8_t *arena;
-    size_t alen, acap;         /* bytes */
-    size_t bytes;              /* payload bytes (keys, values, headers) */
+    size_t alen, acap; /* bytes */
+    size_t bytes;      /* payload bytes (keys, values, headers) */
     spool__bpos *pos;
     size_t npos, pos_cap;
-    spool__durable *durable;   /* non-NULL for submit_durable */
-    spool__bgroup *group;      /* a part of a split batch with positions, or NULL */
-    int group_done;            /* this part's records are all appended */
+    spool__durable *durable; /* non-NULL for submit_durable */
+    spool__bgroup *group;    /* a part of a split batch with positions, or NULL */
+    int group_done;          /* this part's records are all appended */
     /* Materialized views for readers (writer, processors). hviews is
      * parallel to hdrs: entries below hviews_n are built, for the arena at
      * hviews_base (a header run is never changed once written). */
@@ -148,12 +147,12 @@ struct spool_batch {
     size_t hviews_n;
     const uint8_t *hviews_base;
     /* During process() (spool__batch_begin/end_process). */
-    spool_instance *proc;      /* the processor the batch is lent to, or NULL */
-    size_t nvisible;           /* records process() sees (those before its emits) */
-    int topics_changed;        /* a record has its own topic */
+    spool_instance *proc; /* the processor the batch is lent to, or NULL */
+    size_t nvisible;      /* records process() sees (those before its emits) */
+    int topics_changed;   /* a record has its own topic */
     spool__retired *retired;
     size_t nretired, retired_cap;
-    spool__brec *scratch;      /* reordering after process() */
+    spool__brec *scratch; /* reordering after process() */
     size_t scratch_cap;
     size_t *scratch_idx;
     size_t scratch_idx_cap;
@@ -235,10 +234,10 @@ typedef struct spool_output_common {
     spool_strlist topics;
     int64_t max_records;
     int64_t max_bytes;
-    int64_t linger;          /* ms */
+    int64_t linger; /* ms */
     int64_t max_in_flight;
-    int64_t max_retry_time;  /* ms, 0 = forever */
-    int64_t retry_backoff;   /* ms */
+    int64_t max_retry_time;    /* ms, 0 = forever */
+    int64_t retry_backoff;     /* ms */
     int64_t retry_backoff_max; /* ms */
     char *dead_letter_topic;
 } spool_output_common;
@@ -262,16 +261,16 @@ typedef struct spool_output_report {
 struct spool_instance {
     const spool_plugin *plugin;
     spool_plugin_kind kind;
-    char *name;              /* given or "<type>.<index>" */
-    char *label;             /* "input:tail:app-logs" */
-    int index;               /* position in its section */
-    void *ctx;               /* context_size bytes, option fields filled */
+    char *name;  /* given or "<type>.<index>" */
+    char *label; /* "input:tail:app-logs" */
+    int index;   /* position in its section */
+    void *ctx;   /* context_size bytes, option fields filled */
     struct spool_service *svc;
     /* config positions, valid while the document lives */
     const spool_cdoc *doc;
     const spool_cnode *node;
-    spool_errors *errs;      /* during check/init */
-    int config_errors;       /* reported by spool_config_error */
+    spool_errors *errs; /* during check/init */
+    int config_errors;  /* reported by spool_config_error */
     /* inputs */
     spool_input_common in;
     int topic;               /* log topic index */
@@ -279,11 +278,11 @@ struct spool_instance {
     /* outputs */
     spool_output_common out;
     struct spool_output_runner *runner;
-    char *reject_reason;     /* set by spool_output_set_reject_reason */
+    char *reject_reason;        /* set by spool_output_set_reject_reason */
     spool_output_report report; /* the runner's health report */
     /* state */
     _Atomic int stopping;
-    int initialized;         /* init succeeded */
+    int initialized; /* init succeeded */
     int started;
     pthread_t thread;
     int thread_running;
@@ -371,23 +370,24 @@ extern const size_t spool_default_config_len;
 typedef struct spool_service {
     spool_service_conf *conf;
     spool_log *log;
-    spool_queue in_queue;     /* inputs -> processors */
-    spool_queue write_queue;  /* processors -> log writer */
+    spool_queue in_queue;    /* inputs -> processors */
+    spool_queue write_queue; /* processors -> log writer */
     pthread_t processor_thread, writer_thread;
     int processor_running, writer_running;
-    _Atomic int writer_done;  /* writer drained and committed */
-    _Atomic int64_t writer_heartbeat;    /* monotonic ms of the writer's last loop */
+    _Atomic int writer_done;          /* writer drained and committed */
+    _Atomic int64_t writer_heartbeat; /* monotonic ms of the writer's last loop */
     _Atomic int64_t processor_heartbeat;
     _Atomic int writer_blocked; /* 1 while the log refuses appends (disk full...) */
     char writer_error[256];
-    _Atomic int stopping;     /* inputs told to stop */
-    _Atomic int draining;     /* outputs finishing up to the end offsets */
-    int64_t drain_deadline;   /* monotonic ms */
+    _Atomic int stopping;       /* inputs told to stop */
+    _Atomic int draining;       /* outputs finishing up to the end offsets */
+    int64_t drain_deadline;     /* monotonic ms */
     spool_instance **dl_inputs; /* one dead-letter pseudo input per output */
     /* The one shutdown deadline (monotonic ms; 0 = not stopping): inputs'
      * submits, the writer, the final commit and the outputs all end by it. */
     _Atomic int64_t shutdown_deadline;
-    struct spool__wlanes *lanes; /* writer lanes, topic gates, lost counts (writer.c, pipeline_int.h) */
+    struct spool__wlanes
+        *lanes; /* writer lanes, topic gates, lost counts (writer.c, pipeline_int.h) */
 } spool_service;
 
 /* Shutdown takes at most shutdown_timeout plus this slack (final commit,

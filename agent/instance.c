@@ -25,8 +25,8 @@ const spool_option spool__input_common_options[] = {
 };
 
 const spool_option spool__output_common_options[] = {
-    {"topics", SPOOL_OPT_LIST, NULL, 1, SPOOL__FIELD(spool_output_common, topics, spool_strlist),
-     1, 0, NULL, "topics of the log this output delivers"},
+    {"topics", SPOOL_OPT_LIST, NULL, 1, SPOOL__FIELD(spool_output_common, topics, spool_strlist), 1,
+     0, NULL, "topics of the log this output delivers"},
     SPOOL_OPT_INTEGER("max_records", spool_output_common, max_records, "10000", 1, 10000000,
                       "records per chunk handed to the output"),
     SPOOL_OPT_BYTES("max_bytes", spool_output_common, max_bytes, "1MiB", 1, 1LL << 30,
@@ -39,8 +39,8 @@ const spool_option spool__output_common_options[] = {
                    "give up on a chunk after retrying this long (0 = never give up)"),
     SPOOL_OPT_TIME("retry_backoff", spool_output_common, retry_backoff, "100ms", 1, 3600000,
                    "first retry delay; doubles with jitter"),
-    SPOOL_OPT_TIME("retry_backoff_max", spool_output_common, retry_backoff_max, "30s", 1,
-                   86400000, "longest retry delay"),
+    SPOOL_OPT_TIME("retry_backoff_max", spool_output_common, retry_backoff_max, "30s", 1, 86400000,
+                   "longest retry delay"),
     SPOOL_OPT_STR("dead_letter_topic", spool_output_common, dead_letter_topic, NULL, 0,
                   "topic for chunks the destination rejected (none = log and skip)"),
     SPOOL_OPT_END,
@@ -115,8 +115,8 @@ void spool__instance_free(spool_instance *ins)
     if (ins->counters[0]) {
         static const char *kinds[] = {"", "input", "processor", "output"};
         char labels[512];
-        snprintf(labels, sizeof(labels), "kind=\"%s\",plugin=\"%s\",name=\"%s\"",
-                 kinds[ins->kind], ins->plugin->name, ins->name);
+        snprintf(labels, sizeof(labels), "kind=\"%s\",plugin=\"%s\",name=\"%s\"", kinds[ins->kind],
+                 ins->plugin->name, ins->name);
         spool__metric_unregister_labels(labels);
     }
     spool_template_destroy(ins->key_tpl);
@@ -193,7 +193,7 @@ void spool_config_error(spool_instance *ins, const char *option, const char *fmt
         }
     }
     static const char *sections[] = {"", "inputs", "processors", "outputs"};
-    snprintf(path, sizeof(path), "%s[%d]%s%s", sections[ins->kind], ins->index,
-             option ? "." : "", option ? option : "");
+    snprintf(path, sizeof(path), "%s[%d]%s%s", sections[ins->kind], ins->index, option ? "." : "",
+             option ? option : "");
     spool_errors_add(ins->errs, ins->doc ? ins->doc->file : "", line, col, path, "%s", msg);
 }

@@ -104,8 +104,7 @@ static size_t json_str(char *dst, size_t cap, const char *s)
     return n;
 }
 
-static void log_emit(const spool_instance *ins, int level, int limited, const char *fmt,
-                     va_list ap)
+static void log_emit(const spool_instance *ins, int level, int limited, const char *fmt, va_list ap)
 {
     if (!spool_log_enabled(level)) {
         return;
@@ -125,7 +124,8 @@ static void log_emit(const spool_instance *ins, int level, int limited, const ch
     gmtime_r(&ts.tv_sec, &tm);
     char when[64];
     snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(ts.tv_nsec / 1000000));
     const char *comp = ins ? ins->label : "core";
     int json = atomic_load(&log_format) == SPOOL_LOGFMT_JSON;
     char esc[sizeof(msg) * 6 + 1]; /* worst case: 6 bytes a byte (\ufffd) */
@@ -151,11 +151,15 @@ static void log_emit(const spool_instance *ins, int level, int limited, const ch
     }
     if (suppressed > 0) {
         char note[sizeof(cesc) + 256];
-        int m = json ? snprintf(note, sizeof(note), "{\"time\":\"%s\",\"level\":\"%s\","
+        int m = json ? snprintf(note, sizeof(note),
+                                "{\"time\":\"%s\",\"level\":\"%s\","
                                 "\"component\":\"%s\",\"message\":\"(%ld similar messages "
-                                "suppressed)\"}\n", when, level_names[level], cesc, suppressed)
-                     : snprintf(note, sizeof(note), "%s %-5s [%s] (%ld similar messages "
-                                "suppressed)\n", when, level_names[level], comp, suppressed);
+                                "suppressed)\"}\n",
+                                when, level_names[level], cesc, suppressed)
+                     : snprintf(note, sizeof(note),
+                                "%s %-5s [%s] (%ld similar messages "
+                                "suppressed)\n",
+                                when, level_names[level], comp, suppressed);
         if (m > 0) {
             ssize_t w = write(STDERR_FILENO, note, (size_t)m);
             (void)w;

@@ -228,8 +228,8 @@ static void log_samples(spool_service *svc, sample_vec *sv)
     }
 }
 
-void spool_metrics_foreach(spool_service *svc,
-                           void (*fn)(void *arg, const spool_metric_sample *s), void *arg)
+void spool_metrics_foreach(spool_service *svc, void (*fn)(void *arg, const spool_metric_sample *s),
+                           void *arg)
 {
     sample_vec sv = {0};
     pthread_mutex_lock(&reg_lock);

@@ -48,20 +48,20 @@ enum slot_state {
 };
 
 typedef struct chunk_slot {
-    spool_chunk chunk;     /* what the plugin sees; must stay first */
-    _Atomic int state;     /* enum slot_state (see the threads note above) */
-    int result;            /* SPOOL_OK / RETRY / REJECT when DONE */
-    int part;              /* index into runner->parts */
-    uint64_t seq;          /* order of creation inside its partition */
-    char *reason;          /* rejection reason */
-    spool_buf raw;         /* batches read from the log */
-    spool_decoded dec;     /* records decoded from raw */
-    int64_t first_fail;    /* monotonic ms of the first failure, 0 = none */
-    int64_t backoff;       /* ms of the next retry delay */
-    int64_t retry_at;      /* monotonic ms */
-    int64_t dl_retry_at;   /* monotonic ms: next dead-letter attempt, 0 = now */
-    int64_t dl_backoff;    /* ms */
-    size_t mem;            /* bytes charged to the memory account (memory.c) */
+    spool_chunk chunk;   /* what the plugin sees; must stay first */
+    _Atomic int state;   /* enum slot_state (see the threads note above) */
+    int result;          /* SPOOL_OK / RETRY / REJECT when DONE */
+    int part;            /* index into runner->parts */
+    uint64_t seq;        /* order of creation inside its partition */
+    char *reason;        /* rejection reason */
+    spool_buf raw;       /* batches read from the log */
+    spool_decoded dec;   /* records decoded from raw */
+    int64_t first_fail;  /* monotonic ms of the first failure, 0 = none */
+    int64_t backoff;     /* ms of the next retry delay */
+    int64_t retry_at;    /* monotonic ms */
+    int64_t dl_retry_at; /* monotonic ms: next dead-letter attempt, 0 = now */
+    int64_t dl_backoff;  /* ms */
+    size_t mem;          /* bytes charged to the memory account (memory.c) */
 } chunk_slot;
 
 typedef struct part_state {
@@ -79,20 +79,20 @@ typedef struct part_state {
 typedef struct spool_output_runner {
     spool_service *svc;
     spool_instance *ins;
-    pthread_mutex_t lock;  /* slot states and results; completions from any thread */
+    pthread_mutex_t lock; /* slot states and results; completions from any thread */
     chunk_slot *slots;
     size_t nslots;
     part_state *parts;
     size_t nparts;
-    size_t rr;             /* round-robin start */
+    size_t rr; /* round-robin start */
     char consumer[300];
     int cursor_dirty;
-    int cursor_failing;    /* saving the cursor failed last time (log once per streak) */
-    int cursor_unwritten;  /* moved since the last write to the page cache */
-    int dl_failing;        /* the dead-letter topic refused (log once per streak) */
+    int cursor_failing;   /* saving the cursor failed last time (log once per streak) */
+    int cursor_unwritten; /* moved since the last write to the page cache */
+    int dl_failing;       /* the dead-letter topic refused (log once per streak) */
     int64_t last_cursor_flush;
     int64_t retry_after_ms; /* set by spool_output_retry_after during flush */
-    spool_instance *dl;    /* dead-letter pseudo input, NULL = none */
+    spool_instance *dl;     /* dead-letter pseudo input, NULL = none */
     pthread_t thread;
     int running;
 } spool_output_runner;
@@ -119,7 +119,8 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
     const spool_chunk *c = &s->chunk;
     const char *reason = s->reason ? s->reason : "rejected by the destination";
     if (!r->dl) {
-        spool_log_warn(ins, "destination rejected %zu records (topic %s, partition %d, offsets "
+        spool_log_warn(ins,
+                       "destination rejected %zu records (topic %s, partition %d, offsets "
                        "%lld-%lld): %s; no dead_letter_topic is set, so they are skipped",
                        c->count, c->topic, c->partition, (long long)c->first_offset,
                        (long long)c->next_offset - 1, reason);
@@ -163,13 +164,13 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
     int rc = spool__writer_append_direct(r->svc, b);
     if (rc < 0) {
         if (!r->dl_failing && rc != -ESHUTDOWN) {
-            spool_log_warn(ins, "dead-letter topic %s refuses %zu rejected records (topic %s, "
+            spool_log_warn(ins,
+                           "dead-letter topic %s refuses %zu rejected records (topic %s, "
                            "partition %d, offsets %lld-%lld): %s; they are kept and the write "
-                           "retried, and this partition waits", ins->out.dead_letter_topic,
-                           c->count, c->topic, c->partition, (long long)c->first_offset,
-                           (long long)c->next_offset - 1,
-                           rc == -EAGAIN ? "it is full or the log refuses appends"
-                                         : strerror(-rc));
+                           "retried, and this partition waits",
+                           ins->out.dead_letter_topic, c->count, c->topic, c->partition,
+                           (long long)c->first_offset, (long long)c->next_offset - 1,
+                           rc == -EAGAIN ? "it is full or the log refuses appends" : strerror(-rc));
             r->dl_failing = 1;
         }
         return rc;
@@ -179,10 +180,11 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
                        ins->out.dead_letter_topic);
         r->dl_failing = 0;
     }
-    spool_log_warn(ins, "destination rejected %zu records (topic %s, partition %d, offsets "
-                   "%lld-%lld): %s; written to dead-letter topic %s", c->count, c->topic,
-                   c->partition, (long long)c->first_offset, (long long)c->next_offset - 1,
-                   reason, ins->out.dead_letter_topic);
+    spool_log_warn(ins,
+                   "destination rejected %zu records (topic %s, partition %d, offsets "
+                   "%lld-%lld): %s; written to dead-letter topic %s",
+                   c->count, c->topic, c->partition, (long long)c->first_offset,
+                   (long long)c->next_offset - 1, reason, ins->out.dead_letter_topic);
     return 0;
 }
 
@@ -363,10 +365,11 @@ static int settle(spool_output_runner *r, int64_t *next_wake)
                                                                  : s->backoff * 2;
         s->retry_at = now + delay;
         atomic_store(&s->state, SLOT_WAIT_RETRY);
-        spool_log_debug(ins, "chunk of topic %s partition %d offsets %lld-%lld will be retried in "
-                        "%lldms", s->chunk.topic, s->chunk.partition,
-                        (long long)s->chunk.first_offset, (long long)s->chunk.next_offset - 1,
-                        (long long)delay);
+        spool_log_debug(ins,
+                        "chunk of topic %s partition %d offsets %lld-%lld will be retried in "
+                        "%lldms",
+                        s->chunk.topic, s->chunk.partition, (long long)s->chunk.first_offset,
+                        (long long)s->chunk.next_offset - 1, (long long)delay);
     }
     /* Commit in order: per partition, the chunk with the next commit seq. */
     for (size_t p = 0; p < r->nparts; p++) {
@@ -417,8 +420,7 @@ static int settle(spool_output_runner *r, int64_t *next_wake)
                 report_delivering(ins);
             }
             ps->committed = head->chunk.next_offset;
-            spool_log_cursor_set(r->svc->log, r->consumer, ps->topic, ps->partition,
-                                 ps->committed);
+            spool_log_cursor_set(r->svc->log, r->consumer, ps->topic, ps->partition, ps->committed);
             r->cursor_dirty = 1;
             r->cursor_unwritten = 1;
             ps->commit_seq++;
@@ -494,9 +496,11 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
         return 0;
     }
     if (ps->read_pos < pi.begin_offset) {
-        spool_log_warn(ins, "topic %s partition %d: offsets %lld-%lld were removed by retention "
-                       "before this output delivered them", ps->topic_name, ps->partition,
-                       (long long)ps->read_pos, (long long)pi.begin_offset - 1);
+        spool_log_warn(ins,
+                       "topic %s partition %d: offsets %lld-%lld were removed by retention "
+                       "before this output delivered them",
+                       ps->topic_name, ps->partition, (long long)ps->read_pos,
+                       (long long)pi.begin_offset - 1);
         ps->read_pos = pi.begin_offset;
         if (ps->committed < pi.begin_offset) {
             ps->committed = pi.begin_offset;
@@ -542,8 +546,8 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
         if (sz <= 0) {
             break;
         }
-        int rc = spool_batch_decode(s->raw.data + off, (size_t)sz, ps->partition, ps->read_pos,
-                                    &s->dec);
+        int rc =
+            spool_batch_decode(s->raw.data + off, (size_t)sz, ps->partition, ps->read_pos, &s->dec);
         if (rc < 0) {
             spool_log_error(ins, "topic %s partition %d: cannot decode batch at offset %lld: %s",
                             ps->topic_name, ps->partition, (long long)bi.base_offset,
@@ -633,8 +637,8 @@ static int all_delivered(spool_output_runner *r)
     }
     for (size_t p = 0; p < r->nparts; p++) {
         spool_partition_info pi;
-        if (spool_log_partition_info(r->svc->log, r->parts[p].topic, r->parts[p].partition,
-                                     &pi) == 0 &&
+        if (spool_log_partition_info(r->svc->log, r->parts[p].topic, r->parts[p].partition, &pi) ==
+                0 &&
             r->parts[p].committed < pi.end_offset) {
             return 0;
         }
@@ -645,8 +649,10 @@ static int all_delivered(spool_output_runner *r)
 static void cursor_failed(spool_output_runner *r, int rc)
 {
     if (!r->cursor_failing) {
-        spool_log_error(r->ins, "cannot save the output cursor: %s (delivery goes on; a "
-                        "restart would resend from the last saved cursor)", strerror(-rc));
+        spool_log_error(r->ins,
+                        "cannot save the output cursor: %s (delivery goes on; a "
+                        "restart would resend from the last saved cursor)",
+                        strerror(-rc));
     }
     r->cursor_failing = 1;
 }
@@ -705,7 +711,7 @@ static void *runner_main(void *arg)
             }
             if (spool_monotonic_ms() > svc->drain_deadline) {
                 spool_log_warn(r->ins, "shutdown timeout: stopping with undelivered records; "
-                               "they stay in the log and are sent after the next start");
+                                       "they stay in the log and are sent after the next start");
                 break;
             }
         }

@@ -354,14 +354,14 @@ int spool__pipeline_start(spool_service *svc)
     svc->lanes = l;
     spool_queue_init(&svc->in_queue, 64, qbytes);
     spool_queue_init(&svc->write_queue, 64, qbytes);
-    svc->in_queue.depth = spool__metric_register("spool_queue_depth", "Batches queued",
-                                                 "stage=\"processors\"", 1);
-    svc->in_queue.depth_bytes = spool__metric_register("spool_queue_bytes", "Bytes queued",
-                                                       "stage=\"processors\"", 1);
-    svc->write_queue.depth = spool__metric_register("spool_queue_depth", "Batches queued",
-                                                    "stage=\"log_writer\"", 1);
-    svc->write_queue.depth_bytes = spool__metric_register("spool_queue_bytes", "Bytes queued",
-                                                          "stage=\"log_writer\"", 1);
+    svc->in_queue.depth =
+        spool__metric_register("spool_queue_depth", "Batches queued", "stage=\"processors\"", 1);
+    svc->in_queue.depth_bytes =
+        spool__metric_register("spool_queue_bytes", "Bytes queued", "stage=\"processors\"", 1);
+    svc->write_queue.depth =
+        spool__metric_register("spool_queue_depth", "Batches queued", "stage=\"log_writer\"", 1);
+    svc->write_queue.depth_bytes =
+        spool__metric_register("spool_queue_bytes", "Bytes queued", "stage=\"log_writer\"", 1);
     atomic_store(&svc->writer_heartbeat, spool_monotonic_ms());
     atomic_store(&svc->processor_heartbeat, spool_monotonic_ms());
     if (pthread_create(&svc->writer_thread, NULL, spool__writer_main, svc) != 0) {
@@ -409,11 +409,12 @@ static void report_lost(spool_service *svc)
     }
     pthread_mutex_unlock(&l->mu);
     if (total) {
-        spool__log_unlimited(SPOOL_LOG_ERROR, "shutdown: %s were accepted but not written to the "
+        spool__log_unlimited(SPOOL_LOG_ERROR,
+                             "shutdown: %s were accepted but not written to the "
                              "log: their topic refused appends (full, or the disk) until the "
                              "shutdown deadline (shutdown_timeout %llds) and their sources cannot "
-                             "replay them", line,
-                             (long long)(svc->conf->shutdown_timeout / 1000));
+                             "replay them",
+                             line, (long long)(svc->conf->shutdown_timeout / 1000));
     }
 }
 

@@ -261,9 +261,11 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
             ins->thread_running = 1;
         }
     }
-    spool__log_unlimited(SPOOL_LOG_INFO, "spool %s running: %zu topics, %zu inputs, %zu outputs, "
-                         "data in %s", SPOOL_VERSION, conf->ntopics, conf->ninputs,
-                         conf->noutputs, conf->data_dir);
+    spool__log_unlimited(SPOOL_LOG_INFO,
+                         "spool %s running: %zu topics, %zu inputs, %zu outputs, "
+                         "data in %s",
+                         SPOOL_VERSION, conf->ntopics, conf->ninputs, conf->noutputs,
+                         conf->data_dir);
     spool_sd_ready();
     spool_sd_status("running: %zu inputs, %zu outputs", conf->ninputs, conf->noutputs);
 
@@ -292,8 +294,8 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
             }
         }
         if (sig == SIGTERM || sig == SIGINT) {
-            spool_log_info(NULL, "%s received: shutting down", sig == SIGTERM ? "SIGTERM"
-                                                                                : "SIGINT");
+            spool_log_info(NULL, "%s received: shutting down",
+                           sig == SIGTERM ? "SIGTERM" : "SIGINT");
             break;
         }
         if (sig == SIGHUP) {
@@ -310,8 +312,10 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
                                          e->line, e->column, e->path ? e->path : "",
                                          e->path && e->path[0] ? ": " : "", e->message);
                 }
-                spool__log_unlimited(SPOOL_LOG_ERROR, "reload refused: %d error%s; the running "
-                                     "configuration stays in force", n, n == 1 ? "" : "s");
+                spool__log_unlimited(SPOOL_LOG_ERROR,
+                                     "reload refused: %d error%s; the running "
+                                     "configuration stays in force",
+                                     n, n == 1 ? "" : "s");
                 if (nc) {
                     spool_service_conf_free(nc);
                     free(nc);

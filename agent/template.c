@@ -14,8 +14,8 @@
 #include "spool/spool.h"
 
 typedef struct tpl_part {
-    int field;    /* 1 = field name, 0 = literal */
-    char *text;   /* literal text or field name */
+    int field;  /* 1 = field name, 0 = literal */
+    char *text; /* literal text or field name */
     size_t len;
 } tpl_part;
 
@@ -59,8 +59,8 @@ static int add_part(spool_template *t, int field, const char *s, size_t len)
 
 static int is_name_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
 }
 
 spool_template *spool_template_compile(const char *text, const char **err)

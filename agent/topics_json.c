@@ -18,7 +18,7 @@ int spool_topics_json(spool_service *svc, spool_buf *out)
     }
     size_t n = svc->conf ? svc->conf->noutputs : 0;
     spool_log_consumer_conf *cons = calloc(n ? n : 1, sizeof(*cons));
-    char (*names)[300] = calloc(n ? n : 1, sizeof(*names));
+    char(*names)[300] = calloc(n ? n : 1, sizeof(*names));
     int rc = -ENOMEM;
     if (cons != NULL && names != NULL) {
         for (size_t i = 0; i < n; i++) {

@@ -139,8 +139,7 @@ TSAN_API int cnd_wait(cnd_t *c, mtx_t *m)
     return tsan_rc(pthread_cond_wait((pthread_cond_t *)c, (pthread_mutex_t *)m));
 }
 
-TSAN_API int cnd_timedwait(cnd_t *restrict c, mtx_t *restrict m,
-                           const struct timespec *restrict ts)
+TSAN_API int cnd_timedwait(cnd_t *restrict c, mtx_t *restrict m, const struct timespec *restrict ts)
 {
     return tsan_rc(pthread_cond_timedwait((pthread_cond_t *)c, (pthread_mutex_t *)m, ts));
 }

@@ -141,9 +141,9 @@ static void batch_abandon(spool_service *svc, spool_batch *b, int rc)
  */
 
 #define PARK_RETRY_MIN_MS 20
-#define PARK_RETRY_FULL_MS 100   /* topic full or no memory: an output may free it any time */
-#define PARK_RETRY_DISK_MS 1000  /* disk full or failing */
-#define PARK_BURST 64            /* parked batches written per topic per pass */
+#define PARK_RETRY_FULL_MS 100  /* topic full or no memory: an output may free it any time */
+#define PARK_RETRY_DISK_MS 1000 /* disk full or failing */
+#define PARK_BURST 64           /* parked batches written per topic per pass */
 
 typedef struct wprog {
     int32_t sticky;    /* unkeyed records' partition, -1 = not chosen yet */
@@ -154,31 +154,31 @@ typedef struct wprog {
 typedef struct wtopic {
     spool_batch *head, *tail; /* parked FIFO (link.next) */
     size_t nparked;
-    wprog prog;               /* progress of head */
-    int64_t retry_at;         /* monotonic ms */
-    int64_t backoff;          /* ms */
-    int refusing;             /* the log refuses this topic (parked or a direct append failed) */
-    int rc;                   /* the refusal */
-    int32_t partition;        /* where */
+    wprog prog;        /* progress of head */
+    int64_t retry_at;  /* monotonic ms */
+    int64_t backoff;   /* ms */
+    int refusing;      /* the log refuses this topic (parked or a direct append failed) */
+    int rc;            /* the refusal */
+    int32_t partition; /* where */
 } wtopic;
 
 typedef struct writer_state {
     spool_service *svc;
-    int32_t *sticky;          /* per topic: the unkeyed partition of the next batch */
+    int32_t *sticky; /* per topic: the unkeyed partition of the next batch */
     wtopic *topics;
     size_t ntopics;
-    spool_record *grouped;    /* records reordered by partition */
-    int32_t *parts;           /* partition of each record */
+    spool_record *grouped; /* records reordered by partition */
+    int32_t *parts;        /* partition of each record */
     size_t grouped_cap;
     spool__durable **pending; /* acknowledged at the next commit */
     size_t npending, pending_cap;
     size_t batches_since_commit;
-    int64_t next_commit_ms;   /* monotonic deadline, -1 = none */
-    int commit_failing;       /* the last commit failed */
+    int64_t next_commit_ms; /* monotonic deadline, -1 = none */
+    int commit_failing;     /* the last commit failed */
     int commit_rc;
     spool__lost_entry *uncommitted; /* per input: records appended since the last commit that */
     size_t nuncommitted, uncommitted_cap; /* no source can replay */
-    int health_shown;         /* writer_blocked is set */
+    int health_shown;                     /* writer_blocked is set */
 } writer_state;
 
 static const char *refusal(int rc)
@@ -212,10 +212,10 @@ static void writer_health(writer_state *w)
                  strerror(-w->commit_rc));
     } else if (nref) {
         const wtopic *wt = &w->topics[first];
-        int n = snprintf(buf, sizeof(buf), "topic %s: %s (partition %d): %s", 
+        int n = snprintf(buf, sizeof(buf), "topic %s: %s (partition %d): %s",
                          svc->conf->topics[first].name, refusal(wt->rc), wt->partition,
                          wt->rc == -ENOMEM || wt->rc == -EAGAIN ? "appends to it wait"
-                                                               : strerror(-wt->rc));
+                                                                : strerror(-wt->rc));
         if (nref > 1 && n > 0 && (size_t)n < sizeof(buf)) {
             snprintf(buf + n, sizeof(buf) - (size_t)n, "; %zu more topics refused", nref - 1);
         }
@@ -282,8 +282,7 @@ static void uncommitted_add(writer_state *w, const spool_batch *b)
     spool__lost_entry *e = &w->uncommitted[w->nuncommitted++];
     memset(e, 0, sizeof(*e));
     snprintf(e->input, sizeof(e->input), "%s", name);
-    snprintf(e->type, sizeof(e->type), "%s", b->ins && b->ins->plugin ? b->ins->plugin->name
-                                                                       : "?");
+    snprintf(e->type, sizeof(e->type), "%s", b->ins && b->ins->plugin ? b->ins->plugin->name : "?");
     e->n = (int64_t)b->count;
 }
 
@@ -295,8 +294,10 @@ static int writer_commit(writer_state *w, int force, int idle)
     if (rc < 0) {
         if (!w->commit_failing || w->commit_rc != rc) {
             const char *why = spool_log_commit_error(svc->log);
-            spool_log_error(NULL, "log writer: commit failed: %s; appended records wait until "
-                            "it works", why[0] ? why : strerror(-rc));
+            spool_log_error(NULL,
+                            "log writer: commit failed: %s; appended records wait until "
+                            "it works",
+                            why[0] ? why : strerror(-rc));
             w->commit_failing = 1;
             w->commit_rc = rc;
             writer_health(w);
@@ -374,8 +375,7 @@ static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *whe
         return -ENOMEM;
     }
     if (b->count && pg->next_part < nparts) {
-        if (injected_enomem(0) || spool__batch_views(b, &recs) < 0 ||
-            ensure_cap(w, b->count) < 0) {
+        if (injected_enomem(0) || spool__batch_views(b, &recs) < 0 || ensure_cap(w, b->count) < 0) {
             return -ENOMEM;
         }
         if (pg->sticky < 0) {
@@ -388,9 +388,9 @@ static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *whe
         memset(counts, 0, sizeof(size_t) * (size_t)(nparts + 1));
         for (size_t i = 0; i < b->count; i++) {
             int32_t p = nparts == 1 ? 0
-                        : recs[i].key ? spool_partition_for_key(recs[i].key,
-                                                                (size_t)recs[i].key_len, nparts)
-                                      : pg->sticky;
+                        : recs[i].key
+                            ? spool_partition_for_key(recs[i].key, (size_t)recs[i].key_len, nparts)
+                            : pg->sticky;
             w->parts[i] = p;
             counts[p + 1]++;
         }
@@ -409,7 +409,8 @@ static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *whe
                 pg->next_part = p;
                 *where = p;
                 return rc == -ENOSPC || rc == -EAGAIN || rc == -ENOMEM || rc == -EDQUOT
-                           ? (rc == -EDQUOT ? -ENOSPC : rc) : -EIO;
+                           ? (rc == -EDQUOT ? -ENOSPC : rc)
+                           : -EIO;
             }
         }
         pg->next_part = nparts;
@@ -425,8 +426,8 @@ static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *whe
     }
     for (; pg->next_pos < b->npos; pg->next_pos++) {
         const spool__bpos *ps = &b->pos[pg->next_pos];
-        if (injected_enomem(1) || spool_log_position_set(svc->log, ps->source, ps->pos,
-                                                         ps->len) < 0) {
+        if (injected_enomem(1) ||
+            spool_log_position_set(svc->log, ps->source, ps->pos, ps->len) < 0) {
             return -ENOMEM;
         }
     }
@@ -583,9 +584,9 @@ static int64_t unwritten(writer_state *w, spool_batch *b, const wprog *pg)
     }
     for (size_t i = 0; i < b->count; i++) {
         int32_t p = nparts == 1 ? 0
-                    : recs[i].key ? spool_partition_for_key(recs[i].key, (size_t)recs[i].key_len,
-                                                            nparts)
-                                  : pg->sticky;
+                    : recs[i].key
+                        ? spool_partition_for_key(recs[i].key, (size_t)recs[i].key_len, nparts)
+                        : pg->sticky;
         n += p >= pg->next_part;
     }
     return n;
@@ -599,9 +600,11 @@ static void writer_abandon_parked(writer_state *w, int rc)
         if (!wt->head) {
             continue;
         }
-        spool_log_warn(NULL, "log writer: shutdown deadline: %zu batches of topic %s were not "
+        spool_log_warn(NULL,
+                       "log writer: shutdown deadline: %zu batches of topic %s were not "
                        "written (%s); sources that keep positions read them again at the next "
-                       "start", wt->nparked, w->svc->conf->topics[t].name, refusal(wt->rc));
+                       "start",
+                       wt->nparked, w->svc->conf->topics[t].name, refusal(wt->rc));
         int partial = wt->prog.next_part > 0 || wt->prog.next_pos > 0;
         if (partial && !wt->head->durable && !spool__batch_replayable(wt->head)) {
             /* Part of the head is in the log: count only what is not. */
@@ -749,8 +752,7 @@ void *spool__writer_main(void *arg)
         }
         spool_batch *b = (spool_batch *)it;
         if (b->topic < 0 || (size_t)b->topic >= w.ntopics) {
-            spool_log_error(b->ins, "log writer: batch for unknown topic %d not written",
-                            b->topic);
+            spool_log_error(b->ins, "log writer: batch for unknown topic %d not written", b->topic);
             batch_abandon(svc, b, -EINVAL);
         } else if (deadline_passed(svc) && w.topics[b->topic].refusing) {
             batch_abandon(svc, b, -ESHUTDOWN);

@@ -176,16 +176,16 @@ int spool_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *
     }
     put_be64(hdr + 0, (uint64_t)base_offset);
     put_be32(hdr + 8, (uint32_t)(SPOOL_BATCH_HEADER_SIZE - SPOOL_BATCH_LOG_OVERHEAD + section));
-    put_be32(hdr + 12, UINT32_MAX);            /* partitionLeaderEpoch -1 */
-    hdr[16] = 2;                               /* magic */
-    put_be16(hdr + 21, (uint16_t)attrs);       /* attributes */
-    put_be32(hdr + 23, (uint32_t)(n - 1));     /* lastOffsetDelta */
-    put_be64(hdr + 27, (uint64_t)base_ts);     /* baseTimestamp */
-    put_be64(hdr + 35, (uint64_t)max_ts);      /* maxTimestamp */
-    put_be64(hdr + 43, UINT64_MAX);            /* producerId -1 */
-    put_be16(hdr + 51, UINT16_MAX);            /* producerEpoch -1 */
-    put_be32(hdr + 53, UINT32_MAX);            /* baseSequence -1 */
-    put_be32(hdr + 57, (uint32_t)n);           /* recordCount */
+    put_be32(hdr + 12, UINT32_MAX);        /* partitionLeaderEpoch -1 */
+    hdr[16] = 2;                           /* magic */
+    put_be16(hdr + 21, (uint16_t)attrs);   /* attributes */
+    put_be32(hdr + 23, (uint32_t)(n - 1)); /* lastOffsetDelta */
+    put_be64(hdr + 27, (uint64_t)base_ts); /* baseTimestamp */
+    put_be64(hdr + 35, (uint64_t)max_ts);  /* maxTimestamp */
+    put_be64(hdr + 43, UINT64_MAX);        /* producerId -1 */
+    put_be16(hdr + 51, UINT16_MAX);        /* producerEpoch -1 */
+    put_be32(hdr + 53, UINT32_MAX);        /* baseSequence -1 */
+    put_be32(hdr + 57, (uint32_t)n);       /* recordCount */
     size_t total = SPOOL_BATCH_HEADER_SIZE + section;
     put_be32(hdr + SPOOL_BATCH_CRC_OFFSET,
              spool_crc32c(0, hdr + SPOOL_BATCH_ATTR_OFFSET, total - SPOOL_BATCH_ATTR_OFFSET));
@@ -223,8 +223,8 @@ long spool_batch_parse_header(const uint8_t *buf, size_t len, int verify_crc,
     if (bi.record_count < 0) {
         return -EBADMSG;
     }
-    if (verify_crc && spool_crc32c(0, buf + SPOOL_BATCH_ATTR_OFFSET,
-                                   total - SPOOL_BATCH_ATTR_OFFSET) != bi.crc) {
+    if (verify_crc &&
+        spool_crc32c(0, buf + SPOOL_BATCH_ATTR_OFFSET, total - SPOOL_BATCH_ATTR_OFFSET) != bi.crc) {
         return -EBADMSG;
     }
     if (info) {

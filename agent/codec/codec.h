@@ -22,10 +22,10 @@
 
 #include "spool/spool.h"
 
-#define SPOOL_BATCH_HEADER_SIZE 61 /* bytes before the first record */
+#define SPOOL_BATCH_HEADER_SIZE 61  /* bytes before the first record */
 #define SPOOL_BATCH_LOG_OVERHEAD 12 /* baseOffset + batchLength */
-#define SPOOL_BATCH_CRC_OFFSET 17  /* where the crc field starts */
-#define SPOOL_BATCH_ATTR_OFFSET 21 /* CRC covers from here to the end */
+#define SPOOL_BATCH_CRC_OFFSET 17   /* where the crc field starts */
+#define SPOOL_BATCH_ATTR_OFFSET 21  /* CRC covers from here to the end */
 /* Largest decompressed records section spool_batch_decode accepts (bytes). */
 #define SPOOL_BATCH_MAX_DECOMPRESSED ((size_t)64 << 20)
 
@@ -74,12 +74,12 @@ int spool_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *
 /* The fixed fields of a batch, read without decoding records. */
 typedef struct spool_batch_info {
     int64_t base_offset;
-    int32_t batch_length;    /* bytes after the batchLength field */
+    int32_t batch_length; /* bytes after the batchLength field */
     uint32_t crc;
     int16_t attributes;
     int32_t last_offset_delta;
-    int64_t base_timestamp;  /* ms */
-    int64_t max_timestamp;   /* ms */
+    int64_t base_timestamp; /* ms */
+    int64_t max_timestamp;  /* ms */
     int32_t record_count;
 } spool_batch_info;
 
@@ -99,13 +99,13 @@ long spool_batch_parse_header(const uint8_t *buf, size_t len, int verify_crc,
  * the caller's batch bytes (uncompressed batches), into `scratch`
  * (decompressed ones) or, for empty strings, into static storage. */
 typedef struct spool_decoded {
-    spool_record *records;  /* count entries */
+    spool_record *records; /* count entries */
     size_t count;
-    size_t cap;             /* allocated entries of records */
-    spool_header *headers;  /* storage for all records' headers */
+    size_t cap;            /* allocated entries of records */
+    spool_header *headers; /* storage for all records' headers */
     size_t header_count;
     size_t header_cap;
-    spool_buf scratch;      /* decompressed record bytes */
+    spool_buf scratch; /* decompressed record bytes */
 } spool_decoded;
 
 /*

@@ -134,7 +134,8 @@ static long zstd_decompress(const uint8_t *src, size_t n, spool_decoded *d, size
     unsigned long long hint = ZSTD_getFrameContentSize(src, n);
     size_t want = n * 4 + 256;
     if (hint != ZSTD_CONTENTSIZE_UNKNOWN && hint != ZSTD_CONTENTSIZE_ERROR) {
-        want = hint < SPOOL_BATCH_MAX_DECOMPRESSED ? (size_t)hint + 1 : SPOOL_BATCH_MAX_DECOMPRESSED;
+        want =
+            hint < SPOOL_BATCH_MAX_DECOMPRESSED ? (size_t)hint + 1 : SPOOL_BATCH_MAX_DECOMPRESSED;
     }
     ZSTD_inBuffer in = {src, n, 0};
     size_t last = 1;

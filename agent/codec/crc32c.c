@@ -65,8 +65,7 @@ static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t len)
 
 #ifdef CRC_HAVE_SSE42
 /* The SSE4.2 instruction: 8 bytes per instruction, about 1 cycle each. */
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uint8_t *p,
-                                                          size_t len)
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t len)
 {
     uint64_t c = crc;
     while (len > 0 && ((uintptr_t)p & 7) != 0) {

@@ -23,8 +23,8 @@ uint32_t spool_murmur2(const void *key, size_t len)
 
     for (size_t i = 0; i < blocks; i++) {
         const uint8_t *b = p + i * 4;
-        uint32_t k = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                     (uint32_t)b[3] << 24;
+        uint32_t k =
+            (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
         k *= m;
         k ^= k >> r;
         k *= m;

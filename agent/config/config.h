@@ -23,10 +23,10 @@
 /* ---- errors ---- */
 
 typedef struct spool_error {
-    char *file;   /* the config file */
-    int line;     /* 1-based, 0 if unknown */
-    int column;   /* 1-based, 0 if unknown */
-    char *path;   /* "inputs[2].paths", "" for the document */
+    char *file; /* the config file */
+    int line;   /* 1-based, 0 if unknown */
+    int column; /* 1-based, 0 if unknown */
+    char *path; /* "inputs[2].paths", "" for the document */
     char *message;
 } spool_error;
 
@@ -62,21 +62,21 @@ typedef enum spool_cnode_type {
 typedef struct spool_cnode spool_cnode;
 struct spool_cnode {
     spool_cnode_type type;
-    int line, column;     /* 1-based start of the node */
-    char *value;          /* SCALAR: text after ${VAR} substitution */
-    int quoted;           /* SCALAR: was quoted in the file (so "3" stays a string) */
-    int is_null;          /* SCALAR: an empty/~/null plain scalar */
-    spool_cnode **items;  /* SEQUENCE: items; MAPPING: values */
-    char **keys;          /* MAPPING: keys, parallel to items */
-    int *key_lines;       /* MAPPING: position of each key */
+    int line, column;    /* 1-based start of the node */
+    char *value;         /* SCALAR: text after ${VAR} substitution */
+    int quoted;          /* SCALAR: was quoted in the file (so "3" stays a string) */
+    int is_null;         /* SCALAR: an empty/~/null plain scalar */
+    spool_cnode **items; /* SEQUENCE: items; MAPPING: values */
+    char **keys;         /* MAPPING: keys, parallel to items */
+    int *key_lines;      /* MAPPING: position of each key */
     int *key_columns;
     size_t count;
-    int bad;              /* SCALAR: ${VAR} substitution failed (already reported) */
+    int bad; /* SCALAR: ${VAR} substitution failed (already reported) */
 };
 
 typedef struct spool_cdoc {
-    char *file;          /* path as given */
-    spool_cnode *root;   /* NULL for an empty document */
+    char *file;        /* path as given */
+    spool_cnode *root; /* NULL for an empty document */
 } spool_cdoc;
 
 /* Parses a file into a tree. Invalid YAML or an unreadable file adds an
@@ -154,9 +154,10 @@ size_t spool_format_duration(int64_t ms, char *buf, size_t cap);
  * release them with spool_options_free(table, ctx). Values are stored even
  * when other options of the same mapping had errors.
  */
-int spool_config_fill(const spool_cdoc *doc, const spool_cnode *map, const spool_option *const *tables,
-                      void *const *ctxs, size_t ntables, const char *const *ignore,
-                      const char *path, const char *what, spool_errors *errs);
+int spool_config_fill(const spool_cdoc *doc, const spool_cnode *map,
+                      const spool_option *const *tables, void *const *ctxs, size_t ntables,
+                      const char *const *ignore, const char *path, const char *what,
+                      spool_errors *errs);
 
 /* Position of the node an option came from ("paths" or "multiline.start"),
  * for errors a plugin reports in check(). 0 if found. */

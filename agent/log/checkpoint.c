@@ -257,7 +257,7 @@ static int build(spool_log *log, uint64_t seq, spool_buf *b)
     }
     size_t plen = b->len - CKPT_HEADER;
     uint8_t *h = b->data;
-    spool_buf hb = { .data = h, .len = 0, .cap = CKPT_HEADER };
+    spool_buf hb = {.data = h, .len = 0, .cap = CKPT_HEADER};
     put(&hb, CKPT_MAGIC, 4);
     put(&hb, CKPT_VERSION, 4);
     put(&hb, seq, 8);
@@ -271,7 +271,7 @@ static int build(spool_log *log, uint64_t seq, spool_buf *b)
 int spool__ckpt_write(spool_log *log, int sync)
 {
     char path[4096];
-    spool_buf b = { 0 };
+    spool_buf b = {0};
     uint64_t seq = log->ckpt_seq + 1;
     int slot = (int)(seq & 1);
     int created = 0;
@@ -342,7 +342,7 @@ out:
 
 static int parse(const uint8_t *data, size_t len, spool__ckpt *c)
 {
-    reader r = { data, len, 0 };
+    reader r = {data, len, 0};
     if (get(&r, 4) != CKPT_MAGIC || get(&r, 4) != CKPT_VERSION) {
         return -EBADMSG;
     }
@@ -422,7 +422,7 @@ int spool__ckpt_load(spool_log *log, spool__ckpt *out)
         if (fstat(fd, &st) == 0 && st.st_size >= CKPT_HEADER && st.st_size <= CKPT_MAX &&
             (buf = malloc((size_t)st.st_size)) != NULL &&
             log->io->pread(fd, buf, (size_t)st.st_size, 0) == (long)st.st_size) {
-            spool__ckpt c = { 0 };
+            spool__ckpt c = {0};
             int rc = parse(buf, (size_t)st.st_size, &c);
             if (rc == 0 && (!found || c.seq > out->seq)) {
                 spool__ckpt_free(out);
@@ -441,8 +441,10 @@ int spool__ckpt_load(spool_log *log, spool__ckpt *out)
         log->io->close(fd);
     }
     if (present && !found && !log->read_only) {
-        spool_log_warn(NULL, "log: no valid checkpoint in %s/state: keeping every valid batch, "
-                       "source positions are lost", log->data_dir);
+        spool_log_warn(NULL,
+                       "log: no valid checkpoint in %s/state: keeping every valid batch, "
+                       "source positions are lost",
+                       log->data_dir);
     }
     return found;
 }

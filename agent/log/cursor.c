@@ -35,7 +35,7 @@
 
 #define CURSOR_MAX_FILE (4 << 20)
 #define SLOT_MAGIC "SPCURS2\n"
-#define SLOT_HDR 28     /* magic 8, slot size 4, payload length 4, generation 8, crc 4 */
+#define SLOT_HDR 28 /* magic 8, slot size 4, payload length 4, generation 8, crc 4 */
 #define SLOT_MIN 4096
 
 static void cursor_path(const spool_log *log, const char *consumer, const char *ext, char *buf,
@@ -117,8 +117,7 @@ static int slot_valid(const uint8_t *p, size_t avail, const uint8_t **payload, u
 }
 
 static void parse_lines(char *text,
-                        void (*fn)(void *arg, const char *topic, int32_t partition,
-                                   int64_t offset),
+                        void (*fn)(void *arg, const char *topic, int32_t partition, int64_t offset),
                         void *arg)
 {
     char *save = NULL;
@@ -177,8 +176,8 @@ static int parse_file(const char *path,
     text[n] = '\0';
     int rc = -EBADMSG;
     const uint8_t *u = (const uint8_t *)text;
-    if (n >= 2 * SLOT_HDR && (memcmp(u, SLOT_MAGIC, 8) == 0 ||
-                              memcmp(u + n / 2, SLOT_MAGIC, 8) == 0)) {
+    if (n >= 2 * SLOT_HDR &&
+        (memcmp(u, SLOT_MAGIC, 8) == 0 || memcmp(u + n / 2, SLOT_MAGIC, 8) == 0)) {
         const uint8_t *best = NULL, *pl;
         uint32_t best_len = 0, len;
         uint64_t best_gen = 0, gen;
@@ -271,11 +270,13 @@ int spool_log_cursor_register(spool_log *log, const char *consumer)
         }
     }
     cursor_path(log, consumer, ".cursor", path, sizeof(path));
-    load_ctx lc = { log, c };
+    load_ctx lc = {log, c};
     int prc = parse_file(path, load_one, &lc, &c->gen);
     if (prc == -EBADMSG) {
-        spool_log_error(NULL, "log: cursor file %s is damaged (CRC mismatch); %s starts from "
-                        "the beginning of each partition", path, consumer);
+        spool_log_error(NULL,
+                        "log: cursor file %s is damaged (CRC mismatch); %s starts from "
+                        "the beginning of each partition",
+                        path, consumer);
     }
     log->nconsumers++;
     goto out;
@@ -380,7 +381,7 @@ out:
 static int cursor_save(spool_log *log, const char *consumer, int sync)
 {
     char path[4096];
-    spool_buf b = { 0 };
+    spool_buf b = {0};
     int rc = 0;
     pthread_mutex_lock(&log->flush_mu);
     pthread_mutex_lock(&log->cur_mu);
@@ -429,8 +430,7 @@ static int cursor_save(spool_log *log, const char *consumer, int sync)
                 slot_size *= 2;
             }
             int nfd = -1;
-            if ((rc = cursor_create(log, path, b.data + SLOT_HDR, len, gen, slot_size, &nfd)) <
-                0) {
+            if ((rc = cursor_create(log, path, b.data + SLOT_HDR, len, gen, slot_size, &nfd)) < 0) {
                 goto fail;
             }
             if (fd >= 0) {
@@ -532,7 +532,7 @@ int spool_log_cursor_foreach(spool_log *log,
         char name[256], path[4096 + 256];
         snprintf(name, sizeof(name), "%.*s", (int)(len - 7), e->d_name);
         snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        each_ctx ec = { name, fn, arg };
+        each_ctx ec = {name, fn, arg};
         parse_file(path, each_one, &ec, NULL);
     }
     closedir(d);

@@ -100,7 +100,7 @@ static int discover_topics(spool_log *log)
         if (parts == 0) {
             continue;
         }
-        spool_topic_conf c = { .name = e->d_name, .partitions = parts };
+        spool_topic_conf c = {.name = e->d_name, .partitions = parts};
         if ((rc = add_topic(log, &c, 1)) < 0) {
             break;
         }
@@ -187,9 +187,11 @@ static int refusals(spool_log *log, const spool_log_options *opt, int have_ckpt)
             return -ESTALE;
         }
         if (rc > 0) {
-            spool_log_warn(NULL, "log: no valid checkpoint in %s/state and --reset-positions "
+            spool_log_warn(NULL,
+                           "log: no valid checkpoint in %s/state and --reset-positions "
                            "given: source positions start afresh, every tailed file is read "
-                           "again from its beginning", log->data_dir);
+                           "again from its beginning",
+                           log->data_dir);
         }
         free(msg);
     }
@@ -200,7 +202,7 @@ static int refusals(spool_log *log, const spool_log_options *opt, int have_ckpt)
 int spool_log_open(const spool_log_options *opt, spool_log **out)
 {
     int rc = 0;
-    spool__ckpt ck = { 0 };
+    spool__ckpt ck = {0};
     *out = NULL;
     if (opt == NULL || opt->data_dir == NULL) {
         return -EINVAL;
@@ -230,7 +232,7 @@ int spool_log_open(const spool_log_options *opt, spool_log **out)
         goto fail;
     }
     if (!log->read_only) {
-        const char *subs[] = { "", "/topics", "/state", "/cursors" };
+        const char *subs[] = {"", "/topics", "/state", "/cursors"};
         for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
             char path[4096];
             snprintf(path, sizeof(path), "%s%s", log->data_dir, subs[i]);
@@ -540,9 +542,9 @@ int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms)
             }
             int mode = tp->conf.fsync_mode;
             int64_t since = now - p->last_sync_ms;
-            int due = force || mode == SPOOL_FSYNC_ALWAYS ||
-                      (mode == SPOOL_FSYNC_INTERVAL &&
-                       (idle || since >= tp->conf.fsync_interval_ms));
+            int due =
+                force || mode == SPOOL_FSYNC_ALWAYS ||
+                (mode == SPOOL_FSYNC_INTERVAL && (idle || since >= tp->conf.fsync_interval_ms));
             if (p->unsynced && due) {
                 if ((rc = sync_partition(log, p)) < 0) {
                     return rc;
@@ -628,8 +630,7 @@ int spool_log_position_set(spool_log *log, const char *source, const void *pos, 
     return rc;
 }
 
-int spool_log_position_get(spool_log *log, const char *source, void *buf, size_t cap,
-                           size_t *len)
+int spool_log_position_get(spool_log *log, const char *source, void *buf, size_t cap, size_t *len)
 {
     int rc = -ENOENT;
     pthread_mutex_lock(&log->pub_mu);
@@ -651,7 +652,7 @@ int spool_log_position_foreach(spool_log *log, const char *prefix,
                                void *arg)
 {
     /* Copy first so fn may call back into the log. */
-    spool__pos_table copy = { 0 };
+    spool__pos_table copy = {0};
     int rc = 0;
     size_t plen = prefix ? strlen(prefix) : 0;
     pthread_mutex_lock(&log->pub_mu);
@@ -674,8 +675,8 @@ int spool_log_position_foreach(spool_log *log, const char *prefix,
 uint64_t spool_log_generation(spool_log *log, int topic)
 {
     pthread_mutex_lock(&log->pub_mu);
-    uint64_t g = (topic >= 0 && (size_t)topic < log->ntopics) ? log->topics[topic].gen
-                                                               : log->gen_all;
+    uint64_t g =
+        (topic >= 0 && (size_t)topic < log->ntopics) ? log->topics[topic].gen : log->gen_all;
     g += log->wake_gen;
     pthread_mutex_unlock(&log->pub_mu);
     return g;
@@ -694,8 +695,8 @@ int spool_log_wait_since(spool_log *log, int topic, uint64_t gen, int64_t timeou
     int rc = 0;
     pthread_mutex_lock(&log->pub_mu);
     for (;;) {
-        uint64_t g = (topic >= 0 && (size_t)topic < log->ntopics) ? log->topics[topic].gen
-                                                                   : log->gen_all;
+        uint64_t g =
+            (topic >= 0 && (size_t)topic < log->ntopics) ? log->topics[topic].gen : log->gen_all;
         if (g + log->wake_gen != gen) {
             break;
         }
@@ -728,7 +729,7 @@ int spool_log_refresh(spool_log *log)
     if (!log->read_only) {
         return -EINVAL;
     }
-    spool__ckpt ck = { 0 };
+    spool__ckpt ck = {0};
     int have = spool__ckpt_load(log, &ck);
     if (have <= 0 || ck.seq == log->ckpt_seq) {
         spool__ckpt_free(&ck);

@@ -45,16 +45,16 @@ enum spool_on_full {
 /* A topic as configured (the core fills it from the `topics:` section). */
 typedef struct spool_topic_conf {
     char *name;
-    int32_t partitions;          /* >= 1 */
-    int64_t segment_bytes;       /* roll when a segment reaches this size */
-    int64_t segment_ms;          /* roll when the active segment is this old; 0 = never */
-    int64_t retention_ms;        /* delete delivered segments older; 0 = keep */
-    int64_t retention_bytes;     /* delete delivered segments beyond; 0 = keep */
-    int64_t max_bytes;           /* hard limit per partition; 0 = none (on_full applies) */
-    int fsync_mode;              /* enum spool_fsync_mode */
-    int64_t fsync_interval_ms;   /* for SPOOL_FSYNC_INTERVAL */
-    int on_full;                 /* enum spool_on_full */
-    int compression;             /* enum spool_compression: NONE or ZSTD */
+    int32_t partitions;           /* >= 1 */
+    int64_t segment_bytes;        /* roll when a segment reaches this size */
+    int64_t segment_ms;           /* roll when the active segment is this old; 0 = never */
+    int64_t retention_ms;         /* delete delivered segments older; 0 = keep */
+    int64_t retention_bytes;      /* delete delivered segments beyond; 0 = keep */
+    int64_t max_bytes;            /* hard limit per partition; 0 = none (on_full applies) */
+    int fsync_mode;               /* enum spool_fsync_mode */
+    int64_t fsync_interval_ms;    /* for SPOOL_FSYNC_INTERVAL */
+    int on_full;                  /* enum spool_on_full */
+    int compression;              /* enum spool_compression: NONE or ZSTD */
     int64_t index_interval_bytes; /* bytes between index entries (4096) */
 } spool_topic_conf;
 
@@ -72,11 +72,11 @@ typedef struct spool_log_io {
 extern const spool_log_io spool_log_io_posix;
 
 typedef struct spool_log_options {
-    const char *data_dir;            /* created if missing */
-    const spool_topic_conf *topics;  /* copied */
+    const char *data_dir;           /* created if missing */
+    const spool_topic_conf *topics; /* copied */
     size_t topic_count;
-    const spool_log_io *io;          /* NULL = spool_log_io_posix */
-    int read_only;                   /* CLI readers: no recovery writes, no locks */
+    const spool_log_io *io;                          /* NULL = spool_log_io_posix */
+    int read_only;                                   /* CLI readers: no recovery writes, no locks */
     const struct spool_log_consumer_conf *consumers; /* the configured outputs, to judge
                                                       * what is delivered; NULL = judge
                                                       * by the cursor files */
@@ -157,8 +157,7 @@ int spool_log_retention_run(spool_log *log, int force);
 /* ---- positions (any thread) ---- */
 
 /* Copies the durable position of source into buf. -ENOENT if none. */
-int spool_log_position_get(spool_log *log, const char *source, void *buf, size_t cap,
-                           size_t *len);
+int spool_log_position_get(spool_log *log, const char *source, void *buf, size_t cap, size_t *len);
 /* Calls fn for each durable position whose source starts with prefix. */
 int spool_log_position_foreach(spool_log *log, const char *prefix,
                                void (*fn)(void *arg, const char *source, const void *pos,
@@ -169,11 +168,11 @@ int spool_log_position_foreach(spool_log *log, const char *prefix,
 
 /* Durable beginning and end offsets, bytes and segments of one partition. */
 typedef struct spool_partition_info {
-    int64_t begin_offset;  /* first readable offset */
-    int64_t end_offset;    /* one past the last durable record */
-    int64_t bytes;         /* on disk, all segments */
+    int64_t begin_offset; /* first readable offset */
+    int64_t end_offset;   /* one past the last durable record */
+    int64_t bytes;        /* on disk, all segments */
     int32_t segments;
-    int64_t dropped;       /* records dropped by drop_oldest since start */
+    int64_t dropped; /* records dropped by drop_oldest since start */
 } spool_partition_info;
 
 int spool_log_partition_info(spool_log *log, int topic, int32_t partition,
@@ -189,8 +188,8 @@ int spool_log_partition_info(spool_log *log, int topic, int32_t partition,
  * the caller reports it with the offset, and may skip it with
  * spool_log_skip_corrupt), or another negative errno.
  */
-long spool_log_read(spool_log *log, int topic, int32_t partition, int64_t offset,
-                    size_t max_bytes, spool_buf *out, int64_t *next);
+long spool_log_read(spool_log *log, int topic, int32_t partition, int64_t offset, size_t max_bytes,
+                    spool_buf *out, int64_t *next);
 
 /* First offset >= the first record with timestamp >= ts_ms, or the end. */
 int spool_log_offset_for_time(spool_log *log, int topic, int32_t partition, int64_t ts_ms,
@@ -231,13 +230,13 @@ int spool_log_cursor_foreach(spool_log *log,
 
 /* What recovery did on open (for tests, metrics and `spool topics`). */
 typedef struct spool_log_recovery_stats {
-    int64_t torn_cuts;        /* torn tails truncated */
-    int64_t torn_bytes;       /* bytes cut from torn tails */
-    int64_t corrupt_moved;    /* corrupt regions moved to .corrupt files */
-    int64_t corrupt_bytes;    /* bytes moved */
-    int64_t ckpt_cut_bytes;   /* bytes beyond the checkpoint truncated */
-    int64_t ckpt_missing;     /* partitions holding less than the checkpoint says */
-    int64_t index_rebuilt;    /* indexes rebuilt (missing or stale) */
+    int64_t torn_cuts;      /* torn tails truncated */
+    int64_t torn_bytes;     /* bytes cut from torn tails */
+    int64_t corrupt_moved;  /* corrupt regions moved to .corrupt files */
+    int64_t corrupt_bytes;  /* bytes moved */
+    int64_t ckpt_cut_bytes; /* bytes beyond the checkpoint truncated */
+    int64_t ckpt_missing;   /* partitions holding less than the checkpoint says */
+    int64_t index_rebuilt;  /* indexes rebuilt (missing or stale) */
 } spool_log_recovery_stats;
 
 /* Copies the recovery statistics of the last open. Any thread. */
@@ -320,7 +319,7 @@ typedef struct spool_log_bad_range {
     int64_t segment_base; /* the segment file (its 20-digit name) */
     int64_t from_pos;     /* byte range in that file; equal when moved aside */
     int64_t to_pos;
-    int moved;            /* 1: moved to <segment>.log.corrupt by `spool run` */
+    int moved; /* 1: moved to <segment>.log.corrupt by `spool run` */
 } spool_log_bad_range;
 
 /* Copies the k-th unreadable range of a partition known so far (found on

@@ -27,9 +27,9 @@
 
 #include "log/log.h"
 
-#define SPOOL__SEG_NAME_LEN 20         /* digits of a segment's base offset */
-#define SPOOL__BATCH_PEEK 43           /* header bytes up to maxTimestamp */
-#define SPOOL__MAX_BATCH (64 << 20)    /* sanity bound for one batch */
+#define SPOOL__SEG_NAME_LEN 20      /* digits of a segment's base offset */
+#define SPOOL__BATCH_PEEK 43        /* header bytes up to maxTimestamp */
+#define SPOOL__MAX_BATCH (64 << 20) /* sanity bound for one batch */
 
 typedef struct spool__idx_entry {
     uint32_t rel; /* batch base offset - segment base */
@@ -49,46 +49,46 @@ typedef struct spool__seg {
     int64_t last_index_pos;       /* position of the last index entry, -1 none */
     spool__idx_entry *idx;        /* nidx sorted entries (guarded by part->lock) */
     size_t nidx, idx_cap;
-    size_t idx_on_disk;           /* entries already in the .index file */
+    size_t idx_on_disk; /* entries already in the .index file */
 } spool__seg;
 
 /* read_only: a range of a partition recovery could not read (set at open,
  * then constant, so readers need no lock). */
 typedef struct spool__bad {
-    int64_t seg_base;             /* segment holding it */
-    int64_t pos_from, pos_to;     /* byte range in the segment; equal when moved aside */
-    int64_t off_from, off_to;     /* offsets [off_from, off_to) that cannot be read */
-    int moved;                    /* moved to a .corrupt file by an earlier `spool run` */
+    int64_t seg_base;         /* segment holding it */
+    int64_t pos_from, pos_to; /* byte range in the segment; equal when moved aside */
+    int64_t off_from, off_to; /* offsets [off_from, off_to) that cannot be read */
+    int moved;                /* moved to a .corrupt file by an earlier `spool run` */
 } spool__bad;
 
 typedef struct spool__part {
     struct spool_log *log;
     int topic;
     int32_t partition;
-    char *dir;                    /* topics/<topic>/<partition> */
-    pthread_rwlock_t lock;        /* segs array and index arrays */
-    spool__seg **segs;            /* nsegs, ascending base; last = active */
+    char *dir;             /* topics/<topic>/<partition> */
+    pthread_rwlock_t lock; /* segs array and index arrays */
+    spool__seg **segs;     /* nsegs, ascending base; last = active */
     size_t nsegs, segs_cap;
-    int64_t end;                  /* next offset to assign (writer) */
-    _Atomic int64_t durable_end;  /* one past the last published offset */
-    _Atomic int64_t dropped;      /* records dropped by drop_oldest */
-    int64_t bytes;                /* sum of segment sizes (writer) */
-    int64_t committed_end;        /* end in the last written checkpoint */
-    int64_t last_sync_ms;         /* monotonic ms of the last fdatasync */
-    int unsynced;                 /* appended since the last sync */
-    int unpublished;              /* appended since the last publication */
-    int dir_dirty;                /* a segment file was created since the last sync */
-    int needs_truncate;           /* a failed append left bytes past size */
-    int publish;                  /* commit scratch: may publish this round */
-    spool__bad *bad;              /* read_only: unreadable ranges found by recovery */
+    int64_t end;                 /* next offset to assign (writer) */
+    _Atomic int64_t durable_end; /* one past the last published offset */
+    _Atomic int64_t dropped;     /* records dropped by drop_oldest */
+    int64_t bytes;               /* sum of segment sizes (writer) */
+    int64_t committed_end;       /* end in the last written checkpoint */
+    int64_t last_sync_ms;        /* monotonic ms of the last fdatasync */
+    int unsynced;                /* appended since the last sync */
+    int unpublished;             /* appended since the last publication */
+    int dir_dirty;               /* a segment file was created since the last sync */
+    int needs_truncate;          /* a failed append left bytes past size */
+    int publish;                 /* commit scratch: may publish this round */
+    spool__bad *bad;             /* read_only: unreadable ranges found by recovery */
     size_t nbad;
 } spool__part;
 
 typedef struct spool__topic {
-    spool_topic_conf conf;        /* name owned */
-    int discovered;               /* found on disk, not configured */
-    spool__part *parts;           /* conf.partitions entries */
-    uint64_t gen;                 /* publications (guarded by pub_mu) */
+    spool_topic_conf conf; /* name owned */
+    int discovered;        /* found on disk, not configured */
+    spool__part *parts;    /* conf.partitions entries */
+    uint64_t gen;          /* publications (guarded by pub_mu) */
 } spool__topic;
 
 typedef struct spool__pos {
@@ -100,21 +100,21 @@ typedef struct spool__pos {
 typedef struct spool__pos_table {
     spool__pos *items;
     size_t count, cap;
-    uint32_t *index;   /* open addressing: item index + 1, 0 = empty */
-    size_t index_cap;  /* slots, a power of two, > 2 * count */
+    uint32_t *index;  /* open addressing: item index + 1, 0 = empty */
+    size_t index_cap; /* slots, a power of two, > 2 * count */
 } spool__pos_table;
 
 typedef struct spool__consumer {
     char *name;
-    int64_t **offsets;            /* [topic][partition], -1 = none committed */
-    int dirty;                    /* changed since the last write to the file */
+    int64_t **offsets; /* [topic][partition], -1 = none committed */
+    int dirty;         /* changed since the last write to the file */
     /* The two-slot cursor file (cursor.c), guarded by flush_mu and cur_mu. */
-    int fd;                       /* open after the first write, -1 before */
-    uint32_t slot_size;           /* bytes per slot */
-    uint64_t gen;                 /* highest generation read or written */
-    int synced_slot;              /* slot holding the last fsynced state, -1 none */
-    int last_slot;                /* slot written last */
-    int unsynced;                 /* written to the page cache since the last fsync */
+    int fd;             /* open after the first write, -1 before */
+    uint32_t slot_size; /* bytes per slot */
+    uint64_t gen;       /* highest generation read or written */
+    int synced_slot;    /* slot holding the last fsynced state, -1 none */
+    int last_slot;      /* slot written last */
+    int unsynced;       /* written to the page cache since the last fsync */
 } spool__consumer;
 
 struct spool_log {
@@ -125,18 +125,18 @@ struct spool_log {
     spool__topic *topics;
     size_t ntopics;
 
-    spool_buf enc;                /* reusable encode buffer (writer) */
-    uint64_t uncommitted;         /* bytes appended since the last commit */
-    int ckpt_dirty;               /* something the checkpoint holds changed */
-    uint64_t ckpt_seq;            /* sequence of the last checkpoint written */
-    int ckpt_fd[2];               /* the two slots, opened on first write */
-    int ckpt_unsynced;            /* the newest slot was written without fdatasync */
-    spool__pos_table pos_ckpt;    /* positions of the last checkpoint, to publish */
-    int pos_published_dirty;      /* pos_ckpt holds a table to publish */
-    spool__pos_table pos_staged;  /* positions set since open (writer) */
+    spool_buf enc;               /* reusable encode buffer (writer) */
+    uint64_t uncommitted;        /* bytes appended since the last commit */
+    int ckpt_dirty;              /* something the checkpoint holds changed */
+    uint64_t ckpt_seq;           /* sequence of the last checkpoint written */
+    int ckpt_fd[2];              /* the two slots, opened on first write */
+    int ckpt_unsynced;           /* the newest slot was written without fdatasync */
+    spool__pos_table pos_ckpt;   /* positions of the last checkpoint, to publish */
+    int pos_published_dirty;     /* pos_ckpt holds a table to publish */
+    spool__pos_table pos_staged; /* positions set since open (writer) */
     int pos_dirty;
-    int64_t last_retention_ms;    /* monotonic */
-    char last_error[8448];        /* what the last failed open step or commit could not do */
+    int64_t last_retention_ms; /* monotonic */
+    char last_error[8448];     /* what the last failed open step or commit could not do */
 
     pthread_mutex_t pub_mu;
     pthread_cond_t pub_cv;
@@ -145,12 +145,12 @@ struct spool_log {
     spool__pos_table pos_durable; /* committed positions */
 
     pthread_mutex_t cur_mu;
-    pthread_mutex_t flush_mu;     /* serialises cursor file writes */
+    pthread_mutex_t flush_mu; /* serialises cursor file writes */
     spool__consumer *consumers;
     size_t nconsumers;
 
     spool_log_recovery_stats stats;
-    int64_t ckpt_mtime_ns;        /* read_only refresh: last checkpoint seen */
+    int64_t ckpt_mtime_ns; /* read_only refresh: last checkpoint seen */
 };
 
 /* ---- segment.c ---- */
@@ -244,19 +244,19 @@ int spool__positions_lost(const char *data_dir, const spool_log_io *io, char **m
 
 typedef struct spool__shrink_part {
     int32_t partition;
-    int64_t begin, end;           /* its offsets */
-    int64_t bytes;                /* in its segments */
-    int64_t undelivered;          /* records the laggiest reader has not read */
+    int64_t begin, end;  /* its offsets */
+    int64_t bytes;       /* in its segments */
+    int64_t undelivered; /* records the laggiest reader has not read */
 } spool__shrink_part;
 
 /* A configured topic with partition directories beyond its count. */
 typedef struct spool__shrink {
-    int topic;                    /* index in the topics given */
+    int topic; /* index in the topics given */
     int32_t conf_parts, disk_parts;
-    spool__shrink_part *parts;    /* the partitions from conf_parts on */
+    spool__shrink_part *parts; /* the partitions from conf_parts on */
     size_t nparts;
-    int64_t undelivered;          /* sum over parts */
-    char *msg;                    /* for the user, when undelivered > 0 */
+    int64_t undelivered; /* sum over parts */
+    char *msg;           /* for the user, when undelivered > 0 */
 } spool__shrink;
 
 /* Finds those topics (read_only). cons NULL: judge by the cursor files. */

@@ -54,9 +54,12 @@ int spool_log_bad_range_get(spool_log *log, int topic, int32_t partition, size_t
     pthread_rwlock_rdlock(&p->lock);
     if (k < p->nbad) {
         const spool__bad *b = &p->bad[k];
-        *out = (spool_log_bad_range){ .from_offset = b->off_from, .to_offset = b->off_to,
-                                      .segment_base = b->seg_base, .from_pos = b->pos_from,
-                                      .to_pos = b->pos_to, .moved = b->moved };
+        *out = (spool_log_bad_range){.from_offset = b->off_from,
+                                     .to_offset = b->off_to,
+                                     .segment_base = b->seg_base,
+                                     .from_pos = b->pos_from,
+                                     .to_pos = b->pos_to,
+                                     .moved = b->moved};
         rc = 0;
     }
     pthread_rwlock_unlock(&p->lock);
@@ -178,8 +181,8 @@ static long read_from(spool_log *log, spool__part *p, spool__seg *s, int64_t pos
     return (long)used;
 }
 
-long spool_log_read(spool_log *log, int topic, int32_t partition, int64_t offset,
-                    size_t max_bytes, spool_buf *out, int64_t *next)
+long spool_log_read(spool_log *log, int topic, int32_t partition, int64_t offset, size_t max_bytes,
+                    spool_buf *out, int64_t *next)
 {
     spool__part *p = spool__part_get(log, topic, partition);
     if (p == NULL || out == NULL || next == NULL) {
@@ -263,7 +266,7 @@ int spool_log_skip_corrupt(spool_log *log, int topic, int32_t partition, int64_t
         if (i + 1 < p->nsegs) {
             *next = p->segs[i + 1]->base;
         }
-        spool__bad b = { .seg_base = s->base, .off_from = offset, .pos_to = limit };
+        spool__bad b = {.seg_base = s->base, .off_from = offset, .pos_to = limit};
         (void)spool__seg_find(log, s, offset > s->base ? offset : s->base, limit, &pos);
         b.pos_from = pos;
         long sz = pos < limit ? spool__seg_peek(log, s, pos, limit, &info) : 0;
@@ -304,7 +307,7 @@ int spool_log_offset_for_time(spool_log *log, int topic, int32_t partition, int6
     }
     int64_t durable_end = atomic_load(&p->durable_end);
     int rc = 0;
-    spool_decoded d = { 0 };
+    spool_decoded d = {0};
     uint8_t *buf = NULL;
     *offset = durable_end;
     pthread_rwlock_rdlock(&p->lock);

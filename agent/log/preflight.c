@@ -184,7 +184,7 @@ int spool__positions_lost(const char *data_dir, const spool_log_io *io, char **m
     if (have != 0) {
         return have < 0 ? have : 0;
     }
-    sbuf where = { 0 };
+    sbuf where = {0};
     int nparts = 0;
     int64_t bytes = log_bytes(data_dir, &where, &nparts);
     if (bytes == 0) {
@@ -196,15 +196,16 @@ int spool__positions_lost(const char *data_dir, const spool_log_io *io, char **m
     int present = access(ck0, F_OK) == 0;
     snprintf(ck0, sizeof(ck0), "%s/state/checkpoint.1", data_dir);
     present |= access(ck0, F_OK) == 0;
-    sbuf m = { 0 };
-    sb_printf(&m, "no valid checkpoint in %s/state (%s) but the log holds %" PRId64
+    sbuf m = {0};
+    sb_printf(&m,
+              "no valid checkpoint in %s/state (%s) but the log holds %" PRId64
               " bytes in %d partition%s (%s): the source positions (how far each tailed file "
               "was read) are lost, so starting would read every tailed file again from its "
               "beginning and duplicate what the log already holds; restore "
               "state/checkpoint.0 and .1 if you have a copy, or accept the re-read with "
               "`spool run --reset-positions`",
-              data_dir, present ? "both slots are damaged" : "the files are missing", bytes,
-              nparts, nparts == 1 ? "" : "s", where.s ? where.s : "");
+              data_dir, present ? "both slots are damaged" : "the files are missing", bytes, nparts,
+              nparts == 1 ? "" : "s", where.s ? where.s : "");
     free(where.s);
     if (m.oom) {
         free(m.s);
@@ -305,8 +306,8 @@ static int64_t cursor_of(const cursor_lines *l, const char *consumer, const char
 
 /* The names judged for topic: the configured consumers reading it, or
  * (cons == NULL) every consumer with a cursor file line for it. */
-static size_t readers_of(const cursor_lines *l, const spool_log_consumer_conf *cons,
-                         size_t ncons, const char *topic, const char **out, size_t cap)
+static size_t readers_of(const cursor_lines *l, const spool_log_consumer_conf *cons, size_t ncons,
+                         const char *topic, const char **out, size_t cap)
 {
     size_t n = 0;
     if (cons != NULL) {
@@ -348,12 +349,12 @@ void spool__shrink_free(spool__shrink *s, size_t n)
 
 /* Judges the partitions of one topic beyond its configured count. */
 static int judge_topic(spool_log *ro, int t, const spool_topic_conf *tc, int32_t disk,
-                       const cursor_lines *lines, const spool_log_consumer_conf *cons,
-                       size_t ncons, spool__shrink *out)
+                       const cursor_lines *lines, const spool_log_consumer_conf *cons, size_t ncons,
+                       spool__shrink *out)
 {
     const char *readers[MAX_READERS];
     size_t nr = readers_of(lines, cons, ncons, tc->name, readers, MAX_READERS);
-    sbuf m = { 0 };
+    sbuf m = {0};
     int64_t at_stake = 0;
     int32_t first_bad = -1, last_bad = -1;
     memset(out, 0, sizeof(*out));
@@ -377,14 +378,14 @@ static int judge_topic(spool_log *ro, int t, const spool_topic_conf *tc, int32_t
             continue;
         }
         int64_t worst = 0;
-        sbuf who = { 0 };
+        sbuf who = {0};
         for (size_t k = 0; k < nr; k++) {
             int64_t c = cursor_of(lines, readers[k], tc->name, p);
             int64_t from = c > sp->begin ? c : sp->begin;
             int64_t lag = sp->end > from ? sp->end - from : 0;
             if (lag > 0) {
-                sb_printf(&who, "%s%s has not read %" PRId64 "%s", who.len ? ", " : "",
-                          readers[k], lag, c < 0 ? " (no cursor saved yet)" : "");
+                sb_printf(&who, "%s%s has not read %" PRId64 "%s", who.len ? ", " : "", readers[k],
+                          lag, c < 0 ? " (no cursor saved yet)" : "");
                 worst = lag > worst ? lag : worst;
             }
         }
@@ -407,20 +408,20 @@ static int judge_topic(spool_log *ro, int t, const spool_topic_conf *tc, int32_t
     }
     out->undelivered = at_stake;
     if (at_stake > 0) {
-        sbuf full = { 0 };
+        sbuf full = {0};
         char range[64];
         if (first_bad == last_bad) {
             snprintf(range, sizeof(range), "partition %d", first_bad);
         } else {
             snprintf(range, sizeof(range), "partitions %d-%d", first_bad, last_bad);
         }
-        sb_printf(&full, "topic '%s' has %d partitions on disk but partitions: %d would leave "
+        sb_printf(&full,
+                  "topic '%s' has %d partitions on disk but partitions: %d would leave "
                   "%s with %" PRId64 " records not yet delivered to every output (%s); they "
                   "would never be read again. Drain them first: keep partitions: %d until "
                   "`spool topics` shows lag 0 for %s, then lower it; or discard them with "
                   "`spool run --drop-partitions`",
-                  tc->name, disk, tc->partitions, range, at_stake, m.s ? m.s : "", disk,
-                  range);
+                  tc->name, disk, tc->partitions, range, at_stake, m.s ? m.s : "", disk, range);
         out->msg = full.s;
         if (full.oom) {
             m.oom = 1;
@@ -440,7 +441,7 @@ int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, siz
     spool_topic_conf *wide = calloc(ntopics ? ntopics : 1, sizeof(*wide));
     spool__shrink *res = NULL;
     spool_log *ro = NULL;
-    cursor_lines lines = { 0 };
+    cursor_lines lines = {0};
     size_t nres = 0, any = 0;
     int rc = 0;
     if (disk == NULL || wide == NULL) {
@@ -460,8 +461,8 @@ int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, siz
     if (any == 0) {
         goto out;
     }
-    spool_log_options o = { .data_dir = data_dir, .topics = wide, .topic_count = ntopics,
-                            .read_only = 1 };
+    spool_log_options o = {
+        .data_dir = data_dir, .topics = wide, .topic_count = ntopics, .read_only = 1};
     if ((rc = spool_log_open(&o, &ro)) < 0) {
         goto out;
     }
@@ -547,8 +548,10 @@ int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t n
     size_t n = 0;
     int rc = spool__shrink_find(log->data_dir, topics, ntopics, cons, ncons, &res, &n);
     if (rc < 0) {
-        spool_log_error(NULL, "log: cannot check the partitions beyond the configured count in "
-                        "%s: %s", log->data_dir, strerror(-rc));
+        spool_log_error(NULL,
+                        "log: cannot check the partitions beyond the configured count in "
+                        "%s: %s",
+                        log->data_dir, strerror(-rc));
         return rc;
     }
     int drop = (spool_log_overrides() & SPOOL_LOG_DROP_PARTITIONS) != 0;
@@ -575,18 +578,19 @@ int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t n
                 break;
             }
             if (sp->undelivered > 0) {
-                spool_log_warn(NULL, "log: %s/%d: partition removed by --drop-partitions "
+                spool_log_warn(NULL,
+                               "log: %s/%d: partition removed by --drop-partitions "
                                "(partitions: %d): %" PRId64 " records not delivered to every "
                                "output discarded (offsets %" PRId64 "..%" PRId64 ")",
                                name, sp->partition, s->conf_parts, sp->undelivered, sp->begin,
                                sp->end - 1);
             } else {
-                spool_log_info(NULL, "log: %s/%d: partition removed (partitions: %d): "
+                spool_log_info(NULL,
+                               "log: %s/%d: partition removed (partitions: %d): "
                                "every record (offsets %" PRId64 "..%" PRId64 ") was delivered; "
                                "an empty segment at offset %" PRId64 " stays so offsets "
                                "continue if the count is raised again",
-                               name, sp->partition, s->conf_parts, sp->begin, sp->end - 1,
-                               sp->end);
+                               name, sp->partition, s->conf_parts, sp->begin, sp->end - 1, sp->end);
             }
         }
     }
@@ -617,7 +621,7 @@ int spool_log_preflight(const char *data_dir, const spool_topic_conf *topics, si
         free(msg);
     }
     if (!(spool_log_overrides() & SPOOL_LOG_DROP_PARTITIONS)) {
-        static const spool_log_consumer_conf none = { 0 };
+        static const spool_log_consumer_conf none = {0};
         spool__shrink *res = NULL;
         size_t n = 0;
         int rc = spool__shrink_find(data_dir, topics, ntopics, consumers ? consumers : &none,

@@ -32,9 +32,9 @@
 enum { SCAN_CLEAN = 0, SCAN_INCOMPLETE = 1, SCAN_BAD = 2, SCAN_STOPPED = 3 };
 
 typedef struct scan_result {
-    int64_t pos;       /* where the scan stopped */
-    int64_t end;       /* one past the last offset of the last good batch */
-    int why;           /* SCAN_* */
+    int64_t pos; /* where the scan stopped */
+    int64_t end; /* one past the last offset of the last good batch */
+    int why;     /* SCAN_* */
 } scan_result;
 
 /*
@@ -51,8 +51,12 @@ static void ro_note_gap(spool_log *log, spool__part *p, spool__seg *s, int64_t p
     }
     char path[4096];
     spool__seg_path(path, sizeof(path), p->dir, s->base, ".log.corrupt");
-    spool__bad b = { .seg_base = s->base, .pos_from = pos, .pos_to = pos, .off_from = from,
-                     .off_to = to, .moved = access(path, F_OK) == 0 };
+    spool__bad b = {.seg_base = s->base,
+                    .pos_from = pos,
+                    .pos_to = pos,
+                    .off_from = from,
+                    .off_to = to,
+                    .moved = access(path, F_OK) == 0};
     (void)spool__part_add_bad(p, &b); /* out of memory: the range goes unnamed */
 }
 
@@ -61,10 +65,10 @@ static void ro_note_gap(spool_log *log, spool__part *p, spool__seg *s, int64_t p
  * to file_size, verifying CRCs, stopping before a batch with base >= stop.
  * Adds index entries past the last one, updates end and max_ts.
  */
-static int scan_batches(spool_log *log, spool__part *p, spool__seg *s, int64_t from,
-                        int64_t expect, int64_t file_size, int64_t stop, scan_result *res)
+static int scan_batches(spool_log *log, spool__part *p, spool__seg *s, int64_t from, int64_t expect,
+                        int64_t file_size, int64_t stop, scan_result *res)
 {
-    spool_buf buf = { 0 };
+    spool_buf buf = {0};
     int rc = 0;
     int64_t pos = from;
     res->why = SCAN_CLEAN;
@@ -387,7 +391,7 @@ static int ro_skip_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
     for (int round = 0; round < 1000000; round++) {
         int64_t nbase = 0;
         int64_t q = spool__seg_resync(log, s, r->pos + 1, size, r->end, &nbase);
-        spool__bad b = { .seg_base = s->base, .pos_from = r->pos, .off_from = r->end };
+        spool__bad b = {.seg_base = s->base, .pos_from = r->pos, .off_from = r->end};
         if (q < 0) {
             b.pos_to = size;
             b.off_to = i + 1 < p->nsegs ? p->segs[i + 1]->base : have_ckpt ? ckpt_end : r->end;
@@ -423,8 +427,8 @@ static int ro_skip_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
 /* Handles a scan of s that stopped at a bad or incomplete batch: 0 done,
  * 1 when corrupt bytes were spliced out and the segment must be scanned
  * again, or a negative errno. */
-static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
-                      int have_ckpt, int64_t ckpt_end)
+static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r, int have_ckpt,
+                      int64_t ckpt_end)
 {
     spool__seg *s = p->segs[i];
     const char *topic = log->topics[p->topic].conf.name;
@@ -443,9 +447,9 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
     if (!torn && !log->read_only) {
         q = spool__seg_resync(log, s, r->pos + 1, size, r->end, &nbase);
     }
-    if (!torn && last && (log->read_only ? spool__seg_resync(log, s, r->pos + 1, size, r->end,
-                                                             &nbase) < 0
-                                         : q < 0)) {
+    if (!torn && last &&
+        (log->read_only ? spool__seg_resync(log, s, r->pos + 1, size, r->end, &nbase) < 0
+                        : q < 0)) {
         torn = 1;
     }
     if (log->read_only) {
@@ -456,7 +460,8 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
         return cut_segment(log, s, r->pos);
     }
     if (torn) {
-        spool_log_warn(NULL, "log: %s/%d: torn tail cut at offset %" PRId64 " (segment %020" PRId64
+        spool_log_warn(NULL,
+                       "log: %s/%d: torn tail cut at offset %" PRId64 " (segment %020" PRId64
                        ", position %" PRId64 "): %" PRId64 " bytes",
                        topic, p->partition, r->end, s->base, r->pos, size - r->pos);
         log->stats.torn_cuts++;
@@ -469,7 +474,8 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
         /* Valid batches follow: only the corrupt bytes go, the rest stays. */
         rc = move_aside(log, p, s, r->pos, q, name, sizeof(name));
         if (rc == 0 && (rc = splice_out(log, p, s, r->pos, q)) == 0) {
-            spool_log_error(NULL, "log: %s/%d: corrupt data at offsets %" PRId64 "..%" PRId64
+            spool_log_error(NULL,
+                            "log: %s/%d: corrupt data at offsets %" PRId64 "..%" PRId64
                             " (segment %020" PRId64 ", bytes %" PRId64 "..%" PRId64 "): moved "
                             "to %s; the batches after it are kept",
                             topic, p->partition, r->end, nbase - 1, s->base, r->pos, q - 1, name);
@@ -481,11 +487,13 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
     }
     rc = move_aside(log, p, s, r->pos, size, name, sizeof(name));
     if (rc < 0) {
-        spool_log_error(NULL, "log: %s/%d: corrupt batch at offset %" PRId64 " (segment %020" PRId64
+        spool_log_error(NULL,
+                        "log: %s/%d: corrupt batch at offset %" PRId64 " (segment %020" PRId64
                         ", position %" PRId64 ") and cannot save the rest: %s; cutting",
                         topic, p->partition, r->end, s->base, r->pos, strerror(-rc));
     } else {
-        spool_log_error(NULL, "log: %s/%d: corrupt batch at offset %" PRId64 " (segment %020" PRId64
+        spool_log_error(NULL,
+                        "log: %s/%d: corrupt batch at offset %" PRId64 " (segment %020" PRId64
                         ", position %" PRId64 "): %" PRId64 " bytes moved to %s",
                         topic, p->partition, r->end, s->base, r->pos, size - r->pos, name);
     }
@@ -598,7 +606,8 @@ static int cut_to_checkpoint(spool_log *log, spool__part *p, int64_t e)
     }
     if (cut > 0 && !log->read_only) {
         log->stats.ckpt_cut_bytes += cut;
-        spool_log_info(NULL, "log: %s/%d: cut %" PRId64 " uncommitted bytes (offsets %" PRId64
+        spool_log_info(NULL,
+                       "log: %s/%d: cut %" PRId64 " uncommitted bytes (offsets %" PRId64
                        "..%" PRId64 ") beyond the checkpoint",
                        topic, p->partition, cut, e, from - 1);
     }
@@ -648,11 +657,11 @@ int spool__part_recover(spool_log *log, spool__part *p, int have_ckpt, int64_t c
     if (have_ckpt && end < ckpt_end) {
         if (!log->read_only) {
             log->stats.ckpt_missing++;
-            spool_log_warn(NULL, "log: %s/%d: the checkpoint says end offset %" PRId64
+            spool_log_warn(NULL,
+                           "log: %s/%d: the checkpoint says end offset %" PRId64
                            " but the log holds only up to %" PRId64 " (lost before it was "
                            "synced, or moved aside as corrupt); new records start at %" PRId64,
-                           log->topics[p->topic].conf.name, p->partition, ckpt_end, end,
-                           ckpt_end);
+                           log->topics[p->topic].conf.name, p->partition, ckpt_end, end, ckpt_end);
         }
         end = ckpt_end;
     }

@@ -63,7 +63,8 @@ int spool_log_retention_run(spool_log *log, int force)
                 if (!(aged || big) || !first_deletable(p, minc, 1)) {
                     break;
                 }
-                spool_log_info(NULL, "log: %s/%d: retention (%s) deleted segment %020" PRId64
+                spool_log_info(NULL,
+                               "log: %s/%d: retention (%s) deleted segment %020" PRId64
                                " (offsets %" PRId64 "..%" PRId64 ")",
                                c->name, i, aged ? "age" : "bytes", s->base, s->base,
                                p->segs[1]->base - 1);
@@ -101,7 +102,8 @@ int spool__retention_make_room(spool_log *log, spool__part *p, int64_t need)
     }
     if (dropped > 0) {
         atomic_fetch_add(&p->dropped, dropped);
-        spool_log_warn(NULL, "log: %s/%d: full (max_bytes %" PRId64 "), on_full drop_oldest: "
+        spool_log_warn(NULL,
+                       "log: %s/%d: full (max_bytes %" PRId64 "), on_full drop_oldest: "
                        "dropped %" PRId64 " undelivered records (offsets %" PRId64 "..%" PRId64
                        "), %" PRId64 " dropped since start",
                        c->name, p->partition, c->max_bytes, dropped, from, to,

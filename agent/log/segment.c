@@ -349,16 +349,15 @@ int64_t spool__seg_resync(spool_log *log, spool__seg *s, int64_t from, int64_t l
             if (b[16] != 2) {
                 continue;
             }
-            int64_t bo = (int64_t)(((uint64_t)b[0] << 56) | ((uint64_t)b[1] << 48) |
-                                   ((uint64_t)b[2] << 40) | ((uint64_t)b[3] << 32) |
-                                   ((uint64_t)b[4] << 24) | ((uint64_t)b[5] << 16) |
-                                   ((uint64_t)b[6] << 8) | b[7]);
-            uint32_t blen = ((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16) |
-                            ((uint32_t)b[10] << 8) | b[11];
+            int64_t bo =
+                (int64_t)(((uint64_t)b[0] << 56) | ((uint64_t)b[1] << 48) | ((uint64_t)b[2] << 40) |
+                          ((uint64_t)b[3] << 32) | ((uint64_t)b[4] << 24) | ((uint64_t)b[5] << 16) |
+                          ((uint64_t)b[6] << 8) | b[7]);
+            uint32_t blen =
+                ((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16) | ((uint32_t)b[10] << 8) | b[11];
             int64_t pos = at + (int64_t)q;
             size_t sz = (size_t)blen + SPOOL_BATCH_LOG_OVERHEAD;
-            if (bo < min_base || blen > SPOOL__MAX_BATCH || sz < hdr ||
-                pos + (int64_t)sz > limit) {
+            if (bo < min_base || blen > SPOOL__MAX_BATCH || sz < hdr || pos + (int64_t)sz > limit) {
                 continue;
             }
             uint8_t *nb = realloc(batch, sz);

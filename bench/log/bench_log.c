@@ -63,11 +63,13 @@ static void *producer(void *arg)
 {
     bench *b = arg;
     for (int64_t i = 0; i < b->batches_per_producer; i++) {
-        job j = { calloc(b->batch_records, sizeof(spool_record)), b->batch_records };
+        job j = {calloc(b->batch_records, sizeof(spool_record)), b->batch_records};
         for (size_t k = 0; k < j.n; k++) {
-            j.recs[k] = (spool_record){ .key_len = -1, .value = b->value,
-                                        .value_len = (int32_t)b->value_size, .partition = -1,
-                                        .offset = -1 };
+            j.recs[k] = (spool_record){.key_len = -1,
+                                       .value = b->value,
+                                       .value_len = (int32_t)b->value_size,
+                                       .partition = -1,
+                                       .offset = -1};
         }
         pthread_mutex_lock(&b->q.mu);
         while (b->q.count == QCAP) {
@@ -102,16 +104,19 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
                       int producers, result *res)
 {
     nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    spool_topic_conf tc = { .name = "bench", .partitions = 1, .segment_bytes = 64LL << 20,
-                            .fsync_mode = fsync_mode, .fsync_interval_ms = 1000 };
-    spool_log_options opt = { .data_dir = dir, .topics = &tc, .topic_count = 1 };
+    spool_topic_conf tc = {.name = "bench",
+                           .partitions = 1,
+                           .segment_bytes = 64LL << 20,
+                           .fsync_mode = fsync_mode,
+                           .fsync_interval_ms = 1000};
+    spool_log_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1};
     spool_log *log = NULL;
     int rc = spool_log_open(&opt, &log);
     if (rc < 0) {
         fprintf(stderr, "open %s: %s\n", dir, strerror(-rc));
         return rc;
     }
-    bench b = { 0 };
+    bench b = {0};
     pthread_mutex_init(&b.q.mu, NULL);
     pthread_cond_init(&b.q.not_empty, NULL);
     pthread_cond_init(&b.q.not_full, NULL);
@@ -178,7 +183,7 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
     res->append_mbs = (double)info.bytes / (1 << 20) / (t1 - t0);
     res->append_rps = (double)records / (t1 - t0);
     /* Sequential read from the page cache. */
-    spool_buf buf = { 0 };
+    spool_buf buf = {0};
     spool_buf_reserve(&buf, 2 << 20);
     int64_t next = 0, got = 0;
     double r0 = now_s();
@@ -205,8 +210,8 @@ static double run_dd(const char *dir, int64_t bytes)
     char cmd[4096 + 128];
     int64_t mb = (bytes + (1 << 20) - 1) >> 20;
     snprintf(cmd, sizeof(cmd),
-             "dd if=/dev/zero of=%s/dd.bin bs=1M count=%" PRId64 " conv=fdatasync 2>/dev/null",
-             dir, mb);
+             "dd if=/dev/zero of=%s/dd.bin bs=1M count=%" PRId64 " conv=fdatasync 2>/dev/null", dir,
+             mb);
     double t0 = now_s();
     int rc = system(cmd);
     double t1 = now_s();
@@ -232,10 +237,10 @@ int main(int argc, char **argv)
         int mode;
         const char *name;
     } runs[] = {
-        { 100, SPOOL_FSYNC_INTERVAL, "fsync 1s" },
-        { 1024, SPOOL_FSYNC_INTERVAL, "fsync 1s" },
-        { 100, SPOOL_FSYNC_ALWAYS, "fsync always" },
-        { 1024, SPOOL_FSYNC_ALWAYS, "fsync always" },
+        {100, SPOOL_FSYNC_INTERVAL, "fsync 1s"},
+        {1024, SPOOL_FSYNC_INTERVAL, "fsync 1s"},
+        {100, SPOOL_FSYNC_ALWAYS, "fsync always"},
+        {1024, SPOOL_FSYNC_ALWAYS, "fsync always"},
     };
     printf("| record | fsync | producers | MB | append MB/s | records/s | dd MB/s | append/dd "
            "| read GB/s |\n|---|---|---|---|---|---|---|---|---|\n");
@@ -246,8 +251,8 @@ int main(int argc, char **argv)
         }
         double dd = run_dd(dir, r.bytes);
         printf("| %zu B | %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f%% | %.2f |\n", runs[i].size,
-               runs[i].name, producers, (double)r.bytes / (1 << 20), r.append_mbs, r.append_rps,
-               dd, dd > 0 ? 100.0 * r.append_mbs / dd : 0.0, r.read_gbs);
+               runs[i].name, producers, (double)r.bytes / (1 << 20), r.append_mbs, r.append_rps, dd,
+               dd > 0 ? 100.0 * r.append_mbs / dd : 0.0, r.read_gbs);
         fflush(stdout);
     }
     nftw(data, rm_one, 16, FTW_DEPTH | FTW_PHYS);

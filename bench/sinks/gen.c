@@ -24,12 +24,12 @@ static uint32_t rnd(uint32_t n)
 static const char *hosts[] = {"web-01", "web-02", "web-03", "api-7", "db-primary", "cache-2"};
 static const char *methods[] = {"GET", "GET", "GET", "POST", "PUT", "DELETE"};
 static const char *paths[] = {"/api/v1/orders", "/api/v1/users", "/static/app.js", "/healthz",
-                              "/api/v2/search", "/login", "/cart/items"};
+                              "/api/v2/search", "/login",        "/cart/items"};
 static const int codes[] = {200, 200, 200, 200, 201, 204, 301, 404, 500};
 static const char *levels[] = {"INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"};
 static const char *comps[] = {"billing", "auth", "scheduler", "indexer", "mailer"};
-static const char *msgs[] = {"request completed", "cache miss", "retrying upstream",
-                             "token refreshed", "job finished", "slow query"};
+static const char *msgs[] = {"request completed", "cache miss",   "retrying upstream",
+                             "token refreshed",   "job finished", "slow query"};
 
 int main(int argc, char **argv)
 {
@@ -53,21 +53,29 @@ int main(int argc, char **argv)
         const char *host = hosts[rnd(6)];
         switch (rnd(4)) {
         case 0:
-            fprintf(f, "%s %s nginx[%u]: 10.%u.%u.%u \"%s %s/%u HTTP/1.1\" %d %u rt=0.%03u seq=%010llu\n",
-                    ts, host, 1000 + rnd(9000), rnd(256), rnd(256), rnd(256), methods[rnd(6)],
-                    paths[rnd(7)], rnd(100000), codes[rnd(9)], rnd(60000), rnd(1000), i);
+            fprintf(
+                f,
+                "%s %s nginx[%u]: 10.%u.%u.%u \"%s %s/%u HTTP/1.1\" %d %u rt=0.%03u seq=%010llu\n",
+                ts, host, 1000 + rnd(9000), rnd(256), rnd(256), rnd(256), methods[rnd(6)],
+                paths[rnd(7)], rnd(100000), codes[rnd(9)], rnd(60000), rnd(1000), i);
             break;
         case 1:
-            fprintf(f, "%s %s app[%u]: level=%s component=%s msg=\"%s\" user=%u dur_ms=%u seq=%010llu\n",
-                    ts, host, 1000 + rnd(9000), levels[rnd(6)], comps[rnd(5)], msgs[rnd(6)],
-                    rnd(1000000), rnd(5000), i);
+            fprintf(
+                f,
+                "%s %s app[%u]: level=%s component=%s msg=\"%s\" user=%u dur_ms=%u seq=%010llu\n",
+                ts, host, 1000 + rnd(9000), levels[rnd(6)], comps[rnd(5)], msgs[rnd(6)],
+                rnd(1000000), rnd(5000), i);
             break;
         case 2:
-            fprintf(f, "{\"ts\":\"%s\",\"host\":\"%s\",\"lvl\":\"%s\",\"svc\":\"%s\",\"msg\":\"%s\",\"req\":\"seq=%010llu\"}\n",
+            fprintf(f,
+                    "{\"ts\":\"%s\",\"host\":\"%s\",\"lvl\":\"%s\",\"svc\":\"%s\",\"msg\":\"%s\","
+                    "\"req\":\"seq=%010llu\"}\n",
                     ts, host, levels[rnd(6)], comps[rnd(5)], msgs[rnd(6)], i);
             break;
         default:
-            fprintf(f, "%s %s kernel: [%u.%06u] eth0: link up, 10000 Mbps, full duplex, flow ctl rx/tx seq=%010llu\n",
+            fprintf(f,
+                    "%s %s kernel: [%u.%06u] eth0: link up, 10000 Mbps, full duplex, flow ctl "
+                    "rx/tx seq=%010llu\n",
                     ts, host, rnd(100000), rnd(1000000), i);
             break;
         }

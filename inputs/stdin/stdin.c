@@ -28,7 +28,7 @@ typedef struct stdin_ctx {
     int fd;                 /* 0 */
     uint8_t *buf;           /* STDIN_BLOCK + max_line_bytes */
     size_t cap;
-    spool_counter *split;   /* lines split for length */
+    spool_counter *split; /* lines split for length */
     int warned_long;
 } stdin_ctx;
 
@@ -58,8 +58,8 @@ static int stdin_init(spool_instance *ins, void *vctx)
 static int emit(spool_instance *ins, spool_batch *b, const spool_header *hdrs, const uint8_t *p,
                 size_t n)
 {
-    spool_record r = {.key_len = -1, .value = p, .value_len = (int32_t)n, .headers = hdrs,
-                      .header_count = 2};
+    spool_record r = {
+        .key_len = -1, .value = p, .value_len = (int32_t)n, .headers = hdrs, .header_count = 2};
     return spool_batch_append(b, &r);
 }
 
@@ -133,7 +133,8 @@ static int stdin_run(spool_instance *ins, void *vctx)
             if (end - start > max) {
                 spool_counter_add(ctx->split, 1);
                 if (!ctx->warned_long) {
-                    spool_log_warn(ins, "a line longer than max_line_bytes (%zu) was split; "
+                    spool_log_warn(ins,
+                                   "a line longer than max_line_bytes (%zu) was split; "
                                    "further splits are counted in spool_stdin_lines_split_total",
                                    max);
                     ctx->warned_long = 1;

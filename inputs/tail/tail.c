@@ -33,7 +33,7 @@
 
 #include "tail.h"
 
-#define TAIL_READ_BUDGET_BLOCKS 16 /* read_buffer blocks per file per cycle */
+#define TAIL_READ_BUDGET_BLOCKS 16  /* read_buffer blocks per file per cycle */
 #define TAIL_ROTATED_RECHECK_MS 200 /* re-read rotated files this often while they last */
 #define TAIL_COALESCE_MS 10         /* gather inotify events this long after an idle wakeup */
 
@@ -422,8 +422,7 @@ static int compile_multiline(tail_ctx *ctx, pcre2_code **re, const char **errmsg
 {
     int code;
     PCRE2_SIZE erroff;
-    *re = pcre2_compile((PCRE2_SPTR)ctx->ml_start, PCRE2_ZERO_TERMINATED, 0, &code, &erroff,
-                        NULL);
+    *re = pcre2_compile((PCRE2_SPTR)ctx->ml_start, PCRE2_ZERO_TERMINATED, 0, &code, &erroff, NULL);
     if (!*re) {
         pcre2_get_error_message(code, (PCRE2_UCHAR *)buf, cap);
         *errmsg = buf;
@@ -510,9 +509,11 @@ static int tail_init(spool_instance *ins, void *vctx)
                            strerror(err), ctx->poll_interval_ms);
         }
     }
-    rt->c_long = spool_counter_register(ins, "long_lines", "lines split or truncated at "
+    rt->c_long = spool_counter_register(ins, "long_lines",
+                                        "lines split or truncated at "
                                         "max_line_bytes");
-    rt->c_rot = spool_counter_register(ins, "rotations", "files rotated away, replaced or "
+    rt->c_rot = spool_counter_register(ins, "rotations",
+                                       "files rotated away, replaced or "
                                        "deleted while followed");
     rt->c_trunc = spool_counter_register(ins, "truncations", "files truncated while followed");
     rt->c_open = spool_counter_register(ins, "open_files", "files held open");

@@ -29,12 +29,12 @@
 
 /* How lines are cut; shared by every file of an input, read-only. */
 typedef struct tail_split_conf {
-    int strip_cr;              /* drop one '\r' before '\n' */
-    size_t max_line;           /* longest record in bytes (>= 1) */
-    int truncate;              /* long lines: 1 = truncate, 0 = split */
+    int strip_cr;               /* drop one '\r' before '\n' */
+    size_t max_line;            /* longest record in bytes (>= 1) */
+    int truncate;               /* long lines: 1 = truncate, 0 = split */
     const pcre2_code *ml_start; /* multiline: a line matching this starts a record; NULL = off */
-    pcre2_match_data *ml_md;   /* match data for ml_start (owned by the caller) */
-    uint32_t ml_max_lines;     /* multiline: emit a record after this many lines */
+    pcre2_match_data *ml_md;    /* match data for ml_start (owned by the caller) */
+    uint32_t ml_max_lines;      /* multiline: emit a record after this many lines */
 } tail_split_conf;
 
 /*
@@ -44,18 +44,18 @@ typedef struct tail_split_conf {
  * of an incomplete line or of a pending multiline record are never covered.
  */
 typedef struct tail_splitter {
-    spool_buf carry;           /* the current incomplete line */
-    int discarding;            /* truncate mode: dropping the rest of a long line */
-    int long_counted;          /* the current line was counted in long_lines */
-    int64_t carry_since_ms;    /* monotonic ms the incomplete line began, 0 if none */
-    spool_buf rec;             /* multiline: the pending record */
-    uint32_t rec_lines;        /* lines in rec */
-    int64_t rec_end;           /* file offset after the last line of rec */
-    int64_t rec_since_ms;      /* monotonic ms of the last line added to rec */
-    int64_t off;               /* file offset after the last byte fed */
-    int64_t emit_off;          /* file offset after the last emitted record */
-    uint64_t long_lines;       /* lines split or truncated so far */
-    uint64_t records;          /* records emitted so far */
+    spool_buf carry;        /* the current incomplete line */
+    int discarding;         /* truncate mode: dropping the rest of a long line */
+    int long_counted;       /* the current line was counted in long_lines */
+    int64_t carry_since_ms; /* monotonic ms the incomplete line began, 0 if none */
+    spool_buf rec;          /* multiline: the pending record */
+    uint32_t rec_lines;     /* lines in rec */
+    int64_t rec_end;        /* file offset after the last line of rec */
+    int64_t rec_since_ms;   /* monotonic ms of the last line added to rec */
+    int64_t off;            /* file offset after the last byte fed */
+    int64_t emit_off;       /* file offset after the last emitted record */
+    uint64_t long_lines;    /* lines split or truncated so far */
+    uint64_t records;       /* records emitted so far */
 } tail_splitter;
 
 /* Receives one record (a view valid only during the call). 0 or -errno;
@@ -109,9 +109,9 @@ typedef struct tail_watch tail_watch;
 
 /* What the watcher tells the run loop about one event. */
 enum tail_watch_what {
-    TAIL_WATCH_RESCAN = 1,   /* entries appeared, moved or vanished: rescan the globs */
-    TAIL_WATCH_MODIFIED = 2, /* file `path` was written or truncated */
-    TAIL_WATCH_OVERFLOW = 3, /* events were lost: rescan and check every file */
+    TAIL_WATCH_RESCAN = 1,     /* entries appeared, moved or vanished: rescan the globs */
+    TAIL_WATCH_MODIFIED = 2,   /* file `path` was written or truncated */
+    TAIL_WATCH_OVERFLOW = 3,   /* events were lost: rescan and check every file */
     TAIL_WATCH_MOVED_FROM = 4, /* entry `path` was renamed away (cookie pairs it) */
     TAIL_WATCH_MOVED_TO = 5,   /* entry `path` is the new name of a rename (cookie) */
 };
@@ -139,14 +139,14 @@ size_t tail_watch_count(const tail_watch *w);
 #define TAIL_FP_MAX 256 /* bytes of the file's beginning in its fingerprint */
 
 typedef struct tail_pos {
-    uint64_t dev;       /* st_dev */
-    uint64_t ino;       /* st_ino */
-    int64_t offset;     /* bytes of the file covered by records in the log */
-    uint64_t fp_hash;   /* FNV-1a 64 of the first fp_len bytes */
-    uint32_t fp_len;    /* bytes hashed, <= TAIL_FP_MAX */
-    uint64_t bk_hash;   /* FNV-1a 64 of the bk_len bytes just before offset */
-    uint32_t bk_len;    /* min(offset, TAIL_FP_MAX); 0 = unknown (version 1 blob) */
-    char path[4096];    /* the path it was last known by */
+    uint64_t dev;     /* st_dev */
+    uint64_t ino;     /* st_ino */
+    int64_t offset;   /* bytes of the file covered by records in the log */
+    uint64_t fp_hash; /* FNV-1a 64 of the first fp_len bytes */
+    uint32_t fp_len;  /* bytes hashed, <= TAIL_FP_MAX */
+    uint64_t bk_hash; /* FNV-1a 64 of the bk_len bytes just before offset */
+    uint32_t bk_len;  /* min(offset, TAIL_FP_MAX); 0 = unknown (version 1 blob) */
+    char path[4096];  /* the path it was last known by */
 } tail_pos;
 
 #define TAIL_POS_BLOB_MAX (60 + 4096)
@@ -202,8 +202,8 @@ int64_t tail_dz_out(const tail_dz *z);
 int tail_dz_complete(const tail_dz *z);
 
 enum tail_file_state {
-    TAIL_ACTIVE = 0,   /* found at its path by the globs */
-    TAIL_ROTATED = 1,  /* no longer at a matched path (renamed, replaced): finish it */
+    TAIL_ACTIVE = 0,  /* found at its path by the globs */
+    TAIL_ROTATED = 1, /* no longer at a matched path (renamed, replaced): finish it */
 };
 
 typedef struct tail_rt tail_rt;
@@ -223,108 +223,108 @@ typedef struct tail_map {
 #define TAIL_MARKER_SOURCE "tail:started"
 
 struct tail_file {
-    char *path;                /* the path the glob matched (the `path` header) */
-    char *real;                /* realpath when last found (inotify name lookup) */
-    uint64_t dev, ino;         /* identity */
-    uint64_t fp_hash;          /* fingerprint of the first fp_len bytes */
-    uint32_t fp_len;           /* bytes, < TAIL_FP_MAX while the file is young */
-    int fd;                    /* -1 while closed */
-    int state;                 /* enum tail_file_state */
-    int dirty;                 /* an event says it may have grown or shrunk */
-    int seen;                  /* rescan mark */
-    int in_batch;              /* its position must be set on the current batch */
-    int warned_long;           /* long-line warning given */
-    int eof;                   /* the last read hit the end of the file */
-    int kind;                  /* enum tail_file_kind */
-    tail_dz *dz;               /* compressed: the decompressor, NULL until read */
-    int64_t dz_done_size;      /* compressed: its size when read to a complete end, else -1 */
-    int trunc_pending;         /* truncation seen; restarts at the next read (after a rescan) */
-    const char *trunc_why;     /* static text: why it restarts */
-    int64_t trunc_ms;          /* monotonic ms the truncation was seen */
-    int prio;                  /* read before the others (a copy's tail): until its end */
-    int fresh;                 /* found new by the current scan */
-    int64_t undecided_ms;      /* monotonic ms a compressed copy_check could not tell yet */
-    int copy_check;            /* new: compare with the followed files before reading it */
-    tail_file *copy_of;        /* a copy of that file (same bytes): not read until that
-                                * one is truncated or gone, then continued from its position */
-    tail_file *after;          /* the file it replaced (or the copy holding its older
-                                * lines): read first while it has unread data */
-    int64_t after_since_ms;    /* monotonic ms `after` was set */
-    int64_t born_ns;           /* birth time (statx), 0 if unknown: rotation order */
-    char *renamed_from;        /* the scan: the matched path it had before (then NULL) */
-    uint64_t bk_hash;          /* hash of the bk_len bytes before bk_off */
-    uint32_t bk_len;           /* 0 = unknown */
-    int64_t bk_off;            /* the offset bk_* are for (-1: none) */
-    int64_t size_seen;         /* the largest size fstat showed (lost bytes at truncation) */
-    int64_t read_off;          /* next byte to read (== splitter's off) */
-    int64_t last_grow_ms;      /* monotonic ms data was last read from it */
-    int64_t last_use_ms;       /* monotonic ms of the last read attempt (LRU) */
-    tail_splitter sp;          /* lines */
-    spool_header hdrs[3];      /* host, path, input */
-    char source[64];           /* position store key */
+    char *path;             /* the path the glob matched (the `path` header) */
+    char *real;             /* realpath when last found (inotify name lookup) */
+    uint64_t dev, ino;      /* identity */
+    uint64_t fp_hash;       /* fingerprint of the first fp_len bytes */
+    uint32_t fp_len;        /* bytes, < TAIL_FP_MAX while the file is young */
+    int fd;                 /* -1 while closed */
+    int state;              /* enum tail_file_state */
+    int dirty;              /* an event says it may have grown or shrunk */
+    int seen;               /* rescan mark */
+    int in_batch;           /* its position must be set on the current batch */
+    int warned_long;        /* long-line warning given */
+    int eof;                /* the last read hit the end of the file */
+    int kind;               /* enum tail_file_kind */
+    tail_dz *dz;            /* compressed: the decompressor, NULL until read */
+    int64_t dz_done_size;   /* compressed: its size when read to a complete end, else -1 */
+    int trunc_pending;      /* truncation seen; restarts at the next read (after a rescan) */
+    const char *trunc_why;  /* static text: why it restarts */
+    int64_t trunc_ms;       /* monotonic ms the truncation was seen */
+    int prio;               /* read before the others (a copy's tail): until its end */
+    int fresh;              /* found new by the current scan */
+    int64_t undecided_ms;   /* monotonic ms a compressed copy_check could not tell yet */
+    int copy_check;         /* new: compare with the followed files before reading it */
+    tail_file *copy_of;     /* a copy of that file (same bytes): not read until that
+                             * one is truncated or gone, then continued from its position */
+    tail_file *after;       /* the file it replaced (or the copy holding its older
+                             * lines): read first while it has unread data */
+    int64_t after_since_ms; /* monotonic ms `after` was set */
+    int64_t born_ns;        /* birth time (statx), 0 if unknown: rotation order */
+    char *renamed_from;     /* the scan: the matched path it had before (then NULL) */
+    uint64_t bk_hash;       /* hash of the bk_len bytes before bk_off */
+    uint32_t bk_len;        /* 0 = unknown */
+    int64_t bk_off;         /* the offset bk_* are for (-1: none) */
+    int64_t size_seen;      /* the largest size fstat showed (lost bytes at truncation) */
+    int64_t read_off;       /* next byte to read (== splitter's off) */
+    int64_t last_grow_ms;   /* monotonic ms data was last read from it */
+    int64_t last_use_ms;    /* monotonic ms of the last read attempt (LRU) */
+    tail_splitter sp;       /* lines */
+    spool_header hdrs[3];   /* host, path, input */
+    char source[64];        /* position store key */
 };
 
 /* The input's context: option fields first (filled by the core). */
 typedef struct tail_ctx {
-    spool_strlist paths;        /* globs, required */
-    spool_strlist exclude;      /* globs */
-    int read_from;              /* TAIL_FROM_* for files found at the first start */
-    int watcher;                /* TAIL_WATCHER_* */
-    int64_t poll_interval_ms;   /* poll watcher: stat period */
-    int64_t rescan_interval_ms; /* inotify watcher: safety rescan period */
-    int64_t read_buffer;        /* bytes per read() */
-    int strip_cr;               /* drop '\r' before '\n' */
+    spool_strlist paths;            /* globs, required */
+    spool_strlist exclude;          /* globs */
+    int read_from;                  /* TAIL_FROM_* for files found at the first start */
+    int watcher;                    /* TAIL_WATCHER_* */
+    int64_t poll_interval_ms;       /* poll watcher: stat period */
+    int64_t rescan_interval_ms;     /* inotify watcher: safety rescan period */
+    int64_t read_buffer;            /* bytes per read() */
+    int strip_cr;                   /* drop '\r' before '\n' */
     int64_t flush_partial_after_ms; /* emit an incomplete line after this long */
-    int64_t max_line_bytes;     /* longest record */
-    int long_lines;             /* TAIL_LONG_* */
-    char *ml_start;             /* multiline.start (PCRE2) */
-    int64_t ml_max_lines;       /* multiline.max_lines */
-    int64_t ml_timeout_ms;      /* multiline.timeout */
-    int64_t max_open_files;     /* fds held at most */
-    int64_t close_inactive_ms;  /* close a file idle this long */
-    int64_t rotate_wait_ms;     /* keep reading a rotated file this long after its last data */
-    int decompress;             /* read gzip/zstd files decompressed (else skip them) */
-    tail_rt *rt;                /* runtime state, made by init */
+    int64_t max_line_bytes;         /* longest record */
+    int long_lines;                 /* TAIL_LONG_* */
+    char *ml_start;                 /* multiline.start (PCRE2) */
+    int64_t ml_max_lines;           /* multiline.max_lines */
+    int64_t ml_timeout_ms;          /* multiline.timeout */
+    int64_t max_open_files;         /* fds held at most */
+    int64_t close_inactive_ms;      /* close a file idle this long */
+    int64_t rotate_wait_ms;         /* keep reading a rotated file this long after its last data */
+    int decompress;                 /* read gzip/zstd files decompressed (else skip them) */
+    tail_rt *rt;                    /* runtime state, made by init */
 } tail_ctx;
 
 struct tail_rt {
     spool_instance *ins;
     tail_ctx *ctx;
-    tail_split_conf split;      /* from the options */
+    tail_split_conf split; /* from the options */
     pcre2_code *ml_re;
     pcre2_match_data *ml_md;
-    int wake_fd;                /* eventfd: stop() wakes poll() */
-    tail_watch *watch;          /* NULL in poll mode */
-    tail_file **files;          /* tracked files */
+    int wake_fd;       /* eventfd: stop() wakes poll() */
+    tail_watch *watch; /* NULL in poll mode */
+    tail_file **files; /* tracked files */
     size_t nfiles, cap_files;
-    int nopen;                  /* files with an fd */
-    uint8_t *rbuf;              /* read buffer, read_buffer bytes */
+    int nopen;     /* files with an fd */
+    uint8_t *rbuf; /* read buffer, read_buffer bytes */
     size_t rbuf_cap;
-    size_t rbuf_mem;            /* bytes of rbuf counted in the memory account */
-    spool_batch *batch;         /* being filled, NULL if none */
-    int batch_pos;              /* the batch carries positions to set/forget */
-    tail_file **touched;        /* files whose position goes with the batch */
+    size_t rbuf_mem;     /* bytes of rbuf counted in the memory account */
+    spool_batch *batch;  /* being filled, NULL if none */
+    int batch_pos;       /* the batch carries positions to set/forget */
+    tail_file **touched; /* files whose position goes with the batch */
     size_t ntouched, cap_touched;
-    int64_t now_ms;             /* monotonic, per cycle */
-    int64_t now_wall_ms;        /* record timestamps, per read */
+    int64_t now_ms;      /* monotonic, per cycle */
+    int64_t now_wall_ms; /* record timestamps, per read */
     int need_rescan;
-    int check_all;              /* stat every file at the next cycle */
-    int more;                   /* a file has unread data (read budget): don't sleep */
-    int initial;                /* the first scan after start is running */
-    int first_start;            /* no positions existed: read_from applies */
+    int check_all;                /* stat every file at the next cycle */
+    int more;                     /* a file has unread data (read budget): don't sleep */
+    int initial;                  /* the first scan after start is running */
+    int first_start;              /* no positions existed: read_from applies */
     struct tail_restore *restore; /* positions read at start, by source */
     size_t nrestore;
-    int had_marker;             /* TAIL_MARKER_SOURCE was among them */
-    int marker_sent;            /* this run put the marker on a batch */
-    tail_map by_id;             /* (dev, ino) -> file */
-    tail_map by_real;           /* realpath -> file (events) */
-    int index_stale;            /* files changed since the maps were built */
-    int watch_warned;           /* "cannot watch" was logged */
-    int watch_degraded;         /* a watch failed: rescan on poll_interval */
-    struct tail_move *moves;    /* renames of matched files awaiting their MOVED_TO */
+    int had_marker;          /* TAIL_MARKER_SOURCE was among them */
+    int marker_sent;         /* this run put the marker on a batch */
+    tail_map by_id;          /* (dev, ino) -> file */
+    tail_map by_real;        /* realpath -> file (events) */
+    int index_stale;         /* files changed since the maps were built */
+    int watch_warned;        /* "cannot watch" was logged */
+    int watch_degraded;      /* a watch failed: rescan on poll_interval */
+    struct tail_move *moves; /* renames of matched files awaiting their MOVED_TO */
     size_t nmoves;
-    char **moved;               /* where matched files were renamed to (to adopt) */
-    char **moved_shown;         /* the matched path each of them had */
+    char **moved;       /* where matched files were renamed to (to adopt) */
+    char **moved_shown; /* the matched path each of them had */
     size_t nmoved;
     spool_counter *c_long, *c_rot, *c_trunc, *c_open;
     uint64_t rotations, truncations;

@@ -383,9 +383,9 @@ static int link_copy(tail_rt *rt, tail_file *f)
             head->head_want = TAIL_FP_MAX;
             head->limit = TAIL_FP_MAX;
         }
-        int r = z && head ? tail_dz_run(z, f->fd, rt->rbuf, rt->rbuf_cap, TAIL_FP_MAX,
-                                        probe_take, head)
-                          : -ENOMEM;
+        int r = z && head
+                    ? tail_dz_run(z, f->fd, rt->rbuf, rt->rbuf_cap, TAIL_FP_MAX, probe_take, head)
+                    : -ENOMEM;
         if (r == 0 && head->head_len < TAIL_FP_MAX && !tail_dz_complete(z)) {
             r = -EAGAIN; /* still being compressed: too little to compare yet */
         }
@@ -788,8 +788,10 @@ static void note_long_lines(tail_rt *rt, tail_file *f, uint64_t before)
     }
     if (!f->warned_long) {
         f->warned_long = 1;
-        spool_log_warn(rt->ins, "%s: line longer than max_line_bytes (%" PRId64 "), %s "
-                       "(warned once per file)", f->path, rt->ctx->max_line_bytes,
+        spool_log_warn(rt->ins,
+                       "%s: line longer than max_line_bytes (%" PRId64 "), %s "
+                       "(warned once per file)",
+                       f->path, rt->ctx->max_line_bytes,
                        rt->split.truncate ? "truncated" : "split");
     }
 }
@@ -1101,8 +1103,8 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
                 return r;
             }
         }
-        if (rt->batch && (spool_batch_bytes(rt->batch) >= (1u << 20) ||
-                          spool_batch_count(rt->batch) >= 10000)) {
+        if (rt->batch &&
+            (spool_batch_bytes(rt->batch) >= (1u << 20) || spool_batch_count(rt->batch) >= 10000)) {
             if ((r = tail_batch_submit(rt)) < 0) {
                 return r;
             }

@@ -177,7 +177,7 @@ static void expand_at(expand *e, const char *dir, char **pc, int np, int depth)
     }
     if (strcmp(pc[0], "**") == 0) {
         e->on_dir(e->arg, dir, NULL);
-        expand_at(e, dir, pc + 1, np - 1, depth);   /* zero directories */
+        expand_at(e, dir, pc + 1, np - 1, depth); /* zero directories */
         if (np == 1) {
             /* A trailing `**` matches every file below. */
             DIR *d = opendir(dir);

@@ -101,8 +101,7 @@ static int put_line(tail_splitter *sp, const tail_split_conf *c, const uint8_t *
         return emit_record(sp, p, n, end, emit, arg);
     }
     int r;
-    if (sp->rec_lines > 0 &&
-        (sp->rec.len + 1 + n > c->max_line || ml_is_start(c, p, n))) {
+    if (sp->rec_lines > 0 && (sp->rec.len + 1 + n > c->max_line || ml_is_start(c, p, n))) {
         r = tail_split_flush_record(sp, c, emit, arg);
         if (r < 0) {
             return r;

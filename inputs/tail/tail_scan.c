@@ -260,8 +260,8 @@ static int holds_position(int fd, const tail_pos *pos, int64_t size)
 static int64_t start_offset(tail_rt *rt, const char *path, const struct stat *st,
                             tail_restore **restored)
 {
-    tail_restore *rs = rt->nrestore ? restore_find(rt, (uint64_t)st->st_dev,
-                                                   (uint64_t)st->st_ino) : NULL;
+    tail_restore *rs =
+        rt->nrestore ? restore_find(rt, (uint64_t)st->st_dev, (uint64_t)st->st_ino) : NULL;
     if (rs) {
         rs->claimed = 1;
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -375,8 +375,7 @@ static int64_t birth_ns(int fd)
 }
 
 /* Opens a rotated file found at `path` by inode; it becomes TAIL_ROTATED. */
-static tail_file *adopt_rotated(tail_rt *rt, const char *path, const char *shown,
-                                int64_t offset)
+static tail_file *adopt_rotated(tail_rt *rt, const char *path, const char *shown, int64_t offset)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -603,14 +602,16 @@ void tail_scan_restore_leftovers(tail_rt *rt)
                 if (anchors) {
                     anchors[nanchors++] = x;
                 }
-                spool_log_info(rt->ins, "%s: rotated to %s (not finished when spool stopped); "
-                               "finishing it from offset %" PRId64, rs->pos.path, found,
-                               rs->pos.offset);
+                spool_log_info(rt->ins,
+                               "%s: rotated to %s (not finished when spool stopped); "
+                               "finishing it from offset %" PRId64,
+                               rs->pos.path, found, rs->pos.offset);
                 continue;
             }
         }
-        spool_log_warn(rt->ins, "%s: removed while spool was stopped (position %" PRId64
-                       "); forgetting it", rs->pos.path, rs->pos.offset);
+        spool_log_warn(rt->ins,
+                       "%s: removed while spool was stopped (position %" PRId64 "); forgetting it",
+                       rs->pos.path, rs->pos.offset);
         tail_batch_forget(rt, rs->source);
     }
     /* Renamed files in birth order (they were adopted in position order). */
@@ -691,8 +692,10 @@ static void make_rotated(tail_rt *rt, tail_file *f, const char *why)
             }
         }
         if (f->fd < 0) {
-            spool_log_warn(rt->ins, "%s: %s while closed and not found again; lines written "
-                           "after offset %" PRId64 " are not read", f->path, why, f->read_off);
+            spool_log_warn(rt->ins,
+                           "%s: %s while closed and not found again; lines written "
+                           "after offset %" PRId64 " are not read",
+                           f->path, why, f->read_off);
         }
     }
     f->state = TAIL_ROTATED;
@@ -714,8 +717,8 @@ static void on_dir(void *arg, const char *dir, const char *name_filter)
     int r = tail_watch_add(rt->watch, dir, name_filter);
     if (r < 0 && r != -ENOENT && !rt->watch_warned) {
         rt->watch_warned = 1;
-        spool_log_warn(rt->ins, "cannot watch %s: %s; relying on rescans every %" PRId64 " ms",
-                       dir, strerror(-r), rt->ctx->poll_interval_ms);
+        spool_log_warn(rt->ins, "cannot watch %s: %s; relying on rescans every %" PRId64 " ms", dir,
+                       strerror(-r), rt->ctx->poll_interval_ms);
         rt->watch_degraded = 1;
     }
 }
@@ -798,8 +801,8 @@ static void on_file(void *arg, const char *path, const struct stat *st)
     /* Read from the beginning: it may be a copy of a file already read
      * (copytruncate); looked at before its first read, all files known. */
     f->copy_check = off == 0;
-    spool_log_debug(rt->ins, "%s: following (%s) from offset %" PRId64 "%s", path, f->source,
-                    off, restored ? " (stored position)" : "");
+    spool_log_debug(rt->ins, "%s: following (%s) from offset %" PRId64 "%s", path, f->source, off,
+                    restored ? " (stored position)" : "");
     /* Watch the real directory too (a symlink's target elsewhere). */
     if (rt->watch) {
         char *slash = strrchr(real, '/');

@@ -26,24 +26,24 @@
 
 #include "tail.h"
 
-#define WATCH_MASK                                                                        \
-    (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | \
+#define WATCH_MASK                                                                                 \
+    (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF |         \
      IN_MODIFY | IN_ONLYDIR)
 
 typedef struct watch_entry {
-    int wd;          /* inotify watch descriptor, -1 once gone */
-    char *dir;       /* canonical directory path */
-    int any;         /* every entry matters */
-    char **names;    /* else: these entry names matter */
+    int wd;       /* inotify watch descriptor, -1 once gone */
+    char *dir;    /* canonical directory path */
+    int any;      /* every entry matters */
+    char **names; /* else: these entry names matter */
     size_t nnames;
-    int used;        /* wanted by the current rescan */
+    int used; /* wanted by the current rescan */
 } watch_entry;
 
 struct tail_watch {
-    int fd;                /* inotify fd */
-    watch_entry *e;        /* entries */
+    int fd;         /* inotify fd */
+    watch_entry *e; /* entries */
     size_t n, cap;
-    char *evbuf;           /* event read buffer */
+    char *evbuf; /* event read buffer */
 };
 
 #define EVBUF_SIZE (64 * 1024)

@@ -37,18 +37,18 @@ typedef struct open_file {
 } open_file;
 
 typedef struct file_ctx {
-    char *path;              /* option: path template */
-    int format;              /* option */
-    int fsync;               /* option */
-    int64_t max_open_files;  /* option */
-    int64_t idle_close;      /* option, ms */
+    char *path;             /* option: path template */
+    int format;             /* option */
+    int fsync;              /* option */
+    int64_t max_open_files; /* option */
+    int64_t idle_close;     /* option, ms */
     int is_stdout;
-    spool_template *tpl;     /* compiled path */
-    int has_strftime;        /* path contains '%' */
+    spool_template *tpl; /* compiled path */
+    int has_strftime;    /* path contains '%' */
     open_file *files;
     size_t nfiles;
-    spool_buf out;           /* formatted output */
-    int last_failed;         /* log an error once per failure streak */
+    spool_buf out;   /* formatted output */
+    int last_failed; /* log an error once per failure streak */
 } file_ctx;
 
 static const spool_option file_options[] = {
@@ -58,8 +58,8 @@ static const spool_option file_options[] = {
                      "raw: the value and a newline; json: one object per record"),
     SPOOL_OPT_FLAG("fsync", file_ctx, fsync, "false",
                    "fdatasync before acknowledging (slower, survives power loss)"),
-    SPOOL_OPT_INTEGER("max_open_files", file_ctx, max_open_files, FILE_MAX_OPEN_DEFAULT, 1,
-                      65536, "open file descriptors kept for templated paths"),
+    SPOOL_OPT_INTEGER("max_open_files", file_ctx, max_open_files, FILE_MAX_OPEN_DEFAULT, 1, 65536,
+                      "open file descriptors kept for templated paths"),
     SPOOL_OPT_TIME("idle_close", file_ctx, idle_close, "60s", 0, 86400000,
                    "close a file not written for this long"),
     SPOOL_OPT_END,
@@ -239,8 +239,7 @@ static int file_flush(spool_instance *ins, void *vctx, const spool_chunk *c)
     file_ctx *ctx = vctx;
     char path[4096], cur[4096] = "";
     int rc = 0, fd = 1;
-    int templated = !ctx->is_stdout &&
-                    (ctx->has_strftime || !spool_template_is_literal(ctx->tpl));
+    int templated = !ctx->is_stdout && (ctx->has_strftime || !spool_template_is_literal(ctx->tpl));
 
     ctx->out.len = 0;
     if (!ctx->is_stdout && !templated) {

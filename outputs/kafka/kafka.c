@@ -86,13 +86,11 @@ static void kafka_topics_clear(kafka_ctx *ctx)
 
 /* The cached handle of topic `name`, created on first use. NULL on ENOMEM
  * or if librdkafka refuses the name (*err says which). Output thread. */
-static rd_kafka_topic_t *kafka_topic_get(kafka_ctx *ctx, const char *name,
-                                         rd_kafka_resp_err_t *err)
+static rd_kafka_topic_t *kafka_topic_get(kafka_ctx *ctx, const char *name, rd_kafka_resp_err_t *err)
 {
     kafka_topic *t;
 
-    if (ctx->topic_last < ctx->topic_count &&
-        !strcmp(ctx->topics[ctx->topic_last].name, name)) {
+    if (ctx->topic_last < ctx->topic_count && !strcmp(ctx->topics[ctx->topic_last].name, name)) {
         return ctx->topics[ctx->topic_last].rkt;
     }
     for (size_t i = 0; i < ctx->topic_count; i++) {
@@ -305,8 +303,8 @@ static int kafka_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         free(p);
         return result;
     }
-    spool_log_debug(ins, "%s[%d] offsets %lld..%lld: %zu records produced in %lld ms",
-                    chunk->topic, (int)chunk->partition, (long long)chunk->first_offset,
+    spool_log_debug(ins, "%s[%d] offsets %lld..%lld: %zu records produced in %lld ms", chunk->topic,
+                    (int)chunk->partition, (long long)chunk->first_offset,
                     (long long)chunk->next_offset - 1, chunk->count,
                     (long long)(spool_monotonic_ms() - p->started_ms));
     kafka_pending_release(p, 1);
@@ -354,8 +352,8 @@ static int kafka_init(spool_instance *ins, void *vctx)
     ctx->redelivered = spool_counter_register(
         ins, "redelivered_records",
         "records Kafka had acknowledged in chunks that were then sent again (duplicates)");
-    ctx->fatal_errors = spool_counter_register(ins, "fatal_errors",
-                                               "fatal producer errors (producer recreated)");
+    ctx->fatal_errors =
+        spool_counter_register(ins, "fatal_errors", "fatal producer errors (producer recreated)");
     rc = kafka_producer_create(ctx);
     if (rc) {
         return rc;
@@ -394,8 +392,10 @@ static void kafka_drain(spool_instance *ins, void *vctx, int64_t timeout_ms)
         return;
     }
     left = (size_t)rd_kafka_outq_len(ctx->rk);
-    spool_log_warn(ins, "%zu messages not acknowledged by Kafka at shutdown; their chunks will "
-                   "be sent again after restart", left);
+    spool_log_warn(ins,
+                   "%zu messages not acknowledged by Kafka at shutdown; their chunks will "
+                   "be sent again after restart",
+                   left);
     rd_kafka_purge(ctx->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     if (kafka_wait_outstanding(ctx, 5000)) {
         spool_log_error(ins, "%zu chunks still pending after purge",

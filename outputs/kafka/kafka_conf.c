@@ -23,8 +23,7 @@ static const char *const kafka_acks_values[] = {"-1", "1", "0"};
 
 /* Reports a rejected setting: in check mode through spool_config_error
  * (the core prints the position), otherwise in the log. */
-static void kafka_conf_report(spool_instance *ins, int report, const char *option,
-                              const char *msg)
+static void kafka_conf_report(spool_instance *ins, int report, const char *option, const char *msg)
 {
     if (report) {
         spool_config_error(ins, option, "%s", msg);

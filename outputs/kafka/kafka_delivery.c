@@ -60,15 +60,17 @@ static void kafka_pending_finish(kafka_pending *p)
             }
         }
         if (err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION && ctx->partitioner == KAFKA_PART_SAME) {
-            spool_log_error(ins, "Kafka topic %s has no partition %d: partitioner: same needs at "
+            spool_log_error(ins,
+                            "Kafka topic %s has no partition %d: partitioner: same needs at "
                             "least as many Kafka partitions as the spool topic %s has",
                             p->err_topic, (int)p->chunk->partition, p->chunk->topic);
         }
-        spool_log_error(ins, "%zu of %zu records of %s[%d] offsets %lld..%lld not delivered to "
-                        "Kafka topic %s: %s%s", p->chunk->count - acked, p->chunk->count,
-                        p->chunk->topic, (int)p->chunk->partition,
-                        (long long)p->chunk->first_offset, (long long)p->chunk->next_offset - 1,
-                        p->err_topic, reason,
+        spool_log_error(ins,
+                        "%zu of %zu records of %s[%d] offsets %lld..%lld not delivered to "
+                        "Kafka topic %s: %s%s",
+                        p->chunk->count - acked, p->chunk->count, p->chunk->topic,
+                        (int)p->chunk->partition, (long long)p->chunk->first_offset,
+                        (long long)p->chunk->next_offset - 1, p->err_topic, reason,
                         result == SPOOL_RETRY ? "; the chunk will be sent again"
                                               : "; the chunk goes to the dead-letter topic");
     }
@@ -160,8 +162,7 @@ void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
     /* Connection problems are retried by librdkafka: warn (rate-limited by
      * the core), with the error's name so users can look it up. */
-    spool_log_warn(ctx->ins, "kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err),
-                   reason);
+    spool_log_warn(ctx->ins, "kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
 void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)

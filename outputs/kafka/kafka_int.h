@@ -47,38 +47,38 @@ typedef struct kafka_pending {
 
 typedef struct kafka_ctx {
     /* Filled from the option table (owned by the core). */
-    spool_strlist brokers;    /* host:port list */
-    char *kafka_topic;        /* topic name or template */
-    int partitioner;          /* enum kafka_partitioner */
-    int compression;          /* index into kafka_compression_names */
-    int acks;                 /* index into kafka_acks_names */
-    int idempotence;          /* enable.idempotence */
-    int64_t kafka_linger;     /* linger.ms, milliseconds */
-    int64_t batch_size;       /* batch.size, bytes */
-    int64_t batch_records;    /* batch.num.messages */
-    int64_t message_timeout;  /* message.timeout.ms, milliseconds; 0 = forever */
-    int64_t queue_bytes;      /* queue.buffering.max.kbytes, bytes */
-    spool_strmap properties;  /* any further librdkafka property */
+    spool_strlist brokers;   /* host:port list */
+    char *kafka_topic;       /* topic name or template */
+    int partitioner;         /* enum kafka_partitioner */
+    int compression;         /* index into kafka_compression_names */
+    int acks;                /* index into kafka_acks_names */
+    int idempotence;         /* enable.idempotence */
+    int64_t kafka_linger;    /* linger.ms, milliseconds */
+    int64_t batch_size;      /* batch.size, bytes */
+    int64_t batch_records;   /* batch.num.messages */
+    int64_t message_timeout; /* message.timeout.ms, milliseconds; 0 = forever */
+    int64_t queue_bytes;     /* queue.buffering.max.kbytes, bytes */
+    spool_strmap properties; /* any further librdkafka property */
 
     /* Runtime (owned by the plugin). */
     spool_instance *ins;
     spool_template *topic_tpl; /* NULL when kafka_topic is a literal */
     rd_kafka_t *rk;
-    pthread_rwlock_t rk_lock;  /* write-held only to replace rk after a fatal error */
+    pthread_rwlock_t rk_lock; /* write-held only to replace rk after a fatal error */
     int rk_lock_init;
-    kafka_topic *topics;       /* cache of topic handles */
+    kafka_topic *topics; /* cache of topic handles */
     size_t topic_count;
     size_t topic_cap;
-    size_t topic_last;         /* index of the last topic used */
+    size_t topic_last; /* index of the last topic used */
     pthread_t poll_thread;
     int poll_running;
     atomic_int poll_stop;
-    atomic_size_t outstanding;  /* chunks pending completion */
-    atomic_int fatal;           /* 1 after librdkafka reported a fatal error */
+    atomic_size_t outstanding;   /* chunks pending completion */
+    atomic_int fatal;            /* 1 after librdkafka reported a fatal error */
     atomic_int complete_allowed; /* 0 during destroy: do not call back into the core */
-    spool_counter *redelivered; /* records acked in chunks that were then retried */
+    spool_counter *redelivered;  /* records acked in chunks that were then retried */
     spool_counter *fatal_errors;
-    char *scratch;              /* topic name rendering buffer */
+    char *scratch; /* topic name rendering buffer */
     size_t scratch_cap;
 } kafka_ctx;
 

@@ -36,8 +36,8 @@ static void check_views(const spool_decoded *d)
         }
         touch(r->key, r->key_len);
         touch(r->value, r->value_len);
-        if (r->header_count > 0 &&
-            (r->headers < d->headers || r->headers + r->header_count > d->headers + d->header_count)) {
+        if (r->header_count > 0 && (r->headers < d->headers ||
+                                    r->headers + r->header_count > d->headers + d->header_count)) {
             abort();
         }
         for (uint32_t h = 0; h < r->header_count; h++) {

@@ -71,7 +71,7 @@ static int record_field(void *arg, const char *name, size_t name_len, const uint
 
 /* Walks the recorded fields: returns 1 and the next one, or 0 at the end. */
 static inline int next_field(const fbuf *b, size_t *at, const uint8_t **name, size_t *name_len,
-                      const uint8_t **val, size_t *val_len)
+                             const uint8_t **val, size_t *val_len)
 {
     if (*at >= b->len) {
         return 0;

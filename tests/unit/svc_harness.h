@@ -44,8 +44,7 @@ static const spool_plugin h_input_plugin = {
     .run = h_input_run,
 };
 
-H_FN spool_topic_conf *h_topic(harness *h, const char *name, int32_t partitions,
-                                 int64_t max_bytes)
+H_FN spool_topic_conf *h_topic(harness *h, const char *name, int32_t partitions, int64_t max_bytes)
 {
     spool_topic_conf *t = &h->topics[h->ntopics++];
     memset(t, 0, sizeof(*t));
@@ -100,8 +99,8 @@ H_FN spool_instance *h_input(harness *h, const char *name, int topic)
 }
 
 /* A batch of n records "<prefix>-<first+i>", optionally with a position. */
-H_FN spool_batch *h_batch(spool_instance *ins, const char *prefix, int first, int n,
-                            size_t pad, const char *pos)
+H_FN spool_batch *h_batch(spool_instance *ins, const char *prefix, int first, int n, size_t pad,
+                          const char *pos)
 {
     spool_batch *b = spool_batch_create(ins);
     char val[4096];
@@ -110,8 +109,8 @@ H_FN spool_batch *h_batch(spool_instance *ins, const char *prefix, int first, in
     for (int i = 0; i < n; i++) {
         int len = snprintf(val, sizeof(val), "%s-%08d", prefix, first + i);
         memset(val + len, 'p', pad);
-        spool_record r = {.key_len = -1, .value = (const uint8_t *)val,
-                          .value_len = (int32_t)(len + (int)pad)};
+        spool_record r = {
+            .key_len = -1, .value = (const uint8_t *)val, .value_len = (int32_t)(len + (int)pad)};
         assert_int_equal(spool_batch_append(b, &r), 0);
     }
     if (pos) {
@@ -195,8 +194,8 @@ H_FN size_t h_values(harness *h, int topic, int32_t partition, char ***out)
                     vals = realloc(vals, cap * sizeof(*vals));
                     assert_non_null(vals);
                 }
-                vals[n++] = strndup((const char *)dec.records[i].value,
-                                    (size_t)dec.records[i].value_len);
+                vals[n++] =
+                    strndup((const char *)dec.records[i].value, (size_t)dec.records[i].value_len);
             }
             at += (size_t)sz;
         }

@@ -78,7 +78,8 @@ static void test_crc32c_chaining(void **state)
         size_t len = rnd() % n;
         size_t cut = len ? rnd() % len : 0;
         uint32_t whole = spool_crc32c(0, buf + off, len);
-        uint32_t chained = spool_crc32c(spool_crc32c(0, buf + off, cut), buf + off + cut, len - cut);
+        uint32_t chained =
+            spool_crc32c(spool_crc32c(0, buf + off, cut), buf + off + cut, len - cut);
         assert_int_equal(whole, chained);
         assert_int_equal(whole, spool__crc32c_sw(0, buf + off, len));
     }
@@ -147,9 +148,24 @@ static void test_varint_rejects(void **state)
 static void test_varlong_boundaries(void **state)
 {
     (void)state;
-    const int64_t vals[] = {0, -1, 1, 63, 64, -64, -65, 8191, 8192, INT32_MAX, INT32_MIN,
-                            (int64_t)INT32_MAX + 1, (int64_t)INT32_MIN - 1, INT64_MAX, INT64_MIN,
-                            INT64_MAX - 1, INT64_MIN + 1, 1700000000000};
+    const int64_t vals[] = {0,
+                            -1,
+                            1,
+                            63,
+                            64,
+                            -64,
+                            -65,
+                            8191,
+                            8192,
+                            INT32_MAX,
+                            INT32_MIN,
+                            (int64_t)INT32_MAX + 1,
+                            (int64_t)INT32_MIN - 1,
+                            INT64_MAX,
+                            INT64_MIN,
+                            INT64_MAX - 1,
+                            INT64_MIN + 1,
+                            1700000000000};
     const size_t sizes[] = {1, 1, 1, 1, 2, 1, 2, 2, 3, 5, 5, 5, 5, 10, 10, 10, 10, 6};
     for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
         uint8_t b[10];
@@ -196,8 +212,7 @@ static void test_murmur2_kafka_vectors(void **state)
         {"abc", 479470107},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        assert_int_equal((int32_t)spool_murmur2(cases[i].key, strlen(cases[i].key)),
-                         cases[i].hash);
+        assert_int_equal((int32_t)spool_murmur2(cases[i].key, strlen(cases[i].key)), cases[i].hash);
     }
     assert_int_equal(spool_partition_for_key("x", 1, 0), -1);
 }
@@ -207,8 +222,7 @@ static void test_murmur2_vs_librdkafka(void **state)
     (void)state;
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    assert_int_equal(rd_kafka_conf_set(conf, "log_level", "0", err, sizeof(err)),
-                     RD_KAFKA_CONF_OK);
+    assert_int_equal(rd_kafka_conf_set(conf, "log_level", "0", err, sizeof(err)), RD_KAFKA_CONF_OK);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     assert_non_null(rk);
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, "codec-test", NULL);
@@ -232,37 +246,37 @@ static void test_murmur2_vs_librdkafka(void **state)
 /* Two records, built from the v2 spec byte by byte (not by the encoder).
  * CRC computed independently (bitwise CRC-32C in Python). */
 static const uint8_t hand_batch[] = {
-    0, 0, 0, 0, 0, 0, 0, 100,          /* baseOffset 100 */
-    0, 0, 0, 90,                       /* batchLength: 102 - 12 */
-    0, 0, 0, 0,                        /* partitionLeaderEpoch 0 */
-    2,                                 /* magic */
-    0x90, 0x48, 0x36, 0xe3,            /* crc */
-    0, 0,                              /* attributes: no compression */
-    0, 0, 0, 1,                        /* lastOffsetDelta 1 */
-    0, 0, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, /* baseTimestamp 1700000000000 */
-    0, 0, 0x01, 0x8b, 0xcf, 0xe5, 0x69, 0x2c, /* maxTimestamp 1700000000300 */
+    0, 0, 0, 0, 0, 0, 0, 100,                       /* baseOffset 100 */
+    0, 0, 0, 90,                                    /* batchLength: 102 - 12 */
+    0, 0, 0, 0,                                     /* partitionLeaderEpoch 0 */
+    2,                                              /* magic */
+    0x90, 0x48, 0x36, 0xe3,                         /* crc */
+    0, 0,                                           /* attributes: no compression */
+    0, 0, 0, 1,                                     /* lastOffsetDelta 1 */
+    0, 0, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00,       /* baseTimestamp 1700000000000 */
+    0, 0, 0x01, 0x8b, 0xcf, 0xe5, 0x69, 0x2c,       /* maxTimestamp 1700000000300 */
     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* producerId -1 */
-    0xff, 0xff,                        /* producerEpoch -1 */
-    0xff, 0xff, 0xff, 0xff,            /* baseSequence -1 */
-    0, 0, 0, 2,                        /* recordCount 2 */
+    0xff, 0xff,                                     /* producerEpoch -1 */
+    0xff, 0xff, 0xff, 0xff,                         /* baseSequence -1 */
+    0, 0, 0, 2,                                     /* recordCount 2 */
     /* record 0 */
-    0x22,                              /* length 17 */
-    0x00,                              /* attributes */
-    0x00,                              /* timestampDelta 0 */
-    0x00,                              /* offsetDelta 0 */
-    0x04, 'k', '1',                    /* key "k1" */
-    0x0a, 'h', 'e', 'l', 'l', 'o',     /* value "hello" */
-    0x02,                              /* 1 header */
-    0x02, 'h', 0x02, 'v',              /* h=v */
+    0x22,                          /* length 17 */
+    0x00,                          /* attributes */
+    0x00,                          /* timestampDelta 0 */
+    0x00,                          /* offsetDelta 0 */
+    0x04, 'k', '1',                /* key "k1" */
+    0x0a, 'h', 'e', 'l', 'l', 'o', /* value "hello" */
+    0x02,                          /* 1 header */
+    0x02, 'h', 0x02, 'v',          /* h=v */
     /* record 1 */
-    0x2c,                              /* length 22 */
-    0x00,                              /* attributes */
-    0xd8, 0x04,                        /* timestampDelta 300 */
-    0x02,                              /* offsetDelta 1 */
-    0x01,                              /* key null (-1) */
-    0x0a, 'w', 'o', 'r', 'l', 'd',     /* value "world" */
-    0x04,                              /* 2 headers */
-    0x02, 'a', 0x01,                   /* a = null */
+    0x2c,                                /* length 22 */
+    0x00,                                /* attributes */
+    0xd8, 0x04,                          /* timestampDelta 300 */
+    0x02,                                /* offsetDelta 1 */
+    0x01,                                /* key null (-1) */
+    0x0a, 'w', 'o', 'r', 'l', 'd',       /* value "world" */
+    0x04,                                /* 2 headers */
+    0x02, 'a', 0x01,                     /* a = null */
     0x04, 'b', 'b', 0x06, 'x', 'y', 'z', /* bb = xyz */
 };
 
@@ -632,12 +646,14 @@ static void test_random_mutations(void **state)
     spool_header hs[] = {{"k", 1, (const uint8_t *)"v", 1}};
     spool_record recs[8];
     for (int i = 0; i < 8; i++) {
-        recs[i] = (spool_record){(const uint8_t *)"key", 3, (const uint8_t *)"value value", 11,
-                                 hs, 1, 1000 + i, -1, -1};
+        recs[i] = (spool_record){
+            (const uint8_t *)"key", 3, (const uint8_t *)"value value", 11, hs, 1, 1000 + i, -1, -1};
     }
     spool_decoded d = {0};
     for (int c = 0; c < 3; c++) {
-        int comp = c == 0 ? SPOOL_COMPRESS_NONE : c == 1 ? SPOOL_COMPRESS_ZSTD : SPOOL_COMPRESS_GZIP;
+        int comp = c == 0   ? SPOOL_COMPRESS_NONE
+                   : c == 1 ? SPOOL_COMPRESS_ZSTD
+                            : SPOOL_COMPRESS_GZIP;
         spool_buf out = {0};
         assert_int_equal(spool_batch_encode(&out, 0, recs, 8, 0, comp, 1), 0);
         for (int iter = 0; iter < 3000; iter++) {
@@ -696,12 +712,19 @@ static void test_many_batches_one_decoded(void **state)
         counts[b] = 1 + (size_t)b * 7 % 50;
         for (size_t i = 0; i < counts[b]; i++) {
             size_t vl = (size_t)(b * 131 + (int)i * 17) % 3000;
-            recs[i] = (spool_record){(const uint8_t *)text + i, (int32_t)(i % 5),
-                                     (const uint8_t *)text + b, (int32_t)vl, hs,
-                                     (uint32_t)((b + (int)i) % 41), 1000 + b, -1, -1};
+            recs[i] = (spool_record){(const uint8_t *)text + i,
+                                     (int32_t)(i % 5),
+                                     (const uint8_t *)text + b,
+                                     (int32_t)vl,
+                                     hs,
+                                     (uint32_t)((b + (int)i) % 41),
+                                     1000 + b,
+                                     -1,
+                                     -1};
         }
-        int comp = b % 3 == 0 ? SPOOL_COMPRESS_NONE : b % 3 == 1 ? SPOOL_COMPRESS_ZSTD
-                                                                : SPOOL_COMPRESS_GZIP;
+        int comp = b % 3 == 0   ? SPOOL_COMPRESS_NONE
+                   : b % 3 == 1 ? SPOOL_COMPRESS_ZSTD
+                                : SPOOL_COMPRESS_GZIP;
         assert_int_equal(spool_batch_encode(&bufs[b], next, recs, counts[b], 0, comp, 1), 0);
         next += (int64_t)counts[b];
     }
@@ -729,8 +752,7 @@ static void test_many_batches_one_decoded(void **state)
                 assert_memory_equal(r->headers[h].key, hs[h].key, hs[h].key_len);
                 assert_int_equal(r->headers[h].value_len, hs[h].value_len);
                 if (hs[h].value_len > 0) {
-                    assert_memory_equal(r->headers[h].value, hs[h].value,
-                                        (size_t)hs[h].value_len);
+                    assert_memory_equal(r->headers[h].value, hs[h].value, (size_t)hs[h].value_len);
                 }
             }
         }
@@ -767,8 +789,15 @@ static void test_throughput_print(void **state)
     char line[200];
     memset(line, 'x', sizeof(line));
     for (int i = 0; i < N; i++) {
-        recs[i] = (spool_record){(const uint8_t *)"host-1", 6, (const uint8_t *)line, 200,
-                                 NULL, 0, 1700000000000 + i, -1, -1};
+        recs[i] = (spool_record){(const uint8_t *)"host-1",
+                                 6,
+                                 (const uint8_t *)line,
+                                 200,
+                                 NULL,
+                                 0,
+                                 1700000000000 + i,
+                                 -1,
+                                 -1};
     }
     spool_buf out = {0};
     spool_decoded d = {0};

@@ -61,7 +61,7 @@ static int setup(void **state)
         .fsync_mode = SPOOL_FSYNC_NEVER,
         .index_interval_bytes = 512,
     };
-    f->opt = (spool_log_options){ .data_dir = f->dir, .topics = &f->topic, .topic_count = 1 };
+    f->opt = (spool_log_options){.data_dir = f->dir, .topics = &f->topic, .topic_count = 1};
     *state = f;
     return 0;
 }
@@ -99,16 +99,20 @@ static int append_n(spool_log *log, int32_t part, int64_t expect_base, int n, in
 {
     char vals[64][256];
     spool_record recs[64];
-    spool_header hdr = { .key = "h", .key_len = 1, .value = (const uint8_t *)"v", .value_len = 1 };
+    spool_header hdr = {.key = "h", .key_len = 1, .value = (const uint8_t *)"v", .value_len = 1};
     assert_true(n <= 64);
     for (int i = 0; i < n; i++) {
         size_t len = value_for(expect_base + i, vals[i], sizeof(vals[i]));
         recs[i] = (spool_record){
-            .key = (const uint8_t *)"k", .key_len = 1,
-            .value = (const uint8_t *)vals[i], .value_len = (int32_t)len,
-            .headers = &hdr, .header_count = 1,
+            .key = (const uint8_t *)"k",
+            .key_len = 1,
+            .value = (const uint8_t *)vals[i],
+            .value_len = (int32_t)len,
+            .headers = &hdr,
+            .header_count = 1,
             .timestamp = ts ? ts + (expect_base + i) : 0,
-            .partition = -1, .offset = -1,
+            .partition = -1,
+            .offset = -1,
         };
     }
     int64_t base = -1;
@@ -123,8 +127,8 @@ static int append_n(spool_log *log, int32_t part, int64_t expect_base, int n, in
  * Returns the number of records seen. */
 static int64_t read_check(spool_log *log, int32_t part, int64_t from, int64_t *last_next)
 {
-    spool_buf buf = { 0 };
-    spool_decoded d = { 0 };
+    spool_buf buf = {0};
+    spool_decoded d = {0};
     int64_t next = from, expect = from, seen = 0;
     for (int guard = 0; guard < 100000; guard++) {
         buf.len = 0;
@@ -190,8 +194,8 @@ static int64_t batch_pos(fixture *f, int64_t base)
         for (int i = 0; i < 8; i++) {
             b = (b << 8) | h[i];
         }
-        uint32_t len = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) |
-                       h[11];
+        uint32_t len =
+            ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) | h[11];
         if (b == base) {
             found = pos;
             break;
@@ -213,7 +217,6 @@ static void flip_byte(fixture *f, int64_t pos)
     assert_true(pwrite(fd, &b, 1, pos) == 1);
     close(fd);
 }
-
 
 static void test_roundtrip_rolls(void **state)
 {
@@ -257,7 +260,7 @@ static void test_read_mid_batch(void **state)
     assert_int_equal(append_n(log, 0, 0, 10, 0), 0);
     assert_int_equal(append_n(log, 0, 10, 10, 0), 0);
     assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
-    spool_buf buf = { 0 };
+    spool_buf buf = {0};
     int64_t next;
     long n = spool_log_read(log, 0, 0, 15, 1, &buf, &next); /* max_bytes 1: one batch anyway */
     assert_true(n > 0);
@@ -392,7 +395,7 @@ static void test_corrupt_middle(void **state)
     }
     assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
     /* Find the position of the batch holding offset 75. */
-    spool_buf buf = { 0 };
+    spool_buf buf = {0};
     int64_t next;
     assert_true(spool_log_read(log, 0, 0, 0, 1 << 20, &buf, &next) > 0);
     size_t off = 0;
@@ -547,7 +550,7 @@ static void test_cursors(void **state)
     assert_int_equal(spool_log_cursor_register(log, "out.1"), 0);
     assert_int_equal(spool_log_cursor_get(log, "out.1", 0, 1), 7);
     assert_int_equal(spool_log_cursor_get(log, "out.1", 0, 0), 0);
-    cursor_seen seen = { 0, -1 };
+    cursor_seen seen = {0, -1};
     assert_int_equal(spool_log_cursor_foreach(log, on_cursor, &seen), 0);
     assert_int_equal(seen.count, 1);
     assert_int_equal(seen.offset, 7);
@@ -683,8 +686,8 @@ static void test_block_eagain(void **state)
 
 /* ---- injected I/O failures ---- */
 
-static int fail_mode;   /* 0 none, 1 ENOSPC, 2 EIO, 3 short write */
-static int fail_trunc;  /* ftruncate fails once */
+static int fail_mode;  /* 0 none, 1 ENOSPC, 2 EIO, 3 short write */
+static int fail_trunc; /* ftruncate fails once */
 
 static long failing_pwrite(int fd, const void *buf, size_t len, int64_t off)
 {
@@ -773,7 +776,7 @@ static void test_io_failures(void **state)
     char path[512];
     seg_file(f, 0, 0, ".log", path, sizeof(path));
     int64_t end = 0;
-    int expect[] = { -ENOSPC, -EIO, -ENOSPC };
+    int expect[] = {-ENOSPC, -EIO, -ENOSPC};
     for (int mode = 1; mode <= 3; mode++) {
         assert_int_equal(append_n(log, 0, end, 5, 0), 0);
         end += 5;
@@ -881,8 +884,8 @@ typedef struct reader_arg {
 static void *reader_main(void *p)
 {
     reader_arg *ra = p;
-    spool_buf buf = { 0 };
-    spool_decoded d = { 0 };
+    spool_buf buf = {0};
+    spool_decoded d = {0};
     int64_t next = 0;
     while (!ra->stop || next < 3000) {
         buf.len = 0;
@@ -942,7 +945,7 @@ static void test_concurrent_reader(void **state)
     fixture *f = *state;
     f->topic.retention_bytes = 1 << 30;
     spool_log *log = open_log(f);
-    reader_arg ra = { .log = log };
+    reader_arg ra = {.log = log};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, reader_main, &ra), 0);
     int64_t end = 0;
@@ -977,14 +980,14 @@ static void test_lock_and_read_only(void **state)
     assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
     assert_int_equal(append_n(log, 0, 10, 10, 0), 0); /* written, not committed */
     /* A CLI reader sees what is committed, even without the topic config. */
-    spool_log_options ro = { .data_dir = f->dir, .read_only = 1 };
+    spool_log_options ro = {.data_dir = f->dir, .read_only = 1};
     spool_log *r = NULL;
     assert_int_equal(spool_log_open(&ro, &r), 0);
     assert_int_equal(spool_log_topic_index(r, "app"), 0);
     assert_int_equal(spool_log_topic_conf(r, 0)->partitions, 2);
     assert_int_equal(read_check(r, 0, 0, NULL), 10);
     int64_t base;
-    spool_record rec = { .value = (const uint8_t *)"x", .value_len = 1, .key_len = -1 };
+    spool_record rec = {.value = (const uint8_t *)"x", .value_len = 1, .key_len = -1};
     assert_int_equal(spool_log_append(r, 0, 0, &rec, 1, &base), -EROFS);
     assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
     int64_t end = 20;
@@ -1015,7 +1018,7 @@ static void test_discovered_topic(void **state)
     assert_int_equal(append_n(log, 1, 0, 10, 0), 0);
     assert_int_equal(spool_log_commit(log, 0, 0, NULL), 0);
     spool_log_close(log);
-    spool_topic_conf other = { .name = "other", .partitions = 1 };
+    spool_topic_conf other = {.name = "other", .partitions = 1};
     f->opt.topics = &other;
     log = open_log(f);
     assert_int_equal(spool_log_topic_count(log), 2);
@@ -1084,7 +1087,7 @@ static void test_read_only_bad_range(void **state)
         assert_int_equal(b.to_pos, pos80);
         assert_int_equal(b.moved, 0);
         assert_int_equal(spool_log_bad_range_get(r, 0, 0, 1, &b), -ENOENT);
-        spool_buf buf = { 0 };
+        spool_buf buf = {0};
         int64_t n2, at = 0;
         long got;
         for (int guard = 0; guard < 1000; guard++) { /* the reads stop at the range */
@@ -1173,8 +1176,8 @@ static void test_lower_partitions(void **state)
     f->topic.partitions = 1;
     spool_log *other = NULL;
     assert_int_equal(spool_log_open(&f->opt, &other), -ENOTEMPTY); /* no cursor at all */
-    const char *topics[] = { "app" };
-    spool_log_consumer_conf c = { .name = "c", .topics = topics, .topic_count = 1 };
+    const char *topics[] = {"app"};
+    spool_log_consumer_conf c = {.name = "c", .topics = topics, .topic_count = 1};
     int n = 0;
     assert_int_equal(spool_log_preflight(f->dir, &f->topic, 1, &c, 1, count_problem, &n), 1);
     assert_int_equal(n, 1);

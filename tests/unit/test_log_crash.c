@@ -68,7 +68,7 @@ static spool_topic_conf topic_conf(void)
 static void child_main(const char *dir, int ack_fd, unsigned seed)
 {
     spool_topic_conf tc = topic_conf();
-    spool_log_options opt = { .data_dir = dir, .topics = &tc, .topic_count = 1 };
+    spool_log_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1};
     spool_log *log = NULL;
     if (spool_log_open(&opt, &log) != 0) {
         _exit(3);
@@ -83,9 +83,11 @@ static void child_main(const char *dir, int ack_fd, unsigned seed)
         int n = 1 + rand() % 32;
         for (int i = 0; i < n; i++) {
             size_t len = value_for(end + i, vals[i], sizeof(vals[i]));
-            recs[i] = (spool_record){ .key_len = -1, .value = (const uint8_t *)vals[i],
-                                      .value_len = (int32_t)len, .partition = -1,
-                                      .offset = -1 };
+            recs[i] = (spool_record){.key_len = -1,
+                                     .value = (const uint8_t *)vals[i],
+                                     .value_len = (int32_t)len,
+                                     .partition = -1,
+                                     .offset = -1};
         }
         int64_t base;
         if (spool_log_append(log, 0, 0, recs, (size_t)n, &base) != 0 || base != end) {
@@ -107,8 +109,8 @@ static void child_main(const char *dir, int ack_fd, unsigned seed)
 /* Reads the whole partition and checks it. Returns the records seen. */
 static int64_t verify(spool_log *log, int64_t *end_out)
 {
-    spool_buf buf = { 0 };
-    spool_decoded d = { 0 };
+    spool_buf buf = {0};
+    spool_decoded d = {0};
     spool_partition_info info;
     assert_int_equal(spool_log_partition_info(log, 0, 0, &info), 0);
     int64_t next = 0, expect = 0;
@@ -155,7 +157,7 @@ static void test_crash_kill9(void **state)
     int rounds = 0;
     int64_t total_acked = 0;
     spool_topic_conf tc = topic_conf();
-    spool_log_options opt = { .data_dir = dir, .topics = &tc, .topic_count = 1 };
+    spool_log_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1};
     for (rounds = 0; rounds < ROUNDS && time(NULL) - start < MAX_SECONDS; rounds++) {
         int fds[2];
         assert_int_equal(pipe(fds), 0);
@@ -172,7 +174,7 @@ static void test_crash_kill9(void **state)
             int64_t v;
             (void)!read(fds[0], &v, sizeof(v)); /* right after the first ack */
         } else {
-            struct timespec ts = { 0, (long)(rand() % 50000) * 1000L };
+            struct timespec ts = {0, (long)(rand() % 50000) * 1000L};
             nanosleep(&ts, NULL);
         }
         kill(pid, SIGKILL);

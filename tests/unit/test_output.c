@@ -35,13 +35,13 @@ typedef struct fchunk {
 static struct {
     pthread_mutex_t mu;
     int mode;
-    int retry_first;              /* answer RETRY to this many flushes first */
-    const char *retry_reason;     /* given with those retries (NULL = none) */
+    int retry_first;          /* answer RETRY to this many flushes first */
+    const char *retry_reason; /* given with those retries (NULL = none) */
     int flushes;
     int inflight, max_inflight;
     const spool_chunk *pending[64];
     size_t npending;
-    fchunk ok[4096];              /* accepted chunks, in acceptance order */
+    fchunk ok[4096]; /* accepted chunks, in acceptance order */
     size_t nok;
 } F = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -193,8 +193,8 @@ static void submit_n(harness *h, spool_instance *in, const char *prefix, int fir
 {
     for (int k = 0; k < n; k += per_batch) {
         int m = n - k < per_batch ? n - k : per_batch;
-        assert_int_equal(spool_input_submit(in, h_batch(in, prefix, first + k, m, pad, NULL),
-                                            5000), 0);
+        assert_int_equal(spool_input_submit(in, h_batch(in, prefix, first + k, m, pad, NULL), 5000),
+                         0);
     }
     (void)h;
 }
@@ -472,7 +472,6 @@ typedef struct saved_q {
     harness *h;
     int64_t want;
 } saved_q;
-
 
 static int cursor_saved(void *arg)
 {

@@ -46,7 +46,7 @@ static void full_by_count_and_bytes(void **state)
     spool_queue_init(&q, 2, 100);
     assert_int_equal(spool_queue_push(&q, &a.link, 10, 0), 0);
     assert_int_equal(spool_queue_push(&q, &b.link, 10, 0), 0);
-    assert_int_equal(spool_queue_push(&q, &c.link, 10, 0), -EAGAIN); /* count */
+    assert_int_equal(spool_queue_push(&q, &c.link, 10, 0), -EAGAIN);  /* count */
     assert_int_equal(spool_queue_push(&q, &c.link, 10, 50), -EAGAIN); /* times out */
     spool_queue_pop(&q, 0, NULL);
     spool_queue_pop(&q, 0, NULL);

@@ -178,8 +178,8 @@ static void lines_chunking(void **state)
                     if (k > n - pos) {
                         k = n - pos;
                     }
-                    assert_int_equal(tail_split_feed(&b, &c, (uint8_t *)text + pos, k, 0,
-                                                     collect, &parts), 0);
+                    assert_int_equal(
+                        tail_split_feed(&b, &c, (uint8_t *)text + pos, k, 0, collect, &parts), 0);
                     pos += k;
                 }
                 assert_int_equal(whole.n, parts.n);

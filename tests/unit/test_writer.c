@@ -25,8 +25,8 @@
 
 /* ---- an I/O table that fails writes to one topic's files ---- */
 
-static _Atomic int fail_enospc;       /* 1: writes to topic "a" fail with ENOSPC */
-static _Atomic int fds_a[1024];       /* 1: fd belongs to topics/a/ */
+static _Atomic int fail_enospc; /* 1: writes to topic "a" fail with ENOSPC */
+static _Atomic int fds_a[1024]; /* 1: fd belongs to topics/a/ */
 
 static int fio_open(const char *path, int flags, int mode)
 {
@@ -125,8 +125,7 @@ static void full_topic_does_not_block_another(void **state)
 
     /* The other topic flows meanwhile. */
     for (int k = 0; k < 10; k++) {
-        assert_int_equal(spool_input_submit(b, h_batch(b, "free", k * 100, 100, 0, NULL), 2000),
-                         0);
+        assert_int_equal(spool_input_submit(b, h_batch(b, "free", k * 100, 100, 0, NULL), 2000), 0);
     }
     assert_true(h_wait_records(h, 1, 1000, 10000));
     expect_sequence(h, 1, "free", 0, 1000);

@@ -76,10 +76,10 @@ enum spool_result {
 /* ------------------------------------------------------------------------ */
 
 typedef struct spool_header {
-    const char *key;     /* header name, not NUL-terminated */
-    uint32_t key_len;    /* bytes */
+    const char *key;      /* header name, not NUL-terminated */
+    uint32_t key_len;     /* bytes */
     const uint8_t *value; /* header value, may be NULL for a null value */
-    int32_t value_len;   /* bytes, -1 for a null value */
+    int32_t value_len;    /* bytes, -1 for a null value */
 } spool_header;
 
 /* A record as plugins see it: a view, it owns none of its bytes. */
@@ -90,9 +90,9 @@ typedef struct spool_record {
     int32_t value_len;           /* bytes, -1 for a null value */
     const spool_header *headers; /* header_count entries, in order */
     uint32_t header_count;
-    int64_t timestamp;           /* ms since the Unix epoch; 0 = stamp at append */
-    int32_t partition;           /* -1 until the log assigns it */
-    int64_t offset;              /* -1 until the log assigns it */
+    int64_t timestamp; /* ms since the Unix epoch; 0 = stamp at append */
+    int32_t partition; /* -1 until the log assigns it */
+    int64_t offset;    /* -1 until the log assigns it */
 } spool_record;
 
 /* Returns the first header named `name` (NUL-terminated) of `r`, or NULL;
@@ -116,7 +116,7 @@ typedef enum spool_opt_type {
 } spool_opt_type;
 
 typedef struct spool_strlist {
-    char **items;  /* count NUL-terminated strings */
+    char **items; /* count NUL-terminated strings */
     size_t count;
 } spool_strlist;
 
@@ -134,37 +134,55 @@ typedef struct spool_strmap {
  * instance and are freed by the core after destroy: plugins never free them.
  */
 typedef struct spool_option {
-    const char *name;                /* key in the YAML mapping, dotted for nesting */
+    const char *name; /* key in the YAML mapping, dotted for nesting */
     spool_opt_type type;
-    const char *def;                 /* default as text, NULL for none */
-    int required;                    /* 1 if the user must give it */
-    size_t offset;                   /* offsetof the field in the plugin context */
-    int64_t min, max;                /* bounds for INT/SIZE/DURATION; min > max = none */
-    const char *const *enum_values;  /* ENUM only: NULL-terminated names */
-    const char *desc;                /* one line for `spool plugins` */
+    const char *def;                /* default as text, NULL for none */
+    int required;                   /* 1 if the user must give it */
+    size_t offset;                  /* offsetof the field in the plugin context */
+    int64_t min, max;               /* bounds for INT/SIZE/DURATION; min > max = none */
+    const char *const *enum_values; /* ENUM only: NULL-terminated names */
+    const char *desc;               /* one line for `spool plugins` */
 } spool_option;
 
 /* Compile-time check that `field` of `T` has type `FT`. */
-#define SPOOL__FIELD(T, field, FT) \
-    (offsetof(T, field) + 0 * sizeof((FT *)0 == &((T *)0)->field))
+#define SPOOL__FIELD(T, field, FT) (offsetof(T, field) + 0 * sizeof((FT *)0 == &((T *)0)->field))
 
-#define SPOOL_OPT_STR(n, T, f, d, req, desc) \
-    { n, SPOOL_OPT_STRING, d, req, SPOOL__FIELD(T, f, char *), 1, 0, NULL, desc }
-#define SPOOL_OPT_INTEGER(n, T, f, d, lo, hi, desc) \
-    { n, SPOOL_OPT_INT, d, 0, SPOOL__FIELD(T, f, int64_t), lo, hi, NULL, desc }
-#define SPOOL_OPT_FLAG(n, T, f, d, desc) \
-    { n, SPOOL_OPT_BOOL, d, 0, SPOOL__FIELD(T, f, int), 1, 0, NULL, desc }
-#define SPOOL_OPT_BYTES(n, T, f, d, lo, hi, desc) \
-    { n, SPOOL_OPT_SIZE, d, 0, SPOOL__FIELD(T, f, int64_t), lo, hi, NULL, desc }
-#define SPOOL_OPT_TIME(n, T, f, d, lo, hi, desc) \
-    { n, SPOOL_OPT_DURATION, d, 0, SPOOL__FIELD(T, f, int64_t), lo, hi, NULL, desc }
-#define SPOOL_OPT_STRLIST(n, T, f, req, desc) \
-    { n, SPOOL_OPT_LIST, NULL, req, SPOOL__FIELD(T, f, spool_strlist), 1, 0, NULL, desc }
-#define SPOOL_OPT_STRMAP(n, T, f, desc) \
-    { n, SPOOL_OPT_MAP, NULL, 0, SPOOL__FIELD(T, f, spool_strmap), 1, 0, NULL, desc }
-#define SPOOL_OPT_CHOICE(n, T, f, d, values, desc) \
-    { n, SPOOL_OPT_ENUM, d, 0, SPOOL__FIELD(T, f, int), 1, 0, values, desc }
-#define SPOOL_OPT_END { NULL, SPOOL_OPT_STRING, NULL, 0, 0, 1, 0, NULL, NULL }
+#define SPOOL_OPT_STR(n, T, f, d, req, desc)                                                       \
+    {                                                                                              \
+        n, SPOOL_OPT_STRING, d, req, SPOOL__FIELD(T, f, char *), 1, 0, NULL, desc                  \
+    }
+#define SPOOL_OPT_INTEGER(n, T, f, d, lo, hi, desc)                                                \
+    {                                                                                              \
+        n, SPOOL_OPT_INT, d, 0, SPOOL__FIELD(T, f, int64_t), lo, hi, NULL, desc                    \
+    }
+#define SPOOL_OPT_FLAG(n, T, f, d, desc)                                                           \
+    {                                                                                              \
+        n, SPOOL_OPT_BOOL, d, 0, SPOOL__FIELD(T, f, int), 1, 0, NULL, desc                         \
+    }
+#define SPOOL_OPT_BYTES(n, T, f, d, lo, hi, desc)                                                  \
+    {                                                                                              \
+        n, SPOOL_OPT_SIZE, d, 0, SPOOL__FIELD(T, f, int64_t), lo, hi, NULL, desc                   \
+    }
+#define SPOOL_OPT_TIME(n, T, f, d, lo, hi, desc)                                                   \
+    {                                                                                              \
+        n, SPOOL_OPT_DURATION, d, 0, SPOOL__FIELD(T, f, int64_t), lo, hi, NULL, desc               \
+    }
+#define SPOOL_OPT_STRLIST(n, T, f, req, desc)                                                      \
+    {                                                                                              \
+        n, SPOOL_OPT_LIST, NULL, req, SPOOL__FIELD(T, f, spool_strlist), 1, 0, NULL, desc          \
+    }
+#define SPOOL_OPT_STRMAP(n, T, f, desc)                                                            \
+    {                                                                                              \
+        n, SPOOL_OPT_MAP, NULL, 0, SPOOL__FIELD(T, f, spool_strmap), 1, 0, NULL, desc              \
+    }
+#define SPOOL_OPT_CHOICE(n, T, f, d, values, desc)                                                 \
+    {                                                                                              \
+        n, SPOOL_OPT_ENUM, d, 0, SPOOL__FIELD(T, f, int), 1, 0, values, desc                       \
+    }
+#define SPOOL_OPT_END                                                                              \
+    {                                                                                              \
+        NULL, SPOOL_OPT_STRING, NULL, 0, 0, 1, 0, NULL, NULL                                       \
+    }
 
 /* Frees every value an option table filled into `ctx` (strings, lists,
  * maps) and clears the fields. The core calls it for each instance after
@@ -268,14 +286,23 @@ SPOOL_API void spool_log_write(const spool_instance *ins, int level, const char 
 SPOOL_API void spool_log_writev(const spool_instance *ins, int level, const char *fmt, va_list ap);
 SPOOL_API int spool_log_enabled(int level);
 
-#define spool_log_error(ins, ...) do { spool_log_write((ins), SPOOL_LOG_ERROR, __VA_ARGS__); } while (0)
-#define spool_log_warn(ins, ...) do { spool_log_write((ins), SPOOL_LOG_WARN, __VA_ARGS__); } while (0)
-#define spool_log_info(ins, ...) do { spool_log_write((ins), SPOOL_LOG_INFO, __VA_ARGS__); } while (0)
-#define spool_log_debug(ins, ...)                                          \
-    do {                                                                   \
-        if (spool_log_enabled(SPOOL_LOG_DEBUG)) {                          \
-            spool_log_write((ins), SPOOL_LOG_DEBUG, __VA_ARGS__);          \
-        }                                                                  \
+#define spool_log_error(ins, ...)                                                                  \
+    do {                                                                                           \
+        spool_log_write((ins), SPOOL_LOG_ERROR, __VA_ARGS__);                                      \
+    } while (0)
+#define spool_log_warn(ins, ...)                                                                   \
+    do {                                                                                           \
+        spool_log_write((ins), SPOOL_LOG_WARN, __VA_ARGS__);                                       \
+    } while (0)
+#define spool_log_info(ins, ...)                                                                   \
+    do {                                                                                           \
+        spool_log_write((ins), SPOOL_LOG_INFO, __VA_ARGS__);                                       \
+    } while (0)
+#define spool_log_debug(ins, ...)                                                                  \
+    do {                                                                                           \
+        if (spool_log_enabled(SPOOL_LOG_DEBUG)) {                                                  \
+            spool_log_write((ins), SPOOL_LOG_DEBUG, __VA_ARGS__);                                  \
+        }                                                                                          \
     } while (0)
 
 /* ------------------------------------------------------------------------ */
@@ -376,21 +403,19 @@ SPOOL_API void spool_batch_get(const spool_batch *b, size_t i, spool_record *out
 SPOOL_API int spool_batch_set_key(spool_batch *b, size_t i, const void *key, int32_t key_len);
 /* Replaces the value of record i with a copy of value (NULL: a null
  * value; value_len is then ignored). */
-SPOOL_API int spool_batch_set_value(spool_batch *b, size_t i, const void *value,
-                                    int32_t value_len);
+SPOOL_API int spool_batch_set_value(spool_batch *b, size_t i, const void *value, int32_t value_len);
 /* Headers, by name (NUL-terminated, compared bytewise). set replaces the
  * first header of that name (its position kept) or adds one at the end;
  * add appends one even if the name exists; remove removes every header of
  * that name (0 also when there was none). value NULL = a null value. */
-SPOOL_API int spool_batch_set_header(spool_batch *b, size_t i, const char *name,
-                                     const void *value, int32_t value_len);
-SPOOL_API int spool_batch_add_header(spool_batch *b, size_t i, const char *name,
-                                     const void *value, int32_t value_len);
+SPOOL_API int spool_batch_set_header(spool_batch *b, size_t i, const char *name, const void *value,
+                                     int32_t value_len);
+SPOOL_API int spool_batch_add_header(spool_batch *b, size_t i, const char *name, const void *value,
+                                     int32_t value_len);
 SPOOL_API int spool_batch_remove_header(spool_batch *b, size_t i, const char *name);
 /* The first header of record i named `name`, or NULL; points into the
  * batch (see above). */
-SPOOL_API const spool_header *spool_batch_header(const spool_batch *b, size_t i,
-                                                 const char *name);
+SPOOL_API const spool_header *spool_batch_header(const spool_batch *b, size_t i, const char *name);
 /* Sets the timestamp of record i (ms since the epoch; 0 = now). */
 SPOOL_API int spool_batch_set_timestamp(spool_batch *b, size_t i, int64_t timestamp_ms);
 /* Sends record i to the log topic named `topic` (-ENOENT if the service
@@ -473,13 +498,13 @@ SPOOL_API int spool_input_submit_durable(spool_instance *ins, spool_batch *b, in
 /* ------------------------------------------------------------------------ */
 
 struct spool_chunk {
-    const char *topic;           /* the log topic */
+    const char *topic; /* the log topic */
     int32_t partition;
     int64_t first_offset;        /* offset of records[0] */
     int64_t next_offset;         /* the cursor moves here when the chunk is done */
     const spool_record *records; /* count records in offset order */
     size_t count;
-    size_t bytes;                /* sum of key, value and header bytes */
+    size_t bytes; /* sum of key, value and header bytes */
     /* raw: the RecordBatch v2 bytes the records came from, for outputs that
      * forward them as they are; they may begin with records before
      * first_offset. NULL and raw_len 0 when those batches also hold records
@@ -487,15 +512,15 @@ struct spool_chunk {
      * spool/wire.h's reader. */
     const uint8_t *raw;
     size_t raw_len;
-    void *output_data;           /* free for the output's use while the chunk lives;
-                                    NULL at the first flush, kept across retries */
+    void *output_data; /* free for the output's use while the chunk lives;
+                          NULL at the first flush, kept across retries */
 };
 
 /* For an output whose flush returned SPOOL_PENDING: report the outcome
  * (SPOOL_OK, SPOOL_RETRY, SPOOL_REJECT) of `chunk`, the very pointer flush
  * received. `reason` (may be NULL; copied) is kept with a rejected chunk in
- * the dead-letter topic; with SPOOL_RETRY it is shown in /health's reason. The chunk may be reused as soon as this is called:
- * read nothing of it afterwards. Any thread, exactly once per pending
+ * the dead-letter topic; with SPOOL_RETRY it is shown in /health's reason. The chunk may be reused
+ * as soon as this is called: read nothing of it afterwards. Any thread, exactly once per pending
  * flush, never after destroy returned. */
 SPOOL_API void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int result,
                                      const char *reason);
@@ -532,13 +557,13 @@ typedef enum spool_plugin_kind {
  * still called (so it must accept a half-built context).
  */
 typedef struct spool_plugin {
-    uint32_t abi_version;  /* SPOOL_ABI_VERSION */
-    uint32_t struct_size;  /* sizeof(spool_plugin) as the plugin was compiled */
+    uint32_t abi_version; /* SPOOL_ABI_VERSION */
+    uint32_t struct_size; /* sizeof(spool_plugin) as the plugin was compiled */
     spool_plugin_kind kind;
-    const char *name;        /* the `type:` users write */
-    const char *description; /* one line */
+    const char *name;            /* the `type:` users write */
+    const char *description;     /* one line */
     const spool_option *options; /* ends with SPOOL_OPT_END; may be NULL */
-    size_t context_size;     /* bytes of the per-instance context */
+    size_t context_size;         /* bytes of the per-instance context */
 
     /* Semantic checks beyond the table, without side effects; always called
      * before init (and alone by `spool check`). Main thread. Report with
@@ -710,7 +735,6 @@ SPOOL_API uint64_t spool_get_be64(const void *src);
 SPOOL_API void spool_put_be16(void *dst, uint16_t v);
 SPOOL_API void spool_put_be32(void *dst, uint32_t v);
 SPOOL_API void spool_put_be64(void *dst, uint64_t v);
-
 
 #ifdef __cplusplus
 }
