@@ -319,6 +319,12 @@ int spool_registry_load_type(const char *dir, spool_plugin_kind kind, const char
                              char *errbuf, size_t cap);
 /* Loads one shared object. 0 or -errno with a message in errbuf. */
 int spool_registry_load_file(const char *path, char *errbuf, size_t cap);
+/* Calls fn for each of spool's optional plugins whose file is in dir and
+ * that is not registered yet (`spool plugins`), without loading it. */
+void spool_registry_modules(const char *dir,
+                            void (*fn)(void *arg, spool_plugin_kind kind, const char *name,
+                                       const char *path),
+                            void *arg);
 /* The ABI checks of an external plugin's struct (version, frozen minimum
  * struct_size, abi_signature): 0, or -EINVAL with the reason in errbuf. */
 int spool_registry_check_abi(const spool_plugin *p, char *errbuf, size_t cap);

@@ -5,7 +5,8 @@
  *   spool check [-c] FILE      validate a config; every error with file:line:column; exit 2
  *   spool topics ...           topics, partitions, offsets, sizes, lag (agent/cli_log.c)
  *   spool read TOPIC ...       print records (agent/cli_log.c)
- *   spool plugins              built-in and loaded plugins with their option tables
+ *   spool plugins              built-in and loaded plugins with their option tables, and
+ *                              spool's optional modules present but not loaded
  *   spool version | help
  *
  * Exit status: 0 success, 1 runtime failure, 2 usage or configuration error
@@ -231,6 +232,16 @@ static void print_plugin(void *arg, const spool_plugin *p, const char *origin)
     printf("\n");
 }
 
+static void print_module(void *arg, spool_plugin_kind kind, const char *name, const char *path)
+{
+    static const char *kinds[] = {"", "input", "processor", "output"};
+    int *want = arg;
+    if ((int)kind == *want) {
+        printf("%s %s (%s): loaded on demand, when a config names it\n\n", kinds[kind], name,
+               path);
+    }
+}
+
 static int cmd_plugins(int argc, char **argv)
 {
     const char *config = NULL, *dir = NULL;
@@ -251,7 +262,8 @@ static int cmd_plugins(int argc, char **argv)
         case 'h':
             printf("usage: spool plugins [-c FILE] [--plugin-dir DIR]\n\nLists built-in "
                    "plugins, and external ones from DIR or FILE's service.plugin_dir, with "
-                   "their options.\n");
+                   "their options; spool's optional plugins in that directory (spool-<type>.so) "
+                   "that FILE does not name are listed as loaded on demand.\n");
             return 0;
         default:
             fprintf(stderr, "usage: spool plugins [-c FILE] [--plugin-dir DIR]\n");
@@ -264,9 +276,13 @@ static int cmd_plugins(int argc, char **argv)
     }
     spool_registry_init();
     spool_errors errs = {0};
+    char *conf_dir = NULL;
     if (config) {
         spool_service_conf conf;
         spool_service_conf_load(config, &conf, &errs);
+        if (!dir && conf.plugin_dir) {
+            conf_dir = strdup(conf.plugin_dir);
+        }
         spool_service_conf_free(&conf);
         errs.count = 0;
     }
@@ -276,7 +292,12 @@ static int cmd_plugins(int argc, char **argv)
     spool_errors_free(&errs);
     for (int kind = SPOOL_PLUGIN_INPUT; kind <= SPOOL_PLUGIN_OUTPUT; kind++) {
         spool_registry_foreach(print_plugin, &kind);
+        /* spool's optional plugins present but not loaded: listed, not loaded. */
+        if (dir || conf_dir) {
+            spool_registry_modules(dir ? dir : conf_dir, print_module, &kind);
+        }
     }
+    free(conf_dir);
     return 0;
 }
 

@@ -18,9 +18,11 @@
  * the life of the process (their code may run until exit).
  *
  * Files named spool-<type>.so in plugin_dir are spool's own optional plugins
- * (kafka, journald; packaged as spool-plugin-<type>): load_dir skips them,
- * and spool_registry_load_type loads one only when a config names its type,
- * so an agent maps only the plugins it uses.
+ * (kafka, journald, http; packaged as spool-plugin-<type>): load_dir skips
+ * them, and spool_registry_load_type loads one only when a config names its
+ * type, so an agent maps only the plugins it uses. A file holds one plugin, so
+ * a type that is both an input and an output (http) has one file per kind
+ * (spool-http-in.so, spool-http-out.so; the table `packaged` names them).
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -324,14 +326,17 @@ static int has_so_suffix(const char *n)
     return l > 3 && strcmp(n + l - 3, ".so") == 0 && strncmp(n, "spool-", 6) != 0;
 }
 
-/* spool's optional plugins and the Debian packages that ship them. */
+/* spool's optional plugins, their files and the Debian packages that ship them. */
 static const struct {
     spool_plugin_kind kind;
     const char *name;
+    const char *file;
     const char *package;
 } packaged[] = {
-    {SPOOL_PLUGIN_OUTPUT, "kafka", "spool-plugin-kafka"},
-    {SPOOL_PLUGIN_INPUT, "journald", "spool-plugin-journald"},
+    {SPOOL_PLUGIN_OUTPUT, "kafka", "spool-kafka.so", "spool-plugin-kafka"},
+    {SPOOL_PLUGIN_INPUT, "journald", "spool-journald.so", "spool-plugin-journald"},
+    {SPOOL_PLUGIN_INPUT, "http", "spool-http-in.so", "spool-plugin-http"},
+    {SPOOL_PLUGIN_OUTPUT, "http", "spool-http-out.so", "spool-plugin-http"},
 };
 
 int spool_registry_load_type(const char *dir, spool_plugin_kind kind, const char *name,
@@ -343,18 +348,19 @@ int spool_registry_load_type(const char *dir, spool_plugin_kind kind, const char
     if (!name[0] || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(name)) {
         return -ENOENT; /* not a name a plugin file can have */
     }
+    snprintf(path, sizeof(path), "%s/spool-%s.so", dir, name);
     for (size_t i = 0; i < sizeof(packaged) / sizeof(packaged[0]); i++) {
         if (packaged[i].kind == kind && strcmp(packaged[i].name, name) == 0) {
             package = packaged[i].package;
+            snprintf(path, sizeof(path), "%s/%s", dir, packaged[i].file);
         }
     }
-    snprintf(path, sizeof(path), "%s/spool-%s.so", dir, name);
     if (access(path, F_OK) != 0) {
         if (package) {
             snprintf(errbuf, cap,
                      "the '%s' plugin is not installed: %s not found (install the package %s, "
-                     "or set service.plugin_dir to where spool-%s.so is)",
-                     name, path, package, name);
+                     "or set service.plugin_dir to where %s is)",
+                     name, path, package, strrchr(path, '/') + 1);
         }
         return -ENOENT;
     }
@@ -369,6 +375,20 @@ int spool_registry_load_type(const char *dir, spool_plugin_kind kind, const char
         return -ENOENT;
     }
     return 0;
+}
+
+void spool_registry_modules(const char *dir,
+                            void (*fn)(void *arg, spool_plugin_kind kind, const char *name,
+                                       const char *path),
+                            void *arg)
+{
+    for (size_t i = 0; i < sizeof(packaged) / sizeof(packaged[0]); i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", dir, packaged[i].file);
+        if (!spool_registry_find(packaged[i].kind, packaged[i].name) && access(path, F_OK) == 0) {
+            fn(arg, packaged[i].kind, packaged[i].name, path);
+        }
+    }
 }
 
 static int cmp_str(const void *a, const void *b)

@@ -862,8 +862,7 @@ static void httpi_destroy(spool_instance *ins, void *vctx)
 }
 
 const spool_plugin spool_plugin_http_in = {
-    .abi_version = SPOOL_ABI_VERSION,
-    .struct_size = sizeof(spool_plugin),
+    SPOOL_PLUGIN_ABI, /* with the signature: also built as an external .so */
     .kind = SPOOL_PLUGIN_INPUT,
     .name = "http",
     .description = "receive batches over HTTP (POST /v1/batches): the aggregator's ingest",

@@ -473,8 +473,7 @@ static void httpo_destroy(spool_instance *ins, void *vctx)
 }
 
 const spool_plugin spool_plugin_http_out = {
-    .abi_version = SPOOL_ABI_VERSION,
-    .struct_size = sizeof(spool_plugin),
+    SPOOL_PLUGIN_ABI, /* with the signature: also built as an external .so */
     .kind = SPOOL_PLUGIN_OUTPUT,
     .name = "http",
     .description = "POST chunks to an HTTP endpoint (a spool aggregator, or any JSON sink)",

@@ -1,8 +1,8 @@
 """The Debian packages: packaging/build-deb builds spool, spool-plugin-kafka,
-spool-plugin-journald and spool-dev; spool installs alone with dpkg -i, the
+spool-plugin-journald, spool-plugin-http and spool-dev; spool installs alone with dpkg -i, the
 installed binary validates the packaged config (as root and as the `spool`
 user), a config naming kafka fails with a message naming spool-plugin-kafka
-until that package is installed, systemd-analyze accepts the installed unit,
+until that package is installed (likewise http and spool-plugin-http), systemd-analyze accepts the installed unit,
 logrotate accepts its file, and dpkg --purge leaves the machine as it was.
 
 Installing a package changes the machine, so this runs only as root (CI runs
@@ -42,7 +42,7 @@ def user_exists(name):
         return False
 
 
-PLUGIN_PKGS = ("spool-plugin-kafka", "spool-plugin-journald")
+PLUGIN_PKGS = ("spool-plugin-kafka", "spool-plugin-journald", "spool-plugin-http")
 KAFKA_CONFIG = """service:
   data_dir: %s
 inputs:
@@ -51,6 +51,15 @@ outputs:
   - type: kafka
     brokers: [127.0.0.1:9092]
     kafka_topic: t
+    topics: [default]
+"""
+HTTP_CONFIG = """service:
+  data_dir: %s
+inputs:
+  - type: stdin
+outputs:
+  - type: http
+    url: http://127.0.0.1:1/
     topics: [default]
 """
 
@@ -94,12 +103,17 @@ def package_installs_verifies_and_purges(tmp):
     for path in ("./usr/bin/spool", "/systemd/system/spool.service", "./etc/spool/spool.yaml",
                  "./etc/logrotate.d/spool"):
         check(path in contents, "%s missing from the package:\n%s" % (path, contents))
-    for path in ("spool-kafka.so", "spool-journald.so", "spool.h"):
+    for path in ("spool-kafka.so", "spool-journald.so", "spool-http-in.so", "spool-http-out.so",
+                 "spool.h"):
         check(path not in contents, "%s is in the spool package:\n%s" % (path, contents))
     for name, path, dep in (("spool-plugin-kafka", "./usr/lib/spool/plugins/spool-kafka.so",
                              "librdkafka"),
                             ("spool-plugin-journald", "./usr/lib/spool/plugins/spool-journald.so",
                              "libsystemd0"),
+                            ("spool-plugin-http", "./usr/lib/spool/plugins/spool-http-in.so",
+                             "libmicrohttpd"),
+                            ("spool-plugin-http", "./usr/lib/spool/plugins/spool-http-out.so",
+                             "libcurl"),
                             ("spool-dev", "./usr/include/spool/spool.h", "spool (= ")):
         _, pinfo = sh(["dpkg-deb", "--info", debs[name]])
         check(dep in pinfo and "spool (= " in pinfo, "%s's Depends:\n%s" % (name, pinfo))
@@ -168,6 +182,22 @@ def package_installs_verifies_and_purges(tmp):
         sh(["dpkg", "-r", "spool-plugin-kafka"])
         check(not os.path.exists("/usr/lib/spool/plugins/spool-kafka.so"),
               "dpkg -r spool-plugin-kafka left the .so")
+
+        # Likewise http: its output is in spool-plugin-http.
+        hcfg = os.path.join(tmp, "http.yaml")
+        with open(hcfg, "w") as f:
+            f.write(HTTP_CONFIG % os.path.join(tmp, "data"))
+        code, out = sh(["/usr/bin/spool", "check", "-c", hcfg], ok=False)
+        check(code == 2 and "install the package spool-plugin-http" in out
+              and "/usr/lib/spool/plugins/spool-http-out.so" in out,
+              "spool check of an http config without the plugin (exit %d):\n%s" % (code, out))
+        sh(["dpkg", "-i", debs["spool-plugin-http"]])
+        code, out = sh(["/usr/bin/spool", "check", "-c", hcfg], ok=False)
+        check(code == 0, "spool check with spool-plugin-http installed (exit %d):\n%s"
+              % (code, out))
+        sh(["dpkg", "-r", "spool-plugin-http"])
+        check(not os.path.exists("/usr/lib/spool/plugins/spool-http-out.so"),
+              "dpkg -r spool-plugin-http left the .so")
 
         if shutil.which("logrotate"):
             code, out = sh(["logrotate", "-d", "/etc/logrotate.d/spool"], ok=False)

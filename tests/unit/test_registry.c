@@ -251,6 +251,15 @@ static void load_type_on_demand(void **state)
                      -ENOENT);
     assert_non_null(strstr(err, "install the package spool-plugin-kafka"));
     assert_non_null(strstr(err, "spool-kafka.so"));
+    /* http has one file per kind, both in spool-plugin-http. */
+    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_INPUT, "http", err, sizeof(err)),
+                     -ENOENT);
+    assert_non_null(
+        strstr(err, "/spool-http-in.so not found (install the package spool-plugin-http"));
+    assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "http", err, sizeof(err)),
+                     -ENOENT);
+    assert_non_null(
+        strstr(err, "/spool-http-out.so not found (install the package spool-plugin-http"));
 
     /* Any other unknown name, or one that is no file name: plain -ENOENT. */
     assert_int_equal(spool_registry_load_type(dir, SPOOL_PLUGIN_OUTPUT, "nope", err, sizeof(err)),
