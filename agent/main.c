@@ -92,7 +92,7 @@ static int cmd_run(int argc, char **argv)
             return 0;
         default:
             fprintf(stderr, "usage: spool run [-c FILE] [--reset-positions] "
-                    "[--drop-partitions]\n");
+                            "[--drop-partitions]\n");
             return 2;
         }
     }
@@ -189,8 +189,8 @@ static int cmd_check(int argc, char **argv)
 
 static const char *type_name(spool_opt_type t)
 {
-    static const char *names[] = {"string", "int", "bool", "size", "duration", "list", "map",
-                                  "enum"};
+    static const char *names[] = {"string",   "int",  "bool", "size",
+                                  "duration", "list", "map",  "enum"};
     return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }
 
@@ -208,8 +208,10 @@ static void print_table(const spool_option *o)
             snprintf(type, sizeof(type), "%s", type_name(o->type));
         }
         printf("    %-22s %-12s %-10s %s%s\n", o->name, type,
-               o->required ? "(required)" : o->def ? o->def : "-", o->desc ? o->desc : "",
-               "");
+               o->required ? "(required)"
+               : o->def    ? o->def
+                           : "-",
+               o->desc ? o->desc : "", "");
     }
 }
 
@@ -237,8 +239,7 @@ static void print_module(void *arg, spool_plugin_kind kind, const char *name, co
     static const char *kinds[] = {"", "input", "processor", "output"};
     int *want = arg;
     if ((int)kind == *want) {
-        printf("%s %s (%s): loaded on demand, when a config names it\n\n", kinds[kind], name,
-               path);
+        printf("%s %s (%s): loaded on demand, when a config names it\n\n", kinds[kind], name, path);
     }
 }
 
