@@ -90,6 +90,34 @@ def sanitizer_report(text):
     return None
 
 
+def murmur2_partition(key, n):
+    """Kafka's default partition for key: murmur2 as the Java client computes it,
+    written from its description (independent of spool's C code)."""
+    m, r = 0x5bd1e995, 24
+    h = (0x9747b28c ^ len(key)) & 0xffffffff
+    i = 0
+    while len(key) - i >= 4:
+        k = int.from_bytes(key[i:i + 4], "little")
+        k = (k * m) & 0xffffffff
+        k ^= k >> r
+        k = (k * m) & 0xffffffff
+        h = (h * m) & 0xffffffff
+        h ^= k
+        i += 4
+    rest = len(key) - i
+    if rest == 3:
+        h ^= key[i + 2] << 16
+    if rest >= 2:
+        h ^= key[i + 1] << 8
+    if rest >= 1:
+        h ^= key[i]
+        h = (h * m) & 0xffffffff
+    h ^= h >> 13
+    h = (h * m) & 0xffffffff
+    h ^= h >> 15
+    return (h & 0x7fffffff) % n
+
+
 def wait_for(pred, timeout=30.0, interval=0.05, what="condition"):
     """Polls pred() until it returns a true value, at most `timeout` seconds."""
     deadline = time.monotonic() + timeout

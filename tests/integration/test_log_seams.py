@@ -51,33 +51,6 @@ def case(fn):
     return t.case(wrapped)
 
 
-def murmur2_partition(key, n):
-    """Kafka's murmur2 (as test_core.py), to pick keys for each partition."""
-    m, r = 0x5bd1e995, 24
-    h = (0x9747b28c ^ len(key)) & 0xffffffff
-    i = 0
-    while len(key) - i >= 4:
-        k = int.from_bytes(key[i:i + 4], "little")
-        k = (k * m) & 0xffffffff
-        k ^= k >> r
-        k = (k * m) & 0xffffffff
-        h = (h * m) & 0xffffffff
-        h ^= k
-        i += 4
-    rest = len(key) - i
-    if rest == 3:
-        h ^= key[i + 2] << 16
-    if rest >= 2:
-        h ^= key[i + 1] << 8
-    if rest >= 1:
-        h ^= key[i]
-        h = (h * m) & 0xffffffff
-    h ^= h >> 13
-    h = (h * m) & 0xffffffff
-    h ^= h >> 15
-    return (h & 0x7fffffff) % n
-
-
 def topics_json(cfg):
     """spool topics --json; {"topics": []} while the data dir does not exist yet."""
     if not os.path.isdir(os.path.join(os.path.dirname(cfg), "data")):
@@ -290,7 +263,7 @@ def keyed_files(tmp, n_parts=4):
     i = 0
     while len(names) < n_parts and i < 10000:
         name = "f%d.log" % i
-        p = murmur2_partition(name.encode(), n_parts)
+        p = spoolt.murmur2_partition(name.encode(), n_parts)
         names.setdefault(p, name)
         i += 1
     os.makedirs(os.path.join(tmp, "in"), exist_ok=True)

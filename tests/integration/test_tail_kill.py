@@ -32,31 +32,6 @@ ROUNDS = 20
 RATE = 8000 if spoolt.SANITIZE else 30000  # lines/s
 
 
-def wait_all(tmp, n, timeout):
-    path = os.path.join(tmp, "out.txt")
-    seen = set()
-    st = {"pos": 0, "rest": b""}
-
-    def more():
-        if not os.path.exists(path):
-            return False
-        with open(path, "rb") as f:
-            f.seek(st["pos"])
-            data = f.read()
-        st["pos"] += len(data)
-        lines = (st["rest"] + data).split(b"\n")
-        st["rest"] = lines.pop()
-        for l in lines:
-            head = l.split(b" ", 1)[0]
-            if head.isdigit():
-                seen.add(int(head))
-        return len(seen) >= n
-    try:
-        spoolt.wait_for(more, timeout=timeout, interval=0.2, what="all lines in the output")
-    except spoolt.Failure:
-        raise spoolt.Failure("output has %d of %d lines after %ds" % (len(seen), n, timeout))
-
-
 def seeded():
     """A random seed, printed (TAIL_SEED=<n> reproduces a run)."""
     seed = int(os.environ.get("TAIL_SEED") or random.randrange(1 << 30))
@@ -88,7 +63,7 @@ def kill_rounds(tmp, cfg, writer, rnd, rotate=None):
 
 
 def finish(tmp, cfg, s, n, kills, name):
-    wait_all(tmp, n, 180)
+    tailt.wait_seen(tmp, n, timeout=180)
     # terminate() drains the outputs: nothing to wait for before it
     rc = s.terminate(60)
     check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))

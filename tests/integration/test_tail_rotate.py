@@ -73,40 +73,10 @@ def rotate_while_writing(tmp, mode):
     return s, cfg, path, rotations, N + extra
 
 
-def wait_all(tmp, n, timeout):
-    """Waits until the output holds every sequence number 1..n (or timeout)."""
-    path = os.path.join(tmp, "out.txt")
-    seen = set()
-    pos = [0]
-    rest = [b""]
-
-    def more():
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos[0])
-                data = f.read()
-        except FileNotFoundError:
-            return False
-        pos[0] += len(data)
-        data = rest[0] + data
-        lines = data.split(b"\n")
-        rest[0] = lines.pop()
-        for l in lines:
-            head = l.split(b" ", 1)[0]
-            if head.isdigit():
-                seen.add(int(head))
-        return len(seen) >= n
-    try:
-        spoolt.wait_for(more, timeout=timeout, interval=0.2, what="all lines in the output")
-    except spoolt.Failure:
-        pass
-    return len(seen)
-
-
 @t.case
 def logrotate_create(tmp):
     s, cfg, path, rotations, n = rotate_while_writing(tmp, "create")
-    wait_all(tmp, n, 240)
+    tailt.wait_seen(tmp, n, timeout=240)
     # terminate() drains the outputs: nothing to wait for before it
     rc = s.terminate(60)
     check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
