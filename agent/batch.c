@@ -880,6 +880,54 @@ const spool_header *spool_record_header(const spool_record *r, const char *name)
     return NULL;
 }
 
+static int name_is(const char *name, size_t n, const char *lit)
+{
+    return strlen(lit) == n && memcmp(name, lit, n) == 0;
+}
+
+/* A key, value or header value as a field: -1 (null) is missing. */
+static int bytes_field(const uint8_t *p, int32_t n, const uint8_t **val, size_t *len)
+{
+    if (n < 0) {
+        return 0;
+    }
+    *val = p ? p : (const uint8_t *)"";
+    *len = (size_t)n;
+    return 1;
+}
+
+int spool_record_field(const spool_record *r, const char *topic, const char *name, size_t name_len,
+                       char scratch[SPOOL_FIELD_SCRATCH], const uint8_t **val, size_t *len)
+{
+    if (name_is(name, name_len, "value")) {
+        return bytes_field(r->value, r->value_len, val, len);
+    }
+    if (name_is(name, name_len, "key")) {
+        return bytes_field(r->key, r->key_len, val, len);
+    }
+    if (name_is(name, name_len, "timestamp")) {
+        int n = snprintf(scratch, SPOOL_FIELD_SCRATCH, "%lld", (long long)r->timestamp);
+        *val = (const uint8_t *)scratch;
+        *len = n > 0 ? (size_t)n : 0;
+        return 1;
+    }
+    if (name_is(name, name_len, "topic")) {
+        if (!topic) {
+            return 0;
+        }
+        *val = (const uint8_t *)topic;
+        *len = strlen(topic);
+        return 1;
+    }
+    for (uint32_t i = 0; i < r->header_count; i++) {
+        const spool_header *h = &r->headers[i];
+        if (h->key_len == name_len && memcmp(h->key, name, name_len) == 0) {
+            return bytes_field(h->value, h->value_len, val, len);
+        }
+    }
+    return 0;
+}
+
 /* ---- splitting by topic (after the processor chain) ---- */
 
 int spool__batch_split(spool_batch *b, spool_batch ***parts, size_t *n)

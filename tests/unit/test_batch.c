@@ -213,6 +213,48 @@ static void test_drop_emit_order(void **state)
     spool_batch_destroy(b);
 }
 
+static int field_is(const spool_record *r, const char *topic, const char *name, const char *want)
+{
+    char scratch[SPOOL_FIELD_SCRATCH];
+    const uint8_t *v = NULL;
+    size_t n = 0;
+    if (!spool_record_field(r, topic, name, strlen(name), scratch, &v, &n)) {
+        return want == NULL;
+    }
+    return want && n == strlen(want) && memcmp(v, want, n) == 0;
+}
+
+static void test_record_field(void **state)
+{
+    (void)state;
+    spool_header h[3] = {
+        {"status", 6, (const uint8_t *)"503", 3},
+        {"value", 5, (const uint8_t *)"shadowed", 8},
+        {"nullh", 5, NULL, -1},
+    };
+    spool_record r = {.key = (const uint8_t *)"k1",
+                      .key_len = 2,
+                      .value = (const uint8_t *)"line",
+                      .value_len = 4,
+                      .headers = h,
+                      .header_count = 3,
+                      .timestamp = 1700000000123};
+    assert_true(field_is(&r, "app", "status", "503"));
+    assert_true(field_is(&r, "app", "value", "line")); /* record parts win over headers */
+    assert_true(field_is(&r, "app", "key", "k1"));
+    assert_true(field_is(&r, "app", "timestamp", "1700000000123"));
+    assert_true(field_is(&r, "app", "topic", "app"));
+    assert_true(field_is(&r, NULL, "topic", NULL));
+    assert_true(field_is(&r, "app", "nullh", NULL));
+    assert_true(field_is(&r, "app", "missing", NULL));
+    assert_true(field_is(&r, "app", "statu", NULL)); /* whole names only */
+    r.key = NULL;
+    r.key_len = -1;
+    r.value_len = 0;
+    assert_true(field_is(&r, "app", "key", NULL));
+    assert_true(field_is(&r, "app", "value", ""));
+}
+
 static void test_split_by_topic(void **state)
 {
     (void)state;
@@ -497,10 +539,11 @@ int main(void)
 {
     setup_service();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_value_timestamp),      cmocka_unit_test(test_headers),
-        cmocka_unit_test(test_views_survive_growth), cmocka_unit_test(test_drop_emit_order),
-        cmocka_unit_test(test_split_by_topic),       cmocka_unit_test(test_split_failure_and_none),
-        cmocka_unit_test(test_pipeline_split),       cmocka_unit_test(test_pipeline_split_parked),
+        cmocka_unit_test(test_value_timestamp),        cmocka_unit_test(test_headers),
+        cmocka_unit_test(test_views_survive_growth),   cmocka_unit_test(test_drop_emit_order),
+        cmocka_unit_test(test_record_field),           cmocka_unit_test(test_split_by_topic),
+        cmocka_unit_test(test_split_failure_and_none), cmocka_unit_test(test_pipeline_split),
+        cmocka_unit_test(test_pipeline_split_parked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

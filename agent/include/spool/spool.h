@@ -100,6 +100,21 @@ typedef struct spool_record {
  * thread. */
 SPOOL_API const spool_header *spool_record_header(const spool_record *r, const char *name);
 
+/*
+ * Fields (DESIGN.md, "Processing records"): what conditions, templates and
+ * processors read. `key`, `value`, `timestamp` (decimal ms since the epoch)
+ * and `topic` name the record's own parts and always win; any other name is
+ * the record's first header of that name. A null key or value, or a header
+ * with a null value, is missing. Returns 1 and sets *val and *len (pointing
+ * into r, into `topic`, or, for `timestamp`, into `scratch`), or 0 when the
+ * field is missing. `name` is name_len bytes (need not be NUL-terminated);
+ * `topic` may be NULL (then the field is missing). Any thread, no allocation.
+ */
+#define SPOOL_FIELD_SCRATCH 24
+SPOOL_API int spool_record_field(const spool_record *r, const char *topic, const char *name,
+                                 size_t name_len, char scratch[SPOOL_FIELD_SCRATCH],
+                                 const uint8_t **val, size_t *len);
+
 /* ------------------------------------------------------------------------ */
 /* Declarative option tables.                                               */
 /* ------------------------------------------------------------------------ */
