@@ -42,8 +42,12 @@ int spool_wire_json_encode(spool_buf *out, int kind, const spool_record *recs, s
         if (kind == SPOOL_WIRE_JSON && i > 0) {
             rc = PUT_LIT(out, ",");
         }
-        rc = rc ? rc : spool_json_append_record(out, &recs[i], topic);
-        if (kind == SPOOL_WIRE_NDJSON) {
+        if (kind == SPOOL_WIRE_FIELDS) {
+            rc = rc ? rc : spool_json_append_fields(out, &recs[i], SPOOL_JSON_TYPED);
+        } else {
+            rc = rc ? rc : spool_json_append_record(out, &recs[i], topic);
+        }
+        if (kind != SPOOL_WIRE_JSON) {
             rc = rc ? rc : PUT_LIT(out, "\n");
         }
     }
