@@ -75,10 +75,10 @@ static int cmd_run(int argc, char **argv)
             config = optarg;
             break;
         case 'R':
-            overrides |= SPOOL_LOG_RESET_POSITIONS;
+            overrides |= SPOOL_PLOG_RESET_POSITIONS;
             break;
         case 'D':
-            overrides |= SPOOL_LOG_DROP_PARTITIONS;
+            overrides |= SPOOL_PLOG_DROP_PARTITIONS;
             break;
         case 'h':
             printf("usage: spool run [-c FILE] [--reset-positions] [--drop-partitions]\n\n"
@@ -96,7 +96,7 @@ static int cmd_run(int argc, char **argv)
             return 2;
         }
     }
-    spool_log_set_overrides(overrides);
+    spool_plog_set_overrides(overrides);
     if (optind < argc) {
         fprintf(stderr, "spool run: unexpected argument '%s'\nusage: spool run [-c FILE]\n",
                 argv[optind]);
@@ -133,10 +133,10 @@ static int cmd_check(int argc, char **argv)
             config = optarg;
             break;
         case 'R':
-            overrides |= SPOOL_LOG_RESET_POSITIONS;
+            overrides |= SPOOL_PLOG_RESET_POSITIONS;
             break;
         case 'D':
-            overrides |= SPOOL_LOG_DROP_PARTITIONS;
+            overrides |= SPOOL_PLOG_DROP_PARTITIONS;
             break;
         case 'h':
             printf("usage: spool check [-c] FILE [--reset-positions] [--drop-partitions]\n\n"
@@ -159,7 +159,7 @@ static int cmd_check(int argc, char **argv)
         fprintf(stderr, "usage: spool check [-c] FILE\n");
         return 2;
     }
-    spool_log_set_overrides(overrides);
+    spool_plog_set_overrides(overrides);
     spool_registry_init();
     int n = spool_service_conf_load(config, &conf, &errs);
     if (n > 0) {
