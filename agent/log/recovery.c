@@ -167,6 +167,24 @@ out:
     return rc;
 }
 
+/* Appends [from, to) of segment s to fd, through buf (SCAN_CHUNK bytes). */
+static int copy_range(spool_plog *log, const spool__seg *s, int fd, uint8_t *buf, int64_t from,
+                      int64_t to)
+{
+    for (int64_t at = from; at < to;) {
+        size_t want = (size_t)(to - at < SCAN_CHUNK ? to - at : SCAN_CHUNK);
+        long n = log->io->pread(s->fd, buf, want, at);
+        if (n <= 0) {
+            return n < 0 ? -errno : -EIO;
+        }
+        if (write(fd, buf, (size_t)n) != n) {
+            return -errno;
+        }
+        at += n;
+    }
+    return 0;
+}
+
 /* Copies [pos, size) of s to <segment>.log.corrupt (a fresh name). */
 static int move_aside(spool_plog *log, spool__part *p, spool__seg *s, int64_t pos, int64_t size,
                       char *name, size_t cap)
@@ -187,20 +205,8 @@ static int move_aside(spool_plog *log, spool__part *p, spool__seg *s, int64_t po
         rc = -ENOMEM;
         goto out;
     }
-    for (int64_t at = pos; at < size;) {
-        size_t want = (size_t)(size - at < SCAN_CHUNK ? size - at : SCAN_CHUNK);
-        long n = log->io->pread(s->fd, buf, want, at);
-        if (n <= 0) {
-            rc = n < 0 ? -errno : -EIO;
-            goto out;
-        }
-        if (write(fd, buf, (size_t)n) != n) {
-            rc = -errno;
-            goto out;
-        }
-        at += n;
-    }
-    if (fsync(fd) < 0) {
+    rc = copy_range(log, s, fd, buf, pos, size);
+    if (rc == 0 && fsync(fd) < 0) {
         rc = -errno;
     }
 out:
@@ -230,23 +236,12 @@ static int splice_out(spool_plog *log, spool__part *p, spool__seg *s, int64_t fr
         rc = -ENOMEM;
         goto out;
     }
-    for (int64_t at = 0; at < size;) {
-        if (at == from) {
-            at = to;
-            continue;
-        }
-        int64_t stop = at < from ? from : size;
-        size_t want = (size_t)(stop - at < SCAN_CHUNK ? stop - at : SCAN_CHUNK);
-        long n = log->io->pread(s->fd, buf, want, at);
-        if (n <= 0) {
-            rc = n < 0 ? -errno : -EIO;
-            goto out;
-        }
-        if (write(fd, buf, (size_t)n) != n) {
-            rc = -errno;
-            goto out;
-        }
-        at += n;
+    rc = copy_range(log, s, fd, buf, 0, from);
+    if (rc == 0) {
+        rc = copy_range(log, s, fd, buf, to, size);
+    }
+    if (rc < 0) {
+        goto out;
     }
     if (fsync(fd) < 0 || rename(tmp, path) < 0) {
         rc = -errno;
