@@ -517,7 +517,7 @@ static void preflight_problem(void *arg, int problem, const char *topic, const c
         l = n->line;
         c = n->column;
     }
-    if (problem == SPOOL_LOG_PARTITIONS_CUT && topic != NULL) {
+    if (problem == SPOOL_PLOG_PARTITIONS_CUT && topic != NULL) {
         const spool_cnode *tn = n ? spool_cnode_get(n, topic) : NULL;
         snprintf(path, sizeof(path), "topics.%s.partitions", topic);
         if (tn != NULL) {
@@ -534,7 +534,7 @@ static void preflight_problem(void *arg, int problem, const char *topic, const c
     spool_errors_add(pc->errs, pc->conf->doc.file, l, c, path, "%s", msg);
 }
 
-void spool_config_consumers_free(spool_log_consumer_conf *cons, size_t n)
+void spool_config_consumers_free(spool_plog_consumer_conf *cons, size_t n)
 {
     for (size_t i = 0; cons != NULL && i < n; i++) {
         for (size_t k = 0; k < cons[i].topic_count; k++) {
@@ -548,9 +548,9 @@ void spool_config_consumers_free(spool_log_consumer_conf *cons, size_t n)
 
 /* The outputs as the log names its consumers ("output.<name>"), copied;
  * free with spool_config_consumers_free(*out, conf->noutputs). 0 or -ENOMEM. */
-int spool__config_consumers(const spool_service_conf *conf, spool_log_consumer_conf **out)
+int spool__config_consumers(const spool_service_conf *conf, spool_plog_consumer_conf **out)
 {
-    spool_log_consumer_conf *cons = calloc(conf->noutputs ? conf->noutputs : 1, sizeof(*cons));
+    spool_plog_consumer_conf *cons = calloc(conf->noutputs ? conf->noutputs : 1, sizeof(*cons));
     *out = NULL;
     if (cons == NULL) {
         return -ENOMEM;
@@ -581,13 +581,13 @@ int spool__config_consumers(const spool_service_conf *conf, spool_log_consumer_c
 
 static int preflight(spool_service_conf *conf, const spool_cnode *root, spool_errors *errs)
 {
-    spool_log_consumer_conf *cons = NULL;
+    spool_plog_consumer_conf *cons = NULL;
     if (spool__config_consumers(conf, &cons) < 0) {
         return 1;
     }
     preflight_ctx pc = {conf, root, errs};
-    int n = spool_log_preflight(conf->data_dir, conf->topics, conf->ntopics, cons, conf->noutputs,
-                                preflight_problem, &pc);
+    int n = spool_plog_preflight(conf->data_dir, conf->topics, conf->ntopics, cons, conf->noutputs,
+                                 preflight_problem, &pc);
     if (n < 0) {
         spool_errors_add(errs, conf->doc.file, 1, 1, "service.data_dir",
                          "cannot inspect the log in %s: %s", conf->data_dir, strerror(-n));
@@ -717,7 +717,7 @@ void spool_service_conf_free(spool_service_conf *conf)
 /* For the log CLI (agent/cli_log.h): the data_dir, topics and outputs of a
  * config file. Topics move to the caller (free each name and the array). */
 int spool_config_data_dir(const char *config_path, char *out, size_t cap, spool_topic_conf **topics,
-                          size_t *ntopics, spool_log_consumer_conf **consumers, size_t *nconsumers)
+                          size_t *ntopics, spool_plog_consumer_conf **consumers, size_t *nconsumers)
 {
     spool_errors errs = {0};
     spool_service_conf conf;

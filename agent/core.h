@@ -363,10 +363,10 @@ typedef struct spool_service_conf {
 int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_errors *errs);
 void spool_service_conf_free(spool_service_conf *conf);
 /* The configured outputs as the log's consumers (service.c passes them to
- * spool_log_open); free with spool_config_consumers_free(*out,
+ * spool_plog_open); free with spool_config_consumers_free(*out,
  * conf->noutputs). 0 or -ENOMEM. */
-int spool__config_consumers(const spool_service_conf *conf, spool_log_consumer_conf **out);
-void spool_config_consumers_free(spool_log_consumer_conf *consumers, size_t n);
+int spool__config_consumers(const spool_service_conf *conf, spool_plog_consumer_conf **out);
+void spool_config_consumers_free(spool_plog_consumer_conf *consumers, size_t n);
 
 extern const char spool_default_config[];
 extern const size_t spool_default_config_len;
@@ -375,7 +375,7 @@ extern const size_t spool_default_config_len;
 
 typedef struct spool_service {
     spool_service_conf *conf;
-    spool_log *log;
+    spool_plog *log;
     spool_queue in_queue;    /* inputs -> processors */
     spool_queue write_queue; /* processors -> log writer */
     pthread_t processor_thread, writer_thread;

@@ -178,7 +178,7 @@ int spool_input_get_position(spool_instance *ins, const char *source, void *buf,
         return -ENOENT;
     }
     snprintf(full, sizeof(full), "%s/%s", ins->name, source);
-    return spool_log_position_get(svc->log, full, buf, cap, len);
+    return spool_plog_position_get(svc->log, full, buf, cap, len);
 }
 
 typedef struct pos_iter {
@@ -205,7 +205,7 @@ int spool_input_foreach_position(spool_instance *ins,
     }
     snprintf(prefix, sizeof(prefix), "%s/", ins->name);
     pos_iter it = {fn, arg, strlen(prefix)};
-    return spool_log_position_foreach(svc->log, prefix, pos_iter_fn, &it);
+    return spool_plog_position_foreach(svc->log, prefix, pos_iter_fn, &it);
 }
 
 /* ---- processor stage ---- */

@@ -704,6 +704,19 @@ SPOOL_API int spool_json_append_string(spool_buf *out, const void *src, size_t l
  * topic NULL leaves "topic" out; partition and offset are r's.
  * 0 or -ENOMEM (out->len unchanged). */
 SPOOL_API int spool_json_append_record(spool_buf *out, const spool_record *r, const char *topic);
+/* Appends one record as a document of its fields (the `fields` format of
+ * the file, tcp and http outputs; docs/processors.md "Output shape"):
+ *   {"timestamp":ms,"key":"k","value":"v",<headers>}
+ * "key" is left out when the key is null. Headers become members in order
+ * of first appearance, dotted names nested (`http.status` -> {"http":
+ * {"status":..}}) unless a name is also a leaf or has an empty part (then it
+ * stays flat); repeated names become an array; a header named key, value or
+ * timestamp is written as "_key", "_value", "_timestamp". With
+ * SPOOL_JSON_TYPED, a value that is exactly a JSON number, true, false or
+ * null is written bare; every other value is a string. 0 or -ENOMEM
+ * (out->len unchanged). Any thread. */
+#define SPOOL_JSON_TYPED 1
+SPOOL_API int spool_json_append_fields(spool_buf *out, const spool_record *r, int flags);
 
 /* Compression to and from a buffer (the codecs of Kafka's attributes). */
 enum spool_compression {
