@@ -149,10 +149,11 @@ static int parse_unix(const uint8_t *s, size_t n, int scale, int64_t *ms, char *
     }
     size_t w0 = at;
     while (at < n && s[at] >= '0' && s[at] <= '9') {
-        if (at - w0 >= 18) {
+        int d = s[at++] - '0';
+        if (whole > (INT64_MAX - d) / 10) {
             return fail(why, cap, "Unix time out of range");
         }
-        whole = whole * 10 + (s[at++] - '0');
+        whole = whole * 10 + d;
     }
     if (at == w0) {
         return fail(why, cap, "not a Unix time (digits, with an optional fraction)");
