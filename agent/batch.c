@@ -561,6 +561,16 @@ static int header_edit(spool_batch *b, size_t i, int op, const char *name, const
             return rc;
         }
     }
+    if ((op == HDR_ADD || (op == HDR_SET && match == SIZE_MAX)) && first + count == b->hcount) {
+        /* The record's run is the last one (a processor adding several fields to one
+         * record): append to it in place, O(1), instead of copying the run. The slots
+         * before stay as they are, so views already built stay valid. */
+        b->hdrs[b->hcount++] = nh;
+        br->hdr_first = (uint32_t)first;
+        br->hdr_count = (uint32_t)(count + 1);
+        b->bytes += hdr_bytes(&nh);
+        return 0;
+    }
     size_t start = b->hcount, n = 0;
     for (size_t j = first; j < first + count; j++) {
         if (j == match && op == HDR_SET) {

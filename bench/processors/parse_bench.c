@@ -1,0 +1,178 @@
+/*
+ * parse_bench.c: CPU cost of the `parse` processor per line (issue 15's goal: at most
+ * 0.5 us of CPU per 200-byte line for `parse json` and `parse regex` on nginx combined
+ * lines). Generated lines of about 200 bytes (no log data from outside), batches of 1,000
+ * records built the way an input builds them, and the real plugin loaded from a config
+ * file by the core's loader, run through process() as the processor thread runs it. Only
+ * process() is timed, with the thread's CPU clock; building and freeing the batches is
+ * not counted.
+ *
+ * usage: parse_bench [LINES (default 500000)]
+ * prints one line per case: name, bytes per line, ns of CPU per line, lines per second.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "core.h"
+
+#define BATCH 1000
+#define LINE_MAX_BYTES 512
+
+static int64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static unsigned rng_state = 12345;
+static unsigned rnd(unsigned n)
+{
+    rng_state = rng_state * 1103515245u + 12345u;
+    return (rng_state >> 8) % n;
+}
+
+/* A JSON line of about 200 bytes with a nested object. */
+static int gen_json(char *buf, size_t cap, unsigned i)
+{
+    static const char *const levels[] = {"info", "warn", "error", "debug"};
+    return snprintf(
+        buf, cap,
+        "{\"time\":\"2024-03-01T12:%02u:%02u.%03uZ\",\"level\":\"%s\",\"msg\":\"request "
+        "served in %u ms\",\"http\":{\"method\":\"GET\",\"status\":%u,\"path\":\"/api/"
+        "v1/items/%u\"},\"user\":\"u%05u\",\"trace\":\"%08x%08x\"}",
+        i / 60 % 60, i % 60, i % 1000, levels[i % 4], rnd(900), 200 + rnd(4) * 100, rnd(100000),
+        rnd(100000), rnd(0xffffffffu), rnd(0xffffffffu));
+}
+
+/* An nginx combined line of about 200 bytes. */
+static int gen_nginx(char *buf, size_t cap, unsigned i)
+{
+    static const char *const agents[] = {
+        "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+        "curl/8.1.2 (x86_64-pc-linux-gnu) libcurl/8.1.2 OpenSSL/3.0.11",
+        "kube-probe/1.28 (linux/amd64) kubernetes/health-check agent v1"};
+    return snprintf(buf, cap,
+                    "10.%u.%u.%u - - [01/Mar/2024:12:%02u:%02u +0000] \"GET /api/v1/items?id=%u "
+                    "HTTP/1.1\" %u %u \"https://example.com/\" \"%s\"",
+                    rnd(256), rnd(256), rnd(256), i / 60 % 60, i % 60, rnd(100000),
+                    200 + rnd(4) * 100, rnd(50000), agents[i % 3]);
+}
+
+typedef struct bench_case {
+    const char *name;
+    const char *options; /* the parse entry's option lines */
+    int (*gen)(char *buf, size_t cap, unsigned i);
+} bench_case;
+
+static const bench_case cases[] = {
+    {"json", "    format: json\n", gen_json},
+    {"json+timestamp", "    format: json\n    timestamp: { field: time, format: rfc3339 }\n",
+     gen_json},
+    {"nginx_combined", "    format: nginx_combined\n", gen_nginx},
+    {"regex (nginx combined)",
+     "    format: regex\n"
+     "    pattern: '^(?<client>\\S+) \\S+ (?<user>\\S+) \\[(?<time>[^\\]]+)\\] "
+     "\"(?<method>\\S+) (?<path>\\S+) (?<protocol>[^\"]+)\" (?<status>\\d{3}) (?<size>\\S+) "
+     "\"(?<referer>[^\"]*)\" \"(?<agent>[^\"]*)\"$'\n",
+     gen_nginx},
+    {"nginx_combined+timestamp",
+     "    format: nginx_combined\n    timestamp: { field: time, format: '%d/%b/%Y:%H:%M:%S %z' }\n",
+     gen_nginx},
+};
+
+static int run_case(const bench_case *c, long lines)
+{
+    char path[] = "/tmp/spool-parse-bench-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        perror("mkstemp");
+        return 1;
+    }
+    FILE *fp = fdopen(fd, "w");
+    fprintf(fp,
+            "service: { data_dir: /tmp/spool-parse-bench-no-such-dir }\n"
+            "topics: { main: { partitions: 1 } }\n"
+            "inputs: [ { type: stdin, topic: main } ]\n"
+            "processors:\n"
+            "  - type: parse\n%s",
+            c->options);
+    fclose(fp);
+    spool_service_conf conf;
+    spool_errors errs = {0};
+    spool_service svc;
+    memset(&svc, 0, sizeof(svc));
+    int nerr = spool_service_conf_load(path, &conf, &errs);
+    unlink(path);
+    if (nerr) {
+        spool_errors_print(&errs, stderr);
+        return 1;
+    }
+    svc.conf = &conf;
+    spool_instance *in = conf.inputs[0], *proc = conf.processors[0];
+    in->svc = proc->svc = &svc;
+    if (proc->plugin->init(proc, proc->ctx) < 0) {
+        fprintf(stderr, "%s: init failed\n", c->name);
+        return 1;
+    }
+    char line[LINE_MAX_BYTES];
+    int64_t spent = 0, bytes = 0;
+    long done = 0, failed = 0;
+    unsigned i = 0;
+    while (done < lines) {
+        spool_batch *b = spool_batch_create(in);
+        for (int k = 0; k < BATCH; k++, i++) {
+            int n = c->gen(line, sizeof(line), i);
+            spool_record r = {0};
+            r.key_len = -1;
+            r.value = (const uint8_t *)line;
+            r.value_len = n;
+            r.timestamp = 1;
+            spool_batch_append(b, &r);
+            bytes += n;
+        }
+        spool__batch_begin_process(b, proc);
+        int64_t t0 = cpu_ns();
+        proc->plugin->process(proc, proc->ctx, b);
+        spent += cpu_ns() - t0;
+        spool__batch_end_process(b);
+        if (done == 0) {
+            for (size_t k = 0; k < spool_batch_count(b); k++) {
+                spool_record r;
+                spool_batch_get(b, k, &r);
+                failed += spool_record_header(&r, "parse_error") != NULL;
+            }
+        }
+        spool_batch_destroy(b);
+        done += BATCH;
+    }
+    printf("%-26s %4ld B/line  %6.0f ns CPU/line  %9.0f lines/s%s\n", c->name, (long)(bytes / done),
+           (double)spent / (double)done, (double)done * 1e9 / (double)spent,
+           failed ? "  (PARSE ERRORS: the generator is wrong)" : "");
+    proc->plugin->destroy(proc, proc->ctx);
+    spool_service_conf_free(&conf);
+    spool_errors_free(&errs);
+    return failed ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    long lines = argc > 1 ? atol(argv[1]) : 500000;
+    int rc = 0;
+    if (lines < BATCH) {
+        lines = BATCH;
+    }
+    if (spool_registry_init() != 0) {
+        return 1;
+    }
+    printf("parse processor, %ld lines per case, batches of %d, process() only\n", lines, BATCH);
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        rc |= run_case(&cases[k], lines);
+    }
+    spool_registry_reset();
+    return rc;
+}
