@@ -2,8 +2,13 @@
  * parse_time.c: timestamps of the `parse` processor (parse_time.h).
  *
  * RFC 3339 and the Unix formats are read by hand (they are the common case and cost a
- * few nanoseconds); strptime formats go through glibc's strptime(3) on a NUL-terminated
- * copy of at most PARSE_TIME_TEXT_MAX bytes, split at `%f`, which strptime lacks. The
+ * few nanoseconds). So are strptime formats made only of the conversions of access and
+ * application logs (%Y %m %d %e %H %M %S %y %b %h %B %a %A %z %f %T %F %R %n %t %%),
+ * with strptime's rules (blanks in the format match any run of blanks, numbers may be
+ * preceded by spaces, month and day names in English, either length); glibc's
+ * strptime(3) is several times slower (locale-aware name matching). Other formats go
+ * through strptime on a NUL-terminated copy of at most PARSE_TIME_TEXT_MAX bytes, split
+ * at `%f`, which strptime lacks. The
  * broken-down time becomes epoch milliseconds through days_from_civil (no timegm, no
  * time zone database: a time without an offset is UTC).
  *
@@ -16,6 +21,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define YEAR_UNSET (-100000) /* tm_year before strptime: "the format has no year" */
@@ -252,6 +258,14 @@ int parse_time_compile(const char *text, parse_time_format *out, char *why, size
                  text);
         return -EINVAL;
     }
+    memcpy(out->whole, text, len + 1);
+    out->fast = 1;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '%') {
+            i++;
+            out->fast &= strchr("YmdeHMSybhBaAzfTFRnt%", text[i]) != NULL;
+        }
+    }
     if (out->has_frac) {
         memcpy(out->before, text, f_at);
         out->before[f_at] = '\0';
@@ -259,6 +273,215 @@ int parse_time_compile(const char *text, parse_time_format *out, char *why, size
     } else {
         memcpy(out->before, text, len + 1);
     }
+    return 0;
+}
+
+/* The broken-down time the hand-written reader fills. */
+typedef struct fast_tm {
+    int64_t year; /* YEAR_UNSET until read */
+    int mon;      /* 1-12 */
+    int mday, hour, min, sec, frac_ms;
+    int64_t off_ms; /* the zone's offset east of UTC */
+} fast_tm;
+
+static int is_blank(uint8_t c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* A number of 1 to `width` digits in [lo, hi], after optional spaces (as strptime). */
+static int fast_num(const uint8_t *s, size_t n, size_t *at, int width, int lo, int hi, int *v)
+{
+    int x = 0, k = 0;
+    while (*at < n && s[*at] == ' ') {
+        (*at)++;
+    }
+    while (k < width && *at < n && s[*at] >= '0' && s[*at] <= '9') {
+        x = x * 10 + (s[(*at)++] - '0');
+        k++;
+    }
+    if (k == 0 || x < lo || x > hi) {
+        return -1;
+    }
+    *v = x;
+    return 0;
+}
+
+/* An English month or weekday name, abbreviated or full, any case: its index, or -1. */
+static int fast_name(const uint8_t *s, size_t n, size_t *at, const char *const *names, int count)
+{
+    for (int k = 0; k < count; k++) {
+        size_t full = strlen(names[k]);
+        if (n - *at >= full && strncasecmp((const char *)s + *at, names[k], full) == 0) {
+            *at += full;
+            return k;
+        }
+    }
+    for (int k = 0; k < count; k++) {
+        if (n - *at >= 3 && strncasecmp((const char *)s + *at, names[k], 3) == 0) {
+            *at += 3;
+            return k;
+        }
+    }
+    return -1;
+}
+
+static int fast_zone(const uint8_t *s, size_t n, size_t *at, int64_t *off)
+{
+    int h, m = 0;
+    while (*at < n && s[*at] == ' ') {
+        (*at)++;
+    }
+    if (*at < n && (s[*at] == 'Z' || s[*at] == 'z')) {
+        (*at)++;
+        *off = 0;
+        return 0;
+    }
+    if (*at >= n || (s[*at] != '+' && s[*at] != '-')) {
+        return -1;
+    }
+    int sign = s[(*at)++] == '-' ? -1 : 1;
+    if (digits(s, n, *at, 2, &h) < 0 || h > 23) {
+        return -1;
+    }
+    *at += 2;
+    if (*at < n && s[*at] == ':') {
+        (*at)++;
+        if (digits(s, n, *at, 2, &m) < 0) {
+            return -1;
+        }
+        *at += 2;
+    } else if (digits(s, n, *at, 2, &m) == 0) {
+        *at += 2;
+    }
+    if (m > 59) {
+        return -1;
+    }
+    *off = sign * (h * 3600000LL + m * 60000LL);
+    return 0;
+}
+
+/* Reads s by fmt (conversions of the fast set only). 0, or -1 when s does not match. */
+static int fast_read(const char *fmt, const uint8_t *s, size_t n, size_t *at, fast_tm *t)
+{
+    static const char *const months[] = {"january", "february", "march",     "april",
+                                         "may",     "june",     "july",      "august",
+                                         "september", "october", "november", "december"};
+    static const char *const days[] = {"sunday",   "monday", "tuesday", "wednesday",
+                                       "thursday", "friday", "saturday"};
+    int v = 0;
+    for (const char *f = fmt; *f; f++) {
+        if (is_blank((uint8_t)*f)) {
+            while (*at < n && is_blank(s[*at])) {
+                (*at)++;
+            }
+            continue;
+        }
+        if (*f != '%') {
+            if (*at >= n || s[*at] != (uint8_t)*f) {
+                return -1;
+            }
+            (*at)++;
+            continue;
+        }
+        int rc = 0;
+        switch (*++f) {
+        case 'Y':
+            rc = fast_num(s, n, at, 4, 0, 9999, &v);
+            t->year = v;
+            break;
+        case 'y':
+            rc = fast_num(s, n, at, 2, 0, 99, &v);
+            t->year = v < 69 ? 2000 + v : 1900 + v;
+            break;
+        case 'm':
+            rc = fast_num(s, n, at, 2, 1, 12, &t->mon);
+            break;
+        case 'd':
+        case 'e':
+            rc = fast_num(s, n, at, 2, 1, 31, &t->mday);
+            break;
+        case 'H':
+            rc = fast_num(s, n, at, 2, 0, 23, &t->hour);
+            break;
+        case 'M':
+            rc = fast_num(s, n, at, 2, 0, 59, &t->min);
+            break;
+        case 'S':
+            rc = fast_num(s, n, at, 2, 0, 61, &t->sec);
+            break;
+        case 'b':
+        case 'h':
+        case 'B':
+            v = fast_name(s, n, at, months, 12);
+            t->mon = v + 1;
+            rc = v < 0 ? -1 : 0;
+            break;
+        case 'a':
+        case 'A':
+            rc = fast_name(s, n, at, days, 7) < 0 ? -1 : 0;
+            break;
+        case 'z':
+            rc = fast_zone(s, n, at, &t->off_ms);
+            break;
+        case 'f': {
+            size_t f0 = *at;
+            t->frac_ms = fraction_ms(s, n, at);
+            rc = *at == f0 ? -1 : 0;
+            break;
+        }
+        case 'T':
+            rc = fast_read("%H:%M:%S", s, n, at, t);
+            break;
+        case 'F':
+            rc = fast_read("%Y-%m-%d", s, n, at, t);
+            break;
+        case 'R':
+            rc = fast_read("%H:%M", s, n, at, t);
+            break;
+        case 'n':
+        case 't':
+            while (*at < n && is_blank(s[*at])) {
+                (*at)++;
+            }
+            break;
+        default: /* '%' */
+            rc = *at < n && s[*at] == '%' ? ((*at)++, 0) : -1;
+            break;
+        }
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The time from its parts; a missing year is the one closest before now (a day of
+ * slack). */
+static int64_t assemble(int64_t year, int mon, int mday, int hour, int min, int sec, int frac,
+                        int64_t off, int64_t now_ms)
+{
+    if (year == YEAR_UNSET) {
+        year = year_of(now_ms);
+        if (civil_ms(year, mon, mday, hour, min, sec) - off > now_ms + DAY_MS) {
+            year--;
+        }
+    }
+    return civil_ms(year, mon, mday, hour, min, sec) + frac - off;
+}
+
+static int parse_fast(const parse_time_format *f, const uint8_t *s, size_t n, int64_t now_ms,
+                      int64_t *ms, char *why, size_t cap)
+{
+    fast_tm t = {YEAR_UNSET, 1, 1, 0, 0, 0, 0, 0};
+    size_t at = 0;
+    if (fast_read(f->whole, s, n, &at, &t) < 0) {
+        return fail(why, cap, "does not match the format");
+    }
+    if (at != n) {
+        return fail(why, cap, "unexpected text after the time");
+    }
+    *ms = assemble(t.year, t.mon, t.mday, t.hour, t.min, t.sec, t.frac_ms, t.off_ms, now_ms);
     return 0;
 }
 
@@ -329,6 +552,9 @@ int parse_time(const parse_time_format *f, const uint8_t *s, size_t len, int64_t
     case PARSE_TIME_UNIX_NS:
         return parse_unix(s, len, 9, ms, why, why_cap);
     default:
+        if (f->fast) {
+            return parse_fast(f, s, len, now_ms, ms, why, why_cap);
+        }
         return parse_strptime(f, s, len, now_ms, ms, why, why_cap);
     }
 }

@@ -33,6 +33,8 @@ typedef struct parse_time_format {
     char before[PARSE_TIME_FMT_MAX]; /* strptime: the format up to %f (all of it if none) */
     char after[PARSE_TIME_FMT_MAX];  /* strptime: the format after %f ("" if none) */
     int has_frac;                    /* strptime: the format has %f */
+    int fast;                        /* strptime: every conversion is read by hand */
+    char whole[PARSE_TIME_FMT_MAX];  /* strptime: the format as given */
 } parse_time_format;
 
 /*

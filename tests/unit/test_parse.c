@@ -442,6 +442,9 @@ static void test_time_formats(void **state)
     const int64_t dec31_2022 = 1672487999000LL; /* 2022-12-31T11:59:59Z */
     assert_int_equal(tparse("%b %d %H:%M:%S", "Dec 31 11:59:59", 1672704000000LL /* Jan 3 */),
                      dec31_2022);
+    /* Formats the hand-written reader does not know go through glibc's strptime. */
+    assert_int_equal(tparse("%d/%b/%Y %I:%M:%S %p", "10/Oct/2023 11:55:36 AM", 0), base);
+    assert_int_equal(tparse("%Y %j %H:%M:%S", "2023 283 11:55:36", 0), base);
     /* Formats refused at compile time. */
     parse_time_format tf;
     char why[200];
@@ -452,6 +455,53 @@ static void test_time_formats(void **state)
     assert_int_equal(parse_time_compile("%s", &tf, why, sizeof(why)), -EINVAL);
     assert_int_equal(parse_time_compile("%S.%f.%f", &tf, why, sizeof(why)), -EINVAL);
     assert_int_equal(parse_time_compile("%Y%", &tf, why, sizeof(why)), -EINVAL);
+}
+
+/* The hand-written reader and glibc's strptime agree (same format, fast flag off). */
+static void test_time_fast_vs_strptime(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *fmt, *text;
+    } cases[] = {
+        {"%d/%b/%Y:%H:%M:%S %z", "10/Oct/2023:13:55:36 +0200"},
+        {"%d/%b/%Y:%H:%M:%S %z", "01/jan/1999:00:00:00 -1130"},
+        {"%d/%b/%Y:%H:%M:%S %z", "1/February/2024:23:59:60 +00:00"},
+        {"%d/%b/%Y:%H:%M:%S %z", "10/Oct/2023:13:55:36"},
+        {"%d/%b/%Y:%H:%M:%S %z", "10/Okt/2023:13:55:36 +0200"},
+        {"%d/%b/%Y:%H:%M:%S %z", "32/Oct/2023:13:55:36 +0200"},
+        {"%Y-%m-%d %H:%M:%S", "2023-10-10   11:55:36"},
+        {"%Y-%m-%d %H:%M:%S", "2023-10-10 11:55"},
+        {"%Y-%m-%d %H:%M:%S", " 2023-1-2 3:4:5"},
+        {"%a %b %e %T %Y", "Sun Dec  4 04:47:44 2005"},
+        {"%a %b %e %T %Y", "Sunday December 4 04:47:44 2005"},
+        {"%F %T", "2015-07-29 17:41:44"},
+        {"%y%m%d %H%M%S", "081109 203615"},
+        {"%y%m%d %H%M%S", "691109 203615"},
+        {"%b %d %H:%M:%S", "Jun 14 15:16:01"},
+        {"%b %d %H:%M:%S", "Jun 14 15:16:01 x"},
+        {"%Y-%m-%dT%H:%M:%S%z", "2023-10-10T11:55:36Z"},
+        {"%Y-%m-%dT%H:%M:%S%z", "2023-10-10T11:55:36-0330"},
+        {"%H:%M:%S %%", "11:55:36 %"},
+    };
+    const int64_t now = 1700000000000LL;
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        parse_time_format fast, slow;
+        char why[200];
+        int64_t a = -1, b = -1;
+        assert_int_equal(parse_time_compile(cases[k].fmt, &fast, why, sizeof(why)), 0);
+        assert_true(fast.fast);
+        slow = fast;
+        slow.fast = 0;
+        size_t len = strlen(cases[k].text);
+        int ra = parse_time(&fast, (const uint8_t *)cases[k].text, len, now, &a, why, sizeof(why));
+        int rb = parse_time(&slow, (const uint8_t *)cases[k].text, len, now, &b, why, sizeof(why));
+        if (ra != rb || (ra == 0 && a != b)) {
+            fprintf(stderr, "'%s' by '%s': fast %d %lld, strptime %d %lld\n", cases[k].text,
+                    cases[k].fmt, ra, (long long)a, rb, (long long)b);
+            fail();
+        }
+    }
 }
 
 static void test_timestamp_field(void **state)
@@ -624,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_syslog),
         cmocka_unit_test(test_access_logs),
         cmocka_unit_test(test_time_formats),
+        cmocka_unit_test(test_time_fast_vs_strptime),
         cmocka_unit_test(test_timestamp_field),
         cmocka_unit_test(test_on_error),
         cmocka_unit_test(test_source_keep_original),
