@@ -364,9 +364,9 @@ static int fast_zone(const uint8_t *s, size_t n, size_t *at, int64_t *off)
 /* Reads s by fmt (conversions of the fast set only). 0, or -1 when s does not match. */
 static int fast_read(const char *fmt, const uint8_t *s, size_t n, size_t *at, fast_tm *t)
 {
-    static const char *const months[] = {"january", "february", "march",     "april",
-                                         "may",     "june",     "july",      "august",
-                                         "september", "october", "november", "december"};
+    static const char *const months[] = {"january",   "february", "march",    "april",
+                                         "may",       "june",     "july",     "august",
+                                         "september", "october",  "november", "december"};
     static const char *const days[] = {"sunday",   "monday", "tuesday", "wednesday",
                                        "thursday", "friday", "saturday"};
     int v = 0;
