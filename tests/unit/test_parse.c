@@ -445,6 +445,7 @@ static void test_time_formats(void **state)
     /* Formats the hand-written reader does not know go through glibc's strptime. */
     assert_int_equal(tparse("%d/%b/%Y %I:%M:%S %p", "10/Oct/2023 11:55:36 AM", 0), base);
     assert_int_equal(tparse("%Y %j %H:%M:%S", "2023 283 11:55:36", 0), base);
+    assert_int_equal(tparse("%a %b %d %H:%M:%S %Y", "Tue Oct 10 11:55:36 2023", 0), base);
     /* Formats refused at compile time. */
     parse_time_format tf;
     char why[200];
@@ -473,8 +474,8 @@ static void test_time_fast_vs_strptime(void **state)
         {"%Y-%m-%d %H:%M:%S", "2023-10-10   11:55:36"},
         {"%Y-%m-%d %H:%M:%S", "2023-10-10 11:55"},
         {"%Y-%m-%d %H:%M:%S", " 2023-1-2 3:4:5"},
-        {"%a %b %e %T %Y", "Sun Dec  4 04:47:44 2005"},
-        {"%a %b %e %T %Y", "Sunday December 4 04:47:44 2005"},
+        {"%b %e %T %Y", "Dec  4 04:47:44 2005"},
+        {"%B %e %T %Y", "December 4 04:47:44 2005"},
         {"%F %T", "2015-07-29 17:41:44"},
         {"%y%m%d %H%M%S", "081109 203615"},
         {"%y%m%d %H%M%S", "691109 203615"},
