@@ -391,7 +391,9 @@ static int collect(void *arg, const char *name, size_t name_len, const uint8_t *
     parse_field *fl = &ctx->fields[ctx->nfields];
     uint8_t *p = ctx->buf.data + ctx->buf.len;
     fl->name_off = ctx->buf.len;
-    memcpy(p, ctx->prefix, ctx->prefix_len);
+    if (ctx->prefix_len) {
+        memcpy(p, ctx->prefix, ctx->prefix_len);
+    }
     memcpy(p + ctx->prefix_len, name, name_len);
     p[ctx->prefix_len + name_len] = '\0';
     fl->val_off = fl->name_off + ctx->prefix_len + name_len + 1;
