@@ -145,6 +145,12 @@ static const spool_option parse_options[] = {
 
 /* ---- configuration ---- */
 
+static int group_cmp(const void *a, const void *b)
+{
+    const parse_group *x = a, *y = b;
+    return x->number < y->number ? -1 : x->number > y->number;
+}
+
 /* Compiles the pattern and lists its named groups. On error reports it (ins may be NULL:
  * then silently) and returns -EINVAL. */
 static int compile_regex(spool_instance *ins, parse_ctx *ctx)
@@ -181,6 +187,8 @@ static int compile_regex(spool_instance *ins, parse_ctx *ctx)
         ctx->groups[k].name_len = strlen((const char *)e + 2);
     }
     ctx->ngroups = count;
+    /* PCRE2 sorts its name table by name: write the fields in the pattern's order. */
+    qsort(ctx->groups, count, sizeof(*ctx->groups), group_cmp);
     return 0;
 }
 
@@ -556,6 +564,8 @@ static int parse_record(spool_instance *ins, parse_ctx *ctx, spool_batch *b, siz
         if (ctx->name_error) {
             snprintf(why, sizeof(why), "%s: a field name holds a NUL byte",
                      format_names[ctx->format]);
+        } else if (ctx->format == FMT_REGEX) {
+            snprintf(why, sizeof(why), "regex: %s", perr.message); /* no position to give */
         } else {
             snprintf(why, sizeof(why), "%s: %s at byte %zu", format_names[ctx->format],
                      perr.message, perr.offset);
