@@ -263,7 +263,8 @@ struct spool_instance {
     spool_plugin_kind kind;
     char *name;  /* given or "<type>.<index>" */
     char *label; /* "input:tail:app-logs" */
-    int index;   /* position in its section */
+    int index;   /* position in its section (or in its input's chain) */
+    char *path;  /* config path for errors ("inputs[0].processors[1]"); NULL = "<section>[index]" */
     void *ctx;   /* context_size bytes, option fields filled */
     struct spool_service *svc;
     /* config positions, valid while the document lives */

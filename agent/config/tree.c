@@ -367,6 +367,14 @@ static int on_scalar(builder *b, const yaml_event_t *ev)
     const char *text = (const char *)ev->data.scalar.value;
     size_t len = ev->data.scalar.length;
     n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+    {
+        /* Verbatim: on one line, and as long in the file as in the value. */
+        const yaml_mark_t *e = &ev->end_mark;
+        int q = ev->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
+                ev->data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+        n->verbatim = (q || ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) &&
+                      e->line == m->line && e->index - m->index == len + (q ? 2 : 0);
+    }
     if (!n->quoted) {
         n->is_null = len == 0 || strcmp(text, "~") == 0 || strcmp(text, "null") == 0 ||
                      strcmp(text, "Null") == 0 || strcmp(text, "NULL") == 0;
@@ -379,6 +387,9 @@ static int on_scalar(builder *b, const yaml_event_t *ev)
     if (n->value == NULL) {
         spool_cnode_free(n);
         return -ENOMEM;
+    }
+    if (n->verbatim && (strlen(n->value) != len || memcmp(n->value, text, len) != 0)) {
+        n->verbatim = 0; /* ${VAR} changed it */
     }
     return attach(b, n);
 }
