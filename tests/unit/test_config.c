@@ -530,10 +530,57 @@ static void test_bad_unset_env(void **state)
 static void test_bad_alias(void **state)
 {
     expect_errors("bad/alias.yaml",
-                  "3:12: inputs[0].paths: anchors are not supported ('&p'); repeat the value "
-                  "instead\n"
-                  "5:12: inputs[1].paths: aliases are not supported ('*p'); repeat the value "
-                  "instead\n");
+                  "7:12: inputs[2].paths: alias '*q' names no anchor defined before it ('&q')\n");
+}
+
+/* Anchors and aliases: deep copies (a chain reused by two inputs), the
+ * anchor's positions, the latest anchor of a name, the expansion bound. */
+static void test_aliases(void **state)
+{
+    (void)state;
+    static const char text[] = "chain: &c\n"
+                               "  - {type: filter, drop_when: 'a == 1'}\n"
+                               "  - type: set\n"
+                               "inputs:\n"
+                               "  - processors: *c\n"
+                               "  - processors: *c\n"
+                               "x: &s one\n"
+                               "y: *s\n"
+                               "x2: &s two\n"
+                               "y2: *s\n";
+    spool_cdoc doc;
+    spool_errors errs = {0};
+    assert_int_equal(spool_cdoc_load_buffer("a.yaml", text, strlen(text), &doc, &errs), 0);
+    const spool_cnode *in = spool_cnode_get(doc.root, "inputs");
+    for (size_t i = 0; i < 2; i++) {
+        const spool_cnode *chain = spool_cnode_get(in->items[i], "processors");
+        assert_int_equal(chain->type, SPOOL_CNODE_SEQUENCE);
+        assert_int_equal(chain->count, 2);
+        const spool_cnode *dw = spool_cnode_get(chain->items[0], "drop_when");
+        assert_string_equal(dw->value, "a == 1");
+        assert_int_equal(dw->line, 2);
+        assert_int_equal(dw->column, 31);
+        assert_true(dw->verbatim);
+        assert_string_equal(spool_cnode_get(chain->items[1], "type")->value, "set");
+    }
+    assert_ptr_not_equal(spool_cnode_get(in->items[0], "processors"),
+                         spool_cnode_get(in->items[1], "processors"));
+    assert_string_equal(spool_cnode_get(doc.root, "y")->value, "one");
+    assert_string_equal(spool_cnode_get(doc.root, "y2")->value, "two");
+    spool_cdoc_free(&doc);
+
+    /* "Billion laughs": each level doubles; the copies stop at the bound. */
+    char big[4096];
+    size_t len = (size_t)snprintf(big, sizeof(big), "l0: &l0 [a, a]\n");
+    for (int i = 1; i < 30; i++) {
+        len += (size_t)snprintf(big + len, sizeof(big) - len, "l%d: &l%d [*l%d, *l%d]\n", i, i,
+                                i - 1, i - 1);
+    }
+    assert_int_equal(spool_cdoc_load_buffer("b.yaml", big, len, &doc, &errs), -EINVAL);
+    assert_true(errs.count >= 1);
+    assert_non_null(strstr(errs.items[0].message, "aliases expand to more than 100000 nodes"));
+    spool_errors_free(&errs);
+    spool_cdoc_free(&doc);
 }
 
 static void test_bad_unreadable(void **state)
@@ -896,6 +943,7 @@ int main(void)
         cmocka_unit_test(test_bad_invalid_yaml),
         cmocka_unit_test(test_bad_unset_env),
         cmocka_unit_test(test_bad_alias),
+        cmocka_unit_test(test_aliases),
         cmocka_unit_test(test_bad_unreadable),
         cmocka_unit_test(test_all_errors_reported),
         cmocka_unit_test(test_substitution_buffer),
