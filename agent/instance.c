@@ -122,6 +122,7 @@ void spool__instance_free(spool_instance *ins)
     spool_template_destroy(ins->key_tpl);
     free(ins->reject_reason);
     free(ins->ctx);
+    free(ins->chain);
     free(ins->name);
     free(ins->path);
     free(ins->label);
@@ -142,6 +143,20 @@ const char *spool_instance_type(const spool_instance *ins)
 const char *spool_instance_topic(const spool_instance *ins)
 {
     return ins->in.topic;
+}
+
+int spool_topic_exists(const spool_instance *ins, const char *name)
+{
+    const spool_service_conf *conf = ins->conf;
+    if (!conf && ins->svc) {
+        conf = ins->svc->conf;
+    }
+    for (size_t i = 0; conf && name && i < conf->ntopics; i++) {
+        if (strcmp(conf->topics[i].name, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 const char *spool_instance_data_dir(const spool_instance *ins)

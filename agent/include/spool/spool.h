@@ -236,6 +236,9 @@ SPOOL_API const char *spool_instance_name(const spool_instance *ins);
 SPOOL_API const char *spool_instance_type(const spool_instance *ins);
 /* Inputs: the topic records go to. Any thread. */
 SPOOL_API const char *spool_instance_topic(const spool_instance *ins);
+/* 1 if the service's configuration has a log topic named `name` (what
+ * spool_batch_set_topic will accept), else 0. From check on; any thread. */
+SPOOL_API int spool_topic_exists(const spool_instance *ins, const char *name);
 /* The service's data directory (absolute path); plugins keep state below
  * it. From init on (not in check: the service is not open then); any
  * thread. */
