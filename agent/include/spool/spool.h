@@ -633,8 +633,9 @@ typedef struct spool_plugin {
     void (*destroy)(spool_instance *ins, void *ctx);
 
     /* Processors: change records in place, drop none silently. The one
-     * processor thread, for every batch of every input; the batch is lent
-     * for the call. 0 or -errno (counted, logged, the batch goes on). */
+     * processor thread, for every batch of the input whose chain holds the
+     * instance (every input's, for the top-level section); the batch is
+     * lent for the call. 0 or -errno (counted, logged, the batch goes on). */
     int (*process)(spool_instance *ins, void *ctx, spool_batch *batch);
 
     /* Outputs: deliver a chunk. The output's runner thread. SPOOL_OK,
