@@ -7,6 +7,8 @@
   column inside the expression, and an unknown route topic at its value; exit 2.
 - reload_changed_chain: SIGHUP with a changed chain: records before the reload went
   through the old chain, records after it through the new one; nothing lost.
+
+spool-test-requires: tail
 """
 import json
 import os

@@ -423,6 +423,35 @@ static void test_errors(void **state)
     unload(L);
 }
 
+/* Inside a value the file does not hold verbatim (escapes, a block scalar):
+ * the value's start, and the column inside it in the message. */
+static void test_error_not_verbatim(void **state)
+{
+    (void)state;
+    loaded *L = load("inputs:\n"
+                     "  - type: stdin\n"
+                     "    topic: access\n"
+                     "    processors:\n"
+                     "      - type: filter\n"
+                     "        drop_when: \"a =~ \\\"(\\\"\"\n"
+                     "      - type: filter\n"
+                     "        keep_when: |\n"
+                     "          a == 1 and\n");
+    char *got = render_errors(L);
+    const char *want =
+        "12:20: inputs[0].processors[0].drop_when: invalid condition: invalid regex: "
+        "missing closing parenthesis at offset 1 (at column 8 of the value)\n"
+        "14:20: inputs[0].processors[1].keep_when: invalid condition: expected a "
+        "condition, found end of expression (at column 12 of the "
+        "value)\n";
+    if (strcmp(got, want) != 0) {
+        fprintf(stderr, "--- want\n%s--- got\n%s", want, got);
+        fail();
+    }
+    free(got);
+    unload(L);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -432,6 +461,7 @@ int main(void)
         cmocka_unit_test(test_set),
         cmocka_unit_test(test_route),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_error_not_verbatim),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
