@@ -49,7 +49,7 @@ static const redact_builtin redact_builtins[] = {
     {"bearer_token", "(?i)\\bbearer[ \\t]+\\K[A-Za-z0-9._~+/-]+=*", 0, 0},
     /* local@domain.tld; (*SKIP) makes a failed local part cost its length once, not squared. */
     {"email",
-     "[A-Za-z0-9._%+-]++(*SKIP)@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+     "[\\w.%+-]++(*SKIP)@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
      "(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\\.[A-Za-z]{2,63}\\b",
      '@', 0},
     /* Full, compressed (with at least one hex digit: not a bare "::") and IPv4-embedded forms,
