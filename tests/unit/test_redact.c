@@ -147,6 +147,48 @@ static void test_credit_card(void **state)
     ph_free(h);
 }
 
+/* The quick scans that skip a pattern (redact.c's gates) must never skip a line the pattern
+ * matches: a card, an IPv4 and an IPv6 address at every offset after every kind of prefix. */
+static void test_gates_miss_nothing(void **state)
+{
+    (void)state;
+    ph *h = ph_start("  - type: redact\n    builtins: [credit_card, ipv4, ipv6]\n");
+    static const char *const prefixes[] = {"", "x ", "1.2 z ", "12-3 z ", "a:b ", "99 z "};
+    static const char *const secrets[] = {"4111 1111 1111 1111", "4111-1111-1111-1111",
+                                          "4222222222222",       "10.0.0.1",
+                                          "2001:db8::1",         "1:2:3:4:5:6:7:8"};
+    spool_batch *b = ph_batch(h);
+    char line[128], want[128];
+    size_t n = 0;
+    for (size_t p = 0; p < sizeof(prefixes) / sizeof(prefixes[0]); p++) {
+        for (size_t k = 0; k < sizeof(secrets) / sizeof(secrets[0]); k++) {
+            for (int off = 0; off < 30; off++) {
+                snprintf(line, sizeof(line), "%.*s %s%s end", off, "abcdefghijklmnopqrstuvwxyzabcd",
+                         prefixes[p], secrets[k]);
+                ph_add(b, line, NULL, NULL, NULL, NULL, NULL);
+                n++;
+            }
+        }
+    }
+    assert_int_equal(ph_process(h, b), 0);
+    size_t i = 0;
+    for (size_t p = 0; p < sizeof(prefixes) / sizeof(prefixes[0]); p++) {
+        for (size_t k = 0; k < sizeof(secrets) / sizeof(secrets[0]); k++) {
+            for (int off = 0; off < 30; off++, i++) {
+                snprintf(want, sizeof(want), "%.*s %s[REDACTED] end", off,
+                         "abcdefghijklmnopqrstuvwxyzabcd", prefixes[p]);
+                if (strcmp(ph_value(b, i), want) != 0) {
+                    fprintf(stderr, "want '%s'\ngot  '%s'\n", want, ph_value(b, i));
+                }
+                assert_string_equal(ph_value(b, i), want);
+            }
+        }
+    }
+    assert_int_equal(i, n);
+    spool_batch_destroy(b);
+    ph_free(h);
+}
+
 static void test_bearer_token(void **state)
 {
     (void)state;
@@ -339,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_ipv4),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_credit_card),
+        cmocka_unit_test(test_gates_miss_nothing),
         cmocka_unit_test(test_bearer_token),
         cmocka_unit_test(test_all_builtins_and_replacements),
         cmocka_unit_test(test_user_patterns),
