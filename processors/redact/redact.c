@@ -155,8 +155,14 @@ static const redact_builtin redact_builtins[] = {
      gate_ipv6, 0},
     /* Dotted quad, octets 0-255 (leading zeros allowed); not part of a longer dotted run. */
     {"ipv4", "(?<![\\w.])" RX_IPV4_CORE "(?![\\w]|\\.[0-9])", gate_ipv4, 0},
-    /* A whole run of 13-19 digits, one space or dash allowed between two digits. */
-    {"credit_card", "(?<![\\w+.-])(?<![0-9] )[0-9](?:[ -]?[0-9]){12,18}(?![\\w]|[ .-][0-9])(?C1)",
+    /* A whole run of 13-19 digits: without separators, or grouped as cards are printed
+     * (4-4-4-4, 4-4-4-4-3, 4-4-4-1..3, 4-6-5, 4-6-4) with one kind of separator (space or
+     * dash); not part of a longer run of digits. */
+    {"credit_card",
+     "(?<![\\w+.-])(?<![0-9] )(?:[0-9]{13,19}"
+     "|[0-9]{4}([ -])[0-9]{4}\\1[0-9]{4}\\1[0-9]{1,4}(?:\\1[0-9]{1,3})?"
+     "|[0-9]{4}([ -])[0-9]{6}\\2[0-9]{4,5})"
+     "(?![\\w]|[ .-][0-9])(?C1)",
      gate_card, 1},
 };
 #define REDACT_NBUILTINS (sizeof(redact_builtins) / sizeof(redact_builtins[0]))

@@ -123,6 +123,7 @@ static void test_credit_card(void **state)
         {"card 4111 1111 1111 1111.", "card [REDACTED]."},
         {"card=4111-1111-1111-1111;", "card=[REDACTED];"},
         {"amex 378282246310005", "amex [REDACTED]"},
+        {"amex 3782 822463 10005, diners 3056-930902-5904.", "amex [REDACTED], diners [REDACTED]."},
         {"visa 4222222222222 x", "visa [REDACTED] x"},
         {"maestro 6304000000000000000", "maestro [REDACTED]"},
         {"mc 5500 0055 5555 5559 and 6011111111111117", "mc [REDACTED] and [REDACTED]"},
@@ -140,6 +141,9 @@ static void test_credit_card(void **state)
         {"x 1.4111111111111111", NULL},
         {"tel +4111111111111111", NULL},
         {"time 2015-10-18 18:01:47,978", NULL},
+        /* grouped unlike a card (HDFS: date time pid), or with mixed separators; Luhn-valid */
+        {"081109 203615 100 INFO dfs.DataNode", NULL},
+        {"mixed 4111 1111-1111 1111", NULL},
         /* a digit and a space before the run: it continues a number ("visa13 4222...") */
         {"visa13 4222222222222", NULL},
     };
