@@ -230,6 +230,7 @@ typedef struct redact_ctx {
     pcre2_match_context *mctx_plain; /* no callout */
     pcre2_match_context *mctx_luhn;  /* redact_luhn_callout */
     spool_buf buf[2];                /* the passes' outputs, alternately */
+    size_t buf_held;                 /* bytes of buf counted in the memory account */
     spool_counter *redactions;       /* matches replaced */
     spool_counter *records;          /* records with at least one field changed */
 } redact_ctx;
@@ -494,11 +495,20 @@ static int redact_init(spool_instance *ins, void *vctx)
     return ctx->redactions && ctx->records ? 0 : -ENOMEM;
 }
 
-/* Makes buf hold at least n bytes (len stays 0). */
-static int buf_room(spool_buf *b, size_t n)
+/* Makes buffer `which` hold at least n bytes (len stays 0); what the buffers hold is counted
+ * in the service's memory account (they grow to the longest field seen). */
+static int buf_room(redact_ctx *ctx, int which, size_t n)
 {
+    spool_buf *b = &ctx->buf[which];
     b->len = 0;
-    return b->cap >= n ? 0 : spool_buf_reserve(b, n);
+    if (b->cap >= n) {
+        return 0;
+    }
+    if (spool_buf_reserve(b, n) < 0) {
+        return -ENOMEM;
+    }
+    spool_memory_adjust(&ctx->buf_held, ctx->buf[0].cap + ctx->buf[1].cap);
+    return 0;
 }
 
 /*
@@ -526,7 +536,7 @@ static int64_t redact_apply(spool_instance *ins, redact_ctx *ctx, const uint8_t 
         uint32_t opts = PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_OVERFLOW_LENGTH | p->sub_opts;
         PCRE2_SIZE olen = 0;
         if (rc >= 0) {
-            if (buf_room(dst, cur_len + cur_len / 2 + p->repl_len + 64) < 0) {
+            if (buf_room(ctx, which, cur_len + cur_len / 2 + p->repl_len + 64) < 0) {
                 return -ENOMEM;
             }
             olen = dst->cap;
@@ -534,7 +544,7 @@ static int64_t redact_apply(spool_instance *ins, redact_ctx *ctx, const uint8_t 
                                   p->mctx, p->repl, p->repl_len, dst->data, &olen);
             if (rc == PCRE2_ERROR_NOMEMORY) {
                 /* olen is the size needed; the match data was used up: start over. */
-                if (buf_room(dst, olen) < 0) {
+                if (buf_room(ctx, which, olen) < 0) {
                     return -ENOMEM;
                 }
                 olen = dst->cap;
@@ -626,6 +636,8 @@ static void redact_destroy(spool_instance *ins, void *vctx)
     patterns_free(ctx);
     spool_buf_free(&ctx->buf[0]);
     spool_buf_free(&ctx->buf[1]);
+    spool_memory_release(ctx->buf_held);
+    ctx->buf_held = 0;
 }
 
 const spool_plugin spool_plugin_redact = {
