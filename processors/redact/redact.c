@@ -9,15 +9,17 @@
  * pass left it; a replacement is never re-scanned by its own pattern, but a later pattern
  * sees it. A built-in's match is replaced by `replacement` (default "[REDACTED]") or by its
  * entry in `replacements` (per kind, e.g. {email: "<email>"}); bearer_token replaces only the
- * token after "Bearer ". credit_card matches a run of 13 to 19 digits, each pair optionally
- * separated by one space or dash, that is not part of a longer run, and replaces it only if
- * the digits pass the Luhn check (a PCRE2 callout rejects the others).
+ * token after "Bearer ". credit_card matches a whole run of 13 to 19 digits, bare or grouped
+ * as cards are printed (4-4-4-4, 4-6-5, ...; one kind of separator, space or dash), and
+ * replaces it only if the digits pass the Luhn check (a PCRE2 callout rejects the others).
  *
  * Invariants: every pattern is compiled (and JIT-compiled when PCRE2 has JIT) once, at init;
  * a field nothing matches is left untouched (no set call, no copy); the passes alternate
  * between two buffers of the context, reused from record to record, so the hot path allocates
- * only when a field is longer than any before it. Built-ins run in byte mode (ASCII); user
- * patterns in UTF-8 mode that also accepts invalid UTF-8 (as conditions' =~ does).
+ * only when a field is longer than any before it (the buffers are counted in the memory
+ * account). Before a built-in runs, a quick scan (its gate) looks for what every match needs
+ * ('@', a dotted quad, ...): most fields skip most patterns. Built-ins run in byte mode (ASCII);
+ * user patterns in UTF-8 mode that also accepts invalid UTF-8 (as conditions' =~ does).
  *
  * A pattern that fails at run time (PCRE2's match limit) leaves that field as the earlier
  * passes made it, is counted as an error and logged; the next patterns and records go on.
@@ -197,6 +199,8 @@ static int redact_luhn_callout(pcre2_callout_block *cb, void *arg)
 
 /* ---- the plugin ---- */
 
+#define REDACT_MATCH_LIMIT 1000000 /* PCRE2 match limit per field and pattern (default 10M) */
+
 enum redact_field_kind { RF_VALUE, RF_KEY, RF_HEADER };
 
 typedef struct redact_field {
@@ -242,7 +246,8 @@ static const spool_option redact_options[] = {
                       "built-in patterns: email, ipv4, ipv6, credit_card (Luhn-checked), "
                       "bearer_token, or all"),
     SPOOL_OPT_STRMAP("patterns", redact_ctx, patterns,
-                     "user patterns: PCRE2 regex -> replacement ($1, ${name} refer to groups)"),
+                     "user patterns: PCRE2 regex -> replacement ($1 or $name insert a group; "
+                     "in YAML write $${name} for ${name})"),
     SPOOL_OPT_STR("replacement", redact_ctx, replacement, "[REDACTED]", 0,
                   "what a built-in pattern's match becomes"),
     SPOOL_OPT_STRMAP("replacements", redact_ctx, replacements,
@@ -370,6 +375,10 @@ static int redact_build(spool_instance *ins, redact_ctx *ctx, int build)
         goto out;
     }
     pcre2_set_callout(ctx->mctx_luhn, redact_luhn_callout, NULL);
+    /* A pathological user pattern gives up after this many steps on one field (counted as an
+     * error) instead of holding the processor thread for seconds. */
+    pcre2_set_match_limit(ctx->mctx_plain, REDACT_MATCH_LIMIT);
+    pcre2_set_match_limit(ctx->mctx_luhn, REDACT_MATCH_LIMIT);
 
     /* Fields. */
     for (size_t i = 0; i < nfields; i++) {

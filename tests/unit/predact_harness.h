@@ -97,6 +97,7 @@ PH_FN ph *ph_start(const char *proc)
     }
     assert_int_equal(h->nerr, 0);
     assert_non_null(h->pr);
+    assert_int_equal(spool__instance_metrics(h->pr), 0); /* errors_total, ... as the service */
     assert_int_equal(h->pr->plugin->init(h->pr, h->pr->ctx), 0);
     h->inited = 1;
     return h;

@@ -342,6 +342,27 @@ static void test_long_value(void **state)
     ph_free(h);
 }
 
+/* A user pattern that backtracks catastrophically hits the match limit: the field keeps what
+ * the earlier patterns made of it, the error is counted, later patterns and records go on. */
+static void test_match_limit(void **state)
+{
+    (void)state;
+    ph *h = ph_start("  - type: redact\n    builtins: [email]\n"
+                     "    patterns: {'(a+)+$': x, 'tail': T}\n");
+    int64_t err0 = ph_metric(h, "spool_errors_total", "name=\"redact.0\"");
+    assert_int_equal(err0, 0);
+    spool_batch *b = ph_batch(h);
+    ph_add(b, "jo@ex.com aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab tail", NULL, NULL, NULL, NULL,
+           NULL);
+    ph_add(b, "aaa", NULL, NULL, NULL, NULL, NULL);
+    assert_int_equal(ph_process(h, b), 0);
+    assert_string_equal(ph_value(b, 0), "[REDACTED] aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab T");
+    assert_string_equal(ph_value(b, 1), "x");
+    assert_int_equal(ph_metric(h, "spool_errors_total", "name=\"redact.0\""), 1);
+    spool_batch_destroy(b);
+    ph_free(h);
+}
+
 static void test_option_errors(void **state)
 {
     (void)state;
@@ -392,6 +413,7 @@ int main(void)
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_no_match_untouched),
         cmocka_unit_test(test_long_value),
+        cmocka_unit_test(test_match_limit),
         cmocka_unit_test(test_option_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
