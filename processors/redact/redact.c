@@ -83,13 +83,14 @@ static int gate_ipv4(const uint8_t *s, size_t len)
     return 0;
 }
 
-/* ipv6: "::", or at least 7 colons (the full form has 7). */
+/* ipv6: "::", or at least 6 colons (the full form has 7, the full form ending with an IPv4
+ * address 6). */
 static int gate_ipv6(const uint8_t *s, size_t len)
 {
     const uint8_t *end = s + len, *p = s;
     int colons = 0;
     while ((p = memchr(p, ':', (size_t)(end - p))) != NULL) {
-        if (++colons >= 7 || (p + 1 < end && p[1] == ':')) {
+        if (++colons >= 6 || (p + 1 < end && p[1] == ':')) {
             return 1;
         }
         p++;

@@ -102,6 +102,7 @@ static void test_ipv6(void **state)
         {"link fe80::1%eth0 up", "link <ip> up"},
         {"mapped ::ffff:192.168.0.1 ok", "mapped <ip> ok"},
         {"nat64 64:ff9b::192.0.2.33", "nat64 <ip>"},
+        {"full v4 0:0:0:0:0:ffff:192.168.1.1 x", "full v4 <ip> x"},
         {"[2001:db8::2]:443", "[<ip>]:443"},
         {"trailing fe80:: end", "trailing <ip> end"},
         {"FE80::ABCD:1234", "<ip>"},
