@@ -176,12 +176,64 @@ static void test_keytable_churn(void **state)
     keytable_free(&t);
 }
 
+/* The key table against a model LRU (an array ordered by recency): random keys from a space
+ * three times the table, 20000 lookups; every answer (fresh or not, the value kept) and every
+ * eviction as the model says. Deterministic (a fixed xorshift seed). */
+static void test_keytable_model(void **state)
+{
+    (void)state;
+    enum { MAX = 64, SPACE = 192, OPS = 20000 };
+    keytable t;
+    keytable_init(&t, MAX);
+    int model[MAX]; /* keys, most recent first */
+    size_t nmodel = 0;
+    uint64_t evictions = 0;
+    uint32_t x = 2463534242u;
+    for (int op = 0; op < OPS; op++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        int k = (int)(x % SPACE);
+        char key[16];
+        int n = snprintf(key, sizeof(key), "k%d", k);
+        size_t at = nmodel;
+        for (size_t i = 0; i < nmodel; i++) {
+            if (model[i] == k) {
+                at = i;
+            }
+        }
+        int want_fresh = at == nmodel;
+        if (want_fresh && nmodel == MAX) {
+            nmodel--; /* the least recent goes */
+            evictions++;
+        }
+        size_t from = want_fresh ? nmodel : at;
+        memmove(&model[1], &model[0], from * sizeof(model[0]));
+        model[0] = k;
+        if (want_fresh) {
+            nmodel++;
+        }
+        int fresh;
+        int64_t *slot = keytable_get(&t, key, (size_t)n, &fresh);
+        assert_non_null(slot);
+        assert_int_equal(fresh, want_fresh);
+        if (!fresh) {
+            assert_int_equal(slot[0], k + 1); /* what was stored when it entered */
+        }
+        slot[0] = k + 1;
+    }
+    assert_int_equal(t.count, nmodel);
+    assert_int_equal(t.evictions, evictions);
+    keytable_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_in_n_per_key),   cmocka_unit_test(test_rate_one_keeps_all),
         cmocka_unit_test(test_record_key_default), cmocka_unit_test(test_eviction_counted),
         cmocka_unit_test(test_option_errors),      cmocka_unit_test(test_keytable_churn),
+        cmocka_unit_test(test_keytable_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
