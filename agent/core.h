@@ -263,7 +263,8 @@ struct spool_instance {
     spool_plugin_kind kind;
     char *name;  /* given or "<type>.<index>" */
     char *label; /* "input:tail:app-logs" */
-    int index;   /* position in its section */
+    int index;   /* position in its section (or in its input's chain) */
+    char *path;  /* config path for errors ("inputs[0].processors[1]"); NULL = "<section>[index]" */
     void *ctx;   /* context_size bytes, option fields filled */
     struct spool_service *svc;
     /* config positions, valid while the document lives */
@@ -273,8 +274,13 @@ struct spool_instance {
     int config_errors;  /* reported by spool_config_error */
     /* inputs */
     spool_input_common in;
-    int topic;               /* log topic index */
-    spool_template *key_tpl; /* NULL = none */
+    int topic;                     /* log topic index */
+    spool_template *key_tpl;       /* NULL = none */
+    struct spool_instance **chain; /* the entry's own `processors:` (owned by conf->processors) */
+    size_t nchain;
+    /* processors: the input whose chain this is; NULL = the top-level chain */
+    struct spool_instance *chain_owner;
+    const struct spool_service_conf *conf; /* the configuration it belongs to */
     /* outputs */
     spool_output_common out;
     struct spool_output_runner *runner;

@@ -187,8 +187,8 @@ static int cmd_check(int argc, char **argv)
 
 static const char *type_name(spool_opt_type t)
 {
-    static const char *names[] = {"string",   "int",  "bool", "size",
-                                  "duration", "list", "map",  "enum"};
+    static const char *names[] = {"string", "int", "bool", "size", "duration",
+                                  "list",   "map", "enum", "table"};
     return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }
 
