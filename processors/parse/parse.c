@@ -161,8 +161,9 @@ static int compile_regex(spool_instance *ins, parse_ctx *ctx)
     if (!ctx->re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof(msg));
-        spool_config_error(ins, "pattern", "bad regex at position %zu of the pattern: %s",
-                           (size_t)at + 1, (const char *)msg);
+        spool_config_error_at(ins, "pattern", (size_t)at + 1,
+                              "bad regex at position %zu of the pattern: %s", (size_t)at + 1,
+                              (const char *)msg);
         return -EINVAL;
     }
     uint32_t count = 0, entry = 0;
@@ -304,8 +305,9 @@ static int parse_validate(spool_instance *ins, parse_ctx *ctx)
             spool_config_error(ins, "timestamp.field", "must name a parsed field");
             bad = 1;
         }
-        if (parse_time_compile(ctx->ts_format, &ctx->tf, why, sizeof(why)) < 0) {
-            spool_config_error(ins, "timestamp.format", "%s", why);
+        size_t col = 0;
+        if (parse_time_compile(ctx->ts_format, &ctx->tf, why, sizeof(why), &col) < 0) {
+            spool_config_error_at(ins, "timestamp.format", col, "%s", why);
             bad = 1;
         }
     } else if (ctx->ts_format && strcmp(ctx->ts_format, "rfc3339") != 0) {
@@ -316,6 +318,11 @@ static int parse_validate(spool_instance *ins, parse_ctx *ctx)
 
     if (ctx->on_error == ON_ERROR_DEAD_LETTER && !ctx->dead_letter_topic) {
         spool_config_error(ins, "on_error", "dead_letter needs dead_letter_topic");
+        bad = 1;
+    }
+    if (ctx->dead_letter_topic && !spool_topic_exists(ins, ctx->dead_letter_topic)) {
+        spool_config_error(ins, "dead_letter_topic", "topic '%s' is not defined in topics",
+                           ctx->dead_letter_topic);
         bad = 1;
     }
     if (ctx->dead_letter_topic && ctx->on_error != ON_ERROR_DEAD_LETTER) {

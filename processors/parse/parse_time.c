@@ -199,8 +199,14 @@ static int parse_unix(const uint8_t *s, size_t n, int scale, int64_t *ms, char *
     return 0;
 }
 
-int parse_time_compile(const char *text, parse_time_format *out, char *why, size_t why_cap)
+int parse_time_compile(const char *text, parse_time_format *out, char *why, size_t why_cap,
+                       size_t *column)
 {
+    size_t col_unused;
+    if (!column) {
+        column = &col_unused;
+    }
+    *column = 0;
     static const struct {
         const char *name;
         parse_time_kind kind;
@@ -236,11 +242,13 @@ int parse_time_compile(const char *text, parse_time_format *out, char *why, size
                      "unknown conversion '%.*s' at position %zu of the format (rfc3339, unix, "
                      "unix_ms, unix_us, unix_ns, or strptime conversions plus %%f)",
                      (int)(i < len ? i - at + 1 : i - at), text + at, at + 1);
+            *column = at + 1;
             return -EINVAL;
         }
         if (text[i] == 'f') {
             if (out->has_frac) {
                 snprintf(why, why_cap, "%%f appears twice (position %zu of the format)", at + 1);
+                *column = at + 1;
                 return -EINVAL;
             }
             out->has_frac = 1;
@@ -248,6 +256,7 @@ int parse_time_compile(const char *text, parse_time_format *out, char *why, size
         }
         if (text[i] == 's') {
             snprintf(why, why_cap, "use the format 'unix' for epoch seconds, not %%s");
+            *column = at + 1;
             return -EINVAL;
         }
         convs += text[i] != '%';

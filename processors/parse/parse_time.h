@@ -39,9 +39,11 @@ typedef struct parse_time_format {
 
 /*
  * Compiles `text`. 0, or -EINVAL with a one-line reason in why (e.g. "unknown conversion
- * '%Q' at position 4 of the format"). Pure.
+ * '%Q' at position 4 of the format") and in *column the 1-based position in text it is
+ * about (0 = the whole format; column may be NULL). Pure.
  */
-int parse_time_compile(const char *text, parse_time_format *out, char *why, size_t why_cap);
+int parse_time_compile(const char *text, parse_time_format *out, char *why, size_t why_cap,
+                       size_t *column);
 
 /*
  * Reads the time in s (len bytes, need not be NUL-terminated) into *ms. `now_ms` is used

@@ -39,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char why[200];
     int64_t a = 0, b = 0;
     const int64_t now = 1700000000000LL;
-    if (parse_time_compile(formats[data[0] % nf], &f, why, sizeof(why)) != 0) {
+    if (parse_time_compile(formats[data[0] % nf], &f, why, sizeof(why), NULL) != 0) {
         abort();
     }
     int ra = parse_time(&f, data + 1, size - 1, now, &a, why, sizeof(why));

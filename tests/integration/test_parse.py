@@ -158,11 +158,12 @@ def check_errors(tmp, processor):
 
 @t.case
 def check_errors_positioned(tmp):
-    # Line 9 is `- type: parse`; the pattern is on line 11, its value at column 14.
+    # Line 9 is `- type: parse`; the pattern is on line 11, its value at column 14: the
+    # error points at the pattern's end (column 14 + 23), where the ')' is missing.
     cfg, text = check_errors(tmp, """  - type: parse
     format: regex
     pattern: '^(?<ip>\\S+) (?<rest>.*'""")
-    want = "%s:11:14: processors[0].pattern: bad regex at position 23 of the pattern: " \
+    want = "%s:11:37: processors[0].pattern: bad regex at position 23 of the pattern: " \
         "missing closing parenthesis" % cfg
     spoolt.check(want in text, "want %r in:\n%s" % (want, text))
     cfg, text = check_errors(tmp, """  - type: parse
@@ -170,7 +171,7 @@ def check_errors_positioned(tmp):
     timestamp: { field: t, format: "%Y-%m-%d %k" }
     on_error: dead_letter
     separator: ';;'""")
-    for want in ["%s:11:36: processors[0].timestamp.format: unknown conversion '%%k' at "
+    for want in ["%s:11:46: processors[0].timestamp.format: unknown conversion '%%k' at "
                  "position 10 of the format" % cfg,
                  "processors[0].on_error: dead_letter needs dead_letter_topic",
                  "processors[0].separator: only used with format: csv or kv"]:

@@ -401,7 +401,7 @@ static int64_t tparse(const char *fmt, const char *text, int64_t now_ms)
     parse_time_format tf;
     char why[200];
     int64_t ms = 0;
-    assert_int_equal(parse_time_compile(fmt, &tf, why, sizeof(why)), 0);
+    assert_int_equal(parse_time_compile(fmt, &tf, why, sizeof(why), NULL), 0);
     if (parse_time(&tf, (const uint8_t *)text, strlen(text), now_ms, &ms, why, sizeof(why)) < 0) {
         return INT64_MIN;
     }
@@ -449,13 +449,13 @@ static void test_time_formats(void **state)
     /* Formats refused at compile time. */
     parse_time_format tf;
     char why[200];
-    assert_int_equal(parse_time_compile("%Y-%Q", &tf, why, sizeof(why)), -EINVAL);
+    assert_int_equal(parse_time_compile("%Y-%Q", &tf, why, sizeof(why), NULL), -EINVAL);
     assert_non_null(strstr(why, "'%Q' at position 4"));
-    assert_int_equal(parse_time_compile("iso8601", &tf, why, sizeof(why)), -EINVAL);
+    assert_int_equal(parse_time_compile("iso8601", &tf, why, sizeof(why), NULL), -EINVAL);
     assert_non_null(strstr(why, "unknown time format 'iso8601'"));
-    assert_int_equal(parse_time_compile("%s", &tf, why, sizeof(why)), -EINVAL);
-    assert_int_equal(parse_time_compile("%S.%f.%f", &tf, why, sizeof(why)), -EINVAL);
-    assert_int_equal(parse_time_compile("%Y%", &tf, why, sizeof(why)), -EINVAL);
+    assert_int_equal(parse_time_compile("%s", &tf, why, sizeof(why), NULL), -EINVAL);
+    assert_int_equal(parse_time_compile("%S.%f.%f", &tf, why, sizeof(why), NULL), -EINVAL);
+    assert_int_equal(parse_time_compile("%Y%", &tf, why, sizeof(why), NULL), -EINVAL);
 }
 
 /* The hand-written reader and glibc's strptime agree (same format, fast flag off). */
@@ -490,7 +490,7 @@ static void test_time_fast_vs_strptime(void **state)
         parse_time_format fast, slow;
         char why[200];
         int64_t a = -1, b = -1;
-        assert_int_equal(parse_time_compile(cases[k].fmt, &fast, why, sizeof(why)), 0);
+        assert_int_equal(parse_time_compile(cases[k].fmt, &fast, why, sizeof(why), NULL), 0);
         assert_true(fast.fast);
         slow = fast;
         slow.fast = 0;
@@ -631,7 +631,7 @@ static void test_config_errors(void **state)
     (void)state;
     /* Line 10 is the first option line of the processor. */
     expect_config_error("    format: regex\n    pattern: 'a(?<x>b'\n",
-                        ":11:14: processors[0].pattern: bad regex at position 8 of the pattern: "
+                        ":11:22: processors[0].pattern: bad regex at position 8 of the pattern: "
                         "missing closing parenthesis");
     expect_config_error("    format: regex\n    pattern: 'a(b)'\n", "has no named group");
     expect_config_error("    format: regex\n", "format: regex needs a pattern");
@@ -650,9 +650,13 @@ static void test_config_errors(void **state)
                         "dead_letter needs dead_letter_topic");
     expect_config_error("    format: json\n    dead_letter_topic: dead\n",
                         "only used with on_error: dead_letter");
+    expect_config_error("    format: json\n    on_error: dead_letter\n    dead_letter_topic: ded\n",
+                        ":12:24: processors[0].dead_letter_topic: topic 'ded' is not defined in "
+                        "topics");
     expect_config_error("    format: json\n    on_error: ignore\n", "processors[0].on_error");
     expect_config_error("    format: json\n    timestamp: { field: t, format: '%Y %Q' }\n",
-                        "processors[0].timestamp.format: unknown conversion '%Q' at position 4");
+                        ":11:40: processors[0].timestamp.format: unknown conversion '%Q' at "
+                        "position 4");
     expect_config_error("    format: json\n    timestamp: { format: unix }\n",
                         "needs timestamp.field");
     expect_config_error("    format: json\n    source: topic\n    keep_original: false\n",
