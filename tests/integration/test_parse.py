@@ -146,6 +146,74 @@ def nginx_counts(tmp):
                      "parse_error: %r" % r)
 
 
+@t.case
+def nginx_chain_per_input(tmp):
+    """The issue's pipeline on one input's own chain: parse -> drop health checks ->
+    route 5xx to `errors` -> redact client IPs; the rest stays in `access`, malformed
+    lines go to `bad`. Counts per topic against the test's own."""
+    rng = random.Random(1515)
+    lines, want = [], {"access": 0, "errors": 0, "bad": 0, "health": 0}
+    for i in range(2000):
+        if i % 89 == 7:
+            lines.append("%d not an access log line" % i)
+            want["bad"] += 1
+            continue
+        line, status = nginx_line(rng, i)
+        lines.append(line)
+        if '"GET /health ' in line:
+            want["health"] += 1
+        elif status >= 500:
+            want["errors"] += 1
+        else:
+            want["access"] += 1
+    spoolt.check(min(want.values()) > 0, "the generator covers every case: %r" % want)
+    outs = {name: os.path.join(tmp, name + ".json") for name in ("access", "errors", "bad")}
+    path = os.path.join(tmp, "spool.yaml")
+    spoolt.write(path, """service: { data_dir: %s }
+topics:
+  access: { partitions: 2, fsync: never }
+  errors: { partitions: 1, fsync: never }
+  bad: { partitions: 1, fsync: never }
+inputs:
+  - type: stdin
+    topic: access
+    key: "{{ host }}"
+    processors:
+      - type: parse
+        format: nginx_combined
+        on_error: dead_letter
+        dead_letter_topic: bad
+      - type: filter
+        drop_when: 'path == "/health"'
+      - type: route
+        rules:
+          - {when: 'status >= 500', topic: errors}
+      - type: redact
+        fields: [client, value]
+        builtins: [ipv4]
+        replacement: "<ip>"
+outputs:
+  - {type: file, topics: [access], path: %s, format: fields}
+  - {type: file, topics: [errors], path: %s, format: fields}
+  - {type: file, topics: [bad], path: %s, format: fields}
+""" % (os.path.join(tmp, "data"), outs["access"], outs["errors"], outs["bad"]))
+    feed(path, ("\n".join(lines) + "\n").encode(),
+         [(outs[k], want[k]) for k in ("access", "errors", "bad")])
+    for topic in ("access", "errors", "bad"):
+        recs = [json.loads(x) for x in spoolt.read_lines(outs[topic])]
+        spoolt.check(len(recs) == want[topic], "%s: %d records, the test counted %d"
+                     % (topic, len(recs), want[topic]))
+        for r in recs:
+            if topic == "bad":
+                spoolt.check("parse_error" in r and "client" not in r, "bad: %r" % r)
+                continue
+            spoolt.check((r["status"] >= 500) == (topic == "errors"), "%s: %r" % (topic, r))
+            spoolt.check(r["path"] != "/health", "health check kept: %r" % r)
+            spoolt.check(r["client"] == "<ip>" and r["value"].startswith("<ip> - - ["),
+                         "client not redacted: %r" % r)
+            spoolt.check(r["key"] == r["host"], "key %r, host %r" % (r.get("key"), r["host"]))
+
+
 def check_errors(tmp, processor):
     cfg = config(tmp, processor, """  - type: file
     topics: [main]
