@@ -19,6 +19,7 @@
 
 #include "config/config.h"
 #include "core.h"
+#include "metrics.h"
 
 #include "../../processors/parse/parse_time.h"
 
@@ -533,14 +534,41 @@ static void test_timestamp_field(void **state)
 
 /* ---- options ---- */
 
+/* The value of metric `name` whose labels contain `labels`, summed; 0 if none. */
+typedef struct metric_query {
+    const char *name, *labels;
+    int64_t sum;
+} metric_query;
+
+static void metric_add(void *arg, const spool_metric_sample *s)
+{
+    metric_query *q = arg;
+    if (strcmp(s->name, q->name) == 0 && strstr(s->labels, q->labels)) {
+        q->sum += s->value;
+    }
+}
+
+static int64_t metric(const char *name, const char *labels)
+{
+    metric_query q = {name, labels, 0};
+    spool_metrics_foreach(NULL, metric_add, &q);
+    return q.sum;
+}
+
 static void test_on_error(void **state)
 {
     (void)state;
     fx f;
     fx_start(&f, "    format: json\n    on_error: drop\n");
     const char *v[3] = {"{\"a\":1}", "oops", "{\"a\":3}"};
+    /* Counters of earlier fixtures' instances (same names) may still be registered: deltas. */
+    int64_t drops0 = metric("spool_processor_dropped_total", "reason=\"parse_error\"");
+    int64_t errors0 = metric("spool_parse_errors_total", "plugin=\"parse\"");
+    int64_t dead0 = metric("spool_parse_dead_lettered_total", "plugin=\"parse\"");
     spool_batch *b = run_hdr(&f, v, 3, NULL);
     assert_int_equal(spool_batch_count(b), 2);
+    assert_int_equal(metric("spool_processor_dropped_total", "reason=\"parse_error\"") - drops0, 1);
+    assert_int_equal(metric("spool_parse_errors_total", "plugin=\"parse\"") - errors0, 1);
     expect_hdr(b, 0, "a", "1");
     expect_hdr(b, 1, "a", "3");
     spool_batch_destroy(b);
@@ -549,6 +577,7 @@ static void test_on_error(void **state)
     fx_start(&f, "    format: json\n    on_error: dead_letter\n    dead_letter_topic: dead\n");
     b = run_hdr(&f, v, 3, NULL);
     assert_int_equal(spool_batch_count(b), 3);
+    assert_int_equal(metric("spool_parse_dead_lettered_total", "plugin=\"parse\"") - dead0, 1);
     assert_string_equal(spool_batch_topic(b, 0), "main");
     assert_string_equal(spool_batch_topic(b, 1), "dead");
     assert_string_equal(spool_batch_topic(b, 2), "main");
