@@ -52,6 +52,8 @@ static const char *const format_names[] = {
     "json",           "logfmt", "kv", "regex", "csv", "syslog", "apache_common", "apache_combined",
     "nginx_combined", NULL};
 
+#define PARSE_MATCH_LIMIT 1000000 /* PCRE2 match limit per record (backtracking steps) */
+
 enum on_error { ON_ERROR_KEEP, ON_ERROR_DROP, ON_ERROR_DEAD_LETTER };
 static const char *const on_error_names[] = {"keep", "drop", "dead_letter", NULL};
 
@@ -86,12 +88,13 @@ typedef struct parse_ctx {
     int on_error;            /* enum on_error */
     char *dead_letter_topic; /* on_error: dead_letter */
     /* Compiled at init. */
-    int source_kind;      /* enum source_kind */
-    size_t source_len;    /* bytes of source */
-    size_t prefix_len;    /* bytes of prefix */
-    pcre2_code *re;       /* regex */
-    pcre2_match_data *md; /* regex: reused for every record */
-    parse_group *groups;  /* regex: named groups */
+    int source_kind;         /* enum source_kind */
+    size_t source_len;       /* bytes of source */
+    size_t prefix_len;       /* bytes of prefix */
+    pcre2_code *re;          /* regex */
+    pcre2_match_data *md;    /* regex: reused for every record */
+    pcre2_match_context *mc; /* regex: the match limit */
+    parse_group *groups;     /* regex: named groups */
     size_t ngroups;
     parse_kv_options kv;
     parse_csv_options csv;
@@ -196,9 +199,11 @@ static int compile_regex(spool_instance *ins, parse_ctx *ctx)
 static void free_regex(parse_ctx *ctx)
 {
     pcre2_match_data_free(ctx->md);
+    pcre2_match_context_free(ctx->mc);
     pcre2_code_free(ctx->re);
     free(ctx->groups);
     ctx->md = NULL;
+    ctx->mc = NULL;
     ctx->re = NULL;
     ctx->groups = NULL;
     ctx->ngroups = 0;
@@ -360,9 +365,13 @@ static int parse_init(spool_instance *ins, void *vctx)
         /* JIT when the platform has it; pcre2_match uses it by itself. */
         (void)pcre2_jit_compile(ctx->re, PCRE2_JIT_COMPLETE);
         ctx->md = pcre2_match_data_create_from_pattern(ctx->re, NULL);
-        if (!ctx->md) {
+        ctx->mc = pcre2_match_context_create(NULL);
+        if (!ctx->md || !ctx->mc) {
             return -ENOMEM;
         }
+        /* A pattern that backtracks catastrophically on some line fails that line (a
+         * parse error: "match limit exceeded") instead of stalling the processor thread. */
+        pcre2_set_match_limit(ctx->mc, PARSE_MATCH_LIMIT);
     }
     ctx->errors = spool_counter_register(ins, "errors", "Records the parse processor failed on");
     ctx->dead = spool_counter_register(ins, "dead_lettered",
@@ -428,7 +437,7 @@ static int collect(void *arg, const char *name, size_t name_len, const uint8_t *
 
 static int run_regex(parse_ctx *ctx, const uint8_t *in, size_t n, parse_error *err)
 {
-    int rc = pcre2_match(ctx->re, (PCRE2_SPTR)in, n, 0, 0, ctx->md, NULL);
+    int rc = pcre2_match(ctx->re, (PCRE2_SPTR)in, n, 0, 0, ctx->md, ctx->mc);
     if (rc < 0) {
         err->offset = 0;
         if (rc == PCRE2_ERROR_NOMATCH) {

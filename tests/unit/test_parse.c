@@ -278,6 +278,12 @@ static void test_regex(void **state)
     expect_error(b, 0, "regex: the pattern did not match");
     spool_batch_destroy(b);
     fx_end(&f);
+    /* Catastrophic backtracking fails the record, within the match limit. */
+    fx_start(&f, "    format: regex\n    pattern: '(?<a>(a+)+)$'\n");
+    b = run1(&f, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab");
+    expect_error(b, 0, "regex: matching failed: match limit exceeded");
+    spool_batch_destroy(b);
+    fx_end(&f);
 }
 
 static void test_syslog(void **state)
