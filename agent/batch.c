@@ -531,7 +531,7 @@ static int header_edit(spool_batch *b, size_t i, int op, const char *name, const
     }
     spool__brec *br = &b->recs[i];
     size_t first = br->hdr_first, count = br->hdr_count, match = SIZE_MAX, nmatch = 0;
-    for (size_t j = first; j < first + count; j++) {
+    for (size_t j = first; op != HDR_ADD && j < first + count; j++) { /* add: no match */
         if (b->hdrs[j].key_len == nlen && memcmp(b->arena + b->hdrs[j].key_off, name, nlen) == 0) {
             match = match == SIZE_MAX ? j : match;
             nmatch++;

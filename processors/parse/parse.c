@@ -62,8 +62,11 @@ enum source_kind { SRC_VALUE, SRC_KEY, SRC_TIMESTAMP, SRC_TOPIC, SRC_HEADER };
 /* One collected field: offsets into parse_ctx.buf. */
 typedef struct parse_field {
     size_t name_off; /* NUL-terminated, prefix included */
+    size_t name_len; /* bytes, prefix included */
     size_t val_off;
     size_t val_len; /* bytes */
+    uint32_t hash;  /* FNV-1a of the name (without the prefix) */
+    int replaces;   /* 1: the record may already have a header of this name */
 } parse_field;
 
 /* A named group of the regex. */
@@ -413,6 +416,13 @@ static int collect(void *arg, const char *name, size_t name_len, const uint8_t *
         return -ENOMEM;
     }
     parse_field *fl = &ctx->fields[ctx->nfields];
+    uint32_t h = 2166136261u;
+    for (size_t k = 0; k < name_len; k++) {
+        h = (h ^ (uint8_t)name[k]) * 16777619u;
+    }
+    fl->hash = h;
+    fl->name_len = ctx->prefix_len + name_len;
+    fl->replaces = 0;
     uint8_t *p = ctx->buf.data + ctx->buf.len;
     fl->name_off = ctx->buf.len;
     if (ctx->prefix_len) {
@@ -608,14 +618,30 @@ static int parse_record(spool_instance *ins, parse_ctx *ctx, spool_batch *b, siz
             return fail_record(ins, ctx, b, i, why);
         }
     }
-    /* src may point into the record: nothing below reads it. */
+    /* A field is added (cheaper) unless a header of its name may exist: one the record had,
+     * or an earlier field of the same name (json duplicates), which it then replaces. */
+    for (size_t k = 0; k < ctx->nfields; k++) {
+        parse_field *fl = &ctx->fields[k];
+        const char *name = (const char *)ctx->buf.data + fl->name_off;
+        for (uint32_t h = 0; h < r.header_count && !fl->replaces; h++) {
+            fl->replaces = r.headers[h].key_len == fl->name_len &&
+                           memcmp(r.headers[h].key, name, fl->name_len) == 0;
+        }
+        for (size_t e = 0; e < k && !fl->replaces; e++) {
+            const parse_field *o = &ctx->fields[e];
+            fl->replaces = o->hash == fl->hash && o->name_len == fl->name_len &&
+                           memcmp(ctx->buf.data + o->name_off, name, fl->name_len) == 0;
+        }
+    }
+    /* src and r point into the record: nothing below reads them. */
     if (!ctx->keep_original && (rc = remove_source(ctx, b, i)) < 0) {
         return rc == -ENOMEM ? rc : 0;
     }
     for (size_t k = 0; k < ctx->nfields; k++) {
         const parse_field *fl = &ctx->fields[k];
-        rc = spool_batch_set_header(b, i, (const char *)ctx->buf.data + fl->name_off,
-                                    ctx->buf.data + fl->val_off, (int32_t)fl->val_len);
+        rc = (fl->replaces ? spool_batch_set_header : spool_batch_add_header)(
+            b, i, (const char *)ctx->buf.data + fl->name_off, ctx->buf.data + fl->val_off,
+            (int32_t)fl->val_len);
         if (rc < 0) {
             return rc == -ENOMEM ? rc : 0;
         }

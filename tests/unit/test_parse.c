@@ -656,6 +656,13 @@ static void test_collisions(void **state)
     assert_int_equal(spool_record_field(&r, "main", "key", 3, scratch, &val, &len), 1);
     assert_int_equal(len, 2); /* fields read the record's key */
     spool_batch_destroy(b);
+    /* A field named like a header the record has replaces it (one header of that name). */
+    const char *v[1] = {"{\"src\":\"new\",\"a\":1,\"src\":\"newer\"}"};
+    b = run_hdr(&f, v, 1, "old");
+    expect_hdr(b, 0, "src", "newer");
+    expect_hdr(b, 0, "a", "1");
+    assert_int_equal(header_count(b, 0), 2);
+    spool_batch_destroy(b);
     fx_end(&f);
 }
 
