@@ -106,6 +106,7 @@ typedef struct parse_ctx {
     parse_scratch sc;    /* the text parsers' scratch */
     spool_buf buf;       /* collected names (NUL-terminated) and values */
     parse_field *fields; /* nfields collected of cap_fields */
+    spool_header *added; /* cap_fields: the fields written with one spool_batch_add_headers */
     size_t nfields;
     size_t cap_fields;
     long ts_index;         /* field holding the timestamp, -1 = none yet */
@@ -389,7 +390,9 @@ static void parse_destroy(spool_instance *ins, void *vctx)
     parse_scratch_free(&ctx->sc);
     spool_buf_free(&ctx->buf);
     free(ctx->fields);
+    free(ctx->added);
     ctx->fields = NULL;
+    ctx->added = NULL;
     ctx->cap_fields = ctx->nfields = 0;
 }
 
@@ -410,6 +413,11 @@ static int collect(void *arg, const char *name, size_t name_len, const uint8_t *
             return -ENOMEM;
         }
         ctx->fields = p;
+        spool_header *a = realloc(ctx->added, cap * sizeof(*a));
+        if (!a) {
+            return -ENOMEM;
+        }
+        ctx->added = a;
         ctx->cap_fields = cap;
     }
     if (spool_buf_reserve(&ctx->buf, ctx->prefix_len + name_len + 1 + val_len) < 0) {
@@ -637,12 +645,27 @@ static int parse_record(spool_instance *ins, parse_ctx *ctx, spool_batch *b, siz
     if (!ctx->keep_original && (rc = remove_source(ctx, b, i)) < 0) {
         return rc == -ENOMEM ? rc : 0;
     }
+    /* The new names in one call, then those that replace a header (after: a json
+     * duplicate replaces its first occurrence, which must be there by then). */
+    size_t nadd = 0;
     for (size_t k = 0; k < ctx->nfields; k++) {
         const parse_field *fl = &ctx->fields[k];
-        rc = (fl->replaces ? spool_batch_set_header : spool_batch_add_header)(
-            b, i, (const char *)ctx->buf.data + fl->name_off, ctx->buf.data + fl->val_off,
-            (int32_t)fl->val_len);
-        if (rc < 0) {
+        if (!fl->replaces) {
+            spool_header *h = &ctx->added[nadd++];
+            h->key = (const char *)ctx->buf.data + fl->name_off;
+            h->key_len = (uint32_t)fl->name_len;
+            h->value = ctx->buf.data + fl->val_off;
+            h->value_len = (int32_t)fl->val_len;
+        }
+    }
+    if ((rc = spool_batch_add_headers(b, i, ctx->added, nadd)) < 0) {
+        return rc == -ENOMEM ? rc : 0;
+    }
+    for (size_t k = 0; nadd < ctx->nfields && k < ctx->nfields; k++) {
+        const parse_field *fl = &ctx->fields[k];
+        if (fl->replaces &&
+            (rc = spool_batch_set_header(b, i, (const char *)ctx->buf.data + fl->name_off,
+                                         ctx->buf.data + fl->val_off, (int32_t)fl->val_len)) < 0) {
             return rc == -ENOMEM ? rc : 0;
         }
     }

@@ -666,6 +666,73 @@ static void test_collisions(void **state)
     fx_end(&f);
 }
 
+/* ---- spool_batch_add_headers (the record API call parse writes its fields with) ---- */
+
+static void test_add_headers(void **state)
+{
+    (void)state;
+    fx f;
+    fx_start(&f, "    format: json\n");
+    spool_batch *b = spool_batch_create(f.conf.inputs[0]);
+    for (int k = 0; k < 2; k++) {
+        spool_header h = {"h0", 2, (const uint8_t *)"v0", 2};
+        spool_record r = {0};
+        r.key_len = -1;
+        r.value = (const uint8_t *)"line";
+        r.value_len = 4;
+        r.headers = &h;
+        r.header_count = 1;
+        assert_int_equal(spool_batch_append(b, &r), 0);
+    }
+    spool__batch_begin_process(b, f.proc);
+    spool_record before;
+    spool_batch_get(b, 0, &before);
+    size_t bytes0 = spool_batch_bytes(b);
+    /* Record 0's run is not the last one: copied to the end, then appended to. */
+    spool_header add[3] = {{"a.b", 3, (const uint8_t *)"1", 1},
+                           {"empty", 5, (const uint8_t *)"", 0},
+                           {"nul", 3, NULL, -1}};
+    assert_int_equal(spool_batch_add_headers(b, 0, add, 3), 0);
+    assert_int_equal(spool_batch_bytes(b), bytes0 + 3 + 1 + 5 + 3);
+    /* In place now (record 0's run is last). */
+    spool_header more[1] = {{"c", 1, (const uint8_t *)"3", 1}};
+    assert_int_equal(spool_batch_add_headers(b, 0, more, 1), 0);
+    assert_int_equal(spool_batch_add_headers(b, 1, more, 1), 0);
+    assert_int_equal(spool_batch_add_headers(b, 1, NULL, 0), 0);
+    /* The view taken before still reads what it read. */
+    assert_int_equal(before.header_count, 1);
+    assert_memory_equal(before.headers[0].key, "h0", 2);
+    spool_record r;
+    spool_batch_get(b, 0, &r);
+    assert_int_equal(r.header_count, 5);
+    static const char *const names[] = {"h0", "a.b", "empty", "nul", "c"};
+    for (int k = 0; k < 5; k++) {
+        assert_int_equal(r.headers[k].key_len, strlen(names[k]));
+        assert_memory_equal(r.headers[k].key, names[k], strlen(names[k]));
+    }
+    assert_int_equal(r.headers[2].value_len, 0);
+    assert_null(r.headers[3].value);
+    assert_int_equal(r.headers[3].value_len, -1);
+    assert_memory_equal(r.headers[4].value, "3", 1);
+    spool_batch_get(b, 1, &r);
+    assert_int_equal(r.header_count, 2);
+    /* Then set replaces in the new run. */
+    assert_int_equal(spool_batch_set_header(b, 0, "a.b", "9", 1), 0);
+    spool_batch_get(b, 0, &r);
+    assert_int_equal(r.header_count, 5);
+    assert_memory_equal(r.headers[1].value, "9", 1);
+    /* Bad arguments, a dropped record. */
+    spool_header bad[1] = {{"x", 1, NULL, 4}};
+    assert_int_equal(spool_batch_add_headers(b, 0, bad, 1), -EINVAL);
+    assert_int_equal(spool_batch_add_headers(b, 0, NULL, 1), -EINVAL);
+    assert_int_equal(spool_batch_add_headers(b, 2, more, 1), -EINVAL);
+    assert_int_equal(spool_batch_drop(b, 1, "test"), 0);
+    assert_int_equal(spool_batch_add_headers(b, 1, more, 1), -ENOENT);
+    assert_int_equal(spool__batch_end_process(b), 0);
+    spool_batch_destroy(b);
+    fx_end(&f);
+}
+
 /* ---- config errors (what `spool check` prints) ---- */
 
 static void test_config_errors(void **state)
@@ -726,6 +793,7 @@ int main(void)
         cmocka_unit_test(test_on_error),
         cmocka_unit_test(test_source_keep_original),
         cmocka_unit_test(test_collisions),
+        cmocka_unit_test(test_add_headers),
         cmocka_unit_test(test_config_errors),
     };
     if (spool_registry_init() != 0) {

@@ -457,6 +457,10 @@ SPOOL_API int spool_batch_set_header(spool_batch *b, size_t i, const char *name,
 SPOOL_API int spool_batch_add_header(spool_batch *b, size_t i, const char *name, const void *value,
                                      int32_t value_len);
 SPOOL_API int spool_batch_remove_header(spool_batch *b, size_t i, const char *name);
+/* Appends n headers to record i at once, in order, as n calls of
+ * spool_batch_add_header would (names need no NUL: key_len bytes), at the
+ * cost of one: for processors writing many fields (parse). */
+SPOOL_API int spool_batch_add_headers(spool_batch *b, size_t i, const spool_header *h, size_t n);
 /* The first header of record i named `name`, or NULL; points into the
  * batch (see above). */
 SPOOL_API const spool_header *spool_batch_header(const spool_batch *b, size_t i, const char *name);
