@@ -321,16 +321,21 @@ static int fast_num(const uint8_t *s, size_t n, size_t *at, int width, int lo, i
 /* An English month name, full or abbreviated, any case: its index, or -1. */
 static int fast_name(const uint8_t *s, size_t n, size_t *at, const char *const *names, int count)
 {
-    for (int k = 0; k < count; k++) {
-        size_t full = strlen(names[k]);
-        if (n - *at >= full && strncasecmp((const char *)s + *at, names[k], full) == 0) {
-            *at += full;
-            return k;
-        }
+    if (n - *at < 3) {
+        return -1;
     }
+    /* The names' first three letters differ: at most one candidate, whose full name is
+     * taken when it is there (strptime takes the longest match). */
+    uint8_t a = s[*at] | 0x20, b = s[*at + 1] | 0x20, c = s[*at + 2] | 0x20;
     for (int k = 0; k < count; k++) {
-        if (n - *at >= 3 && strncasecmp((const char *)s + *at, names[k], 3) == 0) {
-            *at += 3;
+        const char *m = names[k];
+        if ((uint8_t)m[0] == a && (uint8_t)m[1] == b && (uint8_t)m[2] == c) {
+            size_t full = strlen(m);
+            if (n - *at >= full && strncasecmp((const char *)s + *at, m, full) == 0) {
+                *at += full;
+            } else {
+                *at += 3;
+            }
             return k;
         }
     }
