@@ -95,8 +95,8 @@ static void plua_hook(lua_State *L, lua_Debug *ar)
         ctx->expired = 1;
         lua_sethook(L, plua_hook, LUA_MASKCOUNT, 1);
     }
-    luaL_error(L, "instruction limit exceeded (max_instructions: %lld per record)",
-               (long long)ctx->max_instructions);
+    luaL_error(L, "instruction limit exceeded (max_instructions: %I per record)",
+               (lua_Integer)ctx->max_instructions);
 }
 
 static void set_budget(plua_ctx *ctx, size_t records)
@@ -140,6 +140,7 @@ static int plua_print(lua_State *L)
 static int plua_load_text(lua_State *L)
 {
     int n = lua_gettop(L);
+    lua_settop(L, 4);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);
@@ -148,7 +149,7 @@ static int plua_load_text(lua_State *L)
         lua_pushvalue(L, 4);
     }
     lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
-    return lua_gettop(L) - n;
+    return lua_gettop(L) - 4;
 }
 
 /* Opens the libraries (protected: it allocates). */
