@@ -477,6 +477,7 @@ static void plua_destroy(spool_instance *ins, void *vctx)
     free(ctx->orig);
     free(ctx->inpl);
     free(ctx->slot_inpl);
+    free(ctx->slot_same);
     free(ctx->kv);
     free(ctx->hdrs);
     free(ctx->name);

@@ -71,6 +71,7 @@ typedef struct plua_ctx {
     int32_t *orig;      /* per result element: its original's index or -1 */
     uint8_t *inpl;      /* per result element: kept in its original's slot */
     uint8_t *slot_inpl; /* per original: some element keeps it in place */
+    uint8_t *slot_same; /* per original: its fields table matches its headers */
     size_t scr_cap, slot_cap;
     struct plua_kv *kv; /* a fields table's pairs, sorted (lua_record.c) */
     spool_header *hdrs; /* the same as headers, for an emitted record */

@@ -145,9 +145,33 @@ static int timestamp_ok(lua_State *L, int idx)
     return isfinite(v) && v > -9.2e18 && v < 9.2e18;
 }
 
+/* 1 if the field at the stack's top (name at -2, value at -1, both
+ * validated) is the first header of that name in r, with the same value. */
+static int field_same(lua_State *L, const spool_record *r)
+{
+    size_t nl, vl = 0;
+    const char *name = lua_tolstring(L, -2, &nl);
+    int ty = lua_type(L, -1);
+    if (ty == LUA_TNUMBER) {
+        return 0; /* becomes a string: compare after conversion, on the slow path */
+    }
+    const char *v = ty == LUA_TSTRING ? lua_tolstring(L, -1, &vl) : NULL;
+    for (uint32_t q = 0; q < r->header_count; q++) {
+        const spool_header *h = &r->headers[q];
+        if (h->key_len == nl && memcmp(h->key, name, nl) == 0) {
+            if (!v) {
+                return h->value_len < 0;
+            }
+            return h->value_len >= 0 && (size_t)h->value_len == vl && memcmp(h->value, v, vl) == 0;
+        }
+    }
+    return 0;
+}
+
 /* Checks the table at t (element k of the answer, 1-based) has parts of
- * the right types. */
-static int validate(plua_ctx *ctx, int t, size_t k)
+ * the right types. With cmp (the record the table stands for), *same says
+ * whether its fields are exactly cmp's headers (then applying skips them). */
+static int validate(plua_ctx *ctx, int t, size_t k, const spool_record *cmp, int *same)
 {
     lua_State *L = ctx->L;
     int rc = 0;
@@ -178,8 +202,13 @@ static int validate(plua_ctx *ctx, int t, size_t k)
     }
     lua_pushvalue(L, PLUA_FIELDS);
     ty = lua_rawget(L, t);
+    if (same) {
+        *same = 0;
+    }
     if (ty == LUA_TTABLE) {
         int f = lua_gettop(L);
+        int all_same = cmp != NULL;
+        uint32_t count = 0;
         lua_pushnil(L);
         while (lua_next(L, f)) {
             if (lua_type(L, -2) != LUA_TSTRING) {
@@ -191,7 +220,13 @@ static int validate(plua_ctx *ctx, int t, size_t k)
                          lua_tostring(L, -2));
                 goto out;
             }
+            if (all_same) {
+                all_same = ++count <= cmp->header_count && field_same(L, cmp);
+            }
             lua_pop(L, 1);
+        }
+        if (same) {
+            *same = all_same && count == cmp->header_count;
         }
     } else if (ty != LUA_TNIL) {
         rc = bad(ctx, k, "fields must be a table", NULL);
@@ -252,55 +287,64 @@ static int kv_cmp(const void *a, const void *b)
 /*
  * Collects the pairs of the fields table at f into ctx->kv (*n of them),
  * sorted: the names `order` has, in its order, then the others by name.
- * The converted values stay on the stack (the caller resets it). -ENOMEM.
+ * With changed_only, a pair equal to the first header of its name in
+ * `order` is left out, and *matched counts the pairs whose name `order`
+ * has. The converted values stay on the stack (the caller resets it).
+ * -ENOMEM.
  */
-static int collect_fields(plua_ctx *ctx, int f, const spool_record *order, size_t *n)
+static int collect_fields(plua_ctx *ctx, int f, const spool_record *order, int changed_only,
+                          size_t *n, size_t *matched)
 {
     lua_State *L = ctx->L;
-    size_t count = 0;
+    size_t k = 0, nmatched = 0;
     lua_pushnil(L);
+    /* A changed pair's key and value stay on the stack; a copy of the key
+     * drives next, which pops it at the end. */
     while (lua_next(L, f)) {
-        count++;
-        lua_pop(L, 1);
-    }
-    if (grow((void **)&ctx->kv, &ctx->kv_cap, count + 1, sizeof(*ctx->kv)) < 0) {
-        return -ENOMEM;
-    }
-    if (!lua_checkstack(L, (int)(2 * count + 8))) {
-        return -ENOMEM;
-    }
-    size_t k = 0;
-    lua_pushnil(L);
-    /* Each pair's key and value stay on the stack; a copy of the key drives
-     * next, which pops it at the end. */
-    while (lua_next(L, f)) {
-        if (k == count) { /* cannot happen: no Lua code runs in between */
-            lua_pop(L, 2);
-            break;
-        }
-        struct plua_kv *kv = &ctx->kv[k++];
-        size_t nl, vl;
+        size_t nl, vl = 0;
         const char *name = lua_tolstring(L, -2, &nl);
-        kv->h.key = name;
-        kv->h.key_len = (uint32_t)nl;
-        if (lua_type(L, -1) == LUA_TBOOLEAN) {
-            kv->h.value = NULL;
-            kv->h.value_len = -1;
-        } else {
-            kv->h.value = (const uint8_t *)lua_tolstring(L, -1, &vl);
-            kv->h.value_len = (int32_t)vl;
+        const uint8_t *v = NULL;
+        int32_t vlen = -1;
+        if (lua_type(L, -1) != LUA_TBOOLEAN) {
+            v = (const uint8_t *)lua_tolstring(L, -1, &vl);
+            vlen = (int32_t)vl;
         }
-        kv->rank = SIZE_MAX;
+        size_t rank = SIZE_MAX;
         for (uint32_t q = 0; order && q < order->header_count; q++) {
-            if (order->headers[q].key_len == nl && memcmp(order->headers[q].key, name, nl) == 0) {
-                kv->rank = q;
+            const spool_header *h = &order->headers[q];
+            if (h->key_len == nl && memcmp(h->key, name, nl) == 0) {
+                rank = q;
+                nmatched++;
+                if (changed_only && h->value_len == vlen &&
+                    (vlen <= 0 || memcmp(h->value, v, (size_t)vlen) == 0)) {
+                    rank = SIZE_MAX - 1; /* unchanged: left out */
+                }
                 break;
             }
         }
+        if (rank == SIZE_MAX - 1) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if (grow((void **)&ctx->kv, &ctx->kv_cap, k + 1, sizeof(*ctx->kv)) < 0 ||
+            !lua_checkstack(L, 8)) {
+            return -ENOMEM;
+        }
+        struct plua_kv *kv = &ctx->kv[k++];
+        kv->h.key = name;
+        kv->h.key_len = (uint32_t)nl;
+        kv->h.value = v;
+        kv->h.value_len = vlen;
+        kv->rank = rank;
         lua_pushvalue(L, -2);
     }
     *n = k;
-    qsort(ctx->kv, k, sizeof(*ctx->kv), kv_cmp);
+    if (matched) {
+        *matched = nmatched;
+    }
+    if (k > 1) {
+        qsort(ctx->kv, k, sizeof(*ctx->kv), kv_cmp);
+    }
     return 0;
 }
 
@@ -318,42 +362,39 @@ static int copy_name(plua_ctx *ctx, const char *name, size_t len)
  * changing only what differs. */
 static int apply_fields(plua_ctx *ctx, spool_batch *b, size_t i, int f)
 {
+    lua_State *L = ctx->L;
     spool_record r;
-    size_t n = 0;
+    size_t n = 0, matched = 0;
     int rc;
     spool_batch_get(b, i, &r);
-    if (f && (rc = collect_fields(ctx, f, &r, &n)) < 0) {
+    if (f && (rc = collect_fields(ctx, f, &r, 1, &n, &matched)) < 0) {
         return rc;
     }
+    /* Every header's name is in the table when each of its names matched
+     * a distinct header: nothing to remove. */
+    int remove = matched != r.header_count;
     for (size_t k = 0; k < n; k++) {
         const spool_header *want = &ctx->kv[k].h;
-        if ((rc = copy_name(ctx, want->key, want->key_len)) < 0) {
-            return rc;
-        }
-        spool_batch_get(b, i, &r);
-        const spool_header *h = spool_record_header(&r, ctx->name);
-        int same =
-            h && h->value_len == want->value_len &&
-            (want->value_len <= 0 || memcmp(h->value, want->value, (size_t)want->value_len) == 0);
-        if (!same &&
+        if ((rc = copy_name(ctx, want->key, want->key_len)) < 0 ||
             (rc = spool_batch_set_header(b, i, ctx->name, want->value, want->value_len)) < 0) {
             return rc;
         }
     }
     /* Headers whose name the table lacks; each pass removes at least one. */
-    for (;;) {
+    while (remove) {
         spool_batch_get(b, i, &r);
         const spool_header *gone = NULL;
         for (uint32_t q = 0; q < r.header_count && !gone; q++) {
             const spool_header *h = &r.headers[q];
-            size_t k = 0;
-            while (k < n && (ctx->kv[k].h.key_len != h->key_len ||
-                             memcmp(ctx->kv[k].h.key, h->key, h->key_len) != 0)) {
-                k++;
+            if (f) {
+                lua_pushlstring(L, h->key, h->key_len);
+                int present = lua_rawget(L, f) != LUA_TNIL;
+                lua_pop(L, 1);
+                if (present) {
+                    continue;
+                }
             }
-            if (k == n) {
-                gone = h;
-            }
+            gone = h;
         }
         if (!gone) {
             return 0;
@@ -363,10 +404,12 @@ static int apply_fields(plua_ctx *ctx, spool_batch *b, size_t i, int f)
             return rc;
         }
     }
+    return 0;
 }
 
-/* Makes record i what the table at t (parts missing there: from src) says. */
-static int apply_slot(plua_ctx *ctx, spool_batch *b, size_t i, int t, int src)
+/* Makes record i what the table at t (parts missing there: from src) says;
+ * fields_same: validate found its fields unchanged. */
+static int apply_slot(plua_ctx *ctx, spool_batch *b, size_t i, int t, int src, int fields_same)
 {
     lua_State *L = ctx->L;
     spool_record r;
@@ -417,8 +460,10 @@ static int apply_slot(plua_ctx *ctx, spool_batch *b, size_t i, int t, int src)
             goto out;
         }
     }
-    int fty = get_part(L, t, src, PLUA_FIELDS);
-    rc = apply_fields(ctx, b, i, fty == LUA_TTABLE ? lua_gettop(L) : 0);
+    if (!fields_same) {
+        int fty = get_part(L, t, src, PLUA_FIELDS);
+        rc = apply_fields(ctx, b, i, fty == LUA_TTABLE ? lua_gettop(L) : 0);
+    }
 out:
     lua_settop(L, top);
     return rc;
@@ -463,7 +508,7 @@ static int emit_after(plua_ctx *ctx, spool_batch *b, size_t after, int t, int sr
     }
     if (get_part(L, t, src, PLUA_FIELDS) == LUA_TTABLE) {
         spool_batch_get(b, after, &anchor);
-        if ((rc = collect_fields(ctx, lua_gettop(L), &anchor, &n)) < 0) {
+        if ((rc = collect_fields(ctx, lua_gettop(L), &anchor, 0, &n, NULL)) < 0) {
             goto out;
         }
         if (grow((void **)&ctx->hdrs, &ctx->hdrs_cap, n + 1, sizeof(*ctx->hdrs)) < 0) {
@@ -493,9 +538,15 @@ static int prepare_scratch(plua_ctx *ctx, size_t m, size_t n)
         return -ENOMEM;
     }
     ctx->scr_cap = cap;
-    if (grow((void **)&ctx->slot_inpl, &ctx->slot_cap, n + 1, sizeof(*ctx->slot_inpl)) < 0) {
+    cap = ctx->slot_cap;
+    if (grow((void **)&ctx->slot_inpl, &cap, n + 1, sizeof(*ctx->slot_inpl)) < 0) {
         return -ENOMEM;
     }
+    cap = ctx->slot_cap;
+    if (grow((void **)&ctx->slot_same, &cap, n + 1, sizeof(*ctx->slot_same)) < 0) {
+        return -ENOMEM;
+    }
+    ctx->slot_cap = cap;
     memset(ctx->slot_inpl, 0, n);
     return 0;
 }
@@ -522,16 +573,23 @@ int plua_apply(plua_ctx *ctx, spool_batch *b, size_t first, size_t n, int res,
     int top = lua_gettop(L);
     if (ty == LUA_TNONE || ty == LUA_TNIL || (ty == LUA_TBOOLEAN && lua_toboolean(L, res))) {
         /* Keep every original with the changes made to its table. */
+        if ((rc = prepare_scratch(ctx, 0, n)) < 0) {
+            goto out;
+        }
         for (size_t j = 0; j < n; j++) {
+            spool_record r;
+            int same;
+            spool_batch_get(b, first + j, &r);
             lua_rawgeti(L, PLUA_POOL, (lua_Integer)j + 1);
-            if ((rc = validate(ctx, lua_gettop(L), j + 1)) < 0) {
+            if ((rc = validate(ctx, lua_gettop(L), j + 1, &r, &same)) < 0) {
                 goto out;
             }
+            ctx->slot_same[j] = (uint8_t)same;
             lua_pop(L, 1);
         }
         for (size_t j = 0; j < n; j++) {
             lua_rawgeti(L, PLUA_POOL, (lua_Integer)j + 1);
-            rc = apply_slot(ctx, b, first + j, lua_gettop(L), 0);
+            rc = apply_slot(ctx, b, first + j, lua_gettop(L), 0, ctx->slot_same[j]);
             lua_pop(L, 1);
             if (rc == -ENOENT) {
                 on_slot_error(ctx, b, first + j);
@@ -588,17 +646,23 @@ int plua_apply(plua_ctx *ctx, spool_batch *b, size_t first, size_t n, int res,
             goto out;
         }
         int t = lua_gettop(L);
-        if ((rc = validate(ctx, t, k + 1)) < 0) {
-            goto out;
-        }
         int32_t o = original_of(L, t, n);
         ctx->orig[k] = o;
         /* Slot 0 stays in place only if nothing comes before it: emitted
          * records need a record to follow. */
         ctx->inpl[k] = o > last && (o > 0 || k == 0);
+        spool_record r;
+        int same = 0;
         if (ctx->inpl[k]) {
             last = o;
             ctx->slot_inpl[o] = 1;
+            spool_batch_get(b, first + (size_t)o, &r);
+        }
+        if ((rc = validate(ctx, t, k + 1, ctx->inpl[k] ? &r : NULL, &same)) < 0) {
+            goto out;
+        }
+        if (ctx->inpl[k]) {
+            ctx->slot_same[o] = (uint8_t)same;
         }
         lua_pop(L, 1);
     }
@@ -616,7 +680,7 @@ int plua_apply(plua_ctx *ctx, spool_batch *b, size_t first, size_t n, int res,
                     goto out;
                 }
             }
-            rc = apply_slot(ctx, b, first + (size_t)o, t, 0);
+            rc = apply_slot(ctx, b, first + (size_t)o, t, 0, ctx->slot_same[o]);
             if (rc == -ENOENT) {
                 on_slot_error(ctx, b, first + (size_t)o);
             } else if (rc < 0) {
@@ -635,7 +699,7 @@ int plua_apply(plua_ctx *ctx, spool_batch *b, size_t first, size_t n, int res,
                 src = lua_gettop(L);
             }
             if (next < n && !ctx->slot_inpl[next]) {
-                rc = apply_slot(ctx, b, first + next, t, src);
+                rc = apply_slot(ctx, b, first + next, t, src, 0);
                 if (rc == -ENOENT) {
                     on_slot_error(ctx, b, first + next);
                 } else if (rc < 0) {
