@@ -358,9 +358,10 @@ static void plua_fail_record(plua_ctx *ctx, spool_batch *b, size_t i)
     ctx->call_failed = 1;
     if (ctx->streak++ == 0) {
         spool_log_warn(ctx->ins,
-                       "%s; the record is kept%s with a lua_error header; further failures are "
-                       "counted (spool_errors_total) but not logged until a call succeeds",
-                       ctx->err, dl ? " in the dead-letter topic" : "");
+                       "%s; the call's records are kept unchanged%s with a lua_error header; "
+                       "further failures are counted (spool_errors_total) but not logged until "
+                       "a call succeeds",
+                       ctx->err, dl ? ", in the dead-letter topic," : "");
     }
     if (spool_batch_set_header(b, i, "lua_error", ctx->err, (int32_t)strlen(ctx->err)) < 0) {
         return; /* out of memory: the record goes on unmarked */

@@ -415,6 +415,41 @@ static void test_batch_mode(void **state)
     lt_free(t);
 }
 
+static void test_list_order_rules(void **state)
+{
+    (void)state;
+    /* Originals out of order, a new table before the first original, and a
+     * repeated original: the batch ends up in the list's order. */
+    lt *t = lt_start("    mode: batch\n"
+                     "    code: |\n"
+                     "      function process(rs)\n"
+                     "        if #rs == 3 then return { rs[2], rs[1], { value = 'n' } } end\n"
+                     "        return { { value = 'first' }, rs[1], rs[1] }\n"
+                     "      end\n");
+    spool_batch *b = batch_of(t, 3);
+    assert_int_equal(run(t, b), 0);
+    assert_int_equal(spool_batch_count(b), 3);
+    assert_value(b, 0, "v2");
+    assert_value(b, 1, "v1");
+    assert_value(b, 2, "n");
+    assert_hdr(b, 0, "path", "/p2");
+    assert_hdr(b, 1, "path", "/p1");
+    assert_hdr(b, 2, "path", "/p1"); /* from the original before it in the list */
+    spool_batch_destroy(b);
+    b = batch_of(t, 1);
+    assert_int_equal(run(t, b), 0);
+    assert_int_equal(spool_batch_count(b), 3);
+    assert_value(b, 0, "first");
+    assert_value(b, 1, "v1");
+    assert_value(b, 2, "v1");
+    for (size_t i = 0; i < 3; i++) {
+        assert_hdr(b, i, "path", "/p1");
+        assert_hdr(b, i, "lua_error", NULL);
+    }
+    spool_batch_destroy(b);
+    lt_free(t);
+}
+
 /* ---- errors ---- */
 
 static void test_runtime_error_keeps_record(void **state)
@@ -692,6 +727,7 @@ int main(void)
         cmocka_unit_test(test_split_into_two),
         cmocka_unit_test(test_replace_and_new_records),
         cmocka_unit_test(test_batch_mode),
+        cmocka_unit_test(test_list_order_rules),
         cmocka_unit_test(test_runtime_error_keeps_record),
         cmocka_unit_test(test_dead_letter),
         cmocka_unit_test(test_bad_answers),
