@@ -124,7 +124,7 @@ void plua_push_record(plua_ctx *ctx, spool_batch *b, size_t i, size_t j)
 
 static int bad(plua_ctx *ctx, size_t k, const char *what, const char *name)
 {
-    snprintf(ctx->err, sizeof(ctx->err), "returned record %zu: %s%s", k, what, name ? name : "");
+    snprintf(ctx->err, sizeof(ctx->err), "record %zu: %.300s%.150s", k, what, name ? name : "");
     return -EINVAL;
 }
 
@@ -290,7 +290,7 @@ static int kv_cmp(const void *a, const void *b)
  * With changed_only, a pair equal to the first header of its name in
  * `order` is left out, and *matched counts the pairs whose name `order`
  * has. The converted values stay on the stack (the caller resets it).
- * -ENOMEM.
+ * -EINVAL (a name or value of the wrong type, ctx->err set) or -ENOMEM.
  */
 static int collect_fields(plua_ctx *ctx, int f, const spool_record *order, int changed_only,
                           size_t *n, size_t *matched)
@@ -302,6 +302,16 @@ static int collect_fields(plua_ctx *ctx, int f, const spool_record *order, int c
      * drives next, which pops it at the end. */
     while (lua_next(L, f)) {
         size_t nl, vl = 0;
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            snprintf(ctx->err, sizeof(ctx->err), "fields: names must be strings");
+            return -EINVAL;
+        }
+        if (!string_like(L, -1, 0)) {
+            snprintf(ctx->err, sizeof(ctx->err),
+                     "fields: a value must be a string, a number or false: %s",
+                     lua_tostring(L, -2));
+            return -EINVAL;
+        }
         const char *name = lua_tolstring(L, -2, &nl);
         const uint8_t *v = NULL;
         int32_t vlen = -1;
@@ -358,21 +368,14 @@ static int copy_name(plua_ctx *ctx, const char *name, size_t len)
     return 0;
 }
 
-/* Makes record i's headers those of the fields table at f (0: none),
- * changing only what differs. */
-static int apply_fields(plua_ctx *ctx, spool_batch *b, size_t i, int f)
+/* Sets the n pairs collect_fields left in ctx->kv on record i, then, with
+ * `remove`, removes the headers whose name the fields table at f lacks
+ * (f = 0: every header). */
+static int apply_kv(plua_ctx *ctx, spool_batch *b, size_t i, int f, size_t n, int remove)
 {
     lua_State *L = ctx->L;
     spool_record r;
-    size_t n = 0, matched = 0;
     int rc;
-    spool_batch_get(b, i, &r);
-    if (f && (rc = collect_fields(ctx, f, &r, 1, &n, &matched)) < 0) {
-        return rc;
-    }
-    /* Every header's name is in the table when each of its names matched
-     * a distinct header: nothing to remove. */
-    int remove = matched != r.header_count;
     for (size_t k = 0; k < n; k++) {
         const spool_header *want = &ctx->kv[k].h;
         if ((rc = copy_name(ctx, want->key, want->key_len)) < 0 ||
@@ -380,7 +383,7 @@ static int apply_fields(plua_ctx *ctx, spool_batch *b, size_t i, int f)
             return rc;
         }
     }
-    /* Headers whose name the table lacks; each pass removes at least one. */
+    /* Each pass removes at least one header. */
     while (remove) {
         spool_batch_get(b, i, &r);
         const spool_header *gone = NULL;
@@ -407,18 +410,67 @@ static int apply_fields(plua_ctx *ctx, spool_batch *b, size_t i, int f)
     return 0;
 }
 
-/* Makes record i what the table at t (parts missing there: from src) says;
- * fields_same: validate found its fields unchanged. */
-static int apply_slot(plua_ctx *ctx, spool_batch *b, size_t i, int t, int src, int fields_same)
+/*
+ * Makes record i what the table at t (element k of the answer; parts
+ * missing there: from src) says. Everything is checked before anything
+ * changes: -EINVAL (ctx->err set) for a part of the wrong type, -ENOENT
+ * for an unknown topic, both leaving the record as it was; -ENOMEM.
+ * fields_same: validate found its fields unchanged.
+ */
+static int apply_slot(plua_ctx *ctx, spool_batch *b, size_t i, int t, int src, size_t k,
+                      int fields_same)
 {
     lua_State *L = ctx->L;
     spool_record r;
     const char *s;
-    size_t len;
-    int rc = 0;
+    size_t len, n = 0, matched = 0;
+    int rc = 0, remove = 0;
     int top = lua_gettop(L);
-    if (get_part(L, t, src, PLUA_TOPIC) == LUA_TSTRING) {
-        const char *tp = lua_tostring(L, -1);
+    const int key = top + 1, value = top + 2, ts = top + 3, topic = top + 4, fields = top + 5;
+    get_part(L, t, src, PLUA_KEY);
+    get_part(L, t, src, PLUA_VALUE);
+    int tsty = get_part(L, t, src, PLUA_TIMESTAMP);
+    int tpty = get_part(L, t, src, PLUA_TOPIC);
+    int fty = get_part(L, t, src, PLUA_FIELDS);
+    if (!string_like(L, key, 1)) {
+        rc = bad(ctx, k, "key must be a string, a number or false", NULL);
+        goto out;
+    }
+    if (!string_like(L, value, 1)) {
+        rc = bad(ctx, k, "value must be a string, a number or false", NULL);
+        goto out;
+    }
+    if (tsty != LUA_TNIL && (tsty != LUA_TNUMBER || !timestamp_ok(L, ts))) {
+        rc = bad(ctx, k, "timestamp must be a number (milliseconds since the epoch)", NULL);
+        goto out;
+    }
+    if (tpty != LUA_TNIL && tpty != LUA_TSTRING) {
+        rc = bad(ctx, k, "topic must be a string", NULL);
+        goto out;
+    }
+    if (fty != LUA_TNIL && fty != LUA_TTABLE) {
+        rc = bad(ctx, k, "fields must be a table", NULL);
+        goto out;
+    }
+    if (!fields_same) {
+        spool_batch_get(b, i, &r);
+        if (fty == LUA_TTABLE) {
+            if ((rc = collect_fields(ctx, fields, &r, 1, &n, &matched)) < 0) {
+                if (rc == -EINVAL) {
+                    char why[320];
+                    snprintf(why, sizeof(why), "%.300s", ctx->err);
+                    bad(ctx, k, why, NULL);
+                }
+                goto out;
+            }
+            /* Nothing to remove when each header matched a distinct name. */
+            remove = matched != r.header_count;
+        } else {
+            remove = r.header_count > 0;
+        }
+    }
+    if (tpty == LUA_TSTRING) {
+        const char *tp = lua_tostring(L, topic);
         const char *cur = spool_batch_topic(b, i);
         if (!cur || strcmp(cur, tp) != 0) {
             rc = spool_batch_set_topic(b, i, tp);
@@ -431,9 +483,8 @@ static int apply_slot(plua_ctx *ctx, spool_batch *b, size_t i, int t, int src, i
             }
         }
     }
-    get_part(L, t, src, PLUA_KEY);
     spool_batch_get(b, i, &r);
-    if (!str_part(L, -1, &s, &len)) {
+    if (!str_part(L, key, &s, &len)) {
         if (r.key && (rc = spool_batch_set_key(b, i, NULL, -1)) < 0) {
             goto out;
         }
@@ -442,9 +493,8 @@ static int apply_slot(plua_ctx *ctx, spool_batch *b, size_t i, int t, int src, i
             goto out;
         }
     }
-    get_part(L, t, src, PLUA_VALUE);
     spool_batch_get(b, i, &r);
-    if (!str_part(L, -1, &s, &len)) {
+    if (!str_part(L, value, &s, &len)) {
         if (r.value && (rc = spool_batch_set_value(b, i, NULL, -1)) < 0) {
             goto out;
         }
@@ -453,16 +503,15 @@ static int apply_slot(plua_ctx *ctx, spool_batch *b, size_t i, int t, int src, i
             goto out;
         }
     }
-    if (get_part(L, t, src, PLUA_TIMESTAMP) == LUA_TNUMBER) {
-        int64_t ts = to_ms(L, -1);
+    if (tsty == LUA_TNUMBER) {
+        int64_t ms = to_ms(L, ts);
         spool_batch_get(b, i, &r);
-        if (ts != r.timestamp && (rc = spool_batch_set_timestamp(b, i, ts)) < 0) {
+        if (ms != r.timestamp && (rc = spool_batch_set_timestamp(b, i, ms)) < 0) {
             goto out;
         }
     }
     if (!fields_same) {
-        int fty = get_part(L, t, src, PLUA_FIELDS);
-        rc = apply_fields(ctx, b, i, fty == LUA_TTABLE ? lua_gettop(L) : 0);
+        rc = apply_kv(ctx, b, i, fty == LUA_TTABLE ? fields : 0, n, remove);
     }
 out:
     lua_settop(L, top);
@@ -576,7 +625,10 @@ int plua_apply(plua_ctx *ctx, spool_batch *b, size_t first, size_t n, int res,
         if ((rc = prepare_scratch(ctx, 0, n)) < 0) {
             goto out;
         }
-        for (size_t j = 0; j < n; j++) {
+        /* One record (record mode): apply_slot checks it all before it
+         * changes anything. Several: all are checked before any changes. */
+        memset(ctx->slot_same, 0, n);
+        for (size_t j = 0; n > 1 && j < n; j++) {
             spool_record r;
             int same;
             spool_batch_get(b, first + j, &r);
@@ -589,7 +641,7 @@ int plua_apply(plua_ctx *ctx, spool_batch *b, size_t first, size_t n, int res,
         }
         for (size_t j = 0; j < n; j++) {
             lua_rawgeti(L, PLUA_POOL, (lua_Integer)j + 1);
-            rc = apply_slot(ctx, b, first + j, lua_gettop(L), 0, ctx->slot_same[j]);
+            rc = apply_slot(ctx, b, first + j, lua_gettop(L), 0, j + 1, ctx->slot_same[j]);
             lua_pop(L, 1);
             if (rc == -ENOENT) {
                 on_slot_error(ctx, b, first + j);
@@ -680,7 +732,7 @@ int plua_apply(plua_ctx *ctx, spool_batch *b, size_t first, size_t n, int res,
                     goto out;
                 }
             }
-            rc = apply_slot(ctx, b, first + (size_t)o, t, 0, ctx->slot_same[o]);
+            rc = apply_slot(ctx, b, first + (size_t)o, t, 0, k + 1, ctx->slot_same[o]);
             if (rc == -ENOENT) {
                 on_slot_error(ctx, b, first + (size_t)o);
             } else if (rc < 0) {
@@ -699,7 +751,7 @@ int plua_apply(plua_ctx *ctx, spool_batch *b, size_t first, size_t n, int res,
                 src = lua_gettop(L);
             }
             if (next < n && !ctx->slot_inpl[next]) {
-                rc = apply_slot(ctx, b, first + next, t, src, 0);
+                rc = apply_slot(ctx, b, first + next, t, src, k + 1, 0);
                 if (rc == -ENOENT) {
                     on_slot_error(ctx, b, first + next);
                 } else if (rc < 0) {
