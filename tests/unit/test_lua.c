@@ -507,7 +507,7 @@ static void test_bad_answers(void **state)
         lt_start("    code: |\n"
                  "      function process(r)\n"
                  "        if r.value == 'v1' then return 42 end\n"
-                 "        if r.value == 'v2' then r.fields.x = {} ; return end\n"
+                 "        if r.value == 'v2' then r.value = 'z'; r.fields.x = {}; return end\n"
                  "        if r.value == 'v3' then r.topic = 'nope' ; r.value = 'z'; return end\n"
                  "        if r.value == 'v4' then return { r, 'text' } end\n"
                  "        if r.value == 'v5' then r.timestamp = 'now' end\n"
@@ -546,6 +546,24 @@ static void test_batch_error_marks_every_record(void **state)
         assert_hdr_contains(b, i, "lua_error", "whole batch");
     }
     assert_value(b, 0, "v1");
+    spool_batch_destroy(b);
+    lt_free(t);
+    /* A bad part in the last record: the whole answer is checked before any
+     * record changes. */
+    t = lt_start("    mode: batch\n"
+                 "    code: |\n"
+                 "      function process(rs)\n"
+                 "        for _, r in ipairs(rs) do r.value = 'x' end\n"
+                 "        rs[#rs].fields.bad = {}\n"
+                 "      end\n");
+    b = batch_of(t, 3);
+    assert_int_equal(run(t, b), 0);
+    for (size_t i = 0; i < 3; i++) {
+        char v[8];
+        snprintf(v, sizeof(v), "v%zu", i + 1);
+        assert_value(b, i, v);
+        assert_hdr_contains(b, i, "lua_error", "record 3: fields: a value must be");
+    }
     spool_batch_destroy(b);
     lt_free(t);
 }
