@@ -106,7 +106,22 @@ void plua_push_record(plua_ctx *ctx, spool_batch *b, size_t i, size_t j)
     }
     lua_rawset(L, t);
     lua_pushvalue(L, PLUA_FIELDS);
-    lua_createtable(L, 0, (int)r.header_count);
+    /* The pool entry's own fields table (at -(j+1)), emptied and refilled. */
+    if (lua_rawgeti(L, PLUA_POOL, -(lua_Integer)j - 1) == LUA_TTABLE) {
+        int f = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, f)) { /* setting existing fields to nil is allowed */
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, f);
+        }
+    } else {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, (int)r.header_count);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, PLUA_POOL, -(lua_Integer)j - 1);
+    }
     for (uint32_t k = r.header_count; k-- > 0;) { /* backwards: the first of a name wins */
         const spool_header *h = &r.headers[k];
         lua_pushlstring(L, h->key, h->key_len);
