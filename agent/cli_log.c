@@ -27,7 +27,7 @@ typedef struct cli_common {
     char dir_buf[4096];
     spool_topic_conf *topics;
     size_t ntopics;
-    spool_log_consumer_conf *consumers; /* the config's outputs (with -c) */
+    spool_plog_consumer_conf *consumers; /* the config's outputs (with -c) */
     size_t nconsumers;
 } cli_common;
 
@@ -64,7 +64,7 @@ static void common_free(cli_common *c)
 }
 
 /* Opens the log read_only. Returns an exit status (0 ok). */
-static int common_open(cli_common *c, spool_log **log)
+static int common_open(cli_common *c, spool_plog **log)
 {
     if (c->data_dir == NULL && c->config == NULL) {
         fprintf(stderr, "spool: give --data-dir DIR or -c FILE\n");
@@ -79,13 +79,13 @@ static int common_open(cli_common *c, spool_log **log)
         c->data_dir = c->dir_buf;
     }
     char why[512] = "";
-    spool_log_options opt = {.data_dir = c->data_dir,
-                             .topics = c->topics,
-                             .topic_count = c->ntopics,
-                             .read_only = 1,
-                             .error = why,
-                             .error_cap = sizeof(why)};
-    int rc = spool_log_open(&opt, log);
+    spool_plog_options opt = {.data_dir = c->data_dir,
+                              .topics = c->topics,
+                              .topic_count = c->ntopics,
+                              .read_only = 1,
+                              .error = why,
+                              .error_cap = sizeof(why)};
+    int rc = spool_plog_open(&opt, log);
     if (rc < 0) {
         fprintf(stderr, "spool: cannot open the log in %s: %s\n", c->data_dir,
                 why[0] ? why : strerror(-rc));
@@ -131,13 +131,13 @@ static void collect_cursor(void *arg, const char *consumer, const char *topic, i
 /* Adds a cursor at the partition's beginning (offset -1) for every
  * configured consumer with none saved: an output that never saved a
  * cursor starts at the beginning, so its lag is the whole partition. */
-static void add_configured(spool_log *log, lag_list *l, const spool_log_consumer_conf *cons,
+static void add_configured(spool_plog *log, lag_list *l, const spool_plog_consumer_conf *cons,
                            size_t ncons)
 {
     for (size_t i = 0; i < ncons; i++) {
         for (size_t k = 0; k < cons[i].topic_count; k++) {
-            int t = spool_log_topic_index(log, cons[i].topics[k]);
-            const spool_topic_conf *tc = spool_log_topic_conf(log, t);
+            int t = spool_plog_topic_index(log, cons[i].topics[k]);
+            const spool_topic_conf *tc = spool_plog_topic_conf(log, t);
             for (int32_t p = 0; tc != NULL && p < tc->partitions; p++) {
                 size_t j = 0;
                 while (j < l->count && (l->items[j].partition != p ||
@@ -153,10 +153,10 @@ static void add_configured(spool_log *log, lag_list *l, const spool_log_consumer
     }
 }
 
-static void collect_lags(spool_log *log, lag_list *l, const spool_log_consumer_conf *cons,
+static void collect_lags(spool_plog *log, lag_list *l, const spool_plog_consumer_conf *cons,
                          size_t ncons)
 {
-    spool_log_cursor_foreach(log, collect_cursor, l);
+    spool_plog_cursor_foreach(log, collect_cursor, l);
     add_configured(log, l, cons, ncons);
 }
 
@@ -180,22 +180,22 @@ static int buf_json_str(spool_buf *out, const char *s)
     return spool_json_append_string(out, s, strlen(s));
 }
 
-int spool_log_topics_json(spool_log *log, const spool_log_consumer_conf *consumers,
-                          size_t nconsumers, spool_buf *out)
+int spool_plog_topics_json(spool_plog *log, const spool_plog_consumer_conf *consumers,
+                           size_t nconsumers, spool_buf *out)
 {
     lag_list lags = {0};
     int rc = 0;
     collect_lags(log, &lags, consumers, nconsumers);
     rc |= buf_printf(out, "{\"topics\":[");
-    for (size_t t = 0; t < spool_log_topic_count(log); t++) {
-        const spool_topic_conf *tc = spool_log_topic_conf(log, (int)t);
+    for (size_t t = 0; t < spool_plog_topic_count(log); t++) {
+        const spool_topic_conf *tc = spool_plog_topic_conf(log, (int)t);
         rc |= buf_printf(out, "%s{\"name\":", t ? "," : "");
         rc |= buf_json_str(out, tc->name);
         rc |= buf_printf(out, ",\"partitions\":[");
         int firstp = 1;
         for (int32_t p = 0; p < tc->partitions; p++) {
             spool_partition_info info;
-            if (spool_log_partition_info(log, (int)t, p, &info) < 0) {
+            if (spool_plog_partition_info(log, (int)t, p, &info) < 0) {
                 continue;
             }
             rc |= buf_printf(out,
@@ -254,7 +254,7 @@ int spool_cli_topics(int argc, char **argv)
             return 2;
         }
     }
-    spool_log *log = NULL;
+    spool_plog *log = NULL;
     int rc = common_open(&c, &log);
     if (rc != 0) {
         common_free(&c);
@@ -262,13 +262,13 @@ int spool_cli_topics(int argc, char **argv)
     }
     if (json) {
         spool_buf jb = {0};
-        rc = spool_log_topics_json(log, c.consumers, c.nconsumers, &jb);
+        rc = spool_plog_topics_json(log, c.consumers, c.nconsumers, &jb);
         if (rc == 0) {
             fwrite(jb.data, 1, jb.len, stdout);
             fputc('\n', stdout);
         }
         spool_buf_free(&jb);
-        spool_log_close(log);
+        spool_plog_close(log);
         common_free(&c);
         return rc == 0 && fflush(stdout) == 0 ? 0 : 1;
     }
@@ -276,11 +276,11 @@ int spool_cli_topics(int argc, char **argv)
     collect_lags(log, &lags, c.consumers, c.nconsumers);
     printf("%-20s %5s %12s %12s %14s %8s  %s\n", "TOPIC", "PART", "BEGIN", "END", "BYTES",
            "SEGMENTS", "LAG");
-    for (size_t t = 0; t < spool_log_topic_count(log); t++) {
-        const spool_topic_conf *tc = spool_log_topic_conf(log, (int)t);
+    for (size_t t = 0; t < spool_plog_topic_count(log); t++) {
+        const spool_topic_conf *tc = spool_plog_topic_conf(log, (int)t);
         for (int32_t p = 0; p < tc->partitions; p++) {
             spool_partition_info info;
-            if (spool_log_partition_info(log, (int)t, p, &info) < 0) {
+            if (spool_plog_partition_info(log, (int)t, p, &info) < 0) {
                 continue;
             }
             printf("%-20s %5d %12" PRId64 " %12" PRId64 " %14" PRId64 " %8d  ", tc->name, p,
@@ -300,7 +300,7 @@ int spool_cli_topics(int argc, char **argv)
         }
     }
     free(lags.items);
-    spool_log_close(log);
+    spool_plog_close(log);
     common_free(&c);
     return fflush(stdout) == 0 ? 0 : 1;
 }
@@ -476,10 +476,10 @@ static int parse_read_args(int argc, char **argv, cli_common *c, read_opts *o)
     return 0;
 }
 
-static int64_t start_offset(spool_log *log, int t, int32_t p, const char *from)
+static int64_t start_offset(spool_plog *log, int t, int32_t p, const char *from)
 {
     spool_partition_info info;
-    spool_log_partition_info(log, t, p, &info);
+    spool_plog_partition_info(log, t, p, &info);
     if (strcmp(from, "beginning") == 0) {
         return info.begin_offset;
     }
@@ -488,7 +488,7 @@ static int64_t start_offset(spool_log *log, int t, int32_t p, const char *from)
     }
     if (from[0] == '@') {
         int64_t off = info.end_offset;
-        spool_log_offset_for_time(log, t, p, strtoll(from + 1, NULL, 10), &off);
+        spool_plog_offset_for_time(log, t, p, strtoll(from + 1, NULL, 10), &off);
         return off;
     }
     int64_t off = strtoll(from, NULL, 10);
@@ -497,7 +497,7 @@ static int64_t start_offset(spool_log *log, int t, int32_t p, const char *from)
 
 /* State of one `spool read`: what was skipped, and what was reported. */
 typedef struct read_ctx {
-    spool_log *log;
+    spool_plog *log;
     const read_opts *o;
     const char *data_dir;
     int topic;
@@ -536,7 +536,7 @@ static int was_reported(read_ctx *rc, int32_t p, int64_t from)
 }
 
 /* Names one unreadable range on stderr (once), with where it lies on disk. */
-static void report_range(read_ctx *rc, int32_t p, const spool_log_bad_range *b, const char *lead)
+static void report_range(read_ctx *rc, int32_t p, const spool_plog_bad_range *b, const char *lead)
 {
     rc->skipped = 1;
     if (was_reported(rc, p, b->from_offset)) {
@@ -565,9 +565,9 @@ static void report_range(read_ctx *rc, int32_t p, const spool_log_bad_range *b, 
  * offsets a read just passed over or skipped. 1 if one was found. */
 static int report_passed(read_ctx *rc, int32_t p, int64_t from, int64_t to, const char *lead)
 {
-    spool_log_bad_range b;
+    spool_plog_bad_range b;
     int found = 0;
-    for (size_t k = 0; spool_log_bad_range_get(rc->log, rc->topic, p, k, &b) == 0; k++) {
+    for (size_t k = 0; spool_plog_bad_range_get(rc->log, rc->topic, p, k, &b) == 0; k++) {
         if (b.from_offset < to && from < b.to_offset) {
             report_range(rc, p, &b, lead);
             found = 1;
@@ -585,7 +585,7 @@ static void skip_corrupt(read_ctx *rc, int32_t p, int64_t at, int64_t *next)
     if (!rc->started[p] && strcmp(f, "beginning") != 0 && strcmp(f, "end") != 0) {
         snprintf(lead, sizeof(lead), "--from %s falls in an unreadable range: ", f);
     }
-    spool_log_skip_corrupt(rc->log, rc->topic, p, at, next);
+    spool_plog_skip_corrupt(rc->log, rc->topic, p, at, next);
     if (!report_passed(rc, p, at, *next > at ? *next : at + 1, lead)) {
         rc->skipped = 1;
         fprintf(stderr,
@@ -598,13 +598,13 @@ static void skip_corrupt(read_ctx *rc, int32_t p, int64_t at, int64_t *next)
 /* Reads one chunk of partition p at *next and prints it. Returns records
  * printed (>= 0), or -1 on a runtime error; *moved when *next advanced. */
 static int64_t read_chunk(read_ctx *rc, int32_t p, int64_t *next, int64_t budget, spool_buf *buf,
-                          spool_decoded *d, int *moved)
+                          spool_rb_decoded *d, int *moved)
 {
     const read_opts *o = rc->o;
     int64_t n2;
     int64_t start = *next;
     buf->len = 0;
-    long n = spool_log_read(rc->log, rc->topic, p, *next, 1 << 20, buf, &n2);
+    long n = spool_plog_read(rc->log, rc->topic, p, *next, 1 << 20, buf, &n2);
     if (n == -EBADMSG) {
         skip_corrupt(rc, p, start, next);
         rc->started[p] = 1;
@@ -619,8 +619,8 @@ static int64_t read_chunk(read_ctx *rc, int32_t p, int64_t *next, int64_t budget
     if (n == 0) {
         /* Nothing readable here: the start of a range with no bytes left
          * (moved aside, or lost before a sync)? */
-        spool_log_bad_range b;
-        for (size_t k = 0; spool_log_bad_range_get(rc->log, rc->topic, p, k, &b) == 0; k++) {
+        spool_plog_bad_range b;
+        for (size_t k = 0; spool_plog_bad_range_get(rc->log, rc->topic, p, k, &b) == 0; k++) {
             if (start >= b.from_offset && start < b.to_offset) {
                 report_range(rc, p, &b, NULL);
                 *next = b.to_offset;
@@ -630,13 +630,13 @@ static int64_t read_chunk(read_ctx *rc, int32_t p, int64_t *next, int64_t budget
         return 0;
     }
     int64_t printed = 0;
-    spool_decoded_reset(d);
+    spool_rb_decoded_reset(d);
     for (size_t off = 0; off < buf->len;) {
-        spool_batch_info bi;
-        long sz = spool_batch_parse_header(buf->data + off, buf->len - off, 1, &bi);
+        spool_rb_info bi;
+        long sz = spool_rb_parse_header(buf->data + off, buf->len - off, 1, &bi);
         if (sz > 0) {
             size_t before = d->count;
-            if (spool_batch_decode(buf->data + off, (size_t)sz, p, start, d) < 0) {
+            if (spool_rb_decode(buf->data + off, (size_t)sz, p, start, d) < 0) {
                 d->count = before;
                 int64_t skip_to;
                 skip_corrupt(rc, p, bi.base_offset, &skip_to);
@@ -645,7 +645,7 @@ static int64_t read_chunk(read_ctx *rc, int32_t p, int64_t *next, int64_t budget
             continue;
         }
         /* A bad CRC: a readable header tells which offsets it held. */
-        long hsz = spool_batch_parse_header(buf->data + off, buf->len - off, 0, &bi);
+        long hsz = spool_rb_parse_header(buf->data + off, buf->len - off, 0, &bi);
         int64_t at = hsz > 0 ? bi.base_offset : n2;
         int64_t skip_to;
         skip_corrupt(rc, p, at, &skip_to);
@@ -676,22 +676,22 @@ int spool_cli_read(int argc, char **argv)
     if (rc != 0) {
         return rc < 0 ? 0 : rc;
     }
-    spool_log *log = NULL;
+    spool_plog *log = NULL;
     spool_buf buf = {0};
-    spool_decoded d = {0};
+    spool_rb_decoded d = {0};
     int64_t *next = NULL;
     read_ctx rc_ = {.o = &o};
     read_ctx *rx = &rc_;
     if ((rc = common_open(&c, &log)) != 0) {
         goto out;
     }
-    int t = spool_log_topic_index(log, o.topic);
+    int t = spool_plog_topic_index(log, o.topic);
     if (t < 0) {
         fprintf(stderr, "spool read: no topic '%s' in %s\n", o.topic, c.data_dir);
         rc = 1;
         goto out;
     }
-    int32_t nparts = spool_log_topic_conf(log, t)->partitions;
+    int32_t nparts = spool_plog_topic_conf(log, t)->partitions;
     if (o.partition >= nparts) {
         fprintf(stderr, "spool read: topic '%s' has %d partitions\n", o.topic, nparts);
         rc = 1;
@@ -711,8 +711,8 @@ int spool_cli_read(int argc, char **argv)
     }
     for (int32_t p = 0; p < nparts; p++) {
         next[p] = start_offset(log, t, p, o.from);
-        spool_log_bad_range b;
-        for (size_t k = 0; spool_log_bad_range_get(log, t, p, k, &b) == 0; k++) {
+        spool_plog_bad_range b;
+        for (size_t k = 0; spool_plog_bad_range_get(log, t, p, k, &b) == 0; k++) {
             if ((o.partition < 0 || o.partition == p) && next[p] >= b.from_offset &&
                 next[p] < b.to_offset) {
                 char lead[128];
@@ -760,7 +760,7 @@ int spool_cli_read(int argc, char **argv)
             }
             struct timespec ts = {0, 100 * 1000000L};
             nanosleep(&ts, NULL);
-            if (spool_log_refresh(log) < 0) {
+            if (spool_plog_refresh(log) < 0) {
                 rc = 1;
                 goto out;
             }
@@ -777,8 +777,8 @@ out:
     free(rx->started);
     free(next);
     spool_buf_free(&buf);
-    spool_decoded_free(&d);
-    spool_log_close(log);
+    spool_rb_decoded_free(&d);
+    spool_plog_close(log);
     common_free(&c);
     return rc;
 }

@@ -22,8 +22,8 @@ int spool_cli_read(int argc, char **argv);
  * consumer of `consumers` (the configured outputs, may be NULL) that saved
  * none for a partition of a topic it reads lags by the whole partition.
  * Appends to out. 0 or -ENOMEM. Any thread. */
-int spool_log_topics_json(spool_log *log, const spool_log_consumer_conf *consumers,
-                          size_t nconsumers, spool_buf *out);
+int spool_plog_topics_json(spool_plog *log, const spool_plog_consumer_conf *consumers,
+                           size_t nconsumers, spool_buf *out);
 
 /*
  * Provided by the core (config_load.c): loads config_path and copies its
@@ -35,8 +35,8 @@ int spool_log_topics_json(spool_log *log, const spool_log_consumer_conf *consume
  */
 extern int spool_config_data_dir(const char *config_path, char *out, size_t cap,
                                  spool_topic_conf **topics, size_t *ntopics,
-                                 spool_log_consumer_conf **consumers, size_t *nconsumers);
+                                 spool_plog_consumer_conf **consumers, size_t *nconsumers);
 /* Frees what spool_config_data_dir handed over as consumers. Accepts NULL. */
-extern void spool_config_consumers_free(spool_log_consumer_conf *consumers, size_t n);
+extern void spool_config_consumers_free(spool_plog_consumer_conf *consumers, size_t n);
 
 #endif /* SPOOL_CLI_LOG_H */

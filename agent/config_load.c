@@ -8,6 +8,16 @@
  * output has, cross-references (an input's topic, an output's topics and
  * dead-letter topic must exist; names are unique), and runs each plugin's
  * own check(). Every error is collected; nothing is printed here.
+ *
+ * Processor chains: an input's own `processors:` list is its chain; the
+ * top-level `processors:` section is the chain run for every input, after
+ * the input's own. conf->processors holds every processor instance (the
+ * top-level ones first, in file order, then each input's chain in input
+ * order), so starting and stopping treat them alike; an instance of an
+ * input's chain has chain_owner set and the input lists it in ins->chain.
+ * Names in a chain are scoped by the input: `<input>.<name>`, or, without
+ * a name, `<input>.<type>` when the type is alone in the chain, else
+ * `<input>.processors[i]` (the entry's path, which errors show).
  */
 #include <errno.h>
 #include <limits.h>
@@ -331,13 +341,30 @@ static int name_taken(spool_service_conf *conf, const char *name)
     return 0;
 }
 
+/* How many entries of the sequence `chain` have type `type`. */
+static size_t type_count(const spool_cnode *chain, const char *type)
+{
+    size_t n = 0;
+    for (size_t i = 0; chain && i < chain->count; i++) {
+        const spool_cnode *t = spool_cnode_get(chain->items[i], "type");
+        n += t && t->type == SPOOL_CNODE_SCALAR && t->value && strcmp(t->value, type) == 0;
+    }
+    return n;
+}
+
+/* One entry of a section (or, with `owner`, of that input's chain, the
+ * sequence `chain`, whose path is `section`). */
 static int load_entry(spool_service_conf *conf, spool_plugin_kind kind, const char *section,
                       size_t index, const spool_cnode *entry, spool_errors *errs,
-                      spool_instance **out)
+                      spool_instance *owner, const spool_cnode *chain, spool_instance **out)
 {
     static const char *const kind_names[] = {"", "input", "processor", "output"};
-    static const char *const ignore[] = {"type", "name", NULL};
-    char path[256], what[300];
+    static const char *const ignore_plain[] = {"type", "name", NULL};
+    static const char *const ignore_input[] = {"type", "name", "processors", NULL};
+    const char *const *ignore = kind == SPOOL_PLUGIN_INPUT ? ignore_input : ignore_plain;
+    char scoped[600];
+    const char *iname;
+    char path[400], what[500];
     const spool_cnode *type, *name;
     const spool_plugin *p;
     spool_instance *ins;
@@ -364,7 +391,7 @@ static int load_entry(spool_service_conf *conf, spool_plugin_kind kind, const ch
             0) {
             p = spool_registry_find(kind, type->value);
         } else if (lerr[0]) {
-            char tpath[300];
+            char tpath[500];
             snprintf(tpath, sizeof(tpath), "%s.type", path);
             spool_errors_add(errs, conf->doc.file, type->line, type->column, tpath, "%s", lerr);
             return 1;
@@ -374,7 +401,7 @@ static int load_entry(spool_service_conf *conf, spool_plugin_kind kind, const ch
         const char *names[REGISTRY_NAMES_MAX];
         size_t n = spool_registry_names(kind, names, REGISTRY_NAMES_MAX);
         const char *dym = spool_did_you_mean(type->value, names, n);
-        char tpath[300];
+        char tpath[500];
         snprintf(tpath, sizeof(tpath), "%s.type", path);
         if (dym) {
             spool_errors_add(errs, conf->doc.file, type->line, type->column, tpath,
@@ -393,19 +420,37 @@ static int load_entry(spool_service_conf *conf, spool_plugin_kind kind, const ch
         nerr++;
         name = NULL;
     }
-    if (name && name_taken(conf, name->value)) {
-        char npath[300];
+    iname = name ? name->value : NULL;
+    if (owner) {
+        if (name) {
+            snprintf(scoped, sizeof(scoped), "%s.%s", owner->name, name->value);
+        } else if (type_count(chain, p->name) == 1) {
+            snprintf(scoped, sizeof(scoped), "%s.%s", owner->name, p->name);
+        } else {
+            snprintf(scoped, sizeof(scoped), "%s.processors[%zu]", owner->name, index);
+        }
+        iname = scoped;
+    }
+    if (iname && name_taken(conf, iname)) {
+        char npath[500];
         snprintf(npath, sizeof(npath), "%s.name", path);
-        spool_errors_add(errs, conf->doc.file, name->line, name->column, npath,
-                         "duplicate name '%s': names must be unique", name->value);
+        const spool_cnode *at = name ? name : entry;
+        spool_errors_add(errs, conf->doc.file, at->line, at->column, name ? npath : path,
+                         "duplicate name '%s': names must be unique", iname);
         nerr++;
     }
-    ins = spool__instance_new(p, kind, (int)index, name ? name->value : NULL);
+    ins = spool__instance_new(p, kind, (int)index, iname);
     if (!ins) {
         return nerr + 1;
     }
     ins->doc = &conf->doc;
     ins->node = entry;
+    ins->conf = conf;
+    ins->chain_owner = owner;
+    if (owner && !(ins->path = strdup(path))) {
+        spool__instance_free(ins);
+        return nerr + 1;
+    }
     snprintf(what, sizeof(what), "%s (%s)", path, p->name);
     const spool_option *tables[2] = {p->options, NULL};
     void *ctxs[2] = {ins->ctx, NULL};
@@ -491,9 +536,50 @@ static int load_section(spool_service_conf *conf, const spool_cnode *root, int w
     }
     for (size_t i = 0; i < seq->count; i++) {
         spool_instance *ins;
-        nerr += load_entry(conf, kind, section, i, seq->items[i], errs, &ins);
+        nerr += load_entry(conf, kind, section, i, seq->items[i], errs, NULL, NULL, &ins);
         if (ins) {
             (*list)[(*count)++] = ins;
+        }
+    }
+    return nerr;
+}
+
+/* Each input's own `processors:` chain, appended to conf->processors. */
+static int load_chains(spool_service_conf *conf, spool_errors *errs)
+{
+    int nerr = 0;
+    char section[300];
+    for (size_t i = 0; i < conf->ninputs; i++) {
+        spool_instance *in = conf->inputs[i];
+        const spool_cnode *seq = spool_cnode_get(in->node, "processors");
+        if (!seq || (seq->type == SPOOL_CNODE_SCALAR && (seq->is_null || seq->bad))) {
+            continue;
+        }
+        snprintf(section, sizeof(section), "inputs[%d].processors", in->index);
+        if (seq->type != SPOOL_CNODE_SEQUENCE) {
+            add_err(errs, &conf->doc, seq, section,
+                    "'processors' must be a list of processor entries (- type: ...), got %s",
+                    spool_cnode_type_name(seq), "");
+            nerr++;
+            continue;
+        }
+        size_t total = conf->nprocessors + seq->count;
+        spool_instance **all = realloc(conf->processors, (total ? total : 1) * sizeof(*all));
+        in->chain = calloc(seq->count ? seq->count : 1, sizeof(*in->chain));
+        if (all) {
+            conf->processors = all;
+        }
+        if (!all || !in->chain) {
+            return nerr + 1;
+        }
+        for (size_t k = 0; k < seq->count; k++) {
+            spool_instance *ins;
+            nerr += load_entry(conf, SPOOL_PLUGIN_PROCESSOR, section, k, seq->items[k], errs, in,
+                               seq, &ins);
+            if (ins) {
+                conf->processors[conf->nprocessors++] = ins;
+                in->chain[in->nchain++] = ins;
+            }
         }
     }
     return nerr;
@@ -517,7 +603,7 @@ static void preflight_problem(void *arg, int problem, const char *topic, const c
         l = n->line;
         c = n->column;
     }
-    if (problem == SPOOL_LOG_PARTITIONS_CUT && topic != NULL) {
+    if (problem == SPOOL_PLOG_PARTITIONS_CUT && topic != NULL) {
         const spool_cnode *tn = n ? spool_cnode_get(n, topic) : NULL;
         snprintf(path, sizeof(path), "topics.%s.partitions", topic);
         if (tn != NULL) {
@@ -534,7 +620,7 @@ static void preflight_problem(void *arg, int problem, const char *topic, const c
     spool_errors_add(pc->errs, pc->conf->doc.file, l, c, path, "%s", msg);
 }
 
-void spool_config_consumers_free(spool_log_consumer_conf *cons, size_t n)
+void spool_config_consumers_free(spool_plog_consumer_conf *cons, size_t n)
 {
     for (size_t i = 0; cons != NULL && i < n; i++) {
         for (size_t k = 0; k < cons[i].topic_count; k++) {
@@ -548,9 +634,9 @@ void spool_config_consumers_free(spool_log_consumer_conf *cons, size_t n)
 
 /* The outputs as the log names its consumers ("output.<name>"), copied;
  * free with spool_config_consumers_free(*out, conf->noutputs). 0 or -ENOMEM. */
-int spool__config_consumers(const spool_service_conf *conf, spool_log_consumer_conf **out)
+int spool__config_consumers(const spool_service_conf *conf, spool_plog_consumer_conf **out)
 {
-    spool_log_consumer_conf *cons = calloc(conf->noutputs ? conf->noutputs : 1, sizeof(*cons));
+    spool_plog_consumer_conf *cons = calloc(conf->noutputs ? conf->noutputs : 1, sizeof(*cons));
     *out = NULL;
     if (cons == NULL) {
         return -ENOMEM;
@@ -581,13 +667,13 @@ int spool__config_consumers(const spool_service_conf *conf, spool_log_consumer_c
 
 static int preflight(spool_service_conf *conf, const spool_cnode *root, spool_errors *errs)
 {
-    spool_log_consumer_conf *cons = NULL;
+    spool_plog_consumer_conf *cons = NULL;
     if (spool__config_consumers(conf, &cons) < 0) {
         return 1;
     }
     preflight_ctx pc = {conf, root, errs};
-    int n = spool_log_preflight(conf->data_dir, conf->topics, conf->ntopics, cons, conf->noutputs,
-                                preflight_problem, &pc);
+    int n = spool_plog_preflight(conf->data_dir, conf->topics, conf->ntopics, cons, conf->noutputs,
+                                 preflight_problem, &pc);
     if (n < 0) {
         spool_errors_add(errs, conf->doc.file, 1, 1, "service.data_dir",
                          "cannot inspect the log in %s: %s", conf->data_dir, strerror(-n));
@@ -663,6 +749,7 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
     nerr += load_section(conf, root, 2, SPOOL_PLUGIN_INPUT, &conf->inputs, &conf->ninputs, errs);
     nerr += load_section(conf, root, 3, SPOOL_PLUGIN_PROCESSOR, &conf->processors,
                          &conf->nprocessors, errs);
+    nerr += load_chains(conf, errs);
     nerr += load_section(conf, root, 4, SPOOL_PLUGIN_OUTPUT, &conf->outputs, &conf->noutputs, errs);
     nerr += check_refs(conf, errs);
     {
@@ -717,7 +804,7 @@ void spool_service_conf_free(spool_service_conf *conf)
 /* For the log CLI (agent/cli_log.h): the data_dir, topics and outputs of a
  * config file. Topics move to the caller (free each name and the array). */
 int spool_config_data_dir(const char *config_path, char *out, size_t cap, spool_topic_conf **topics,
-                          size_t *ntopics, spool_log_consumer_conf **consumers, size_t *nconsumers)
+                          size_t *ntopics, spool_plog_consumer_conf **consumers, size_t *nconsumers)
 {
     spool_errors errs = {0};
     spool_service_conf conf;

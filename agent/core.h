@@ -263,7 +263,8 @@ struct spool_instance {
     spool_plugin_kind kind;
     char *name;  /* given or "<type>.<index>" */
     char *label; /* "input:tail:app-logs" */
-    int index;   /* position in its section */
+    int index;   /* position in its section (or in its input's chain) */
+    char *path;  /* config path for errors ("inputs[0].processors[1]"); NULL = "<section>[index]" */
     void *ctx;   /* context_size bytes, option fields filled */
     struct spool_service *svc;
     /* config positions, valid while the document lives */
@@ -273,8 +274,13 @@ struct spool_instance {
     int config_errors;  /* reported by spool_config_error */
     /* inputs */
     spool_input_common in;
-    int topic;               /* log topic index */
-    spool_template *key_tpl; /* NULL = none */
+    int topic;                     /* log topic index */
+    spool_template *key_tpl;       /* NULL = none */
+    struct spool_instance **chain; /* the entry's own `processors:` (owned by conf->processors) */
+    size_t nchain;
+    /* processors: the input whose chain this is; NULL = the top-level chain */
+    struct spool_instance *chain_owner;
+    const struct spool_service_conf *conf; /* the configuration it belongs to */
     /* outputs */
     spool_output_common out;
     struct spool_output_runner *runner;
@@ -363,10 +369,10 @@ typedef struct spool_service_conf {
 int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_errors *errs);
 void spool_service_conf_free(spool_service_conf *conf);
 /* The configured outputs as the log's consumers (service.c passes them to
- * spool_log_open); free with spool_config_consumers_free(*out,
+ * spool_plog_open); free with spool_config_consumers_free(*out,
  * conf->noutputs). 0 or -ENOMEM. */
-int spool__config_consumers(const spool_service_conf *conf, spool_log_consumer_conf **out);
-void spool_config_consumers_free(spool_log_consumer_conf *consumers, size_t n);
+int spool__config_consumers(const spool_service_conf *conf, spool_plog_consumer_conf **out);
+void spool_config_consumers_free(spool_plog_consumer_conf *consumers, size_t n);
 
 extern const char spool_default_config[];
 extern const size_t spool_default_config_len;
@@ -375,7 +381,7 @@ extern const size_t spool_default_config_len;
 
 typedef struct spool_service {
     spool_service_conf *conf;
-    spool_log *log;
+    spool_plog *log;
     spool_queue in_queue;    /* inputs -> processors */
     spool_queue write_queue; /* processors -> log writer */
     pthread_t processor_thread, writer_thread;

@@ -122,7 +122,9 @@ void spool__instance_free(spool_instance *ins)
     spool_template_destroy(ins->key_tpl);
     free(ins->reject_reason);
     free(ins->ctx);
+    free(ins->chain);
     free(ins->name);
+    free(ins->path);
     free(ins->label);
     pthread_mutex_destroy(&ins->report.lock);
     free(ins);
@@ -141,6 +143,20 @@ const char *spool_instance_type(const spool_instance *ins)
 const char *spool_instance_topic(const spool_instance *ins)
 {
     return ins->in.topic;
+}
+
+int spool_topic_exists(const spool_instance *ins, const char *name)
+{
+    const spool_service_conf *conf = ins->conf;
+    if (!conf && ins->svc) {
+        conf = ins->svc->conf;
+    }
+    for (size_t i = 0; conf && name && i < conf->ntopics; i++) {
+        if (strcmp(conf->topics[i].name, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 const char *spool_instance_data_dir(const spool_instance *ins)
@@ -172,14 +188,14 @@ const char *spool_hostname(void)
     return host_name[0] ? host_name : "localhost";
 }
 
-void spool_config_error(spool_instance *ins, const char *option, const char *fmt, ...)
+/* Adds one config error of ins: at `option`'s value, or inside it at byte
+ * column `column` (1-based; 0 = the value itself). */
+static void config_error_v(spool_instance *ins, const char *option, size_t column, const char *fmt,
+                           va_list ap)
 {
     char msg[1024], path[600];
-    int line = 0, col = 0;
-    va_list ap;
-    va_start(ap, fmt);
+    int line = 0, col = 0, exact = 1;
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     ins->config_errors++;
     if (!ins->errs) {
         spool_log_error(ins, "%s: %s", option ? option : "", msg);
@@ -188,12 +204,39 @@ void spool_config_error(spool_instance *ins, const char *option, const char *fmt
     if (ins->node) {
         line = ins->node->line;
         col = ins->node->column;
-        if (option) {
+        if (option && column > 0) {
+            exact = spool_config_value_pos(ins->node, option, column - 1, &line, &col) != 0;
+        } else if (option) {
             spool_config_option_pos(ins->node, option, &line, &col);
         }
     }
-    static const char *sections[] = {"", "inputs", "processors", "outputs"};
-    snprintf(path, sizeof(path), "%s[%d]%s%s", sections[ins->kind], ins->index, option ? "." : "",
-             option ? option : "");
+    if (!exact) {
+        size_t len = strlen(msg);
+        snprintf(msg + len, sizeof(msg) - len, " (at column %zu of the value)", column);
+    }
+    if (ins->path) {
+        snprintf(path, sizeof(path), "%s%s%s", ins->path, option ? "." : "", option ? option : "");
+    } else {
+        static const char *sections[] = {"", "inputs", "processors", "outputs"};
+        snprintf(path, sizeof(path), "%s[%d]%s%s", sections[ins->kind], ins->index,
+                 option ? "." : "", option ? option : "");
+    }
     spool_errors_add(ins->errs, ins->doc ? ins->doc->file : "", line, col, path, "%s", msg);
+}
+
+void spool_config_error(spool_instance *ins, const char *option, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    config_error_v(ins, option, 0, fmt, ap);
+    va_end(ap);
+}
+
+void spool_config_error_at(spool_instance *ins, const char *option, size_t column, const char *fmt,
+                           ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    config_error_v(ins, option, column, fmt, ap);
+    va_end(ap);
 }

@@ -207,3 +207,214 @@ int spool_json_append_record(spool_buf *out, const spool_record *r, const char *
     }
     return rc;
 }
+
+/* ---- the `fields` document: a record's fields as one JSON object ---- */
+
+/* 1 if s is exactly a JSON number (RFC 8259 grammar), true, false or null. */
+static int json_scalar(const uint8_t *s, size_t n)
+{
+    if ((n == 4 && memcmp(s, "true", 4) == 0) || (n == 5 && memcmp(s, "false", 5) == 0) ||
+        (n == 4 && memcmp(s, "null", 4) == 0)) {
+        return 1;
+    }
+    size_t i = 0;
+    if (i < n && s[i] == '-') {
+        i++;
+    }
+    if (i >= n || s[i] < '0' || s[i] > '9') {
+        return 0;
+    }
+    if (s[i] == '0') {
+        i++;
+    } else {
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            i++;
+        }
+    }
+    if (i < n && s[i] == '.') {
+        size_t d = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            i++;
+        }
+        if (i == d) {
+            return 0;
+        }
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) {
+            i++;
+        }
+        size_t d = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            i++;
+        }
+        if (i == d) {
+            return 0;
+        }
+    }
+    return i == n;
+}
+
+static int put_field_value(spool_buf *out, const spool_header *h, int flags)
+{
+    if (h->value_len >= 0 && h->value && (flags & SPOOL_JSON_TYPED) &&
+        json_scalar(h->value, (size_t)h->value_len)) {
+        return spool_buf_append(out, h->value, (size_t)h->value_len);
+    }
+    return put_bytes_or_null(out, h->value, h->value_len);
+}
+
+#define FIELDS_MAX_NESTED 256 /* headers beyond this are written flat */
+#define FIELDS_MAX_DEPTH 32
+
+typedef struct fields_walk {
+    spool_buf *out;
+    const spool_record *r;
+    uint8_t done[FIELDS_MAX_NESTED];
+    int flags;
+    int first; /* no member written yet at the current level */
+} fields_walk;
+
+static int reserved_name(const char *s, size_t n)
+{
+    return (n == 3 && memcmp(s, "key", 3) == 0) || (n == 5 && memcmp(s, "value", 5) == 0) ||
+           (n == 9 && memcmp(s, "timestamp", 9) == 0);
+}
+
+static int put_name(spool_buf *out, const char *s, size_t n, int underscore)
+{
+    if (underscore) {
+        /* a field named like a record part (ASCII): "_timestamp"; the part keeps its name */
+        int rc = PUT_LIT(out, "\"_");
+        rc = rc ? rc : spool_buf_append(out, s, n);
+        return rc ? rc : PUT_LIT(out, "\":");
+    }
+    int rc = spool_json_append_string(out, s, n);
+    return rc ? rc : PUT_LIT(out, ":");
+}
+
+static int put_member_name(fields_walk *w, const char *s, size_t n, int underscore)
+{
+    int rc = w->first ? 0 : PUT_LIT(w->out, ",");
+    w->first = 0;
+    return rc ? rc : put_name(w->out, s, n, underscore);
+}
+
+/* Writes leaf i under the member name `rest`, merging later headers of the
+ * same full name into an array (JSON objects must not repeat a name). */
+static int put_leaf(fields_walk *w, size_t i, const char *rest, size_t rest_len, int top)
+{
+    const spool_header *hs = w->r->headers;
+    size_t n = w->r->header_count;
+    size_t same = 0;
+    for (size_t j = i + 1; j < n; j++) {
+        same += !w->done[j] && hs[j].key_len == hs[i].key_len &&
+                memcmp(hs[j].key, hs[i].key, hs[i].key_len) == 0;
+    }
+    int rc = put_member_name(w, rest, rest_len, top && reserved_name(rest, rest_len));
+    w->done[i] = 1;
+    if (same == 0) {
+        return rc ? rc : put_field_value(w->out, &hs[i], w->flags);
+    }
+    rc = rc ? rc : PUT_LIT(w->out, "[");
+    rc = rc ? rc : put_field_value(w->out, &hs[i], w->flags);
+    for (size_t j = i + 1; rc == 0 && j < n; j++) {
+        if (!w->done[j] && hs[j].key_len == hs[i].key_len &&
+            memcmp(hs[j].key, hs[i].key, hs[i].key_len) == 0) {
+            w->done[j] = 1;
+            rc = PUT_LIT(w->out, ",");
+            rc = rc ? rc : put_field_value(w->out, &hs[j], w->flags);
+        }
+    }
+    return rc ? rc : PUT_LIT(w->out, "]");
+}
+
+/* 1 if some header (written or not) is named exactly `name` (len bytes). */
+static int leaf_named(const fields_walk *w, const char *name, size_t len)
+{
+    for (size_t j = 0; j < w->r->header_count; j++) {
+        if (w->r->headers[j].key_len == len && memcmp(w->r->headers[j].key, name, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* 1 if the dotted name has an empty part ("a..b", ".a", "a."). */
+static int empty_part(const char *s, size_t n)
+{
+    if (n == 0 || s[0] == '.' || s[n - 1] == '.') {
+        return 1;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if (s[i] == '.' && s[i - 1] == '.') {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Writes, in order of first appearance, every unwritten header whose name
+ * starts with the plen bytes of `prefix` (which end in '.', or are empty):
+ * `a.b.c` becomes {"a":{"b":{"c":...}}}. A name with an empty part, or
+ * under a prefix that is itself a field (`a.b` when `a` exists), stays flat
+ * from there on: {"a":1,"a.b":2}. */
+static int put_level(fields_walk *w, const char *prefix, size_t plen, int depth)
+{
+    int rc = 0;
+    const spool_header *hs = w->r->headers;
+    for (size_t i = 0; rc == 0 && i < w->r->header_count; i++) {
+        const spool_header *h = &hs[i];
+        if (w->done[i] || h->key_len < plen || memcmp(h->key, prefix, plen) != 0) {
+            continue;
+        }
+        const char *rest = h->key + plen;
+        size_t rest_len = h->key_len - plen;
+        const char *dot = memchr(rest, '.', rest_len);
+        size_t comp = dot ? (size_t)(dot - rest) : rest_len;
+        if (!dot || depth >= FIELDS_MAX_DEPTH || empty_part(h->key, h->key_len) ||
+            leaf_named(w, h->key, plen + comp)) {
+            rc = put_leaf(w, i, rest, rest_len, plen == 0);
+            continue;
+        }
+        rc = put_member_name(w, rest, comp, 0);
+        rc = rc ? rc : PUT_LIT(w->out, "{");
+        w->first = 1;
+        rc = rc ? rc : put_level(w, h->key, plen + comp + 1, depth + 1);
+        rc = rc ? rc : PUT_LIT(w->out, "}");
+        w->first = 0;
+    }
+    return rc;
+}
+
+int spool_json_append_fields(spool_buf *out, const spool_record *r, int flags)
+{
+    size_t len0 = out->len;
+    int rc = PUT_LIT(out, "{\"timestamp\":");
+    rc = rc ? rc : put_int(out, r->timestamp);
+    if (r->key_len >= 0) {
+        rc = rc ? rc : PUT_LIT(out, ",\"key\":");
+        rc = rc ? rc : put_bytes_or_null(out, r->key, r->key_len);
+    }
+    rc = rc ? rc : PUT_LIT(out, ",\"value\":");
+    rc = rc ? rc : put_bytes_or_null(out, r->value, r->value_len);
+    if (r->header_count > FIELDS_MAX_NESTED) {
+        /* too many to track: every field flat, in order */
+        for (uint32_t i = 0; rc == 0 && i < r->header_count; i++) {
+            const spool_header *h = &r->headers[i];
+            rc = PUT_LIT(out, ",");
+            rc = rc ? rc : put_name(out, h->key, h->key_len, reserved_name(h->key, h->key_len));
+            rc = rc ? rc : put_field_value(out, h, flags);
+        }
+    } else if (rc == 0) {
+        fields_walk w = {.out = out, .r = r, .flags = flags, .first = 0};
+        memset(w.done, 0, r->header_count);
+        rc = put_level(&w, "", 0, 0);
+    }
+    rc = rc ? rc : PUT_LIT(out, "}");
+    if (rc < 0) {
+        out->len = len0;
+    }
+    return rc;
+}

@@ -58,10 +58,14 @@ static int cmd_help_wanted(int argc, char **argv)
     return 0;
 }
 
-static int cmd_run(int argc, char **argv)
+/*
+ * The options `spool run` and `spool check` share: -c FILE and the two log
+ * overrides. Prints help_text for --help, usage_line for a bad option.
+ * Returns -1 to go on (optind at the first operand), else the exit status.
+ */
+static int parse_run_options(int argc, char **argv, const char *help_text, const char *usage_line,
+                             const char **config, int *overrides)
 {
-    const char *config = NULL;
-    int overrides = 0;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"reset-positions", no_argument, NULL, 'R'},
@@ -72,31 +76,44 @@ static int cmd_run(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
-            config = optarg;
+            *config = optarg;
             break;
         case 'R':
-            overrides |= SPOOL_LOG_RESET_POSITIONS;
+            *overrides |= SPOOL_PLOG_RESET_POSITIONS;
             break;
         case 'D':
-            overrides |= SPOOL_LOG_DROP_PARTITIONS;
+            *overrides |= SPOOL_PLOG_DROP_PARTITIONS;
             break;
         case 'h':
-            printf("usage: spool run [-c FILE] [--reset-positions] [--drop-partitions]\n\n"
-                   "Runs spool in the foreground until SIGTERM or SIGINT; SIGHUP reloads FILE.\n"
-                   "Without -c, runs the embedded default configuration (conf/spool.yaml).\n"
-                   "  --reset-positions  start although state/checkpoint.* is lost while the log\n"
-                   "                     holds data (every tailed file is read again)\n"
-                   "  --drop-partitions  lower a topic's partition count although the partitions\n"
-                   "                     beyond it hold records not delivered to every output\n"
-                   "                     (they are discarded, and counted in a warning)\n");
+            fputs(help_text, stdout);
             return 0;
         default:
-            fprintf(stderr, "usage: spool run [-c FILE] [--reset-positions] "
-                            "[--drop-partitions]\n");
+            fprintf(stderr, "%s\n", usage_line);
             return 2;
         }
     }
-    spool_log_set_overrides(overrides);
+    return -1;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *config = NULL;
+    int overrides = 0;
+    int rc = parse_run_options(
+        argc, argv,
+        "usage: spool run [-c FILE] [--reset-positions] [--drop-partitions]\n\n"
+        "Runs spool in the foreground until SIGTERM or SIGINT; SIGHUP reloads FILE.\n"
+        "Without -c, runs the embedded default configuration (conf/spool.yaml).\n"
+        "  --reset-positions  start although state/checkpoint.* is lost while the log\n"
+        "                     holds data (every tailed file is read again)\n"
+        "  --drop-partitions  lower a topic's partition count although the partitions\n"
+        "                     beyond it hold records not delivered to every output\n"
+        "                     (they are discarded, and counted in a warning)\n",
+        "usage: spool run [-c FILE] [--reset-positions] [--drop-partitions]", &config, &overrides);
+    if (rc >= 0) {
+        return rc;
+    }
+    spool_plog_set_overrides(overrides);
     if (optind < argc) {
         fprintf(stderr, "spool run: unexpected argument '%s'\nusage: spool run [-c FILE]\n",
                 argv[optind]);
@@ -120,37 +137,18 @@ static int cmd_check(int argc, char **argv)
     spool_errors errs = {0};
     spool_service_conf conf;
     int overrides = 0;
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {"reset-positions", no_argument, NULL, 'R'},
-                                         {"drop-partitions", no_argument, NULL, 'D'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            config = optarg;
-            break;
-        case 'R':
-            overrides |= SPOOL_LOG_RESET_POSITIONS;
-            break;
-        case 'D':
-            overrides |= SPOOL_LOG_DROP_PARTITIONS;
-            break;
-        case 'h':
-            printf("usage: spool check [-c] FILE [--reset-positions] [--drop-partitions]\n\n"
-                   "Validates FILE against every plugin's options and prints each error as\n"
-                   "FILE:LINE:COLUMN: PATH: MESSAGE. When its data_dir exists, also reads the\n"
-                   "log (read-only) for what `spool run` would refuse: a lost checkpoint while\n"
-                   "the log holds data, partitions dropped with undelivered records (the flags\n"
-                   "check as `spool run` with the same flags would).\nExit "
-                   "status 0 when valid, 2 on any error.\n");
-            return 0;
-        default:
-            fprintf(stderr, "usage: spool check [-c] FILE\n");
-            return 2;
-        }
+    int rc = parse_run_options(
+        argc, argv,
+        "usage: spool check [-c] FILE [--reset-positions] [--drop-partitions]\n\n"
+        "Validates FILE against every plugin's options and prints each error as\n"
+        "FILE:LINE:COLUMN: PATH: MESSAGE. When its data_dir exists, also reads the\n"
+        "log (read-only) for what `spool run` would refuse: a lost checkpoint while\n"
+        "the log holds data, partitions dropped with undelivered records (the flags\n"
+        "check as `spool run` with the same flags would).\nExit "
+        "status 0 when valid, 2 on any error.\n",
+        "usage: spool check [-c] FILE", &config, &overrides);
+    if (rc >= 0) {
+        return rc;
     }
     if (!config && optind < argc) {
         config = argv[optind++];
@@ -159,7 +157,7 @@ static int cmd_check(int argc, char **argv)
         fprintf(stderr, "usage: spool check [-c] FILE\n");
         return 2;
     }
-    spool_log_set_overrides(overrides);
+    spool_plog_set_overrides(overrides);
     spool_registry_init();
     int n = spool_service_conf_load(config, &conf, &errs);
     if (n > 0) {
@@ -189,8 +187,8 @@ static int cmd_check(int argc, char **argv)
 
 static const char *type_name(spool_opt_type t)
 {
-    static const char *names[] = {"string",   "int",  "bool", "size",
-                                  "duration", "list", "map",  "enum"};
+    static const char *names[] = {"string", "int", "bool", "size", "duration",
+                                  "list",   "map", "enum", "table"};
     return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "?";
 }
 

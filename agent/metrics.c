@@ -187,13 +187,13 @@ static void log_samples(spool_service *svc, sample_vec *sv)
     if (!svc || !svc->log) {
         return;
     }
-    size_t nt = spool_log_topic_count(svc->log);
+    size_t nt = spool_plog_topic_count(svc->log);
     char labels[512];
     for (size_t t = 0; t < nt; t++) {
-        const spool_topic_conf *tc = spool_log_topic_conf(svc->log, (int)t);
+        const spool_topic_conf *tc = spool_plog_topic_conf(svc->log, (int)t);
         for (int32_t p = 0; p < tc->partitions; p++) {
             spool_partition_info pi;
-            if (spool_log_partition_info(svc->log, (int)t, p, &pi) < 0) {
+            if (spool_plog_partition_info(svc->log, (int)t, p, &pi) < 0) {
                 continue;
             }
             snprintf(labels, sizeof(labels), "topic=\"%s\",partition=\"%d\"", tc->name, p);
@@ -218,7 +218,7 @@ static void log_samples(spool_service *svc, sample_vec *sv)
                 }
                 char consumer[300];
                 snprintf(consumer, sizeof(consumer), "output.%s", out->name);
-                int64_t cur = spool_log_cursor_get(svc->log, consumer, (int)t, p);
+                int64_t cur = spool_plog_cursor_get(svc->log, consumer, (int)t, p);
                 char l2[800];
                 snprintf(l2, sizeof(l2), "%s,output=\"%s\"", labels, out->name);
                 vec_add(sv, "spool_output_lag_records", "End offset minus the output's cursor",

@@ -12,13 +12,13 @@
  * Invariants: a partition never has a chunk in flight that starts after a
  * chunk waiting to be retried (so the destination sees each partition in
  * order); the runner never spins: with nothing to do it sleeps in
- * spool_log_wait until new data, a completion, or the next retry is due.
+ * spool_plog_wait until new data, a completion, or the next retry is due.
  * Rejected chunks go to the dead-letter topic (durably, through the log
  * writer's direct lane, never the ingest queues) before the cursor moves
  * past them; if the dead-letter topic refuses (full, disk), the chunk is
  * kept and the dead-letter write retried with backoff, holding back only
  * its own partition. Every cursor move reaches the page cache at once
- * (spool_log_cursor_write, survives kill -9) and is fsynced every
+ * (spool_plog_cursor_write, survives kill -9) and is fsynced every
  * CURSOR_FLUSH_MS (power loss).
  *
  * Threads: the runner thread owns the slots; a plugin may complete a chunk
@@ -48,20 +48,20 @@ enum slot_state {
 };
 
 typedef struct chunk_slot {
-    spool_chunk chunk;   /* what the plugin sees; must stay first */
-    _Atomic int state;   /* enum slot_state (see the threads note above) */
-    int result;          /* SPOOL_OK / RETRY / REJECT when DONE */
-    int part;            /* index into runner->parts */
-    uint64_t seq;        /* order of creation inside its partition */
-    char *reason;        /* rejection reason */
-    spool_buf raw;       /* batches read from the log */
-    spool_decoded dec;   /* records decoded from raw */
-    int64_t first_fail;  /* monotonic ms of the first failure, 0 = none */
-    int64_t backoff;     /* ms of the next retry delay */
-    int64_t retry_at;    /* monotonic ms */
-    int64_t dl_retry_at; /* monotonic ms: next dead-letter attempt, 0 = now */
-    int64_t dl_backoff;  /* ms */
-    size_t mem;          /* bytes charged to the memory account (memory.c) */
+    spool_chunk chunk;    /* what the plugin sees; must stay first */
+    _Atomic int state;    /* enum slot_state (see the threads note above) */
+    int result;           /* SPOOL_OK / RETRY / REJECT when DONE */
+    int part;             /* index into runner->parts */
+    uint64_t seq;         /* order of creation inside its partition */
+    char *reason;         /* rejection reason */
+    spool_buf raw;        /* batches read from the log */
+    spool_rb_decoded dec; /* records decoded from raw */
+    int64_t first_fail;   /* monotonic ms of the first failure, 0 = none */
+    int64_t backoff;      /* ms of the next retry delay */
+    int64_t retry_at;     /* monotonic ms */
+    int64_t dl_retry_at;  /* monotonic ms: next dead-letter attempt, 0 = now */
+    int64_t dl_backoff;   /* ms */
+    size_t mem;           /* bytes charged to the memory account (memory.c) */
 } chunk_slot;
 
 typedef struct part_state {
@@ -223,7 +223,7 @@ void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int re
                            const char *reason)
 {
     spool_output_runner *r = ins->runner;
-    spool_log *log = r->svc->log; /* read before DONE: the runner may free the slot after */
+    spool_plog *log = r->svc->log; /* read before DONE: the runner may free the slot after */
     chunk_slot *s = (chunk_slot *)chunk;
     pthread_mutex_lock(&r->lock);
     s->result = result;
@@ -235,7 +235,7 @@ void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int re
     }
     atomic_store(&s->state, SLOT_DONE);
     pthread_mutex_unlock(&r->lock);
-    spool_log_wake(log);
+    spool_plog_wake(log);
 }
 
 void spool_output_set_reject_reason(spool_instance *ins, const char *reason)
@@ -298,7 +298,7 @@ static void slot_release_memory(spool_output_runner *r, chunk_slot *s)
 {
     if (s != &r->slots[0] && !spool__mem_room(0, SLOT_MEM_PERCENT)) {
         spool_buf_free(&s->raw);
-        spool_decoded_free(&s->dec);
+        spool_rb_decoded_free(&s->dec);
     }
     spool__mem_adjust(&s->mem, slot_footprint(s, 0));
 }
@@ -313,7 +313,7 @@ static void slot_release(chunk_slot *s)
     s->dl_backoff = 0;
     atomic_store(&s->state, SLOT_FREE);
     s->raw.len = 0;
-    spool_decoded_reset(&s->dec);
+    spool_rb_decoded_reset(&s->dec);
 }
 
 static int64_t jitter(int64_t ms)
@@ -420,7 +420,8 @@ static int settle(spool_output_runner *r, int64_t *next_wake)
                 report_delivering(ins);
             }
             ps->committed = head->chunk.next_offset;
-            spool_log_cursor_set(r->svc->log, r->consumer, ps->topic, ps->partition, ps->committed);
+            spool_plog_cursor_set(r->svc->log, r->consumer, ps->topic, ps->partition,
+                                  ps->committed);
             r->cursor_dirty = 1;
             r->cursor_unwritten = 1;
             ps->commit_seq++;
@@ -492,7 +493,7 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
         }
         return 0;
     }
-    if (spool_log_partition_info(r->svc->log, ps->topic, ps->partition, &pi) < 0) {
+    if (spool_plog_partition_info(r->svc->log, ps->topic, ps->partition, &pi) < 0) {
         return 0;
     }
     if (ps->read_pos < pi.begin_offset) {
@@ -526,9 +527,9 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
     }
     int64_t next = ps->read_pos;
     s->raw.len = 0;
-    spool_decoded_reset(&s->dec);
-    long n = spool_log_read(r->svc->log, ps->topic, ps->partition, ps->read_pos,
-                            (size_t)ins->out.max_bytes, &s->raw, &next);
+    spool_rb_decoded_reset(&s->dec);
+    long n = spool_plog_read(r->svc->log, ps->topic, ps->partition, ps->read_pos,
+                             (size_t)ins->out.max_bytes, &s->raw, &next);
     if (n == -EBADMSG) {
         spool_log_error(ins, "topic %s partition %d: corrupt batch at offset %lld; retrying in 5s",
                         ps->topic_name, ps->partition, (long long)ps->read_pos);
@@ -541,13 +542,13 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
     }
     size_t off = 0;
     while (off < s->raw.len) {
-        spool_batch_info bi;
-        long sz = spool_batch_parse_header(s->raw.data + off, s->raw.len - off, 0, &bi);
+        spool_rb_info bi;
+        long sz = spool_rb_parse_header(s->raw.data + off, s->raw.len - off, 0, &bi);
         if (sz <= 0) {
             break;
         }
         int rc =
-            spool_batch_decode(s->raw.data + off, (size_t)sz, ps->partition, ps->read_pos, &s->dec);
+            spool_rb_decode(s->raw.data + off, (size_t)sz, ps->partition, ps->read_pos, &s->dec);
         if (rc < 0) {
             spool_log_error(ins, "topic %s partition %d: cannot decode batch at offset %lld: %s",
                             ps->topic_name, ps->partition, (long long)bi.base_offset,
@@ -637,7 +638,7 @@ static int all_delivered(spool_output_runner *r)
     }
     for (size_t p = 0; p < r->nparts; p++) {
         spool_partition_info pi;
-        if (spool_log_partition_info(r->svc->log, r->parts[p].topic, r->parts[p].partition, &pi) ==
+        if (spool_plog_partition_info(r->svc->log, r->parts[p].topic, r->parts[p].partition, &pi) ==
                 0 &&
             r->parts[p].committed < pi.end_offset) {
             return 0;
@@ -664,7 +665,7 @@ static void write_cursors(spool_output_runner *r)
     if (!r->cursor_unwritten) {
         return;
     }
-    int rc = spool_log_cursor_write(r->svc->log, r->consumer);
+    int rc = spool_plog_cursor_write(r->svc->log, r->consumer);
     if (rc < 0) {
         cursor_failed(r, rc);
         return; /* the timer's flush tries again */
@@ -678,7 +679,7 @@ static void flush_cursors(spool_output_runner *r, int force)
     if (!r->cursor_dirty || (!force && now - r->last_cursor_flush < CURSOR_FLUSH_MS)) {
         return;
     }
-    int rc = spool_log_cursor_flush(r->svc->log, r->consumer);
+    int rc = spool_plog_cursor_flush(r->svc->log, r->consumer);
     if (rc < 0) {
         cursor_failed(r, rc);
     } else {
@@ -700,7 +701,7 @@ static void *runner_main(void *arg)
         int64_t next_wake = -1;
         /* Read before looking at slots and data: a completion or an append
          * after this point ends the wait below at once (no lost wake-up). */
-        uint64_t gen = spool_log_generation(svc->log, -1);
+        uint64_t gen = spool_plog_generation(svc->log, -1);
         int busy = settle(r, &next_wake);
         busy |= retry_due(r, &next_wake);
         write_cursors(r);
@@ -749,7 +750,7 @@ static void *runner_main(void *arg)
             timeout = timeout > 100 ? 100 : timeout;
         }
         if (timeout > 0) {
-            spool_log_wait_since(svc->log, -1, gen, timeout);
+            spool_plog_wait_since(svc->log, -1, gen, timeout);
         }
     }
     if (r->ins->plugin->drain) {
@@ -777,36 +778,36 @@ int spool__output_start(spool_service *svc, spool_instance *ins)
     r->nslots = (size_t)ins->out.max_in_flight;
     r->slots = calloc(r->nslots, sizeof(*r->slots));
     for (size_t t = 0; t < ins->out.topics.count; t++) {
-        int ti = spool_log_topic_index(svc->log, ins->out.topics.items[t]);
+        int ti = spool_plog_topic_index(svc->log, ins->out.topics.items[t]);
         if (ti >= 0) {
-            r->nparts += (size_t)spool_log_topic_conf(svc->log, ti)->partitions;
+            r->nparts += (size_t)spool_plog_topic_conf(svc->log, ti)->partitions;
         }
     }
     r->parts = calloc(r->nparts ? r->nparts : 1, sizeof(*r->parts));
     if (!r->slots || !r->parts) {
         return -ENOMEM;
     }
-    if ((rc = spool_log_cursor_register(svc->log, r->consumer)) < 0) {
+    if ((rc = spool_plog_cursor_register(svc->log, r->consumer)) < 0) {
         spool_log_error(ins, "cannot load the output cursor: %s", strerror(-rc));
         return rc;
     }
     size_t k = 0;
     for (size_t t = 0; t < ins->out.topics.count; t++) {
-        int ti = spool_log_topic_index(svc->log, ins->out.topics.items[t]);
+        int ti = spool_plog_topic_index(svc->log, ins->out.topics.items[t]);
         if (ti < 0) {
             continue;
         }
-        const spool_topic_conf *tc = spool_log_topic_conf(svc->log, ti);
+        const spool_topic_conf *tc = spool_plog_topic_conf(svc->log, ti);
         for (int32_t p = 0; p < tc->partitions; p++) {
             part_state *ps = &r->parts[k++];
             ps->topic = ti;
             ps->partition = p;
             ps->topic_name = tc->name;
-            ps->committed = spool_log_cursor_get(svc->log, r->consumer, ti, p);
+            ps->committed = spool_plog_cursor_get(svc->log, r->consumer, ti, p);
             ps->read_pos = ps->committed;
             /* Hold retention from here on (a consumer holds only the
              * partitions it has a cursor on). */
-            spool_log_cursor_set(svc->log, r->consumer, ti, p, ps->committed);
+            spool_plog_cursor_set(svc->log, r->consumer, ti, p, ps->committed);
         }
     }
     /* Saved at once, so `spool topics` shows the lag of an output that never
@@ -823,7 +824,7 @@ int spool__output_start(spool_service *svc, spool_instance *ins)
         snprintf(nm, sizeof(nm), "%s.dead_letter", ins->name);
         r->dl->name = strdup(nm);
         r->dl->svc = svc;
-        r->dl->topic = spool_log_topic_index(svc->log, ins->out.dead_letter_topic);
+        r->dl->topic = spool_plog_topic_index(svc->log, ins->out.dead_letter_topic);
         r->dl->in.topic = strdup(ins->out.dead_letter_topic);
     }
     if (pthread_create(&r->thread, NULL, runner_main, r) != 0) {
@@ -874,7 +875,7 @@ void spool__output_free(spool_instance *ins)
     for (size_t i = 0; i < r->nslots; i++) {
         free(r->slots[i].reason);
         spool_buf_free(&r->slots[i].raw);
-        spool_decoded_free(&r->slots[i].dec);
+        spool_rb_decoded_free(&r->slots[i].dec);
         spool__mem_release(r->slots[i].mem);
     }
     free(r->slots);

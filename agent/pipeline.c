@@ -5,6 +5,10 @@
  * (writer.c) assigns partitions, appends, group-commits, and acknowledges
  * durable batches. Each stage has its own thread and bounded queue; a full
  * queue blocks the stage before it, down to the inputs, which stop reading.
+ * The processor stage runs, for each batch, its input's own chain (the
+ * input entry's `processors:`), then the top-level chain (conf->processors
+ * without a chain_owner), each processor in order; a processor's failure
+ * is counted and logged, and the batch goes on to the next.
  * This file holds the submission path (input threads), the processor stage,
  * and starting and stopping the stages; the lanes they share with the writer
  * are declared in pipeline_int.h.
@@ -178,7 +182,7 @@ int spool_input_get_position(spool_instance *ins, const char *source, void *buf,
         return -ENOENT;
     }
     snprintf(full, sizeof(full), "%s/%s", ins->name, source);
-    return spool_log_position_get(svc->log, full, buf, cap, len);
+    return spool_plog_position_get(svc->log, full, buf, cap, len);
 }
 
 typedef struct pos_iter {
@@ -205,7 +209,7 @@ int spool_input_foreach_position(spool_instance *ins,
     }
     snprintf(prefix, sizeof(prefix), "%s/", ins->name);
     pos_iter it = {fn, arg, strlen(prefix)};
-    return spool_log_position_foreach(svc->log, prefix, pos_iter_fn, &it);
+    return spool_plog_position_foreach(svc->log, prefix, pos_iter_fn, &it);
 }
 
 /* ---- processor stage ---- */
@@ -267,6 +271,26 @@ out:
     return rc;
 }
 
+/* Lends b to one processor: counts records in and out, applies its drops
+ * and emits; a failure is counted and logged, and the batch goes on. */
+static void run_processor(spool_instance *pi, spool_batch *b)
+{
+    spool_count(pi, SPOOL_COUNT_RECORDS_IN, b->count);
+    spool__batch_begin_process(b, pi);
+    if (pi->plugin->process(pi, pi->ctx, b) < 0) {
+        spool_count(pi, SPOOL_COUNT_ERRORS, 1);
+        spool_log_warn(pi,
+                       "processing a batch of %zu records failed; the changes it made so far "
+                       "are kept",
+                       b->count);
+    }
+    if (spool__batch_end_process(b) < 0) {
+        spool_log_error(pi, "out of memory applying drops and emitted records; dropped records "
+                            "kept, emitted ones placed at the end of their batch");
+    }
+    spool_count(pi, SPOOL_COUNT_RECORDS_OUT, b->count);
+}
+
 static void *processor_main(void *arg)
 {
     spool_service *svc = arg;
@@ -282,22 +306,15 @@ static void *processor_main(void *arg)
         }
         spool_batch *b = (spool_batch *)it;
         size_t weight = it->weight;
+        if (b->ins) {
+            for (size_t p = 0; p < b->ins->nchain; p++) {
+                run_processor(b->ins->chain[p], b);
+            }
+        }
         for (size_t p = 0; p < svc->conf->nprocessors; p++) {
-            spool_instance *pi = svc->conf->processors[p];
-            spool_count(pi, SPOOL_COUNT_RECORDS_IN, b->count);
-            spool__batch_begin_process(b, pi);
-            if (pi->plugin->process(pi, pi->ctx, b) < 0) {
-                spool_count(pi, SPOOL_COUNT_ERRORS, 1);
-                spool_log_warn(pi,
-                               "processing a batch of %zu records failed; the changes it "
-                               "made so far are kept",
-                               b->count);
+            if (!svc->conf->processors[p]->chain_owner) {
+                run_processor(svc->conf->processors[p], b);
             }
-            if (spool__batch_end_process(b) < 0) {
-                spool_log_error(pi, "out of memory applying drops and emitted records; dropped "
-                                    "records kept, emitted ones placed at the end of their batch");
-            }
-            spool_count(pi, SPOOL_COUNT_RECORDS_OUT, b->count);
         }
         /* Records sent to other topics: one batch per topic, in order;
          * positions and the durable handle ride on the last one. */

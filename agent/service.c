@@ -159,7 +159,7 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
 {
     spool_service svc_s;
     spool_service *svc = &svc_s;
-    spool_log_options lo = {0};
+    spool_plog_options lo = {0};
     spool_http_api *api = NULL;
     int rc, result = 0;
 
@@ -175,7 +175,7 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
     lo.topic_count = conf->ntopics;
     /* The outputs, so the log judges "delivered" by what is configured,
      * not by cursor files a removed output may have left. */
-    spool_log_consumer_conf *cons = NULL;
+    spool_plog_consumer_conf *cons = NULL;
     if (spool__config_consumers(conf, &cons) == 0) {
         lo.consumers = cons;
         lo.consumer_count = conf->noutputs;
@@ -183,7 +183,7 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
     char why[512] = "";
     lo.error = why;
     lo.error_cap = sizeof(why);
-    rc = spool_log_open(&lo, &svc->log);
+    rc = spool_plog_open(&lo, &svc->log);
     spool_config_consumers_free(cons, conf->noutputs);
     if (rc < 0) {
         spool_log_error(NULL, "cannot open the log in %s: %s", conf->data_dir,
@@ -343,7 +343,7 @@ out_pipeline:
     spool__pipeline_finish(svc);
     svc->drain_deadline = atomic_load(&svc->shutdown_deadline);
     atomic_store(&svc->draining, 1);
-    spool_log_wake(svc->log);
+    spool_plog_wake(svc->log);
     for (size_t i = 0; i < conf->noutputs; i++) {
         spool__output_join(svc, conf->outputs[i]);
     }
@@ -354,7 +354,7 @@ out:
         spool__pipeline_finish(svc);
     }
     spool__pipeline_free(svc);
-    spool_log_close(svc->log);
+    spool_plog_close(svc->log);
     if (svc->in_queue.max_count) {
         spool_queue_destroy(&svc->in_queue);
         spool_queue_destroy(&svc->write_queue);

@@ -3,9 +3,12 @@
  * names, file paths). A template compiles once into a list of literal and
  * field parts; rendering walks the list with no allocation.
  *
- * Fields: any header name of the record, and the names `topic`, `input`
- * and `file` (the basename of the `path` header) when no header of that
- * name exists. A missing field renders as the empty string.
+ * Fields: what spool_record_field reads (the record's `key`, `value`,
+ * `timestamp` (decimal ms) and `topic`, which always win, then its first
+ * header of that name: `{{ http.status }}`), the same fields conditions
+ * read; then, when the record has no such field, the extras `input` (the
+ * input's name), `host` (this host) and `file` (the basename of the `path`
+ * header). A missing field renders as the empty string.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -151,19 +154,17 @@ size_t spool_template_render(const spool_template *t, const spool_record *r, con
                              const char *input, char *buf, size_t cap)
 {
     size_t o = 0;
+    char scratch[SPOOL_FIELD_SCRATCH];
     for (size_t i = 0; i < t->count; i++) {
         const tpl_part *p = &t->parts[i];
+        const uint8_t *v;
+        size_t n;
         if (!p->field) {
             put(buf, cap, &o, p->text, p->len);
             continue;
         }
-        const spool_header *h = find_header(r, p->text, p->len);
-        if (h) {
-            if (h->value_len > 0) {
-                put(buf, cap, &o, h->value, (size_t)h->value_len);
-            }
-        } else if (strcmp(p->text, "topic") == 0 && topic) {
-            put(buf, cap, &o, topic, strlen(topic));
+        if (r && spool_record_field(r, topic, p->text, p->len, scratch, &v, &n)) {
+            put(buf, cap, &o, v, n);
         } else if (strcmp(p->text, "input") == 0 && input) {
             put(buf, cap, &o, input, strlen(input));
         } else if (strcmp(p->text, "host") == 0) {
@@ -172,12 +173,12 @@ size_t spool_template_render(const spool_template *t, const spool_record *r, con
         } else if (strcmp(p->text, "file") == 0) {
             const spool_header *ph = find_header(r, "path", 4);
             if (ph && ph->value_len > 0) {
-                const uint8_t *v = ph->value;
-                size_t n = (size_t)ph->value_len, s = n;
-                while (s > 0 && v[s - 1] != '/') {
+                const uint8_t *pv = ph->value;
+                size_t len = (size_t)ph->value_len, s = len;
+                while (s > 0 && pv[s - 1] != '/') {
                     s--;
                 }
-                put(buf, cap, &o, v + s, n - s);
+                put(buf, cap, &o, pv + s, len - s);
             }
         }
     }

@@ -17,7 +17,7 @@ int spool_topics_json(spool_service *svc, spool_buf *out)
         return spool_buf_append(out, "{\"topics\":[]}", 13);
     }
     size_t n = svc->conf ? svc->conf->noutputs : 0;
-    spool_log_consumer_conf *cons = calloc(n ? n : 1, sizeof(*cons));
+    spool_plog_consumer_conf *cons = calloc(n ? n : 1, sizeof(*cons));
     char(*names)[300] = calloc(n ? n : 1, sizeof(*names));
     int rc = -ENOMEM;
     if (cons != NULL && names != NULL) {
@@ -28,7 +28,7 @@ int spool_topics_json(spool_service *svc, spool_buf *out)
             cons[i].topics = (const char *const *)ins->out.topics.items;
             cons[i].topic_count = ins->out.topics.count;
         }
-        rc = spool_log_topics_json(svc->log, cons, n, out);
+        rc = spool_plog_topics_json(svc->log, cons, n, out);
     }
     free(names);
     free(cons);

@@ -42,8 +42,12 @@ int spool_wire_json_encode(spool_buf *out, int kind, const spool_record *recs, s
         if (kind == SPOOL_WIRE_JSON && i > 0) {
             rc = PUT_LIT(out, ",");
         }
-        rc = rc ? rc : spool_json_append_record(out, &recs[i], topic);
-        if (kind == SPOOL_WIRE_NDJSON) {
+        if (kind == SPOOL_WIRE_FIELDS) {
+            rc = rc ? rc : spool_json_append_fields(out, &recs[i], SPOOL_JSON_TYPED);
+        } else {
+            rc = rc ? rc : spool_json_append_record(out, &recs[i], topic);
+        }
+        if (kind != SPOOL_WIRE_JSON) {
             rc = rc ? rc : PUT_LIT(out, "\n");
         }
     }
@@ -700,19 +704,19 @@ void spool_wire_parser_free(spool_wire_parser *p)
 /* ---------------------------------------------------------------------- */
 
 struct spool_wire_reader {
-    spool_decoded d;
+    spool_rb_decoded d;
 };
 
 int spool_wire_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *recs, size_t n,
                             int64_t now_ms, int compression, int level)
 {
-    return spool_batch_encode(out, base_offset, recs, n, now_ms, compression, level);
+    return spool_rb_encode(out, base_offset, recs, n, now_ms, compression, level);
 }
 
 long spool_wire_batch_size(const uint8_t *buf, size_t len, int verify_crc, int *compression)
 {
-    spool_batch_info info;
-    long n = spool_batch_parse_header(buf, len, verify_crc, &info);
+    spool_rb_info info;
+    long n = spool_rb_parse_header(buf, len, verify_crc, &info);
     if (n > 0 && compression) {
         *compression = info.attributes & 7;
     }
@@ -727,7 +731,7 @@ spool_wire_reader *spool_wire_reader_create(void)
 void spool_wire_reader_destroy(spool_wire_reader *rd)
 {
     if (rd) {
-        spool_decoded_free(&rd->d);
+        spool_rb_decoded_free(&rd->d);
         free(rd);
     }
 }
@@ -735,15 +739,15 @@ void spool_wire_reader_destroy(spool_wire_reader *rd)
 void spool_wire_reader_reset(spool_wire_reader *rd, size_t keep_bytes)
 {
     if (rd->d.scratch.cap > keep_bytes) {
-        spool_decoded_free(&rd->d);
+        spool_rb_decoded_free(&rd->d);
     }
-    spool_decoded_reset(&rd->d);
+    spool_rb_decoded_reset(&rd->d);
 }
 
 int spool_wire_reader_read(spool_wire_reader *rd, const uint8_t *buf, size_t len, int32_t partition,
                            int64_t min_offset)
 {
-    return spool_batch_decode(buf, len, partition, min_offset, &rd->d);
+    return spool_rb_decode(buf, len, partition, min_offset, &rd->d);
 }
 
 const spool_record *spool_wire_reader_records(const spool_wire_reader *rd, size_t *count)

@@ -290,10 +290,10 @@ static int writer_commit(writer_state *w, int force, int idle)
 {
     spool_service *svc = w->svc;
     int64_t next = -1;
-    int rc = spool_log_commit(svc->log, force, idle, &next);
+    int rc = spool_plog_commit(svc->log, force, idle, &next);
     if (rc < 0) {
         if (!w->commit_failing || w->commit_rc != rc) {
-            const char *why = spool_log_commit_error(svc->log);
+            const char *why = spool_plog_commit_error(svc->log);
             spool_log_error(NULL,
                             "log writer: commit failed: %s; appended records wait until "
                             "it works",
@@ -404,8 +404,8 @@ static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *whe
         for (int32_t p = pg->next_part; p < nparts; p++) {
             size_t n = starts[p + 1] - starts[p];
             int64_t base;
-            if (n && (rc = spool_log_append(svc->log, b->topic, p, w->grouped + starts[p], n,
-                                            &base)) < 0) {
+            if (n && (rc = spool_plog_append(svc->log, b->topic, p, w->grouped + starts[p], n,
+                                             &base)) < 0) {
                 pg->next_part = p;
                 *where = p;
                 return rc == -ENOSPC || rc == -EAGAIN || rc == -ENOMEM || rc == -EDQUOT
@@ -427,7 +427,7 @@ static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *whe
     for (; pg->next_pos < b->npos; pg->next_pos++) {
         const spool__bpos *ps = &b->pos[pg->next_pos];
         if (injected_enomem(1) ||
-            spool_log_position_set(svc->log, ps->source, ps->pos, ps->len) < 0) {
+            spool_plog_position_set(svc->log, ps->source, ps->pos, ps->len) < 0) {
             return -ENOMEM;
         }
     }
@@ -532,7 +532,7 @@ static void writer_retry_parked(writer_state *w, int64_t *next_wake)
         }
     }
     if (disk) {
-        spool_log_retention_run(w->svc->log, 1); /* frees delivered segments */
+        spool_plog_retention_run(w->svc->log, 1); /* frees delivered segments */
     }
     for (size_t t = 0; t < w->ntopics; t++) {
         wtopic *wt = &w->topics[t];
@@ -653,7 +653,7 @@ static void writer_direct(writer_state *w, spool_batch *b)
                 break;
             }
         }
-        rc = spool_log_append(svc->log, b->topic, p, recs, b->count, &base);
+        rc = spool_plog_append(svc->log, b->topic, p, recs, b->count, &base);
         if (rc == 0) {
             w->sticky[b->topic] = (w->sticky[b->topic] + 1) % nparts;
         }
@@ -723,7 +723,7 @@ void *spool__writer_main(void *arg)
             if (w.batches_since_commit || w.npending || w.next_commit_ms >= 0) {
                 writer_commit(&w, 0, 1);
             }
-            spool_log_retention_run(svc->log, 0);
+            spool_plog_retention_run(svc->log, 0);
             if (spool_queue_drained(&svc->write_queue) && !any_parked(&w)) {
                 break;
             }
@@ -760,7 +760,7 @@ void *spool__writer_main(void *arg)
             writer_take(&w, b);
         }
         if (w.batches_since_commit >= WRITER_COMMIT_BATCHES ||
-            spool_log_uncommitted_bytes(svc->log) >= WRITER_COMMIT_BYTES) {
+            spool_plog_uncommitted_bytes(svc->log) >= WRITER_COMMIT_BYTES) {
             writer_commit(&w, 0, 0);
         }
     }
@@ -800,7 +800,7 @@ void *spool__writer_main(void *arg)
     free(w.parts);
     free(w.uncommitted);
     atomic_store(&svc->writer_done, 1);
-    spool_log_wake(svc->log);
+    spool_plog_wake(svc->log);
     return NULL;
 }
 

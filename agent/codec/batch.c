@@ -117,8 +117,8 @@ static uint8_t *write_records(uint8_t *p, const spool_record *recs, size_t n, in
     return p;
 }
 
-int spool_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *recs, size_t n,
-                       int64_t now_ms, int compression, int level)
+int spool_rb_encode(spool_buf *out, int64_t base_offset, const spool_record *recs, size_t n,
+                    int64_t now_ms, int compression, int level)
 {
     if (n == 0 || n > INT32_MAX || !recs ||
         (compression != SPOOL_COMPRESS_NONE && compression != SPOOL_COMPRESS_ZSTD &&
@@ -140,11 +140,11 @@ int spool_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *
             return -EINVAL;
         }
         raw += varint_size((int32_t)body) + body;
-        if (raw > INT32_MAX - SPOOL_BATCH_HEADER_SIZE) {
+        if (raw > INT32_MAX - SPOOL_RB_HEADER_SIZE) {
             return -EINVAL;
         }
     }
-    size_t reserve = SPOOL_BATCH_HEADER_SIZE + (size_t)raw;
+    size_t reserve = SPOOL_RB_HEADER_SIZE + (size_t)raw;
     size_t bound = 0;
     if (compression != SPOOL_COMPRESS_NONE) {
         bound = spool__compress_bound(compression, (size_t)raw);
@@ -155,7 +155,7 @@ int spool_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *
         return rc;
     }
     uint8_t *hdr = out->data + out->len;
-    uint8_t *recs_at = hdr + SPOOL_BATCH_HEADER_SIZE;
+    uint8_t *recs_at = hdr + SPOOL_RB_HEADER_SIZE;
     size_t section = (size_t)raw;
     int attrs = SPOOL_COMPRESS_NONE;
     if (compression == SPOOL_COMPRESS_NONE) {
@@ -175,7 +175,7 @@ int spool_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *
         }
     }
     put_be64(hdr + 0, (uint64_t)base_offset);
-    put_be32(hdr + 8, (uint32_t)(SPOOL_BATCH_HEADER_SIZE - SPOOL_BATCH_LOG_OVERHEAD + section));
+    put_be32(hdr + 8, (uint32_t)(SPOOL_RB_HEADER_SIZE - SPOOL_RB_LOG_OVERHEAD + section));
     put_be32(hdr + 12, UINT32_MAX);        /* partitionLeaderEpoch -1 */
     hdr[16] = 2;                           /* magic */
     put_be16(hdr + 21, (uint16_t)attrs);   /* attributes */
@@ -186,35 +186,34 @@ int spool_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *
     put_be16(hdr + 51, UINT16_MAX);        /* producerEpoch -1 */
     put_be32(hdr + 53, UINT32_MAX);        /* baseSequence -1 */
     put_be32(hdr + 57, (uint32_t)n);       /* recordCount */
-    size_t total = SPOOL_BATCH_HEADER_SIZE + section;
-    put_be32(hdr + SPOOL_BATCH_CRC_OFFSET,
-             spool_crc32c(0, hdr + SPOOL_BATCH_ATTR_OFFSET, total - SPOOL_BATCH_ATTR_OFFSET));
+    size_t total = SPOOL_RB_HEADER_SIZE + section;
+    put_be32(hdr + SPOOL_RB_CRC_OFFSET,
+             spool_crc32c(0, hdr + SPOOL_RB_ATTR_OFFSET, total - SPOOL_RB_ATTR_OFFSET));
     out->len += total;
     return 0;
 }
 
-long spool_batch_parse_header(const uint8_t *buf, size_t len, int verify_crc,
-                              spool_batch_info *info)
+long spool_rb_parse_header(const uint8_t *buf, size_t len, int verify_crc, spool_rb_info *info)
 {
-    if (len < SPOOL_BATCH_LOG_OVERHEAD) {
+    if (len < SPOOL_RB_LOG_OVERHEAD) {
         return 0;
     }
     int32_t blen = (int32_t)get_be32(buf + 8);
-    if (blen < SPOOL_BATCH_HEADER_SIZE - SPOOL_BATCH_LOG_OVERHEAD ||
-        blen > INT32_MAX - SPOOL_BATCH_LOG_OVERHEAD) {
+    if (blen < SPOOL_RB_HEADER_SIZE - SPOOL_RB_LOG_OVERHEAD ||
+        blen > INT32_MAX - SPOOL_RB_LOG_OVERHEAD) {
         return -EBADMSG;
     }
     if (len > 16 && buf[16] != 2) {
         return -EBADMSG; /* wrong magic: known as soon as the byte is here */
     }
-    size_t total = SPOOL_BATCH_LOG_OVERHEAD + (size_t)blen;
+    size_t total = SPOOL_RB_LOG_OVERHEAD + (size_t)blen;
     if (len < total) {
         return 0;
     }
-    spool_batch_info bi;
+    spool_rb_info bi;
     bi.base_offset = (int64_t)get_be64(buf);
     bi.batch_length = blen;
-    bi.crc = get_be32(buf + SPOOL_BATCH_CRC_OFFSET);
+    bi.crc = get_be32(buf + SPOOL_RB_CRC_OFFSET);
     bi.attributes = (int16_t)((uint16_t)buf[21] << 8 | buf[22]);
     bi.last_offset_delta = (int32_t)get_be32(buf + 23);
     bi.base_timestamp = (int64_t)get_be64(buf + 27);
@@ -224,7 +223,7 @@ long spool_batch_parse_header(const uint8_t *buf, size_t len, int verify_crc,
         return -EBADMSG;
     }
     if (verify_crc &&
-        spool_crc32c(0, buf + SPOOL_BATCH_ATTR_OFFSET, total - SPOOL_BATCH_ATTR_OFFSET) != bi.crc) {
+        spool_crc32c(0, buf + SPOOL_RB_ATTR_OFFSET, total - SPOOL_RB_ATTR_OFFSET) != bi.crc) {
         return -EBADMSG;
     }
     if (info) {

@@ -1,10 +1,10 @@
 /*
- * batch_decode.c: RecordBatch v2 decoding into a reusable spool_decoded.
+ * batch_decode.c: RecordBatch v2 decoding into a reusable spool_rb_decoded.
  *
  * Every length is bounds-checked against the batch (or the decompressed
  * records section): no read past `len`, negative lengths other than -1
  * (null) rejected, each record must consume exactly its declared length and
- * the section exactly recordCount records. On any error the spool_decoded
+ * the section exactly recordCount records. On any error the spool_rb_decoded
  * is rolled back to its state before the call.
  *
  * View stability: record key/value/header views point into the caller's
@@ -38,7 +38,7 @@ static inline const void *rebase(const void *p, const uint8_t *old, size_t n, co
     return p;
 }
 
-int spool__decoded_scratch_reserve(spool_decoded *d, size_t extra)
+int spool__decoded_scratch_reserve(spool_rb_decoded *d, size_t extra)
 {
     spool_buf *s = &d->scratch;
     if (extra <= s->cap - s->len) {
@@ -75,7 +75,7 @@ int spool__decoded_scratch_reserve(spool_decoded *d, size_t extra)
     return 0;
 }
 
-static int headers_reserve(spool_decoded *d, size_t extra)
+static int headers_reserve(spool_rb_decoded *d, size_t extra)
 {
     if (extra <= d->header_cap - d->header_count) {
         return 0;
@@ -107,7 +107,7 @@ static int headers_reserve(spool_decoded *d, size_t extra)
     return 0;
 }
 
-static int records_reserve(spool_decoded *d, size_t extra)
+static int records_reserve(spool_rb_decoded *d, size_t extra)
 {
     if (extra <= d->cap - d->count) {
         return 0;
@@ -173,8 +173,8 @@ static inline int cur_bytes(cursor *c, int nullable, const uint8_t **out, int32_
 
 /* Decodes one record at c into d (appended unless its offset is below
  * min_offset). */
-static int decode_record(cursor *c, const spool_batch_info *bi, int32_t partition,
-                         int64_t min_offset, spool_decoded *d)
+static int decode_record(cursor *c, const spool_rb_info *bi, int32_t partition, int64_t min_offset,
+                         spool_rb_decoded *d)
 {
     int32_t rlen;
     if (cur_varint(c, &rlen) < 0 || rlen < MIN_RECORD_SIZE - 1 ||
@@ -238,11 +238,11 @@ static int decode_record(cursor *c, const spool_batch_info *bi, int32_t partitio
     return 1;
 }
 
-int spool_batch_decode(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
-                       spool_decoded *d)
+int spool_rb_decode(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
+                    spool_rb_decoded *d)
 {
-    spool_batch_info bi;
-    long total = spool_batch_parse_header(buf, len, 1, &bi);
+    spool_rb_info bi;
+    long total = spool_rb_parse_header(buf, len, 1, &bi);
     if (total <= 0) {
         return total == 0 ? -EBADMSG : (int)total;
     }
@@ -254,7 +254,7 @@ int spool_batch_decode(const uint8_t *buf, size_t len, int32_t partition, int64_
     if (bi.attributes & BATCH_ATTR_CONTROL) {
         return 0;
     }
-    cursor c = {buf + SPOOL_BATCH_HEADER_SIZE, buf + total};
+    cursor c = {buf + SPOOL_RB_HEADER_SIZE, buf + total};
     int compression = bi.attributes & BATCH_ATTR_COMPRESSION;
     if (compression != SPOOL_COMPRESS_NONE) {
         size_t out_len;
@@ -293,14 +293,14 @@ fail:
     return rc;
 }
 
-void spool_decoded_reset(spool_decoded *d)
+void spool_rb_decoded_reset(spool_rb_decoded *d)
 {
     d->count = 0;
     d->header_count = 0;
     d->scratch.len = 0;
 }
 
-void spool_decoded_free(spool_decoded *d)
+void spool_rb_decoded_free(spool_rb_decoded *d)
 {
     if (!d) {
         return;

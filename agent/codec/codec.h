@@ -22,12 +22,12 @@
 
 #include "spool/spool.h"
 
-#define SPOOL_BATCH_HEADER_SIZE 61  /* bytes before the first record */
-#define SPOOL_BATCH_LOG_OVERHEAD 12 /* baseOffset + batchLength */
-#define SPOOL_BATCH_CRC_OFFSET 17   /* where the crc field starts */
-#define SPOOL_BATCH_ATTR_OFFSET 21  /* CRC covers from here to the end */
-/* Largest decompressed records section spool_batch_decode accepts (bytes). */
-#define SPOOL_BATCH_MAX_DECOMPRESSED ((size_t)64 << 20)
+#define SPOOL_RB_HEADER_SIZE 61  /* bytes before the first record */
+#define SPOOL_RB_LOG_OVERHEAD 12 /* baseOffset + batchLength */
+#define SPOOL_RB_CRC_OFFSET 17   /* where the crc field starts */
+#define SPOOL_RB_ATTR_OFFSET 21  /* CRC covers from here to the end */
+/* Largest decompressed records section spool_rb_decode accepts (bytes). */
+#define SPOOL_RB_MAX_DECOMPRESSED ((size_t)64 << 20)
 
 /* enum spool_compression (SPOOL_COMPRESS_*) is public: spool/spool.h. */
 
@@ -68,11 +68,11 @@ size_t spool_varlong_size(int64_t v);
  * -EIO (compressor failure); on error out->len is unchanged. Any thread
  * (zstd contexts are per thread).
  */
-int spool_batch_encode(spool_buf *out, int64_t base_offset, const spool_record *recs, size_t n,
-                       int64_t now_ms, int compression, int level);
+int spool_rb_encode(spool_buf *out, int64_t base_offset, const spool_record *recs, size_t n,
+                    int64_t now_ms, int compression, int level);
 
 /* The fixed fields of a batch, read without decoding records. */
-typedef struct spool_batch_info {
+typedef struct spool_rb_info {
     int64_t base_offset;
     int32_t batch_length; /* bytes after the batchLength field */
     uint32_t crc;
@@ -81,7 +81,7 @@ typedef struct spool_batch_info {
     int64_t base_timestamp; /* ms */
     int64_t max_timestamp;  /* ms */
     int32_t record_count;
-} spool_batch_info;
+} spool_rb_info;
 
 /*
  * Parses the header of the batch at buf. Returns the whole batch size in
@@ -91,14 +91,13 @@ typedef struct spool_batch_info {
  * recordCount negative) or, with verify_crc, the CRC does not match.
  * info may be NULL. Pure, any thread.
  */
-long spool_batch_parse_header(const uint8_t *buf, size_t len, int verify_crc,
-                              spool_batch_info *info);
+long spool_rb_parse_header(const uint8_t *buf, size_t len, int verify_crc, spool_rb_info *info);
 
 /* Decoded records of one or more batches; reused across calls to avoid
  * allocation per batch. A zeroed struct is empty. Record views point into
  * the caller's batch bytes (uncompressed batches), into `scratch`
  * (decompressed ones) or, for empty strings, into static storage. */
-typedef struct spool_decoded {
+typedef struct spool_rb_decoded {
     spool_record *records; /* count entries */
     size_t count;
     size_t cap;            /* allocated entries of records */
@@ -106,17 +105,17 @@ typedef struct spool_decoded {
     size_t header_count;
     size_t header_cap;
     spool_buf scratch; /* decompressed record bytes */
-} spool_decoded;
+} spool_rb_decoded;
 
 /*
  * Decodes every record of the complete batch at buf (whole batch, as sized
- * by spool_batch_parse_header; bytes past it are ignored; CRC is checked)
+ * by spool_rb_parse_header; bytes past it are ignored; CRC is checked)
  * and appends them to d, with partition set to `partition`, skipping
  * records with offset < min_offset. Control batches yield no records.
  * View stability: when d->headers or d->scratch must grow, every earlier
  * record's views into them are rebased onto the new block before the old
  * one is freed, so all records in d stay valid across any number of decode
- * calls, until spool_decoded_reset/free (and, for uncompressed batches,
+ * calls, until spool_rb_decoded_reset/free (and, for uncompressed batches,
  * while buf lives). Copy the spool_record structs, not pointers to them:
  * d->records itself may move on the next decode.
  * Returns records appended (>= 0), or -EBADMSG (truncated, bad CRC or any
@@ -124,11 +123,11 @@ typedef struct spool_decoded {
  * was before the call. Fuzz-safe: never reads outside buf[0..len).
  * One thread per d.
  */
-int spool_batch_decode(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
-                       spool_decoded *d);
+int spool_rb_decode(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
+                    spool_rb_decoded *d);
 /* Forgets all records (keeps the allocations for reuse). */
-void spool_decoded_reset(spool_decoded *d);
+void spool_rb_decoded_reset(spool_rb_decoded *d);
 /* Frees everything; accepts NULL; d is empty (zeroed) afterwards. */
-void spool_decoded_free(spool_decoded *d);
+void spool_rb_decoded_free(spool_rb_decoded *d);
 
 #endif /* SPOOL_CODEC_H */

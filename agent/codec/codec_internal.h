@@ -27,14 +27,14 @@ long spool__compress(int compression, int level, uint8_t *dst, size_t cap, const
 /*
  * Decompresses src[0..n) (a zstd stream or a gzip/zlib stream) into fresh
  * bytes appended to the scratch area of d, which may move (and rebases
- * every view of d into it). Output beyond SPOOL_BATCH_MAX_DECOMPRESSED is
+ * every view of d into it). Output beyond SPOOL_RB_MAX_DECOMPRESSED is
  * -EBADMSG. Returns the offset in d->scratch where the output starts and
  * sets *out_len, or -EBADMSG / -ENOMEM / -ENOTSUP.
  */
-long spool__decompress(int compression, const uint8_t *src, size_t n, spool_decoded *d,
+long spool__decompress(int compression, const uint8_t *src, size_t n, spool_rb_decoded *d,
                        size_t *out_len);
 
 /* Grows d->scratch to hold `extra` more bytes, rebasing views into it. */
-int spool__decoded_scratch_reserve(spool_decoded *d, size_t extra);
+int spool__decoded_scratch_reserve(spool_rb_decoded *d, size_t extra);
 
 #endif /* SPOOL_CODEC_INTERNAL_H */

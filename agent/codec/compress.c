@@ -3,7 +3,7 @@
  * and decode) and gzip (encode and decode through zlib; decode also takes
  * a zlib stream). zstd contexts are kept per thread (pthread key with a
  * destructor) so encoding a batch does not allocate a multi-MiB context
- * each time. Decompression output is bounded by SPOOL_BATCH_MAX_DECOMPRESSED
+ * each time. Decompression output is bounded by SPOOL_RB_MAX_DECOMPRESSED
  * (a zip bomb is a bad message, not an out-of-memory). Snappy and lz4 are
  * not supported (-ENOTSUP). Also the public spool_compress/spool_decompress
  * (spool.h): whole buffers, with a caller's output limit.
@@ -124,7 +124,7 @@ long spool__compress(int compression, int level, uint8_t *dst, size_t cap, const
     return (long)r;
 }
 
-static long zstd_decompress(const uint8_t *src, size_t n, spool_decoded *d, size_t start)
+static long zstd_decompress(const uint8_t *src, size_t n, spool_rb_decoded *d, size_t start)
 {
     ZSTD_DCtx *c = thread_dctx();
     if (!c) {
@@ -134,20 +134,19 @@ static long zstd_decompress(const uint8_t *src, size_t n, spool_decoded *d, size
     unsigned long long hint = ZSTD_getFrameContentSize(src, n);
     size_t want = n * 4 + 256;
     if (hint != ZSTD_CONTENTSIZE_UNKNOWN && hint != ZSTD_CONTENTSIZE_ERROR) {
-        want =
-            hint < SPOOL_BATCH_MAX_DECOMPRESSED ? (size_t)hint + 1 : SPOOL_BATCH_MAX_DECOMPRESSED;
+        want = hint < SPOOL_RB_MAX_DECOMPRESSED ? (size_t)hint + 1 : SPOOL_RB_MAX_DECOMPRESSED;
     }
     ZSTD_inBuffer in = {src, n, 0};
     size_t last = 1;
     for (;;) {
         size_t produced = d->scratch.len - start;
-        if (produced >= SPOOL_BATCH_MAX_DECOMPRESSED) {
+        if (produced >= SPOOL_RB_MAX_DECOMPRESSED) {
             return -EBADMSG;
         }
         if (d->scratch.cap - d->scratch.len < 256) {
             size_t grow = want > produced ? want - produced : produced;
-            if (grow > SPOOL_BATCH_MAX_DECOMPRESSED - produced) {
-                grow = SPOOL_BATCH_MAX_DECOMPRESSED - produced;
+            if (grow > SPOOL_RB_MAX_DECOMPRESSED - produced) {
+                grow = SPOOL_RB_MAX_DECOMPRESSED - produced;
             }
             if (grow < 256) {
                 grow = 256;
@@ -158,8 +157,8 @@ static long zstd_decompress(const uint8_t *src, size_t n, spool_decoded *d, size
             }
         }
         size_t room = d->scratch.cap - d->scratch.len;
-        if (room > SPOOL_BATCH_MAX_DECOMPRESSED - produced + 1) {
-            room = SPOOL_BATCH_MAX_DECOMPRESSED - produced + 1;
+        if (room > SPOOL_RB_MAX_DECOMPRESSED - produced + 1) {
+            room = SPOOL_RB_MAX_DECOMPRESSED - produced + 1;
         }
         ZSTD_outBuffer out = {d->scratch.data + d->scratch.len, room, 0};
         last = ZSTD_decompressStream(c, &out, &in);
@@ -177,13 +176,13 @@ static long zstd_decompress(const uint8_t *src, size_t n, spool_decoded *d, size
     if (last != 0) {
         return -EBADMSG; /* truncated frame */
     }
-    if (d->scratch.len - start > SPOOL_BATCH_MAX_DECOMPRESSED) {
+    if (d->scratch.len - start > SPOOL_RB_MAX_DECOMPRESSED) {
         return -EBADMSG;
     }
     return 0;
 }
 
-static long gzip_decompress(const uint8_t *src, size_t n, spool_decoded *d, size_t start)
+static long gzip_decompress(const uint8_t *src, size_t n, spool_rb_decoded *d, size_t start)
 {
     z_stream zs = {0};
     long rc = -EBADMSG;
@@ -198,13 +197,13 @@ static long gzip_decompress(const uint8_t *src, size_t n, spool_decoded *d, size
     zs.avail_in = (uInt)n;
     for (;;) {
         size_t produced = d->scratch.len - start;
-        if (produced > SPOOL_BATCH_MAX_DECOMPRESSED) {
+        if (produced > SPOOL_RB_MAX_DECOMPRESSED) {
             goto out;
         }
         if (d->scratch.cap - d->scratch.len < 256) {
             size_t grow = produced > n * 4 ? produced : n * 4 + 256;
-            if (grow > SPOOL_BATCH_MAX_DECOMPRESSED + 1 - produced) {
-                grow = SPOOL_BATCH_MAX_DECOMPRESSED + 1 - produced;
+            if (grow > SPOOL_RB_MAX_DECOMPRESSED + 1 - produced) {
+                grow = SPOOL_RB_MAX_DECOMPRESSED + 1 - produced;
             }
             if (grow < 256) {
                 grow = 256;
@@ -239,7 +238,7 @@ static long gzip_decompress(const uint8_t *src, size_t n, spool_decoded *d, size
             goto out; /* truncated stream */
         }
     }
-    if (d->scratch.len - start > SPOOL_BATCH_MAX_DECOMPRESSED) {
+    if (d->scratch.len - start > SPOOL_RB_MAX_DECOMPRESSED) {
         rc = -EBADMSG;
     }
 out:
@@ -247,7 +246,7 @@ out:
     return rc;
 }
 
-long spool__decompress(int compression, const uint8_t *src, size_t n, spool_decoded *d,
+long spool__decompress(int compression, const uint8_t *src, size_t n, spool_rb_decoded *d,
                        size_t *out_len)
 {
     size_t start = d->scratch.len;

@@ -12,9 +12,9 @@
 
 #include "codec/codec.h"
 
-size_t spool_varint_encode(uint8_t *dst, int32_t v)
+/* Writes the zigzag-mapped value z, 7 bits a byte, low first. */
+static inline size_t put_unsigned(uint8_t *dst, uint64_t z)
 {
-    uint32_t z = ((uint32_t)v << 1) ^ (uint32_t)(v >> 31);
     size_t n = 0;
     while (z >= 0x80) {
         dst[n++] = (uint8_t)(z | 0x80);
@@ -24,16 +24,37 @@ size_t spool_varint_encode(uint8_t *dst, int32_t v)
     return n;
 }
 
+/* Reads at most max_bytes; the last of them may hold no bits above
+ * last_max. Bytes read, or 0 (truncated or over-long). */
+static inline size_t get_unsigned(const uint8_t *src, size_t len, size_t max_bytes,
+                                  uint8_t last_max, uint64_t *z)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < max_bytes; i++) {
+        if (i >= len) {
+            return 0; /* truncated */
+        }
+        uint8_t b = src[i];
+        if (i == max_bytes - 1 && b > last_max) {
+            return 0; /* continuation bit or bits above the type's width */
+        }
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *z = v;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+size_t spool_varint_encode(uint8_t *dst, int32_t v)
+{
+    return put_unsigned(dst, ((uint32_t)v << 1) ^ (uint32_t)(v >> 31));
+}
+
 size_t spool_varlong_encode(uint8_t *dst, int64_t v)
 {
-    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-    size_t n = 0;
-    while (z >= 0x80) {
-        dst[n++] = (uint8_t)(z | 0x80);
-        z >>= 7;
-    }
-    dst[n++] = (uint8_t)z;
-    return n;
+    return put_unsigned(dst, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
 }
 
 size_t spool_varlong_size(int64_t v)
@@ -49,40 +70,21 @@ size_t spool_varlong_size(int64_t v)
 
 size_t spool_varint_decode(const uint8_t *src, size_t len, int32_t *out)
 {
-    uint32_t z = 0;
-    for (size_t i = 0; i < 5; i++) {
-        if (i >= len) {
-            return 0; /* truncated */
-        }
-        uint8_t b = src[i];
-        if (i == 4 && b > 0x0f) {
-            return 0; /* continuation bit or bits above bit 31 */
-        }
-        z |= (uint32_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            *out = (int32_t)((z >> 1) ^ (0u - (z & 1)));
-            return i + 1;
-        }
+    uint64_t z;
+    size_t n = get_unsigned(src, len, 5, 0x0f, &z);
+    if (n > 0) {
+        uint32_t u = (uint32_t)z;
+        *out = (int32_t)((u >> 1) ^ (0u - (u & 1)));
     }
-    return 0;
+    return n;
 }
 
 size_t spool_varlong_decode(const uint8_t *src, size_t len, int64_t *out)
 {
-    uint64_t z = 0;
-    for (size_t i = 0; i < 10; i++) {
-        if (i >= len) {
-            return 0; /* truncated */
-        }
-        uint8_t b = src[i];
-        if (i == 9 && b > 0x01) {
-            return 0; /* continuation bit or bits above bit 63 */
-        }
-        z |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            *out = (int64_t)((z >> 1) ^ (0u - (z & 1)));
-            return i + 1;
-        }
+    uint64_t z;
+    size_t n = get_unsigned(src, len, 10, 0x01, &z);
+    if (n > 0) {
+        *out = (int64_t)((z >> 1) ^ (0u - (z & 1)));
     }
-    return 0;
+    return n;
 }

@@ -72,6 +72,11 @@ struct spool_cnode {
     int *key_columns;
     size_t count;
     int bad; /* SCALAR: ${VAR} substitution failed (already reported) */
+    /* SCALAR: 1 when the value's text is exactly the file's text from the
+     * column after the opening quote (or the start, unquoted) on one line:
+     * no escapes, no ${VAR}, no folding; so value[i] is at column + i (+1
+     * when quoted). Set by the loader; spool_config_value_pos uses it. */
+    int verbatim;
 };
 
 typedef struct spool_cdoc {
@@ -162,6 +167,14 @@ int spool_config_fill(const spool_cdoc *doc, const spool_cnode *map,
 /* Position of the node an option came from ("paths" or "multiline.start"),
  * for errors a plugin reports in check(). 0 if found. */
 int spool_config_option_pos(const spool_cnode *map, const char *option, int *line, int *column);
+
+/* Position of byte `offset` (0-based) inside the scalar value of the
+ * option (as spool_config_option_pos finds it; also "rules[1].when"): 1 and
+ * the exact line/column when the value is verbatim on one line (plain or
+ * quoted, no escapes or ${VAR}), 0 and the value's own start otherwise,
+ * -ENOENT when the option is not in map. */
+int spool_config_value_pos(const spool_cnode *map, const char *option, size_t offset, int *line,
+                           int *column);
 
 /* Levenshtein-closest of candidates to word, or NULL if none is close. */
 const char *spool_did_you_mean(const char *word, const char *const *candidates, size_t n);

@@ -4,9 +4,16 @@
  * Every node keeps its 1-based line and column, and every mapping key its
  * own. While building, it reports (and keeps going, so one run shows every
  * problem): duplicate keys in a mapping (the first one wins, the second is
- * dropped), non-scalar keys, anchors and aliases (not supported: each is an
- * error and an alias becomes a null scalar), a second document in the file,
- * and environment substitution errors. A YAML syntax error stops the
+ * dropped), non-scalar keys, an alias of an anchor not defined before it
+ * (an error; it becomes a null scalar), a second document in the file, and
+ * environment substitution errors.
+ *
+ * Anchors and aliases (`chain: &web [...]`, `processors: *web`): an alias
+ * is a deep copy of the anchored node as it was completed, keeping the
+ * anchor's positions (an error inside it points at the anchor's text). A
+ * later anchor of the same name replaces the earlier one, as YAML says. The
+ * nodes aliases copy are bounded (ALIAS_NODES_MAX, against "billion laughs"
+ * files); merge keys (`<<`) are not supported (an unknown key). A YAML syntax error stops the
  * parser: libyaml reports only the first one, with its position.
  *
  * Environment substitution, in scalar values only (never in keys):
@@ -25,6 +32,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +40,11 @@
 
 #include "config/config.h"
 
+#define ALIAS_NODES_MAX 100000 /* nodes all aliases of one file may copy */
+
 typedef struct frame {
     spool_cnode *node;
+    char *anchor; /* the node's anchor (owned), NULL for none */
     int have_key; /* MAPPING: a key was read, its value is being built */
     int skip;     /* MAPPING: the pending key was invalid, drop its value */
     char *key;    /* MAPPING: the pending key (owned) */
@@ -48,6 +59,12 @@ typedef struct builder {
     size_t depth, cap;
     spool_cnode *root;
     int oom;
+    struct anchor {
+        char *name;
+        spool_cnode *node; /* a copy, owned */
+    } * anchors;
+    size_t nanchors;
+    size_t alias_nodes; /* nodes copied by aliases so far */
 } builder;
 
 void spool_cnode_free(spool_cnode *n)
@@ -67,6 +84,114 @@ void spool_cnode_free(spool_cnode *n)
     free(n->key_lines);
     free(n->key_columns);
     free(n);
+}
+
+/* A deep copy of n (NULL on ENOMEM); *budget is decremented per node and
+ * the copy fails (NULL, *budget 0) when it runs out. */
+static spool_cnode *cnode_copy(const spool_cnode *n, size_t *budget)
+{
+    if (*budget == 0) {
+        return NULL;
+    }
+    (*budget)--;
+    spool_cnode *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return NULL;
+    }
+    *c = *n;
+    c->value = NULL;
+    c->items = NULL;
+    c->keys = NULL;
+    c->key_lines = NULL;
+    c->key_columns = NULL;
+    c->count = 0;
+    if (n->value != NULL && (c->value = strdup(n->value)) == NULL) {
+        goto fail;
+    }
+    if (n->count > 0) {
+        size_t cap = (n->count + 7) / 8 * 8;
+        c->items = calloc(cap, sizeof(*c->items));
+        if (c->items == NULL) {
+            goto fail;
+        }
+        if (n->keys != NULL) {
+            c->keys = calloc(cap, sizeof(*c->keys));
+            c->key_lines = calloc(cap, sizeof(*c->key_lines));
+            c->key_columns = calloc(cap, sizeof(*c->key_columns));
+            if (c->keys == NULL || c->key_lines == NULL || c->key_columns == NULL) {
+                goto fail;
+            }
+        }
+        for (size_t i = 0; i < n->count; i++) {
+            if (n->keys != NULL) {
+                if ((c->keys[i] = strdup(n->keys[i])) == NULL) {
+                    goto fail;
+                }
+                c->key_lines[i] = n->key_lines[i];
+                c->key_columns[i] = n->key_columns[i];
+            }
+            c->count = i + 1;
+            if ((c->items[i] = cnode_copy(n->items[i], budget)) == NULL) {
+                goto fail;
+            }
+        }
+    }
+    return c;
+fail:
+    spool_cnode_free(c);
+    return NULL;
+}
+
+/* Remembers a copy of the completed node n under anchor `name`. */
+static int anchor_add(builder *b, const char *name, const spool_cnode *n)
+{
+    size_t budget = SIZE_MAX;
+    spool_cnode *copy = cnode_copy(n, &budget);
+    if (copy == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < b->nanchors; i++) {
+        if (strcmp(b->anchors[i].name, name) == 0) {
+            spool_cnode_free(b->anchors[i].node);
+            b->anchors[i].node = copy;
+            return 0;
+        }
+    }
+    struct anchor *a = realloc(b->anchors, (b->nanchors + 1) * sizeof(*a));
+    if (a == NULL) {
+        spool_cnode_free(copy);
+        return -ENOMEM;
+    }
+    b->anchors = a;
+    a[b->nanchors].name = strdup(name);
+    a[b->nanchors].node = copy;
+    if (a[b->nanchors].name == NULL) {
+        spool_cnode_free(copy);
+        return -ENOMEM;
+    }
+    b->nanchors++;
+    return 0;
+}
+
+static const spool_cnode *anchor_find(const builder *b, const char *name)
+{
+    for (size_t i = 0; i < b->nanchors; i++) {
+        if (strcmp(b->anchors[i].name, name) == 0) {
+            return b->anchors[i].node;
+        }
+    }
+    return NULL;
+}
+
+static void anchors_free(builder *b)
+{
+    for (size_t i = 0; i < b->nanchors; i++) {
+        free(b->anchors[i].name);
+        spool_cnode_free(b->anchors[i].node);
+    }
+    free(b->anchors);
+    b->anchors = NULL;
+    b->nanchors = 0;
 }
 
 /* The path of the slot the top of the stack is filling ("inputs[2].paths"). */
@@ -347,19 +472,9 @@ static spool_cnode *new_node(spool_cnode_type type, const yaml_mark_t *m)
     return n;
 }
 
-static void check_anchor(builder *b, const yaml_char_t *anchor, const yaml_mark_t *m)
-{
-    if (anchor != NULL) {
-        build_error(b, (int)m->line + 1, (int)m->column + 1,
-                    "anchors are not supported ('&%s'); repeat the value instead",
-                    (const char *)anchor);
-    }
-}
-
 static int on_scalar(builder *b, const yaml_event_t *ev)
 {
     const yaml_mark_t *m = &ev->start_mark;
-    check_anchor(b, ev->data.scalar.anchor, m);
     spool_cnode *n = new_node(SPOOL_CNODE_SCALAR, m);
     if (n == NULL) {
         return -ENOMEM;
@@ -367,6 +482,14 @@ static int on_scalar(builder *b, const yaml_event_t *ev)
     const char *text = (const char *)ev->data.scalar.value;
     size_t len = ev->data.scalar.length;
     n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+    {
+        /* Verbatim: on one line, and as long in the file as in the value. */
+        const yaml_mark_t *e = &ev->end_mark;
+        int q = ev->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
+                ev->data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+        n->verbatim = (q || ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) &&
+                      e->line == m->line && e->index - m->index == len + (q ? 2 : 0);
+    }
     if (!n->quoted) {
         n->is_null = len == 0 || strcmp(text, "~") == 0 || strcmp(text, "null") == 0 ||
                      strcmp(text, "Null") == 0 || strcmp(text, "NULL") == 0;
@@ -377,6 +500,14 @@ static int on_scalar(builder *b, const yaml_event_t *ev)
         n->value = substitute(b, text, len, n->line, n->column, &n->bad);
     }
     if (n->value == NULL) {
+        spool_cnode_free(n);
+        return -ENOMEM;
+    }
+    if (n->verbatim && (strlen(n->value) != len || memcmp(n->value, text, len) != 0)) {
+        n->verbatim = 0; /* ${VAR} changed it */
+    }
+    if (ev->data.scalar.anchor != NULL &&
+        anchor_add(b, (const char *)ev->data.scalar.anchor, n) < 0) {
         spool_cnode_free(n);
         return -ENOMEM;
     }
@@ -397,10 +528,26 @@ static int on_event(builder *b, const yaml_event_t *ev, int *docs)
         return 0;
     case YAML_SCALAR_EVENT:
         return on_scalar(b, ev);
-    case YAML_ALIAS_EVENT:
-        build_error(b, (int)m->line + 1, (int)m->column + 1,
-                    "aliases are not supported ('*%s'); repeat the value instead",
-                    (const char *)ev->data.alias.anchor);
+    case YAML_ALIAS_EVENT: {
+        const char *name = (const char *)ev->data.alias.anchor;
+        const spool_cnode *target = anchor_find(b, name);
+        if (target != NULL) {
+            size_t budget = ALIAS_NODES_MAX - b->alias_nodes;
+            n = cnode_copy(target, &budget);
+            if (n != NULL) {
+                b->alias_nodes = ALIAS_NODES_MAX - budget;
+                return attach(b, n);
+            }
+            if (budget != 0) {
+                return -ENOMEM;
+            }
+            b->alias_nodes = ALIAS_NODES_MAX;
+            build_error(b, (int)m->line + 1, (int)m->column + 1,
+                        "aliases expand to more than %d nodes ('*%s')", ALIAS_NODES_MAX, name);
+        } else {
+            build_error(b, (int)m->line + 1, (int)m->column + 1,
+                        "alias '*%s' names no anchor defined before it ('&%s')", name, name);
+        }
         n = new_node(SPOOL_CNODE_SCALAR, m);
         if (n == NULL || (n->value = strdup("")) == NULL) {
             spool_cnode_free(n);
@@ -409,12 +556,12 @@ static int on_event(builder *b, const yaml_event_t *ev, int *docs)
         n->is_null = 1;
         n->bad = 1;
         return attach(b, n);
+    }
     case YAML_SEQUENCE_START_EVENT:
-    case YAML_MAPPING_START_EVENT:
-        check_anchor(b,
-                     ev->type == YAML_SEQUENCE_START_EVENT ? ev->data.sequence_start.anchor
-                                                           : ev->data.mapping_start.anchor,
-                     m);
+    case YAML_MAPPING_START_EVENT: {
+        const yaml_char_t *anchor = ev->type == YAML_SEQUENCE_START_EVENT
+                                        ? ev->data.sequence_start.anchor
+                                        : ev->data.mapping_start.anchor;
         n = new_node(
             ev->type == YAML_SEQUENCE_START_EVENT ? SPOOL_CNODE_SEQUENCE : SPOOL_CNODE_MAPPING, m);
         if (n == NULL) {
@@ -424,11 +571,22 @@ static int on_event(builder *b, const yaml_event_t *ev, int *docs)
             spool_cnode_free(n);
             return -ENOMEM;
         }
+        if (anchor != NULL &&
+            (b->stack[b->depth - 1].anchor = strdup((const char *)anchor)) == NULL) {
+            return -ENOMEM;
+        }
         return 0;
+    }
     case YAML_SEQUENCE_END_EVENT:
     case YAML_MAPPING_END_EVENT: {
         frame f = b->stack[--b->depth];
         free(f.key);
+        int rc = f.anchor != NULL ? anchor_add(b, f.anchor, f.node) : 0;
+        free(f.anchor);
+        if (rc < 0) {
+            spool_cnode_free(f.node);
+            return rc;
+        }
         return attach(b, f.node);
     }
     default:
@@ -494,9 +652,11 @@ int spool_cdoc_load_buffer(const char *name, const char *text, size_t len, spool
     while (b.depth > 0) {
         frame f = b.stack[--b.depth];
         free(f.key);
+        free(f.anchor);
         spool_cnode_free(f.node);
     }
     free(b.stack);
+    anchors_free(&b);
     if (rc != 0) {
         spool_cnode_free(b.root);
         return rc;

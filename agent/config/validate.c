@@ -14,7 +14,8 @@
  * scalar whose ${VAR} substitution failed was already reported by the
  * loader and is skipped here without a default. A required LIST must have
  * at least one item. Defaults are parsed by the same parsers as the user's
- * text (a LIST default is a one-item list; MAP options take no default); a
+ * text (a LIST default is a one-item list; MAP and TABLE options take no
+ * default; a TABLE is a list of mappings of scalars, keys not checked); a
  * default that does not parse is a bug in the table and is reported as an
  * error too. A ctx of NULL validates without storing anything.
  *
@@ -50,6 +51,7 @@ typedef struct value {
     char *s;   /* STRING */
     spool_strlist list;
     spool_strmap map;
+    spool_strmaplist table;
 } value;
 
 static void join(char *buf, size_t cap, const char *base, const char *name)
@@ -76,8 +78,23 @@ static void where(const filler *f, char *buf, size_t cap)
     snprintf(buf, cap, "%s%s", w[0] != '\0' ? " in " : "", w);
 }
 
+static void map_free(spool_strmap *m)
+{
+    for (size_t i = 0; i < m->count; i++) {
+        free(m->keys[i]);
+        free(m->values[i]);
+    }
+    free(m->keys);
+    free(m->values);
+    memset(m, 0, sizeof(*m));
+}
+
 static void value_free(value *v)
 {
+    for (size_t i = 0; i < v->table.count; i++) {
+        map_free(&v->table.items[i]);
+    }
+    free(v->table.items);
     free(v->s);
     for (size_t i = 0; i < v->list.count; i++) {
         free(v->list.items[i]);
@@ -111,6 +128,8 @@ static const char *expected(const spool_option *o)
         return "a mapping of strings to strings";
     case SPOOL_OPT_ENUM:
         return "a single value";
+    case SPOOL_OPT_TABLE:
+        return "a list of mappings";
     }
     return "?";
 }
@@ -259,8 +278,46 @@ static int parse_scalar(const spool_option *o, const char *text, value *out, cha
     case SPOOL_OPT_MAP:
         snprintf(msg, cap, "a map option cannot be written as a single value");
         return -1;
+    case SPOOL_OPT_TABLE:
+        snprintf(msg, cap, "a table option cannot be written as a single value");
+        return -1;
     }
     return -1;
+}
+
+/* Parses a mapping of scalars (a MAP option, or one item of a TABLE) at
+ * `name` into *m. 0, 1 = error reported, -ENOMEM. */
+static int parse_map(filler *f, const spool_cnode *n, const char *name, spool_strmap *m)
+{
+    int errors = 0;
+    char ipath[600];
+    size_t cap = n->count != 0 ? n->count : 1;
+    m->keys = calloc(cap, sizeof(char *));
+    m->values = calloc(cap, sizeof(char *));
+    if (m->keys == NULL || m->values == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n->count; i++) {
+        const spool_cnode *it = n->items[i];
+        join(ipath, sizeof(ipath), name, n->keys[i]);
+        if (it->type != SPOOL_CNODE_SCALAR) {
+            fail(f, it->line, it->column, ipath, "expected a string value, got %s",
+                 spool_cnode_type_name(it));
+            errors = 1;
+            continue;
+        }
+        if (it->bad) {
+            errors = 1;
+            continue;
+        }
+        size_t k = m->count++;
+        m->keys[k] = strdup(n->keys[i]);
+        m->values[k] = strdup(it->value);
+        if (m->keys[k] == NULL || m->values[k] == NULL) {
+            return -ENOMEM;
+        }
+    }
+    return errors;
 }
 
 /* Parses the node given for e into out. 0, 1 = error reported or skip,
@@ -302,36 +359,36 @@ static int parse_node(filler *f, const entry *e, value *out)
         return errors;
     }
     if (o->type == SPOOL_OPT_MAP && n->type == SPOOL_CNODE_MAPPING) {
+        return parse_map(f, n, o->name, &out->map);
+    }
+    if (o->type == SPOOL_OPT_TABLE && n->type == SPOOL_CNODE_SEQUENCE) {
         int errors = 0;
-        size_t cap = n->count != 0 ? n->count : 1;
-        out->map.keys = calloc(cap, sizeof(char *));
-        out->map.values = calloc(cap, sizeof(char *));
-        if (out->map.keys == NULL || out->map.values == NULL) {
+        out->table.items = calloc(n->count != 0 ? n->count : 1, sizeof(spool_strmap));
+        if (out->table.items == NULL) {
             return -ENOMEM;
         }
         for (size_t i = 0; i < n->count; i++) {
             const spool_cnode *it = n->items[i];
-            join(ipath, sizeof(ipath), o->name, n->keys[i]);
-            if (it->type != SPOOL_CNODE_SCALAR) {
-                fail(f, it->line, it->column, ipath, "expected a string value, got %s",
-                     spool_cnode_type_name(it));
+            snprintf(ipath, sizeof(ipath), "%s[%zu]", o->name, i);
+            if (it->type != SPOOL_CNODE_MAPPING) {
+                fail(f, it->line, it->column, ipath, "expected a mapping in list '%s', got %s",
+                     o->name, spool_cnode_type_name(it));
                 errors = 1;
                 continue;
             }
-            if (it->bad) {
-                errors = 1;
-                continue;
+            int rc = parse_map(f, it, ipath, &out->table.items[out->table.count++]);
+            if (rc < 0) {
+                return rc;
             }
-            size_t k = out->map.count++;
-            out->map.keys[k] = strdup(n->keys[i]);
-            out->map.values[k] = strdup(it->value);
-            if (out->map.keys[k] == NULL || out->map.values[k] == NULL) {
-                return -ENOMEM;
-            }
+            errors |= rc;
+        }
+        if (errors == 0 && o->required && n->count == 0) {
+            fail(f, n->line, n->column, o->name, "option '%s' needs at least one item", o->name);
+            errors = 1;
         }
         return errors;
     }
-    if (n->type != SPOOL_CNODE_SCALAR || o->type == SPOOL_OPT_MAP) {
+    if (n->type != SPOOL_CNODE_SCALAR || o->type == SPOOL_OPT_MAP || o->type == SPOOL_OPT_TABLE) {
         fail(f, n->line, n->column, o->name, "expected %s, got %s", expected(o),
              spool_cnode_type_name(n));
         return 1;
@@ -381,6 +438,13 @@ static void store(const entry *e, value *v)
         value_free(&old);
         *(spool_strmap *)field = v->map;
         memset(&v->map, 0, sizeof(v->map));
+        break;
+    }
+    case SPOOL_OPT_TABLE: {
+        value old = {.table = *(spool_strmaplist *)field};
+        value_free(&old);
+        *(spool_strmaplist *)field = v->table;
+        memset(&v->table, 0, sizeof(v->table));
         break;
     }
     }
@@ -531,10 +595,11 @@ static void fill_absent(filler *f, const entry *e, int map_line, int map_column)
     if (o->def == NULL) {
         return;
     }
-    int rc = o->type == SPOOL_OPT_MAP ? -1 : parse_scalar(o, o->def, &v, msg, sizeof(msg));
+    int structured = o->type == SPOOL_OPT_MAP || o->type == SPOOL_OPT_TABLE;
+    int rc = structured ? -1 : parse_scalar(o, o->def, &v, msg, sizeof(msg));
     if (rc == -1) {
         fail(f, map_line, map_column, o->name, "bad default '%s' for option '%s': %s", o->def,
-             o->name, o->type == SPOOL_OPT_MAP ? "map options take no default" : msg);
+             o->name, structured ? "map and table options take no default" : msg);
     } else if (rc == -ENOMEM) {
         fail(f, 0, 0, o->name, "out of memory");
     } else {
@@ -614,24 +679,23 @@ out:
     return (int)(errs->count - before);
 }
 
-int spool_config_option_pos(const spool_cnode *map, const char *option, int *line, int *column)
+/* The node `option` names below map: dotted keys, and "[i]" after a
+ * component for an item of a list ("rules[1].when"). A key may itself
+ * contain dots (properties: {linger.ms: 5}): the rest of the name as one
+ * key wins over descending further. NULL if absent. */
+static const spool_cnode *option_node(const spool_cnode *map, const char *option)
 {
     const spool_cnode *n = map;
     const char *p = option;
     while (n != NULL) {
-        const char *dot = strchr(p, '.');
-        size_t len = dot != NULL ? (size_t)(dot - p) : strlen(p);
+        size_t len = strcspn(p, ".[");
         const spool_cnode *next = NULL;
         if (n->type != SPOOL_CNODE_MAPPING) {
-            return -ENOENT;
+            return NULL;
         }
-        /* A key may itself contain dots (properties: {linger.ms: 5}): the
-         * rest of the name as one key wins over descending further. */
-        for (size_t i = 0; dot != NULL && i < n->count; i++) {
+        for (size_t i = 0; p[len] != '\0' && i < n->count; i++) {
             if (strcmp(n->keys[i], p) == 0) {
-                *line = n->items[i]->line;
-                *column = n->items[i]->column;
-                return 0;
+                return n->items[i];
             }
         }
         for (size_t i = 0; i < n->count; i++) {
@@ -640,16 +704,53 @@ int spool_config_option_pos(const spool_cnode *map, const char *option, int *lin
                 break;
             }
         }
-        if (next == NULL) {
-            return -ENOENT;
+        p += len;
+        /* Indexes: "[1]", possibly several ("[1][0]"). */
+        while (next != NULL && *p == '[') {
+            char *end;
+            unsigned long idx = strtoul(p + 1, &end, 10);
+            if (end == p + 1 || *end != ']' || next->type != SPOOL_CNODE_SEQUENCE ||
+                idx >= next->count) {
+                return NULL;
+            }
+            next = next->items[idx];
+            p = end + 1;
         }
-        if (dot == NULL) {
-            *line = next->line;
-            *column = next->column;
-            return 0;
+        if (next == NULL || *p == '\0') {
+            return next;
+        }
+        if (*p != '.') {
+            return NULL;
         }
         n = next;
-        p = dot + 1;
+        p++;
     }
-    return -ENOENT;
+    return NULL;
+}
+
+int spool_config_option_pos(const spool_cnode *map, const char *option, int *line, int *column)
+{
+    const spool_cnode *n = option_node(map, option);
+    if (n == NULL) {
+        return -ENOENT;
+    }
+    *line = n->line;
+    *column = n->column;
+    return 0;
+}
+
+int spool_config_value_pos(const spool_cnode *map, const char *option, size_t offset, int *line,
+                           int *column)
+{
+    const spool_cnode *n = option_node(map, option);
+    if (n == NULL) {
+        return -ENOENT;
+    }
+    *line = n->line;
+    *column = n->column;
+    if (n->type != SPOOL_CNODE_SCALAR || !n->verbatim || offset > strlen(n->value)) {
+        return 0;
+    }
+    *column = n->column + (n->quoted ? 1 : 0) + (int)offset;
+    return 1;
 }

@@ -218,7 +218,7 @@ static const uint8_t *take(reader *r, size_t n)
 
 /* ---- write ---- */
 
-static int build(spool_log *log, uint64_t seq, spool_buf *b)
+static int build(spool_plog *log, uint64_t seq, spool_buf *b)
 {
     int rc = 0;
     size_t nparts = 0;
@@ -268,7 +268,7 @@ static int build(spool_log *log, uint64_t seq, spool_buf *b)
     return 0;
 }
 
-int spool__ckpt_write(spool_log *log, int sync)
+int spool__ckpt_write(spool_plog *log, int sync)
 {
     char path[4096];
     spool_buf b = {0};
@@ -404,7 +404,7 @@ static int parse(const uint8_t *data, size_t len, spool__ckpt *c)
     return r.bad ? -EBADMSG : 0;
 }
 
-int spool__ckpt_load(spool_log *log, spool__ckpt *out)
+int spool__ckpt_load(spool_plog *log, spool__ckpt *out)
 {
     memset(out, 0, sizeof(*out));
     int found = 0;

@@ -6,10 +6,10 @@
  * payload length, generation (u32, u32, u64, little endian), CRC-32C of
  * those 16 bytes and the payload, then the payload: one "topic partition
  * offset" line per committed cursor. A reader takes the valid slot with the
- * highest generation. spool_log_cursor_write puts the new state into the
+ * highest generation. spool_plog_cursor_write puts the new state into the
  * slot that does not hold the last fsynced state, with one pwrite and no
  * fsync (it reaches the page cache, so it survives kill -9);
- * spool_log_cursor_flush does the same and fsyncs, making that slot the
+ * spool_plog_cursor_flush does the same and fsyncs, making that slot the
  * synced one. So one slot always holds a complete fsynced state and a torn
  * write (power loss) can only damage the other. The first write of a
  * process (or one that outgrows the slots) creates the file anew: write a
@@ -38,7 +38,7 @@
 #define SLOT_HDR 28 /* magic 8, slot size 4, payload length 4, generation 8, crc 4 */
 #define SLOT_MIN 4096
 
-static void cursor_path(const spool_log *log, const char *consumer, const char *ext, char *buf,
+static void cursor_path(const spool_plog *log, const char *consumer, const char *ext, char *buf,
                         size_t cap)
 {
     int n = snprintf(buf, cap, "%s/cursors/", log->data_dir);
@@ -50,7 +50,7 @@ static void cursor_path(const spool_log *log, const char *consumer, const char *
     strncat(buf, ext, cap - strlen(buf) - 1);
 }
 
-static spool__consumer *find_consumer(spool_log *log, const char *name)
+static spool__consumer *find_consumer(spool_plog *log, const char *name)
 {
     for (size_t i = 0; i < log->nconsumers; i++) {
         if (strcmp(log->consumers[i].name, name) == 0) {
@@ -218,20 +218,20 @@ static int parse_file(const char *path,
 }
 
 typedef struct load_ctx {
-    spool_log *log;
+    spool_plog *log;
     spool__consumer *c;
 } load_ctx;
 
 static void load_one(void *arg, const char *topic, int32_t partition, int64_t offset)
 {
     load_ctx *lc = arg;
-    int t = spool_log_topic_index(lc->log, topic);
+    int t = spool_plog_topic_index(lc->log, topic);
     if (t >= 0 && partition >= 0 && partition < lc->log->topics[t].conf.partitions) {
         lc->c->offsets[t][partition] = offset;
     }
 }
 
-int spool_log_cursor_register(spool_log *log, const char *consumer)
+int spool_plog_cursor_register(spool_plog *log, const char *consumer)
 {
     int rc = 0;
     char path[4096];
@@ -293,7 +293,7 @@ out:
     return rc;
 }
 
-int64_t spool_log_cursor_get(spool_log *log, const char *consumer, int topic, int32_t partition)
+int64_t spool_plog_cursor_get(spool_plog *log, const char *consumer, int topic, int32_t partition)
 {
     int64_t v = -1;
     spool__part *p = spool__part_get(log, topic, partition);
@@ -308,14 +308,14 @@ int64_t spool_log_cursor_get(spool_log *log, const char *consumer, int topic, in
     pthread_mutex_unlock(&log->cur_mu);
     if (v < 0) {
         spool_partition_info info;
-        spool_log_partition_info(log, topic, partition, &info);
+        spool_plog_partition_info(log, topic, partition, &info);
         v = info.begin_offset;
     }
     return v;
 }
 
-int spool_log_cursor_set(spool_log *log, const char *consumer, int topic, int32_t partition,
-                         int64_t offset)
+int spool_plog_cursor_set(spool_plog *log, const char *consumer, int topic, int32_t partition,
+                          int64_t offset)
 {
     int rc = 0;
     if (spool__part_get(log, topic, partition) == NULL || offset < 0) {
@@ -335,7 +335,7 @@ int spool_log_cursor_set(spool_log *log, const char *consumer, int topic, int32_
 
 /* Creates the file anew with `payload` in slot 0 (tmp, fsync, rename,
  * directory fsync) and opens it. flush_mu held. 0 or -errno. */
-static int cursor_create(spool_log *log, const char *path, const uint8_t *payload, uint32_t len,
+static int cursor_create(spool_plog *log, const char *path, const uint8_t *payload, uint32_t len,
                          uint64_t gen, uint32_t slot_size, int *fd_out)
 {
     char tmp[4200], dir[4096];
@@ -378,7 +378,7 @@ out:
 }
 
 /* Writes the consumer's state to its file; fsyncs if `sync`. */
-static int cursor_save(spool_log *log, const char *consumer, int sync)
+static int cursor_save(spool_plog *log, const char *consumer, int sync)
 {
     char path[4096];
     spool_buf b = {0};
@@ -489,12 +489,12 @@ out:
     return rc;
 }
 
-int spool_log_cursor_write(spool_log *log, const char *consumer)
+int spool_plog_cursor_write(spool_plog *log, const char *consumer)
 {
     return cursor_save(log, consumer, 0);
 }
 
-int spool_log_cursor_flush(spool_log *log, const char *consumer)
+int spool_plog_cursor_flush(spool_plog *log, const char *consumer)
 {
     return cursor_save(log, consumer, 1);
 }
@@ -512,10 +512,10 @@ static void each_one(void *arg, const char *topic, int32_t partition, int64_t of
     ec->fn(ec->arg, ec->consumer, topic, partition, offset);
 }
 
-int spool_log_cursor_foreach(spool_log *log,
-                             void (*fn)(void *arg, const char *consumer, const char *topic,
-                                        int32_t partition, int64_t offset),
-                             void *arg)
+int spool_plog_cursor_foreach(spool_plog *log,
+                              void (*fn)(void *arg, const char *consumer, const char *topic,
+                                         int32_t partition, int64_t offset),
+                              void *arg)
 {
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s/cursors", log->data_dir);
@@ -539,7 +539,7 @@ int spool_log_cursor_foreach(spool_log *log,
     return 0;
 }
 
-int64_t spool__cursor_min(spool_log *log, int topic, int32_t partition)
+int64_t spool__cursor_min(spool_plog *log, int topic, int32_t partition)
 {
     int64_t m = INT64_MAX;
     pthread_mutex_lock(&log->cur_mu);
@@ -553,7 +553,7 @@ int64_t spool__cursor_min(spool_log *log, int topic, int32_t partition)
     return m;
 }
 
-void spool__cursors_free(spool_log *log)
+void spool__cursors_free(spool_plog *log)
 {
     for (size_t i = 0; i < log->nconsumers; i++) {
         for (size_t t = 0; t < log->ntopics; t++) {

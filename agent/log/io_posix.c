@@ -1,7 +1,7 @@
 /*
  * io_posix.c: the partition log's I/O table bound to the real system calls,
  * plus two directory helpers. Every segment and checkpoint write of the log
- * goes through a spool_log_io so tests can inject short writes, ENOSPC and
+ * goes through a spool_plog_io so tests can inject short writes, ENOSPC and
  * EIO (STYLE.md). Returns follow the system calls (-1 and errno), except
  * the helpers here, which return 0 or a negative errno.
  */
@@ -43,7 +43,7 @@ static int posix_close(int fd)
     return close(fd);
 }
 
-const spool_log_io spool_log_io_posix = {
+const spool_plog_io spool_plog_io_posix = {
     .open = posix_open,
     .pwrite = posix_pwrite,
     .pread = posix_pread,

@@ -45,7 +45,7 @@ static void conf_defaults(spool_topic_conf *c)
     }
 }
 
-static int add_topic(spool_log *log, const spool_topic_conf *c, int discovered)
+static int add_topic(spool_plog *log, const spool_topic_conf *c, int discovered)
 {
     spool__topic *n = realloc(log->topics, (log->ntopics + 1) * sizeof(*n));
     if (n == NULL) {
@@ -66,7 +66,7 @@ static int add_topic(spool_log *log, const spool_topic_conf *c, int discovered)
 }
 
 /* Topics under data_dir/topics that the config does not name. */
-static int discover_topics(spool_log *log)
+static int discover_topics(spool_plog *log)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/topics", log->data_dir);
@@ -77,7 +77,7 @@ static int discover_topics(spool_log *log)
     int rc = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.' || spool_log_topic_index(log, e->d_name) >= 0) {
+        if (e->d_name[0] == '.' || spool_plog_topic_index(log, e->d_name) >= 0) {
             continue;
         }
         char tdir[4096 + 256];
@@ -109,7 +109,7 @@ static int discover_topics(spool_log *log)
     return rc;
 }
 
-static int take_lock(spool_log *log)
+static int take_lock(spool_plog *log)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/lock", log->data_dir);
@@ -129,7 +129,7 @@ static int take_lock(spool_log *log)
     return 0;
 }
 
-static int open_partitions(spool_log *log, const spool__ckpt *ck, int have_ckpt)
+static int open_partitions(spool_plog *log, const spool__ckpt *ck, int have_ckpt)
 {
     for (size_t t = 0; t < log->ntopics; t++) {
         spool__topic *tp = &log->topics[t];
@@ -173,7 +173,7 @@ static int open_partitions(spool_log *log, const spool__ckpt *ck, int have_ckpt)
 /* What a writable open refuses before it changes anything (preflight.c):
  * starting without positions while the log holds data, and partitions
  * beyond a topic's count that hold undelivered records. */
-static int refusals(spool_log *log, const spool_log_options *opt, int have_ckpt)
+static int refusals(spool_plog *log, const spool_plog_options *opt, int have_ckpt)
 {
     int rc;
     if (!have_ckpt) {
@@ -181,7 +181,7 @@ static int refusals(spool_log *log, const spool_log_options *opt, int have_ckpt)
         if ((rc = spool__positions_lost(log->data_dir, log->io, &msg)) < 0) {
             return rc;
         }
-        if (rc > 0 && !(spool_log_overrides() & SPOOL_LOG_RESET_POSITIONS)) {
+        if (rc > 0 && !(spool_plog_overrides() & SPOOL_PLOG_RESET_POSITIONS)) {
             spool_log_error(NULL, "log: refusing to start: %s", msg);
             free(msg);
             return -ESTALE;
@@ -199,7 +199,7 @@ static int refusals(spool_log *log, const spool_log_options *opt, int have_ckpt)
                                opt->consumer_count);
 }
 
-int spool_log_open(const spool_log_options *opt, spool_log **out)
+int spool_plog_open(const spool_plog_options *opt, spool_plog **out)
 {
     int rc = 0;
     spool__ckpt ck = {0};
@@ -210,13 +210,13 @@ int spool_log_open(const spool_log_options *opt, spool_log **out)
     if (opt->error != NULL && opt->error_cap > 0) {
         opt->error[0] = '\0';
     }
-    spool_log *log = calloc(1, sizeof(*log));
+    spool_plog *log = calloc(1, sizeof(*log));
     if (log == NULL) {
         return -ENOMEM;
     }
     log->lock_fd = -1;
     log->ckpt_fd[0] = log->ckpt_fd[1] = -1;
-    log->io = opt->io ? opt->io : &spool_log_io_posix;
+    log->io = opt->io ? opt->io : &spool_plog_io_posix;
     log->read_only = opt->read_only;
     pthread_mutex_init(&log->pub_mu, NULL);
     pthread_condattr_t ca;
@@ -250,7 +250,7 @@ int spool_log_open(const spool_log_options *opt, spool_log **out)
         goto fail;
     }
     for (size_t i = 0; i < opt->topic_count; i++) {
-        if (spool_log_topic_index(log, opt->topics[i].name) >= 0) {
+        if (spool_plog_topic_index(log, opt->topics[i].name) >= 0) {
             continue;
         }
         if ((rc = add_topic(log, &opt->topics[i], 0)) < 0) {
@@ -298,11 +298,11 @@ fail:
         spool_log_error(NULL, "log: %s", log->last_error);
     }
     spool__ckpt_free(&ck);
-    spool_log_close(log);
+    spool_plog_close(log);
     return rc;
 }
 
-void spool_log_close(spool_log *log)
+void spool_plog_close(spool_plog *log)
 {
     if (log == NULL) {
         return;
@@ -345,12 +345,12 @@ void spool_log_close(spool_log *log)
     free(log);
 }
 
-const char *spool_log_commit_error(const spool_log *log)
+const char *spool_plog_commit_error(const spool_plog *log)
 {
     return log->last_error;
 }
 
-int spool_log_topic_index(const spool_log *log, const char *name)
+int spool_plog_topic_index(const spool_plog *log, const char *name)
 {
     for (size_t i = 0; log != NULL && name != NULL && i < log->ntopics; i++) {
         if (strcmp(log->topics[i].conf.name, name) == 0) {
@@ -360,12 +360,12 @@ int spool_log_topic_index(const spool_log *log, const char *name)
     return -ENOENT;
 }
 
-size_t spool_log_topic_count(const spool_log *log)
+size_t spool_plog_topic_count(const spool_plog *log)
 {
     return log ? log->ntopics : 0;
 }
 
-const spool_topic_conf *spool_log_topic_conf(const spool_log *log, int topic)
+const spool_topic_conf *spool_plog_topic_conf(const spool_plog *log, int topic)
 {
     if (log == NULL || topic < 0 || (size_t)topic >= log->ntopics) {
         return NULL;
@@ -373,7 +373,7 @@ const spool_topic_conf *spool_log_topic_conf(const spool_log *log, int topic)
     return &log->topics[topic].conf;
 }
 
-void spool_log_recovery_get(const spool_log *log, spool_log_recovery_stats *out)
+void spool_plog_recovery_get(const spool_plog *log, spool_plog_recovery_stats *out)
 {
     *out = log->stats;
 }
@@ -381,7 +381,7 @@ void spool_log_recovery_get(const spool_log *log, spool_log_recovery_stats *out)
 /* ---- append ---- */
 
 /* Puts the active segment back to its last good size after a failed write. */
-static int repair_tail(spool_log *log, spool__part *p)
+static int repair_tail(spool_plog *log, spool__part *p)
 {
     spool__seg *s = p->segs[p->nsegs - 1];
     if (log->io->ftruncate(s->fd, s->size) < 0) {
@@ -392,8 +392,8 @@ static int repair_tail(spool_log *log, spool__part *p)
     return 0;
 }
 
-int spool_log_append(spool_log *log, int topic, int32_t partition, const spool_record *recs,
-                     size_t n, int64_t *base_offset)
+int spool_plog_append(spool_plog *log, int topic, int32_t partition, const spool_record *recs,
+                      size_t n, int64_t *base_offset)
 {
     spool__part *p = spool__part_get(log, topic, partition);
     if (p == NULL || recs == NULL || n == 0 || n > INT32_MAX) {
@@ -409,7 +409,7 @@ int spool_log_append(spool_log *log, int topic, int32_t partition, const spool_r
     }
     log->enc.len = 0;
     int64_t now = spool__now_ms();
-    if ((rc = spool_batch_encode(&log->enc, p->end, recs, n, now, c->compression, 3)) < 0) {
+    if ((rc = spool_rb_encode(&log->enc, p->end, recs, n, now, c->compression, 3)) < 0) {
         return rc;
     }
     int64_t len = (int64_t)log->enc.len;
@@ -467,14 +467,14 @@ int spool_log_append(spool_log *log, int topic, int32_t partition, const spool_r
     return 0;
 }
 
-uint64_t spool_log_uncommitted_bytes(const spool_log *log)
+uint64_t spool_plog_uncommitted_bytes(const spool_plog *log)
 {
     return log->uncommitted;
 }
 
 /* ---- commit ---- */
 
-static int sync_partition(spool_log *log, spool__part *p)
+static int sync_partition(spool_plog *log, spool__part *p)
 {
     for (size_t k = p->nsegs; k-- > 0;) {
         spool__seg *s = p->segs[k];
@@ -521,7 +521,7 @@ static void publish_partition(spool__part *p)
     p->unpublished = 0;
 }
 
-int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms)
+int spool_plog_commit(spool_plog *log, int force, int idle, int64_t *next_ms)
 {
     if (log->read_only) {
         return -EROFS;
@@ -618,7 +618,7 @@ int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms)
 
 /* ---- positions ---- */
 
-int spool_log_position_set(spool_log *log, const char *source, const void *pos, size_t len)
+int spool_plog_position_set(spool_plog *log, const char *source, const void *pos, size_t len)
 {
     if (log == NULL || source == NULL) {
         return -EINVAL;
@@ -630,7 +630,7 @@ int spool_log_position_set(spool_log *log, const char *source, const void *pos, 
     return rc;
 }
 
-int spool_log_position_get(spool_log *log, const char *source, void *buf, size_t cap, size_t *len)
+int spool_plog_position_get(spool_plog *log, const char *source, void *buf, size_t cap, size_t *len)
 {
     int rc = -ENOENT;
     pthread_mutex_lock(&log->pub_mu);
@@ -646,10 +646,10 @@ int spool_log_position_get(spool_log *log, const char *source, void *buf, size_t
     return rc;
 }
 
-int spool_log_position_foreach(spool_log *log, const char *prefix,
-                               void (*fn)(void *arg, const char *source, const void *pos,
-                                          size_t len),
-                               void *arg)
+int spool_plog_position_foreach(spool_plog *log, const char *prefix,
+                                void (*fn)(void *arg, const char *source, const void *pos,
+                                           size_t len),
+                                void *arg)
 {
     /* Copy first so fn may call back into the log. */
     spool__pos_table copy = {0};
@@ -672,7 +672,7 @@ int spool_log_position_foreach(spool_log *log, const char *prefix,
 
 /* ---- waiting ---- */
 
-uint64_t spool_log_generation(spool_log *log, int topic)
+uint64_t spool_plog_generation(spool_plog *log, int topic)
 {
     pthread_mutex_lock(&log->pub_mu);
     uint64_t g =
@@ -682,7 +682,7 @@ uint64_t spool_log_generation(spool_log *log, int topic)
     return g;
 }
 
-int spool_log_wait_since(spool_log *log, int topic, uint64_t gen, int64_t timeout_ms)
+int spool_plog_wait_since(spool_plog *log, int topic, uint64_t gen, int64_t timeout_ms)
 {
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
@@ -709,12 +709,12 @@ int spool_log_wait_since(spool_log *log, int topic, uint64_t gen, int64_t timeou
     return rc;
 }
 
-int spool_log_wait(spool_log *log, int topic, int64_t timeout_ms)
+int spool_plog_wait(spool_plog *log, int topic, int64_t timeout_ms)
 {
-    return spool_log_wait_since(log, topic, spool_log_generation(log, topic), timeout_ms);
+    return spool_plog_wait_since(log, topic, spool_plog_generation(log, topic), timeout_ms);
 }
 
-void spool_log_wake(spool_log *log)
+void spool_plog_wake(spool_plog *log)
 {
     pthread_mutex_lock(&log->pub_mu);
     log->wake_gen++;
@@ -724,7 +724,7 @@ void spool_log_wake(spool_log *log)
 
 /* ---- read_only refresh ---- */
 
-int spool_log_refresh(spool_log *log)
+int spool_plog_refresh(spool_plog *log)
 {
     if (!log->read_only) {
         return -EINVAL;

@@ -8,7 +8,7 @@
  *   cursors/<output>.cursor                                   output cursors (two slots)
  *
  * The commit point. One writer thread appends to every partition. After a
- * run of appends it calls spool_log_commit(), which syncs what the topics'
+ * run of appends it calls spool_plog_commit(), which syncs what the topics'
  * fsync policies ask for and then writes a checkpoint: every partition's
  * end offset and byte size, and every source position attached to the
  * appended batches, in one CRC-protected file written alternately to two
@@ -20,8 +20,8 @@
  * Threads: one writer thread calls append/commit/retention; any number of
  * reader threads call read/offsets/wait; cursor calls from any thread.
  */
-#ifndef SPOOL_LOG_H
-#define SPOOL_LOG_H
+#ifndef SPOOL_PLOG_H
+#define SPOOL_PLOG_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -29,7 +29,7 @@
 #include "spool/spool.h"
 #include "codec/codec.h"
 
-typedef struct spool_log spool_log;
+typedef struct spool_plog spool_plog;
 
 enum spool_fsync_mode {
     SPOOL_FSYNC_NEVER = 0,    /* leave it to the OS */
@@ -59,33 +59,33 @@ typedef struct spool_topic_conf {
 } spool_topic_conf;
 
 /* The I/O the log does, through a table a test can replace (STYLE.md). */
-typedef struct spool_log_io {
+typedef struct spool_plog_io {
     int (*open)(const char *path, int flags, int mode);
     long (*pwrite)(int fd, const void *buf, size_t len, int64_t off);
     long (*pread)(int fd, void *buf, size_t len, int64_t off);
     int (*fdatasync)(int fd);
     int (*ftruncate)(int fd, int64_t len);
     int (*close)(int fd);
-} spool_log_io;
+} spool_plog_io;
 
 /* The real system calls. */
-extern const spool_log_io spool_log_io_posix;
+extern const spool_plog_io spool_plog_io_posix;
 
-typedef struct spool_log_options {
+typedef struct spool_plog_options {
     const char *data_dir;           /* created if missing */
     const spool_topic_conf *topics; /* copied */
     size_t topic_count;
-    const spool_log_io *io;                          /* NULL = spool_log_io_posix */
-    int read_only;                                   /* CLI readers: no recovery writes, no locks */
-    const struct spool_log_consumer_conf *consumers; /* the configured outputs, to judge
-                                                      * what is delivered; NULL = judge
-                                                      * by the cursor files */
+    const spool_plog_io *io; /* NULL = spool_plog_io_posix */
+    int read_only;           /* CLI readers: no recovery writes, no locks */
+    const struct spool_plog_consumer_conf *consumers; /* the configured outputs, to judge
+                                                       * what is delivered; NULL = judge
+                                                       * by the cursor files */
     size_t consumer_count;
     char *error;      /* if set: on failure, what could not be done (a file and the system
                        * error, "" if the failure was logged already or has no detail), for
                        * the caller's one message; if NULL the log logs it itself */
     size_t error_cap; /* bytes at error */
-} spool_log_options;
+} spool_plog_options;
 
 /*
  * Opens (creating) the log and recovers every partition: a torn tail is cut
@@ -96,32 +96,32 @@ typedef struct spool_log_options {
  * disk but not configured stay readable. 0 or negative errno; *out NULL on
  * failure.
  */
-int spool_log_open(const spool_log_options *opt, spool_log **out);
+int spool_plog_open(const spool_plog_options *opt, spool_plog **out);
 /* Closes everything. Does not commit. Accepts NULL. */
-void spool_log_close(spool_log *log);
+void spool_plog_close(spool_plog *log);
 
 /* Index of topic `name` or -ENOENT. */
-int spool_log_topic_index(const spool_log *log, const char *name);
-size_t spool_log_topic_count(const spool_log *log);
-const spool_topic_conf *spool_log_topic_conf(const spool_log *log, int topic);
+int spool_plog_topic_index(const spool_plog *log, const char *name);
+size_t spool_plog_topic_count(const spool_plog *log);
+const spool_topic_conf *spool_plog_topic_conf(const spool_plog *log, int topic);
 
 /* ---- writer thread ---- */
 
 /*
  * Appends recs[0..n) to one partition as one RecordBatch v2, assigning
  * offsets from the partition's end. The batch is written but not yet
- * visible to readers until spool_log_commit(). On *base_offset the first
+ * visible to readers until spool_plog_commit(). On *base_offset the first
  * offset assigned. Returns 0; -ENOSPC or -EIO (nothing of the batch is left
  * in the file: a short write is truncated away; retry later); -EAGAIN if
  * the topic is full under on_full: block (retry after outputs advance).
  * Rolls the segment first when it is full or old.
  */
-int spool_log_append(spool_log *log, int topic, int32_t partition, const spool_record *recs,
-                     size_t n, int64_t *base_offset);
+int spool_plog_append(spool_plog *log, int topic, int32_t partition, const spool_record *recs,
+                      size_t n, int64_t *base_offset);
 
 /* Records a source position to be made durable by the next commit
  * (len 0 = forget the source). Copies. 0 or -ENOMEM. */
-int spool_log_position_set(spool_log *log, const char *source, const void *pos, size_t len);
+int spool_plog_position_set(spool_plog *log, const char *source, const void *pos, size_t len);
 
 /*
  * Group commit: fdatasync the partitions whose policy asks for it (all of
@@ -132,19 +132,19 @@ int spool_log_position_set(spool_log *log, const char *source, const void *pos, 
  * topic with unsynced data (-1 if none). 0 or negative errno (then nothing
  * new was published; data stays, retry).
  */
-int spool_log_commit(spool_log *log, int force, int idle, int64_t *next_ms);
+int spool_plog_commit(spool_plog *log, int force, int idle, int64_t *next_ms);
 
 /*
- * What the last failed spool_log_commit could not do, naming the file or
+ * What the last failed spool_plog_commit could not do, naming the file or
  * partition and the system error (e.g. "app/0: fdatasync of segment
  * 00000000000000000000 failed: Input/output error"); "" if it gave no
  * detail. The log does not log commit failures: its caller decides and
  * reports them once. Valid until the next commit; the committing thread.
  */
-const char *spool_log_commit_error(const spool_log *log);
+const char *spool_plog_commit_error(const spool_plog *log);
 
 /* Bytes appended since the last commit (to size group commits). */
-uint64_t spool_log_uncommitted_bytes(const spool_log *log);
+uint64_t spool_plog_uncommitted_bytes(const spool_plog *log);
 
 /*
  * Retention: deletes whole segments by age and size, never past the lowest
@@ -152,17 +152,18 @@ uint64_t spool_log_uncommitted_bytes(const spool_log *log);
  * drops are counted and logged). Rolls aged segments. Writer thread,
  * cheap to call often (it checks at most once a second unless force).
  */
-int spool_log_retention_run(spool_log *log, int force);
+int spool_plog_retention_run(spool_plog *log, int force);
 
 /* ---- positions (any thread) ---- */
 
 /* Copies the durable position of source into buf. -ENOENT if none. */
-int spool_log_position_get(spool_log *log, const char *source, void *buf, size_t cap, size_t *len);
+int spool_plog_position_get(spool_plog *log, const char *source, void *buf, size_t cap,
+                            size_t *len);
 /* Calls fn for each durable position whose source starts with prefix. */
-int spool_log_position_foreach(spool_log *log, const char *prefix,
-                               void (*fn)(void *arg, const char *source, const void *pos,
-                                          size_t len),
-                               void *arg);
+int spool_plog_position_foreach(spool_plog *log, const char *prefix,
+                                void (*fn)(void *arg, const char *source, const void *pos,
+                                           size_t len),
+                                void *arg);
 
 /* ---- readers (any thread) ---- */
 
@@ -175,8 +176,8 @@ typedef struct spool_partition_info {
     int64_t dropped; /* records dropped by drop_oldest since start */
 } spool_partition_info;
 
-int spool_log_partition_info(spool_log *log, int topic, int32_t partition,
-                             spool_partition_info *info);
+int spool_plog_partition_info(spool_plog *log, int topic, int32_t partition,
+                              spool_partition_info *info);
 
 /*
  * Reads whole batches of one partition starting with the batch that holds
@@ -186,50 +187,50 @@ int spool_log_partition_info(spool_log *log, int topic, int32_t partition,
  * offset after the last batch read (== offset if nothing new). Returns
  * bytes read (0 at the end), -EBADMSG if a batch is corrupt (not logged:
  * the caller reports it with the offset, and may skip it with
- * spool_log_skip_corrupt), or another negative errno.
+ * spool_plog_skip_corrupt), or another negative errno.
  */
-long spool_log_read(spool_log *log, int topic, int32_t partition, int64_t offset, size_t max_bytes,
-                    spool_buf *out, int64_t *next);
+long spool_plog_read(spool_plog *log, int topic, int32_t partition, int64_t offset,
+                     size_t max_bytes, spool_buf *out, int64_t *next);
 
 /* First offset >= the first record with timestamp >= ts_ms, or the end. */
-int spool_log_offset_for_time(spool_log *log, int topic, int32_t partition, int64_t ts_ms,
-                              int64_t *offset);
+int spool_plog_offset_for_time(spool_plog *log, int topic, int32_t partition, int64_t ts_ms,
+                               int64_t *offset);
 
 /* Blocks until a commit publishes new data in any partition of `topic` (-1 =
  * any topic), the log is woken, or timeout_ms passes. Returns 0 woken or
  * new data, -ETIMEDOUT. */
-int spool_log_wait(spool_log *log, int topic, int64_t timeout_ms);
+int spool_plog_wait(spool_plog *log, int topic, int64_t timeout_ms);
 /* Wakes every waiter (shutdown). */
-void spool_log_wake(spool_log *log);
+void spool_plog_wake(spool_plog *log);
 
 /* ---- output cursors (any thread) ---- */
 
 /* A named consumer (an output): one committed offset per topic/partition,
  * stored in cursors/<name>.cursor, written atomically. Registering makes
  * retention respect it. 0 or -errno. */
-int spool_log_cursor_register(spool_log *log, const char *consumer);
+int spool_plog_cursor_register(spool_plog *log, const char *consumer);
 /* The committed offset (the next offset to deliver); the partition's
  * beginning if none was committed. */
-int64_t spool_log_cursor_get(spool_log *log, const char *consumer, int topic, int32_t partition);
-/* Advances the in-memory cursor; durable after spool_log_cursor_flush. */
-int spool_log_cursor_set(spool_log *log, const char *consumer, int topic, int32_t partition,
-                         int64_t offset);
+int64_t spool_plog_cursor_get(spool_plog *log, const char *consumer, int topic, int32_t partition);
+/* Advances the in-memory cursor; durable after spool_plog_cursor_flush. */
+int spool_plog_cursor_set(spool_plog *log, const char *consumer, int topic, int32_t partition,
+                          int64_t offset);
 /* Writes the consumer's cursors to the page cache (no fsync): survives a
  * kill -9 of the process, not a power loss. Cheap: one pwrite. 0 or -errno. */
-int spool_log_cursor_write(spool_log *log, const char *consumer);
+int spool_plog_cursor_write(spool_plog *log, const char *consumer);
 /* Writes the consumer's cursors and fsyncs them (power loss). 0 or -errno. */
-int spool_log_cursor_flush(spool_log *log, const char *consumer);
+int spool_plog_cursor_flush(spool_plog *log, const char *consumer);
 
 /* Reads every cursor file under data_dir (for `spool topics` lag). */
-int spool_log_cursor_foreach(spool_log *log,
-                             void (*fn)(void *arg, const char *consumer, const char *topic,
-                                        int32_t partition, int64_t offset),
-                             void *arg);
+int spool_plog_cursor_foreach(spool_plog *log,
+                              void (*fn)(void *arg, const char *consumer, const char *topic,
+                                         int32_t partition, int64_t offset),
+                              void *arg);
 
 /* ---- additions (log module, additive) ---- */
 
 /* What recovery did on open (for tests, metrics and `spool topics`). */
-typedef struct spool_log_recovery_stats {
+typedef struct spool_plog_recovery_stats {
     int64_t torn_cuts;      /* torn tails truncated */
     int64_t torn_bytes;     /* bytes cut from torn tails */
     int64_t corrupt_moved;  /* corrupt regions moved to .corrupt files */
@@ -237,10 +238,10 @@ typedef struct spool_log_recovery_stats {
     int64_t ckpt_cut_bytes; /* bytes beyond the checkpoint truncated */
     int64_t ckpt_missing;   /* partitions holding less than the checkpoint says */
     int64_t index_rebuilt;  /* indexes rebuilt (missing or stale) */
-} spool_log_recovery_stats;
+} spool_plog_recovery_stats;
 
 /* Copies the recovery statistics of the last open. Any thread. */
-void spool_log_recovery_get(const spool_log *log, spool_log_recovery_stats *out);
+void spool_plog_recovery_get(const spool_plog *log, spool_plog_recovery_stats *out);
 
 /*
  * read_only logs (the CLI): re-reads the checkpoint a running spool writes
@@ -248,24 +249,24 @@ void spool_log_recovery_get(const spool_log *log, spool_log_recovery_stats *out)
  * included). Cheap when nothing changed. 0 or negative errno. Not for a
  * writable log (returns -EINVAL).
  */
-int spool_log_refresh(spool_log *log);
+int spool_plog_refresh(spool_plog *log);
 
 /*
- * After spool_log_read returned -EBADMSG at `offset`: sets *next to the
+ * After spool_plog_read returned -EBADMSG at `offset`: sets *next to the
  * offset where reading may resume past the corrupt batch (the next batch
  * if its header is sane, else the next segment, else the durable end).
  * Not logged: the caller reports the skip (topic, partition, offsets).
  * 0 or -errno.
  */
-int spool_log_skip_corrupt(spool_log *log, int topic, int32_t partition, int64_t offset,
-                           int64_t *next);
+int spool_plog_skip_corrupt(spool_plog *log, int topic, int32_t partition, int64_t offset,
+                            int64_t *next);
 
 /* Publication counter of `topic` (-1 = any topic), for a race-free wait:
- * read it, check for data, then spool_log_wait_since(). Any thread. */
-uint64_t spool_log_generation(spool_log *log, int topic);
-/* Like spool_log_wait, but returns at once if the generation moved past
+ * read it, check for data, then spool_plog_wait_since(). Any thread. */
+uint64_t spool_plog_generation(spool_plog *log, int topic);
+/* Like spool_plog_wait, but returns at once if the generation moved past
  * `gen` already. 0 or -ETIMEDOUT. */
-int spool_log_wait_since(spool_log *log, int topic, uint64_t gen, int64_t timeout_ms);
+int spool_plog_wait_since(spool_plog *log, int topic, uint64_t gen, int64_t timeout_ms);
 
 /* ---- refusals and their overrides (issue 12.3, 13.6) ---- */
 
@@ -273,23 +274,23 @@ int spool_log_wait_since(spool_log *log, int topic, uint64_t gen, int64_t timeou
  * Process-wide overrides of two refusals of a writable open, set once by
  * `spool run --reset-positions / --drop-partitions` (main.c) before the
  * service starts; read by every later writable open and by
- * spool_log_preflight. Not thread-safe: call before any log is opened.
+ * spool_plog_preflight. Not thread-safe: call before any log is opened.
  */
-#define SPOOL_LOG_RESET_POSITIONS 0x1 /* start although the checkpoint is lost */
-#define SPOOL_LOG_DROP_PARTITIONS 0x2 /* remove extra partitions with undelivered data */
-void spool_log_set_overrides(int flags);
-int spool_log_overrides(void);
+#define SPOOL_PLOG_RESET_POSITIONS 0x1 /* start although the checkpoint is lost */
+#define SPOOL_PLOG_DROP_PARTITIONS 0x2 /* remove extra partitions with undelivered data */
+void spool_plog_set_overrides(int flags);
+int spool_plog_overrides(void);
 
 /* A configured consumer (an output) and the topics it reads. */
-typedef struct spool_log_consumer_conf {
+typedef struct spool_plog_consumer_conf {
     const char *name;          /* its cursor name ("output.<name>") */
     const char *const *topics; /* topic_count names */
     size_t topic_count;
-} spool_log_consumer_conf;
+} spool_plog_consumer_conf;
 
-enum spool_log_problem {
-    SPOOL_LOG_POSITIONS_LOST = 1, /* no valid checkpoint, but the log holds data */
-    SPOOL_LOG_PARTITIONS_CUT = 2, /* fewer partitions configured than hold undelivered data */
+enum spool_plog_problem {
+    SPOOL_PLOG_POSITIONS_LOST = 1, /* no valid checkpoint, but the log holds data */
+    SPOOL_PLOG_PARTITIONS_CUT = 2, /* fewer partitions configured than hold undelivered data */
 };
 
 /*
@@ -299,32 +300,32 @@ enum spool_log_problem {
  * while the partitions beyond it hold records that one of `consumers`
  * reading the topic has not read (or any record, when none reads it).
  * Calls fn once per problem with a message for the user (what is at
- * stake, how to resolve it); topic is NULL for SPOOL_LOG_POSITIONS_LOST.
- * A missing data_dir is no problem. Honours spool_log_overrides(). Returns
+ * stake, how to resolve it); topic is NULL for SPOOL_PLOG_POSITIONS_LOST.
+ * A missing data_dir is no problem. Honours spool_plog_overrides(). Returns
  * the number of problems or a negative errno. Any thread.
  */
-int spool_log_preflight(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
-                        const spool_log_consumer_conf *consumers, size_t nconsumers,
-                        void (*fn)(void *arg, int problem, const char *topic, const char *msg),
-                        void *arg);
+int spool_plog_preflight(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
+                         const spool_plog_consumer_conf *consumers, size_t nconsumers,
+                         void (*fn)(void *arg, int problem, const char *topic, const char *msg),
+                         void *arg);
 
 /* ---- unreadable ranges (read_only logs: `spool read`) ---- */
 
 /* A range of a partition a read_only log cannot return: corrupt bytes
  * still in a segment, or data an earlier `spool run` moved aside to
  * <segment>.log.corrupt. */
-typedef struct spool_log_bad_range {
+typedef struct spool_plog_bad_range {
     int64_t from_offset;  /* first offset that cannot be read */
     int64_t to_offset;    /* where reading resumes */
     int64_t segment_base; /* the segment file (its 20-digit name) */
     int64_t from_pos;     /* byte range in that file; equal when moved aside */
     int64_t to_pos;
     int moved; /* 1: moved to <segment>.log.corrupt by `spool run` */
-} spool_log_bad_range;
+} spool_plog_bad_range;
 
 /* Copies the k-th unreadable range of a partition known so far (found on
- * open, or by spool_log_skip_corrupt). 0, or -ENOENT past the last. */
-int spool_log_bad_range_get(spool_log *log, int topic, int32_t partition, size_t k,
-                            spool_log_bad_range *out);
+ * open, or by spool_plog_skip_corrupt). 0, or -ENOENT past the last. */
+int spool_plog_bad_range_get(spool_plog *log, int topic, int32_t partition, size_t k,
+                             spool_plog_bad_range *out);
 
-#endif /* SPOOL_LOG_H */
+#endif /* SPOOL_PLOG_H */

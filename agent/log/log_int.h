@@ -14,12 +14,12 @@
  *     atomics: readers never look past durable_size / durable_end, which
  *     only move after the data (and the checkpoint describing it) is
  *     written and, per policy, synced.
- *   - log->pub_mu + pub_cv: publication generations for spool_log_wait,
+ *   - log->pub_mu + pub_cv: publication generations for spool_plog_wait,
  *     and the durable position table.
  *   - log->cur_mu: the consumer (cursor) table.
  */
-#ifndef SPOOL_LOG_INT_H
-#define SPOOL_LOG_INT_H
+#ifndef SPOOL_PLOG_INT_H
+#define SPOOL_PLOG_INT_H
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -62,7 +62,7 @@ typedef struct spool__bad {
 } spool__bad;
 
 typedef struct spool__part {
-    struct spool_log *log;
+    struct spool_plog *log;
     int topic;
     int32_t partition;
     char *dir;             /* topics/<topic>/<partition> */
@@ -117,9 +117,9 @@ typedef struct spool__consumer {
     int unsynced;       /* written to the page cache since the last fsync */
 } spool__consumer;
 
-struct spool_log {
+struct spool_plog {
     char *data_dir;
-    const spool_log_io *io;
+    const spool_plog_io *io;
     int read_only;
     int lock_fd;
     spool__topic *topics;
@@ -141,7 +141,7 @@ struct spool_log {
     pthread_mutex_t pub_mu;
     pthread_cond_t pub_cv;
     uint64_t gen_all;             /* any publication */
-    uint64_t wake_gen;            /* spool_log_wake calls */
+    uint64_t wake_gen;            /* spool_plog_wake calls */
     spool__pos_table pos_durable; /* committed positions */
 
     pthread_mutex_t cur_mu;
@@ -149,7 +149,7 @@ struct spool_log {
     spool__consumer *consumers;
     size_t nconsumers;
 
-    spool_log_recovery_stats stats;
+    spool_plog_recovery_stats stats;
     int64_t ckpt_mtime_ns; /* read_only refresh: last checkpoint seen */
 };
 
@@ -158,47 +158,47 @@ int64_t spool__now_ms(void);
 int64_t spool__mono_ms(void);
 void spool__seg_path(char *buf, size_t cap, const char *dir, int64_t base, const char *ext);
 /* Creates a new empty segment file (and index) at base. */
-int spool__seg_create(spool_log *log, spool__part *p, int64_t base, spool__seg **out);
+int spool__seg_create(spool_plog *log, spool__part *p, int64_t base, spool__seg **out);
 /* Opens an existing segment (fd only; sizes from fstat). */
-int spool__seg_open(spool_log *log, spool__part *p, int64_t base, spool__seg **out);
-void spool__seg_free(spool_log *log, spool__seg *s);
+int spool__seg_open(spool_plog *log, spool__part *p, int64_t base, spool__seg **out);
+void spool__seg_free(spool_plog *log, spool__seg *s);
 /* Adds an index entry in memory (caller holds the wrlock or is alone) and
  * appends it to the .index file when there is one. */
-int spool__seg_index_add(spool_log *log, spool__seg *s, int64_t offset, int64_t pos);
+int spool__seg_index_add(spool_plog *log, spool__seg *s, int64_t offset, int64_t pos);
 /* 1 if a batch at pos should get an index entry. */
-int spool__seg_index_due(spool_log *log, spool__part *p, spool__seg *s, int64_t pos);
+int spool__seg_index_due(spool_plog *log, spool__part *p, spool__seg *s, int64_t pos);
 /* Rewrites the .index file from memory (not in read_only mode). */
-int spool__seg_index_write(spool_log *log, spool__seg *s);
+int spool__seg_index_write(spool_plog *log, spool__seg *s);
 /* Loads the .index file; 1 if it looks valid, 0 if missing/stale. */
-int spool__seg_index_load(spool_log *log, spool__part *p, spool__seg *s, int64_t file_size);
+int spool__seg_index_load(spool_plog *log, spool__part *p, spool__seg *s, int64_t file_size);
 /* Reads the batch header at pos (up to limit): returns batch size, 0 if
  * incomplete, -EBADMSG if invalid. */
-long spool__seg_peek(spool_log *log, spool__seg *s, int64_t pos, int64_t limit,
-                     spool_batch_info *info);
+long spool__seg_peek(spool_plog *log, spool__seg *s, int64_t pos, int64_t limit,
+                     spool_rb_info *info);
 /* Position of the first batch whose last offset >= offset, bounded by limit;
  * sets *pos (== limit if none). Caller holds the rdlock. */
-int spool__seg_find(spool_log *log, spool__seg *s, int64_t offset, int64_t limit, int64_t *pos);
+int spool__seg_find(spool_plog *log, spool__seg *s, int64_t offset, int64_t limit, int64_t *pos);
 /* The first position in [from, limit) where a valid batch (CRC checked)
  * with base offset >= min_base starts, its base on *base; -1 if none (or
  * out of memory). Reads 1 MiB windows: for recovery and skipping. */
-int64_t spool__seg_resync(spool_log *log, spool__seg *s, int64_t from, int64_t limit,
+int64_t spool__seg_resync(spool_plog *log, spool__seg *s, int64_t from, int64_t limit,
                           int64_t min_base, int64_t *base);
 
 /* ---- recovery.c ---- */
-int spool__part_recover(spool_log *log, spool__part *p, int have_ckpt, int64_t ckpt_end);
+int spool__part_recover(spool_plog *log, spool__part *p, int have_ckpt, int64_t ckpt_end);
 /* read_only: extend a partition to a newer checkpoint end. */
-int spool__part_refresh(spool_log *log, spool__part *p, int64_t ckpt_end);
+int spool__part_refresh(spool_plog *log, spool__part *p, int64_t ckpt_end);
 
 /* ---- partition.c ---- */
 /* read_only: records an unreadable range of p (caller holds the wrlock or
  * is alone). 0 or -ENOMEM. */
 int spool__part_add_bad(spool__part *p, const spool__bad *b);
-int spool__part_roll(spool_log *log, spool__part *p);
+int spool__part_roll(spool_plog *log, spool__part *p);
 /* Appends a segment to p's array (caller holds the wrlock or is alone). */
 int spool__part_push(spool__part *p, spool__seg *s);
 /* Removes segs[0] (not the active one) and deletes its files. */
-void spool__part_drop_first(spool_log *log, spool__part *p);
-spool__part *spool__part_get(spool_log *log, int topic, int32_t partition);
+void spool__part_drop_first(spool_plog *log, spool__part *p);
+spool__part *spool__part_get(spool_plog *log, int topic, int32_t partition);
 
 /* ---- checkpoint.c ---- */
 typedef struct spool__ckpt_part {
@@ -216,10 +216,10 @@ typedef struct spool__ckpt {
 } spool__ckpt;
 
 /* Loads the newest valid slot. 1 loaded, 0 none, negative errno. */
-int spool__ckpt_load(spool_log *log, spool__ckpt *out);
+int spool__ckpt_load(spool_plog *log, spool__ckpt *out);
 void spool__ckpt_free(spool__ckpt *c);
 int64_t spool__ckpt_end(const spool__ckpt *c, const char *topic, int32_t partition, int *found);
-int spool__ckpt_write(spool_log *log, int sync);
+int spool__ckpt_write(spool_plog *log, int sync);
 
 void spool__pos_table_free(spool__pos_table *t);
 int spool__pos_table_set(spool__pos_table *t, const char *source, const void *pos, size_t len);
@@ -229,18 +229,18 @@ const spool__pos *spool__pos_table_find(const spool__pos_table *t, const char *s
 /* Lowest committed cursor of the registered consumers that have one for
  * this partition (a consumer without one does not read it); INT64_MAX if
  * none has. */
-int64_t spool__cursor_min(spool_log *log, int topic, int32_t partition);
-void spool__cursors_free(spool_log *log);
+int64_t spool__cursor_min(spool_plog *log, int topic, int32_t partition);
+void spool__cursors_free(spool_plog *log);
 
 /* ---- retention.c ---- */
 /* Frees space in p until bytes + need <= max_bytes (on_full handling).
  * 0 when it fits, -EAGAIN when it cannot. */
-int spool__retention_make_room(spool_log *log, spool__part *p, int64_t need);
+int spool__retention_make_room(spool_plog *log, spool__part *p, int64_t need);
 
 /* ---- preflight.c ---- */
 /* 1 (and a malloc'd message on *msg) if data_dir has no valid checkpoint
  * while its segments hold data; 0 if not; negative errno. */
-int spool__positions_lost(const char *data_dir, const spool_log_io *io, char **msg);
+int spool__positions_lost(const char *data_dir, const spool_plog_io *io, char **msg);
 
 typedef struct spool__shrink_part {
     int32_t partition;
@@ -261,17 +261,17 @@ typedef struct spool__shrink {
 
 /* Finds those topics (read_only). cons NULL: judge by the cursor files. */
 int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
-                       const spool_log_consumer_conf *cons, size_t ncons, spool__shrink **out,
+                       const spool_plog_consumer_conf *cons, size_t ncons, spool__shrink **out,
                        size_t *nout);
 void spool__shrink_free(spool__shrink *s, size_t n);
 /* Writable open: refuses (-ENOTEMPTY, logged) partitions beyond the count
  * holding undelivered records unless overridden; empties the others.
  * cons NULL: judge by the cursor files. */
-int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t ntopics,
-                        const spool_log_consumer_conf *cons, size_t ncons);
+int spool__shrink_apply(spool_plog *log, const spool_topic_conf *topics, size_t ntopics,
+                        const spool_plog_consumer_conf *cons, size_t ncons);
 
 /* ---- misc ---- */
 int spool__fsync_dir(const char *path);
 int spool__mkdirs(const char *path);
 
-#endif /* SPOOL_LOG_INT_H */
+#endif /* SPOOL_PLOG_INT_H */

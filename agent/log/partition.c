@@ -18,7 +18,7 @@
 
 #include "log/log_int.h"
 
-spool__part *spool__part_get(spool_log *log, int topic, int32_t partition)
+spool__part *spool__part_get(spool_plog *log, int topic, int32_t partition)
 {
     if (log == NULL || topic < 0 || (size_t)topic >= log->ntopics || partition < 0 ||
         partition >= log->topics[topic].conf.partitions) {
@@ -43,8 +43,8 @@ int spool__part_add_bad(spool__part *p, const spool__bad *b)
     return 0;
 }
 
-int spool_log_bad_range_get(spool_log *log, int topic, int32_t partition, size_t k,
-                            spool_log_bad_range *out)
+int spool_plog_bad_range_get(spool_plog *log, int topic, int32_t partition, size_t k,
+                             spool_plog_bad_range *out)
 {
     spool__part *p = spool__part_get(log, topic, partition);
     if (p == NULL || out == NULL) {
@@ -54,19 +54,19 @@ int spool_log_bad_range_get(spool_log *log, int topic, int32_t partition, size_t
     pthread_rwlock_rdlock(&p->lock);
     if (k < p->nbad) {
         const spool__bad *b = &p->bad[k];
-        *out = (spool_log_bad_range){.from_offset = b->off_from,
-                                     .to_offset = b->off_to,
-                                     .segment_base = b->seg_base,
-                                     .from_pos = b->pos_from,
-                                     .to_pos = b->pos_to,
-                                     .moved = b->moved};
+        *out = (spool_plog_bad_range){.from_offset = b->off_from,
+                                      .to_offset = b->off_to,
+                                      .segment_base = b->seg_base,
+                                      .from_pos = b->pos_from,
+                                      .to_pos = b->pos_to,
+                                      .moved = b->moved};
         rc = 0;
     }
     pthread_rwlock_unlock(&p->lock);
     return rc;
 }
 
-int spool__part_roll(spool_log *log, spool__part *p)
+int spool__part_roll(spool_plog *log, spool__part *p)
 {
     spool__seg *s;
     int rc = spool__seg_create(log, p, p->end, &s);
@@ -85,7 +85,7 @@ int spool__part_roll(spool_log *log, spool__part *p)
     return 0;
 }
 
-void spool__part_drop_first(spool_log *log, spool__part *p)
+void spool__part_drop_first(spool_plog *log, spool__part *p)
 {
     char path[4096];
     pthread_rwlock_wrlock(&p->lock);
@@ -127,11 +127,11 @@ static int64_t be64(const uint8_t *b)
     return (int64_t)(((uint64_t)be32(b) << 32) | be32(b + 4));
 }
 
-/* Reads batches of s from pos (a batch start) into out; see spool_log_read. */
-static long read_from(spool_log *log, spool__part *p, spool__seg *s, int64_t pos, int64_t limit,
+/* Reads batches of s from pos (a batch start) into out; see spool_plog_read. */
+static long read_from(spool_plog *log, spool__part *p, spool__seg *s, int64_t pos, int64_t limit,
                       int64_t durable_end, size_t max_bytes, spool_buf *out, int64_t *next)
 {
-    spool_batch_info info;
+    spool_rb_info info;
     long first = spool__seg_peek(log, s, pos, limit, &info);
     if (first <= 0 || info.base_offset >= durable_end) {
         if (first < 0) {
@@ -162,11 +162,11 @@ static long read_from(spool_log *log, spool__part *p, spool__seg *s, int64_t pos
         int32_t blen = (int32_t)be32(b + 8);
         int64_t base = be64(b);
         int32_t delta = (int32_t)be32(b + 23);
-        if (b[16] != 2 || blen < SPOOL_BATCH_HEADER_SIZE - SPOOL_BATCH_LOG_OVERHEAD ||
+        if (b[16] != 2 || blen < SPOOL_RB_HEADER_SIZE - SPOOL_RB_LOG_OVERHEAD ||
             blen > SPOOL__MAX_BATCH || delta < 0 || base >= durable_end) {
             break;
         }
-        size_t sz = (size_t)blen + SPOOL_BATCH_LOG_OVERHEAD;
+        size_t sz = (size_t)blen + SPOOL_RB_LOG_OVERHEAD;
         if (used + sz > (size_t)n) {
             break;
         }
@@ -181,8 +181,8 @@ static long read_from(spool_log *log, spool__part *p, spool__seg *s, int64_t pos
     return (long)used;
 }
 
-long spool_log_read(spool_log *log, int topic, int32_t partition, int64_t offset, size_t max_bytes,
-                    spool_buf *out, int64_t *next)
+long spool_plog_read(spool_plog *log, int topic, int32_t partition, int64_t offset,
+                     size_t max_bytes, spool_buf *out, int64_t *next)
 {
     spool__part *p = spool__part_get(log, topic, partition);
     if (p == NULL || out == NULL || next == NULL) {
@@ -241,8 +241,8 @@ out:
     return rc;
 }
 
-int spool_log_skip_corrupt(spool_log *log, int topic, int32_t partition, int64_t offset,
-                           int64_t *next)
+int spool_plog_skip_corrupt(spool_plog *log, int topic, int32_t partition, int64_t offset,
+                            int64_t *next)
 {
     spool__part *p = spool__part_get(log, topic, partition);
     if (p == NULL || next == NULL) {
@@ -262,7 +262,7 @@ int spool_log_skip_corrupt(spool_log *log, int topic, int32_t partition, int64_t
         spool__seg *s = p->segs[i];
         int64_t limit = atomic_load(&s->durable_size);
         int64_t pos;
-        spool_batch_info info;
+        spool_rb_info info;
         if (i + 1 < p->nsegs) {
             *next = p->segs[i + 1]->base;
         }
@@ -298,8 +298,8 @@ unlock:
     return 0;
 }
 
-int spool_log_offset_for_time(spool_log *log, int topic, int32_t partition, int64_t ts_ms,
-                              int64_t *offset)
+int spool_plog_offset_for_time(spool_plog *log, int topic, int32_t partition, int64_t ts_ms,
+                               int64_t *offset)
 {
     spool__part *p = spool__part_get(log, topic, partition);
     if (p == NULL || offset == NULL) {
@@ -307,7 +307,7 @@ int spool_log_offset_for_time(spool_log *log, int topic, int32_t partition, int6
     }
     int64_t durable_end = atomic_load(&p->durable_end);
     int rc = 0;
-    spool_decoded d = {0};
+    spool_rb_decoded d = {0};
     uint8_t *buf = NULL;
     *offset = durable_end;
     pthread_rwlock_rdlock(&p->lock);
@@ -319,7 +319,7 @@ int spool_log_offset_for_time(spool_log *log, int topic, int32_t partition, int6
         }
         int64_t limit = atomic_load(&s->durable_size);
         for (int64_t pos = 0; pos < limit;) {
-            spool_batch_info info;
+            spool_rb_info info;
             long n = spool__seg_peek(log, s, pos, limit, &info);
             if (n <= 0 || info.base_offset >= durable_end) {
                 break;
@@ -333,9 +333,9 @@ int spool_log_offset_for_time(spool_log *log, int topic, int32_t partition, int6
                 }
                 buf = nb;
                 *offset = info.base_offset;
-                spool_decoded_reset(&d);
+                spool_rb_decoded_reset(&d);
                 if (log->io->pread(s->fd, buf, (size_t)n, pos) == n &&
-                    spool_batch_decode(buf, (size_t)n, partition, 0, &d) > 0) {
+                    spool_rb_decode(buf, (size_t)n, partition, 0, &d) > 0) {
                     for (size_t k = 0; k < d.count; k++) {
                         if (d.records[k].timestamp >= ts_ms) {
                             *offset = d.records[k].offset;
@@ -350,13 +350,13 @@ int spool_log_offset_for_time(spool_log *log, int topic, int32_t partition, int6
     }
 out:
     pthread_rwlock_unlock(&p->lock);
-    spool_decoded_free(&d);
+    spool_rb_decoded_free(&d);
     free(buf);
     return rc;
 }
 
-int spool_log_partition_info(spool_log *log, int topic, int32_t partition,
-                             spool_partition_info *info)
+int spool_plog_partition_info(spool_plog *log, int topic, int32_t partition,
+                              spool_partition_info *info)
 {
     spool__part *p = spool__part_get(log, topic, partition);
     if (p == NULL || info == NULL) {

@@ -21,7 +21,7 @@
  *
  * The preflight judges "delivered" by the configured outputs (an output
  * that never saved a cursor has read nothing); so does the open when its
- * options carry them (spool_log_options.consumers), else by every cursor
+ * options carry them (spool_plog_options.consumers), else by every cursor
  * file that names the topic, refusing when none does. Nothing here writes
  * except spool__shrink_apply.
  */
@@ -40,12 +40,12 @@
 
 static int overrides;
 
-void spool_log_set_overrides(int flags)
+void spool_plog_set_overrides(int flags)
 {
     overrides = flags;
 }
 
-int spool_log_overrides(void)
+int spool_plog_overrides(void)
 {
     return overrides;
 }
@@ -158,9 +158,9 @@ static int64_t log_bytes(const char *data_dir, sbuf *where, int *nparts)
     return total;
 }
 
-int spool__positions_lost(const char *data_dir, const spool_log_io *io, char **msg)
+int spool__positions_lost(const char *data_dir, const spool_plog_io *io, char **msg)
 {
-    spool_log probe;
+    spool_plog probe;
     spool__ckpt ck;
     char slot[4200];
     *msg = NULL;
@@ -176,7 +176,7 @@ int spool__positions_lost(const char *data_dir, const spool_log_io *io, char **m
     }
     memset(&probe, 0, sizeof(probe));
     probe.data_dir = (char *)data_dir;
-    probe.io = io ? io : &spool_log_io_posix;
+    probe.io = io ? io : &spool_plog_io_posix;
     probe.read_only = 1;
     *msg = NULL;
     int have = spool__ckpt_load(&probe, &ck);
@@ -306,7 +306,7 @@ static int64_t cursor_of(const cursor_lines *l, const char *consumer, const char
 
 /* The names judged for topic: the configured consumers reading it, or
  * (cons == NULL) every consumer with a cursor file line for it. */
-static size_t readers_of(const cursor_lines *l, const spool_log_consumer_conf *cons, size_t ncons,
+static size_t readers_of(const cursor_lines *l, const spool_plog_consumer_conf *cons, size_t ncons,
                          const char *topic, const char **out, size_t cap)
 {
     size_t n = 0;
@@ -348,9 +348,9 @@ void spool__shrink_free(spool__shrink *s, size_t n)
 #define MAX_READERS 256
 
 /* Judges the partitions of one topic beyond its configured count. */
-static int judge_topic(spool_log *ro, int t, const spool_topic_conf *tc, int32_t disk,
-                       const cursor_lines *lines, const spool_log_consumer_conf *cons, size_t ncons,
-                       spool__shrink *out)
+static int judge_topic(spool_plog *ro, int t, const spool_topic_conf *tc, int32_t disk,
+                       const cursor_lines *lines, const spool_plog_consumer_conf *cons,
+                       size_t ncons, spool__shrink *out)
 {
     const char *readers[MAX_READERS];
     size_t nr = readers_of(lines, cons, ncons, tc->name, readers, MAX_READERS);
@@ -368,7 +368,7 @@ static int judge_topic(spool_log *ro, int t, const spool_topic_conf *tc, int32_t
         spool__shrink_part *sp = &out->parts[out->nparts++];
         spool_partition_info info;
         sp->partition = p;
-        if (spool_log_partition_info(ro, t, p, &info) < 0) {
+        if (spool_plog_partition_info(ro, t, p, &info) < 0) {
             continue;
         }
         sp->begin = info.begin_offset;
@@ -432,7 +432,7 @@ static int judge_topic(spool_log *ro, int t, const spool_topic_conf *tc, int32_t
 }
 
 int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
-                       const spool_log_consumer_conf *cons, size_t ncons, spool__shrink **out,
+                       const spool_plog_consumer_conf *cons, size_t ncons, spool__shrink **out,
                        size_t *nout)
 {
     *out = NULL;
@@ -440,7 +440,7 @@ int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, siz
     int32_t *disk = calloc(ntopics ? ntopics : 1, sizeof(*disk));
     spool_topic_conf *wide = calloc(ntopics ? ntopics : 1, sizeof(*wide));
     spool__shrink *res = NULL;
-    spool_log *ro = NULL;
+    spool_plog *ro = NULL;
     cursor_lines lines = {0};
     size_t nres = 0, any = 0;
     int rc = 0;
@@ -461,12 +461,12 @@ int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, siz
     if (any == 0) {
         goto out;
     }
-    spool_log_options o = {
+    spool_plog_options o = {
         .data_dir = data_dir, .topics = wide, .topic_count = ntopics, .read_only = 1};
-    if ((rc = spool_log_open(&o, &ro)) < 0) {
+    if ((rc = spool_plog_open(&o, &ro)) < 0) {
         goto out;
     }
-    if ((rc = spool_log_cursor_foreach(ro, collect, &lines)) < 0) {
+    if ((rc = spool_plog_cursor_foreach(ro, collect, &lines)) < 0) {
         goto out;
     }
     if (lines.oom) {
@@ -484,7 +484,7 @@ int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, siz
         }
         spool_topic_conf tc = topics[i];
         tc.partitions = tc.partitions < 1 ? 1 : tc.partitions;
-        int t = spool_log_topic_index(ro, tc.name);
+        int t = spool_plog_topic_index(ro, tc.name);
         rc = judge_topic(ro, t, &tc, disk[i], &lines, cons, ncons, &res[nres]);
         res[nres].topic = (int)i;
         nres++;
@@ -499,7 +499,7 @@ out:
         nres = 0;
     }
     lines_free(&lines);
-    spool_log_close(ro);
+    spool_plog_close(ro);
     free(wide);
     free(disk);
     *out = res;
@@ -541,8 +541,8 @@ static int empty_partition(const char *dir, int64_t end)
     return rc < 0 ? rc : frc;
 }
 
-int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t ntopics,
-                        const spool_log_consumer_conf *cons, size_t ncons)
+int spool__shrink_apply(spool_plog *log, const spool_topic_conf *topics, size_t ntopics,
+                        const spool_plog_consumer_conf *cons, size_t ncons)
 {
     spool__shrink *res = NULL;
     size_t n = 0;
@@ -554,7 +554,7 @@ int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t n
                         log->data_dir, strerror(-rc));
         return rc;
     }
-    int drop = (spool_log_overrides() & SPOOL_LOG_DROP_PARTITIONS) != 0;
+    int drop = (spool_plog_overrides() & SPOOL_PLOG_DROP_PARTITIONS) != 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (res[i].undelivered > 0 && !drop) {
             spool_log_error(NULL, "log: %s", res[i].msg);
@@ -598,30 +598,30 @@ int spool__shrink_apply(spool_log *log, const spool_topic_conf *topics, size_t n
     return rc;
 }
 
-int spool_log_preflight(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
-                        const spool_log_consumer_conf *consumers, size_t nconsumers,
-                        void (*fn)(void *arg, int problem, const char *topic, const char *msg),
-                        void *arg)
+int spool_plog_preflight(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
+                         const spool_plog_consumer_conf *consumers, size_t nconsumers,
+                         void (*fn)(void *arg, int problem, const char *topic, const char *msg),
+                         void *arg)
 {
     struct stat st;
     int problems = 0;
     if (data_dir == NULL || stat(data_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
         return 0;
     }
-    if (!(spool_log_overrides() & SPOOL_LOG_RESET_POSITIONS)) {
+    if (!(spool_plog_overrides() & SPOOL_PLOG_RESET_POSITIONS)) {
         char *msg = NULL;
         int rc = spool__positions_lost(data_dir, NULL, &msg);
         if (rc < 0) {
             return rc;
         }
         if (rc > 0) {
-            fn(arg, SPOOL_LOG_POSITIONS_LOST, NULL, msg);
+            fn(arg, SPOOL_PLOG_POSITIONS_LOST, NULL, msg);
             problems++;
         }
         free(msg);
     }
-    if (!(spool_log_overrides() & SPOOL_LOG_DROP_PARTITIONS)) {
-        static const spool_log_consumer_conf none = {0};
+    if (!(spool_plog_overrides() & SPOOL_PLOG_DROP_PARTITIONS)) {
+        static const spool_plog_consumer_conf none = {0};
         spool__shrink *res = NULL;
         size_t n = 0;
         int rc = spool__shrink_find(data_dir, topics, ntopics, consumers ? consumers : &none,
@@ -631,7 +631,7 @@ int spool_log_preflight(const char *data_dir, const spool_topic_conf *topics, si
         }
         for (size_t i = 0; i < n; i++) {
             if (res[i].undelivered > 0) {
-                fn(arg, SPOOL_LOG_PARTITIONS_CUT, topics[res[i].topic].name, res[i].msg);
+                fn(arg, SPOOL_PLOG_PARTITIONS_CUT, topics[res[i].topic].name, res[i].msg);
                 problems++;
             }
         }

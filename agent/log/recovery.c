@@ -43,7 +43,7 @@ typedef struct scan_result {
  * lost (the tail of a crash before a sync) or moved aside as corrupt by an
  * earlier `spool run`: a reader must be told.
  */
-static void ro_note_gap(spool_log *log, spool__part *p, spool__seg *s, int64_t pos, int64_t from,
+static void ro_note_gap(spool_plog *log, spool__part *p, spool__seg *s, int64_t pos, int64_t from,
                         int64_t to)
 {
     if (!log->read_only || to <= from) {
@@ -65,8 +65,8 @@ static void ro_note_gap(spool_log *log, spool__part *p, spool__seg *s, int64_t p
  * to file_size, verifying CRCs, stopping before a batch with base >= stop.
  * Adds index entries past the last one, updates end and max_ts.
  */
-static int scan_batches(spool_log *log, spool__part *p, spool__seg *s, int64_t from, int64_t expect,
-                        int64_t file_size, int64_t stop, scan_result *res)
+static int scan_batches(spool_plog *log, spool__part *p, spool__seg *s, int64_t from,
+                        int64_t expect, int64_t file_size, int64_t stop, scan_result *res)
 {
     spool_buf buf = {0};
     int rc = 0;
@@ -88,8 +88,8 @@ static int scan_batches(spool_log *log, spool__part *p, spool__seg *s, int64_t f
         }
         size_t off = 0;
         for (;;) {
-            spool_batch_info info;
-            long r = spool_batch_parse_header(buf.data + off, (size_t)n - off, 1, &info);
+            spool_rb_info info;
+            long r = spool_rb_parse_header(buf.data + off, (size_t)n - off, 1, &info);
             if (r > 0 && info.base_offset < res->end) {
                 r = -EBADMSG; /* offsets must increase */
             }
@@ -134,7 +134,7 @@ static int scan_batches(spool_log *log, spool__part *p, spool__seg *s, int64_t f
             }
             if (off == 0) {
                 /* One batch larger than the buffer: size it from its header. */
-                spool_batch_info hi;
+                spool_rb_info hi;
                 long sz = spool__seg_peek(log, s, pos, INT64_MAX, &hi);
                 if (sz <= 0) {
                     res->why = SCAN_BAD;
@@ -167,8 +167,26 @@ out:
     return rc;
 }
 
+/* Appends [from, to) of segment s to fd, through buf (SCAN_CHUNK bytes). */
+static int copy_range(spool_plog *log, const spool__seg *s, int fd, uint8_t *buf, int64_t from,
+                      int64_t to)
+{
+    for (int64_t at = from; at < to;) {
+        size_t want = (size_t)(to - at < SCAN_CHUNK ? to - at : SCAN_CHUNK);
+        long n = log->io->pread(s->fd, buf, want, at);
+        if (n <= 0) {
+            return n < 0 ? -errno : -EIO;
+        }
+        if (write(fd, buf, (size_t)n) != n) {
+            return -errno;
+        }
+        at += n;
+    }
+    return 0;
+}
+
 /* Copies [pos, size) of s to <segment>.log.corrupt (a fresh name). */
-static int move_aside(spool_log *log, spool__part *p, spool__seg *s, int64_t pos, int64_t size,
+static int move_aside(spool_plog *log, spool__part *p, spool__seg *s, int64_t pos, int64_t size,
                       char *name, size_t cap)
 {
     char base[4096];
@@ -187,20 +205,8 @@ static int move_aside(spool_log *log, spool__part *p, spool__seg *s, int64_t pos
         rc = -ENOMEM;
         goto out;
     }
-    for (int64_t at = pos; at < size;) {
-        size_t want = (size_t)(size - at < SCAN_CHUNK ? size - at : SCAN_CHUNK);
-        long n = log->io->pread(s->fd, buf, want, at);
-        if (n <= 0) {
-            rc = n < 0 ? -errno : -EIO;
-            goto out;
-        }
-        if (write(fd, buf, (size_t)n) != n) {
-            rc = -errno;
-            goto out;
-        }
-        at += n;
-    }
-    if (fsync(fd) < 0) {
+    rc = copy_range(log, s, fd, buf, pos, size);
+    if (rc == 0 && fsync(fd) < 0) {
         rc = -errno;
     }
 out:
@@ -214,7 +220,7 @@ out:
  * move_aside): a new file is written, synced and renamed over the old one,
  * so a crash leaves one or the other. s->fd then refers to the new file.
  */
-static int splice_out(spool_log *log, spool__part *p, spool__seg *s, int64_t from, int64_t to)
+static int splice_out(spool_plog *log, spool__part *p, spool__seg *s, int64_t from, int64_t to)
 {
     char path[4096], tmp[4200];
     int rc = 0;
@@ -230,23 +236,12 @@ static int splice_out(spool_log *log, spool__part *p, spool__seg *s, int64_t fro
         rc = -ENOMEM;
         goto out;
     }
-    for (int64_t at = 0; at < size;) {
-        if (at == from) {
-            at = to;
-            continue;
-        }
-        int64_t stop = at < from ? from : size;
-        size_t want = (size_t)(stop - at < SCAN_CHUNK ? stop - at : SCAN_CHUNK);
-        long n = log->io->pread(s->fd, buf, want, at);
-        if (n <= 0) {
-            rc = n < 0 ? -errno : -EIO;
-            goto out;
-        }
-        if (write(fd, buf, (size_t)n) != n) {
-            rc = -errno;
-            goto out;
-        }
-        at += n;
+    rc = copy_range(log, s, fd, buf, 0, from);
+    if (rc == 0) {
+        rc = copy_range(log, s, fd, buf, to, size);
+    }
+    if (rc < 0) {
+        goto out;
     }
     if (fsync(fd) < 0 || rename(tmp, path) < 0) {
         rc = -errno;
@@ -274,7 +269,7 @@ out:
 }
 
 /* Keeps [0, pos) of s: in memory only when read_only. */
-static int cut_segment(spool_log *log, spool__seg *s, int64_t pos)
+static int cut_segment(spool_plog *log, spool__seg *s, int64_t pos)
 {
     if (!log->read_only) {
         if (log->io->ftruncate(s->fd, pos) < 0) {
@@ -363,7 +358,7 @@ int spool__part_push(spool__part *p, spool__seg *s)
 }
 
 /* Removes the last segment and, unless read_only, its files. */
-static void drop_last(spool_log *log, spool__part *p)
+static void drop_last(spool_plog *log, spool__part *p)
 {
     spool__seg *s = p->segs[--p->nsegs];
     if (!log->read_only) {
@@ -383,7 +378,7 @@ static void drop_last(spool_log *log, spool__part *p)
  * without one, the range runs to the next segment (or the checkpoint's
  * end) and the segment is cut, in memory, at the bad batch.
  */
-static int ro_skip_bad(spool_log *log, spool__part *p, size_t i, scan_result *r, int have_ckpt,
+static int ro_skip_bad(spool_plog *log, spool__part *p, size_t i, scan_result *r, int have_ckpt,
                        int64_t ckpt_end)
 {
     spool__seg *s = p->segs[i];
@@ -427,7 +422,7 @@ static int ro_skip_bad(spool_log *log, spool__part *p, size_t i, scan_result *r,
 /* Handles a scan of s that stopped at a bad or incomplete batch: 0 done,
  * 1 when corrupt bytes were spliced out and the segment must be scanned
  * again, or a negative errno. */
-static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r, int have_ckpt,
+static int handle_bad(spool_plog *log, spool__part *p, size_t i, scan_result *r, int have_ckpt,
                       int64_t ckpt_end)
 {
     spool__seg *s = p->segs[i];
@@ -503,7 +498,7 @@ static int handle_bad(spool_log *log, spool__part *p, size_t i, scan_result *r, 
 }
 
 /* Validates (or rebuilds) the index of s and finds its end and max_ts. */
-static int recover_segment(spool_log *log, spool__part *p, size_t i, int have_ckpt,
+static int recover_segment(spool_plog *log, spool__part *p, size_t i, int have_ckpt,
                            int64_t ckpt_end)
 {
     spool__seg *s = p->segs[i];
@@ -559,7 +554,7 @@ static int recover_segment(spool_log *log, spool__part *p, size_t i, int have_ck
 }
 
 /* Position and end of the cut at offset e in s (keeps batches below e). */
-static int find_cut(spool_log *log, spool__seg *s, int64_t e, int64_t *pos, int64_t *end)
+static int find_cut(spool_plog *log, spool__seg *s, int64_t e, int64_t *pos, int64_t *end)
 {
     int64_t at = 0, last_end = s->base;
     for (size_t k = s->nidx; k-- > 0;) {
@@ -571,7 +566,7 @@ static int find_cut(spool_log *log, spool__seg *s, int64_t e, int64_t *pos, int6
     }
     int64_t size = s->size;
     while (at < size) {
-        spool_batch_info info;
+        spool_rb_info info;
         long n = spool__seg_peek(log, s, at, size, &info);
         if (n <= 0 || info.base_offset + info.last_offset_delta >= e) {
             break;
@@ -584,7 +579,7 @@ static int find_cut(spool_log *log, spool__seg *s, int64_t e, int64_t *pos, int6
     return 0;
 }
 
-static int cut_to_checkpoint(spool_log *log, spool__part *p, int64_t e)
+static int cut_to_checkpoint(spool_plog *log, spool__part *p, int64_t e)
 {
     const char *topic = log->topics[p->topic].conf.name;
     int64_t cut = 0;
@@ -614,7 +609,7 @@ static int cut_to_checkpoint(spool_log *log, spool__part *p, int64_t e)
     return 0;
 }
 
-int spool__part_recover(spool_log *log, spool__part *p, int have_ckpt, int64_t ckpt_end)
+int spool__part_recover(spool_plog *log, spool__part *p, int have_ckpt, int64_t ckpt_end)
 {
     int64_t *bases = NULL;
     size_t n = 0;
@@ -690,7 +685,7 @@ out:
     return rc;
 }
 
-int spool__part_refresh(spool_log *log, spool__part *p, int64_t ckpt_end)
+int spool__part_refresh(spool_plog *log, spool__part *p, int64_t ckpt_end)
 {
     int64_t *bases = NULL;
     size_t n = 0;

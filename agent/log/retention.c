@@ -32,7 +32,7 @@ static int first_deletable(spool__part *p, int64_t min_cursor, int respect_curso
     return min_cursor >= 0 && p->segs[1]->base <= min_cursor;
 }
 
-int spool_log_retention_run(spool_log *log, int force)
+int spool_plog_retention_run(spool_plog *log, int force)
 {
     if (log->read_only) {
         return -EROFS;
@@ -75,7 +75,7 @@ int spool_log_retention_run(spool_log *log, int force)
     return 0;
 }
 
-int spool__retention_make_room(spool_log *log, spool__part *p, int64_t need)
+int spool__retention_make_room(spool_plog *log, spool__part *p, int64_t need)
 {
     const spool_topic_conf *c = &log->topics[p->topic].conf;
     int64_t minc = spool__cursor_min(log, p->topic, p->partition);

@@ -57,7 +57,7 @@ static spool__seg *seg_new(int64_t base)
     return s;
 }
 
-int spool__seg_create(spool_log *log, spool__part *p, int64_t base, spool__seg **out)
+int spool__seg_create(spool_plog *log, spool__part *p, int64_t base, spool__seg **out)
 {
     char path[4096];
     int rc = 0;
@@ -85,7 +85,7 @@ fail:
     return rc;
 }
 
-int spool__seg_open(spool_log *log, spool__part *p, int64_t base, spool__seg **out)
+int spool__seg_open(spool_plog *log, spool__part *p, int64_t base, spool__seg **out)
 {
     char path[4096];
     struct stat st;
@@ -114,7 +114,7 @@ fail:
     return rc;
 }
 
-void spool__seg_free(spool_log *log, spool__seg *s)
+void spool__seg_free(spool_plog *log, spool__seg *s)
 {
     if (s == NULL) {
         return;
@@ -147,7 +147,7 @@ static uint64_t get64(const uint8_t *p)
     return ((uint64_t)get32(p) << 32) | get32(p + 4);
 }
 
-int spool__seg_index_add(spool_log *log, spool__seg *s, int64_t offset, int64_t pos)
+int spool__seg_index_add(spool_plog *log, spool__seg *s, int64_t offset, int64_t pos)
 {
     if (s->nidx == s->idx_cap) {
         size_t cap = s->idx_cap ? s->idx_cap * 2 : 64;
@@ -174,7 +174,7 @@ int spool__seg_index_add(spool_log *log, spool__seg *s, int64_t offset, int64_t 
     return 0;
 }
 
-int spool__seg_index_write(spool_log *log, spool__seg *s)
+int spool__seg_index_write(spool_plog *log, spool__seg *s)
 {
     if (log->read_only || s->index_fd < 0) {
         return 0;
@@ -199,7 +199,7 @@ int spool__seg_index_write(spool_log *log, spool__seg *s)
     return rc;
 }
 
-int spool__seg_index_load(spool_log *log, spool__part *p, spool__seg *s, int64_t file_size)
+int spool__seg_index_load(spool_plog *log, spool__part *p, spool__seg *s, int64_t file_size)
 {
     char path[4096];
     struct stat st;
@@ -249,8 +249,8 @@ out:
     return ok;
 }
 
-long spool__seg_peek(spool_log *log, spool__seg *s, int64_t pos, int64_t limit,
-                     spool_batch_info *info)
+long spool__seg_peek(spool_plog *log, spool__seg *s, int64_t pos, int64_t limit,
+                     spool_rb_info *info)
 {
     uint8_t h[SPOOL__BATCH_PEEK];
     if (limit - pos < SPOOL__BATCH_PEEK) {
@@ -264,7 +264,7 @@ long spool__seg_peek(spool_log *log, spool__seg *s, int64_t pos, int64_t limit,
         return 0;
     }
     int32_t blen = (int32_t)get32(h + 8);
-    if (h[16] != 2 || blen < SPOOL_BATCH_HEADER_SIZE - SPOOL_BATCH_LOG_OVERHEAD ||
+    if (h[16] != 2 || blen < SPOOL_RB_HEADER_SIZE - SPOOL_RB_LOG_OVERHEAD ||
         blen > SPOOL__MAX_BATCH) {
         return -EBADMSG;
     }
@@ -279,14 +279,14 @@ long spool__seg_peek(spool_log *log, spool__seg *s, int64_t pos, int64_t limit,
     if (info->last_offset_delta < 0) {
         return -EBADMSG;
     }
-    long size = (long)blen + SPOOL_BATCH_LOG_OVERHEAD;
+    long size = (long)blen + SPOOL_RB_LOG_OVERHEAD;
     if (pos + size > limit) {
         return 0;
     }
     return size;
 }
 
-int spool__seg_find(spool_log *log, spool__seg *s, int64_t offset, int64_t limit, int64_t *pos)
+int spool__seg_find(spool_plog *log, spool__seg *s, int64_t offset, int64_t limit, int64_t *pos)
 {
     int64_t at = 0;
     if (offset > s->base && s->nidx > 0) {
@@ -303,7 +303,7 @@ int spool__seg_find(spool_log *log, spool__seg *s, int64_t offset, int64_t limit
         at = s->idx[lo].rel <= rel ? s->idx[lo].pos : 0;
     }
     while (at < limit) {
-        spool_batch_info info = {0};
+        spool_rb_info info = {0};
         long n = spool__seg_peek(log, s, at, limit, &info);
         if (n <= 0) {
             *pos = at;
@@ -318,17 +318,17 @@ int spool__seg_find(spool_log *log, spool__seg *s, int64_t offset, int64_t limit
     return 0;
 }
 
-int spool__seg_index_due(spool_log *log, spool__part *p, spool__seg *s, int64_t pos)
+int spool__seg_index_due(spool_plog *log, spool__part *p, spool__seg *s, int64_t pos)
 {
     int64_t every = log->topics[p->topic].conf.index_interval_bytes;
     return s->last_index_pos < 0 || pos - s->last_index_pos >= (every > 0 ? every : 4096);
 }
 
-int64_t spool__seg_resync(spool_log *log, spool__seg *s, int64_t from, int64_t limit,
+int64_t spool__seg_resync(spool_plog *log, spool__seg *s, int64_t from, int64_t limit,
                           int64_t min_base, int64_t *base)
 {
     const size_t win = 1 << 20;
-    const size_t hdr = SPOOL_BATCH_HEADER_SIZE;
+    const size_t hdr = SPOOL_RB_HEADER_SIZE;
     uint8_t *buf = malloc(win + hdr);
     uint8_t *batch = NULL;
     int64_t found = -1;
@@ -356,7 +356,7 @@ int64_t spool__seg_resync(spool_log *log, spool__seg *s, int64_t from, int64_t l
             uint32_t blen =
                 ((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16) | ((uint32_t)b[10] << 8) | b[11];
             int64_t pos = at + (int64_t)q;
-            size_t sz = (size_t)blen + SPOOL_BATCH_LOG_OVERHEAD;
+            size_t sz = (size_t)blen + SPOOL_RB_LOG_OVERHEAD;
             if (bo < min_base || blen > SPOOL__MAX_BATCH || sz < hdr || pos + (int64_t)sz > limit) {
                 continue;
             }
@@ -365,9 +365,9 @@ int64_t spool__seg_resync(spool_log *log, spool__seg *s, int64_t from, int64_t l
                 goto out;
             }
             batch = nb;
-            spool_batch_info info;
+            spool_rb_info info;
             if (log->io->pread(s->fd, batch, sz, pos) == (long)sz &&
-                spool_batch_parse_header(batch, sz, 1, &info) == (long)sz) {
+                spool_rb_parse_header(batch, sz, 1, &info) == (long)sz) {
                 found = pos;
                 *base = bo;
                 break;

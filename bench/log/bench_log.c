@@ -109,9 +109,9 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
                            .segment_bytes = 64LL << 20,
                            .fsync_mode = fsync_mode,
                            .fsync_interval_ms = 1000};
-    spool_log_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1};
-    spool_log *log = NULL;
-    int rc = spool_log_open(&opt, &log);
+    spool_plog_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1};
+    spool_plog *log = NULL;
+    int rc = spool_plog_open(&opt, &log);
     if (rc < 0) {
         fprintf(stderr, "open %s: %s\n", dir, strerror(-rc));
         return rc;
@@ -140,7 +140,7 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
         while (b.q.count == 0 && b.q.producers_left > 0) {
             pthread_mutex_unlock(&b.q.mu);
             if (since_commit > 0) { /* idle: commit what we have */
-                spool_log_commit(log, 0, 1, NULL);
+                spool_plog_commit(log, 0, 1, NULL);
                 since_commit = 0;
             }
             pthread_mutex_lock(&b.q.mu);
@@ -159,24 +159,24 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
         pthread_cond_signal(&b.q.not_full);
         pthread_mutex_unlock(&b.q.mu);
         int64_t base;
-        if ((rc = spool_log_append(log, 0, 0, j.recs, j.n, &base)) < 0) {
+        if ((rc = spool_plog_append(log, 0, 0, j.recs, j.n, &base)) < 0) {
             fprintf(stderr, "append: %s\n", strerror(-rc));
             return rc;
         }
         records += (int64_t)j.n;
         free(j.recs);
         if (++since_commit >= 64 || !more) {
-            spool_log_commit(log, 0, !more, NULL);
+            spool_plog_commit(log, 0, !more, NULL);
             since_commit = 0;
         }
     }
-    spool_log_commit(log, 1, 1, NULL);
+    spool_plog_commit(log, 1, 1, NULL);
     double t1 = now_s();
     for (int i = 0; i < producers; i++) {
         pthread_join(th[i], NULL);
     }
     spool_partition_info info;
-    spool_log_partition_info(log, 0, 0, &info);
+    spool_plog_partition_info(log, 0, 0, &info);
     res->bytes = info.bytes;
     res->records = records;
     res->seconds = t1 - t0;
@@ -190,7 +190,7 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
     for (;;) {
         buf.len = 0;
         int64_t n2;
-        long n = spool_log_read(log, 0, 0, next, 1 << 20, &buf, &n2);
+        long n = spool_plog_read(log, 0, 0, next, 1 << 20, &buf, &n2);
         if (n <= 0) {
             break;
         }
@@ -201,7 +201,7 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
     res->read_gbs = (double)got / 1e9 / (r1 - r0);
     spool_buf_free(&buf);
     free(b.value);
-    spool_log_close(log);
+    spool_plog_close(log);
     return 0;
 }
 

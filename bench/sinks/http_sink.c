@@ -9,9 +9,6 @@
  */
 #include "sinkcommon.h"
 
-#define CONN_MAX 4096
-#define RBUF (1 << 20)
-
 enum { ST_HDR, ST_BODY, ST_CSIZE, ST_CDATA, ST_CCRLF, ST_TRAILER };
 
 typedef struct conn {
@@ -23,7 +20,7 @@ typedef struct conn {
     int state;
 } conn;
 
-static conn conns[CONN_MAX];
+static conn conns[SINK_CONN_MAX];
 
 static void body_add(conn *c, const char *p, size_t n)
 {
@@ -182,10 +179,28 @@ static int parse(sink_stats *s, int fd, conn *c)
     return 0;
 }
 
-static void drop(int ep, int fd)
+static int http_open(int fd)
 {
-    epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
-    close(fd);
+    memset(&conns[fd], 0, sizeof(conns[fd]));
+    conns[fd].buf = malloc(SINK_RBUF);
+    return conns[fd].buf ? 0 : -1;
+}
+
+static char *http_rbuf(int fd, size_t *room)
+{
+    *room = SINK_RBUF - conns[fd].len;
+    return conns[fd].buf + conns[fd].len;
+}
+
+static int http_data(sink_stats *s, int fd, size_t r)
+{
+    conns[fd].len += r;
+    return parse(s, fd, &conns[fd]);
+}
+
+static void http_close(sink_stats *s, int fd)
+{
+    (void)s;
     free(conns[fd].buf);
     free(conns[fd].body);
     memset(&conns[fd], 0, sizeof(conns[fd]));
@@ -193,59 +208,9 @@ static void drop(int ep, int fd)
 
 int main(int argc, char **argv)
 {
+    static const sink_conn_ops ops = {http_open, http_rbuf, http_data, http_close};
     sink_stats s;
     int lfd = sink_setup(argc, argv, &s);
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
-    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-    double last_write = 0;
-    while (!sink_stop) {
-        struct epoll_event evs[64];
-        int n = epoll_wait(ep, evs, 64, 20);
-        for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == lfd) {
-                int cfd;
-                while ((cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-                    if (cfd >= CONN_MAX) {
-                        close(cfd);
-                        continue;
-                    }
-                    memset(&conns[cfd], 0, sizeof(conns[cfd]));
-                    conns[cfd].buf = malloc(RBUF);
-                    struct epoll_event ce = {.events = EPOLLIN, .data.fd = cfd};
-                    epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ce);
-                    s.conns++;
-                    s.dirty = 1;
-                }
-                continue;
-            }
-            conn *c = &conns[fd];
-            for (int reads = 0; reads < 16; reads++) {
-                ssize_t r = read(fd, c->buf + c->len, RBUF - c->len);
-                if (r > 0) {
-                    s.bytes += (unsigned long long)r;
-                    c->len += (size_t)r;
-                    if (parse(&s, fd, c) < 0) {
-                        drop(ep, fd);
-                        break;
-                    }
-                    continue;
-                }
-                if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-                    break;
-                }
-                drop(ep, fd);
-                break;
-            }
-        }
-        double t = sink_now();
-        if (s.dirty && t - last_write >= 0.02) {
-            sink_write_stats(&s);
-            last_write = t;
-        }
-    }
-    sink_write_stats(&s);
-    sink_write_missing(&s);
+    sink_serve(&s, lfd, &ops);
     return 0;
 }

@@ -191,4 +191,77 @@ static int sink_setup(int argc, char **argv, sink_stats *s)
     return fd;
 }
 
+#define SINK_CONN_MAX 4096  /* connections with a larger fd are closed at once */
+#define SINK_RBUF (1 << 20) /* each connection's read buffer */
+
+/* What a sink does with its connections; each is named by its fd. */
+typedef struct sink_conn_ops {
+    /* A new connection: allocates its SINK_RBUF read buffer; 0, or -1 to close it. */
+    int (*open)(int fd);
+    /* Where the next read goes in the connection's buffer, and its room. */
+    char *(*rbuf)(int fd, size_t *room);
+    /* r > 0 bytes were read into it: 0 to go on, -1 to drop the connection. */
+    int (*data)(sink_stats *s, int fd, size_t r);
+    /* The connection ended (peer closed, error or dropped; fd already closed):
+     * counts what it still holds if the sink wants, and frees it. */
+    void (*close)(sink_stats *s, int fd);
+} sink_conn_ops;
+
+/* The sinks' event loop: accepts on lfd, reads each connection (up to 16
+ * reads per wakeup), writes the stats every 20 ms while they change, until
+ * SIGTERM/SIGINT; then the final stats and the missing ranges. */
+static void sink_serve(sink_stats *s, int lfd, const sink_conn_ops *ops)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
+    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+    double last_write = 0;
+    while (!sink_stop) {
+        struct epoll_event evs[64];
+        int n = epoll_wait(ep, evs, 64, 20);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == lfd) {
+                int cfd;
+                while ((cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+                    if (cfd >= SINK_CONN_MAX || ops->open(cfd) != 0) {
+                        close(cfd);
+                        continue;
+                    }
+                    struct epoll_event ce = {.events = EPOLLIN, .data.fd = cfd};
+                    epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ce);
+                    s->conns++;
+                    s->dirty = 1;
+                }
+                continue;
+            }
+            for (int reads = 0; reads < 16; reads++) {
+                size_t room;
+                char *b = ops->rbuf(fd, &room);
+                ssize_t r = read(fd, b, room);
+                if (r > 0) {
+                    s->bytes += (unsigned long long)r;
+                    if (ops->data(s, fd, (size_t)r) == 0) {
+                        continue;
+                    }
+                } else if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+                    break;
+                }
+                epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                close(fd);
+                ops->close(s, fd);
+                break;
+            }
+        }
+        double t = sink_now();
+        if (s->dirty && t - last_write >= 0.02) {
+            sink_write_stats(s);
+            last_write = t;
+        }
+    }
+    sink_write_stats(s);
+    sink_write_missing(s);
+    close(ep);
+}
+
 #endif

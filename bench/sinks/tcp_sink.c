@@ -8,15 +8,14 @@
  */
 #include "sinkcommon.h"
 
-#define CONN_MAX 4096
-#define BUF_SIZE (1 << 20)
+#define BUF_SIZE SINK_RBUF
 
 typedef struct conn {
     char *buf;
     size_t len;
 } conn;
 
-static conn conns[CONN_MAX];
+static conn conns[SINK_CONN_MAX];
 
 static void consume(sink_stats *s, conn *c, int eof)
 {
@@ -44,63 +43,39 @@ static void consume(sink_stats *s, conn *c, int eof)
     }
 }
 
+static int tcp_open(int fd)
+{
+    conns[fd].buf = malloc(BUF_SIZE);
+    conns[fd].len = 0;
+    return conns[fd].buf ? 0 : -1;
+}
+
+static char *tcp_rbuf(int fd, size_t *room)
+{
+    *room = BUF_SIZE - conns[fd].len;
+    return conns[fd].buf + conns[fd].len;
+}
+
+static int tcp_data(sink_stats *s, int fd, size_t r)
+{
+    conns[fd].len += r;
+    consume(s, &conns[fd], 0);
+    return 0;
+}
+
+static void tcp_close(sink_stats *s, int fd)
+{
+    consume(s, &conns[fd], 1);
+    free(conns[fd].buf);
+    conns[fd].buf = NULL;
+    conns[fd].len = 0;
+}
+
 int main(int argc, char **argv)
 {
+    static const sink_conn_ops ops = {tcp_open, tcp_rbuf, tcp_data, tcp_close};
     sink_stats s;
     int lfd = sink_setup(argc, argv, &s);
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
-    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-    double last_write = 0;
-    while (!sink_stop) {
-        struct epoll_event evs[64];
-        int n = epoll_wait(ep, evs, 64, 20);
-        for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == lfd) {
-                int cfd;
-                while ((cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-                    if (cfd >= CONN_MAX) {
-                        close(cfd);
-                        continue;
-                    }
-                    conns[cfd].buf = malloc(BUF_SIZE);
-                    conns[cfd].len = 0;
-                    struct epoll_event ce = {.events = EPOLLIN, .data.fd = cfd};
-                    epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ce);
-                    s.conns++;
-                    s.dirty = 1;
-                }
-                continue;
-            }
-            conn *c = &conns[fd];
-            for (int reads = 0; reads < 16; reads++) {
-                ssize_t r = read(fd, c->buf + c->len, BUF_SIZE - c->len);
-                if (r > 0) {
-                    s.bytes += (unsigned long long)r;
-                    c->len += (size_t)r;
-                    consume(&s, c, 0);
-                    continue;
-                }
-                if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-                    break;
-                }
-                consume(&s, c, 1);
-                epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
-                close(fd);
-                free(c->buf);
-                c->buf = NULL;
-                c->len = 0;
-                break;
-            }
-        }
-        double t = sink_now();
-        if (s.dirty && t - last_write >= 0.02) {
-            sink_write_stats(&s);
-            last_write = t;
-        }
-    }
-    sink_write_stats(&s);
-    sink_write_missing(&s);
+    sink_serve(&s, lfd, &ops);
     return 0;
 }

@@ -25,8 +25,8 @@
 
 #include "spool/spool.h"
 
-static const char *const formats[] = {"raw", "json", NULL};
-enum { FMT_RAW = 0, FMT_JSON = 1 };
+static const char *const formats[] = {"raw", "json", "fields", NULL};
+enum { FMT_RAW = 0, FMT_JSON = 1, FMT_FIELDS = 2 };
 
 #define FILE_MAX_OPEN_DEFAULT "64"
 
@@ -55,7 +55,8 @@ static const spool_option file_options[] = {
     SPOOL_OPT_STR("path", file_ctx, path, NULL, 1,
                   "file to append to; may use {{ field }} and strftime %Y-%m-%d (UTC)"),
     SPOOL_OPT_CHOICE("format", file_ctx, format, "raw", formats,
-                     "raw: the value and a newline; json: one object per record"),
+                     "raw: the value and a newline; json: one object per record; fields: one "
+                     "document of its fields per record"),
     SPOOL_OPT_FLAG("fsync", file_ctx, fsync, "false",
                    "fdatasync before acknowledging (slower, survives power loss)"),
     SPOOL_OPT_INTEGER("max_open_files", file_ctx, max_open_files, FILE_MAX_OPEN_DEFAULT, 1, 65536,
@@ -67,7 +68,8 @@ static const spool_option file_options[] = {
 
 static const spool_option stdout_options[] = {
     SPOOL_OPT_CHOICE("format", file_ctx, format, "raw", formats,
-                     "raw: the value and a newline; json: one object per record"),
+                     "raw: the value and a newline; json: one object per record; fields: one "
+                     "document of its fields per record"),
     SPOOL_OPT_END,
 };
 
@@ -107,8 +109,9 @@ static int stdout_init(spool_instance *ins, void *vctx)
 
 static int format_record(file_ctx *ctx, const spool_chunk *c, const spool_record *r)
 {
-    if (ctx->format == FMT_JSON) {
-        int rc = spool_json_append_record(&ctx->out, r, c->topic);
+    if (ctx->format == FMT_JSON || ctx->format == FMT_FIELDS) {
+        int rc = ctx->format == FMT_JSON ? spool_json_append_record(&ctx->out, r, c->topic)
+                                         : spool_json_append_fields(&ctx->out, r, SPOOL_JSON_TYPED);
         return rc ? rc : spool_buf_append(&ctx->out, "\n", 1);
     }
     int rc = spool_buf_reserve(&ctx->out, (size_t)(r->value_len > 0 ? r->value_len : 0) + 1);

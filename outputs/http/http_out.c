@@ -42,14 +42,15 @@
 #define COMP_GZIP HTTPO_COMP_GZIP
 #define COMP_ZSTD HTTPO_COMP_ZSTD
 
-static const char *const httpo_formats[] = {"spool", "ndjson", "json", NULL};
+static const char *const httpo_formats[] = {"spool", "ndjson", "json", "fields", NULL};
 static const char *const httpo_compressions[] = {"auto", "none", "gzip", "zstd", NULL};
 
 static const spool_option httpo_options[] = {
     SPOOL_OPT_STR("url", httpo_ctx, url, NULL, 1,
                   "destination URL, e.g. http://127.0.0.1:8080/v1/batches"),
     SPOOL_OPT_CHOICE("format", httpo_ctx, format, "spool", httpo_formats,
-                     "body format: spool (native batches), ndjson, json (array)"),
+                     "body format: spool (native batches), ndjson, json (array), fields (ndjson of "
+                     "field documents)"),
     SPOOL_OPT_CHOICE("compression", httpo_ctx, compression, "auto", httpo_compressions,
                      "body compression: auto (zstd for spool, none otherwise), none, gzip, zstd"),
     SPOOL_OPT_INTEGER("compression_level", httpo_ctx, compression_level, "1", 1, 19,
@@ -383,7 +384,9 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         payload_len = r->body.len;
     } else {
         rc = spool_wire_json_encode(&r->body,
-                                    c->format == FMT_JSON ? SPOOL_WIRE_JSON : SPOOL_WIRE_NDJSON,
+                                    c->format == FMT_JSON           ? SPOOL_WIRE_JSON
+                                    : c->format == HTTPO_FMT_FIELDS ? SPOOL_WIRE_FIELDS
+                                                                    : SPOOL_WIRE_NDJSON,
                                     chunk->records, chunk->count, chunk->topic);
         if (rc < 0) {
             goto retry;
@@ -416,7 +419,7 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
     int failed = 0;
     struct curl_slist *hl = NULL;
     static const char *const ctypes[] = {SPOOL_WIRE_CT_BATCH, SPOOL_WIRE_CT_NDJSON,
-                                         SPOOL_WIRE_CT_JSON};
+                                         SPOOL_WIRE_CT_JSON, SPOOL_WIRE_CT_NDJSON};
     hl = httpo_add(hl, &failed, "Content-Type: %s", ctypes[c->format]);
     hl = httpo_add(hl, &failed, "Expect:");
     if (comp == COMP_ZSTD) {

@@ -21,7 +21,7 @@
 #define HTTPO_RESP_MAX 2048          /* response bytes kept for a reject reason */
 #define HTTPO_MAX_RETRY_AFTER 300000 /* ms; a larger Retry-After is capped */
 
-enum { HTTPO_FMT_SPOOL = 0, HTTPO_FMT_NDJSON = 1, HTTPO_FMT_JSON = 2 };
+enum { HTTPO_FMT_SPOOL = 0, HTTPO_FMT_NDJSON = 1, HTTPO_FMT_JSON = 2, HTTPO_FMT_FIELDS = 3 };
 enum { HTTPO_COMP_AUTO = 0, HTTPO_COMP_NONE = 1, HTTPO_COMP_GZIP = 2, HTTPO_COMP_ZSTD = 3 };
 
 typedef struct httpo_ctx httpo_ctx;

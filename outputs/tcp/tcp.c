@@ -37,7 +37,7 @@
 typedef struct tcpout {
     /* Options. */
     char *url;
-    int format;              /* tcp: 0 raw, 1 json */
+    int format;              /* tcp: 0 raw, 1 json, 2 fields */
     int framing;             /* syslog: 0 octet_counting, 1 newline */
     char *facility;          /* syslog: default facility (name or number) */
     char *severity;          /* syslog: default severity */
@@ -62,7 +62,7 @@ typedef struct tcpout {
     char ts_text[32]; /* "2026-11-24T09:43:07" */
 } tcpout;
 
-static const char *const tcp_formats[] = {"raw", "json", NULL};
+static const char *const tcp_formats[] = {"raw", "json", "fields", NULL};
 static const char *const syslog_framings[] = {"octet_counting", "newline", NULL};
 
 #define TCPOUT_COMMON_OPTIONS                                                                      \
@@ -84,7 +84,8 @@ static const char *const syslog_framings[] = {"octet_counting", "newline", NULL}
 static const spool_option tcp_options[] = {
     TCPOUT_COMMON_OPTIONS,
     SPOOL_OPT_CHOICE("format", tcpout, format, "raw", tcp_formats,
-                     "raw: the value and a newline; json: one object per line"),
+                     "raw: the value and a newline; json: one object per line; fields: one "
+                     "document of its fields per line"),
     SPOOL_OPT_END,
 };
 
@@ -214,8 +215,9 @@ static int format_record(tcpout *t, const spool_chunk *c, const spool_record *r)
     if (t->is_syslog) {
         return format_syslog(t, r);
     }
-    if (t->format == 1) {
-        int rc = spool_json_append_record(&t->out, r, c->topic);
+    if (t->format == 1 || t->format == 2) {
+        int rc = t->format == 1 ? spool_json_append_record(&t->out, r, c->topic)
+                                : spool_json_append_fields(&t->out, r, SPOOL_JSON_TYPED);
         return rc ? rc : put(t, "\n", 1);
     }
     int rc = 0;

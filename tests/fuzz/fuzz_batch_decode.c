@@ -1,10 +1,10 @@
 /*
- * fuzz_batch_decode.c: libFuzzer target for spool_batch_parse_header and
- * spool_batch_decode (agent/codec). Each input is tried twice: as is (so
+ * fuzz_batch_decode.c: libFuzzer target for spool_rb_parse_header and
+ * spool_rb_decode (agent/codec). Each input is tried twice: as is (so
  * the CRC and length checks are fuzzed), and with its batchLength, magic
  * and CRC patched to be valid (so the fuzzer reaches the record parser and
  * the decompressors instead of stopping at the CRC). The patched copy is
- * decoded twice into one spool_decoded (exercising growth and view
+ * decoded twice into one spool_rb_decoded (exercising growth and view
  * rebasing), then every view is read byte by byte so ASAN sees any view
  * that points outside live memory. Built only with clang (see
  * tests/fuzz/CMakeLists.txt).
@@ -27,7 +27,7 @@ static void touch(const void *p, int64_t len)
     sink ^= x;
 }
 
-static void check_views(const spool_decoded *d)
+static void check_views(const spool_rb_decoded *d)
 {
     for (size_t i = 0; i < d->count; i++) {
         const spool_record *r = &d->records[i];
@@ -59,37 +59,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    spool_batch_info bi;
-    spool_decoded d = {0};
-    long total = spool_batch_parse_header(data, size, 0, &bi);
+    spool_rb_info bi;
+    spool_rb_decoded d = {0};
+    long total = spool_rb_parse_header(data, size, 0, &bi);
     if (total > 0 && (size_t)total > size) {
         abort();
     }
-    long total_crc = spool_batch_parse_header(data, size, 1, &bi);
-    int n = spool_batch_decode(data, size, 0, 0, &d);
+    long total_crc = spool_rb_parse_header(data, size, 1, &bi);
+    int n = spool_rb_decode(data, size, 0, 0, &d);
     if (n >= 0 && (total_crc <= 0 || (size_t)n != d.count)) {
         abort();
     }
     check_views(&d);
 
-    if (size >= SPOOL_BATCH_HEADER_SIZE && size - SPOOL_BATCH_LOG_OVERHEAD <= INT32_MAX) {
+    if (size >= SPOOL_RB_HEADER_SIZE && size - SPOOL_RB_LOG_OVERHEAD <= INT32_MAX) {
         uint8_t *b = malloc(size);
         if (!b) {
             goto out;
         }
         memcpy(b, data, size);
-        put_be32(b + 8, (uint32_t)(size - SPOOL_BATCH_LOG_OVERHEAD));
+        put_be32(b + 8, (uint32_t)(size - SPOOL_RB_LOG_OVERHEAD));
         b[16] = 2;
-        put_be32(b + SPOOL_BATCH_CRC_OFFSET,
-                 spool_crc32c(0, b + SPOOL_BATCH_ATTR_OFFSET, size - SPOOL_BATCH_ATTR_OFFSET));
+        put_be32(b + SPOOL_RB_CRC_OFFSET,
+                 spool_crc32c(0, b + SPOOL_RB_ATTR_OFFSET, size - SPOOL_RB_ATTR_OFFSET));
         int64_t min_offset = (int64_t)(data[0] & 3) - 1;
         size_t before = d.count;
-        n = spool_batch_decode(b, size, 1, min_offset, &d);
+        n = spool_rb_decode(b, size, 1, min_offset, &d);
         if (n >= 0 && d.count != before + (size_t)n) {
             abort();
         }
         before = d.count;
-        n = spool_batch_decode(b, size, 2, INT64_MIN, &d);
+        n = spool_rb_decode(b, size, 2, INT64_MIN, &d);
         if (n >= 0 && d.count != before + (size_t)n) {
             abort();
         }
@@ -97,6 +97,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(b);
     }
 out:
-    spool_decoded_free(&d);
+    spool_rb_decoded_free(&d);
     return 0;
 }

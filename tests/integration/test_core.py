@@ -113,6 +113,21 @@ def json_format_escapes_invalid_utf8(tmp):
 
 
 @t.case
+def fields_format_writes_fields_at_top_level(tmp):
+    out = os.path.join(tmp, "out.json")
+    cfg = stdin_to_file(tmp, out, fmt="fields", key="{{ input }}")
+    data = b'one\n{"not": "parsed"}\n\xff bad\n'
+    p = spoolt.run(["run", "-c", cfg], input=data, timeout=60)
+    check(p.returncode == 0, p.stderr.decode(errors="replace"))
+    objs = [json.loads(l) for l in spoolt.read_lines(out)]
+    check([o["value"] for o in objs] == ["one", '{"not": "parsed"}', "\ufffd bad"], objs)
+    for o in objs:
+        check(o["key"] == "in" and o["input"] == "in" and o["host"], o)
+        check("headers" not in o and "offset" not in o, o)
+        check(abs(o["timestamp"] / 1000 - time.time()) < 600, o)
+
+
+@t.case
 def keyed_records_partition_by_murmur2(tmp):
     out = os.path.join(tmp, "out.json")
     cfg = stdin_to_file(tmp, out, fmt="json", partitions=4, key="k{{ input }}")

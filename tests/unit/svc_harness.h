@@ -25,7 +25,7 @@ typedef struct harness {
     size_t ntopics;
     spool_service_conf conf;
     spool_service svc;
-    const spool_log_io *io;
+    const spool_plog_io *io;
     int started;
 } harness;
 
@@ -70,8 +70,8 @@ H_FN harness *h_new(void)
 /* Opens the log and starts the processor and writer threads. */
 H_FN void h_start(harness *h, int64_t shutdown_timeout_ms)
 {
-    spool_log *log = NULL;
-    spool_log_options lo = {0};
+    spool_plog *log = NULL;
+    spool_plog_options lo = {0};
     h->conf.data_dir = h->dir;
     h->conf.memory_limit = 64 << 20;
     h->conf.shutdown_timeout = shutdown_timeout_ms;
@@ -81,7 +81,7 @@ H_FN void h_start(harness *h, int64_t shutdown_timeout_ms)
     lo.topics = h->topics;
     lo.topic_count = h->ntopics;
     lo.io = h->io;
-    assert_int_equal(spool_log_open(&lo, &log), 0);
+    assert_int_equal(spool_plog_open(&lo, &log), 0);
     memset(&h->svc, 0, sizeof(h->svc));
     h->svc.conf = &h->conf;
     h->svc.log = log;
@@ -122,7 +122,7 @@ H_FN spool_batch *h_batch(spool_instance *ins, const char *prefix, int first, in
 H_FN int64_t h_end(harness *h, int topic, int32_t partition)
 {
     spool_partition_info pi;
-    assert_int_equal(spool_log_partition_info(h->svc.log, topic, partition, &pi), 0);
+    assert_int_equal(spool_plog_partition_info(h->svc.log, topic, partition, &pi), 0);
     return pi.end_offset;
 }
 
@@ -140,7 +140,7 @@ H_FN int h_wait_records(harness *h, int topic, int64_t n, int64_t timeout_ms)
 {
     int64_t until = spool_monotonic_ms() + timeout_ms;
     for (;;) {
-        uint64_t gen = spool_log_generation(h->svc.log, -1);
+        uint64_t gen = spool_plog_generation(h->svc.log, -1);
         if (h_topic_end(h, topic) >= n) {
             return 1;
         }
@@ -148,7 +148,7 @@ H_FN int h_wait_records(harness *h, int topic, int64_t n, int64_t timeout_ms)
         if (left <= 0) {
             return 0;
         }
-        spool_log_wait_since(h->svc.log, -1, gen, left < 100 ? left : 100);
+        spool_plog_wait_since(h->svc.log, -1, gen, left < 100 ? left : 100);
     }
 }
 
@@ -170,24 +170,24 @@ H_FN int h_wait(int (*pred)(void *arg), void *arg, int64_t timeout_ms)
 H_FN size_t h_values(harness *h, int topic, int32_t partition, char ***out)
 {
     spool_buf raw = {0};
-    spool_decoded dec = {0};
+    spool_rb_decoded dec = {0};
     int64_t off = 0, next = 0;
     size_t n = 0, cap = 0;
     char **vals = NULL;
     for (;;) {
         raw.len = 0;
-        long rc = spool_log_read(h->svc.log, topic, partition, off, 1 << 20, &raw, &next);
+        long rc = spool_plog_read(h->svc.log, topic, partition, off, 1 << 20, &raw, &next);
         assert_true(rc >= 0);
         if (rc == 0 || next == off) {
             break;
         }
         size_t at = 0;
         while (at < raw.len) {
-            spool_batch_info bi;
-            long sz = spool_batch_parse_header(raw.data + at, raw.len - at, 0, &bi);
+            spool_rb_info bi;
+            long sz = spool_rb_parse_header(raw.data + at, raw.len - at, 0, &bi);
             assert_true(sz > 0);
-            spool_decoded_reset(&dec);
-            assert_true(spool_batch_decode(raw.data + at, (size_t)sz, partition, 0, &dec) >= 0);
+            spool_rb_decoded_reset(&dec);
+            assert_true(spool_rb_decode(raw.data + at, (size_t)sz, partition, 0, &dec) >= 0);
             for (size_t i = 0; i < dec.count; i++) {
                 if (n == cap) {
                     cap = cap ? cap * 2 : 256;
@@ -202,7 +202,7 @@ H_FN size_t h_values(harness *h, int topic, int32_t partition, char ***out)
         off = next;
     }
     spool_buf_free(&raw);
-    spool_decoded_free(&dec);
+    spool_rb_decoded_free(&dec);
     *out = vals;
     return n;
 }
@@ -248,7 +248,7 @@ H_FN void h_free(harness *h)
 {
     h_stop(h);
     spool__pipeline_free(&h->svc);
-    spool_log_close(h->svc.log);
+    spool_plog_close(h->svc.log);
     if (h->started) {
         spool_queue_destroy(&h->svc.in_queue);
         spool_queue_destroy(&h->svc.write_queue);

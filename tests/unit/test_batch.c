@@ -498,8 +498,8 @@ static void test_pipeline_split_parked(void **state)
     h->conf.nprocessors = 1;
     h_start(h, 5000);
     pr->svc = &h->svc;
-    assert_int_equal(spool_log_cursor_register(h->svc.log, "holder"), 0);
-    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 0, 0, 0), 0);
+    assert_int_equal(spool_plog_cursor_register(h->svc.log, "holder"), 0);
+    assert_int_equal(spool_plog_cursor_set(h->svc.log, "holder", 0, 0, 0), 0);
     spool_instance *a = h_input(h, "in-full", 0), *c = h_input(h, "in-free", 1);
     int sent = 0;
     for (int k = 0; k < 64 && !blocked(h); k++) {
@@ -525,7 +525,7 @@ static void test_pipeline_split_parked(void **state)
     assert_false(pos_recorded(NULL)); /* its records in "full" are not in the log yet */
 
     int64_t end = h_end(h, 0, 0);
-    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 0, 0, end), 0);
+    assert_int_equal(spool_plog_cursor_set(h->svc.log, "holder", 0, 0, end), 0);
     assert_true(h_wait(pos_recorded, NULL, 10000));
     assert_true(h_wait_records(h, 0, sent + 3, 10000));
     h_stop(h);

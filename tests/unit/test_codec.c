@@ -5,7 +5,7 @@
  * RecordBatch v2 built by hand from the spec, encode/decode round trips
  * (null key, empty and null values, 1 MiB value, 100 headers, many records,
  * none/zstd/gzip), corruption and truncation, view stability across many
- * decodes into one spool_decoded, and a small random-mutation loop.
+ * decodes into one spool_rb_decoded, and a small random-mutation loop.
  * Prints (does not assert) a rough throughput figure.
  */
 #include <errno.h>
@@ -45,8 +45,8 @@ static void put_be32(uint8_t *p, uint32_t v)
 /* Recomputes the CRC of the batch at b (after a deliberate edit). */
 static void fix_crc(uint8_t *b, size_t len)
 {
-    put_be32(b + SPOOL_BATCH_CRC_OFFSET,
-             spool_crc32c(0, b + SPOOL_BATCH_ATTR_OFFSET, len - SPOOL_BATCH_ATTR_OFFSET));
+    put_be32(b + SPOOL_RB_CRC_OFFSET,
+             spool_crc32c(0, b + SPOOL_RB_ATTR_OFFSET, len - SPOOL_RB_ATTR_OFFSET));
 }
 
 /* ------------------------------------------------------------------ CRC */
@@ -284,8 +284,8 @@ static void test_hand_built_batch(void **state)
 {
     (void)state;
     assert_int_equal(sizeof(hand_batch), 102);
-    spool_batch_info bi;
-    assert_int_equal(spool_batch_parse_header(hand_batch, sizeof(hand_batch), 1, &bi), 102);
+    spool_rb_info bi;
+    assert_int_equal(spool_rb_parse_header(hand_batch, sizeof(hand_batch), 1, &bi), 102);
     assert_int_equal(bi.base_offset, 100);
     assert_int_equal(bi.batch_length, 90);
     assert_int_equal(bi.crc, 0x904836e3u);
@@ -295,8 +295,8 @@ static void test_hand_built_batch(void **state)
     assert_true(bi.max_timestamp == 1700000000300);
     assert_int_equal(bi.record_count, 2);
 
-    spool_decoded d = {0};
-    assert_int_equal(spool_batch_decode(hand_batch, sizeof(hand_batch), 3, 0, &d), 2);
+    spool_rb_decoded d = {0};
+    assert_int_equal(spool_rb_decode(hand_batch, sizeof(hand_batch), 3, 0, &d), 2);
     assert_int_equal(d.count, 2);
     const spool_record *r = &d.records[0];
     assert_int_equal(r->key_len, 2);
@@ -328,13 +328,13 @@ static void test_hand_built_batch(void **state)
     assert_memory_equal(r->headers[1].value, "xyz", 3);
 
     /* min_offset skips the first record. */
-    spool_decoded_reset(&d);
-    assert_int_equal(spool_batch_decode(hand_batch, sizeof(hand_batch), 0, 101, &d), 1);
+    spool_rb_decoded_reset(&d);
+    assert_int_equal(spool_rb_decode(hand_batch, sizeof(hand_batch), 0, 101, &d), 1);
     assert_int_equal(d.records[0].offset, 101);
     assert_int_equal(d.header_count, 2);
-    spool_decoded_reset(&d);
-    assert_int_equal(spool_batch_decode(hand_batch, sizeof(hand_batch), 0, 102, &d), 0);
-    spool_decoded_free(&d);
+    spool_rb_decoded_reset(&d);
+    assert_int_equal(spool_rb_decode(hand_batch, sizeof(hand_batch), 0, 102, &d), 0);
+    spool_rb_decoded_free(&d);
 }
 
 static void test_hand_batch_matches_encoder(void **state)
@@ -349,7 +349,7 @@ static void test_hand_batch_matches_encoder(void **state)
         {NULL, -1, (const uint8_t *)"world", 5, h1, 2, 1700000000300, -1, -1},
     };
     spool_buf out = {0};
-    assert_int_equal(spool_batch_encode(&out, 100, recs, 2, 0, SPOOL_COMPRESS_NONE, 0), 0);
+    assert_int_equal(spool_rb_encode(&out, 100, recs, 2, 0, SPOOL_COMPRESS_NONE, 0), 0);
     assert_int_equal(out.len, sizeof(hand_batch));
     assert_memory_equal(out.data, hand_batch, 12);
     assert_memory_equal(out.data + 16, hand_batch + 16, sizeof(hand_batch) - 16);
@@ -464,9 +464,9 @@ static void round_trip(int compression, int expect_attr, size_t n)
     fixture_init(&f, n);
     const int64_t now = 1800000000000;
     spool_buf out = {0};
-    assert_int_equal(spool_batch_encode(&out, 5000, f.recs, n, now, compression, 3), 0);
-    spool_batch_info bi;
-    assert_int_equal(spool_batch_parse_header(out.data, out.len, 1, &bi), (long)out.len);
+    assert_int_equal(spool_rb_encode(&out, 5000, f.recs, n, now, compression, 3), 0);
+    spool_rb_info bi;
+    assert_int_equal(spool_rb_parse_header(out.data, out.len, 1, &bi), (long)out.len);
     assert_int_equal(bi.attributes & 7, expect_attr);
     assert_int_equal(bi.record_count, (int32_t)n);
     assert_int_equal(bi.last_offset_delta, (int32_t)n - 1);
@@ -479,13 +479,13 @@ static void round_trip(int compression, int expect_attr, size_t n)
     }
     assert_true(bi.base_timestamp == min_ts);
     assert_true(bi.max_timestamp == max_ts);
-    spool_decoded d = {0};
-    assert_int_equal(spool_batch_decode(out.data, out.len, 7, 0, &d), (int)n);
+    spool_rb_decoded d = {0};
+    assert_int_equal(spool_rb_decode(out.data, out.len, 7, 0, &d), (int)n);
     for (size_t i = 0; i < n; i++) {
         assert_same_record(&f.recs[i], &d.records[i], 5000 + (int64_t)i, now);
         assert_int_equal(d.records[i].partition, 7);
     }
-    spool_decoded_free(&d);
+    spool_rb_decoded_free(&d);
     spool_buf_free(&out);
     fixture_free(&f);
 }
@@ -518,20 +518,20 @@ static void test_encode_rejects(void **state)
     (void)state;
     spool_buf out = {0};
     spool_record r = {NULL, -1, (const uint8_t *)"v", 1, NULL, 0, 1, -1, -1};
-    assert_int_equal(spool_batch_encode(&out, 0, &r, 0, 1, 0, 0), -EINVAL);
+    assert_int_equal(spool_rb_encode(&out, 0, &r, 0, 1, 0, 0), -EINVAL);
     r.key_len = -2;
-    assert_int_equal(spool_batch_encode(&out, 0, &r, 1, 1, 0, 0), -EINVAL);
+    assert_int_equal(spool_rb_encode(&out, 0, &r, 1, 1, 0, 0), -EINVAL);
     r.key_len = 3; /* NULL key with a length */
-    assert_int_equal(spool_batch_encode(&out, 0, &r, 1, 1, 0, 0), -EINVAL);
+    assert_int_equal(spool_rb_encode(&out, 0, &r, 1, 1, 0, 0), -EINVAL);
     r.key_len = -1;
-    assert_int_equal(spool_batch_encode(&out, 0, &r, 1, 1, 99, 0), -EINVAL);
+    assert_int_equal(spool_rb_encode(&out, 0, &r, 1, 1, 99, 0), -EINVAL);
     assert_int_equal(out.len, 0);
     /* Appends: two batches back to back, each parseable in turn. */
-    assert_int_equal(spool_batch_encode(&out, 10, &r, 1, 1, 0, 0), 0);
+    assert_int_equal(spool_rb_encode(&out, 10, &r, 1, 1, 0, 0), 0);
     size_t first = out.len;
-    assert_int_equal(spool_batch_encode(&out, 11, &r, 1, 1, SPOOL_COMPRESS_ZSTD, 1), 0);
-    assert_int_equal(spool_batch_parse_header(out.data, out.len, 1, NULL), (long)first);
-    assert_int_equal(spool_batch_parse_header(out.data + first, out.len - first, 1, NULL),
+    assert_int_equal(spool_rb_encode(&out, 11, &r, 1, 1, SPOOL_COMPRESS_ZSTD, 1), 0);
+    assert_int_equal(spool_rb_parse_header(out.data, out.len, 1, NULL), (long)first);
+    assert_int_equal(spool_rb_parse_header(out.data + first, out.len - first, 1, NULL),
                      (long)(out.len - first));
     spool_buf_free(&out);
 }
@@ -542,101 +542,101 @@ static void test_flipped_byte(void **state)
 {
     (void)state;
     uint8_t b[sizeof(hand_batch)];
-    spool_decoded d = {0};
-    for (size_t i = SPOOL_BATCH_ATTR_OFFSET; i < sizeof(b); i++) {
+    spool_rb_decoded d = {0};
+    for (size_t i = SPOOL_RB_ATTR_OFFSET; i < sizeof(b); i++) {
         memcpy(b, hand_batch, sizeof(b));
         b[i] ^= 0x10;
-        assert_int_equal(spool_batch_parse_header(b, sizeof(b), 1, NULL), -EBADMSG);
-        assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
+        assert_int_equal(spool_rb_parse_header(b, sizeof(b), 1, NULL), -EBADMSG);
+        assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
         assert_int_equal(d.count, 0);
     }
     /* Bytes before the CRC'd range: baseOffset and epoch are not covered,
      * magic and batchLength are checked. */
     memcpy(b, hand_batch, sizeof(b));
     b[16] = 1;
-    assert_int_equal(spool_batch_parse_header(b, sizeof(b), 0, NULL), -EBADMSG);
+    assert_int_equal(spool_rb_parse_header(b, sizeof(b), 0, NULL), -EBADMSG);
     memcpy(b, hand_batch, sizeof(b));
     b[11] = 10; /* batchLength below the header */
-    assert_int_equal(spool_batch_parse_header(b, sizeof(b), 0, NULL), -EBADMSG);
-    spool_decoded_free(&d);
+    assert_int_equal(spool_rb_parse_header(b, sizeof(b), 0, NULL), -EBADMSG);
+    spool_rb_decoded_free(&d);
 }
 
 static void test_truncated(void **state)
 {
     (void)state;
-    spool_decoded d = {0};
+    spool_rb_decoded d = {0};
     for (size_t len = 0; len < sizeof(hand_batch); len++) {
         uint8_t *b = test_malloc(len + 1); /* exact-size copy: ASAN sees overreads */
         memcpy(b, hand_batch, len);
-        assert_int_equal(spool_batch_parse_header(b, len, 1, NULL), 0);
-        assert_int_equal(spool_batch_decode(b, len, 0, 0, &d), -EBADMSG);
+        assert_int_equal(spool_rb_parse_header(b, len, 1, NULL), 0);
+        assert_int_equal(spool_rb_decode(b, len, 0, 0, &d), -EBADMSG);
         test_free(b);
     }
     /* Extra bytes after the batch are not part of it. */
     uint8_t more[sizeof(hand_batch) + 5];
     memcpy(more, hand_batch, sizeof(hand_batch));
-    assert_int_equal(spool_batch_parse_header(more, sizeof(more), 1, NULL), sizeof(hand_batch));
-    assert_int_equal(spool_batch_decode(more, sizeof(more), 0, 0, &d), 2);
-    spool_decoded_free(&d);
+    assert_int_equal(spool_rb_parse_header(more, sizeof(more), 1, NULL), sizeof(hand_batch));
+    assert_int_equal(spool_rb_decode(more, sizeof(more), 0, 0, &d), 2);
+    spool_rb_decoded_free(&d);
 }
 
 static void test_malformed_fields(void **state)
 {
     (void)state;
     uint8_t b[sizeof(hand_batch)];
-    spool_decoded d = {0};
+    spool_rb_decoded d = {0};
     /* key length -2 (zigzag 3) with a valid CRC */
     memcpy(b, hand_batch, sizeof(b));
     b[61 + 4] = 0x03;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
+    assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
     /* record length one short */
     memcpy(b, hand_batch, sizeof(b));
     b[61] = 0x20;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
+    assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
     /* recordCount 3 but only 2 records */
     memcpy(b, hand_batch, sizeof(b));
     b[60] = 3;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
+    assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
     /* recordCount 1: trailing bytes */
     b[60] = 1;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
+    assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
     /* recordCount negative */
     memcpy(b, hand_batch, sizeof(b));
     b[57] = 0x80;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_parse_header(b, sizeof(b), 1, NULL), -EBADMSG);
+    assert_int_equal(spool_rb_parse_header(b, sizeof(b), 1, NULL), -EBADMSG);
     /* header key null (-1) is not allowed */
     memcpy(b, hand_batch, sizeof(b));
     b[61 + 14] = 0x01;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
+    assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
     /* compression lz4 / snappy: not supported; 5..7: invalid */
     memcpy(b, hand_batch, sizeof(b));
     b[22] = 3;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), -ENOTSUP);
+    assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), -ENOTSUP);
     b[22] = 6;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
+    assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
     /* zstd attribute on bytes that are not zstd */
     b[22] = 4;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
+    assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
     b[22] = 1;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
+    assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), -EBADMSG);
     /* control batch: no records */
     memcpy(b, hand_batch, sizeof(b));
     b[22] = 0x20;
     fix_crc(b, sizeof(b));
-    assert_int_equal(spool_batch_decode(b, sizeof(b), 0, 0, &d), 0);
+    assert_int_equal(spool_rb_decode(b, sizeof(b), 0, 0, &d), 0);
     assert_int_equal(d.count, 0);
     assert_int_equal(d.header_count, 0);
-    spool_decoded_free(&d);
+    spool_rb_decoded_free(&d);
 }
 
 /* Random mutations with a fixed-up CRC must never crash (ASAN build). */
@@ -649,23 +649,23 @@ static void test_random_mutations(void **state)
         recs[i] = (spool_record){
             (const uint8_t *)"key", 3, (const uint8_t *)"value value", 11, hs, 1, 1000 + i, -1, -1};
     }
-    spool_decoded d = {0};
+    spool_rb_decoded d = {0};
     for (int c = 0; c < 3; c++) {
         int comp = c == 0   ? SPOOL_COMPRESS_NONE
                    : c == 1 ? SPOOL_COMPRESS_ZSTD
                             : SPOOL_COMPRESS_GZIP;
         spool_buf out = {0};
-        assert_int_equal(spool_batch_encode(&out, 0, recs, 8, 0, comp, 1), 0);
+        assert_int_equal(spool_rb_encode(&out, 0, recs, 8, 0, comp, 1), 0);
         for (int iter = 0; iter < 3000; iter++) {
             uint8_t *b = test_malloc(out.len);
             memcpy(b, out.data, out.len);
             int flips = 1 + (int)(rnd() % 4);
             for (int k = 0; k < flips; k++) {
-                size_t at = SPOOL_BATCH_HEADER_SIZE - 4 + rnd() % (out.len - 57);
+                size_t at = SPOOL_RB_HEADER_SIZE - 4 + rnd() % (out.len - 57);
                 b[at] = (uint8_t)rnd();
             }
             fix_crc(b, out.len);
-            int rc = spool_batch_decode(b, out.len, 0, 0, &d);
+            int rc = spool_rb_decode(b, out.len, 0, 0, &d);
             assert_true(rc == -EBADMSG || rc == -ENOTSUP || (rc >= 0 && rc <= 8));
             for (size_t i = 0; i < d.count; i++) { /* touch every view */
                 volatile uint8_t sink = 0;
@@ -674,12 +674,12 @@ static void test_random_mutations(void **state)
                 }
                 (void)sink;
             }
-            spool_decoded_reset(&d);
+            spool_rb_decoded_reset(&d);
             test_free(b);
         }
         spool_buf_free(&out);
     }
-    spool_decoded_free(&d);
+    spool_rb_decoded_free(&d);
 }
 
 /* ----------------------------------------------------- view stability */
@@ -688,7 +688,7 @@ static void test_many_batches_one_decoded(void **state)
 {
     (void)state;
     /* 60 batches (compressed and not, 1..50 records, up to 40 headers each)
-     * decoded into one spool_decoded: scratch and the header array grow many
+     * decoded into one spool_rb_decoded: scratch and the header array grow many
      * times; every record must still read back correctly at the end. */
     enum { NB = 60 };
     spool_buf bufs[NB];
@@ -725,13 +725,13 @@ static void test_many_batches_one_decoded(void **state)
         int comp = b % 3 == 0   ? SPOOL_COMPRESS_NONE
                    : b % 3 == 1 ? SPOOL_COMPRESS_ZSTD
                                 : SPOOL_COMPRESS_GZIP;
-        assert_int_equal(spool_batch_encode(&bufs[b], next, recs, counts[b], 0, comp, 1), 0);
+        assert_int_equal(spool_rb_encode(&bufs[b], next, recs, counts[b], 0, comp, 1), 0);
         next += (int64_t)counts[b];
     }
-    spool_decoded d = {0};
+    spool_rb_decoded d = {0};
     size_t total = 0;
     for (int b = 0; b < NB; b++) {
-        assert_int_equal(spool_batch_decode(bufs[b].data, bufs[b].len, b, 0, &d), (int)counts[b]);
+        assert_int_equal(spool_rb_decode(bufs[b].data, bufs[b].len, b, 0, &d), (int)counts[b]);
         total += counts[b];
     }
     assert_int_equal(d.count, total);
@@ -762,10 +762,10 @@ static void test_many_batches_one_decoded(void **state)
     memcpy(bad, hand_batch, sizeof(bad));
     bad[61] = 0x20;
     fix_crc(bad, sizeof(bad));
-    assert_int_equal(spool_batch_decode(bad, sizeof(bad), 0, 0, &d), -EBADMSG);
+    assert_int_equal(spool_rb_decode(bad, sizeof(bad), 0, 0, &d), -EBADMSG);
     assert_int_equal(d.count, total);
-    spool_decoded_free(&d);
-    spool_decoded_free(NULL);
+    spool_rb_decoded_free(&d);
+    spool_rb_decoded_free(NULL);
     for (int b = 0; b < NB; b++) {
         spool_buf_free(&bufs[b]);
     }
@@ -800,22 +800,22 @@ static void test_throughput_print(void **state)
                                  -1};
     }
     spool_buf out = {0};
-    spool_decoded d = {0};
+    spool_rb_decoded d = {0};
     double t0 = now_s();
     int rounds = 50;
     for (int k = 0; k < rounds; k++) {
         out.len = 0;
-        assert_int_equal(spool_batch_encode(&out, 0, recs, N, 0, SPOOL_COMPRESS_NONE, 0), 0);
+        assert_int_equal(spool_rb_encode(&out, 0, recs, N, 0, SPOOL_COMPRESS_NONE, 0), 0);
     }
     double t1 = now_s();
     for (int k = 0; k < rounds; k++) {
-        spool_decoded_reset(&d);
-        assert_int_equal(spool_batch_decode(out.data, out.len, 0, 0, &d), N);
+        spool_rb_decoded_reset(&d);
+        assert_int_equal(spool_rb_decode(out.data, out.len, 0, 0, &d), N);
     }
     double t2 = now_s();
     printf("# codec: encode %.0f krec/s, decode %.0f krec/s (%zu-byte batches)\n",
            rounds * N / (t1 - t0) / 1e3, rounds * N / (t2 - t1) / 1e3, out.len);
-    spool_decoded_free(&d);
+    spool_rb_decoded_free(&d);
     spool_buf_free(&out);
     test_free(recs);
 }

@@ -530,10 +530,57 @@ static void test_bad_unset_env(void **state)
 static void test_bad_alias(void **state)
 {
     expect_errors("bad/alias.yaml",
-                  "3:12: inputs[0].paths: anchors are not supported ('&p'); repeat the value "
-                  "instead\n"
-                  "5:12: inputs[1].paths: aliases are not supported ('*p'); repeat the value "
-                  "instead\n");
+                  "7:12: inputs[2].paths: alias '*q' names no anchor defined before it ('&q')\n");
+}
+
+/* Anchors and aliases: deep copies (a chain reused by two inputs), the
+ * anchor's positions, the latest anchor of a name, the expansion bound. */
+static void test_aliases(void **state)
+{
+    (void)state;
+    static const char text[] = "chain: &c\n"
+                               "  - {type: filter, drop_when: 'a == 1'}\n"
+                               "  - type: set\n"
+                               "inputs:\n"
+                               "  - processors: *c\n"
+                               "  - processors: *c\n"
+                               "x: &s one\n"
+                               "y: *s\n"
+                               "x2: &s two\n"
+                               "y2: *s\n";
+    spool_cdoc doc;
+    spool_errors errs = {0};
+    assert_int_equal(spool_cdoc_load_buffer("a.yaml", text, strlen(text), &doc, &errs), 0);
+    const spool_cnode *in = spool_cnode_get(doc.root, "inputs");
+    for (size_t i = 0; i < 2; i++) {
+        const spool_cnode *chain = spool_cnode_get(in->items[i], "processors");
+        assert_int_equal(chain->type, SPOOL_CNODE_SEQUENCE);
+        assert_int_equal(chain->count, 2);
+        const spool_cnode *dw = spool_cnode_get(chain->items[0], "drop_when");
+        assert_string_equal(dw->value, "a == 1");
+        assert_int_equal(dw->line, 2);
+        assert_int_equal(dw->column, 31);
+        assert_true(dw->verbatim);
+        assert_string_equal(spool_cnode_get(chain->items[1], "type")->value, "set");
+    }
+    assert_ptr_not_equal(spool_cnode_get(in->items[0], "processors"),
+                         spool_cnode_get(in->items[1], "processors"));
+    assert_string_equal(spool_cnode_get(doc.root, "y")->value, "one");
+    assert_string_equal(spool_cnode_get(doc.root, "y2")->value, "two");
+    spool_cdoc_free(&doc);
+
+    /* "Billion laughs": each level doubles; the copies stop at the bound. */
+    char big[4096];
+    size_t len = (size_t)snprintf(big, sizeof(big), "l0: &l0 [a, a]\n");
+    for (int i = 1; i < 30; i++) {
+        len += (size_t)snprintf(big + len, sizeof(big) - len, "l%d: &l%d [*l%d, *l%d]\n", i, i,
+                                i - 1, i - 1);
+    }
+    assert_int_equal(spool_cdoc_load_buffer("b.yaml", big, len, &doc, &errs), -EINVAL);
+    assert_true(errs.count >= 1);
+    assert_non_null(strstr(errs.items[0].message, "aliases expand to more than 100000 nodes"));
+    spool_errors_free(&errs);
+    spool_cdoc_free(&doc);
 }
 
 static void test_bad_unreadable(void **state)
@@ -727,6 +774,97 @@ static void test_fill_edge_cases(void **state)
     spool_cdoc_free(NULL);
 }
 
+/* ---- tables (lists of mappings) and positions inside values ---- */
+
+typedef struct route_ctx {
+    spool_strmaplist rules;
+    char *dflt;
+} route_ctx;
+
+static const spool_option route_opts[] = {
+    SPOOL_OPT_MAPLIST("rules", route_ctx, rules, 1, "ordered rules"),
+    SPOOL_OPT_STR("default", route_ctx, dflt, NULL, 0, "topic"),
+    SPOOL_OPT_END,
+};
+
+static void test_tables_and_value_pos(void **state)
+{
+    (void)state;
+    static const char text[] = "good:\n"
+                               "  rules:\n"
+                               "    - {when: 'status >= 500', topic: errors}\n"
+                               "    - when: path =~ \"^/api\"\n"
+                               "      topic: api\n"
+                               "  default: x\n"
+                               "bad:\n"
+                               "  rules: [{when: [1]}, oops]\n"
+                               "empty:\n"
+                               "  rules: []\n"
+                               "block:\n"
+                               "  rules:\n"
+                               "    - when: |\n"
+                               "        a == 1\n"
+                               "    - when: \"a\\tb\"\n";
+    spool_cdoc doc;
+    spool_errors errs = {0};
+    route_ctx r;
+    memset(&r, 0, sizeof(r));
+    const spool_option *const tables[] = {route_opts};
+    void *const ctxs[] = {&r};
+    assert_int_equal(spool_cdoc_load_buffer("t.yaml", text, strlen(text), &doc, &errs), 0);
+    const spool_cnode *good = spool_cnode_get(doc.root, "good");
+    assert_int_equal(spool_config_fill(&doc, good, tables, ctxs, 1, NULL, "g", NULL, &errs), 0);
+    assert_int_equal(r.rules.count, 2);
+    assert_int_equal(r.rules.items[0].count, 2);
+    assert_string_equal(r.rules.items[0].keys[0], "when");
+    assert_string_equal(r.rules.items[0].values[0], "status >= 500");
+    assert_string_equal(r.rules.items[1].values[0], "path =~ \"^/api\"");
+    assert_string_equal(r.rules.items[1].keys[1], "topic");
+    assert_string_equal(r.rules.items[1].values[1], "api");
+
+    /* Positions: an item's value, and a byte inside it (quoted and plain). */
+    int line = 0, col = 0;
+    assert_int_equal(spool_config_option_pos(good, "rules[1].topic", &line, &col), 0);
+    assert_int_equal(line, 5);
+    assert_int_equal(col, 14);
+    assert_int_equal(spool_config_value_pos(good, "rules[0].when", 7, &line, &col), 1);
+    assert_int_equal(line, 3);
+    assert_int_equal(col, 14 + 1 + 7); /* after the opening quote */
+    assert_int_equal(spool_config_value_pos(good, "rules[1].when", 5, &line, &col), 1);
+    assert_int_equal(line, 4);
+    assert_int_equal(col, 13 + 5);
+    assert_int_equal(spool_config_value_pos(good, "rules[2].when", 0, &line, &col), -ENOENT);
+    assert_int_equal(spool_config_value_pos(good, "rules[x].when", 0, &line, &col), -ENOENT);
+    assert_int_equal(spool_config_value_pos(good, "default", 0, &line, &col), 1);
+    /* Block scalars and escapes: the value's start, not exact. */
+    const spool_cnode *block = spool_cnode_get(doc.root, "block");
+    assert_int_equal(spool_config_value_pos(block, "rules[0].when", 3, &line, &col), 0);
+    assert_int_equal(line, 13);
+    assert_int_equal(col, 13);
+    assert_int_equal(spool_config_value_pos(block, "rules[1].when", 2, &line, &col), 0);
+    assert_int_equal(line, 15);
+    assert_int_equal(col, 13);
+
+    /* Errors: a non-scalar value in an item, an item that is no mapping, an
+     * empty required table, a table given as a scalar. */
+    assert_int_equal(spool_config_fill(&doc, spool_cnode_get(doc.root, "bad"), tables, ctxs, 1,
+                                       NULL, "b", NULL, &errs),
+                     2);
+    assert_int_equal(spool_config_fill(&doc, spool_cnode_get(doc.root, "empty"), tables, ctxs, 1,
+                                       NULL, "e", NULL, &errs),
+                     1);
+    char *got = render(&errs);
+    assert_string_equal(got, "8:18: b.rules[0].when: expected a string value, got a list\n"
+                             "8:24: b.rules[1]: expected a mapping in list 'rules', got a scalar\n"
+                             "10:10: e.rules: option 'rules' needs at least one item\n");
+    free(got);
+    spool_options_free(route_opts, &r);
+    assert_int_equal(r.rules.count, 0);
+    assert_null(r.rules.items);
+    spool_errors_free(&errs);
+    spool_cdoc_free(&doc);
+}
+
 /* ---- addresses (checks.c) ---- */
 
 static void expect_address(const char *text, int flags, const char *want_why)
@@ -805,11 +943,13 @@ int main(void)
         cmocka_unit_test(test_bad_invalid_yaml),
         cmocka_unit_test(test_bad_unset_env),
         cmocka_unit_test(test_bad_alias),
+        cmocka_unit_test(test_aliases),
         cmocka_unit_test(test_bad_unreadable),
         cmocka_unit_test(test_all_errors_reported),
         cmocka_unit_test(test_substitution_buffer),
         cmocka_unit_test(test_tree_positions),
         cmocka_unit_test(test_fill_edge_cases),
+        cmocka_unit_test(test_tables_and_value_pos),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

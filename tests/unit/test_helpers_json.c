@@ -104,13 +104,78 @@ static void test_record_exact_bytes(void **state)
     spool_buf_free(&b);
 }
 
+/* Renders r as a field document into a NUL-terminated static string. */
+static const char *fields_doc(const spool_header *h, uint32_t n, int flags)
+{
+    static spool_buf b;
+    spool_record r = {.key = NULL,
+                      .key_len = -1,
+                      .value = (const uint8_t *)"v",
+                      .value_len = 1,
+                      .headers = h,
+                      .header_count = n,
+                      .timestamp = 5};
+    b.len = 0;
+    assert_int_equal(spool_json_append_fields(&b, &r, flags), 0);
+    assert_int_equal(spool_buf_append(&b, "", 1), 0);
+    return (const char *)b.data;
+}
+
+#define H(k, v)                                                                                    \
+    {                                                                                              \
+        k, sizeof(k) - 1, (const uint8_t *)(v), (int32_t)sizeof(v) - 1                             \
+    }
+#define HNULL(k)                                                                                   \
+    {                                                                                              \
+        k, sizeof(k) - 1, NULL, -1                                                                 \
+    }
+
+static void test_fields_document(void **state)
+{
+    (void)state;
+    /* nesting in order of first appearance, typed scalars, strings stay strings */
+    spool_header a[] = {H("http.status", "503"),   H("host", "web-1"), H("http.method", "GET"),
+                        H("http.req.ms", "1.5e3"), H("ok", "true"),    H("zip", "01234"),
+                        H("neg", "-0.5"),          H("bad", "1."),     HNULL("nul")};
+    assert_string_equal(fields_doc(a, 9, SPOOL_JSON_TYPED),
+                        "{\"timestamp\":5,\"value\":\"v\",\"http\":{\"status\":503,\"method\":"
+                        "\"GET\",\"req\":{\"ms\":1.5e3}},\"host\":\"web-1\",\"ok\":true,"
+                        "\"zip\":\"01234\",\"neg\":-0.5,\"bad\":\"1.\",\"nul\":null}");
+    /* untyped: every value a string */
+    assert_string_equal(fields_doc(a, 2, 0),
+                        "{\"timestamp\":5,\"value\":\"v\",\"http\":{\"status\":\"503\"},"
+                        "\"host\":\"web-1\"}");
+    /* a name that is also a leaf stays flat; empty parts stay flat; repeats become arrays;
+     * record-part names get an underscore */
+    spool_header b[] = {H("a", "1"),          H("a.b", "2"), H("x..y", "3"),
+                        H(".z", "4"),         H("t", "p"),   H("t", "q"),
+                        H("value", "shadow"), H("c.d", "5"), H("c.d", "6")};
+    assert_string_equal(fields_doc(b, 9, SPOOL_JSON_TYPED),
+                        "{\"timestamp\":5,\"value\":\"v\",\"a\":1,\"a.b\":2,\"x..y\":3,\".z\":4,"
+                        "\"t\":[\"p\",\"q\"],\"_value\":\"shadow\",\"c\":{\"d\":[5,6]}}");
+    /* the key is written when present; escaping of names and values */
+    spool_header c[] = {H("we\"ird.n\\", "l\n")};
+    spool_record r = {.key = (const uint8_t *)"k",
+                      .key_len = 1,
+                      .value = NULL,
+                      .value_len = -1,
+                      .headers = c,
+                      .header_count = 1,
+                      .timestamp = 0};
+    spool_buf out = {0};
+    assert_int_equal(spool_json_append_fields(&out, &r, SPOOL_JSON_TYPED), 0);
+    assert_int_equal(spool_buf_append(&out, "", 1), 0);
+    assert_string_equal((char *)out.data, "{\"timestamp\":0,\"key\":\"k\",\"value\":null,"
+                                          "\"we\\\"ird\":{\"n\\\\\":\"l\\n\"}}");
+    spool_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_escape_vectors),
-        cmocka_unit_test(test_escape_length_contract),
-        cmocka_unit_test(test_append_string),
-        cmocka_unit_test(test_record_exact_bytes),
+        cmocka_unit_test(test_escape_vectors),  cmocka_unit_test(test_escape_length_contract),
+        cmocka_unit_test(test_append_string),   cmocka_unit_test(test_record_exact_bytes),
+        cmocka_unit_test(test_fields_document),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,14 +68,14 @@ static spool_topic_conf topic_conf(void)
 static void child_main(const char *dir, int ack_fd, unsigned seed)
 {
     spool_topic_conf tc = topic_conf();
-    spool_log_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1};
-    spool_log *log = NULL;
-    if (spool_log_open(&opt, &log) != 0) {
+    spool_plog_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1};
+    spool_plog *log = NULL;
+    if (spool_plog_open(&opt, &log) != 0) {
         _exit(3);
     }
     srand(seed);
     spool_partition_info info;
-    spool_log_partition_info(log, 0, 0, &info);
+    spool_plog_partition_info(log, 0, 0, &info);
     int64_t end = info.end_offset;
     char vals[32][256];
     spool_record recs[32];
@@ -90,14 +90,14 @@ static void child_main(const char *dir, int ack_fd, unsigned seed)
                                      .offset = -1};
         }
         int64_t base;
-        if (spool_log_append(log, 0, 0, recs, (size_t)n, &base) != 0 || base != end) {
+        if (spool_plog_append(log, 0, 0, recs, (size_t)n, &base) != 0 || base != end) {
             _exit(4);
         }
         end += n;
         char pos[32];
         int pl = snprintf(pos, sizeof(pos), "%" PRId64, end);
-        if (spool_log_position_set(log, "src", pos, (size_t)pl) != 0 ||
-            spool_log_commit(log, 0, 0, NULL) != 0) {
+        if (spool_plog_position_set(log, "src", pos, (size_t)pl) != 0 ||
+            spool_plog_commit(log, 0, 0, NULL) != 0) {
             _exit(5);
         }
         if (write(ack_fd, &end, sizeof(end)) != sizeof(end)) {
@@ -107,27 +107,27 @@ static void child_main(const char *dir, int ack_fd, unsigned seed)
 }
 
 /* Reads the whole partition and checks it. Returns the records seen. */
-static int64_t verify(spool_log *log, int64_t *end_out)
+static int64_t verify(spool_plog *log, int64_t *end_out)
 {
     spool_buf buf = {0};
-    spool_decoded d = {0};
+    spool_rb_decoded d = {0};
     spool_partition_info info;
-    assert_int_equal(spool_log_partition_info(log, 0, 0, &info), 0);
+    assert_int_equal(spool_plog_partition_info(log, 0, 0, &info), 0);
     int64_t next = 0, expect = 0;
     for (int guard = 0; guard < 10000000; guard++) {
         buf.len = 0;
         int64_t n2;
-        long n = spool_log_read(log, 0, 0, next, 256 * 1024, &buf, &n2);
+        long n = spool_plog_read(log, 0, 0, next, 256 * 1024, &buf, &n2);
         assert_true(n >= 0);
         if (n == 0) {
             break;
         }
-        spool_decoded_reset(&d);
+        spool_rb_decoded_reset(&d);
         for (size_t off = 0; off < buf.len;) {
-            spool_batch_info bi;
-            long sz = spool_batch_parse_header(buf.data + off, buf.len - off, 1, &bi);
+            spool_rb_info bi;
+            long sz = spool_rb_parse_header(buf.data + off, buf.len - off, 1, &bi);
             assert_true(sz > 0);
-            assert_true(spool_batch_decode(buf.data + off, (size_t)sz, 0, 0, &d) > 0);
+            assert_true(spool_rb_decode(buf.data + off, (size_t)sz, 0, 0, &d) > 0);
             off += (size_t)sz;
         }
         for (size_t i = 0; i < d.count; i++) {
@@ -143,7 +143,7 @@ static int64_t verify(spool_log *log, int64_t *end_out)
     assert_int_equal(expect, info.end_offset);
     *end_out = info.end_offset;
     spool_buf_free(&buf);
-    spool_decoded_free(&d);
+    spool_rb_decoded_free(&d);
     return expect;
 }
 
@@ -157,7 +157,7 @@ static void test_crash_kill9(void **state)
     int rounds = 0;
     int64_t total_acked = 0;
     spool_topic_conf tc = topic_conf();
-    spool_log_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1};
+    spool_plog_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1};
     for (rounds = 0; rounds < ROUNDS && time(NULL) - start < MAX_SECONDS; rounds++) {
         int fds[2];
         assert_int_equal(pipe(fds), 0);
@@ -187,8 +187,8 @@ static void test_crash_kill9(void **state)
             acked = v;
         }
         close(fds[0]);
-        spool_log *log = NULL;
-        assert_int_equal(spool_log_open(&opt, &log), 0);
+        spool_plog *log = NULL;
+        assert_int_equal(spool_plog_open(&opt, &log), 0);
         int64_t end;
         verify(log, &end);
         if (acked >= 0) {
@@ -198,15 +198,15 @@ static void test_crash_kill9(void **state)
         char pos[64];
         size_t len = 0;
         if (end > 0) {
-            assert_int_equal(spool_log_position_get(log, "src", pos, sizeof(pos) - 1, &len), 0);
+            assert_int_equal(spool_plog_position_get(log, "src", pos, sizeof(pos) - 1, &len), 0);
             pos[len] = '\0';
             assert_int_equal(strtoll(pos, NULL, 10), end); /* positions match the data */
         }
-        spool_log_recovery_stats st;
-        spool_log_recovery_get(log, &st);
+        spool_plog_recovery_stats st;
+        spool_plog_recovery_get(log, &st);
         assert_int_equal(st.corrupt_moved, 0);
         assert_int_equal(st.ckpt_missing, 0);
-        spool_log_close(log);
+        spool_plog_close(log);
     }
     print_message("crash test: %d rounds in %ld s, %" PRId64 " records acknowledged\n", rounds,
                   (long)(time(NULL) - start), total_acked);

@@ -146,7 +146,7 @@ static void out_stop(harness *h, spool_instance *o, int64_t drain_ms)
     h->started = 0;
     h->svc.drain_deadline = spool_monotonic_ms() + drain_ms;
     atomic_store(&h->svc.draining, 1);
-    spool_log_wake(h->svc.log);
+    spool_plog_wake(h->svc.log);
     spool__output_join(&h->svc, o);
     spool__output_free(o);
     spool__instance_free(o);
@@ -158,7 +158,7 @@ static void out_stop(harness *h, spool_instance *o, int64_t drain_ms)
 
 static int64_t cursor_of(harness *h, int topic, int32_t partition)
 {
-    return spool_log_cursor_get(h->svc.log, "output.fake", topic, partition);
+    return spool_plog_cursor_get(h->svc.log, "output.fake", topic, partition);
 }
 
 typedef struct cursor_q {
@@ -396,8 +396,8 @@ static void reject_into_full_dead_letter(void **state)
     h_topic(h, "dead", 1, 64 << 10);
     h_topic(h, "other", 1, 0);
     h_start(h, 2000);
-    assert_int_equal(spool_log_cursor_register(h->svc.log, "holder"), 0);
-    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 1, 0, 0), 0);
+    assert_int_equal(spool_plog_cursor_register(h->svc.log, "holder"), 0);
+    assert_int_equal(spool_plog_cursor_set(h->svc.log, "holder", 1, 0, 0), 0);
     f_reset(FM_REJECT);
     spool_instance *in = h_input(h, "in", 0), *oin = h_input(h, "oin", 2);
     submit_n(h, in, "r", 0, 1000, 100, 300);
@@ -413,7 +413,7 @@ static void reject_into_full_dead_letter(void **state)
     assert_true(h_wait_records(h, 2, 100, 10000));
     assert_int_equal(cursor_of(h, 0, 0), h_end(h, 1, 0));
     /* Room again: every rejected record lands once, the cursor reaches the end. */
-    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 1, 0, INT64_MAX / 2), 0);
+    assert_int_equal(spool_plog_cursor_set(h->svc.log, "holder", 1, 0, INT64_MAX / 2), 0);
     cursor_q q = {h, 0, 1000};
     assert_true(h_wait(cursor_reached, &q, 20000));
     assert_int_equal(h_end(h, 1, 0), 1000);
@@ -432,8 +432,8 @@ static void stuck_dead_letter_holds_only_its_partition(void **state)
     h_topic(h, "app", 2, 0);
     h_topic(h, "dead", 1, 64 << 10);
     h_start(h, 2000);
-    assert_int_equal(spool_log_cursor_register(h->svc.log, "holder"), 0);
-    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 1, 0, 0), 0);
+    assert_int_equal(spool_plog_cursor_register(h->svc.log, "holder"), 0);
+    assert_int_equal(spool_plog_cursor_set(h->svc.log, "holder", 1, 0, 0), 0);
     f_reset(FM_REJECT_P0);
     spool_instance *in = h_input(h, "in", 0);
     submit_n(h, in, "r", 0, 2000, 100, 300); /* sticky: batches alternate partitions */
@@ -477,7 +477,7 @@ static int cursor_saved(void *arg)
 {
     saved_q *s = arg;
     file_cursor_q q = {-1};
-    spool_log_cursor_foreach(s->h->svc.log, on_file_cursor, &q);
+    spool_plog_cursor_foreach(s->h->svc.log, on_file_cursor, &q);
     return q.offset == s->want;
 }
 

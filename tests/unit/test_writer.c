@@ -43,10 +43,10 @@ static long fio_pwrite(int fd, const void *buf, size_t len, int64_t off)
         errno = ENOSPC;
         return -1;
     }
-    return spool_log_io_posix.pwrite(fd, buf, len, off);
+    return spool_plog_io_posix.pwrite(fd, buf, len, off);
 }
 
-static spool_log_io failing_io;
+static spool_plog_io failing_io;
 
 /* ---- helpers ---- */
 
@@ -109,8 +109,8 @@ static void full_topic_does_not_block_another(void **state)
     h_topic(h, "full", 1, 64 << 10);
     h_topic(h, "free", 1, 0);
     h_start(h, 5000);
-    assert_int_equal(spool_log_cursor_register(h->svc.log, "holder"), 0);
-    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 0, 0, 0), 0);
+    assert_int_equal(spool_plog_cursor_register(h->svc.log, "holder"), 0);
+    assert_int_equal(spool_plog_cursor_set(h->svc.log, "holder", 0, 0, 0), 0);
     spool_instance *a = h_input(h, "in-full", 0), *b = h_input(h, "in-free", 1);
 
     int sent = fill_until_blocked(h, a);
@@ -133,7 +133,7 @@ static void full_topic_does_not_block_another(void **state)
     /* An output delivers everything: retention makes room, the parked
      * batches land, in order, and the topic's inputs resume. */
     int64_t end = h_end(h, 0, 0);
-    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 0, 0, end), 0);
+    assert_int_equal(spool_plog_cursor_set(h->svc.log, "holder", 0, 0, end), 0);
     assert_true(h_wait(writer_clear, h, 10000));
     assert_true(h_wait_records(h, 0, sent, 10000));
     assert_int_equal(h_end(h, 0, 0), sent);
@@ -149,7 +149,7 @@ static void enospc_parks_and_recovers(void **state)
 {
     (void)state;
     harness *h = h_new();
-    failing_io = spool_log_io_posix;
+    failing_io = spool_plog_io_posix;
     failing_io.open = fio_open;
     failing_io.pwrite = fio_pwrite;
     h->io = &failing_io;
@@ -243,8 +243,8 @@ static void direct_lane_answers_at_once(void **state)
     h_topic(h, "full", 1, 64 << 10);
     h_topic(h, "dead", 1, 0);
     h_start(h, 5000);
-    assert_int_equal(spool_log_cursor_register(h->svc.log, "holder"), 0);
-    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 0, 0, 0), 0);
+    assert_int_equal(spool_plog_cursor_register(h->svc.log, "holder"), 0);
+    assert_int_equal(spool_plog_cursor_set(h->svc.log, "holder", 0, 0, 0), 0);
     spool_instance *in = h_input(h, "in", 0), *dl = h_input(h, "dl", 1);
 
     spool_batch *d = h_batch(dl, "dl", 0, 30, 0, NULL);
@@ -305,8 +305,8 @@ static void shutdown_deadline_bounds_and_counts(void **state)
     harness *h = h_new();
     h_topic(h, "full", 1, 64 << 10);
     h_start(h, 500);
-    assert_int_equal(spool_log_cursor_register(h->svc.log, "holder"), 0);
-    assert_int_equal(spool_log_cursor_set(h->svc.log, "holder", 0, 0, 0), 0);
+    assert_int_equal(spool_plog_cursor_register(h->svc.log, "holder"), 0);
+    assert_int_equal(spool_plog_cursor_set(h->svc.log, "holder", 0, 0, 0), 0);
     spool_instance *in = h_input(h, "stdin-like", 0), *tail = h_input(h, "tail-like", 0);
     int sent = fill_until_blocked(h, in);
     int64_t in_log = h_end(h, 0, 0);

@@ -128,6 +128,7 @@ typedef enum spool_opt_type {
     SPOOL_OPT_LIST,     /* spool_strlist; a YAML sequence of scalars, or one scalar */
     SPOOL_OPT_MAP,      /* spool_strmap; a YAML mapping of scalar to scalar */
     SPOOL_OPT_ENUM,     /* int: index into enum_values */
+    SPOOL_OPT_TABLE,    /* spool_strmaplist; a YAML sequence of mappings of scalar to scalar */
 } spool_opt_type;
 
 typedef struct spool_strlist {
@@ -140,6 +141,15 @@ typedef struct spool_strmap {
     char **values; /* count NUL-terminated values */
     size_t count;
 } spool_strmap;
+
+/* SPOOL_OPT_TABLE: a list of mappings (`rules: [{when: ..., topic: ...}]`).
+ * Each item's keys are free (the plugin checks them in check()); errors about
+ * an item's value name it as "rules[1].when" (spool_config_error,
+ * spool_config_error_at), which points at that value in the file. */
+typedef struct spool_strmaplist {
+    spool_strmap *items; /* count mappings, in file order */
+    size_t count;
+} spool_strmaplist;
 
 /*
  * One row of an option table. A dotted name ("multiline.start") is the key
@@ -190,6 +200,10 @@ typedef struct spool_option {
     {                                                                                              \
         n, SPOOL_OPT_MAP, NULL, 0, SPOOL__FIELD(T, f, spool_strmap), 1, 0, NULL, desc              \
     }
+#define SPOOL_OPT_MAPLIST(n, T, f, req, desc)                                                      \
+    {                                                                                              \
+        n, SPOOL_OPT_TABLE, NULL, req, SPOOL__FIELD(T, f, spool_strmaplist), 1, 0, NULL, desc      \
+    }
 #define SPOOL_OPT_CHOICE(n, T, f, d, values, desc)                                                 \
     {                                                                                              \
         n, SPOOL_OPT_ENUM, d, 0, SPOOL__FIELD(T, f, int), 1, 0, values, desc                       \
@@ -222,6 +236,9 @@ SPOOL_API const char *spool_instance_name(const spool_instance *ins);
 SPOOL_API const char *spool_instance_type(const spool_instance *ins);
 /* Inputs: the topic records go to. Any thread. */
 SPOOL_API const char *spool_instance_topic(const spool_instance *ins);
+/* 1 if the service's configuration has a log topic named `name` (what
+ * spool_batch_set_topic will accept), else 0. From check on; any thread. */
+SPOOL_API int spool_topic_exists(const spool_instance *ins, const char *name);
 /* The service's data directory (absolute path); plugins keep state below
  * it. From init on (not in check: the service is not open then); any
  * thread. */
@@ -246,6 +263,18 @@ SPOOL_API void spool_service_shutdown(const char *reason);
  * is logged as an error instead. The message is copied. */
 SPOOL_API void spool_config_error(spool_instance *ins, const char *option, const char *fmt, ...)
     SPOOL_PRINTF(3, 4);
+/*
+ * The same, pointing inside the option's value: `column` is the 1-based
+ * byte column inside the value's text (a spool_expr_error's column, say; 0
+ * = the value's start). `option` may name an item of a list or table
+ * ("rules[1].when") or a key of a map option ("fields.env"). Exact for a
+ * plain or quoted scalar on one line whose text is the file's text
+ * (no escapes, no ${VAR}); otherwise (block scalars `|` and `>`, escapes,
+ * multi-line or substituted values) the position is the value's start and
+ * the message ends with "(at column N of the value)". From check (or init).
+ */
+SPOOL_API void spool_config_error_at(spool_instance *ins, const char *option, size_t column,
+                                     const char *fmt, ...) SPOOL_PRINTF(4, 5);
 
 /*
  * For check(): find at `spool check` time what init would fail on. Each
@@ -604,8 +633,9 @@ typedef struct spool_plugin {
     void (*destroy)(spool_instance *ins, void *ctx);
 
     /* Processors: change records in place, drop none silently. The one
-     * processor thread, for every batch of every input; the batch is lent
-     * for the call. 0 or -errno (counted, logged, the batch goes on). */
+     * processor thread, for every batch of the input whose chain holds the
+     * instance (every input's, for the top-level section); the batch is
+     * lent for the call. 0 or -errno (counted, logged, the batch goes on). */
     int (*process)(spool_instance *ins, void *ctx, spool_batch *batch);
 
     /* Outputs: deliver a chunk. The output's runner thread. SPOOL_OK,
@@ -651,11 +681,69 @@ SPOOL_API const spool_plugin *spool_plugin_register(void);
 typedef const spool_plugin *(*spool_plugin_register_fn)(void);
 
 /* ------------------------------------------------------------------------ */
+/* Conditions (docs/conditions.md): `status >= 500 and path =~ "^/api"`,    */
+/* `exists(user)`, `level in ["error", "fatal"]`. Compiled once (check or    */
+/* init), evaluated per record without allocating.                          */
+/* ------------------------------------------------------------------------ */
+
+#define SPOOL_EXPR_MAX_DEPTH 64 /* nesting of '(' and 'not' a compile accepts */
+
+/* A compiled condition. Compiling, cloning and freeing: any thread. One
+ * handle is evaluated by one thread at a time (it owns PCRE2 match data and
+ * a per-evaluation field cache); spool_expr_clone gives another thread its
+ * own handle on the same compiled program. */
+typedef struct spool_expr spool_expr;
+
+/* Why a compile failed. No allocation: the message is truncated to fit. */
+typedef struct spool_expr_error {
+    size_t column;     /* 1-based byte column inside the expression; 0 = not positional */
+    char message[256]; /* one line, no trailing period, e.g. "expected ')'" */
+} spool_expr_error;
+
+/* Reads field `name` (name_len bytes, also NUL-terminated) of the record in
+ * `ctx`: 1 with *val and *val_len (valid until spool_expr_eval returns), or
+ * 0 when missing. Called at most once per field per evaluation. */
+typedef int (*spool_expr_field_fn)(void *ctx, const char *name, size_t name_len,
+                                   const uint8_t **val, size_t *val_len);
+/* Called once per distinct field an expression reads, in order of first
+ * appearance; a non-zero return stops the walk. */
+typedef int (*spool_expr_fields_fn)(void *arg, const char *name, size_t name_len);
+
+/* Compiles the len bytes at src (need not be NUL-terminated). 0 and *out
+ * (free with spool_expr_free); -EINVAL on a syntax or regex error, with
+ * *err (may be NULL) filled; -ENOMEM. *out is NULL on failure. Any thread.
+ * Report a failure from check() with spool_config_error_at(ins, option,
+ * err.column, "%s", err.message). */
+SPOOL_API int spool_expr_compile(const char *src, size_t len, spool_expr **out,
+                                 spool_expr_error *err);
+/* 1 if the condition holds for the record `fn` reads from `ctx`, else 0.
+ * Never allocates. A regex match that fails for a reason other than "no
+ * match" (match limit, JIT stack) counts as no match and is counted in
+ * spool_expr_match_errors. The handle's thread. */
+SPOOL_API int spool_expr_eval(const spool_expr *e, spool_expr_field_fn fn, void *ctx);
+/* spool_expr_eval over a record's fields (spool_record_field): key, value,
+ * timestamp, topic (may be NULL), then headers. The handle's thread. */
+SPOOL_API int spool_expr_eval_record(const spool_expr *e, const spool_record *r, const char *topic);
+/* Lists the distinct fields e reads: 0, or the callback's first non-zero
+ * return. Any thread. */
+SPOOL_API int spool_expr_fields(const spool_expr *e, spool_expr_fields_fn cb, void *arg);
+/* A second handle on the same compiled program, for another thread: 0 or
+ * -ENOMEM. Any thread. */
+SPOOL_API int spool_expr_clone(const spool_expr *e, spool_expr **out);
+/* Regex matches of this handle that ended in an error (counted as no match). */
+SPOOL_API uint64_t spool_expr_match_errors(const spool_expr *e);
+/* Frees a handle; the program goes with its last handle. Accepts NULL. */
+SPOOL_API void spool_expr_free(spool_expr *e);
+
+/* ------------------------------------------------------------------------ */
 /* Helpers plugins share.                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Templates: "{{ host }}-{{ path }}" over a record's headers and the names
- * `topic`, `input`, `host`, `file` (basename of the `path` header). */
+/* Templates: "{{ host }}-{{ path }}" over a record's fields, as
+ * spool_record_field reads them (key, value, timestamp, topic, then
+ * headers: `{{ http.status }}`), and, when the record has no field of that
+ * name, the extras `input` (the input's name), `host` (this host) and
+ * `file` (basename of the `path` header). A missing field renders empty. */
 typedef struct spool_template spool_template;
 /* Compiles text. NULL on syntax error with *err set to a static message.
  * The caller owns the template. Any thread (usually init). */
@@ -704,6 +792,19 @@ SPOOL_API int spool_json_append_string(spool_buf *out, const void *src, size_t l
  * topic NULL leaves "topic" out; partition and offset are r's.
  * 0 or -ENOMEM (out->len unchanged). */
 SPOOL_API int spool_json_append_record(spool_buf *out, const spool_record *r, const char *topic);
+/* Appends one record as a document of its fields (the `fields` format of
+ * the file, tcp and http outputs; docs/processors.md "Output shape"):
+ *   {"timestamp":ms,"key":"k","value":"v",<headers>}
+ * "key" is left out when the key is null. Headers become members in order
+ * of first appearance, dotted names nested (`http.status` -> {"http":
+ * {"status":..}}) unless a name is also a leaf or has an empty part (then it
+ * stays flat); repeated names become an array; a header named key, value or
+ * timestamp is written as "_key", "_value", "_timestamp". With
+ * SPOOL_JSON_TYPED, a value that is exactly a JSON number, true, false or
+ * null is written bare; every other value is a string. 0 or -ENOMEM
+ * (out->len unchanged). Any thread. */
+#define SPOOL_JSON_TYPED 1
+SPOOL_API int spool_json_append_fields(spool_buf *out, const spool_record *r, int flags);
 
 /* Compression to and from a buffer (the codecs of Kafka's attributes). */
 enum spool_compression {

@@ -51,6 +51,8 @@ extern "C" {
 enum spool_wire_kind {
     SPOOL_WIRE_NDJSON = 0, /* one object per line */
     SPOOL_WIRE_JSON = 1,   /* one array of objects */
+    SPOOL_WIRE_FIELDS = 2, /* one field document per line (spool_json_append_fields);
+                            * encode only: not read back by spool_wire_json_parse */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -58,7 +60,8 @@ enum spool_wire_kind {
 /* ------------------------------------------------------------------------ */
 
 /* Appends recs[0..n) to out as `kind` (SPOOL_WIRE_NDJSON: each object and
- * "\n"; SPOOL_WIRE_JSON: "[obj,obj]"), topic as in spool_json_append_record.
+ * "\n"; SPOOL_WIRE_JSON: "[obj,obj]"; SPOOL_WIRE_FIELDS: each field document,
+ * typed, and "\n"), topic as in spool_json_append_record.
  * Returns 0 or -ENOMEM. */
 SPOOL_API int spool_wire_json_encode(spool_buf *out, int kind, const spool_record *recs, size_t n,
                                      const char *topic);
