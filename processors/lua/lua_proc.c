@@ -291,6 +291,11 @@ static int plua_check(spool_instance *ins, void *vctx)
         spool_config_error(ins, "dead_letter_topic", "is used only with on_error: dead_letter");
         return -EINVAL;
     }
+    if (ctx->dead_letter_topic && !spool_topic_exists(ins, ctx->dead_letter_topic)) {
+        spool_config_error(ins, "dead_letter_topic", "topic '%s' is not defined in topics",
+                           ctx->dead_letter_topic);
+        return -EINVAL;
+    }
     if (ctx->script && spool_check_file(ins, "script", ctx->script) < 0) {
         return -EINVAL;
     }

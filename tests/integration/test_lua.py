@@ -29,7 +29,15 @@ end
 """
 
 
-def config(tmp, script_path, extra_proc="", extra_topics="", extra_outputs=""):
+def config(tmp, script_path, extra_proc="", extra_topics="", extra_outputs="", chain=False):
+    """The lua processor in the top-level section, or (chain) in the input's
+    own chain (then its entry is indented by 4 more)."""
+    proc = f"""  - type: lua
+    name: script
+    script: {script_path}
+{extra_proc}"""
+    if chain:
+        proc = "".join("    " + l + "\n" for l in proc.splitlines())
     return write(os.path.join(tmp, "spool.yaml"), f"""
 service:
   data_dir: {tmp}/data
@@ -40,11 +48,8 @@ inputs:
   - type: stdin
     name: in
     topic: app
-processors:
-  - type: lua
-    name: script
-    script: {script_path}
-{extra_proc}
+{"    processors:" if chain else "processors:"}
+{proc}
 outputs:
   - type: file
     name: out
@@ -58,7 +63,7 @@ outputs:
 @t.case
 def split_one_record_into_two(tmp):
     script = write(os.path.join(tmp, "split.lua"), SPLIT)
-    cfg = config(tmp, script)
+    cfg = config(tmp, script, chain=True)
     c = spoolt.run(["check", "-c", cfg])
     check(c.returncode == 0, c.stderr.decode(errors="replace"))
     lines, want = [], []

@@ -719,6 +719,9 @@ static void test_config_errors(void **state)
     assert_config_error("    name: x\n", 0, "processors[0]", "needs script");
     assert_config_error("    on_error: dead_letter\n    code: 'function process() end'\n", 14,
                         "processors[0].on_error", "needs dead_letter_topic");
+    assert_config_error("    on_error: dead_letter\n    dead_letter_topic: nope\n"
+                        "    code: 'function process() end'\n",
+                        15, "processors[0].dead_letter_topic", "topic 'nope' is not defined");
     assert_config_error("    mode: stream\n    code: 'function process() end'\n", 14,
                         "processors[0].mode", "");
     /* A script file: the error names the file and its line. */
