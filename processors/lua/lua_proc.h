@@ -58,7 +58,6 @@ typedef struct plua_ctx {
     plua_mem mem;
     int expired;            /* the instruction limit fired during this call */
     uint64_t streak;        /* records in error since the last call that succeeded */
-    int warned_emit_topic;  /* logged once: emitted records keep the input's topic */
     int warned_dead_letter; /* logged once: the dead-letter topic is unknown */
     char err[512];          /* the current error, for the lua_error header */
     /* The call in progress (read by the protected call in lua_proc.c). */

@@ -215,6 +215,10 @@ static int validate(plua_ctx *ctx, int t, size_t k, const spool_record *cmp, int
         rc = bad(ctx, k, "topic must be a string", NULL);
         goto out;
     }
+    if (ty == LUA_TSTRING && !spool_topic_exists(ctx->ins, lua_tostring(L, -1))) {
+        rc = bad(ctx, k, "topic does not exist: ", lua_tostring(L, -1));
+        goto out;
+    }
     lua_pushvalue(L, PLUA_FIELDS);
     ty = lua_rawget(L, t);
     if (same) {
@@ -542,17 +546,8 @@ static int emit_after(plua_ctx *ctx, spool_batch *b, size_t after, int t, int sr
     size_t len, n = 0;
     int rc = 0;
     int top = lua_gettop(L);
-    if (get_part(L, t, src, PLUA_TOPIC) == LUA_TSTRING && !ctx->warned_emit_topic) {
-        const char *cur = spool_batch_topic(b, after);
-        if (!cur || strcmp(cur, lua_tostring(L, -1)) != 0) {
-            ctx->warned_emit_topic = 1;
-            spool_log_warn(ctx->ins,
-                           "a record the script adds beyond the input's records goes to "
-                           "the input's topic: its topic '%s' is ignored (route it "
-                           "with a later processor)",
-                           lua_tostring(L, -1));
-        }
-    }
+    /* the topic string stays on the stack (so valid) until the settop below */
+    const char *topic = get_part(L, t, src, PLUA_TOPIC) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     get_part(L, t, src, PLUA_KEY);
     if (str_part(L, -1, &s, &len)) {
         r.key = (const uint8_t *)s;
@@ -585,7 +580,7 @@ static int emit_after(plua_ctx *ctx, spool_batch *b, size_t after, int t, int sr
         r.headers = ctx->hdrs;
         r.header_count = (uint32_t)n;
     }
-    rc = spool_batch_emit(b, after, &r);
+    rc = spool_batch_emit_to(b, after, &r, topic); /* the topic was checked with the answer */
 out:
     lua_settop(L, top);
     return rc;

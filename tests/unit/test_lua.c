@@ -312,8 +312,8 @@ static void test_split_into_two(void **state)
                      "        if not a then return end\n"
                      "        r.value = a\n"
                      "        r.fields.part = '1'\n"
-                     "        return { r, { value = b, fields = { part = '2', path = "
-                     "r.fields.path } } }\n"
+                     "        return { r, { value = b, topic = r.fields.path == '/z' and "
+                     "'other' or nil, fields = { part = '2', path = r.fields.path } } }\n"
                      "      end\n");
     spool_batch *b = spool_batch_create(t->in);
     add(b, NULL, "a|b", "path", "/x");
@@ -328,7 +328,8 @@ static void test_split_into_two(void **state)
         assert_value(b, i, want[i]);
         assert_hdr(b, i, "part", parts[i]);
         assert_hdr(b, i, "path", paths[i]);
-        assert_string_equal(spool_batch_topic(b, i), "app");
+        /* an added record goes to the topic its table names (spool_batch_emit_to) */
+        assert_string_equal(spool_batch_topic(b, i), i == 4 ? "other" : "app");
     }
     /* The new record inherits what it leaves out (key, timestamp). */
     spool_record r;

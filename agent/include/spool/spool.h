@@ -485,6 +485,10 @@ SPOOL_API int spool_batch_drop(spool_batch *b, size_t i, const char *reason);
  * it. Emitting after a dropped record is allowed (replace one record by
  * several). */
 SPOOL_API int spool_batch_emit(spool_batch *b, size_t after, const spool_record *r);
+/* As spool_batch_emit, to the log topic named `topic` (NULL: the input's
+ * topic). -ENOENT, and nothing emitted, if the service has no such topic. */
+SPOOL_API int spool_batch_emit_to(spool_batch *b, size_t after, const spool_record *r,
+                                  const char *topic);
 
 /* ------------------------------------------------------------------------ */
 /* Inputs: positions, and submitting batches to the pipeline.               */
