@@ -24,7 +24,6 @@ spool-test-requires: http
 """
 import json
 import os
-import subprocess
 import sys
 import threading
 
