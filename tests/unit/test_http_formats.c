@@ -355,6 +355,47 @@ static void otlp_responses(void **state)
     assert_int_equal(v.result, -1);
 }
 
+/* Every truncation of the published answers (a response cut by the size
+ * limit or the connection): never read past the end (run under ASan), and an
+ * Elasticsearch answer cut before its items end is never taken as delivered. */
+static void truncated_responses(void **state)
+{
+    (void)state;
+    char *k[] = {"job", "host"}, *v2[] = {"spool", "{{ host }}"};
+    httpo_fmt es = {.format = HTTPO_FMT_ES}, lk = {.format = HTTPO_FMT_LOKI, .labels = {k, v2, 2}},
+              ot = {.format = HTTPO_FMT_OTLP};
+    assert_int_equal(httpo_fmt_init(&lk), 0);
+    spool_chunk c = chunk();
+    spool_buf body = {0}, aux = {0};
+    assert_int_equal(httpo_fmt_encode(&lk, &c, &body, &aux), 0);
+    static const char otlp_partial[] =
+        "{\"partialSuccess\":{\"rejectedLogRecords\":\"2\",\"errorMessage\":\"x\"}}";
+    for (size_t n = 0; n < sizeof(es_mixed) - 1; n++) {
+        char *b = malloc(n + 1);
+        assert_non_null(b);
+        memcpy(b, es_mixed, n);
+        b[n] = '\0';
+        httpo_verdict v;
+        rejects rj;
+        memset(&rj, 0, sizeof(rj));
+        httpo_fmt_response(&es, &c, 200, b, n, NULL, &v, on_reject, &rj);
+        assert_int_equal(v.result, SPOOL_RETRY);
+        memset(&rj, 0, sizeof(rj));
+        httpo_fmt_response(&lk, &c, 400, b, n, &aux, &v, on_reject, &rj);
+        assert_int_equal(rj.n, 4);
+        if (n < sizeof(otlp_partial)) {
+            memcpy(b, otlp_partial, n);
+            b[n] = '\0';
+            httpo_fmt_response(&ot, &c, 200, b, n, NULL, &v, on_reject, &rj);
+            assert_int_equal(v.result, SPOOL_OK);
+        }
+        free(b);
+    }
+    spool_buf_free(&body);
+    spool_buf_free(&aux);
+    httpo_fmt_free(&lk);
+}
+
 /* ---- the pure helpers ---- */
 
 static void strftime_templates(void **state)
@@ -388,6 +429,7 @@ int main(void)
         cmocka_unit_test(es_responses),
         cmocka_unit_test(loki_responses),
         cmocka_unit_test(otlp_responses),
+        cmocka_unit_test(truncated_responses),
         cmocka_unit_test(strftime_templates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
