@@ -21,6 +21,7 @@ server.
   an option of another format, an unknown format: each at file:line:col.
 
 spool-test-requires: http
+spool-test-labels: threaded (the sender thread marks records the runner dead-letters)
 """
 import json
 import os
