@@ -309,6 +309,11 @@ static int foreign(spool_instance *ins, const httpo_fmt *f)
         spool_config_error(ins, "resource", "resource belongs to format otlp");
         rc = -EINVAL;
     }
+    if (f->meta.count && f->format != HTTPO_FMT_LOKI) {
+        spool_config_error(ins, "structured_metadata",
+                           "structured_metadata belongs to format loki");
+        rc = -EINVAL;
+    }
     if (f->severity_field && f->format != HTTPO_FMT_OTLP) {
         spool_config_error(ins, "severity_field", "severity_field belongs to format otlp");
         rc = -EINVAL;
@@ -371,8 +376,23 @@ int httpo_fmt_init(httpo_fmt *f)
     switch (f->format) {
     case HTTPO_FMT_ES:
         return httpo_tfmt_init(&f->index_t, f->index ? f->index : "spool-%Y.%m.%d");
-    case HTTPO_FMT_LOKI:
-        return compile_map(f, &f->labels);
+    case HTTPO_FMT_LOKI: {
+        int rc = compile_map(f, &f->labels);
+        if (rc == 0 && f->meta.count) {
+            f->mtpls = calloc(f->meta.count, sizeof(*f->mtpls));
+            if (!f->mtpls) {
+                return -ENOMEM;
+            }
+            for (size_t i = 0; i < f->meta.count; i++) {
+                const char *err = NULL;
+                f->mtpls[i] = spool_template_compile(f->meta.values[i], &err);
+                if (!f->mtpls[i]) {
+                    return -EINVAL;
+                }
+            }
+        }
+        return rc;
+    }
     case HTTPO_FMT_OTLP: {
         int rc = compile_map(f, &f->resource);
         return rc < 0 ? rc : httpo_otlp_init(f);
@@ -391,6 +411,11 @@ void httpo_fmt_free(httpo_fmt *f)
     }
     free(f->tpls);
     f->tpls = NULL;
+    for (size_t i = 0; f->mtpls && i < f->meta.count; i++) {
+        spool_template_destroy(f->mtpls[i]);
+    }
+    free(f->mtpls);
+    f->mtpls = NULL;
     free(f->order);
     f->order = NULL;
     for (size_t i = 0; i < f->nused; i++) {

@@ -56,15 +56,17 @@ typedef struct httpo_fmt {
     /* loki */
     spool_strmap labels; /* label name -> template */
     int line_format;     /* HTTPO_LINE_* */
+    spool_strmap meta;   /* structured metadata: name -> template */
     /* otlp */
     spool_strmap resource; /* attribute name -> template */
     char *severity_field;  /* field holding the level, NULL = none */
 
     /* built at init */
     httpo_tfmt index_t;
-    spool_template **tpls; /* labels or resource, one per entry */
-    size_t *order;         /* labels: entries sorted by name */
-    char **used;           /* otlp: field names the resource templates read */
+    spool_template **tpls;  /* labels or resource, one per entry */
+    spool_template **mtpls; /* loki: structured metadata, one per entry */
+    size_t *order;          /* labels: entries sorted by name */
+    char **used;            /* otlp: field names the resource templates read */
     size_t nused;
     /* runner-thread scratch (encode) */
     spool_buf s1, s2;

@@ -7,7 +7,9 @@
  * label that renders empty is left out. Records with the same label set
  * form one stream, streams in the order of their label sets, entries sorted
  * by time inside a stream (ties keep offset order). The line is the
- * record's value, or with line_format: json its field document.
+ * record's value, or with line_format: json its field document; with
+ * structured_metadata, a third element {"name":"value"} per entry (Loki 3,
+ * names -> templates; left out when every one renders empty).
  *
  * Response: 2xx is delivered; 429 and 5xx retry (the generic rule); 400
  * (entry out of order, too far behind, bad labels) refuses the records of
@@ -47,6 +49,16 @@ int httpo_loki_check(spool_instance *ins, const httpo_fmt *f)
         spool_template *t = spool_template_compile(f->labels.values[i], &err);
         if (!t) {
             spool_config_error(ins, "labels", "label %s: %s: %s", k, f->labels.values[i], err);
+            rc = -EINVAL;
+        }
+        spool_template_destroy(t);
+    }
+    for (size_t i = 0; i < f->meta.count; i++) {
+        const char *err = NULL;
+        spool_template *t = spool_template_compile(f->meta.values[i], &err);
+        if (!t) {
+            spool_config_error(ins, "structured_metadata", "%s: %s: %s", f->meta.keys[i],
+                               f->meta.values[i], err);
             rc = -EINVAL;
         }
         spool_template_destroy(t);
@@ -125,6 +137,29 @@ static int lk_labels(httpo_fmt *f, const spool_record *r, const char *topic, spo
     return rc;
 }
 
+/* Structured metadata: ,{"name":"value",...} of the entries that render
+ * non-empty; nothing when none does. */
+static int lk_meta(httpo_fmt *f, const spool_record *r, const char *topic, spool_buf *out)
+{
+    char v[HTTPO_FMT_NAME_MAX];
+    int rc = 0, first = 1;
+    for (size_t k = 0; k < f->meta.count; k++) {
+        size_t n = spool_template_render(f->mtpls[k], r, topic, NULL, v, sizeof(v));
+        if (n == 0) {
+            continue;
+        }
+        rc |= put(out, first ? ",{" : ",");
+        first = 0;
+        rc |= spool_json_append_string(out, f->meta.keys[k], strlen(f->meta.keys[k]));
+        rc |= put(out, ":");
+        rc |= spool_json_append_string(out, v, n > sizeof(v) ? sizeof(v) : n);
+    }
+    if (!first) {
+        rc |= put(out, "}");
+    }
+    return rc;
+}
+
 static int put_u32(spool_buf *b, size_t v)
 {
     uint32_t x = (uint32_t)v;
@@ -194,6 +229,7 @@ int httpo_loki_encode(httpo_fmt *f, const spool_chunk *ch, spool_buf *b, spool_b
             rc |= spool_json_append_string(b, r->value_len > 0 ? (const char *)r->value : "",
                                            r->value_len > 0 ? (size_t)r->value_len : 0);
         }
+        rc |= lk_meta(f, r, ch->topic, b);
         rc |= put(b, "]");
         if (rc) {
             return -ENOMEM;

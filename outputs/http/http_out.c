@@ -75,6 +75,8 @@ static const spool_option httpo_options[] = {
                      "loki: stream labels, name -> template over fields (few, low cardinality)"),
     SPOOL_OPT_CHOICE("line_format", httpo_ctx, fmt.line_format, "value", httpo_lines,
                      "loki: the log line, the record's value or its field document (json)"),
+    SPOOL_OPT_STRMAP("structured_metadata", httpo_ctx, fmt.meta,
+                     "loki: structured metadata per entry, name -> template over fields"),
     SPOOL_OPT_STRMAP("resource", httpo_ctx, fmt.resource,
                      "otlp: resource attributes, name -> template over fields"),
     SPOOL_OPT_STR("severity_field", httpo_ctx, fmt.severity_field, NULL, 0,

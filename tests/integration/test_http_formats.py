@@ -352,6 +352,7 @@ outputs:
     format: loki
     labels: {job: spool, host: "{{ host }}"}
     line_format: json
+    structured_metadata: {trace_id: "{{ trace_id }}"}
   - type: http
     topics: [app]
     url: http://127.0.0.1:4318/v1/logs

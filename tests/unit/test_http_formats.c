@@ -198,6 +198,23 @@ static void options_variants(void **state)
     httpo_fmt_free(&e);
 }
 
+/* Structured metadata: a third element where some entry renders. */
+static void loki_structured_metadata(void **state)
+{
+    (void)state;
+    char *k[] = {"job"}, *v[] = {"spool"}, *mk[] = {"app", "status"},
+         *mv[] = {"{{ app }}", "{{ http.status }}"};
+    httpo_fmt f = {.format = HTTPO_FMT_LOKI, .labels = {k, v, 1}, .meta = {mk, mv, 2}};
+    char *s = encode(&f);
+    assert_string_equal(s, "{\"streams\":[{\"stream\":{\"job\":\"spool\"},\"values\":["
+                           "[\"1704164645000000000\",\"slow\"],"
+                           "[\"1704164645678000000\",\"GET /a\",{\"status\":\"200\"}],"
+                           "[\"1704164645679000000\",\"boom \\\"x\\\"\",{\"app\":\"api\"}],"
+                           "[\"1704240000000000000\",\"next day\"]]}]}");
+    free(s);
+    httpo_fmt_free(&f);
+}
+
 /* ---- responses ---- */
 
 typedef struct rejects {
@@ -426,6 +443,7 @@ int main(void)
         cmocka_unit_test(otlp_body),
         cmocka_unit_test(encode_twice),
         cmocka_unit_test(options_variants),
+        cmocka_unit_test(loki_structured_metadata),
         cmocka_unit_test(es_responses),
         cmocka_unit_test(loki_responses),
         cmocka_unit_test(otlp_responses),
