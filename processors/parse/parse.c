@@ -107,6 +107,8 @@ typedef struct parse_ctx {
     spool_buf buf;       /* collected names (NUL-terminated) and values */
     parse_field *fields; /* nfields collected of cap_fields */
     spool_header *added; /* cap_fields: the fields written with one spool_batch_add_headers */
+    spool_record *views; /* cap_views: every record of the batch, read before any change */
+    size_t cap_views;
     size_t nfields;
     size_t cap_fields;
     long ts_index;         /* field holding the timestamp, -1 = none yet */
@@ -391,8 +393,11 @@ static void parse_destroy(spool_instance *ins, void *vctx)
     spool_buf_free(&ctx->buf);
     free(ctx->fields);
     free(ctx->added);
+    free(ctx->views);
     ctx->fields = NULL;
     ctx->added = NULL;
+    ctx->views = NULL;
+    ctx->cap_views = 0;
     ctx->cap_fields = ctx->nfields = 0;
 }
 
@@ -570,9 +575,9 @@ static int remove_source(parse_ctx *ctx, spool_batch *b, size_t i)
 /* Parses record i and writes its fields; a failure is handled by on_error. 0 or
  * -ENOMEM. */
 static int parse_record(spool_instance *ins, parse_ctx *ctx, spool_batch *b, size_t i,
-                        int64_t now_ms)
+                        const spool_record *view, int64_t now_ms)
 {
-    spool_record r;
+    spool_record r = *view;
     char scratch[SPOOL_FIELD_SCRATCH], why[256];
     const uint8_t *src;
     size_t len;
@@ -580,7 +585,6 @@ static int parse_record(spool_instance *ins, parse_ctx *ctx, spool_batch *b, siz
     int64_t ts = 0;
     int rc;
 
-    spool_batch_get(b, i, &r);
     if (!source_of(ctx, b, i, &r, scratch, &src, &len)) {
         snprintf(why, sizeof(why), "%s: the record has no field '%s'", format_names[ctx->format],
                  ctx->source);
@@ -680,8 +684,22 @@ static int parse_process(spool_instance *ins, void *vctx, spool_batch *b)
     parse_ctx *ctx = vctx;
     size_t n = spool_batch_count(b);
     int64_t now_ms = ctx->ts_field ? spool_now_ms() : 0;
+    /* Every record's view first: a view stays valid until its own record changes, and
+     * reading them all before the first change builds the batch's header views once,
+     * instead of again (growing, copying) after each record's new fields. */
+    if (n > ctx->cap_views) {
+        spool_record *v = realloc(ctx->views, n * sizeof(*v));
+        if (!v) {
+            return -ENOMEM;
+        }
+        ctx->views = v;
+        ctx->cap_views = n;
+    }
     for (size_t i = 0; i < n; i++) {
-        int rc = parse_record(ins, ctx, b, i, now_ms);
+        spool_batch_get(b, i, &ctx->views[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = parse_record(ins, ctx, b, i, &ctx->views[i], now_ms);
         if (rc < 0) {
             return rc; /* -ENOMEM: the core logs it; records not reached stay as they are */
         }
