@@ -27,25 +27,30 @@
 
 #define FREE_WINDOWS_MAX 4096
 
+/* A table slot: the hash's high half (compared before touching the key),
+ * then the id. */
+#define SLOT(hash, id) (((hash)&0xffffffff00000000ULL) | (uint64_t)(id))
+#define SLOT_ID(e) ((uint32_t)(e))
+
 /* ---- keys ---------------------------------------------------------------- */
 
 static int table_grow(sx_state *s)
 {
     uint32_t cap = s->table_cap ? s->table_cap * 2 : 1024;
-    uint32_t *t = malloc((size_t)cap * sizeof(uint32_t));
+    uint64_t *t = malloc((size_t)cap * sizeof(uint64_t));
     if (t == NULL) {
         return -ENOMEM;
     }
-    memset(t, 0xff, (size_t)cap * sizeof(uint32_t));
+    memset(t, 0xff, (size_t)cap * sizeof(uint64_t));
     for (uint32_t id = 0; id < s->nkeys_alloc; id++) {
         if (!s->keys[id].live) {
             continue;
         }
         uint32_t i = (uint32_t)s->keys[id].hash & (cap - 1);
-        while (t[i] != SX_NONE) {
+        while (SLOT_ID(t[i]) != SX_NONE) {
             i = (i + 1) & (cap - 1);
         }
-        t[i] = id;
+        t[i] = SLOT(s->keys[id].hash, id);
     }
     free(s->table);
     s->table = t;
@@ -101,23 +106,23 @@ void sx__key_drop(sx_state *s, uint32_t id)
     /* Backward-shift deletion from the table. */
     uint32_t mask = s->table_cap - 1;
     uint32_t i = (uint32_t)k->hash & mask;
-    while (s->table[i] != id) {
+    while (SLOT_ID(s->table[i]) != id) {
         i = (i + 1) & mask;
     }
     uint32_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        if (s->table[j] == SX_NONE) {
+        if (SLOT_ID(s->table[j]) == SX_NONE) {
             break;
         }
-        uint32_t home = (uint32_t)s->keys[s->table[j]].hash & mask;
+        uint32_t home = (uint32_t)s->keys[SLOT_ID(s->table[j])].hash & mask;
         /* Move j to i if its home is not in (i, j] cyclically. */
         if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
             s->table[i] = s->table[j];
             i = j;
         }
     }
-    s->table[i] = SX_NONE;
+    s->table[i] = UINT64_MAX;
     key_free_state(s, k);
     memset(k, 0, sizeof(*k));
     k->heap_pos = -1;
@@ -135,10 +140,14 @@ sx_key *sx__key_get(sx_state *s, const char *kb, size_t klen, bool create, uint3
     uint64_t h = sx_hash64(kb, klen, 0x6b65792d68617368ULL);
     uint32_t mask = s->table_cap - 1;
     uint32_t i = (uint32_t)h & mask;
-    while (s->table[i] != SX_NONE) {
-        sx_key *k = &s->keys[s->table[i]];
-        if (k->hash == h && k->klen == klen && memcmp(k->kb, kb, klen) == 0) {
-            uint32_t id = s->table[i];
+    uint64_t tag = h & 0xffffffff00000000ULL;
+    for (uint64_t e; SLOT_ID(e = s->table[i]) != SX_NONE; i = (i + 1) & mask) {
+        if ((e & 0xffffffff00000000ULL) != tag) {
+            continue;
+        }
+        sx_key *k = &s->keys[SLOT_ID(e)];
+        if (k->hash == h && k->klen == klen && memcmp(sx__kb(k), kb, klen) == 0) {
+            uint32_t id = SLOT_ID(e);
             if (create && s->lru_tail != id) {
                 lru_unlink(s, id);
                 lru_append(s, id);
@@ -146,7 +155,6 @@ sx_key *sx__key_get(sx_state *s, const char *kb, size_t klen, bool create, uint3
             *idp = id;
             return k;
         }
-        i = (i + 1) & mask;
     }
     if (!create) {
         return NULL;
@@ -158,20 +166,26 @@ sx_key *sx__key_get(sx_state *s, const char *kb, size_t klen, bool create, uint3
     if ((uint64_t)(s->nkeys + 1) * 2 > s->table_cap && table_grow(s) < 0) {
         return NULL;
     }
-    char *copy = malloc(klen + 1);
-    if (copy == NULL) {
-        return NULL;
+    char *copy = NULL;
+    if (klen >= SX_KEY_INLINE) {
+        if ((copy = malloc(klen)) == NULL) {
+            return NULL;
+        }
+        memcpy(copy, kb, klen);
     }
-    memcpy(copy, kb, klen);
-    copy[klen] = 0;
     uint32_t id = s->free_id;
     if (id == SX_NONE) {
         uint32_t n = s->nkeys_alloc ? s->nkeys_alloc * 2 : 64;
-        sx_key *ks = realloc(s->keys, (size_t)n * sizeof(*ks));
+        /* Cache-line aligned (sx_key's first line is the hot one). */
+        sx_key *ks = aligned_alloc(64, (size_t)n * sizeof(*ks));
         if (ks == NULL) {
             free(copy);
             return NULL;
         }
+        if (s->nkeys_alloc) {
+            memcpy(ks, s->keys, (size_t)s->nkeys_alloc * sizeof(*ks));
+        }
+        free(s->keys);
         s->keys = ks;
         for (uint32_t j = n; j-- > s->nkeys_alloc;) {
             memset(&ks[j], 0, sizeof(ks[j]));
@@ -189,14 +203,17 @@ sx_key *sx__key_get(sx_state *s, const char *kb, size_t klen, bool create, uint3
     k->heap_pos = -1;
     k->hash = h;
     k->kb = copy;
+    if (copy == NULL && klen) {
+        memcpy(k->kin, kb, klen);
+    }
     k->klen = (uint32_t)klen;
     k->live = true;
     mask = s->table_cap - 1;
     i = (uint32_t)h & mask;
-    while (s->table[i] != SX_NONE) {
+    while (SLOT_ID(s->table[i]) != SX_NONE) {
         i = (i + 1) & mask;
     }
-    s->table[i] = id;
+    s->table[i] = SLOT(h, id);
     lru_append(s, id);
     s->nkeys++;
     *idp = id;
@@ -213,7 +230,7 @@ static bool timer_less(const sx_state *s, uint32_t a, uint32_t b)
         return x->timer_at < y->timer_at;
     }
     size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->kb, y->kb, n);
+    int c = memcmp(sx__kb(x), sx__kb(y), n);
     return c < 0 || (c == 0 && x->klen < y->klen);
 }
 
@@ -633,7 +650,7 @@ static int emit_event(sx_state *s, uint32_t id, uint64_t count, int64_t first_ts
         s->hdrs[nh++] = src->h[i];
     }
     spool_record ev = {
-        .key = (const uint8_t *)k->kb,
+        .key = (const uint8_t *)sx__kb(k),
         .key_len = (int32_t)k->klen,
         .value = NULL,
         .value_len = -1,
@@ -645,7 +662,7 @@ static int emit_event(sx_state *s, uint32_t id, uint64_t count, int64_t first_ts
     };
     if (w) {
         s->json.len = 0;
-        rc = sx__window_json(d, k->kb, k->klen, w, &s->json);
+        rc = sx__window_json(d, sx__kb(k), k->klen, w, &s->json);
         if (rc < 0) {
             return rc;
         }
@@ -1129,7 +1146,7 @@ void sx__state_clear(sx_state *s)
     s->nkeys = 0;
     s->free_id = SX_NONE;
     s->lru_head = s->lru_tail = SX_NONE;
-    memset(s->table, 0xff, (size_t)s->table_cap * sizeof(uint32_t));
+    memset(s->table, 0xff, (size_t)s->table_cap * sizeof(uint64_t));
     s->nheap = 0;
     s->has_time = false;
     s->max_ts = 0;
@@ -1169,7 +1186,7 @@ void sx_stats(const sx_state *s, sx_stats_t *out)
         if (!k->live) {
             continue;
         }
-        bytes += k->klen + 1 + (size_t)k->ts_cap * 8 + k->first_rec.cap +
+        bytes += (k->kb ? k->klen : 0) + (size_t)k->ts_cap * 8 + k->first_rec.cap +
                  (size_t)k->win_cap * sizeof(void *);
         windows += k->nwin;
         for (uint32_t i = 0; i < k->nwin; i++) {

@@ -68,19 +68,23 @@ typedef struct sx_window {
 } sx_window;
 
 #define SX_NONE UINT32_MAX
+#define SX_KEY_INLINE 24 /* keys shorter than this live inside sx_key */
 
 typedef struct sx_key {
-    uint64_t hash;
-    char *kb;          /* key bytes (heap, NUL-terminated) */
-    uint32_t klen;     /* bytes */
-    bool live;         /* slot in use */
-    uint32_t lru_prev; /* id, SX_NONE at the head (least recently used) */
-    uint32_t lru_next; /* id, SX_NONE at the tail */
-    int32_t heap_pos;  /* position in the timer heap, -1 if none */
-    int64_t timer_at;  /* ms: when the timer fires (watermark >= timer_at) */
-    /* threshold: the key's pending timestamps, ascending */
-    int64_t *ts;
-    uint32_t nts, ts_cap;
+    /* First cache line: what finding, touching and a threshold need. */
+    _Alignas(64) uint64_t hash;
+    char kin[SX_KEY_INLINE]; /* key bytes when shorter (read both through sx__kb) */
+    uint32_t klen;           /* bytes */
+    uint32_t lru_prev;       /* id, SX_NONE at the head (least recently used) */
+    uint32_t lru_next;       /* id, SX_NONE at the tail */
+    uint32_t nts;            /* threshold: timestamps held */
+    int64_t *ts;             /* threshold: the key's pending timestamps, ascending */
+    uint32_t ts_cap;         /* threshold: timestamps allocated */
+    bool live;               /* slot in use */
+    /* Then the rest. */
+    char *kb;         /* key bytes (heap) when klen >= SX_KEY_INLINE, else NULL */
+    int32_t heap_pos; /* position in the timer heap, -1 if none */
+    int64_t timer_at; /* ms: when the timer fires (watermark >= timer_at) */
     /* sequence: the one partial run */
     bool active;
     uint32_t step, step_count, run_total;
@@ -100,7 +104,7 @@ struct sx_state {
     uint32_t nkeys_alloc;
     uint32_t nkeys;     /* live */
     uint32_t free_id;   /* first free id (chained through lru_next), SX_NONE */
-    uint32_t *table;    /* open addressing: ids, SX_NONE empty */
+    uint64_t *table;    /* open addressing: (hash >> 32) << 32 | id; id SX_NONE = empty */
     uint32_t table_cap; /* power of two */
     uint32_t lru_head, lru_tail;
     uint32_t *heap; /* ids ordered by (timer_at, key bytes) */
@@ -127,6 +131,13 @@ typedef struct ev_src {
     const spool_header *h;
     uint32_t nh;
 } ev_src;
+
+/* A key's bytes (keys move when the key array grows: never keep this
+ * pointer across the creation of a key). */
+static inline const char *sx__kb(const sx_key *k)
+{
+    return k->klen < SX_KEY_INLINE ? k->kin : k->kb;
+}
 
 /* engine.c */
 /* Decodes an absence's stored `first` record (checked: also used on

@@ -97,7 +97,7 @@ static void put_cell(wr *w, const sx_agg *a, const sx_cell *c)
 static void put_key(wr *w, const sx_def *d, const sx_key *k)
 {
     put_u32(w, k->klen);
-    put(w, k->kb, k->klen);
+    put(w, sx__kb(k), k->klen);
     switch (d->kind) {
     case SX_THRESHOLD:
         put_u32(w, k->nts);
@@ -507,7 +507,7 @@ static int cmp_row(const void *a, const void *b)
 {
     const qrow *x = a, *y = b;
     size_t n = x->k->klen < y->k->klen ? x->k->klen : y->k->klen;
-    int c = memcmp(x->k->kb, y->k->kb, n);
+    int c = memcmp(sx__kb(x->k), sx__kb(y->k), n);
     if (c == 0 && x->k->klen != y->k->klen) {
         c = x->k->klen < y->k->klen ? -1 : 1;
     }
@@ -569,7 +569,7 @@ int sx_query(const sx_state *s, const char *key, int64_t from, int64_t to, spool
         if (i) {
             rc = spool_buf_append(out, ",", 1);
         }
-        rc = rc ? rc : sx__window_json(d, rows[i].k->kb, rows[i].k->klen, rows[i].w, out);
+        rc = rc ? rc : sx__window_json(d, sx__kb(rows[i].k), rows[i].k->klen, rows[i].w, out);
     }
     rc = rc ? rc : spool_buf_append(out, "]", 1);
     free(rows);
