@@ -320,18 +320,37 @@ static int cmp_ts(const void *a, const void *b)
  * than `within`, among those since the key's last match, in a window that
  * contains the new record (placed after equal timestamps). Then the key
  * starts over. */
-static void ref_threshold(tev *e, size_t n, int64_t late, uint32_t count, int64_t within, outs *o)
+static long ref_threshold(tev *e, size_t n, int64_t late, uint32_t count, int64_t within,
+                          int max_keys, outs *o)
 {
     ref t = {0, 0, late};
     int64_t(*held)[2] = calloc(NEV * 64, sizeof(*held)); /* per key: (ts, seq) */
     size_t nheld[64] = {0};
     int64_t sorted[NEV][2];
+    int lru[64], nlru = 0;
+    long evictions = 0;
     for (size_t i = 0; i < n; i++) {
         o->at = i;
         if (!ref_admit(&t, &e[i], !e[i].ok)) {
             continue;
         }
         int k = e[i].key;
+        /* max_keys: the least recently updated key is forgotten. */
+        int at = -1;
+        for (int j = 0; j < nlru; j++) {
+            at = lru[j] == k ? j : at;
+        }
+        if (at < 0 && nlru == max_keys) {
+            nheld[lru[0]] = 0;
+            evictions++;
+            at = 0;
+            lru[0] = k;
+        } else if (at < 0) {
+            at = nlru++;
+            lru[at] = k;
+        }
+        memmove(&lru[at], &lru[at + 1], (size_t)(nlru - at - 1) * sizeof(int));
+        lru[nlru - 1] = k;
         held[k * NEV + nheld[k]][0] = e[i].ts;
         held[k * NEV + nheld[k]][1] = (int64_t)i;
         nheld[k]++;
@@ -354,6 +373,7 @@ static void ref_threshold(tev *e, size_t n, int64_t late, uint32_t count, int64_
         ref_clock(&t, e[i].ts);
     }
     free(held);
+    return evictions;
 }
 
 static const char *const threshold_opts[] = {"key",
@@ -377,8 +397,45 @@ static void test_threshold_reference(void **st)
         tev *e = gen(seed, NEV, 5, 3000, 1500);
         outs a = {0}, b = {0};
         run_engine(d, e, NEV, 0, &a);
-        ref_threshold(e, NEV, 3000, 4, 20000, &b);
+        ref_threshold(e, NEV, 3000, 4, 20000, 1000, &b);
         assert_true(b.n > 20);
+        compare(&a, &b, 0);
+        free(a.v);
+        free(b.v);
+        free(e);
+    }
+    sx_def_free(d);
+}
+
+/* max_keys 3 over 5 keys: evictions of the least recently updated key, as
+ * the reference does them. */
+static void test_threshold_eviction_reference(void **st)
+{
+    const char *opts[32];
+    size_t n = 0;
+    for (; threshold_opts[n]; n++) {
+        opts[n] = threshold_opts[n];
+    }
+    opts[n++] = "max_keys";
+    opts[n++] = "3";
+    opts[n] = NULL;
+    sx_def *d = compile(opts);
+    for (uint64_t seed = 41; seed <= 44; seed++) {
+        tev *e = gen(seed, NEV, 5, 3000, 600);
+        outs a = {0}, b = {0};
+        sx_state *s = sx_state_new(d);
+        for (size_t i = 0; i < NEV; i++) {
+            a.at = i;
+            assert_true(sx_process(s, &e[i].r, "in", capture, &a) >= 0);
+        }
+        sx_stats_t stt;
+        sx_stats(s, &stt);
+        sx_state_free(s);
+        long ev = ref_threshold(e, NEV, 3000, 4, 20000, 3, &b);
+        assert_true(ev > 50);
+        assert_int_equal(stt.evictions, ev);
+        assert_int_equal(stt.keys, 3);
+        assert_true(b.n > 10);
         compare(&a, &b, 0);
         free(a.v);
         free(b.v);
@@ -979,6 +1036,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_threshold_reference),
+        cmocka_unit_test(test_threshold_eviction_reference),
         cmocka_unit_test(test_sequence_reference),
         cmocka_unit_test(test_absence_reference),
         cmocka_unit_test(test_view_reference),
