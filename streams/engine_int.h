@@ -152,6 +152,12 @@ void sx__timer_clear(sx_state *s, uint32_t id);
 sx_window *sx__window_new(sx_state *s, int64_t start);
 void sx__window_release(sx_state *s, sx_window *w);
 void sx__state_clear(sx_state *s);
+
+/* engine_view.c */
+/* Applies r to w: 0 or -ENOMEM. */
+int sx__window_apply(const sx_def *d, sx_window *w, const spool_record *r, const char *topic);
+/* Frees a window and its cells' allocations. */
+void sx__window_destroy(const sx_def *d, sx_window *w);
 /* Formats aggregate i of w into buf: its length, or -1 for null. */
 int sx__agg_format(const sx_def *d, const sx_window *w, uint32_t i, char *buf, size_t cap);
 int sx__window_json(const sx_def *d, const char *kb, size_t klen, const sx_window *w,
