@@ -56,33 +56,49 @@ static int table_grow(sx_state *s)
     return 0;
 }
 
-static void lru_unlink(sx_state *s, uint32_t id)
+static int cmp_cand(const void *a, const void *b)
 {
-    sx_key *k = &s->keys[id];
-    if (k->lru_prev != SX_NONE) {
-        s->keys[k->lru_prev].lru_next = k->lru_next;
-    } else {
-        s->lru_head = k->lru_next;
-    }
-    if (k->lru_next != SX_NONE) {
-        s->keys[k->lru_next].lru_prev = k->lru_prev;
-    } else {
-        s->lru_tail = k->lru_prev;
-    }
-    k->lru_prev = k->lru_next = SX_NONE;
+    const struct sx_cand *x = a, *y = b;
+    return x->touch < y->touch ? -1 : x->touch > y->touch;
 }
 
-static void lru_append(sx_state *s, uint32_t id)
+/* The least recently updated key, or SX_NONE on ENOMEM. Keys carry the
+ * time of their last update (touch); a scan keeps the oldest sixteenth of
+ * them, sorted. A candidate whose touch is unchanged is older than every
+ * key outside the list (those were newer at the scan and touches only
+ * grow), so the first unchanged one is exactly the LRU key; when none is
+ * left, scan again. No list to maintain per record. */
+static uint32_t lru_victim(sx_state *s)
 {
-    sx_key *k = &s->keys[id];
-    k->lru_prev = s->lru_tail;
-    k->lru_next = SX_NONE;
-    if (s->lru_tail != SX_NONE) {
-        s->keys[s->lru_tail].lru_next = id;
-    } else {
-        s->lru_head = id;
+    for (int pass = 0; pass < 2; pass++) {
+        while (s->cand_pos < s->ncand) {
+            const struct sx_cand *c = &s->cand[s->cand_pos++];
+            const sx_key *k = &s->keys[c->id];
+            if (k->live && k->touch == c->touch) {
+                return c->id;
+            }
+        }
+        struct sx_cand *all = malloc((size_t)(s->nkeys ? s->nkeys : 1) * sizeof(*all));
+        if (all == NULL) {
+            return SX_NONE;
+        }
+        uint32_t n = 0;
+        for (uint32_t id = 0; id < s->nkeys_alloc; id++) {
+            if (s->keys[id].live) {
+                all[n++] = (struct sx_cand){s->keys[id].touch, id};
+            }
+        }
+        qsort(all, n, sizeof(*all), cmp_cand);
+        uint32_t keep = n / 16 < 16 ? (n < 16 ? n : 16) : n / 16;
+        free(s->cand);
+        s->cand = realloc(all, (size_t)(keep ? keep : 1) * sizeof(*all));
+        if (s->cand == NULL) {
+            s->cand = all;
+        }
+        s->ncand = keep;
+        s->cand_pos = 0;
     }
-    s->lru_tail = id;
+    return SX_NONE;
 }
 
 static void key_free_state(sx_state *s, sx_key *k)
@@ -100,7 +116,6 @@ void sx__key_drop(sx_state *s, uint32_t id)
 {
     sx_key *k = &s->keys[id];
     sx__timer_clear(s, id);
-    lru_unlink(s, id);
     /* Backward-shift deletion from the table. */
     uint32_t mask = s->table_cap - 1;
     uint32_t i = (uint32_t)k->hash & mask;
@@ -124,8 +139,7 @@ void sx__key_drop(sx_state *s, uint32_t id)
     key_free_state(s, k);
     memset(k, 0, sizeof(*k));
     k->heap_pos = -1;
-    k->lru_prev = SX_NONE;
-    k->lru_next = s->free_id;
+    k->free_next = s->free_id;
     s->free_id = id;
     s->nkeys--;
 }
@@ -146,9 +160,8 @@ sx_key *sx__key_get(sx_state *s, const char *kb, size_t klen, bool create, uint3
         sx_key *k = &s->keys[SLOT_ID(e)];
         if (k->hash == h && k->klen == klen && memcmp(sx__kb(k), kb, klen) == 0) {
             uint32_t id = SLOT_ID(e);
-            if (create && s->lru_tail != id) {
-                lru_unlink(s, id);
-                lru_append(s, id);
+            if (create) {
+                k->touch = ++s->touch_seq;
             }
             *idp = id;
             return k;
@@ -157,8 +170,12 @@ sx_key *sx__key_get(sx_state *s, const char *kb, size_t klen, bool create, uint3
     if (!create) {
         return NULL;
     }
-    if (s->nkeys >= s->def->max_keys && s->lru_head != SX_NONE) {
-        sx__key_drop(s, s->lru_head);
+    if (s->nkeys >= s->def->max_keys && s->nkeys > 0) {
+        uint32_t victim = lru_victim(s);
+        if (victim == SX_NONE) {
+            return NULL;
+        }
+        sx__key_drop(s, victim);
         s->st.evictions++;
     }
     if ((uint64_t)(s->nkeys + 1) * 2 > s->table_cap && table_grow(s) < 0) {
@@ -188,15 +205,14 @@ sx_key *sx__key_get(sx_state *s, const char *kb, size_t klen, bool create, uint3
         for (uint32_t j = n; j-- > s->nkeys_alloc;) {
             memset(&ks[j], 0, sizeof(ks[j]));
             ks[j].heap_pos = -1;
-            ks[j].lru_prev = SX_NONE;
-            ks[j].lru_next = s->free_id;
+            ks[j].free_next = s->free_id;
             s->free_id = j;
         }
         s->nkeys_alloc = n;
         id = s->free_id;
     }
     sx_key *k = &s->keys[id];
-    s->free_id = k->lru_next;
+    s->free_id = k->free_next;
     memset(k, 0, sizeof(*k));
     k->heap_pos = -1;
     k->hash = h;
@@ -212,7 +228,7 @@ sx_key *sx__key_get(sx_state *s, const char *kb, size_t klen, bool create, uint3
         i = (i + 1) & mask;
     }
     s->table[i] = SLOT(h, id);
-    lru_append(s, id);
+    k->touch = ++s->touch_seq;
     s->nkeys++;
     *idp = id;
     return k;
@@ -888,7 +904,6 @@ sx_state *sx_state_new(const sx_def *d)
     }
     s->def = d;
     s->free_id = SX_NONE;
-    s->lru_head = s->lru_tail = SX_NONE;
     if (table_grow(s) < 0 || spool_buf_reserve(&s->keybuf, 256) < 0) {
         sx_state_free(s);
         return NULL;
@@ -909,9 +924,10 @@ void sx__state_clear(sx_state *s)
     s->nkeys_alloc = 0;
     s->nkeys = 0;
     s->free_id = SX_NONE;
-    s->lru_head = s->lru_tail = SX_NONE;
     memset(s->table, 0xff, (size_t)s->table_cap * sizeof(uint64_t));
     s->nheap = 0;
+    s->touch_seq = 0;
+    s->ncand = s->cand_pos = 0;
     s->has_time = false;
     s->max_ts = 0;
     memset(&s->st, 0, sizeof(s->st));
@@ -930,6 +946,7 @@ void sx_state_free(sx_state *s)
     }
     free(s->table);
     free(s->heap);
+    free(s->cand);
     free(s->hdrs);
     spool_buf_free(&s->keybuf);
     spool_buf_free(&s->text);

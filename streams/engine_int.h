@@ -75,8 +75,8 @@ typedef struct sx_key {
     _Alignas(64) uint64_t hash;
     char kin[SX_KEY_INLINE]; /* key bytes when shorter (read both through sx__kb) */
     uint32_t klen;           /* bytes */
-    uint32_t lru_prev;       /* id, SX_NONE at the head (least recently used) */
-    uint32_t lru_next;       /* id, SX_NONE at the tail */
+    uint32_t free_next;      /* free slots: the next free id, SX_NONE at the end */
+    uint64_t touch;          /* when last updated (state's touch counter): LRU order */
     uint32_t nts;            /* threshold: timestamps held */
     int64_t *ts;             /* threshold: the key's pending timestamps, ascending */
     uint32_t ts_cap;         /* threshold: timestamps allocated */
@@ -103,10 +103,18 @@ struct sx_state {
     sx_key *keys; /* by id */
     uint32_t nkeys_alloc;
     uint32_t nkeys;     /* live */
-    uint32_t free_id;   /* first free id (chained through lru_next), SX_NONE */
+    uint32_t free_id;   /* first free id (chained through free_next), SX_NONE */
     uint64_t *table;    /* open addressing: (hash >> 32) << 32 | id; id SX_NONE = empty */
     uint32_t table_cap; /* power of two */
-    uint32_t lru_head, lru_tail;
+    uint64_t touch_seq; /* last touch value given */
+    /* Eviction candidates: the oldest keys by touch at the last scan,
+     * ascending; one is still the least recently updated key if its touch
+     * has not changed (see lru_victim). */
+    struct sx_cand {
+        uint64_t touch;
+        uint32_t id;
+    } * cand;
+    uint32_t ncand, cand_pos;
     uint32_t *heap; /* ids ordered by (timer_at, key bytes) */
     uint32_t nheap, heap_cap;
     bool has_time;
