@@ -407,9 +407,10 @@ static void test_threshold_reference(void **st)
     sx_def_free(d);
 }
 
-/* max_keys 3 over 5 keys: evictions of the least recently updated key, as
- * the reference does them. */
-static void test_threshold_eviction_reference(void **st)
+/* max_keys 3 over 5 keys, and 40 over 60 (the engine's candidate list then
+ * holds fewer keys than the state): evictions of the least recently updated
+ * key, as the reference does them. */
+static void eviction_case(const char *max_keys, int nkeys, int64_t step_ms, size_t min_out)
 {
     const char *opts[32];
     size_t n = 0;
@@ -417,11 +418,11 @@ static void test_threshold_eviction_reference(void **st)
         opts[n] = threshold_opts[n];
     }
     opts[n++] = "max_keys";
-    opts[n++] = "3";
+    opts[n++] = max_keys;
     opts[n] = NULL;
     sx_def *d = compile(opts);
     for (uint64_t seed = 41; seed <= 44; seed++) {
-        tev *e = gen(seed, NEV, 5, 3000, 600);
+        tev *e = gen(seed, NEV, nkeys, 3000, step_ms);
         outs a = {0}, b = {0};
         sx_state *s = sx_state_new(d);
         for (size_t i = 0; i < NEV; i++) {
@@ -431,17 +432,23 @@ static void test_threshold_eviction_reference(void **st)
         sx_stats_t stt;
         sx_stats(s, &stt);
         sx_state_free(s);
-        long ev = ref_threshold(e, NEV, 3000, 4, 20000, 3, &b);
+        long ev = ref_threshold(e, NEV, 3000, 4, 20000, atoi(max_keys), &b);
         assert_true(ev > 50);
         assert_int_equal(stt.evictions, ev);
-        assert_int_equal(stt.keys, 3);
-        assert_true(b.n > 10);
+        assert_int_equal(stt.keys, atoi(max_keys));
+        assert_true(b.n >= min_out);
         compare(&a, &b, 0);
         free(a.v);
         free(b.v);
         free(e);
     }
     sx_def_free(d);
+}
+
+static void test_threshold_eviction_reference(void **st)
+{
+    eviction_case("3", 5, 600, 10);
+    eviction_case("40", 60, 50, 1);
 }
 
 /* ---- sequence ------------------------------------------------------------ */
