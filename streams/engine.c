@@ -850,6 +850,10 @@ int sx_process(sx_state *s, const spool_record *r, const char *topic, sx_emit_fn
     s->emit_rc = 0;
     int64_t ts = r->timestamp;
     int rc;
+    if (!SX_TS_OK(ts)) {
+        s->st.late++;
+        return SX_LATE;
+    }
     if (d->when && !spool_expr_eval_record(d->when, r, topic)) {
         s->st.skipped++;
         rc = advance(s, ts, emit, arg);
@@ -890,6 +894,12 @@ int sx_process(sx_state *s, const spool_record *r, const char *topic, sx_emit_fn
 int sx_advance(sx_state *s, int64_t event_time_ms, sx_emit_fn emit, void *arg)
 {
     s->emit_rc = 0;
+    if (event_time_ms > SX_TS_LIMIT) {
+        event_time_ms = SX_TS_LIMIT;
+    }
+    if (event_time_ms < -SX_TS_LIMIT) {
+        return 0;
+    }
     int rc = advance(s, event_time_ms, emit, arg);
     return rc < 0 ? rc : s->emit_rc;
 }

@@ -68,6 +68,10 @@ typedef struct sx_window {
 } sx_window;
 
 #define SX_NONE UINT32_MAX
+/* Timestamps beyond +-2^62 ms (146 million years) are treated as late: with
+ * durations at most INT64_MAX / 4, no time arithmetic can overflow. */
+#define SX_TS_LIMIT ((int64_t)1 << 62)
+#define SX_TS_OK(t) ((t) >= -SX_TS_LIMIT && (t) <= SX_TS_LIMIT)
 #define SX_KEY_INLINE 24 /* keys shorter than this live inside sx_key */
 
 typedef struct sx_key {

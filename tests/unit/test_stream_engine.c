@@ -979,6 +979,36 @@ static void test_eviction_bounded(void **st)
     sx_def_free(d);
 }
 
+/* Timestamps beyond +-2^62 ms are late, so they cannot move event time to
+ * the end of the range (or overflow the windows' arithmetic). */
+static void test_extreme_timestamps_late(void **st)
+{
+    static const char *const opts[] = {"view.window.hopping", "1h", "view.window.every", "1m",
+                                       NULL};
+    sx_def *d = compile(opts);
+    sx_state *s = sx_state_new(d);
+    spool_record r = {.key_len = -1, .value_len = -1};
+    const int64_t bad[] = {INT64_MAX, INT64_MIN, ((int64_t)1 << 62) + 1};
+    for (size_t i = 0; i < 3; i++) {
+        r.timestamp = bad[i];
+        assert_int_equal(sx_process(s, &r, NULL, NULL, NULL), SX_LATE);
+    }
+    r.timestamp = 1000;
+    assert_int_equal(sx_process(s, &r, NULL, NULL, NULL), SX_OK);
+    r.timestamp = -((int64_t)1 << 62);
+    assert_int_equal(sx_process(s, &r, NULL, NULL, NULL), SX_LATE); /* below the watermark */
+    outs o = {0};
+    assert_int_equal(sx_advance(s, INT64_MAX, capture, &o), 0);
+    assert_int_equal(o.n, 60); /* the 60 hopping windows holding ts 1000 */
+    assert_int_equal(sx_watermark(s), (int64_t)1 << 62);
+    sx_stats_t stt;
+    sx_stats(s, &stt);
+    assert_int_equal(stt.late, 4);
+    free(o.v);
+    sx_state_free(s);
+    sx_def_free(d);
+}
+
 static void expect_error(const char *const *kv, const char *option, size_t column,
                          const char *needle)
 {
@@ -1051,6 +1081,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_corrupt_refused),
         cmocka_unit_test(test_query_open_windows),
         cmocka_unit_test(test_eviction_bounded),
+        cmocka_unit_test(test_extreme_timestamps_late),
         cmocka_unit_test(test_compile_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
