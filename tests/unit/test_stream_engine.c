@@ -1033,7 +1033,9 @@ static void expect_error(const char *const *kv, const char *option, size_t colum
 static void test_compile_errors(void **st)
 {
     const char *const unknown[] = {"pattern.type", "threshold", "pattern.cnt", "3", NULL};
-    expect_error(unknown, "pattern.cnt", 0, "unknown stream option");
+    expect_error(unknown, "pattern.cnt", 0, "did you mean 'pattern.count'?");
+    const char *const far[] = {"pattern.type", "threshold", "colour", "red", NULL};
+    expect_error(far, "colour", 0, "unknown stream option 'colour'");
     const char *const badexpr[] = {
         "pattern.type",     "absence", "pattern.within", "1m", "pattern.first",
         "a == 1 && b == 2", NULL};
