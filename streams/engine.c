@@ -568,35 +568,40 @@ static int threshold_apply(sx_state *s, uint32_t id, const spool_record *r, sx_e
     int64_t ts = r->timestamp;
     int64_t w = watermark(s);
     /* Prune what no future record can share a window with. */
-    if (w != INT64_MIN && k->nts && k->ts[0] <= w - d->within) {
+    int64_t *t = sx__ts(k);
+    if (w != INT64_MIN && k->nts && t[0] <= w - d->within) {
         uint32_t drop = 0;
-        while (drop < k->nts && k->ts[drop] <= w - d->within) {
+        while (drop < k->nts && t[drop] <= w - d->within) {
             drop++;
         }
-        memmove(k->ts, k->ts + drop, (size_t)(k->nts - drop) * sizeof(int64_t));
+        memmove(t, t + drop, (size_t)(k->nts - drop) * sizeof(int64_t));
         k->nts -= drop;
     }
-    if (k->nts == k->ts_cap) {
-        uint32_t cap = k->ts_cap ? k->ts_cap * 2 : (d->count < 8 ? 8 : d->count);
-        int64_t *t = realloc(k->ts, (size_t)cap * sizeof(int64_t));
-        if (t == NULL) {
+    if (k->nts == (k->ts ? k->ts_cap : SX_TS_INLINE)) {
+        uint32_t cap = k->ts ? k->ts_cap * 2 : 2 * SX_TS_INLINE;
+        int64_t *g = k->ts ? realloc(k->ts, (size_t)cap * sizeof(int64_t))
+                           : malloc((size_t)cap * sizeof(int64_t));
+        if (g == NULL) {
             return -ENOMEM;
         }
-        k->ts = t;
+        if (k->ts == NULL) {
+            memcpy(g, k->ts_in, sizeof(k->ts_in));
+        }
+        k->ts = t = g;
         k->ts_cap = cap;
     }
     /* Insert after the entries with the same timestamp. */
     uint32_t lo = 0, hi = k->nts;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        if (k->ts[mid] <= ts) {
+        if (t[mid] <= ts) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
-    memmove(k->ts + lo + 1, k->ts + lo, (size_t)(k->nts - lo) * sizeof(int64_t));
-    k->ts[lo] = ts;
+    memmove(t + lo + 1, t + lo, (size_t)(k->nts - lo) * sizeof(int64_t));
+    t[lo] = ts;
     k->nts++;
     uint32_t c = d->count;
     if (k->nts < c) {
@@ -604,8 +609,8 @@ static int threshold_apply(sx_state *s, uint32_t id, const spool_record *r, sx_e
     }
     uint32_t s0 = lo + 1 >= c ? lo + 1 - c : 0;
     for (; s0 <= lo && s0 + c <= k->nts; s0++) {
-        if (k->ts[s0 + c - 1] - k->ts[s0] < d->within) {
-            int64_t first = k->ts[s0], last = k->ts[s0 + c - 1];
+        if (t[s0 + c - 1] - t[s0] < d->within) {
+            int64_t first = t[s0], last = t[s0 + c - 1];
             k->nts = 0;
             ev_src src;
             src_of_record(&src, r);
@@ -977,7 +982,7 @@ void sx_stats(const sx_state *s, sx_stats_t *out)
         if (!k->live) {
             continue;
         }
-        bytes += (k->kb ? k->klen : 0) + (size_t)k->ts_cap * 8 + k->first_rec.cap +
+        bytes += (k->kb ? k->klen : 0) + (k->ts ? (size_t)k->ts_cap * 8 : 0) + k->first_rec.cap +
                  (size_t)k->win_cap * sizeof(void *);
         windows += k->nwin;
         for (uint32_t i = 0; i < k->nwin; i++) {

@@ -102,7 +102,7 @@ static void put_key(wr *w, const sx_def *d, const sx_key *k)
     case SX_THRESHOLD:
         put_u32(w, k->nts);
         for (uint32_t i = 0; i < k->nts; i++) {
-            put_u64(w, (uint64_t)k->ts[i]);
+            put_u64(w, (uint64_t)sx__ts((sx_key *)k)[i]);
         }
         break;
     case SX_SEQUENCE:
@@ -369,14 +369,16 @@ static int get_key(rd *r, sx_state *s)
         if (r->bad || (size_t)n * 8 > r->len - r->off) {
             return -EBADMSG;
         }
-        k->ts = malloc((n ? n : 1) * sizeof(int64_t));
-        if (k->ts == NULL) {
-            return -ENOMEM;
+        if (n > SX_TS_INLINE) {
+            if ((k->ts = malloc((size_t)n * sizeof(int64_t))) == NULL) {
+                return -ENOMEM;
+            }
+            k->ts_cap = n;
         }
-        k->ts_cap = n ? n : 1;
+        int64_t *t = sx__ts(k);
         for (uint32_t i = 0; i < n; i++) {
-            k->ts[i] = (int64_t)get_u64(r);
-            if ((i && k->ts[i] < k->ts[i - 1]) || !SX_TS_OK(k->ts[i])) {
+            t[i] = (int64_t)get_u64(r);
+            if ((i && t[i] < t[i - 1]) || !SX_TS_OK(t[i])) {
                 return -EBADMSG;
             }
         }

@@ -390,21 +390,41 @@ static const char *const threshold_opts[] = {"key",
                                              "3s",
                                              NULL};
 
-static void test_threshold_reference(void **st)
+static void threshold_case(const char *count, const char *within_s, int nkeys, size_t min_out)
 {
-    sx_def *d = compile(threshold_opts);
+    const char *opts[32];
+    size_t n = 0;
+    for (; threshold_opts[n]; n++) {
+        opts[n] = threshold_opts[n];
+        if (n % 2 == 1 && strcmp(threshold_opts[n - 1], "pattern.count") == 0) {
+            opts[n] = count;
+        }
+        if (n % 2 == 1 && strcmp(threshold_opts[n - 1], "pattern.within") == 0) {
+            opts[n] = within_s;
+        }
+    }
+    opts[n] = NULL;
+    sx_def *d = compile(opts);
     for (uint64_t seed = 1; seed <= 6; seed++) {
-        tev *e = gen(seed, NEV, 5, 3000, 1500);
+        tev *e = gen(seed, NEV, nkeys, 3000, 1500);
         outs a = {0}, b = {0};
         run_engine(d, e, NEV, 0, &a);
-        ref_threshold(e, NEV, 3000, 4, 20000, 1000, &b);
-        assert_true(b.n > 20);
+        ref_threshold(e, NEV, 3000, (uint32_t)atoi(count), atoi(within_s) * 1000, 1000, &b);
+        assert_true(b.n > min_out);
         compare(&a, &b, 0);
         free(a.v);
         free(b.v);
         free(e);
     }
     sx_def_free(d);
+}
+
+static void test_threshold_reference(void **st)
+{
+    threshold_case("4", "20s", 5, 20);
+    /* 12 of 20: more timestamps than sx_key holds inline (then on the heap). */
+    threshold_case("12", "60s", 3, 5);
+    threshold_case("1", "1s", 5, 100);
 }
 
 /* max_keys 3 over 5 keys, and 40 over 60 (the engine's candidate list then
@@ -842,9 +862,14 @@ static void snapshot_cuts(const char *const *opts, size_t n, int nkeys, int64_t 
     sx_def_free(d);
 }
 
+static const char *const threshold12_opts[] = {
+    "key", "{{ k }}",          "pattern.type", "threshold", "pattern.count", "12", "pattern.within",
+    "60s", "allowed_lateness", "3s",           NULL};
+
 static void test_snapshot_restore_continue(void **st)
 {
     snapshot_cuts(threshold_opts, 600, 8, 3000);
+    snapshot_cuts(threshold12_opts, 600, 3, 3000);
     snapshot_cuts(sequence_opts, 600, 4, 2000);
     snapshot_cuts(absence_opts, 600, 10, 2500);
     snapshot_cuts(tumbling_opts, 500, 5, 2000);
