@@ -7,8 +7,9 @@
  * Invariants: a state is a pure function of the records and ticks it was
  * given, in order; nothing here reads a clock or does I/O. Keys live in a
  * dense array addressed by id, found through an open-addressing table of ids
- * (linear probing, backward-shift deletion), chained in LRU order (head =
- * least recently touched: the one max_keys evicts). A key has at most one
+ * (linear probing, backward-shift deletion, the hash's high half in each
+ * slot); each key carries the counter value of its last update, and at
+ * max_keys the least recently updated key is evicted (lru_victim). A key has at most one
  * timer (absence deadline, or the end of its earliest open window); the heap
  * orders timers by (time, key bytes), so firing order never depends on
  * allocation or hashing. A record is applied only if its timestamp is at
