@@ -408,7 +408,7 @@ int spool_plog_append(spool_plog *log, int topic, int32_t partition, const spool
         return rc == -ENOSPC ? rc : -EIO;
     }
     log->enc.len = 0;
-    int64_t now = spool__now_ms();
+    int64_t now = spool_now_ms();
     if ((rc = spool_rb_encode(&log->enc, p->end, recs, n, now, c->compression, 3)) < 0) {
         return rc;
     }
@@ -526,7 +526,7 @@ int spool_plog_commit(spool_plog *log, int force, int idle, int64_t *next_ms)
     if (log->read_only) {
         return -EROFS;
     }
-    int64_t now = spool__mono_ms();
+    int64_t now = spool_monotonic_ms();
     int64_t next = -1;
     int any_sync = 0;
     int rc;

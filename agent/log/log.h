@@ -227,6 +227,32 @@ int spool_plog_cursor_foreach(spool_plog *log,
                                          int32_t partition, int64_t offset),
                               void *arg);
 
+/* The saved cursors, as a list (`spool topics` lag, the partition-cut
+ * preflight). A zeroed struct is empty; strings are owned by the list. */
+typedef struct spool_plog_cursor_line {
+    char *consumer;
+    char *topic;
+    int32_t partition;
+    int64_t offset; /* next offset to read; -1: none saved (added by the caller) */
+} spool_plog_cursor_line;
+typedef struct spool_plog_cursor_lines {
+    spool_plog_cursor_line *items;
+    size_t count, cap;
+    int oom; /* a line could not be stored: the list is incomplete */
+} spool_plog_cursor_lines;
+/* Appends every cursor file line under data_dir. 0, -ENOMEM (l->oom) or
+ * another negative errno. */
+int spool_plog_cursor_lines_read(spool_plog *log, spool_plog_cursor_lines *l);
+/* Appends one line (copies the strings). 0 or -ENOMEM (l->oom set). */
+int spool_plog_cursor_lines_add(spool_plog_cursor_lines *l, const char *consumer, const char *topic,
+                                int32_t partition, int64_t offset);
+/* The consumer's line for topic/partition, or NULL. */
+const spool_plog_cursor_line *spool_plog_cursor_lines_find(const spool_plog_cursor_lines *l,
+                                                           const char *consumer, const char *topic,
+                                                           int32_t partition);
+/* Frees the lines; accepts an empty list; l is empty (zeroed) afterwards. */
+void spool_plog_cursor_lines_free(spool_plog_cursor_lines *l);
+
 /* ---- additions (log module, additive) ---- */
 
 /* What recovery did on open (for tests, metrics and `spool topics`). */

@@ -154,8 +154,6 @@ struct spool_plog {
 };
 
 /* ---- segment.c ---- */
-int64_t spool__now_ms(void);
-int64_t spool__mono_ms(void);
 void spool__seg_path(char *buf, size_t cap, const char *dir, int64_t base, const char *ext);
 /* Creates a new empty segment file (and index) at base. */
 int spool__seg_create(spool_plog *log, spool__part *p, int64_t base, spool__seg **out);

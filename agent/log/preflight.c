@@ -240,74 +240,18 @@ static int32_t disk_partitions(const char *data_dir, const char *topic)
     return n;
 }
 
-typedef struct cursor_line {
-    char *consumer;
-    char *topic;
-    int32_t partition;
-    int64_t offset;
-} cursor_line;
-
-typedef struct cursor_lines {
-    cursor_line *items;
-    size_t count, cap;
-    int oom;
-} cursor_lines;
-
-static void collect(void *arg, const char *consumer, const char *topic, int32_t partition,
-                    int64_t offset)
-{
-    cursor_lines *l = arg;
-    if (l->count == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        cursor_line *n = realloc(l->items, cap * sizeof(*n));
-        if (n == NULL) {
-            l->oom = 1;
-            return;
-        }
-        l->items = n;
-        l->cap = cap;
-    }
-    cursor_line *c = &l->items[l->count];
-    c->consumer = strdup(consumer);
-    c->topic = strdup(topic);
-    if (c->consumer == NULL || c->topic == NULL) {
-        free(c->consumer);
-        free(c->topic);
-        l->oom = 1;
-        return;
-    }
-    c->partition = partition;
-    c->offset = offset;
-    l->count++;
-}
-
-static void lines_free(cursor_lines *l)
-{
-    for (size_t i = 0; i < l->count; i++) {
-        free(l->items[i].consumer);
-        free(l->items[i].topic);
-    }
-    free(l->items);
-}
-
 /* The consumer's saved cursor for topic/partition, -1 if none. */
-static int64_t cursor_of(const cursor_lines *l, const char *consumer, const char *topic,
+static int64_t cursor_of(const spool_plog_cursor_lines *l, const char *consumer, const char *topic,
                          int32_t partition)
 {
-    for (size_t i = 0; i < l->count; i++) {
-        const cursor_line *c = &l->items[i];
-        if (c->partition == partition && strcmp(c->consumer, consumer) == 0 &&
-            strcmp(c->topic, topic) == 0) {
-            return c->offset;
-        }
-    }
-    return -1;
+    const spool_plog_cursor_line *c = spool_plog_cursor_lines_find(l, consumer, topic, partition);
+    return c ? c->offset : -1;
 }
 
 /* The names judged for topic: the configured consumers reading it, or
  * (cons == NULL) every consumer with a cursor file line for it. */
-static size_t readers_of(const cursor_lines *l, const spool_plog_consumer_conf *cons, size_t ncons,
-                         const char *topic, const char **out, size_t cap)
+static size_t readers_of(const spool_plog_cursor_lines *l, const spool_plog_consumer_conf *cons,
+                         size_t ncons, const char *topic, const char **out, size_t cap)
 {
     size_t n = 0;
     if (cons != NULL) {
@@ -349,7 +293,7 @@ void spool__shrink_free(spool__shrink *s, size_t n)
 
 /* Judges the partitions of one topic beyond its configured count. */
 static int judge_topic(spool_plog *ro, int t, const spool_topic_conf *tc, int32_t disk,
-                       const cursor_lines *lines, const spool_plog_consumer_conf *cons,
+                       const spool_plog_cursor_lines *lines, const spool_plog_consumer_conf *cons,
                        size_t ncons, spool__shrink *out)
 {
     const char *readers[MAX_READERS];
@@ -441,7 +385,7 @@ int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, siz
     spool_topic_conf *wide = calloc(ntopics ? ntopics : 1, sizeof(*wide));
     spool__shrink *res = NULL;
     spool_plog *ro = NULL;
-    cursor_lines lines = {0};
+    spool_plog_cursor_lines lines = {0};
     size_t nres = 0, any = 0;
     int rc = 0;
     if (disk == NULL || wide == NULL) {
@@ -466,11 +410,7 @@ int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, siz
     if ((rc = spool_plog_open(&o, &ro)) < 0) {
         goto out;
     }
-    if ((rc = spool_plog_cursor_foreach(ro, collect, &lines)) < 0) {
-        goto out;
-    }
-    if (lines.oom) {
-        rc = -ENOMEM;
+    if ((rc = spool_plog_cursor_lines_read(ro, &lines)) < 0) {
         goto out;
     }
     res = calloc(any, sizeof(*res));
@@ -498,7 +438,7 @@ out:
         res = NULL;
         nres = 0;
     }
-    lines_free(&lines);
+    spool_plog_cursor_lines_free(&lines);
     spool_plog_close(ro);
     free(wide);
     free(disk);
