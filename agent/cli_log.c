@@ -144,21 +144,6 @@ static const spool_plog_cursor_line *next_lag(const spool_plog_cursor_lines *l, 
     return NULL;
 }
 
-static int buf_printf(spool_buf *out, const char *fmt, ...) SPOOL_PRINTF(2, 3);
-
-static int buf_printf(spool_buf *out, const char *fmt, ...)
-{
-    char tmp[1200];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        return -EINVAL;
-    }
-    return spool_buf_append(out, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
 static int buf_json_str(spool_buf *out, const char *s)
 {
     return spool_json_append_string(out, s, strlen(s));
@@ -170,40 +155,40 @@ int spool_plog_topics_json(spool_plog *log, const spool_plog_consumer_conf *cons
     spool_plog_cursor_lines lags = {0};
     int rc = 0;
     collect_lags(log, &lags, consumers, nconsumers);
-    rc |= buf_printf(out, "{\"topics\":[");
+    rc |= spool_buf_printf(out, "{\"topics\":[");
     for (size_t t = 0; t < spool_plog_topic_count(log); t++) {
         const spool_topic_conf *tc = spool_plog_topic_conf(log, (int)t);
-        rc |= buf_printf(out, "%s{\"name\":", t ? "," : "");
+        rc |= spool_buf_printf(out, "%s{\"name\":", t ? "," : "");
         rc |= buf_json_str(out, tc->name);
-        rc |= buf_printf(out, ",\"partitions\":[");
+        rc |= spool_buf_printf(out, ",\"partitions\":[");
         int firstp = 1;
         for (int32_t p = 0; p < tc->partitions; p++) {
             spool_partition_info info;
             if (spool_plog_partition_info(log, (int)t, p, &info) < 0) {
                 continue;
             }
-            rc |= buf_printf(out,
-                             "%s{\"partition\":%d,\"begin\":%" PRId64 ",\"end\":%" PRId64
-                             ",\"bytes\":%" PRId64 ",\"segments\":%d,\"dropped\":%" PRId64
-                             ",\"lag\":{",
-                             firstp ? "" : ",", p, info.begin_offset, info.end_offset, info.bytes,
-                             info.segments, info.dropped);
+            rc |= spool_buf_printf(out,
+                                   "%s{\"partition\":%d,\"begin\":%" PRId64 ",\"end\":%" PRId64
+                                   ",\"bytes\":%" PRId64 ",\"segments\":%d,\"dropped\":%" PRId64
+                                   ",\"lag\":{",
+                                   firstp ? "" : ",", p, info.begin_offset, info.end_offset,
+                                   info.bytes, info.segments, info.dropped);
             firstp = 0;
             int first = 1;
             size_t k = 0;
             int64_t lag;
             const spool_plog_cursor_line *e;
             while ((e = next_lag(&lags, &k, tc->name, p, &info, &lag)) != NULL) {
-                rc |= buf_printf(out, "%s", first ? "" : ",");
+                rc |= spool_buf_printf(out, "%s", first ? "" : ",");
                 rc |= buf_json_str(out, e->consumer);
-                rc |= buf_printf(out, ":%" PRId64, lag);
+                rc |= spool_buf_printf(out, ":%" PRId64, lag);
                 first = 0;
             }
-            rc |= buf_printf(out, "}}");
+            rc |= spool_buf_printf(out, "}}");
         }
-        rc |= buf_printf(out, "]}");
+        rc |= spool_buf_printf(out, "]}");
     }
-    rc |= buf_printf(out, "]}");
+    rc |= spool_buf_printf(out, "]}");
     spool_plog_cursor_lines_free(&lags);
     return rc ? -ENOMEM : 0;
 }

@@ -699,6 +699,10 @@ typedef struct spool_buf {
 SPOOL_API int spool_buf_reserve(spool_buf *b, size_t extra);
 /* Appends n bytes of p (copied). 0 or -ENOMEM (b unchanged). */
 SPOOL_API int spool_buf_append(spool_buf *b, const void *p, size_t n);
+/* Appends printf-formatted text; a NUL byte follows it (not counted in
+ * len), so data is a C string when only text was appended. 0, -ENOMEM
+ * (len unchanged) or -EINVAL (bad format). */
+SPOOL_API int spool_buf_printf(spool_buf *b, const char *fmt, ...) SPOOL_PRINTF(2, 3);
 SPOOL_API void spool_buf_free(spool_buf *b);
 
 /* JSON. Strings are escaped one way everywhere: valid UTF-8 passes through,
