@@ -81,9 +81,11 @@ typedef struct spool_plog_options {
                                                        * what is delivered; NULL = judge
                                                        * by the cursor files */
     size_t consumer_count;
-    char *error;      /* if set: on failure, what could not be done (a file and the system
-                       * error, "" if the failure was logged already or has no detail), for
-                       * the caller's one message; if NULL the log logs it itself */
+    char *error;      /* if set: on failure, what could not be done or why the open is
+                       * refused (a file and the system error; the lost checkpoint, the
+                       * partitions with undelivered records), "" if it has no detail, for
+                       * the caller's one message (the log logs none); if NULL the log
+                       * logs it itself, one line */
     size_t error_cap; /* bytes at error */
 } spool_plog_options;
 
@@ -93,8 +95,10 @@ typedef struct spool_plog_options {
  * the middle is logged, the rest of that segment moved to <segment>.corrupt;
  * a missing or stale index is rebuilt. Takes an exclusive lock on data_dir
  * (-EBUSY if another spool holds it) unless read_only. Topics found on
- * disk but not configured stay readable. 0 or negative errno; *out NULL on
- * failure.
+ * disk but not configured stay readable. Refuses (-ESTALE) a lost
+ * checkpoint while the log holds data, and (-ENOTEMPTY) fewer partitions
+ * than hold undelivered records, unless spool_plog_set_overrides says
+ * otherwise. 0 or negative errno; *out NULL on failure.
  */
 int spool_plog_open(const spool_plog_options *opt, spool_plog **out);
 /* Closes everything. Does not commit. Accepts NULL. */

@@ -211,9 +211,11 @@ typedef struct spool__ckpt {
     spool__ckpt_part *parts;
     size_t nparts;
     spool__pos_table positions;
+    int damaged; /* spool__ckpt_load found none: a slot exists but none is valid */
 } spool__ckpt;
 
-/* Loads the newest valid slot. 1 loaded, 0 none, negative errno. */
+/* Loads the newest valid slot. 1 loaded, 0 none (out->damaged: a slot
+ * exists but none is valid), negative errno. Logs nothing. */
 int spool__ckpt_load(spool_plog *log, spool__ckpt *out);
 void spool__ckpt_free(spool__ckpt *c);
 int64_t spool__ckpt_end(const spool__ckpt *c, const char *topic, int32_t partition, int *found);

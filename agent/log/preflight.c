@@ -487,17 +487,20 @@ int spool__shrink_apply(spool_plog *log, const spool_topic_conf *topics, size_t 
     spool__shrink *res = NULL;
     size_t n = 0;
     int rc = spool__shrink_find(log->data_dir, topics, ntopics, cons, ncons, &res, &n);
+    /* Failures and refusals go to log->last_error: the opener's caller
+     * reports them, one line. What is done is logged here. */
     if (rc < 0) {
-        spool_log_error(NULL,
-                        "log: cannot check the partitions beyond the configured count in "
-                        "%s: %s",
-                        log->data_dir, strerror(-rc));
+        snprintf(log->last_error, sizeof(log->last_error),
+                 "cannot check the partitions beyond the configured count in %s: %s", log->data_dir,
+                 strerror(-rc));
         return rc;
     }
     int drop = (spool_plog_overrides() & SPOOL_PLOG_DROP_PARTITIONS) != 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (res[i].undelivered > 0 && !drop) {
-            spool_log_error(NULL, "log: %s", res[i].msg);
+            size_t used = strlen(log->last_error);
+            snprintf(log->last_error + used, sizeof(log->last_error) - used, "%s%s",
+                     used ? "; " : "", res[i].msg);
             rc = -ENOTEMPTY;
         }
     }
@@ -513,7 +516,8 @@ int spool__shrink_apply(spool_plog *log, const spool_topic_conf *topics, size_t 
             snprintf(dir, sizeof(dir), "%s/topics/%s/%d", log->data_dir, name, sp->partition);
             int erc = empty_partition(dir, sp->end);
             if (erc < 0) {
-                spool_log_error(NULL, "log: cannot empty %s: %s", dir, strerror(-erc));
+                snprintf(log->last_error, sizeof(log->last_error), "cannot empty %s: %s", dir,
+                         strerror(-erc));
                 rc = erc;
                 break;
             }

@@ -1147,8 +1147,15 @@ static void test_lost_checkpoint_refused(void **state)
         unlink(path);
     }
     spool_plog *other = NULL;
+    char why[8448] = "";
+    f->opt.error = why; /* the refusal goes to the caller, for its one line */
+    f->opt.error_cap = sizeof(why);
     assert_int_equal(spool_plog_open(&f->opt, &other), -ESTALE);
+    f->opt.error = NULL;
+    f->opt.error_cap = 0;
     assert_null(other);
+    assert_non_null(strstr(why, "no valid checkpoint"));
+    assert_non_null(strstr(why, "--reset-positions"));
     int n = 0;
     assert_int_equal(spool_plog_preflight(f->dir, &f->topic, 1, NULL, 0, count_problem, &n), 1);
     assert_int_equal(n, 100);
@@ -1175,7 +1182,13 @@ static void test_lower_partitions(void **state)
     spool_plog_close(log);
     f->topic.partitions = 1;
     spool_plog *other = NULL;
+    char why[8448] = "";
+    f->opt.error = why; /* the refusal goes to the caller, for its one line */
+    f->opt.error_cap = sizeof(why);
     assert_int_equal(spool_plog_open(&f->opt, &other), -ENOTEMPTY); /* no cursor at all */
+    f->opt.error = NULL;
+    f->opt.error_cap = 0;
+    assert_non_null(strstr(why, "--drop-partitions"));
     const char *topics[] = {"app"};
     spool_plog_consumer_conf c = {.name = "c", .topics = topics, .topic_count = 1};
     int n = 0;
