@@ -321,6 +321,7 @@ typedef struct spool_plog_consumer_conf {
 enum spool_plog_problem {
     SPOOL_PLOG_POSITIONS_LOST = 1, /* no valid checkpoint, but the log holds data */
     SPOOL_PLOG_PARTITIONS_CUT = 2, /* fewer partitions configured than hold undelivered data */
+    SPOOL_PLOG_DATA_DIR = 3,       /* data_dir cannot be created: a file is in the way */
 };
 
 /*
@@ -330,8 +331,10 @@ enum spool_plog_problem {
  * while the partitions beyond it hold records that one of `consumers`
  * reading the topic has not read (or any record, when none reads it).
  * Calls fn once per problem with a message for the user (what is at
- * stake, how to resolve it); topic is NULL for SPOOL_PLOG_POSITIONS_LOST.
- * A missing data_dir is no problem. Honours spool_plog_overrides(). Returns
+ * stake, how to resolve it); topic is NULL but for
+ * SPOOL_PLOG_PARTITIONS_CUT. A missing data_dir is no problem, unless a
+ * file stands where it or a folder above it would be created
+ * (SPOOL_PLOG_DATA_DIR). Honours spool_plog_overrides(). Returns
  * the number of problems or a negative errno. Any thread.
  */
 int spool_plog_preflight(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,

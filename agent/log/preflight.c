@@ -549,7 +549,28 @@ int spool_plog_preflight(const char *data_dir, const spool_topic_conf *topics, s
 {
     struct stat st;
     int problems = 0;
-    if (data_dir == NULL || stat(data_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+    if (data_dir == NULL) {
+        return 0;
+    }
+    if (stat(data_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        /* What the open's mkdir -p would meet: data_dir or the nearest
+         * existing folder above it is not a folder. Nothing else to read. */
+        char msg[4200], at[4096];
+        snprintf(at, sizeof(at), "%s", data_dir);
+        for (int depth = 0;
+             depth < 256 && stat(at, &st) < 0 && (errno == ENOENT || errno == ENOTDIR); depth++) {
+            char *slash = strrchr(at, '/');
+            if (slash == NULL || slash == at) {
+                return 0; /* reached the root or a relative start: fine */
+            }
+            *slash = '\0';
+        }
+        if (stat(at, &st) == 0 && !S_ISDIR(st.st_mode)) {
+            snprintf(msg, sizeof(msg), "cannot create data_dir %s: %s is not a directory", data_dir,
+                     at);
+            fn(arg, SPOOL_PLOG_DATA_DIR, NULL, msg);
+            return 1;
+        }
         return 0;
     }
     if (!(spool_plog_overrides() & SPOOL_PLOG_RESET_POSITIONS)) {
