@@ -73,8 +73,7 @@ static int common_open(cli_common *c, spool_plog **log)
     if (c->data_dir == NULL) {
         if (spool_config_data_dir(c->config, c->dir_buf, sizeof(c->dir_buf), &c->topics,
                                   &c->ntopics, &c->consumers, &c->nconsumers) < 0) {
-            fprintf(stderr, "spool: cannot load %s\n", c->config);
-            return 2;
+            return 2; /* spool_config_data_dir printed why (file:line:column) */
         }
         c->data_dir = c->dir_buf;
     }

@@ -392,6 +392,19 @@ def lower_partitions_by_reload_is_refused(tmp):
         check(s.terminate() == 0, s.stderr()[-2000:])
 
 
+@case
+def cli_config_errors_one_line_each(tmp):
+    # spool topics / read with a config that cannot be loaded: each error once,
+    # where it is found (file:line:column), no second line repeating it.
+    bad = write(os.path.join(tmp, "bad.yaml"), "service:\n  data_dir: 5: x\n")
+    for cmd in (["topics", "-c", bad], ["read", "app", "-c", bad],
+                ["topics", "-c", os.path.join(tmp, "missing.yaml")]):
+        r = spoolt.run(cmd)
+        lines = [ln for ln in r.stderr.decode().splitlines() if ln.strip()]
+        check(r.returncode == 2 and len(lines) == 1, "spool %s: exit %d, stderr %r"
+              % (" ".join(cmd), r.returncode, lines))
+
+
 # ---- 13.6: the checkpoint deleted ----
 
 @case
