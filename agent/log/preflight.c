@@ -29,7 +29,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,37 +51,10 @@ int spool_plog_overrides(void)
 
 /* ---- a small string builder ---- */
 
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) SPOOL_PRINTF(2, 3);
-
-static void sb_printf(sbuf *b, const char *fmt, ...)
+/* The text of a buffer filled by spool_buf_printf ("" when empty). */
+static const char *text_of(const spool_buf *b)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || b->oom) {
-        return;
-    }
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = (b->len + (size_t)n + 1) * 2;
-        char *s = realloc(b->s, cap);
-        if (s == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
+    return b->data ? (const char *)b->data : "";
 }
 
 /* ---- 1. positions ---- */
@@ -95,7 +67,7 @@ static int numeric(const char *name)
 
 /* Sums the bytes of every segment file under data_dir/topics and names the
  * first partitions that hold some in `where`. */
-static int64_t log_bytes(const char *data_dir, sbuf *where, int *nparts)
+static int64_t log_bytes(const char *data_dir, spool_buf *where, int *nparts)
 {
     char path[4096];
     int64_t total = 0;
@@ -145,9 +117,10 @@ static int64_t log_bytes(const char *data_dir, sbuf *where, int *nparts)
             if (bytes > 0) {
                 (*nparts)++;
                 if (*nparts <= 4) {
-                    sb_printf(where, "%s%s/%s", *nparts > 1 ? ", " : "", te->d_name, pe->d_name);
+                    (void)spool_buf_printf(where, "%s%s/%s", *nparts > 1 ? ", " : "", te->d_name,
+                                           pe->d_name); /* shorter if out of memory */
                 } else if (*nparts == 5) {
-                    sb_printf(where, ", ...");
+                    (void)spool_buf_printf(where, ", ...");
                 }
                 total += bytes;
             }
@@ -184,11 +157,11 @@ int spool__positions_lost(const char *data_dir, const spool_plog_io *io, char **
     if (have != 0) {
         return have < 0 ? have : 0;
     }
-    sbuf where = {0};
+    spool_buf where = {0};
     int nparts = 0;
     int64_t bytes = log_bytes(data_dir, &where, &nparts);
     if (bytes == 0) {
-        free(where.s);
+        spool_buf_free(&where);
         return 0;
     }
     char ck0[4200];
@@ -196,22 +169,23 @@ int spool__positions_lost(const char *data_dir, const spool_plog_io *io, char **
     int present = access(ck0, F_OK) == 0;
     snprintf(ck0, sizeof(ck0), "%s/state/checkpoint.1", data_dir);
     present |= access(ck0, F_OK) == 0;
-    sbuf m = {0};
-    sb_printf(&m,
-              "no valid checkpoint in %s/state (%s) but the log holds %" PRId64
-              " bytes in %d partition%s (%s): the source positions (how far each tailed file "
-              "was read) are lost, so starting would read every tailed file again from its "
-              "beginning and duplicate what the log already holds; restore "
-              "state/checkpoint.0 and .1 if you have a copy, or accept the re-read with "
-              "`spool run --reset-positions`",
-              data_dir, present ? "both slots are damaged" : "the files are missing", bytes, nparts,
-              nparts == 1 ? "" : "s", where.s ? where.s : "");
-    free(where.s);
-    if (m.oom) {
-        free(m.s);
-        return -ENOMEM;
+    spool_buf m = {0};
+    int rc = spool_buf_printf(
+        &m,
+        "no valid checkpoint in %s/state (%s) but the log holds %" PRId64
+        " bytes in %d partition%s (%s): the source positions (how far each tailed file "
+        "was read) are lost, so starting would read every tailed file again from its "
+        "beginning and duplicate what the log already holds; restore "
+        "state/checkpoint.0 and .1 if you have a copy, or accept the re-read with "
+        "`spool run --reset-positions`",
+        data_dir, present ? "both slots are damaged" : "the files are missing", bytes, nparts,
+        nparts == 1 ? "" : "s", text_of(&where));
+    spool_buf_free(&where);
+    if (rc < 0) {
+        spool_buf_free(&m);
+        return rc;
     }
-    *msg = m.s;
+    *msg = (char *)m.data; /* the caller frees it */
     return 1;
 }
 
@@ -298,7 +272,8 @@ static int judge_topic(spool_plog *ro, int t, const spool_topic_conf *tc, int32_
 {
     const char *readers[MAX_READERS];
     size_t nr = readers_of(lines, cons, ncons, tc->name, readers, MAX_READERS);
-    sbuf m = {0};
+    spool_buf m = {0};
+    int oom = 0;
     int64_t at_stake = 0;
     int32_t first_bad = -1, last_bad = -1;
     memset(out, 0, sizeof(*out));
@@ -322,57 +297,54 @@ static int judge_topic(spool_plog *ro, int t, const spool_topic_conf *tc, int32_
             continue;
         }
         int64_t worst = 0;
-        sbuf who = {0};
+        spool_buf who = {0};
         for (size_t k = 0; k < nr; k++) {
             int64_t c = cursor_of(lines, readers[k], tc->name, p);
             int64_t from = c > sp->begin ? c : sp->begin;
             int64_t lag = sp->end > from ? sp->end - from : 0;
             if (lag > 0) {
-                sb_printf(&who, "%s%s has not read %" PRId64 "%s", who.len ? ", " : "", readers[k],
-                          lag, c < 0 ? " (no cursor saved yet)" : "");
+                oom |=
+                    spool_buf_printf(&who, "%s%s has not read %" PRId64 "%s", who.len ? ", " : "",
+                                     readers[k], lag, c < 0 ? " (no cursor saved yet)" : "") < 0;
                 worst = lag > worst ? lag : worst;
             }
         }
         if (nr == 0) {
             worst = sp->end - sp->begin;
-            sb_printf(&who, "no output reads topic '%s'", tc->name);
+            oom |= spool_buf_printf(&who, "no output reads topic '%s'", tc->name) < 0;
         }
         if (worst > 0) {
             sp->undelivered = worst;
             at_stake += worst;
             first_bad = first_bad < 0 ? p : first_bad;
             last_bad = p;
-            sb_printf(&m, "%spartition %d: offsets %" PRId64 "..%" PRId64 ", %s", m.len ? "; " : "",
-                      p, sp->begin, sp->end - 1, who.s ? who.s : "");
+            oom |=
+                spool_buf_printf(&m, "%spartition %d: offsets %" PRId64 "..%" PRId64 ", %s",
+                                 m.len ? "; " : "", p, sp->begin, sp->end - 1, text_of(&who)) < 0;
         }
-        if (who.oom) {
-            m.oom = 1;
-        }
-        free(who.s);
+        spool_buf_free(&who);
     }
     out->undelivered = at_stake;
     if (at_stake > 0) {
-        sbuf full = {0};
+        spool_buf full = {0};
         char range[64];
         if (first_bad == last_bad) {
             snprintf(range, sizeof(range), "partition %d", first_bad);
         } else {
             snprintf(range, sizeof(range), "partitions %d-%d", first_bad, last_bad);
         }
-        sb_printf(&full,
-                  "topic '%s' has %d partitions on disk but partitions: %d would leave "
-                  "%s with %" PRId64 " records not yet delivered to every output (%s); they "
-                  "would never be read again. Drain them first: keep partitions: %d until "
-                  "`spool topics` shows lag 0 for %s, then lower it; or discard them with "
-                  "`spool run --drop-partitions`",
-                  tc->name, disk, tc->partitions, range, at_stake, m.s ? m.s : "", disk, range);
-        out->msg = full.s;
-        if (full.oom) {
-            m.oom = 1;
-        }
+        oom |= spool_buf_printf(
+                   &full,
+                   "topic '%s' has %d partitions on disk but partitions: %d would leave "
+                   "%s with %" PRId64 " records not yet delivered to every output (%s); they "
+                   "would never be read again. Drain them first: keep partitions: %d until "
+                   "`spool topics` shows lag 0 for %s, then lower it; or discard them with "
+                   "`spool run --drop-partitions`",
+                   tc->name, disk, tc->partitions, range, at_stake, text_of(&m), disk, range) < 0;
+        out->msg = (char *)full.data; /* freed with the result */
     }
-    free(m.s);
-    return m.oom ? -ENOMEM : 0;
+    spool_buf_free(&m);
+    return oom ? -ENOMEM : 0;
 }
 
 int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
