@@ -39,7 +39,8 @@
 
 #include "pg_int.h"
 
-#define PG_REASON_MAX 1024 /* bytes of a reject/retry reason */
+#define PG_REASON_MAX 1024       /* bytes of a reject/retry reason */
+#define PG_COPY_PIECE (1u << 20) /* bytes of COPY data sent at once */
 
 typedef struct pg_ctx {
     /* options (filled by the core) */
@@ -61,7 +62,7 @@ typedef struct pg_ctx {
     char *select_sql;       /* SELECT last_offset ... FOR UPDATE */
     char *upsert_sql;       /* INSERT ... ON CONFLICT DO UPDATE */
     char *create_sql;       /* CREATE TABLE IF NOT EXISTS <offsets_table> */
-    spool_buf rows;         /* the chunk's COPY data, reused */
+    spool_buf rows;         /* COPY data being encoded (about PG_COPY_PIECE), reused */
     size_t rows_held;       /* bytes of rows counted in the memory account */
     spool_counter *skipped; /* records already in PostgreSQL, not sent again */
 
@@ -528,14 +529,6 @@ static int pg_stored_offset(pg_ctx *c, const spool_chunk *ch, int64_t *last, cha
 /* COPY records [from, count) of the chunk. 0 or a failure with reason. */
 static int pg_copy(pg_ctx *c, const spool_chunk *ch, size_t from, char *reason, size_t cap)
 {
-    c->rows.len = 0;
-    for (size_t i = from; i < ch->count; i++) {
-        if (pg_copy_row(&c->rows, c->cols, c->ncols, &ch->records[i], ch->topic) < 0) {
-            snprintf(reason, cap, "out of memory encoding rows");
-            return SPOOL_RETRY;
-        }
-    }
-    spool_memory_adjust(&c->rows_held, c->rows.cap);
     PGresult *res = PQexec(c->conn, c->copy_sql);
     if (!res || PQresultStatus(res) != PGRES_COPY_IN) {
         int rc = pg_failure(c, res, "COPY", reason, cap);
@@ -543,8 +536,23 @@ static int pg_copy(pg_ctx *c, const spool_chunk *ch, size_t from, char *reason, 
         return rc;
     }
     PQclear(res);
-    int ok = PQputCopyData(c->conn, (const char *)c->rows.data, (int)c->rows.len) == 1;
-    ok = PQputCopyEnd(c->conn, ok ? NULL : "spool: sending rows failed") == 1 && ok;
+    /* Rows go out in pieces of PG_COPY_PIECE bytes while the next ones are
+     * encoded: the server parses while spool encodes, and the buffer stays
+     * small whatever the chunk's size. */
+    const char *abort_msg = NULL;
+    c->rows.len = 0;
+    for (size_t i = from; i < ch->count && !abort_msg; i++) {
+        if (pg_copy_row(&c->rows, c->cols, c->ncols, &ch->records[i], ch->topic) < 0) {
+            abort_msg = "spool: out of memory encoding rows";
+        } else if (c->rows.len >= PG_COPY_PIECE || i + 1 == ch->count) {
+            if (PQputCopyData(c->conn, (const char *)c->rows.data, (int)c->rows.len) != 1) {
+                abort_msg = "spool: sending rows failed";
+            }
+            spool_memory_adjust(&c->rows_held, c->rows.cap);
+            c->rows.len = 0;
+        }
+    }
+    int ok = PQputCopyEnd(c->conn, abort_msg) == 1 && !abort_msg;
     int rc = 0;
     while ((res = PQgetResult(c->conn)) != NULL) {
         if (rc == 0 && PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -560,6 +568,10 @@ static int pg_copy(pg_ctx *c, const spool_chunk *ch, size_t from, char *reason, 
             }
         }
         PQclear(res);
+    }
+    if (abort_msg) {
+        snprintf(reason, cap, "COPY: %s", abort_msg + 7);
+        return SPOOL_RETRY;
     }
     if (rc == 0 && !ok) {
         rc = pg_failure(c, NULL, "COPY", reason, cap);
@@ -636,14 +648,12 @@ static int pg_flush(spool_instance *ins, void *vctx, const spool_chunk *ch)
     }
     char reason[PG_REASON_MAX];
     reason[0] = '\0';
+    int64_t t0 = spool_monotonic_ms();
     int rc = pg_deliver(c, ch, reason, sizeof(reason));
+    spool_log_debug(ins, "%s/%" PRId32 ": %zu records in %" PRId64 " ms (%d)", ch->topic,
+                    ch->partition, ch->count, spool_monotonic_ms() - t0, rc);
     if (c->conn && PQstatus(c->conn) != CONNECTION_OK) {
         pg_disconnect(c);
-    }
-    if (c->rows.cap > (64u << 20)) {
-        /* A huge chunk's buffer is not kept for the next one. */
-        spool_buf_free(&c->rows);
-        spool_memory_adjust(&c->rows_held, 0);
     }
     if (rc == SPOOL_OK) {
         if (c->failing) {
