@@ -171,8 +171,12 @@ static int ch_check_schema(ch_ctx *c, char *reason, size_t cap)
     ch_resp_line(c, line, sizeof(line));
     if (status != 200) {
         int code = ch_error_code((const char *)c->resp.data, c->resp.len);
-        snprintf(reason, cap, "table %s: HTTP %ld: %s", c->qtable, status, line);
-        return code == 60 || code == 81 ? -ENOENT : -EIO; /* UNKNOWN_TABLE, UNKNOWN_DATABASE */
+        if (code == 60 || code == 81) { /* UNKNOWN_TABLE, UNKNOWN_DATABASE */
+            snprintf(reason, cap, "no table %s: %s", c->qtable, line);
+            return -ENOENT;
+        }
+        snprintf(reason, cap, "describing %s: HTTP %ld: %s", c->qtable, status, line);
+        return -EIO;
     }
     if (c->resp.len >= CH_RESP_MAX) {
         /* Very wide tables: ask only for the mapped columns' types. */
@@ -201,8 +205,7 @@ static int ch_check_schema(ch_ctx *c, char *reason, size_t cap)
             p = p ? p + 1 : NULL;
         }
         if (!found) {
-            snprintf(reason, cap, "table %s has no column %s (columns.%s)", c->qtable,
-                     c->cols[i].column, c->cols[i].column);
+            snprintf(reason, cap, "table %s has no column %s", c->qtable, c->cols[i].column);
             return -ENOENT;
         }
     }
@@ -361,7 +364,8 @@ static int ch_init(spool_instance *ins, void *vctx)
     char reason[CH_REASON_MAX];
     rc = ch_check_schema(c, reason, sizeof(reason));
     if (rc == -ENOENT) {
-        spool_config_error(ins, "table", "%s", reason);
+        spool_config_error(ins, strncmp(reason, "no table", 8) == 0 ? "table" : "columns", "%s",
+                           reason);
         return -EINVAL;
     }
     if (rc < 0) {

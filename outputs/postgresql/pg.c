@@ -271,7 +271,7 @@ static int pg_check_schema(pg_ctx *c, char *reason, size_t cap)
     }
     int n = PQntuples(res);
     if (n == 0) {
-        snprintf(reason, cap, "table %s does not exist (or has no columns) in the database", qname);
+        snprintf(reason, cap, "no table %s in the database (or it has no columns)", qname);
         rc = -ENOENT;
         goto out;
     }
@@ -284,8 +284,7 @@ static int pg_check_schema(pg_ctx *c, char *reason, size_t cap)
             }
         }
         if (found < 0) {
-            snprintf(reason, cap, "table %s has no column \"%s\" (columns.%s)", qname,
-                     c->cols[i].column, c->cols[i].column);
+            snprintf(reason, cap, "table %s has no column \"%s\"", qname, c->cols[i].column);
             rc = -ENOENT;
             goto out;
         }
@@ -492,7 +491,8 @@ static int pg_init(spool_instance *ins, void *vctx)
     }
     rc = pg_check_schema(c, reason, sizeof(reason));
     if (rc == -ENOENT) {
-        spool_config_error(ins, "table", "%s", reason);
+        spool_config_error(ins, strncmp(reason, "no table", 8) == 0 ? "table" : "columns", "%s",
+                           reason);
         return -EINVAL;
     }
     if (rc < 0) {

@@ -272,11 +272,11 @@ def missing_table_or_column(tmp):
         r = spoolt.run(["run", "-c", cfg], timeout=60)
         err = r.stderr.decode()
         check(r.returncode != 0, "spool run started with a missing column")
-        check("table `logs` has no column nope" in err, "message: %s" % err[-1500:])
+        check("columns: table `logs` has no column nope" in err, "message: %s" % err[-1500:])
         cfg = config(tmp, ch, path, table="nolog")
         r = spoolt.run(["run", "-c", cfg], timeout=60)
         err = r.stderr.decode()
-        check(r.returncode != 0 and "Table default.nolog doesn't exist" in err,
+        check(r.returncode != 0 and "table: no table `nolog`: Code: 60" in err,
               "missing table: %s" % err[-1500:])
         cfg = config(tmp, ch, path, columns="{'bad col': value}")
         r = spoolt.run(["check", "-c", cfg])

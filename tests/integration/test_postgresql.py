@@ -262,11 +262,11 @@ def missing_table_or_column(tmp):
         r = spoolt.run(["run", "-c", cfg], timeout=60)
         err = r.stderr.decode()
         check(r.returncode != 0, "spool run started with a missing column")
-        check('table "logs" has no column "nope"' in err, "message: %s" % err[-1500:])
+        check('columns: table "logs" has no column "nope"' in err, "message: %s" % err[-1500:])
         cfg = config(tmp, pg, path, table="nolog")
         r = spoolt.run(["run", "-c", cfg], timeout=60)
         err = r.stderr.decode()
-        check(r.returncode != 0 and 'table "nolog" does not exist' in err,
+        check(r.returncode != 0 and 'table: no table "nolog" in the database' in err,
               "missing table: %s" % err[-1500:])
         cfg = config(tmp, pg, path)
         edit(cfg, pg.url, "'host=127.0.0.1 port'")
