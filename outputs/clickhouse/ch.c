@@ -426,7 +426,10 @@ static int ch_flush(spool_instance *ins, void *vctx, const spool_chunk *ch)
     }
     char reason[CH_REASON_MAX];
     reason[0] = '\0';
+    int64_t t0 = spool_monotonic_ms();
     int rc = ch_deliver(c, ch, reason, sizeof(reason));
+    spool_log_debug(ins, "%s/%" PRId32 ": %zu records in %" PRId64 " ms (%d)", ch->topic,
+                    ch->partition, ch->count, spool_monotonic_ms() - t0, rc);
     if (c->body.cap > (64u << 20)) {
         spool_buf_free(&c->body);
         spool_memory_adjust(&c->body_held, 0);
