@@ -53,15 +53,16 @@ typedef struct ch_ctx {
     spool_instance *ins;
     ch_column *cols; /* columns.count entries */
     size_t ncols;
-    CURL *easy;         /* one keep-alive handle */
-    char *insert_url;   /* url?query=INSERT ... FORMAT JSONEachRow */
-    char *describe_url; /* url?query=DESCRIBE TABLE ... */
-    char *qtable;       /* the table as written in the queries */
-    int schema_ok;      /* the table check passed */
-    int failing;        /* the last flush failed (log the recovery once) */
-    spool_buf body;     /* the chunk's rows, reused */
-    size_t body_held;   /* bytes of body counted in the memory account */
-    spool_buf resp;     /* the response's first CH_RESP_MAX bytes */
+    CURL *easy;                 /* one keep-alive handle */
+    struct curl_slist *headers; /* request headers (no Expect: 100-continue) */
+    char *insert_url;           /* url?query=INSERT ... FORMAT JSONEachRow */
+    char *describe_url;         /* url?query=DESCRIBE TABLE ... */
+    char *qtable;               /* the table as written in the queries */
+    int schema_ok;              /* the table check passed */
+    int failing;                /* the last flush failed (log the recovery once) */
+    spool_buf body;             /* the chunk's rows, reused */
+    size_t body_held;           /* bytes of body counted in the memory account */
+    spool_buf resp;             /* the response's first CH_RESP_MAX bytes */
     char errbuf[CURL_ERROR_SIZE];
 
     /* shared with stop() on the main thread */
@@ -357,6 +358,12 @@ static int ch_init(spool_instance *ins, void *vctx)
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "spool");
+    /* No "Expect: 100-continue" round trip before large bodies. */
+    c->headers = curl_slist_append(NULL, "Expect:");
+    if (!c->headers) {
+        return -ENOMEM;
+    }
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
     if (c->user) {
         curl_easy_setopt(h, CURLOPT_USERNAME, c->user);
         curl_easy_setopt(h, CURLOPT_PASSWORD, c->password ? c->password : "");
@@ -471,6 +478,8 @@ static void ch_destroy(spool_instance *ins, void *vctx)
         curl_easy_cleanup(c->easy);
         c->easy = NULL;
     }
+    curl_slist_free_all(c->headers);
+    c->headers = NULL;
     if (c->lock_init) {
         pthread_mutex_destroy(&c->lock);
         c->lock_init = 0;
