@@ -188,13 +188,17 @@ def exactly_once_through_kill9(tmp):
         cfg = config(tmp, pg, path)
         s = spool_run(cfg)
         kills = 0
+        at_kill = []
         for target in (N // 5, 2 * N // 5, 3 * N // 5):
             spoolt.wait_for(lambda: pg.count() >= target or s.proc.poll() is not None,
                             timeout=120, interval=0.2, what="%d rows" % target)
             check(s.proc.poll() is None, "spool exited: %s" % s.run_stderr()[-2000:])
             s.kill()
             kills += 1
+            at_kill.append(pg.count())
             s = spool_run(cfg)
+        print("     rows when killed: %s" % at_kill, flush=True)
+        check(at_kill[0] < N, "the first kill came after the end of the stream")
         spoolt.wait_for(lambda: pg.count() >= N, timeout=180, interval=0.2, what="%d rows" % N)
         rc = s.terminate(60)
         check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
