@@ -27,13 +27,20 @@
  * answers (a missing one stops `spool run` with a clear error); when it
  * does not, the check runs at the first connection, and the output retries
  * until it passes. flush() is synchronous: one chunk at a time per output.
- * stop() cancels a running statement (PQcancel) so shutdown stays bounded.
+ * stop() shuts the connection's socket down (shutdown(2), from the main
+ * thread), which ends any libpq call blocked on it at once, even against a
+ * server that stopped answering; connecting polls in 100 ms steps and gives
+ * up when stopping. So shutdown stays bounded; the transaction cut short is
+ * rolled back by the server (or committed: the offsets table tells).
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <libpq-fe.h>
 
@@ -69,8 +76,8 @@ typedef struct pg_ctx {
     /* shared with stop() on the main thread */
     pthread_mutex_t lock;
     int lock_init;
-    PGcancel *cancel; /* for conn; guarded by lock */
-    int stopping;     /* guarded by lock */
+    int sock;     /* conn's socket while connected, else -1; guarded by lock */
+    int stopping; /* guarded by lock */
 } pg_ctx;
 
 static const spool_option pg_options[] = {
@@ -116,25 +123,21 @@ static void pg_one_line(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
-static void pg_set_cancel(pg_ctx *c)
+/* Publishes (or, with -1, withdraws) the socket stop() may shut down. */
+static void pg_set_sock(pg_ctx *c, int sock)
 {
-    PGcancel *nc = c->conn ? PQgetCancel(c->conn) : NULL;
     pthread_mutex_lock(&c->lock);
-    PGcancel *old = c->cancel;
-    c->cancel = nc;
+    c->sock = sock;
     pthread_mutex_unlock(&c->lock);
-    if (old) {
-        PQfreeCancel(old);
-    }
 }
 
 static void pg_disconnect(pg_ctx *c)
 {
     if (c->conn) {
+        pg_set_sock(c, -1); /* before the fd is closed: stop() never sees a stale one */
         PQfinish(c->conn);
         c->conn = NULL;
     }
-    pg_set_cancel(c);
 }
 
 static int pg_is_stopping(pg_ctx *c)
@@ -216,18 +219,37 @@ static int pg_connect(pg_ctx *c, char *reason, size_t cap)
     const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name",
                           "client_encoding", NULL};
     const char *vals[] = {c->conninfo, timeout, "spool", "UTF8", NULL};
-    c->conn = PQconnectdbParams(keys, vals, 1);
+    c->conn = PQconnectStartParams(keys, vals, 1);
     if (!c->conn) {
         snprintf(reason, cap, "connecting: out of memory");
         return SPOOL_RETRY;
+    }
+    /* Poll in short steps: stop() can end a connection attempt too. */
+    int64_t deadline = spool_monotonic_ms() + c->connect_timeout;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (PQstatus(c->conn) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
+           st != PGRES_POLLING_FAILED) {
+        if (pg_is_stopping(c) || spool_monotonic_ms() > deadline) {
+            snprintf(reason, cap, "connecting: %s", pg_is_stopping(c) ? "stopping" : "timed out");
+            PQfinish(c->conn);
+            c->conn = NULL;
+            return SPOOL_RETRY;
+        }
+        struct pollfd pfd = {.fd = PQsocket(c->conn),
+                             .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+        if (pfd.fd < 0 || poll(&pfd, 1, 100) > 0) {
+            st = PQconnectPoll(c->conn); /* a bad socket: it fails the attempt */
+        }
     }
     if (PQstatus(c->conn) != CONNECTION_OK) {
         char msg[PG_REASON_MAX / 2];
         pg_one_line(msg, sizeof(msg), PQerrorMessage(c->conn));
         snprintf(reason, cap, "connecting: %s", msg);
-        pg_disconnect(c);
+        PQfinish(c->conn);
+        c->conn = NULL;
         return SPOOL_RETRY;
     }
+    pg_set_sock(c, PQsocket(c->conn));
     PQsetNoticeProcessor(c->conn, pg_notice, c);
     /* A COMMIT acknowledged is durable whatever the server's default: the
      * exactly-once promise relies on it (spool's cursor moves past it). */
@@ -236,7 +258,6 @@ static int pg_connect(pg_ctx *c, char *reason, size_t cap)
         pg_disconnect(c);
         return rc;
     }
-    pg_set_cancel(c);
     return 0;
 }
 
@@ -458,6 +479,7 @@ static int pg_init(spool_instance *ins, void *vctx)
         return rc;
     }
     c->ins = ins;
+    c->sock = -1;
     if (pthread_mutex_init(&c->lock, NULL) != 0) {
         return -ENOMEM;
     }
@@ -683,9 +705,8 @@ static void pg_stop(spool_instance *ins, void *vctx)
     }
     pthread_mutex_lock(&c->lock);
     c->stopping = 1;
-    if (c->cancel) {
-        char err[256];
-        PQcancel(c->cancel, err, sizeof(err));
+    if (c->sock >= 0) {
+        shutdown(c->sock, SHUT_RDWR);
     }
     pthread_mutex_unlock(&c->lock);
 }

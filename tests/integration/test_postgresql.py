@@ -18,6 +18,9 @@ sequence number in the database:
   resend after a crash harmless, exercised deterministically.
 - server_restart_retried: PostgreSQL stopped mid-stream and started again:
   the output retries and nothing is lost or duplicated.
+- frozen_server_shutdown_bounded: PostgreSQL frozen (SIGSTOP) mid-stream:
+  SIGTERM still stops spool within shutdown_timeout + 2s; nothing lost or
+  duplicated after it thaws.
 - missing_table_or_column: `spool run` stops with a clear message naming the
   table or column; `spool check` (which does not connect) accepts it, and
   refuses a broken conninfo.
@@ -29,6 +32,7 @@ sequence number in the database:
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -81,6 +85,26 @@ class PgServer:
     def url(self):
         return "postgresql://postgres@127.0.0.1:%d/postgres" % self.port
 
+    def pids(self):
+        """The postmaster and its children: the processes this test started."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            master = int(f.readline())
+        kids = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open("/proc/%s/stat" % d) as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
+                            kids.append(int(d))
+                except (OSError, ValueError, IndexError):
+                    pass
+        return kids + [master]
+
+    def freeze(self, sig):
+        """SIGSTOP (a server that stops answering) or SIGCONT the cluster."""
+        for pid in self.pids():
+            os.kill(pid, sig)
+
     def sql(self, q):
         r = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", self.url,
                             "-c", q], capture_output=True, timeout=120)
@@ -99,11 +123,12 @@ def stop_servers():
 
 
 def config(tmp, pg, path, table="logs", columns=None, extra_out="", extra_top="",
-           outputs_extra="", log_level="info"):
+           outputs_extra="", log_level="info", shutdown_timeout="20s"):
     cols = columns or "{seq: value, host: host, path: path, ts: timestamp}"
     cfg = os.path.join(tmp, "spool.yaml")
     spoolt.write(cfg, "\n".join([
-        "service: {data_dir: %s/data, log_level: %s, shutdown_timeout: 20s}" % (tmp, log_level),
+        "service: {data_dir: %%s/data, log_level: %%s, shutdown_timeout: %s}" % shutdown_timeout
+        % (tmp, log_level),
         "topics:",
         "  t: {partitions: 1, fsync: 200ms}",
         extra_top,
@@ -250,6 +275,47 @@ def server_restart_retried(tmp):
               % (n, st["rows"], st["dup"], n - st["distinct"]), flush=True)
         check(st == {"rows": n, "distinct": n, "dup": 0, "min": 1, "max": n}, "rows: %s" % st)
     finally:
+        cleanup()
+
+
+@t.case
+def frozen_server_shutdown_bounded(tmp):
+    """PostgreSQL stops answering (SIGSTOP) mid-stream: spool's SIGTERM still
+    ends within shutdown_timeout (3s) + 2s: stop() shuts the socket down
+    (libpq's PQcancel would wait for the frozen server for ever). After
+    SIGCONT, a restart delivers the rest exactly once."""
+    frozen = False
+    try:
+        pg = PgServer(tmp)
+        pg.sql(LOGS)
+        path = os.path.join(tmp, "app.log")
+        n = N // 4
+        write_seq(path, 1, n)
+        cfg = config(tmp, pg, path, shutdown_timeout="3s", extra_out="    max_records: 1000")
+        s = spool_run(cfg)
+        spoolt.wait_for(lambda: pg.count() >= n // 10, timeout=120, interval=0.1, what="rows")
+        pg.freeze(signal.SIGSTOP)
+        frozen = True
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        try:
+            s.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        took = time.monotonic() - t0
+        check(s.proc.poll() is not None, "spool still running %.1fs after SIGTERM" % took)
+        print("     SIGTERM with the server frozen: spool exited in %.1fs" % took, flush=True)
+        check(took < 3 + 2 + 3, "shutdown took %.1fs" % took)
+        pg.freeze(signal.SIGCONT)
+        frozen = False
+        s = spool_run(cfg)
+        spoolt.wait_for(lambda: pg.count() >= n, timeout=120, interval=0.2, what="%d rows" % n)
+        check(s.terminate(60) == 0, s.stderr()[-2000:])
+        st = seq_stats(pg)
+        check(st == {"rows": n, "distinct": n, "dup": 0, "min": 1, "max": n}, "rows: %s" % st)
+    finally:
+        if frozen:
+            pg.freeze(signal.SIGCONT)
         cleanup()
 
 
