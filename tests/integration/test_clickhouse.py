@@ -21,6 +21,8 @@ chunks per kill):
 - at_least_once_through_kill9: 200,000 lines, spool killed three times.
 - server_restart_retried: clickhouse-server killed (SIGKILL) mid-stream and
   started again: retried, nothing lost.
+- frozen_server_shutdown_bounded: clickhouse-server frozen (SIGSTOP): SIGTERM
+  still stops spool within shutdown_timeout + 2s; nothing lost after.
 - missing_table_or_column: `spool run` stops with a message naming the
   table or column; `spool check` (which does not connect) accepts it.
 - types_and_escaping: JSON escaping of tabs, quotes, backslashes, UTF-8;
@@ -159,11 +161,12 @@ def spool_run(cfg):
 
 
 def config(tmp, ch, path, table="logs", columns=None, extra_out="", extra_top="",
-           outputs_extra=""):
+           outputs_extra="", shutdown_timeout="20s"):
     cols = columns or "{seq: value, host: host, path: path, ts: timestamp, tsms: timestamp}"
     cfg = os.path.join(tmp, "spool.yaml")
     spoolt.write(cfg, "\n".join([
-        "service: {data_dir: %s/data, log_level: info, shutdown_timeout: 20s}" % tmp,
+        "service: {data_dir: %s/data, log_level: info, shutdown_timeout: %s}"
+        % (tmp, shutdown_timeout),
         "topics:",
         "  t: {partitions: 1, fsync: 200ms}",
         extra_top,
@@ -265,6 +268,48 @@ def server_restart_retried(tmp):
         check(st["distinct"] == n and st["min"] == 1 and st["max"] == n, "lost rows: %s" % st)
         check(st["dup"] <= MAX_RECORDS, "more than one chunk duplicated: %s" % st)
     finally:
+        cleanup()
+
+
+@t.case
+def frozen_server_shutdown_bounded(tmp):
+    """clickhouse-server stops answering (SIGSTOP) mid-stream: spool's SIGTERM
+    still ends within shutdown_timeout (3s) + 2s (stop() aborts the request
+    through curl's progress callback). After SIGCONT a restart delivers the
+    rest: nothing lost."""
+    ch = None
+    try:
+        ch = ChServer(tmp)
+        ch.query(LOGS)
+        path = os.path.join(tmp, "app.log")
+        n = N // 4
+        write_seq(path, 1, n)
+        cfg = config(tmp, ch, path, shutdown_timeout="3s", extra_out="    timeout: 10m")
+        spoolt.write(cfg, open(cfg).read().replace("max_records: %d" % MAX_RECORDS,
+                                                   "max_records: 1000"))
+        s = spool_run(cfg)
+        spoolt.wait_for(lambda: ch.count() >= n // 10, timeout=120, interval=0.1, what="rows")
+        ch.proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        try:
+            s.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        took = time.monotonic() - t0
+        ch.proc.send_signal(signal.SIGCONT)
+        check(s.proc.poll() is not None, "spool still running %.1fs after SIGTERM" % took)
+        print("     SIGTERM with the server frozen: spool exited in %.1fs" % took, flush=True)
+        check(took < 3 + 2 + 3, "shutdown took %.1fs" % took)
+        s = spool_run(cfg)
+        spoolt.wait_for(lambda: seq_stats(ch)["distinct"] >= n, timeout=120, interval=0.2,
+                        what="%d distinct rows" % n)
+        check(s.terminate(60) == 0, s.stderr()[-2000:])
+        st = seq_stats(ch)
+        check(st["distinct"] == n and st["max"] == n, "rows: %s" % st)
+    finally:
+        if ch and ch.proc and ch.proc.poll() is None:
+            ch.proc.send_signal(signal.SIGCONT)
         cleanup()
 
 
