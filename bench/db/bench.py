@@ -12,10 +12,11 @@ test_clickhouse.py). The records are first written to spool's log (a tail
 input, a file output to /dev/null), then spool is restarted with one
 database output under a new name (no cursor: it reads the whole log): the
 time is from spool's "running" line (the log open, the output connected and
-its table checked) to the debug line of the chunk that completed the last
-row (both read from spool's log: no polling of the database competing for
-the CPU), so the figure is the output's: reading the log, encoding, the
-database's work. Not the tail input's. CPU is spool's own (user + system); the ceiling's CPU
+its table checked) until the output's lag is 0 (`spool topics`, every 50 ms:
+its cursor moves only once the database acknowledged; no database query
+competes with the load), so the figure is the output's: reading the log,
+encoding, the database's work. Not the tail input's. The CPU figure is
+spool's over that time (the `spool topics` polls are not counted). CPU is spool's own (user + system); the ceiling's CPU
 is the client's (psql or clickhouse-client). The server's CPU is the same
 work in both and is not counted.
 
@@ -31,7 +32,6 @@ import argparse
 import calendar
 import json
 import os
-import re
 import resource
 import shutil
 import subprocess
@@ -44,8 +44,7 @@ SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SRC, "tests", "integration"))
 HOST = "bench-host-01"
 ROUNDS = 3
-LOG_LEVEL = "debug"  # the "running" line and one line per chunk
-CHUNK_LINE = re.compile(r"\] \S+: (\d+) records in \d+ ms \((\d+)\)")
+LOG_LEVEL = "info"  # the "running" line
 # Chunks as docs/outputs/*.md recommend for databases: big inserts.
 CHUNK = "    max_records: 100000\n    max_bytes: 16MiB\n"
 
@@ -106,40 +105,55 @@ def log_time(line):
     return calendar.timegm(t) + int(stamp[20:23]) / 1000.0
 
 
-def run_output(spool, work, output_yaml, n):
+def output_lag(spool, cfg, name):
+    """The output's lag over every partition (`spool topics`: reads the cursor
+    files, no database query), or None while unknown."""
+    r = subprocess.run([spool, "topics", "-c", cfg, "--json"], capture_output=True)
+    if r.returncode != 0:
+        return None
+    lag = 0
+    for topic in json.loads(r.stdout)["topics"]:
+        for part in topic["partitions"]:
+            v = part["lag"].get("output." + name)
+            if v is None:
+                return None
+            lag += v
+    return lag
+
+
+def run_output(spool, work, output_yaml, name, n):
     """Starts spool with one database output; seconds and CPU from its
     "running" line (the log open, the output connected and its table
-    checked) to the line of the chunk that completed the n records, both
-    read from spool's own log (debug lines per chunk: no polling of the
-    database competing for the CPU)."""
+    checked) until its lag is 0 (`spool topics`, polled every 50 ms: the
+    cursor moves only once the database acknowledged; no query competes with
+    the load)."""
     cfg = spool_config(work, output_yaml)
     err = cfg + ".stderr"
     p = subprocess.Popen([spool, "run", "-c", cfg], stderr=open(err, "w"))
     deadline = time.monotonic() + 900
     t0 = t1 = None
-    cpu0 = 0.0
-    while time.monotonic() < deadline and t1 is None:
+    cpu0 = cpu = 0.0
+    while time.monotonic() < deadline:
         if p.poll() is not None:
             raise SystemExit("spool exited: see %s" % err)
-        done = 0
-        with open(err) as f:
-            for line in f:
-                if " running: " in line and t0 is None:
-                    t0 = log_time(line)
-                    cpu0 = cpu_of(p.pid)
-                m = CHUNK_LINE.search(line)
-                if m and m.group(2) == "0":
-                    done += int(m.group(1))
-                    if done >= n:
-                        t1 = log_time(line)
+        if t0 is None:
+            with open(err) as f:
+                for line in f:
+                    if " running: " in line:
+                        t0 = log_time(line)
+                        cpu0 = cpu_of(p.pid)
                         break
-        time.sleep(0.1)  # polling a figure, not synchronising a test
-    cpu = cpu_of(p.pid) - cpu0
+        else:
+            cpu = cpu_of(p.pid)
+            if output_lag(spool, cfg, name) == 0:
+                t1 = time.time()
+                break
+        time.sleep(0.05)  # polling a figure, not synchronising a test
     p.terminate()
     p.wait(60)
     if t1 is None:
         raise SystemExit("spool did not deliver %d records: see %s" % (n, err))
-    return t1 - t0, cpu
+    return t1 - t0, cpu - cpu0
 
 
 def timed(cmd, stdin=None):
@@ -183,7 +197,7 @@ def bench_postgresql(spool, work, n, ts):
                    "    conninfo: %s\n    table: logs\n"
                    "    columns: {msg: value, host: host, path: path, ts: timestamp}\n"
                    % (r, CHUNK, pg.url))
-            secs, cpu = run_output(spool, work, out, n)
+            secs, cpu = run_output(spool, work, out, "pg%d" % r, n)
             keep_best(best, row("spool postgresql output", n, secs, cpu))
         return [best["spool postgresql output"], best["psql \\copy (TSV)"]]
     finally:
@@ -219,7 +233,7 @@ def bench_clickhouse(spool, work, n, ts):
                    "    url: %s\n    table: logs\n"
                    "    columns: {msg: value, host: host, path: path, ts: timestamp}\n"
                    % (r, CHUNK, ch.url))
-            secs, cpu = run_output(spool, work, out, n)
+            secs, cpu = run_output(spool, work, out, "ch%d" % r, n)
             keep_best(best, row("spool clickhouse output", n, secs, cpu))
         return [best["spool clickhouse output"], best["clickhouse-client (TabSeparated)"],
                 best["clickhouse-client (JSONEachRow)"]]

@@ -21,6 +21,9 @@ sequence number in the database:
 - frozen_server_shutdown_bounded: PostgreSQL frozen (SIGSTOP) mid-stream:
   SIGTERM still stops spool within shutdown_timeout + 2s; nothing lost or
   duplicated after it thaws.
+- transient_error_keeps_order: one chunk fails once (serialization failure)
+  while the next ones are in the log: nothing committed past it before its
+  retry (failed before the output runner's fix: 1,000 records lost).
 - missing_table_or_column: `spool run` stops with a clear message naming the
   table or column; `spool check` (which does not connect) accepts it, and
   refuses a broken conninfo.
@@ -160,6 +163,13 @@ def lag(cfg, output):
                 return None
             total += v
     return total
+
+
+def end_offset(cfg):
+    r = spoolt.run(["topics", "-c", cfg, "--json"])
+    if r.returncode != 0:
+        return -1
+    return sum(p["end"] for t in json.loads(r.stdout.decode())["topics"] for p in t["partitions"])
 
 
 def edit(cfg, old, new):
@@ -316,6 +326,46 @@ def frozen_server_shutdown_bounded(tmp):
     finally:
         if frozen:
             pg.freeze(signal.SIGCONT)
+        cleanup()
+
+
+@t.case
+def transient_error_keeps_order(tmp):
+    """One chunk fails once with a serialization failure (40001, raised by a
+    trigger the first time it sees seq 5000) while later chunks of the same
+    partition are already in the log: they must not be committed before it
+    (their offsets would make its retry skip its records). The log is filled
+    before the output starts, so the next chunks are there when it fails."""
+    try:
+        pg = PgServer(tmp)
+        pg.sql(LOGS)
+        pg.sql("CREATE SEQUENCE once; CREATE FUNCTION fail_once() RETURNS trigger AS $$ BEGIN "
+               "IF NEW.seq = 5000 AND nextval('once') = 1 THEN RAISE EXCEPTION 'transient' "
+               "USING ERRCODE = '40001'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql; "
+               "CREATE TRIGGER fail_once BEFORE INSERT ON logs FOR EACH ROW "
+               "EXECUTE FUNCTION fail_once()")
+        path = os.path.join(tmp, "app.log")
+        n = 20000
+        write_seq(path, 1, n)
+        cfg = config(tmp, pg, path)
+        text = open(cfg).read()
+        head, out = text.split("outputs:\n", 1)
+        spoolt.write(cfg, head + "outputs:\n  - {type: file, name: devnull, topics: [t], "
+                     "path: /dev/null}\n")
+        s = spool_run(cfg)
+        spoolt.wait_for(lambda: lag(cfg, "devnull") == 0 and end_offset(cfg) >= n, timeout=60,
+                        what="the log holds every line")
+        check(s.terminate(60) == 0, s.stderr()[-2000:])
+        spoolt.write(cfg, head + "outputs:\n" + out.replace("    topics: [t]\n",
+                                                           "    topics: [t]\n"
+                                                           "    max_records: 1000\n"))
+        s = spool_run(cfg)
+        spoolt.wait_for(lambda: lag(cfg, "pg") == 0, timeout=60, what="pg caught up")
+        check(s.terminate(60) == 0, s.stderr()[-2000:])
+        check("SQLSTATE 40001" in s.stderr(), "the transient error did not happen")
+        st = seq_stats(pg)
+        check(st == {"rows": n, "distinct": n, "dup": 0, "min": 1, "max": n}, "rows: %s" % st)
+    finally:
         cleanup()
 
 
