@@ -32,11 +32,14 @@ sequence number in the database:
 - bad_value_dead_lettered: a value the column type refuses rejects its
   chunk to the dead-letter topic with the server's message; the rest go on.
 """
+import atexit
+import copy
 import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import spoolt
@@ -84,9 +87,11 @@ class PgServer:
         subprocess.run(self.as_user + [PGBIN + "/pg_ctl", "-D", self.data, "-m", mode, "-w",
                                        "-t", "60", "stop"], capture_output=True, timeout=90)
 
+    db = "postgres"
+
     @property
     def url(self):
-        return "postgresql://postgres@127.0.0.1:%d/postgres" % self.port
+        return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, self.db)
 
     def pids(self):
         """The postmaster and its children: the processes this test started."""
@@ -123,6 +128,33 @@ def stop_servers():
     for s in _servers:
         s.stop("immediate")
     del _servers[:]
+
+
+_shared = []
+
+
+def shared_pg(tmp):
+    """A database of its own on a server shared by the cases that neither
+    stop nor freeze it (initdb is most of a case's time). Stopped at exit."""
+    if not _shared:
+        d = tempfile.mkdtemp(prefix="spool-test_postgresql-shared-")
+        server = PgServer(d)
+        _servers.remove(server)  # not stopped by a case's cleanup()
+        _shared.append((server, d))
+        atexit.register(_stop_shared)
+    server = copy.copy(_shared[0][0])
+    server.db = "c_" + os.path.basename(tmp).replace("-", "_").lower()
+    server.db = server.db[:60]
+    base = copy.copy(server)
+    base.db = "postgres"
+    base.sql('CREATE DATABASE "%s"' % server.db)
+    return server
+
+
+def _stop_shared():
+    for server, d in _shared:
+        server.stop("immediate")
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def config(tmp, pg, path, table="logs", columns=None, extra_out="", extra_top="",
@@ -216,7 +248,7 @@ LOGS = ("CREATE TABLE logs (seq bigint NOT NULL, host text, path text, ts timest
 @t.case
 def exactly_once_through_kill9(tmp):
     try:
-        pg = PgServer(tmp)
+        pg = shared_pg(tmp)
         pg.sql(LOGS)
         path = os.path.join(tmp, "app.log")
         write_seq(path, 1, N)
@@ -337,7 +369,7 @@ def transient_error_keeps_order(tmp):
     (their offsets would make its retry skip its records). The log is filled
     before the output starts, so the next chunks are there when it fails."""
     try:
-        pg = PgServer(tmp)
+        pg = shared_pg(tmp)
         pg.sql(LOGS)
         pg.sql("CREATE SEQUENCE once; CREATE FUNCTION fail_once() RETURNS trigger AS $$ BEGIN "
                "IF NEW.seq = 5000 AND nextval('once') = 1 THEN RAISE EXCEPTION 'transient' "
@@ -372,7 +404,7 @@ def transient_error_keeps_order(tmp):
 @t.case
 def missing_table_or_column(tmp):
     try:
-        pg = PgServer(tmp)
+        pg = shared_pg(tmp)
         pg.sql("CREATE TABLE logs (seq bigint, host text)")
         path = os.path.join(tmp, "app.log")
         write_seq(path, 1, 10)
@@ -404,7 +436,7 @@ def missing_table_or_column(tmp):
 @t.case
 def escaping_and_types(tmp):
     try:
-        pg = PgServer(tmp)
+        pg = shared_pg(tmp)
         pg.sql("CREATE TABLE logs (seq bigint, msg text, raw bytea, ts timestamptz, "
                "day date, tsms bigint, nohdr text, topic text)")
         path = os.path.join(tmp, "app.log")
@@ -436,7 +468,7 @@ def escaping_and_types(tmp):
 @t.case
 def bad_value_dead_lettered(tmp):
     try:
-        pg = PgServer(tmp)
+        pg = shared_pg(tmp)
         pg.sql(LOGS)
         path = os.path.join(tmp, "app.log")
         with open(path, "w") as f:
