@@ -9,6 +9,8 @@
   input, a filter that drops, a file output) exports on /metrics; and the
   dashboard covers what it must (throughput, lag, errors, retries, drops,
   dead letters, disk usage, memory, health).
+
+spool-test-requires: tail
 """
 import json
 import os

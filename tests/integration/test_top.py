@@ -8,6 +8,8 @@ spool with traffic (a tail input with a dropping filter, a file output):
 - a spool that is not reachable shows "unreachable since ...", and top picks
   it up once it starts;
 - --once prints one text snapshot; --once against nothing exits 1.
+
+spool-test-requires: tail
 """
 import os
 import re
