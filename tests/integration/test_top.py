@@ -2,7 +2,8 @@
 spool with traffic (a tail input with a dropping filter, a file output):
 
 - the screen shows a row per input, processor, drop reason, output and topic,
-  and the rates move between two captures; keys change the sort; `q` and
+  and the rates move between two captures; keys change the sort; a resize
+  redraws at the new size; `q` and
   Ctrl-C exit with status 0 and the terminal is restored (normal screen,
   canonical mode and echo back on);
 - a spool that is not reachable shows "unreachable since ...", and top picks
@@ -185,6 +186,15 @@ def live_rows_rates_keys_quit(tmp):
         tm.wait_screen(lambda sc: "sort: lag" in sc, "sort: lag after key l")
         tm.keys("n")
         tm.wait_screen(lambda sc: "sort: name" in sc, "sort: name after key n")
+        # A resize (SIGWINCH) redraws at the new size: lines cut to the
+        # width, the rows that do not fit counted.
+        tm.tmux("resize-window", "-t", "0", "-x", "70", "-y", "8")
+        tm.wait_screen(lambda sc: "more rows" in sc and "KIND" in sc
+                       and max(len(x) for x in sc.splitlines()) <= 70,
+                       "the screen redrawn at 70x8")
+        tm.tmux("resize-window", "-t", "0", "-x", "160", "-y", "40")
+        tm.wait_screen(lambda sc: "more rows" not in sc and row(sc, "topic", "app"),
+                       "the screen redrawn at 160x40")
         tm.keys("q")
         check_restored(tm, "q")
     finally:
