@@ -8,9 +8,10 @@ spool with traffic (a tail input with a dropping filter, a file output):
   canonical mode and echo back on);
 - a spool that is not reachable shows "unreachable since ...", and top picks
   it up once it starts;
-- --once prints one text snapshot; --once against nothing exits 1.
+- --once prints one text snapshot; --once against nothing exits 1;
+- an output whose destination is down shows FAILING and /health's reason.
 
-spool-test-requires: tail
+spool-test-requires: tail, socket
 """
 import os
 import re
@@ -253,6 +254,47 @@ def once_text_and_unreachable_status(tmp):
         check(row(out, "topic", "app") is not None and "health: ok" in out, out)
         bad = spoolt.run(["top", "--url", "ftp://x:1", "--once"])
         check(bad.returncode == 2 and b"http://" in bad.stderr, "ftp URL: %r" % bad.stderr)
+    finally:
+        s.terminate()
+
+
+@t.case
+def failing_output_named(tmp):
+    """An output whose destination is down: its row says FAILING, the health
+    line gives /health's reason, and its errors or retries count."""
+    port, dead_port = spoolt.free_port(), spoolt.free_port()
+    cfg = config(tmp, port)
+    with open(cfg) as f:
+        text = f.read()
+    file_output = """  - type: file
+    name: copy
+    topics: [app]
+    path: %s/out.txt
+    format: raw
+""" % tmp
+    check(file_output in text, "config() changed: " + text)
+    spoolt.write(cfg, text.replace(file_output, """  - type: tcp
+    name: down
+    topics: [app]
+    url: tcp://127.0.0.1:%d
+    format: raw
+""" % dead_port))
+    spoolt.write(os.path.join(tmp, "app.log"), "a\nb\n")
+    s = spoolt.Spool(cfg)
+    try:
+        s.wait_running(TIMEOUT)
+
+        def snapshot():
+            r = spoolt.run(["top", "--once", "-c", cfg, "--interval", "0.1"])
+            check(r.returncode == 0, "--once: %d %s" % (r.returncode, r.stderr.decode()))
+            out = r.stdout.decode()
+            f = row(out, "output", "down")
+            return out if f and f[-1] == "FAILING" else None
+        out = wait_for(snapshot, TIMEOUT, what="output down shown FAILING")
+        check("health: output down: destination failing" in out, "health line:\n" + out)
+        f = row(out, "output", "down")
+        check(f[2] == "tcp" and f[5] == "2", "output row (tcp, lag 2): %s" % f)
+        check(int(f[6]) + int(f[7]) > 0, "no errors nor retries counted: %s" % f)
     finally:
         s.terminate()
 
