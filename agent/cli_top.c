@@ -676,9 +676,9 @@ static void layout(const top_state *st, lines *l)
         char since[64];
         localtime_r(&st->unreachable_since, &tm);
         strftime(since, sizeof(since), "%Y-%m-%d %H:%M:%S", &tm);
-        lines_add(l, "UNREACHABLE: spool at %s unreachable since %s (%llds): %s%s", st->url, since,
+        lines_add(l, "spool unreachable since %s (%llds): %s; %s", since,
                   (long long)(now - st->unreachable_since), st->error,
-                  st->have_data ? "; figures below are stale" : "; retrying every interval");
+                  st->have_data ? "the figures below are stale" : "retrying every interval");
     } else {
         human_bytes(a, sizeof(a), st->cur.rss);
         human_bytes(b, sizeof(b), st->cur.mem_reserved);
@@ -746,6 +746,8 @@ static void layout(const top_state *st, lines *l)
         const char *health = r->failing ? "FAILING" : r->rate_err > 0 ? "errors" : "ok";
         if (r->kind == R_DROP) {
             health = "-";
+        } else if (!st->reachable) {
+            health = "stale";
         }
         lines_add(l, ROW_FMT, kind_names[r->kind], r->name, plugin, in, out, lag, err, ret, drop,
                   dead, health);

@@ -30,9 +30,14 @@ TIMEOUT = 120 if spoolt.SANITIZE else 60
 class Tmux:
     """A private tmux server (its own socket) running one command in a 160x40 pane."""
 
+    count = 0
+
     def __init__(self, tmp, command):
         check(shutil.which("tmux") is not None, "tmux not found: install the Debian package `tmux`")
-        self.sock = os.path.join(tmp, "tmux.sock")
+        # A socket of its own per server: a killed server may still hold the
+        # previous one for a moment.
+        Tmux.count += 1
+        self.sock = os.path.join(tmp, "tmux%d.sock" % Tmux.count)
         # After top exits the pane shows its status and the terminal's mode,
         # then waits (cat) so the screen can still be captured.
         script = os.path.join(tmp, "pane.sh")
@@ -243,9 +248,15 @@ def once_text_and_unreachable_status(tmp):
         spoolt.write(os.path.join(tmp, "app.log"), "a\nGET /health\nb\n", "a")
         wait_for(lambda: len(spoolt.read_lines(os.path.join(tmp, "out.txt"))) >= 2, TIMEOUT,
                  what="2 lines delivered")
-        r = spoolt.run(["top", "--once", "-c", os.path.join(tmp, "spool.yaml"), "--interval", "0.2"])
-        out = r.stdout.decode()
-        check(r.returncode == 0, "--once: %d %s" % (r.returncode, r.stderr.decode()))
+
+        def snapshot():
+            r = spoolt.run(["top", "--once", "-c", os.path.join(tmp, "spool.yaml"),
+                            "--interval", "0.2"])
+            check(r.returncode == 0, "--once: %d %s" % (r.returncode, r.stderr.decode()))
+            out = r.stdout.decode()
+            f = row(out, "output", "copy")
+            return out if f and f[5] == "0" else None  # the cursor saved after the write
+        out = wait_for(snapshot, TIMEOUT, what="output copy at lag 0")
         check("\033" not in out, "--once printed escape sequences:\n" + out)
         drop = row(out, "drop", "app.nohealth")
         check(drop is not None and drop[8] == "1", "drop row (1 dropped): %s\n%s" % (drop, out))
