@@ -2,7 +2,7 @@
  * lua_proc.c: the `lua` processor: a user's Lua 5.4 function run on every
  * record (mode: record) or on every batch (mode: batch), which may change,
  * drop, split or add records (the contract: lua_record.c and
- * docs/processors-lua.md).
+ * docs/processors.md, "lua").
  *
  * One lua_State per instance, used only by the processor thread. Unless
  * `unsafe: true` the state is a sandbox: base (without dofile, loadfile,

@@ -8,7 +8,7 @@
  * call to call, and the part names are interned once, so filling a record
  * costs its strings and one table for its fields.
  *
- * The answer (docs/processors-lua.md) is nothing/true (keep every record of
+ * The answer (docs/processors.md, "lua") is nothing/true (keep every record of
  * the call with the changes made to its table), false (drop them all), one
  * record table, or a list of record tables. A list is matched against the
  * call's originals: an original that appears in increasing order is kept in

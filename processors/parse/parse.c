@@ -1,5 +1,5 @@
 /*
- * parse.c: the `parse` processor (issue 15, docs/processors-parse.md): reads one field of
+ * parse.c: the `parse` processor (issue 15, docs/processors.md, "parse"): reads one field of
  * each record (the value by default), parses it as json, logfmt, kv, csv, a PCRE2 regex
  * with named groups, syslog, or an Apache/nginx access log line, and writes the fields it
  * found as headers (optionally prefixed), optionally sets the record's timestamp from one
