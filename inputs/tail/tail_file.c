@@ -354,6 +354,10 @@ static int resolve_copies(tail_rt *rt, tail_file *orig)
             rt->files[i]->copy_of = first;
         }
     }
+    /* Its old content is now read from `first` only: a copy found later (the
+     * .gz logrotate makes of `first`) is compared with `first`, not linked to
+     * orig and continued from orig's position a second time. */
+    orig->continued = orig->trunc_pending;
     int64_t k = is_compressed(first) ? INT64_MAX : fd_size(first->fd);
     int64_t off = orig->sp.emit_off < k ? orig->sp.emit_off : k;
     file_seek(first, off);
@@ -398,7 +402,7 @@ static int link_copy(tail_rt *rt, tail_file *f)
     int linked = 0;
     for (size_t i = 0; i < rt->nfiles && !linked; i++) {
         tail_file *o = rt->files[i];
-        if (o == f || o->copy_of || o->copy_check || o->kind == TAIL_KIND_SKIP ||
+        if (o == f || o->copy_of || o->copy_check || o->continued || o->kind == TAIL_KIND_SKIP ||
             (head &&
              (head->head_len < o->fp_len || tail_fnv1a(head->head, o->fp_len) != o->fp_hash)) ||
             !copy_consistent(rt, f, o)) {
@@ -638,7 +642,10 @@ static int file_restart(tail_rt *rt, tail_file *f, const char *why)
 {
     emit_arg a = {rt, f};
     int64_t at = f->sp.emit_off;
-    if (resolve_copies(rt, f) == 0) {
+    /* A copy continues it already (found after the truncation was seen), or
+     * one found now does: its old bytes past `at`, the incomplete line read
+     * there too, come from the copy. */
+    if (!f->continued && resolve_copies(rt, f) == 0) {
         /* No copy continues it: what it held past its position is lost. The
          * incomplete line read so far is a line only if nothing followed it
          * (a last line without its newline); else it is a torn fragment. */
@@ -679,6 +686,7 @@ static int file_restart(tail_rt *rt, tail_file *f, const char *why)
         spool_counter_add(rt->c_trunc, 1);
     }
     tail_split_reset(&f->sp, 0);
+    f->continued = 0;
     f->read_off = 0;
     f->fp_len = 0;
     f->fp_hash = tail_fnv1a(NULL, 0);
@@ -1085,6 +1093,11 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
         uint64_t long_before = f->sp.long_lines;
         r = tail_split_feed(&f->sp, &rt->split, rt->rbuf, (size_t)n, rt->now_ms, file_emit, &a);
         f->read_off += n;
+        if (f->read_off > f->size_seen) {
+            /* it grew after the fstat: an incomplete line read here was
+             * followed by nothing only if the file is never seen larger */
+            f->size_seen = f->read_off;
+        }
         if (r < 0) {
             /* The batch refused a record (memory): give up this block, read it again. */
             spool_log_error(rt->ins, "%s: cannot queue a record: %s", f->path, strerror(-r));
@@ -1126,6 +1139,11 @@ int tail_file_timers(tail_rt *rt, tail_file *f)
     emit_arg a = {rt, f};
     int64_t emit_before = f->sp.emit_off;
     int r = 0;
+    if (f->trunc_pending) {
+        /* Its incomplete line is in the copy that continues it (or a torn
+         * piece): the restart decides, never a timer. */
+        return 0;
+    }
     if (f->sp.carry_since_ms && f->eof &&
         rt->now_ms - f->sp.carry_since_ms >= rt->ctx->flush_partial_after_ms) {
         rt->now_wall_ms = spool_now_ms();

@@ -147,6 +147,66 @@ def copytruncate_delaycompress_decompress(tmp):
                         name="copytruncate + delaycompress, decompress: true")
 
 
+@t.case
+def copytruncate_copy_then_gzip_seen_late(tmp):
+    """The CI duplicate (copytruncate + compress, decompress: true), driven
+    step by step. logrotate creates the copy app.log.1 empty, fills it,
+    truncates app.log, then gzips app.log.1 into app.log.1.gz and deletes
+    app.log.1. Here spool sees the truncation first, then the plain copy
+    (continued from where app.log was read), while the .gz holds only its
+    header (app.log's restart waits for it: it may be the copy); when the
+    .gz is complete it is the same content again. It must not continue
+    app.log a second time (it did: every unread line was appended twice),
+    and app.log's restart must not warn that bytes were skipped (they were
+    not: the copy has them)."""
+    logs = os.path.join(tmp, "logs")
+    os.makedirs(logs)
+    path = os.path.join(logs, "app.log")
+    # rescans only on events (none periodic in the test's time); the .gz may
+    # stay undecided for the whole test
+    cfg = tailt.config(tmp, [path + "*"], extra="read_from: beginning\nrotate_wait: 120s\n"
+                       "rescan_interval: 24h\ndecompress: true", log_level="debug")
+    tailt.append_seq(path, 1, 100)
+    s = start(cfg)
+    tailt.wait_seen(tmp, 100)
+    # logrotate's files exist, empty, and spool follows them (nothing to
+    # compare yet: an empty file is not taken for a copy)
+    open(path + ".1", "w").close()
+    open(path + ".1.gz", "w").close()
+    for p in (path + ".1", path + ".1.gz"):
+        s.wait_log("%s: following" % p)
+    with stopped(s):
+        tailt.append_seq(path, 101, 2000)  # unread at truncation: only in the copies
+        with open(path, "rb") as f:
+            content = f.read()
+        with open(path + ".1", "wb") as f:
+            f.write(content)
+        os.truncate(path, 0)
+        gz = gzip.compress(content)
+        with open(path + ".1.gz", "wb") as f:
+            f.write(gz[:10])  # gzip's header only: nothing to decompress yet
+    # no scan runs before app.log is read (no entry was created): spool sees
+    # the truncation, then the copy (read after app.log), and continues it
+    s.wait_log("app.log.1: a copy of %s (copytruncate); continuing it" % path)
+    with open(path + ".1.gz", "ab") as f:
+        f.write(gz[10:])
+    os.unlink(path + ".1")
+    tailt.append_seq(path, 2001, 2100)
+    tailt.wait_seen(tmp, 2100)
+    # the .gz is looked at on every scan while undecided: once complete, it is
+    # decided within a scan or two; a line written after that proves it
+    spoolt.wait_for(lambda: "app.log.1.gz: same content as" in s.stderr() or
+                    "app.log.1.gz: a copy of" in s.stderr(), timeout=60,
+                    what="the .gz to be compared with the files followed")
+    tailt.append_seq(path, 2101, 2200)
+    tailt.wait_seen(tmp, 2200)
+    stop(s)
+    err = s.stderr()
+    tailt.check_seqs(tmp=tmp, cfg=cfg, n=2200, name="copy seen after truncation, .gz late",
+                     out_dup_ok=False)
+    check("not read yet and are skipped" not in err, "false warning: %s" % err[-3000:])
+
+
 def compress_to(path, data, tool):
     with open(path, "wb") as f:
         subprocess.run([tool, "-c"], input=data, stdout=f, check=True)
