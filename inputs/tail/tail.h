@@ -336,7 +336,8 @@ struct tail_rt {
 
 /* tail_file.c */
 tail_file *tail_file_new(tail_rt *rt, const char *path, const char *real, const struct stat *st);
-/* Closes (if open) and frees; forgets its position in the current batch. */
+/* Closes (if open) and frees. forget: finished for good (its position is
+ * forgotten in the current batch, its copies continue); 0: the input stops. */
 void tail_file_free(tail_rt *rt, tail_file *f, int forget);
 int tail_file_open(tail_rt *rt, tail_file *f);
 void tail_file_close(tail_rt *rt, tail_file *f);

@@ -518,12 +518,17 @@ void tail_file_free(tail_rt *rt, tail_file *f, int forget)
         }
     }
     if (forget) {
+        /* Finished for good: its copies continue from where it was read
+         * (not when the input stops: the positions say it all). */
         tail_batch_forget(rt, f->source);
+        resolve_copies(rt, f);
     }
-    resolve_copies(rt, f);
     for (size_t i = 0; i < rt->nfiles; i++) {
         if (rt->files[i]->after == f) {
             rt->files[i]->after = NULL;
+        }
+        if (rt->files[i]->copy_of == f) {
+            rt->files[i]->copy_of = NULL; /* the input stops: no pointer to a freed file */
         }
     }
     tail_file_close(rt, f);
