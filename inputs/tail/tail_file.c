@@ -498,8 +498,14 @@ int tail_file_must_wait(tail_rt *rt, tail_file *f)
     int depth = 0;
     for (tail_file *x = f->after; x && x != f && depth < 64; x = x->after, depth++) {
         struct stat st;
-        if (x->copy_of == NULL && x->kind <= TAIL_KIND_TEXT && !x->trunc_pending && x->fd >= 0 &&
-            fstat(x->fd, &st) == 0 && (int64_t)st.st_size > x->read_off) {
+        if (x->copy_of || x->trunc_pending || x->fd < 0) {
+            continue;
+        }
+        if (is_compressed(x) ? !x->copy_check && !x->eof
+                             : x->kind <= TAIL_KIND_TEXT && fstat(x->fd, &st) == 0 &&
+                                   (int64_t)st.st_size > x->read_off) {
+            /* (compressed: not read to the end of its input yet; a .gz that
+             * continues a truncated file is read before that file's new lines) */
             return 1;
         }
     }

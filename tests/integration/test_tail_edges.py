@@ -207,6 +207,35 @@ def copytruncate_copy_then_gzip_seen_late(tmp):
     check("not read yet and are skipped" not in err, "false warning: %s" % err[-3000:])
 
 
+@t.case
+def copytruncate_gzip_copy_before_new_lines(tmp):
+    """Only the .gz is left of the copy (logrotate ran while spool was
+    frozen), and what spool had not read of the original is more than one
+    read cycle's budget: the .gz continues the original to its end before
+    the original's new lines (order in a one-partition topic)."""
+    logs = os.path.join(tmp, "logs")
+    os.makedirs(logs)
+    path = os.path.join(logs, "app.log")
+    # read_buffer 4KiB: a read cycle's budget is 64 KiB per file
+    cfg = tailt.config(tmp, [path + "*"], extra="read_from: beginning\nrotate_wait: 120s\n"
+                       "decompress: true\nread_buffer: 4KiB")
+    tailt.append_seq(path, 1, 100)
+    s = start(cfg)
+    tailt.wait_seen(tmp, 100)
+    with stopped(s):
+        tailt.append_seq(path, 101, 5000)  # ~530 KB unread: several cycles
+        with open(path, "rb") as f:
+            content = f.read()
+        os.truncate(path, 0)
+        with open(path + ".1.gz", "wb") as f:
+            f.write(gzip.compress(content))
+        tailt.append_seq(path, 5001, 5100)
+    tailt.wait_seen(tmp, 5100)
+    stop(s)
+    tailt.check_seqs(tmp=tmp, cfg=cfg, n=5100, name="gz copy before the new lines",
+                     out_dup_ok=False)
+
+
 def fd_pos(pid, path):
     """The file offset of pid's descriptor of path (None if it has none)."""
     d = "/proc/%d/fd" % pid
