@@ -287,12 +287,47 @@ static int view_of(tail_rt *rt, tail_file *c, const tail_file *o, copy_view *v)
     return 0;
 }
 
+/* 1 if o's bytes before k hash to (w_len, w_hash): o's own bytes while it
+ * has them (live), else those of a plain copy of o held for it (it holds
+ * o's bytes as they were: checked against o when it was linked). */
+static int prefix_of(tail_rt *rt, tail_file *o, int live, int64_t k, uint32_t w_len,
+                     uint64_t w_hash)
+{
+    uint64_t h;
+    uint32_t len;
+    if (live && tail_back_hash(o->fd, k, &h, &len) == 0 && len == w_len && h == w_hash) {
+        return 1;
+    }
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *x = rt->files[i];
+        if (x->copy_of == o && x->fd >= 0 && !is_compressed(x) &&
+            tail_back_hash(x->fd, k, &h, &len) == 0 && len == w_len && h == w_hash) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* 1 if a plain copy of o is held for it (it has o's old bytes). */
+static int has_held_copy(tail_rt *rt, const tail_file *o)
+{
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *x = rt->files[i];
+        if (x->copy_of == o && x->fd >= 0 && !is_compressed(x)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /*
  * 1 if c can be a copy of o (or, compressed, the compression of one): the
  * same beginning, and either the same bytes before o's position (a
- * complete copy), or, while o still has its content, the same bytes as o
- * at c's end (a copy being made: c is a prefix of o). A truncated o is
- * compared with what was recorded of it.
+ * complete copy), or the same bytes as o at c's end (a copy being made, or
+ * a .gz being written: c is a prefix of o), compared with o's bytes while
+ * o has them, else with a plain copy held for o (logrotate's .gz of it,
+ * seen partly written after o was truncated). A truncated o is compared
+ * with what was recorded of it.
  */
 static int copy_consistent(tail_rt *rt, tail_file *c, tail_file *o)
 {
@@ -305,15 +340,14 @@ static int copy_consistent(tail_rt *rt, tail_file *c, tail_file *o)
     }
     int live = !o->trunc_pending && o->fd >= 0;
     int64_t e = o->sp.emit_off;
-    uint64_t h;
-    uint32_t len;
-    if (v.fp_ok ? v.fp_hash != o->fp_hash : !live || v.k >= (int64_t)o->fp_len) {
+    if (v.fp_ok ? v.fp_hash != o->fp_hash
+                : v.k >= (int64_t)o->fp_len || (!live && !has_held_copy(rt, o))) {
         return 0;
     }
     if (v.k < e) {
         /* a prefix of o so far (the bytes before its end are o's): if the
          * beginning was too short to compare, the window covers all of it */
-        return live && tail_back_hash(o->fd, v.k, &h, &len) == 0 && len == v.w_len && h == v.w_hash;
+        return prefix_of(rt, o, live, v.k, v.w_len, v.w_hash);
     }
     if (live) {
         tail_file_update_back(o);

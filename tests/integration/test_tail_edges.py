@@ -208,6 +208,51 @@ def copytruncate_copy_then_gzip_seen_late(tmp):
 
 
 @t.case
+def copytruncate_gzip_partial_after_truncation(tmp):
+    """The plain copy is known (held) when app.log is truncated; the .gz of
+    that copy is first seen partly written, holding less than what spool had
+    read of app.log (gzip writes in 16 KiB blocks). It can only be compared
+    with app.log's old bytes, which are gone from app.log but are in the
+    plain copy: it is a copy, not a new file read from its beginning (it
+    was: every line in it appended again)."""
+    import zlib
+    logs = os.path.join(tmp, "logs")
+    os.makedirs(logs)
+    path = os.path.join(logs, "app.log")
+    cfg = tailt.config(tmp, [path + "*"], extra="read_from: beginning\nrotate_wait: 120s\n"
+                       "rescan_interval: 24h\ndecompress: true", log_level="debug")
+    tailt.append_seq(path, 1, 1000)
+    s = start(cfg)
+    tailt.wait_seen(tmp, 1000)
+    with stopped(s):
+        tailt.append_seq(path, 1001, 3000)
+        with open(path, "rb") as f:
+            content = f.read()
+        with open(os.path.join(tmp, "copy"), "wb") as f:
+            f.write(content)
+        os.rename(os.path.join(tmp, "copy"), path + ".1")  # complete when it appears
+    s.wait_log("app.log.1: same content as %s" % path)  # held: app.log still has it
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip
+    first = z.compress(content[:2000]) + z.flush(zlib.Z_SYNC_FLUSH)  # 2000 bytes' worth
+    rest = z.compress(content[2000:]) + z.flush()
+    with stopped(s):
+        os.truncate(path, 0)
+        with open(os.path.join(tmp, "gz"), "wb") as f:
+            f.write(first)
+        os.rename(os.path.join(tmp, "gz"), path + ".1.gz")
+    # its kind is logged when it is first compared (same call)
+    s.wait_log("app.log.1.gz: gzip-compressed")
+    with open(path + ".1.gz", "ab") as f:
+        f.write(rest)
+    os.unlink(path + ".1")
+    tailt.append_seq(path, 3001, 3100)
+    tailt.wait_seen(tmp, 3100)
+    stop(s)
+    tailt.check_seqs(tmp=tmp, cfg=cfg, n=3100, name="partial .gz after truncation",
+                     out_dup_ok=False)
+
+
+@t.case
 def copytruncate_gzip_copy_before_new_lines(tmp):
     """Only the .gz is left of the copy (logrotate ran while spool was
     frozen), and what spool had not read of the original is more than one
