@@ -1046,7 +1046,8 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
 {
     int r;
     if (f->kind == TAIL_KIND_SKIP) {
-        return 0; /* compressed */
+        f->eof = 1; /* compressed, not read: nothing to wait for (finished when rotated) */
+        return 0;
     }
     if (f->trunc_pending || tail_file_must_wait(rt, f)) {
         return 1; /* after the scan; after its predecessor */
@@ -1065,7 +1066,16 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
     }
     if (f->kind == TAIL_KIND_UNKNOWN) {
         file_kind(rt, f);
-        if (f->kind == TAIL_KIND_UNKNOWN || f->kind == TAIL_KIND_SKIP) {
+        if (f->kind == TAIL_KIND_UNKNOWN) {
+            /* Empty (or too short to tell): at its end for now. A rotated
+             * empty file (logrotate's create, nobody wrote to it) is finished
+             * once quiet like any other; else its position would stay, and a
+             * restart would take it for the file younger rotated ones follow. */
+            f->eof = 1;
+            return 0;
+        }
+        if (f->kind == TAIL_KIND_SKIP) {
+            f->eof = 1;
             return 0;
         }
     }
