@@ -691,17 +691,18 @@ static int file_restart(tail_rt *rt, tail_file *f, const char *why)
      * one found now does: its old bytes past `at`, the incomplete line read
      * there too, come from the copy. */
     if (!f->continued && resolve_copies(rt, f) == 0) {
-        /* No copy continues it: what it held past its position is lost. The
-         * incomplete line read so far is a line only if nothing followed it
-         * (a last line without its newline); else it is a torn fragment. */
+        /* No copy continues it: what it held past its position is lost,
+         * the incomplete line read last too. It cannot be told from the
+         * first part of a write() read while in progress (the rest written,
+         * then the file copied and truncated before spool looked again): it
+         * is dropped with the skipped bytes, never emitted as a torn record.
+         * (A last line without its newline goes out by flush_partial_after
+         * once it has been at the end of the file that long.) A pending
+         * multiline record is made of whole lines: it goes out. */
         char copy[PATH_MAX];
         int64_t lost = unread_in_copy(f, copy, sizeof(copy));
-        int torn = lost > 0 || f->size_seen > f->read_off;
         rt->now_wall_ms = spool_now_ms();
-        int r = torn ? 0 : tail_split_flush_partial(&f->sp, &rt->split, rt->now_ms, file_emit, &a);
-        if (r == 0) {
-            r = tail_split_flush_record(&f->sp, &rt->split, file_emit, &a);
-        }
+        int r = tail_split_flush_record(&f->sp, &rt->split, file_emit, &a);
         if (r < 0) {
             return r;
         }
