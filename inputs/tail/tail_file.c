@@ -1150,8 +1150,8 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
         r = tail_split_feed(&f->sp, &rt->split, rt->rbuf, (size_t)n, rt->now_ms, file_emit, &a);
         f->read_off += n;
         if (f->read_off > f->size_seen) {
-            /* it grew after the fstat: an incomplete line read here was
-             * followed by nothing only if the file is never seen larger */
+            /* it grew after the fstat: what was read was on disk (the bytes
+             * a truncation skips are counted from here) */
             f->size_seen = f->read_off;
         }
         if (r < 0) {
