@@ -7,6 +7,12 @@
   runs during logrotate's copy, so no line is lost by copytruncate itself);
   spool is held with SIGSTOP in some rounds so it is behind at truncation,
   whatever the machine's speed.
+- the interleavings of logrotate's copy, truncate, gzip and delete with
+  what spool sees, driven step by step (SIGSTOP, /proc fd offsets, log
+  lines; no sleeps): the copy seen after the truncation and the .gz after
+  it (the CI duplicate), a partly written .gz, a .gz continuing more than a
+  read cycle before the new lines, an incomplete line at the truncation
+  (never a torn record, never emitted twice).
 - copytruncate with only the live file followed: the unread bytes are
   skipped, with a warning naming how many and where they are.
 - compressed files (gzip, bzip2, xz, zstd by magic bytes, whatever their

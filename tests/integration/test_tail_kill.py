@@ -10,7 +10,8 @@ logrotate (create mode) between kills, so restarts find rotated files that
 were being finished when spool died, by inode next to their old name, and
 files created and rotated away before spool stored their position, by birth
 time next to them (this case lost such a file now and then, and was kept
-out of CI; created_and_rotated_while_down reproduces it deterministically).
+out of CI; created_and_rotated_while_down reproduces it deterministically;
+empty_rotated_file_finished the duplicates it showed under load).
 
 A third case rotates with copytruncate + compress + delaycompress while the
 globs match the rotated copies (`app.log*`): lines are written by the test
