@@ -395,6 +395,12 @@ static int resolve_copies(tail_rt *rt, tail_file *orig)
     int64_t k = is_compressed(first) ? INT64_MAX : fd_size(first->fd);
     int64_t off = orig->sp.emit_off < k ? orig->sp.emit_off : k;
     file_seek(first, off);
+    if (!is_compressed(first) && first->fp_len < TAIL_FP_MAX) {
+        /* Followed since it was created empty (logrotate's copy), maybe
+         * continued at its end with nothing to read: its beginning is what
+         * a copy of it (its .gz) is told by, and its position's identity. */
+        tail_fingerprint(first->fd, TAIL_FP_MAX, &first->fp_hash, &first->fp_len);
+    }
     first->prio = 1;
     tail_file_touch(rt, first);
     if (orig->state == TAIL_ACTIVE) {

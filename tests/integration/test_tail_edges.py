@@ -214,6 +214,43 @@ def copytruncate_copy_then_gzip_seen_late(tmp):
 
 
 @t.case
+def copytruncate_copy_continued_at_its_end(tmp):
+    """spool had read all of app.log when it was copied and truncated: the
+    copy (created empty by logrotate, so followed before it had a
+    beginning to fingerprint) continues at its end, with nothing to read.
+    Its .gz is then a copy of it, not a new file (it was read again from
+    its beginning: test_tail_edges copytruncate_compress_decompress under
+    load, 14,761 duplicates)."""
+    logs = os.path.join(tmp, "logs")
+    os.makedirs(logs)
+    path = os.path.join(logs, "app.log")
+    cfg = tailt.config(tmp, [path + "*"], extra="read_from: beginning\nrotate_wait: 120s\n"
+                       "rescan_interval: 24h\ndecompress: true", log_level="debug")
+    tailt.append_seq(path, 1, 1000)
+    s = start(cfg)
+    tailt.wait_seen(tmp, 1000)
+    open(path + ".1", "w").close()  # logrotate's copy, empty at first
+    s.wait_log("%s.1: following" % path)
+    with stopped(s):
+        with open(path, "rb") as f:
+            content = f.read()
+        with open(path + ".1", "wb") as f:
+            f.write(content)
+        os.truncate(path, 0)
+    s.wait_log("app.log.1: a copy of %s (copytruncate); continuing it" % path)
+    with open(os.path.join(tmp, "gz"), "wb") as f:
+        f.write(gzip.compress(content))
+    os.rename(os.path.join(tmp, "gz"), path + ".1.gz")
+    os.unlink(path + ".1")
+    s.wait_log("app.log.1.gz: gzip-compressed")  # compared in the same call
+    tailt.append_seq(path, 1001, 1100)
+    tailt.wait_seen(tmp, 100, first=1001)
+    stop(s)
+    tailt.check_seqs(tmp=tmp, cfg=cfg, n=1100, name="copy continued at its end, then its .gz",
+                     out_dup_ok=False)
+
+
+@t.case
 def copytruncate_gzip_partial_after_truncation(tmp):
     """The plain copy is known (held) when app.log is truncated; the .gz of
     that copy is first seen partly written, holding less than what spool had
