@@ -240,6 +240,10 @@ struct tail_file {
     int64_t dz_done_size;   /* compressed: its size when read to a complete end, else -1 */
     int trunc_pending;      /* truncation seen; restarts at the next read (after a rescan) */
     const char *trunc_why;  /* static text: why it restarts */
+    int continued;          /* truncated, and a copy continues what it held past its
+                             * position: nothing of its old content is read or
+                             * emitted from it again, and it is no longer a copy's
+                             * original (until it restarts) */
     int64_t trunc_ms;       /* monotonic ms the truncation was seen */
     int prio;               /* read before the others (a copy's tail): until its end */
     int fresh;              /* found new by the current scan */
@@ -332,7 +336,8 @@ struct tail_rt {
 
 /* tail_file.c */
 tail_file *tail_file_new(tail_rt *rt, const char *path, const char *real, const struct stat *st);
-/* Closes (if open) and frees; forgets its position in the current batch. */
+/* Closes (if open) and frees. forget: finished for good (its position is
+ * forgotten in the current batch, its copies continue); 0: the input stops. */
 void tail_file_free(tail_rt *rt, tail_file *f, int forget);
 int tail_file_open(tail_rt *rt, tail_file *f);
 void tail_file_close(tail_rt *rt, tail_file *f);

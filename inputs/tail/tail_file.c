@@ -287,12 +287,47 @@ static int view_of(tail_rt *rt, tail_file *c, const tail_file *o, copy_view *v)
     return 0;
 }
 
+/* 1 if o's bytes before k hash to (w_len, w_hash): o's own bytes while it
+ * has them (live), else those of a plain copy of o held for it (it holds
+ * o's bytes as they were: checked against o when it was linked). */
+static int prefix_of(tail_rt *rt, tail_file *o, int live, int64_t k, uint32_t w_len,
+                     uint64_t w_hash)
+{
+    uint64_t h;
+    uint32_t len;
+    if (live && tail_back_hash(o->fd, k, &h, &len) == 0 && len == w_len && h == w_hash) {
+        return 1;
+    }
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *x = rt->files[i];
+        if (x->copy_of == o && x->fd >= 0 && !is_compressed(x) &&
+            tail_back_hash(x->fd, k, &h, &len) == 0 && len == w_len && h == w_hash) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* 1 if a plain copy of o is held for it (it has o's old bytes). */
+static int has_held_copy(tail_rt *rt, const tail_file *o)
+{
+    for (size_t i = 0; i < rt->nfiles; i++) {
+        tail_file *x = rt->files[i];
+        if (x->copy_of == o && x->fd >= 0 && !is_compressed(x)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /*
  * 1 if c can be a copy of o (or, compressed, the compression of one): the
  * same beginning, and either the same bytes before o's position (a
- * complete copy), or, while o still has its content, the same bytes as o
- * at c's end (a copy being made: c is a prefix of o). A truncated o is
- * compared with what was recorded of it.
+ * complete copy), or the same bytes as o at c's end (a copy being made, or
+ * a .gz being written: c is a prefix of o), compared with o's bytes while
+ * o has them, else with a plain copy held for o (logrotate's .gz of it,
+ * seen partly written after o was truncated). A truncated o is compared
+ * with what was recorded of it.
  */
 static int copy_consistent(tail_rt *rt, tail_file *c, tail_file *o)
 {
@@ -305,15 +340,14 @@ static int copy_consistent(tail_rt *rt, tail_file *c, tail_file *o)
     }
     int live = !o->trunc_pending && o->fd >= 0;
     int64_t e = o->sp.emit_off;
-    uint64_t h;
-    uint32_t len;
-    if (v.fp_ok ? v.fp_hash != o->fp_hash : !live || v.k >= (int64_t)o->fp_len) {
+    if (v.fp_ok ? v.fp_hash != o->fp_hash
+                : v.k >= (int64_t)o->fp_len || (!live && !has_held_copy(rt, o))) {
         return 0;
     }
     if (v.k < e) {
         /* a prefix of o so far (the bytes before its end are o's): if the
          * beginning was too short to compare, the window covers all of it */
-        return live && tail_back_hash(o->fd, v.k, &h, &len) == 0 && len == v.w_len && h == v.w_hash;
+        return prefix_of(rt, o, live, v.k, v.w_len, v.w_hash);
     }
     if (live) {
         tail_file_update_back(o);
@@ -354,9 +388,19 @@ static int resolve_copies(tail_rt *rt, tail_file *orig)
             rt->files[i]->copy_of = first;
         }
     }
+    /* Its old content is now read from `first` only: a copy found later (the
+     * .gz logrotate makes of `first`) is compared with `first`, not linked to
+     * orig and continued from orig's position a second time. */
+    orig->continued = orig->trunc_pending;
     int64_t k = is_compressed(first) ? INT64_MAX : fd_size(first->fd);
     int64_t off = orig->sp.emit_off < k ? orig->sp.emit_off : k;
     file_seek(first, off);
+    if (!is_compressed(first) && first->fp_len < TAIL_FP_MAX) {
+        /* Followed since it was created empty (logrotate's copy), maybe
+         * continued at its end with nothing to read: its beginning is what
+         * a copy of it (its .gz) is told by, and its position's identity. */
+        tail_fingerprint(first->fd, TAIL_FP_MAX, &first->fp_hash, &first->fp_len);
+    }
     first->prio = 1;
     tail_file_touch(rt, first);
     if (orig->state == TAIL_ACTIVE) {
@@ -398,7 +442,7 @@ static int link_copy(tail_rt *rt, tail_file *f)
     int linked = 0;
     for (size_t i = 0; i < rt->nfiles && !linked; i++) {
         tail_file *o = rt->files[i];
-        if (o == f || o->copy_of || o->copy_check || o->kind == TAIL_KIND_SKIP ||
+        if (o == f || o->copy_of || o->copy_check || o->continued || o->kind == TAIL_KIND_SKIP ||
             (head &&
              (head->head_len < o->fp_len || tail_fnv1a(head->head, o->fp_len) != o->fp_hash)) ||
             !copy_consistent(rt, f, o)) {
@@ -494,8 +538,14 @@ int tail_file_must_wait(tail_rt *rt, tail_file *f)
     int depth = 0;
     for (tail_file *x = f->after; x && x != f && depth < 64; x = x->after, depth++) {
         struct stat st;
-        if (x->copy_of == NULL && x->kind <= TAIL_KIND_TEXT && !x->trunc_pending && x->fd >= 0 &&
-            fstat(x->fd, &st) == 0 && (int64_t)st.st_size > x->read_off) {
+        if (x->copy_of || x->trunc_pending || x->fd < 0) {
+            continue;
+        }
+        if (is_compressed(x) ? !x->copy_check && !x->eof
+                             : x->kind <= TAIL_KIND_TEXT && fstat(x->fd, &st) == 0 &&
+                                   (int64_t)st.st_size > x->read_off) {
+            /* (compressed: not read to the end of its input yet; a .gz that
+             * continues a truncated file is read before that file's new lines) */
             return 1;
         }
     }
@@ -514,12 +564,17 @@ void tail_file_free(tail_rt *rt, tail_file *f, int forget)
         }
     }
     if (forget) {
+        /* Finished for good: its copies continue from where it was read
+         * (not when the input stops: the positions say it all). */
         tail_batch_forget(rt, f->source);
+        resolve_copies(rt, f);
     }
-    resolve_copies(rt, f);
     for (size_t i = 0; i < rt->nfiles; i++) {
         if (rt->files[i]->after == f) {
             rt->files[i]->after = NULL;
+        }
+        if (rt->files[i]->copy_of == f) {
+            rt->files[i]->copy_of = NULL; /* the input stops: no pointer to a freed file */
         }
     }
     tail_file_close(rt, f);
@@ -638,18 +693,22 @@ static int file_restart(tail_rt *rt, tail_file *f, const char *why)
 {
     emit_arg a = {rt, f};
     int64_t at = f->sp.emit_off;
-    if (resolve_copies(rt, f) == 0) {
-        /* No copy continues it: what it held past its position is lost. The
-         * incomplete line read so far is a line only if nothing followed it
-         * (a last line without its newline); else it is a torn fragment. */
+    /* A copy continues it already (found after the truncation was seen), or
+     * one found now does: its old bytes past `at`, the incomplete line read
+     * there too, come from the copy. */
+    if (!f->continued && resolve_copies(rt, f) == 0) {
+        /* No copy continues it: what it held past its position is lost,
+         * the incomplete line read last too. It cannot be told from the
+         * first part of a write() read while in progress (the rest written,
+         * then the file copied and truncated before spool looked again): it
+         * is dropped with the skipped bytes, never emitted as a torn record.
+         * (A last line without its newline goes out by flush_partial_after
+         * once it has been at the end of the file that long.) A pending
+         * multiline record is made of whole lines: it goes out. */
         char copy[PATH_MAX];
         int64_t lost = unread_in_copy(f, copy, sizeof(copy));
-        int torn = lost > 0 || f->size_seen > f->read_off;
         rt->now_wall_ms = spool_now_ms();
-        int r = torn ? 0 : tail_split_flush_partial(&f->sp, &rt->split, rt->now_ms, file_emit, &a);
-        if (r == 0) {
-            r = tail_split_flush_record(&f->sp, &rt->split, file_emit, &a);
-        }
+        int r = tail_split_flush_record(&f->sp, &rt->split, file_emit, &a);
         if (r < 0) {
             return r;
         }
@@ -679,6 +738,7 @@ static int file_restart(tail_rt *rt, tail_file *f, const char *why)
         spool_counter_add(rt->c_trunc, 1);
     }
     tail_split_reset(&f->sp, 0);
+    f->continued = 0;
     f->read_off = 0;
     f->fp_len = 0;
     f->fp_hash = tail_fnv1a(NULL, 0);
@@ -993,7 +1053,8 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
 {
     int r;
     if (f->kind == TAIL_KIND_SKIP) {
-        return 0; /* compressed */
+        f->eof = 1; /* compressed, not read: nothing to wait for (finished when rotated) */
+        return 0;
     }
     if (f->trunc_pending || tail_file_must_wait(rt, f)) {
         return 1; /* after the scan; after its predecessor */
@@ -1012,7 +1073,16 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
     }
     if (f->kind == TAIL_KIND_UNKNOWN) {
         file_kind(rt, f);
-        if (f->kind == TAIL_KIND_UNKNOWN || f->kind == TAIL_KIND_SKIP) {
+        if (f->kind == TAIL_KIND_UNKNOWN) {
+            /* Empty (or too short to tell): at its end for now. A rotated
+             * empty file (logrotate's create, nobody wrote to it) is finished
+             * once quiet like any other; else its position would stay, and a
+             * restart would take it for the file younger rotated ones follow. */
+            f->eof = 1;
+            return 0;
+        }
+        if (f->kind == TAIL_KIND_SKIP) {
+            f->eof = 1;
             return 0;
         }
     }
@@ -1085,6 +1155,11 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
         uint64_t long_before = f->sp.long_lines;
         r = tail_split_feed(&f->sp, &rt->split, rt->rbuf, (size_t)n, rt->now_ms, file_emit, &a);
         f->read_off += n;
+        if (f->read_off > f->size_seen) {
+            /* it grew after the fstat: what was read was on disk (the bytes
+             * a truncation skips are counted from here) */
+            f->size_seen = f->read_off;
+        }
         if (r < 0) {
             /* The batch refused a record (memory): give up this block, read it again. */
             spool_log_error(rt->ins, "%s: cannot queue a record: %s", f->path, strerror(-r));
@@ -1126,6 +1201,11 @@ int tail_file_timers(tail_rt *rt, tail_file *f)
     emit_arg a = {rt, f};
     int64_t emit_before = f->sp.emit_off;
     int r = 0;
+    if (f->trunc_pending) {
+        /* Its incomplete line is in the copy that continues it (or a torn
+         * piece): the restart decides, never a timer. */
+        return 0;
+    }
     if (f->sp.carry_since_ms && f->eof &&
         rt->now_ms - f->sp.carry_since_ms >= rt->ctx->flush_partial_after_ms) {
         rt->now_wall_ms = spool_now_ms();

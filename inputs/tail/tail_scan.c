@@ -858,9 +858,22 @@ static void scan_links(tail_rt *rt)
         }
     }
     int undecided = 0;
-    for (size_t i = 0; i < rt->nfiles; i++) {
-        /* before truncated files restart: a copy continues what they held */
-        undecided |= tail_file_check_copy(rt, rt->files[i]) < 0;
+    for (int plain = 1; plain >= 0; plain--) {
+        /* Before truncated files restart: a copy continues what they held.
+         * Plain files first: logrotate's compress makes the .gz of a plain
+         * copy, which continues (it can be read while the .gz is written);
+         * the .gz, found in the same scan, is then a copy of that copy. */
+        for (size_t i = 0; i < rt->nfiles; i++) {
+            tail_file *f = rt->files[i];
+            if (!f->copy_check) {
+                continue;
+            }
+            int compressed = f->kind == TAIL_KIND_UNKNOWN ? f->fd >= 0 && tail_compressed_fd(f->fd)
+                                                          : f->kind != TAIL_KIND_TEXT;
+            if (compressed != plain) {
+                undecided |= tail_file_check_copy(rt, f) < 0;
+            }
+        }
     }
     for (size_t i = 0; i < rt->nfiles; i++) {
         tail_file *f = rt->files[i];

@@ -10,7 +10,8 @@ logrotate (create mode) between kills, so restarts find rotated files that
 were being finished when spool died, by inode next to their old name, and
 files created and rotated away before spool stored their position, by birth
 time next to them (this case lost such a file now and then, and was kept
-out of CI; created_and_rotated_while_down reproduces it deterministically).
+out of CI; created_and_rotated_while_down reproduces it deterministically;
+empty_rotated_file_finished the duplicates it showed under load).
 
 A third case rotates with copytruncate + compress + delaycompress while the
 globs match the rotated copies (`app.log*`): lines are written by the test
@@ -147,6 +148,45 @@ def created_and_rotated_while_down(tmp):
     tailt.check_seqs(cfg, tmp, 4000, "created and rotated while down")
     check("created at %s and rotated away while spool did not follow it" % path in s.stderr(),
           "no warning: %s" % s.stderr()[-2000:])
+
+
+@t.case
+def empty_rotated_file_finished(tmp):
+    """logrotate (create) renames a file nobody wrote to: empty, rotated. It
+    must be finished and forgotten like any rotated file. It was not (never
+    'at its end': nothing could be read to tell what it is), so its position
+    stayed, and after a restart it was taken as the file the younger rotated
+    files follow: a younger one already read, finished and forgotten had no
+    position and was read again from its beginning (kill9_rounds_with_logrotate:
+    93,200 duplicates)."""
+    logs = os.path.join(tmp, "logs")
+    os.makedirs(logs)
+    path = os.path.join(logs, "app.log")
+    open(path, "w").close()                # A: empty, stays empty
+    conf, state = tailt.logrotate_conf(tmp, path, ["create", "nocompress"])
+    cfg = tailt.config(tmp, [path], extra="read_from: beginning\nrotate_wait: 1s")
+    s = tailt.spool(cfg)
+    s.wait_log("following 1 files")
+    tailt.logrotate(conf, state)           # A -> app.log.1, B created
+    s.wait_log("replaced by a new file at its path")
+    tailt.append_seq(path, 1, 1000)        # B
+    tailt.wait_seen(tmp, 1000)
+    tailt.logrotate(conf, state)           # B -> app.log.1, A -> app.log.2, C created
+    tailt.append_seq(path, 1001, 1100)     # C
+    tailt.wait_seen(tmp, 100, first=1001)
+    # B is finished (and forgotten) once quiet for rotate_wait
+    s.wait_log("finished at offset %d" % os.path.getsize(path + ".1"))
+    rc = s.terminate(60)
+    check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
+    finished_empty = "finished at offset 0," in s.stderr()
+    s = tailt.spool(cfg)
+    s.wait_log("following")
+    tailt.append_seq(path, 1101, 1200)
+    tailt.wait_seen(tmp, 100, first=1101)
+    rc = s.terminate(60)
+    check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
+    tailt.check_seqs(cfg, tmp, 1200, "empty rotated file, restart", out_dup_ok=False)
+    check(finished_empty, "the empty rotated file was not finished")
 
 
 @t.case
