@@ -139,12 +139,13 @@ static void check_keyed(spool_instance *ins, const spool_service_conf *conf, con
     for (size_t i = 0; i < conf->ninputs; i++) {
         const spool_instance *in = conf->inputs[i];
         if (in->in.topic && strcmp(in->in.topic, from) == 0 && strcmp(key, "{{ key }}") != 0) {
-            if (!in->in.key || strcmp(in->in.key, key) != 0) {
+            /* No key template: the records keep the producer's keys (http). */
+            if (in->in.key && strcmp(in->in.key, key) != 0) {
                 spool_log_warn(ins,
                                "input '%s' writes topic '%s' with key '%s', not the stream's key "
                                "'%s': a key's records may be spread over partitions, each with "
                                "its own state",
-                               in->name, from, in->in.key ? in->in.key : "(none)", key);
+                               in->name, from, in->in.key, key);
             }
         }
     }
