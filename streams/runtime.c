@@ -804,6 +804,7 @@ static int run_partition(srun *r, spart *sp)
         const spool_record *rec = &r->dec.records[i];
         r->emitting = rec->offset >= sp->replay_until;
         if (is_tick(rec)) {
+            sp->ticked = 1; /* the partition's newest record is a tick: no other */
             rc = sx_advance(sp->st, rec->timestamp, on_emit, r);
             continue;
         }
