@@ -44,7 +44,7 @@
 #include "core.h"
 #include "engine.h"
 
-#define READ_BYTES (1u << 20)    /* raw bytes read per round and partition */
+#define READ_BYTES (4u << 20)    /* raw bytes read (one commit) per round and partition */
 #define WAIT_MS 200              /* longest sleep without new input */
 #define RETRY_MS 100             /* a refused commit is retried after this */
 #define TICK_HEADER "spool.tick" /* marks tick records */
@@ -1026,14 +1026,6 @@ static int run_start(spool_service *svc, stream_conf *sc, srun *r)
     r->emit_name = r->o->emit_topic;
     r->nparts = spool_plog_topic_conf(svc->log, r->from)->partitions;
     snprintf(r->labels, sizeof(r->labels), "stream=\"%s\"", r->o->name);
-    r->m_in = reg(r, "spool_stream_records_in_total", "Input records applied to the stream", 0);
-    r->m_matches = reg(r, "spool_stream_matches_total", "Derived records emitted", 0);
-    r->m_late = reg(r, "spool_stream_late_records_total", "Records later than allowed", 0);
-    r->m_keys = reg(r, "spool_stream_keys", "Keys held in the stream's state", 1);
-    r->m_bytes = reg(r, "spool_stream_state_bytes", "Bytes of the stream's state", 1);
-    r->m_lag = reg(r, "spool_stream_lag_records", "Input records not yet applied", 1);
-    r->m_snap_age = reg(r, "spool_stream_snapshot_age_seconds", "Age of the oldest snapshot", 1);
-    r->m_evict = reg(r, "spool_stream_evicted_keys", "Keys evicted at max_keys", 1);
     snprintf(r->dir, sizeof(r->dir), "%s/streams/%s", svc->conf->data_dir, r->o->name);
     char top[4200];
     snprintf(top, sizeof(top), "%s/streams", svc->conf->data_dir);
@@ -1057,7 +1049,26 @@ static int run_start(spool_service *svc, stream_conf *sc, srun *r)
     }
     spool_plog_cursor_write(svc->log, r->ins->name);
     r->is_view = sx_def_is_view(r->parts[0].def);
-    update_gauges(r); /* the lag is right from the start */
+    /* Registered once the lag is known, and set at once: a reader never
+     * sees a lag of 0 before the stream caught up. */
+    r->m_in = reg(r, "spool_stream_records_in_total", "Input records applied to the stream", 0);
+    r->m_matches = reg(r, "spool_stream_matches_total", "Derived records emitted", 0);
+    r->m_late = reg(r, "spool_stream_late_records_total", "Records later than allowed", 0);
+    r->m_keys = reg(r, "spool_stream_keys", "Keys held in the stream's state", 1);
+    r->m_bytes = reg(r, "spool_stream_state_bytes", "Bytes of the stream's state", 1);
+    r->m_snap_age = reg(r, "spool_stream_snapshot_age_seconds", "Age of the oldest snapshot", 1);
+    r->m_evict = reg(r, "spool_stream_evicted_keys", "Keys evicted at max_keys", 1);
+    int64_t lag0 = 0;
+    for (int32_t p = 0; p < r->nparts; p++) {
+        spool_partition_info pi;
+        if (spool_plog_partition_info(svc->log, r->from, p, &pi) == 0 &&
+            pi.end_offset > r->parts[p].next) {
+            lag0 += pi.end_offset - r->parts[p].next;
+        }
+    }
+    r->m_lag = reg(r, "spool_stream_lag_records", "Input records not yet applied", 1);
+    spool_gauge_set(r->m_lag, lag0);
+    update_gauges(r);
     if (pthread_create(&r->thread, NULL, stream_main, r) != 0) {
         return -EAGAIN;
     }
