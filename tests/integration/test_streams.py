@@ -14,6 +14,9 @@
   sum(bytes), p99(latency) and distinct(client): counts and sums exact, p99 within the
   sketch's stated 1% relative error, distinct within the HyperLogLog's stated error (1.625%,
   checked at 4 standard errors).
+- idle_tick: a quiet partition gets one tick in the input log after idle_close, which closes
+  its windows; a kill -9 replay sees the tick (nothing emitted twice, no second tick).
+- late_records: records older than the watermark are counted and copied to late_topic.
 - check_positions: `spool check` reports stream errors at file:line:column (an unknown topic,
   a bad condition inside a step with its column, a missing pattern/view), exit 2.
 
@@ -451,6 +454,61 @@ streams:
         check(sp.terminate() == 0, "spool did not stop cleanly")
     finally:
         sp.kill()
+
+
+@t.case
+def late_records(tmp):
+    """Records older than the watermark (newest - allowed_lateness) are not applied, counted,
+    and copied to late_topic; the others count in their windows."""
+    http_port, in_port = spoolt.free_port(), spoolt.free_port()
+    cfg = os.path.join(tmp, "spool.yaml")
+    write(cfg, f"""service:
+  data_dir: {tmp}/data
+  http: {{listen: 127.0.0.1:{http_port}}}
+topics:
+  access: {{partitions: 1}}
+  stats: {{partitions: 1}}
+  late: {{partitions: 1}}
+inputs:
+  - type: http
+    name: ingest
+    topic: access
+    listen: 127.0.0.1:{in_port}
+streams:
+  - name: paths
+    from: access
+    key: "{{{{ path }}}}"
+    view:
+      window: {{tumbling: 1m}}
+      aggregates: [count]
+    emit: {{topic: stats}}
+    allowed_lateness: 10s
+    late_topic: late
+""")
+    base = T0 - T0 % MIN  # a window boundary
+
+    def rec(ts, n):
+        return {"key": "/", "value": "r%d" % n, "timestamp": base + ts, "headers": {"path": "/"}}
+    # Newest 100s: watermark 90s. 95s and 90s are in time, 89s and 5s are late.
+    recs = [rec(1000, 0), rec(100_000, 1), rec(95_000, 2), rec(90_000, 3), rec(89_000, 4),
+            rec(5_000, 5), rec(100_500, 6)]
+    sp = spoolt.Spool(cfg)
+    try:
+        sp.wait_running()
+        post(in_port, recs)
+        spoolt.wait_for(lambda: caught_up(http_port, ["paths"]), 30, what="caught up")
+        check(metric(http_port, "spool_stream_late_records_total", "paths") == 2,
+              "late counter %s" % metric(http_port, "spool_stream_late_records_total", "paths"))
+        r = spoolt.run(["query", "paths", "-c", cfg, "--json"])
+        got = sorted((w["window_start"] - base, w["count"]) for w in json.loads(r.stdout))
+        check(got == [(60_000, 4)], "open windows %s" % got)
+        check(sp.terminate() == 0, "spool did not stop cleanly")
+    finally:
+        sp.kill()
+    check(sorted(read_topic(cfg, "late", "%v\n")) == ["r4", "r5"], "late topic")
+    closed = [json.loads(v) for v in read_topic(cfg, "stats", "%v\n")]
+    check([(w["window_start"] - base, w["count"]) for w in closed] == [(0, 1)],
+          "closed windows %s" % closed)
 
 
 @t.case
