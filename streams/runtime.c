@@ -588,7 +588,7 @@ static int snap_write(srun *r, spart *sp)
     int rc, fd = -1;
     uint8_t hdr[SNAP_HDR];
     pthread_mutex_lock(&sp->lock);
-    rc = sx_snapshot(sp->st, &b);
+    rc = sp->st ? sx_snapshot(sp->st, &b) : -ENOMEM;
     pthread_mutex_unlock(&sp->lock);
     if (rc < 0) {
         goto out;
@@ -749,9 +749,19 @@ static int commit_read(srun *r, spart *sp, int64_t next)
     }
 }
 
+static int part_load(srun *r, spart *sp);
+
 /* Applies one read of partition sp. 1 if records were read, 0 if none, <0. */
 static int run_partition(srun *r, spart *sp)
 {
+    if (!sp->st) {
+        pthread_mutex_lock(&sp->lock);
+        int lrc = part_load(r, sp);
+        pthread_mutex_unlock(&sp->lock);
+        if (lrc < 0) {
+            return lrc;
+        }
+    }
     int64_t next = sp->next;
     r->raw.len = 0;
     spool_rb_decoded_reset(&r->dec);
@@ -828,10 +838,17 @@ static int run_partition(srun *r, spart *sp)
     pthread_mutex_unlock(&sp->lock);
     r->emitting = 0;
     if (rc < 0) {
-        spool_log_error(r->ins, "partition %" PRId32 ": engine failed at offset %" PRId64 ": %s",
+        spool_log_error(r->ins,
+                        "partition %" PRId32 ": engine failed at offset %" PRId64
+                        ": %s; rebuilding the state from the committed position",
                         sp->partition, sp->next, strerror(-rc));
         spool_batch_destroy(out);
         r->out = NULL;
+        pthread_mutex_lock(&sp->lock);
+        if (part_load(r, sp) < 0) {
+            sp->st = NULL;
+        }
+        pthread_mutex_unlock(&sp->lock);
         return rc;
     }
     spool_counter_add(r->m_in, (uint64_t)applied);
@@ -900,7 +917,9 @@ static void update_gauges(srun *r)
         sx_stats_t s;
         memset(&s, 0, sizeof(s));
         pthread_mutex_lock(&sp->lock);
-        sx_stats(sp->st, &s);
+        if (sp->st) {
+            sx_stats(sp->st, &s);
+        }
         pthread_mutex_unlock(&sp->lock);
         keys += (int64_t)s.keys;
         bytes += (int64_t)s.bytes;
@@ -962,14 +981,24 @@ static int part_init(srun *r, spart *sp, int32_t p)
     if (rc < 0) {
         return rc;
     }
-    if (!(sp->st = sx_state_new(sp->def))) {
-        return -ENOMEM;
-    }
     for (unsigned k = 0; k < 1000000; k++) {
         snprintf(sp->tick_key, sizeof(sp->tick_key), "spool.tick.%u", k);
         if (spool_partition_for_key(sp->tick_key, strlen(sp->tick_key), r->nparts) == p) {
             break;
         }
+    }
+    return part_load(r, sp);
+}
+
+/* A fresh state for sp: its snapshot, then replay to the durable position.
+ * Also after an engine failure part-way through a run (the state may hold
+ * records whose output was not committed). */
+static int part_load(srun *r, spart *sp)
+{
+    int32_t p = sp->partition;
+    sx_state_free(sp->st);
+    if (!(sp->st = sx_state_new(sp->def))) {
+        return -ENOMEM;
     }
     char src[700], full[800];
     uint8_t pos[8];
@@ -1173,7 +1202,7 @@ static int query_locked(spool_service *svc, const char *name, const char *key, i
         spart *sp = &r->parts[p];
         one.len = 0;
         pthread_mutex_lock(&sp->lock);
-        rc = sx_query(sp->st, key, from, to, &one);
+        rc = sp->st ? sx_query(sp->st, key, from, to, &one) : -EAGAIN;
         pthread_mutex_unlock(&sp->lock);
         if (rc < 0) {
             break;
