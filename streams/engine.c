@@ -25,27 +25,30 @@
 
 #include "engine_int.h"
 
-#define FREE_WINDOWS_MAX 4096
+/* A table slot: the hash's high half (compared before touching the key),
+ * then the id. */
+#define SLOT(hash, id) (((hash)&0xffffffff00000000ULL) | (uint64_t)(id))
+#define SLOT_ID(e) ((uint32_t)(e))
 
 /* ---- keys ---------------------------------------------------------------- */
 
 static int table_grow(sx_state *s)
 {
     uint32_t cap = s->table_cap ? s->table_cap * 2 : 1024;
-    uint32_t *t = malloc((size_t)cap * sizeof(uint32_t));
+    uint64_t *t = malloc((size_t)cap * sizeof(uint64_t));
     if (t == NULL) {
         return -ENOMEM;
     }
-    memset(t, 0xff, (size_t)cap * sizeof(uint32_t));
+    memset(t, 0xff, (size_t)cap * sizeof(uint64_t));
     for (uint32_t id = 0; id < s->nkeys_alloc; id++) {
         if (!s->keys[id].live) {
             continue;
         }
         uint32_t i = (uint32_t)s->keys[id].hash & (cap - 1);
-        while (t[i] != SX_NONE) {
+        while (SLOT_ID(t[i]) != SX_NONE) {
             i = (i + 1) & (cap - 1);
         }
-        t[i] = id;
+        t[i] = SLOT(s->keys[id].hash, id);
     }
     free(s->table);
     s->table = t;
@@ -53,33 +56,49 @@ static int table_grow(sx_state *s)
     return 0;
 }
 
-static void lru_unlink(sx_state *s, uint32_t id)
+static int cmp_cand(const void *a, const void *b)
 {
-    sx_key *k = &s->keys[id];
-    if (k->lru_prev != SX_NONE) {
-        s->keys[k->lru_prev].lru_next = k->lru_next;
-    } else {
-        s->lru_head = k->lru_next;
-    }
-    if (k->lru_next != SX_NONE) {
-        s->keys[k->lru_next].lru_prev = k->lru_prev;
-    } else {
-        s->lru_tail = k->lru_prev;
-    }
-    k->lru_prev = k->lru_next = SX_NONE;
+    const struct sx_cand *x = a, *y = b;
+    return x->touch < y->touch ? -1 : x->touch > y->touch;
 }
 
-static void lru_append(sx_state *s, uint32_t id)
+/* The least recently updated key, or SX_NONE on ENOMEM. Keys carry the
+ * time of their last update (touch); a scan keeps the oldest sixteenth of
+ * them, sorted. A candidate whose touch is unchanged is older than every
+ * key outside the list (those were newer at the scan and touches only
+ * grow), so the first unchanged one is exactly the LRU key; when none is
+ * left, scan again. No list to maintain per record. */
+static uint32_t lru_victim(sx_state *s)
 {
-    sx_key *k = &s->keys[id];
-    k->lru_prev = s->lru_tail;
-    k->lru_next = SX_NONE;
-    if (s->lru_tail != SX_NONE) {
-        s->keys[s->lru_tail].lru_next = id;
-    } else {
-        s->lru_head = id;
+    for (int pass = 0; pass < 2; pass++) {
+        while (s->cand_pos < s->ncand) {
+            const struct sx_cand *c = &s->cand[s->cand_pos++];
+            const sx_key *k = &s->keys[c->id];
+            if (k->live && k->touch == c->touch) {
+                return c->id;
+            }
+        }
+        struct sx_cand *all = malloc((size_t)(s->nkeys ? s->nkeys : 1) * sizeof(*all));
+        if (all == NULL) {
+            return SX_NONE;
+        }
+        uint32_t n = 0;
+        for (uint32_t id = 0; id < s->nkeys_alloc; id++) {
+            if (s->keys[id].live) {
+                all[n++] = (struct sx_cand){s->keys[id].touch, id};
+            }
+        }
+        qsort(all, n, sizeof(*all), cmp_cand);
+        uint32_t keep = n / 16 < 16 ? (n < 16 ? n : 16) : n / 16;
+        free(s->cand);
+        s->cand = realloc(all, (size_t)(keep ? keep : 1) * sizeof(*all));
+        if (s->cand == NULL) {
+            s->cand = all;
+        }
+        s->ncand = keep;
+        s->cand_pos = 0;
     }
-    s->lru_tail = id;
+    return SX_NONE;
 }
 
 static void key_free_state(sx_state *s, sx_key *k)
@@ -97,32 +116,30 @@ void sx__key_drop(sx_state *s, uint32_t id)
 {
     sx_key *k = &s->keys[id];
     sx__timer_clear(s, id);
-    lru_unlink(s, id);
     /* Backward-shift deletion from the table. */
     uint32_t mask = s->table_cap - 1;
     uint32_t i = (uint32_t)k->hash & mask;
-    while (s->table[i] != id) {
+    while (SLOT_ID(s->table[i]) != id) {
         i = (i + 1) & mask;
     }
     uint32_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        if (s->table[j] == SX_NONE) {
+        if (SLOT_ID(s->table[j]) == SX_NONE) {
             break;
         }
-        uint32_t home = (uint32_t)s->keys[s->table[j]].hash & mask;
+        uint32_t home = (uint32_t)s->keys[SLOT_ID(s->table[j])].hash & mask;
         /* Move j to i if its home is not in (i, j] cyclically. */
         if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
             s->table[i] = s->table[j];
             i = j;
         }
     }
-    s->table[i] = SX_NONE;
+    s->table[i] = UINT64_MAX;
     key_free_state(s, k);
     memset(k, 0, sizeof(*k));
     k->heap_pos = -1;
-    k->lru_prev = SX_NONE;
-    k->lru_next = s->free_id;
+    k->free_next = s->free_id;
     s->free_id = id;
     s->nkeys--;
 }
@@ -135,69 +152,83 @@ sx_key *sx__key_get(sx_state *s, const char *kb, size_t klen, bool create, uint3
     uint64_t h = sx_hash64(kb, klen, 0x6b65792d68617368ULL);
     uint32_t mask = s->table_cap - 1;
     uint32_t i = (uint32_t)h & mask;
-    while (s->table[i] != SX_NONE) {
-        sx_key *k = &s->keys[s->table[i]];
-        if (k->hash == h && k->klen == klen && memcmp(k->kb, kb, klen) == 0) {
-            uint32_t id = s->table[i];
-            if (create && s->lru_tail != id) {
-                lru_unlink(s, id);
-                lru_append(s, id);
+    uint64_t tag = h & 0xffffffff00000000ULL;
+    for (uint64_t e; SLOT_ID(e = s->table[i]) != SX_NONE; i = (i + 1) & mask) {
+        if ((e & 0xffffffff00000000ULL) != tag) {
+            continue;
+        }
+        sx_key *k = &s->keys[SLOT_ID(e)];
+        if (k->hash == h && k->klen == klen && memcmp(sx__kb(k), kb, klen) == 0) {
+            uint32_t id = SLOT_ID(e);
+            if (create) {
+                k->touch = ++s->touch_seq;
             }
             *idp = id;
             return k;
         }
-        i = (i + 1) & mask;
     }
     if (!create) {
         return NULL;
     }
-    if (s->nkeys >= s->def->max_keys && s->lru_head != SX_NONE) {
-        sx__key_drop(s, s->lru_head);
+    if (s->nkeys >= s->def->max_keys && s->nkeys > 0) {
+        uint32_t victim = lru_victim(s);
+        if (victim == SX_NONE) {
+            return NULL;
+        }
+        sx__key_drop(s, victim);
         s->st.evictions++;
     }
     if ((uint64_t)(s->nkeys + 1) * 2 > s->table_cap && table_grow(s) < 0) {
         return NULL;
     }
-    char *copy = malloc(klen + 1);
-    if (copy == NULL) {
-        return NULL;
+    char *copy = NULL;
+    if (klen >= SX_KEY_INLINE) {
+        if ((copy = malloc(klen)) == NULL) {
+            return NULL;
+        }
+        memcpy(copy, kb, klen);
     }
-    memcpy(copy, kb, klen);
-    copy[klen] = 0;
     uint32_t id = s->free_id;
     if (id == SX_NONE) {
         uint32_t n = s->nkeys_alloc ? s->nkeys_alloc * 2 : 64;
-        sx_key *ks = realloc(s->keys, (size_t)n * sizeof(*ks));
+        /* Cache-line aligned (sx_key's first line is the hot one). */
+        sx_key *ks = aligned_alloc(64, (size_t)n * sizeof(*ks));
         if (ks == NULL) {
             free(copy);
             return NULL;
         }
+        if (s->nkeys_alloc) {
+            memcpy(ks, s->keys, (size_t)s->nkeys_alloc * sizeof(*ks));
+        }
+        free(s->keys);
         s->keys = ks;
         for (uint32_t j = n; j-- > s->nkeys_alloc;) {
             memset(&ks[j], 0, sizeof(ks[j]));
             ks[j].heap_pos = -1;
-            ks[j].lru_prev = SX_NONE;
-            ks[j].lru_next = s->free_id;
+            ks[j].free_next = s->free_id;
             s->free_id = j;
         }
         s->nkeys_alloc = n;
         id = s->free_id;
     }
     sx_key *k = &s->keys[id];
-    s->free_id = k->lru_next;
+    s->free_id = k->free_next;
     memset(k, 0, sizeof(*k));
     k->heap_pos = -1;
     k->hash = h;
     k->kb = copy;
+    if (copy == NULL && klen) {
+        memcpy(k->kin, kb, klen);
+    }
     k->klen = (uint32_t)klen;
     k->live = true;
     mask = s->table_cap - 1;
     i = (uint32_t)h & mask;
-    while (s->table[i] != SX_NONE) {
+    while (SLOT_ID(s->table[i]) != SX_NONE) {
         i = (i + 1) & mask;
     }
-    s->table[i] = id;
-    lru_append(s, id);
+    s->table[i] = SLOT(h, id);
+    k->touch = ++s->touch_seq;
     s->nkeys++;
     *idp = id;
     return k;
@@ -213,7 +244,7 @@ static bool timer_less(const sx_state *s, uint32_t a, uint32_t b)
         return x->timer_at < y->timer_at;
     }
     size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->kb, y->kb, n);
+    int c = memcmp(sx__kb(x), sx__kb(y), n);
     return c < 0 || (c == 0 && x->klen < y->klen);
 }
 
@@ -300,240 +331,6 @@ static int heap_reserve(sx_state *s)
     s->heap = h;
     s->heap_cap = s->nkeys_alloc;
     return 0;
-}
-
-/* ---- windows ------------------------------------------------------------- */
-
-sx_window *sx__window_new(sx_state *s, int64_t start)
-{
-    const sx_def *d = s->def;
-    sx_window *w = s->free_windows;
-    if (w) {
-        s->free_windows = w->next_free;
-        s->nfree_windows--;
-    } else {
-        w = calloc(1, sizeof(*w) + d->naggs * sizeof(sx_cell));
-        if (w == NULL) {
-            return NULL;
-        }
-    }
-    w->start = start;
-    w->count = 0;
-    w->first_ts = INT64_MAX;
-    w->last_ts = INT64_MIN;
-    w->next_free = NULL;
-    for (uint32_t i = 0; i < d->naggs; i++) {
-        sx_cell *c = &w->cells[i];
-        c->n = 0;
-        c->v = 0;
-        c->last_ts = INT64_MIN;
-        c->last_len = 0;
-        if (d->aggs[i].fn == AGG_DISTINCT) {
-            if (c->hll == NULL && (c->hll = malloc(sizeof(sx_hll))) == NULL) {
-                sx__window_release(s, w);
-                return NULL;
-            }
-            sx_hll_clear(c->hll);
-        }
-        sx_dds_clear(&c->dds);
-    }
-    return w;
-}
-
-static void window_destroy(const sx_def *d, sx_window *w)
-{
-    for (uint32_t i = 0; i < d->naggs; i++) {
-        free(w->cells[i].last);
-        free(w->cells[i].hll);
-        sx_dds_free(&w->cells[i].dds);
-    }
-    free(w);
-}
-
-void sx__window_release(sx_state *s, sx_window *w)
-{
-    if (s->nfree_windows >= FREE_WINDOWS_MAX) {
-        window_destroy(s->def, w);
-        return;
-    }
-    w->next_free = s->free_windows;
-    s->free_windows = w;
-    s->nfree_windows++;
-}
-
-static int cell_set_last(sx_cell *c, const uint8_t *v, size_t len)
-{
-    if (len > c->last_cap) {
-        uint8_t *b = realloc(c->last, len);
-        if (b == NULL) {
-            return -ENOMEM;
-        }
-        c->last = b;
-        c->last_cap = (uint32_t)len;
-    }
-    if (len) {
-        memcpy(c->last, v, len);
-    }
-    c->last_len = (uint32_t)len;
-    return 0;
-}
-
-/* A field as a finite number: 1 and *x, else 0. */
-static int field_number(const uint8_t *v, size_t len, double *x)
-{
-    char buf[64];
-    if (len == 0 || len >= sizeof(buf)) {
-        return 0;
-    }
-    memcpy(buf, v, len);
-    buf[len] = 0;
-    char *end;
-    double n = strtod(buf, &end);
-    if (*end || !isfinite(n)) {
-        return 0;
-    }
-    *x = n;
-    return 1;
-}
-
-static int window_apply(const sx_def *d, sx_window *w, const spool_record *r, const char *topic)
-{
-    int64_t ts = r->timestamp;
-    w->count++;
-    if (ts < w->first_ts) {
-        w->first_ts = ts;
-    }
-    if (ts > w->last_ts) {
-        w->last_ts = ts;
-    }
-    for (uint32_t i = 0; i < d->naggs; i++) {
-        const sx_agg *a = &d->aggs[i];
-        sx_cell *c = &w->cells[i];
-        if (a->fn == AGG_COUNT) {
-            continue;
-        }
-        char scratch[SPOOL_FIELD_SCRATCH];
-        const uint8_t *v;
-        size_t len;
-        if (!spool_record_field(r, topic, a->field, strlen(a->field), scratch, &v, &len)) {
-            continue;
-        }
-        if (a->fn == AGG_DISTINCT) {
-            sx_hll_add(c->hll, v, len);
-            continue;
-        }
-        if (a->fn == AGG_LAST) {
-            if (c->n == 0 || ts >= c->last_ts) {
-                if (cell_set_last(c, v, len) < 0) {
-                    return -ENOMEM;
-                }
-                c->last_ts = ts;
-            }
-            c->n++;
-            continue;
-        }
-        double x;
-        if (!field_number(v, len, &x)) {
-            continue;
-        }
-        switch (a->fn) {
-        case AGG_SUM:
-        case AGG_AVG:
-            c->v += x;
-            break;
-        case AGG_MIN:
-            if (c->n == 0 || x < c->v) {
-                c->v = x;
-            }
-            break;
-        case AGG_MAX:
-            if (c->n == 0 || x > c->v) {
-                c->v = x;
-            }
-            break;
-        case AGG_QUANT:
-            if (sx_dds_add(&c->dds, x) < 0) {
-                return -ENOMEM;
-            }
-            break;
-        }
-        c->n++;
-    }
-    return 0;
-}
-
-static int fmt_num(char *buf, size_t cap, double v)
-{
-    if (v == floor(v) && fabs(v) < 9e15) {
-        return snprintf(buf, cap, "%.0f", v == 0 ? 0.0 : v);
-    }
-    int n = snprintf(buf, cap, "%.15g", v);
-    if (strtod(buf, NULL) != v) {
-        n = snprintf(buf, cap, "%.17g", v);
-    }
-    return n;
-}
-
-int sx__agg_format(const sx_def *d, const sx_window *w, uint32_t i, char *buf, size_t cap)
-{
-    const sx_agg *a = &d->aggs[i];
-    const sx_cell *c = &w->cells[i];
-    switch (a->fn) {
-    case AGG_COUNT:
-        return snprintf(buf, cap, "%llu", (unsigned long long)w->count);
-    case AGG_SUM:
-        return fmt_num(buf, cap, c->v);
-    case AGG_MIN:
-    case AGG_MAX:
-        return c->n ? fmt_num(buf, cap, c->v) : -1;
-    case AGG_AVG:
-        return c->n ? fmt_num(buf, cap, c->v / (double)c->n) : -1;
-    case AGG_DISTINCT:
-        return fmt_num(buf, cap, c->hll ? floor(sx_hll_estimate(c->hll) + 0.5) : 0);
-    case AGG_QUANT:
-        return c->dds.total ? fmt_num(buf, cap, sx_dds_quantile(&c->dds, a->q)) : -1;
-    default:
-        return -1; /* AGG_LAST: the bytes themselves */
-    }
-}
-
-static int json_member_num(spool_buf *out, const char *name, long long v)
-{
-    char b[64];
-    int n = snprintf(b, sizeof(b), ",\"%s\":%lld", name, v);
-    return spool_buf_append(out, b, (size_t)n);
-}
-
-int sx__window_json(const sx_def *d, const char *kb, size_t klen, const sx_window *w,
-                    spool_buf *out)
-{
-    int rc = spool_buf_append(out, "{\"key\":", 7);
-    rc = rc ? rc : spool_json_append_string(out, kb, klen);
-    rc = rc ? rc : json_member_num(out, "window_start", (long long)w->start);
-    rc = rc ? rc : json_member_num(out, "window_end", (long long)(w->start + d->size));
-    rc = rc ? rc : json_member_num(out, "count", (long long)w->count);
-    for (uint32_t i = 0; i < d->naggs && rc == 0; i++) {
-        const sx_agg *a = &d->aggs[i];
-        if (a->fn == AGG_COUNT && strcmp(a->name, "count") == 0) {
-            continue;
-        }
-        rc = spool_buf_append(out, ",", 1);
-        rc = rc ? rc : spool_json_append_string(out, a->name, strlen(a->name));
-        rc = rc ? rc : spool_buf_append(out, ":", 1);
-        if (rc) {
-            break;
-        }
-        if (a->fn == AGG_LAST) {
-            const sx_cell *c = &w->cells[i];
-            rc = c->n ? spool_json_append_string(out, c->last, c->last_len)
-                      : spool_buf_append(out, "null", 4);
-            continue;
-        }
-        char b[64];
-        int n = sx__agg_format(d, w, i, b, sizeof(b));
-        rc = n < 0 ? spool_buf_append(out, "null", 4) : spool_buf_append(out, b, (size_t)n);
-    }
-    return rc ? rc : spool_buf_append(out, "}", 1);
 }
 
 /* ---- emitting ------------------------------------------------------------ */
@@ -633,7 +430,7 @@ static int emit_event(sx_state *s, uint32_t id, uint64_t count, int64_t first_ts
         s->hdrs[nh++] = src->h[i];
     }
     spool_record ev = {
-        .key = (const uint8_t *)k->kb,
+        .key = (const uint8_t *)sx__kb(k),
         .key_len = (int32_t)k->klen,
         .value = NULL,
         .value_len = -1,
@@ -645,7 +442,7 @@ static int emit_event(sx_state *s, uint32_t id, uint64_t count, int64_t first_ts
     };
     if (w) {
         s->json.len = 0;
-        rc = sx__window_json(d, k->kb, k->klen, w, &s->json);
+        rc = sx__window_json(d, sx__kb(k), k->klen, w, &s->json);
         if (rc < 0) {
             return rc;
         }
@@ -956,7 +753,7 @@ static int view_apply(sx_state *s, uint32_t id, const spool_record *r, const cha
             k->win[i] = w;
             k->nwin++;
         }
-        int rc = window_apply(d, w, r, topic);
+        int rc = sx__window_apply(d, w, r, topic);
         if (rc < 0) {
             return rc;
         }
@@ -1107,7 +904,6 @@ sx_state *sx_state_new(const sx_def *d)
     }
     s->def = d;
     s->free_id = SX_NONE;
-    s->lru_head = s->lru_tail = SX_NONE;
     if (table_grow(s) < 0 || spool_buf_reserve(&s->keybuf, 256) < 0) {
         sx_state_free(s);
         return NULL;
@@ -1128,9 +924,10 @@ void sx__state_clear(sx_state *s)
     s->nkeys_alloc = 0;
     s->nkeys = 0;
     s->free_id = SX_NONE;
-    s->lru_head = s->lru_tail = SX_NONE;
-    memset(s->table, 0xff, (size_t)s->table_cap * sizeof(uint32_t));
+    memset(s->table, 0xff, (size_t)s->table_cap * sizeof(uint64_t));
     s->nheap = 0;
+    s->touch_seq = 0;
+    s->ncand = s->cand_pos = 0;
     s->has_time = false;
     s->max_ts = 0;
     memset(&s->st, 0, sizeof(s->st));
@@ -1145,10 +942,11 @@ void sx_state_free(sx_state *s)
     while (s->free_windows) {
         sx_window *w = s->free_windows;
         s->free_windows = w->next_free;
-        window_destroy(s->def, w);
+        sx__window_destroy(s->def, w);
     }
     free(s->table);
     free(s->heap);
+    free(s->cand);
     free(s->hdrs);
     spool_buf_free(&s->keybuf);
     spool_buf_free(&s->text);
@@ -1169,7 +967,7 @@ void sx_stats(const sx_state *s, sx_stats_t *out)
         if (!k->live) {
             continue;
         }
-        bytes += k->klen + 1 + (size_t)k->ts_cap * 8 + k->first_rec.cap +
+        bytes += (k->kb ? k->klen : 0) + (size_t)k->ts_cap * 8 + k->first_rec.cap +
                  (size_t)k->win_cap * sizeof(void *);
         windows += k->nwin;
         for (uint32_t i = 0; i < k->nwin; i++) {

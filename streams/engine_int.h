@@ -68,19 +68,23 @@ typedef struct sx_window {
 } sx_window;
 
 #define SX_NONE UINT32_MAX
+#define SX_KEY_INLINE 24 /* keys shorter than this live inside sx_key */
 
 typedef struct sx_key {
-    uint64_t hash;
-    char *kb;          /* key bytes (heap, NUL-terminated) */
-    uint32_t klen;     /* bytes */
-    bool live;         /* slot in use */
-    uint32_t lru_prev; /* id, SX_NONE at the head (least recently used) */
-    uint32_t lru_next; /* id, SX_NONE at the tail */
-    int32_t heap_pos;  /* position in the timer heap, -1 if none */
-    int64_t timer_at;  /* ms: when the timer fires (watermark >= timer_at) */
-    /* threshold: the key's pending timestamps, ascending */
-    int64_t *ts;
-    uint32_t nts, ts_cap;
+    /* First cache line: what finding, touching and a threshold need. */
+    _Alignas(64) uint64_t hash;
+    char kin[SX_KEY_INLINE]; /* key bytes when shorter (read both through sx__kb) */
+    uint32_t klen;           /* bytes */
+    uint32_t free_next;      /* free slots: the next free id, SX_NONE at the end */
+    uint64_t touch;          /* when last updated (state's touch counter): LRU order */
+    uint32_t nts;            /* threshold: timestamps held */
+    int64_t *ts;             /* threshold: the key's pending timestamps, ascending */
+    uint32_t ts_cap;         /* threshold: timestamps allocated */
+    bool live;               /* slot in use */
+    /* Then the rest. */
+    char *kb;         /* key bytes (heap) when klen >= SX_KEY_INLINE, else NULL */
+    int32_t heap_pos; /* position in the timer heap, -1 if none */
+    int64_t timer_at; /* ms: when the timer fires (watermark >= timer_at) */
     /* sequence: the one partial run */
     bool active;
     uint32_t step, step_count, run_total;
@@ -99,10 +103,18 @@ struct sx_state {
     sx_key *keys; /* by id */
     uint32_t nkeys_alloc;
     uint32_t nkeys;     /* live */
-    uint32_t free_id;   /* first free id (chained through lru_next), SX_NONE */
-    uint32_t *table;    /* open addressing: ids, SX_NONE empty */
+    uint32_t free_id;   /* first free id (chained through free_next), SX_NONE */
+    uint64_t *table;    /* open addressing: (hash >> 32) << 32 | id; id SX_NONE = empty */
     uint32_t table_cap; /* power of two */
-    uint32_t lru_head, lru_tail;
+    uint64_t touch_seq; /* last touch value given */
+    /* Eviction candidates: the oldest keys by touch at the last scan,
+     * ascending; one is still the least recently updated key if its touch
+     * has not changed (see lru_victim). */
+    struct sx_cand {
+        uint64_t touch;
+        uint32_t id;
+    } * cand;
+    uint32_t ncand, cand_pos;
     uint32_t *heap; /* ids ordered by (timer_at, key bytes) */
     uint32_t nheap, heap_cap;
     bool has_time;
@@ -128,6 +140,13 @@ typedef struct ev_src {
     uint32_t nh;
 } ev_src;
 
+/* A key's bytes (keys move when the key array grows: never keep this
+ * pointer across the creation of a key). */
+static inline const char *sx__kb(const sx_key *k)
+{
+    return k->klen < SX_KEY_INLINE ? k->kin : k->kb;
+}
+
 /* engine.c */
 /* Decodes an absence's stored `first` record (checked: also used on
  * restored images) into src (may be NULL), headers into hdrs (cap entries,
@@ -141,6 +160,12 @@ void sx__timer_clear(sx_state *s, uint32_t id);
 sx_window *sx__window_new(sx_state *s, int64_t start);
 void sx__window_release(sx_state *s, sx_window *w);
 void sx__state_clear(sx_state *s);
+
+/* engine_view.c */
+/* Applies r to w: 0 or -ENOMEM. */
+int sx__window_apply(const sx_def *d, sx_window *w, const spool_record *r, const char *topic);
+/* Frees a window and its cells' allocations. */
+void sx__window_destroy(const sx_def *d, sx_window *w);
 /* Formats aggregate i of w into buf: its length, or -1 for null. */
 int sx__agg_format(const sx_def *d, const sx_window *w, uint32_t i, char *buf, size_t cap);
 int sx__window_json(const sx_def *d, const char *kb, size_t klen, const sx_window *w,

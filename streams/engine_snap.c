@@ -97,7 +97,7 @@ static void put_cell(wr *w, const sx_agg *a, const sx_cell *c)
 static void put_key(wr *w, const sx_def *d, const sx_key *k)
 {
     put_u32(w, k->klen);
-    put(w, k->kb, k->klen);
+    put(w, sx__kb(k), k->klen);
     switch (d->kind) {
     case SX_THRESHOLD:
         put_u32(w, k->nts);
@@ -151,6 +151,12 @@ static void put_sum(wr *w, size_t start)
     }
 }
 
+static int cmp_touch(const void *a, const void *b)
+{
+    const struct sx_cand *x = a, *y = b;
+    return x->touch < y->touch ? -1 : x->touch > y->touch;
+}
+
 int sx_snapshot(const sx_state *s, spool_buf *out)
 {
     size_t start = out->len;
@@ -165,9 +171,24 @@ int sx_snapshot(const sx_state *s, spool_buf *out)
     put_u64(&w, s->st.matches);
     put_u64(&w, s->st.evictions);
     put_u32(&w, s->nkeys);
-    for (uint32_t id = s->lru_head; id != SX_NONE; id = s->keys[id].lru_next) {
-        put_key(&w, s->def, &s->keys[id]);
+    /* Keys least recently updated first: restoring them in this order
+     * gives the same eviction order. */
+    struct sx_cand *order = malloc((size_t)(s->nkeys ? s->nkeys : 1) * sizeof(*order));
+    if (order == NULL) {
+        out->len = start;
+        return -ENOMEM;
     }
+    uint32_t n = 0;
+    for (uint32_t id = 0; id < s->nkeys_alloc; id++) {
+        if (s->keys[id].live) {
+            order[n++] = (struct sx_cand){s->keys[id].touch, id};
+        }
+    }
+    qsort(order, n, sizeof(*order), cmp_touch);
+    for (uint32_t i = 0; i < n; i++) {
+        put_key(&w, s->def, &s->keys[order[i].id]);
+    }
+    free(order);
     if (w.rc == 0) {
         uint64_t plen = out->len - pstart;
         for (int i = 0; i < 8; i++) {
@@ -507,7 +528,7 @@ static int cmp_row(const void *a, const void *b)
 {
     const qrow *x = a, *y = b;
     size_t n = x->k->klen < y->k->klen ? x->k->klen : y->k->klen;
-    int c = memcmp(x->k->kb, y->k->kb, n);
+    int c = memcmp(sx__kb(x->k), sx__kb(y->k), n);
     if (c == 0 && x->k->klen != y->k->klen) {
         c = x->k->klen < y->k->klen ? -1 : 1;
     }
@@ -569,7 +590,7 @@ int sx_query(const sx_state *s, const char *key, int64_t from, int64_t to, spool
         if (i) {
             rc = spool_buf_append(out, ",", 1);
         }
-        rc = rc ? rc : sx__window_json(d, rows[i].k->kb, rows[i].k->klen, rows[i].w, out);
+        rc = rc ? rc : sx__window_json(d, sx__kb(rows[i].k), rows[i].k->klen, rows[i].w, out);
     }
     rc = rc ? rc : spool_buf_append(out, "]", 1);
     free(rows);
