@@ -481,6 +481,7 @@ typedef struct spool__streams_rt {
     srun *runs;
     size_t count;
     _Atomic int stop;
+    _Atomic int ready; /* every stream set up: queries may look */
 } spool__streams_rt;
 
 static int render(const spool_template *t, const spool_record *m, const char *topic, spool_buf *b)
@@ -1131,6 +1132,7 @@ int spool__streams_start(spool_service *svc)
             return rc;
         }
     }
+    atomic_store(&rt->ready, 1);
     return 0;
 }
 
@@ -1188,6 +1190,9 @@ static int query_locked(spool_service *svc, const char *name, const char *key, i
 {
     spool__streams_rt *rt = svc ? svc->streams : NULL;
     srun *r = NULL;
+    if (rt && !atomic_load(&rt->ready)) {
+        return -EAGAIN;
+    }
     for (size_t i = 0; rt && i < rt->count; i++) {
         if (rt->runs[i].o && strcmp(rt->runs[i].o->name, name) == 0) {
             r = &rt->runs[i];

@@ -697,6 +697,10 @@ static enum MHD_Result serve_view(spool_http_api *api, struct MHD_Connection *co
         spool_buf_free(&b);
         return respond_text(conn, MHD_HTTP_NOT_FOUND, "no such stream\n", NULL);
     }
+    if (err == -EAGAIN) {
+        spool_buf_free(&b);
+        return respond_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "streams starting\n", NULL);
+    }
     if (err < 0) {
         spool_buf_free(&b);
         return respond_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, strerror(-err), NULL);
