@@ -21,6 +21,7 @@
   a bad condition inside a step with its column, a missing pattern/view), exit 2.
 
 spool-test-requires: http
+spool-test-labels: threaded
 """
 import json
 import os

@@ -6,6 +6,7 @@
  * answers; a batch with no records still moves its position; a refused
  * batch records neither records nor position. (The runtime itself, kill -9
  * included, is tested end to end by tests/integration/test_streams.py.)
+ * Threaded (the writer's thread): spool-test-labels: threaded
  */
 #include <errno.h>
 #include <setjmp.h>
