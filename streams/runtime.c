@@ -325,6 +325,17 @@ static int load_one(spool_service_conf *conf, const spool_cnode *entry, size_t i
     int nerr = spool_config_fill(&conf->doc, entry, tables, ctxs, 1, ignore, path, what, errs);
     ins->config_errors = 0;
     stream_opts *o = ins->ctx;
+    if (o->name) {
+        size_t bad = strspn(o->name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                     "0123456789._-");
+        if (o->name[bad] || !strcmp(o->name, ".") || !strcmp(o->name, "..") ||
+            strlen(o->name) > 200) {
+            spool_config_error(ins, "name",
+                               "'%s': a stream name is letters, digits, '.', '_' and '-' (it "
+                               "names files under data_dir/streams/), at most 200 bytes",
+                               o->name);
+        }
+    }
     check_topic(ins, conf, "from", o->from);
     check_topic(ins, conf, "emit.topic", o->emit_topic);
     check_topic(ins, conf, "late_topic", o->late_topic);

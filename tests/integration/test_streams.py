@@ -530,7 +530,7 @@ streams:
         - {{when: 'event == "failed"', min: 5}}
         - {{when: 'event == = "accepted"'}}
     emit: {{topic: auth2}}
-  - name: s2
+  - name: ../s2
     from: auth
     key: "{{{{ ip }}}}"
     emit: {{topic: auth}}
@@ -543,6 +543,8 @@ streams:
     check(re.search(r"bad\.yaml:15:19: streams\[0\]\.emit\.topic: unknown topic 'auth2'", out),
           out)
     check("streams[1]" in out and "exactly one of 'pattern' or 'view'" in out, out)
+    check(re.search(r"bad\.yaml:16:11: streams\[1\]\.name: '\.\./s2': a stream name is", out),
+          out)
 
 
 t.main()
