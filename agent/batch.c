@@ -627,13 +627,10 @@ static spool_service *batch_service(const spool_batch *b)
     return b->ins ? b->ins->svc : NULL; /* every instance has its service */
 }
 
-int spool_batch_set_topic(spool_batch *b, size_t i, const char *topic)
+/* Points record i (any record of the batch) at the topic named `topic`. */
+static int point_at_topic(spool_batch *b, size_t i, const char *topic)
 {
     spool_service *svc = batch_service(b);
-    int rc = rec_check(b, i);
-    if (rc < 0) {
-        return rc;
-    }
     if (!topic || !svc || !svc->conf) {
         return -ENOENT;
     }
@@ -645,6 +642,12 @@ int spool_batch_set_topic(spool_batch *b, size_t i, const char *topic)
         }
     }
     return -ENOENT;
+}
+
+int spool_batch_set_topic(spool_batch *b, size_t i, const char *topic)
+{
+    int rc = rec_check(b, i);
+    return rc < 0 ? rc : point_at_topic(b, i, topic);
 }
 
 const char *spool_batch_topic(const spool_batch *b, size_t i)
@@ -763,6 +766,20 @@ int spool_batch_emit(spool_batch *b, size_t after, const spool_record *r)
         b->recs[b->count - 1].parent = after;
     }
     return rc;
+}
+
+int spool_batch_emit_to(spool_batch *b, size_t after, const spool_record *r, const char *topic)
+{
+    spool_service *svc = batch_service(b);
+    int found = !topic;
+    for (size_t t = 0; !found && svc && svc->conf && t < svc->conf->ntopics; t++) {
+        found = strcmp(svc->conf->topics[t].name, topic) == 0;
+    }
+    if (!found) {
+        return -ENOENT; /* checked first: nothing is emitted */
+    }
+    int rc = spool_batch_emit(b, after, r);
+    return rc < 0 || !topic ? rc : point_at_topic(b, b->count - 1, topic);
 }
 
 void spool__batch_begin_process(spool_batch *b, spool_instance *proc)

@@ -17,7 +17,11 @@
  * writer's direct lane, never the ingest queues) before the cursor moves
  * past them; if the dead-letter topic refuses (full, disk), the chunk is
  * kept and the dead-letter write retried with backoff, holding back only
- * its own partition. Every cursor move reaches the page cache at once
+ * its own partition. A chunk answered SPOOL_OK may carry records the
+ * destination refused one by one (spool_output_reject_record): exactly
+ * those go to the dead-letter topic, the same way, before the cursor moves;
+ * an answer other than SPOOL_OK clears the marks (the chunk is resent or
+ * dead-lettered whole). Every cursor move reaches the page cache at once
  * (spool_plog_cursor_write, survives kill -9) and is fsynced every
  * CURSOR_FLUSH_MS (power loss).
  *
@@ -54,6 +58,8 @@ typedef struct chunk_slot {
     int part;             /* index into runner->parts */
     uint64_t seq;         /* order of creation inside its partition */
     char *reason;         /* rejection reason */
+    char **marks;         /* per-record reject reasons (chunk.count entries), NULL = none */
+    size_t nmarked;       /* records marked in marks */
     spool_buf raw;        /* batches read from the log */
     spool_rb_decoded dec; /* records decoded from raw */
     int64_t first_fail;   /* monotonic ms of the first failure, 0 = none */
@@ -113,16 +119,41 @@ static const spool_plugin dead_letter_plugin = {
     .start = dl_start,
 };
 
-static int dead_letter(spool_output_runner *r, chunk_slot *s)
+/* Drops the per-record marks. Under r->lock, or on the runner's own slot. */
+static void slot_clear_marks(chunk_slot *s)
+{
+    if (s->marks) {
+        for (size_t i = 0; i < s->chunk.count; i++) {
+            free(s->marks[i]);
+        }
+        free(s->marks);
+        s->marks = NULL;
+    }
+    s->nmarked = 0;
+}
+
+/* Writes the rejected chunk, or with marked_only its marked records (each
+ * with its own reason), to the dead-letter topic. */
+static int dead_letter(spool_output_runner *r, chunk_slot *s, int marked_only)
 {
     spool_instance *ins = r->ins;
     const spool_chunk *c = &s->chunk;
     const char *reason = s->reason ? s->reason : "rejected by the destination";
+    size_t n = c->count;
+    if (marked_only) {
+        n = s->nmarked;
+        for (size_t i = 0; i < c->count; i++) {
+            if (s->marks[i]) {
+                reason = s->marks[i]; /* the first one, for the log */
+                break;
+            }
+        }
+    }
     if (!r->dl) {
         spool_log_warn(ins,
-                       "destination rejected %zu records (topic %s, partition %d, offsets "
+                       "destination rejected %zu of %zu records (topic %s, partition %d, offsets "
                        "%lld-%lld): %s; no dead_letter_topic is set, so they are skipped",
-                       c->count, c->topic, c->partition, (long long)c->first_offset,
+                       n, c->count, c->topic, c->partition, (long long)c->first_offset,
                        (long long)c->next_offset - 1, reason);
         return 0;
     }
@@ -134,6 +165,9 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
     char part[16], off[32];
     snprintf(part, sizeof(part), "%d", c->partition);
     for (size_t i = 0; i < c->count; i++) {
+        if (marked_only && !s->marks[i]) {
+            continue;
+        }
         const spool_record *rec = &c->records[i];
         spool_header h[64 + 5];
         uint32_t nh = rec->header_count < 64 ? rec->header_count : 64;
@@ -143,7 +177,7 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
         snprintf(off, sizeof(off), "%lld", (long long)rec->offset);
         const char *names[5] = {"dead_letter.reason", "dead_letter.output", "dead_letter.topic",
                                 "dead_letter.partition", "dead_letter.offset"};
-        const char *vals[5] = {reason, ins->name, c->topic, part, off};
+        const char *vals[5] = {marked_only ? s->marks[i] : reason, ins->name, c->topic, part, off};
         for (int k = 0; k < 5; k++) {
             h[nh].key = names[k];
             h[nh].key_len = (uint32_t)strlen(names[k]);
@@ -168,7 +202,7 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
                            "dead-letter topic %s refuses %zu rejected records (topic %s, "
                            "partition %d, offsets %lld-%lld): %s; they are kept and the write "
                            "retried, and this partition waits",
-                           ins->out.dead_letter_topic, c->count, c->topic, c->partition,
+                           ins->out.dead_letter_topic, n, c->topic, c->partition,
                            (long long)c->first_offset, (long long)c->next_offset - 1,
                            rc == -EAGAIN ? "it is full or the log refuses appends" : strerror(-rc));
             r->dl_failing = 1;
@@ -181,9 +215,9 @@ static int dead_letter(spool_output_runner *r, chunk_slot *s)
         r->dl_failing = 0;
     }
     spool_log_warn(ins,
-                   "destination rejected %zu records (topic %s, partition %d, offsets "
+                   "destination rejected %zu of %zu records (topic %s, partition %d, offsets "
                    "%lld-%lld): %s; written to dead-letter topic %s",
-                   c->count, c->topic, c->partition, (long long)c->first_offset,
+                   n, c->count, c->topic, c->partition, (long long)c->first_offset,
                    (long long)c->next_offset - 1, reason, ins->out.dead_letter_topic);
     return 0;
 }
@@ -227,6 +261,9 @@ void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int re
     chunk_slot *s = (chunk_slot *)chunk;
     pthread_mutex_lock(&r->lock);
     s->result = result;
+    if (result != SPOOL_OK) {
+        slot_clear_marks(s);
+    }
     if (reason && result == SPOOL_REJECT) {
         free(s->reason);
         s->reason = strdup(reason);
@@ -236,6 +273,37 @@ void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int re
     atomic_store(&s->state, SLOT_DONE);
     pthread_mutex_unlock(&r->lock);
     spool_plog_wake(log);
+}
+
+int spool_output_reject_record(spool_instance *ins, const spool_chunk *chunk, size_t i,
+                               const char *reason)
+{
+    spool_output_runner *r = ins->runner;
+    chunk_slot *s = (chunk_slot *)chunk;
+    if (i >= chunk->count) {
+        return -EINVAL;
+    }
+    char *why = strdup(reason && reason[0] ? reason : "rejected by the destination");
+    if (!why) {
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&r->lock);
+    if (!s->marks) {
+        s->marks = calloc(chunk->count, sizeof(*s->marks));
+        if (!s->marks) {
+            pthread_mutex_unlock(&r->lock);
+            free(why);
+            return -ENOMEM;
+        }
+    }
+    if (s->marks[i]) {
+        free(s->marks[i]);
+    } else {
+        s->nmarked++;
+    }
+    s->marks[i] = why;
+    pthread_mutex_unlock(&r->lock);
+    return 0;
 }
 
 void spool_output_set_reject_reason(spool_instance *ins, const char *reason)
@@ -268,6 +336,9 @@ static void call_flush(spool_output_runner *r, chunk_slot *s)
     }
     pthread_mutex_lock(&r->lock);
     s->result = rc == SPOOL_OK || rc == SPOOL_REJECT ? rc : SPOOL_RETRY;
+    if (s->result != SPOOL_OK) {
+        slot_clear_marks(s);
+    }
     if (rc == SPOOL_REJECT && ins->reject_reason) {
         free(s->reason);
         s->reason = ins->reject_reason;
@@ -305,6 +376,7 @@ static void slot_release_memory(spool_output_runner *r, chunk_slot *s)
 
 static void slot_release(chunk_slot *s)
 {
+    slot_clear_marks(s);
     free(s->reason);
     s->reason = NULL;
     s->first_fail = 0;
@@ -390,18 +462,19 @@ static int settle(spool_output_runner *r, int64_t *next_wake)
             pthread_mutex_lock(&r->lock);
             int done = atomic_load(&head->state) == SLOT_DONE && head->result != SPOOL_RETRY;
             int res = head->result;
+            size_t nmarked = res == SPOOL_OK ? head->nmarked : 0;
             pthread_mutex_unlock(&r->lock);
             if (!done) {
                 break;
             }
-            if (res == SPOOL_REJECT) {
+            if (res == SPOOL_REJECT || nmarked > 0) {
                 if (head->dl_retry_at && now < head->dl_retry_at) {
                     if (*next_wake < 0 || head->dl_retry_at < *next_wake) {
                         *next_wake = head->dl_retry_at;
                     }
                     break; /* this partition waits; the others go on */
                 }
-                if (dead_letter(r, head) < 0) {
+                if (dead_letter(r, head, nmarked > 0) < 0) {
                     /* Kept: the cursor stays before it, retried with backoff. */
                     head->dl_backoff = head->dl_backoff ? head->dl_backoff * 2 : DL_RETRY_MIN_MS;
                     if (head->dl_backoff > DL_RETRY_MAX_MS) {
@@ -413,9 +486,10 @@ static int settle(spool_output_runner *r, int64_t *next_wake)
                     }
                     break;
                 }
-                spool_count(ins, SPOOL_COUNT_REJECTED, head->chunk.count);
-            } else {
-                spool_count(ins, SPOOL_COUNT_RECORDS_OUT, head->chunk.count);
+                spool_count(ins, SPOOL_COUNT_REJECTED, nmarked ? nmarked : head->chunk.count);
+            }
+            if (res == SPOOL_OK) {
+                spool_count(ins, SPOOL_COUNT_RECORDS_OUT, head->chunk.count - nmarked);
                 spool_count(ins, SPOOL_COUNT_BYTES_OUT, head->chunk.bytes);
                 report_delivering(ins);
             }
@@ -873,6 +947,7 @@ void spool__output_free(spool_instance *ins)
         return;
     }
     for (size_t i = 0; i < r->nslots; i++) {
+        slot_clear_marks(&r->slots[i]);
         free(r->slots[i].reason);
         spool_buf_free(&r->slots[i].raw);
         spool_rb_decoded_free(&r->slots[i].dec);

@@ -4,6 +4,10 @@
  * RecordBatch v2 bytes, sent as they are), `ndjson` or `json`, optionally
  * compressed (zstd or gzip) as a whole body with Content-Encoding.
  *
+ * The destination formats elasticsearch, loki and otlp (http_fmt.h) encode
+ * their own bodies and read their own responses, which may refuse records
+ * one by one (spool_output_reject_record).
+ *
  * flush() prepares the body and the headers on the runner's thread and
  * returns SPOOL_PENDING; the sender thread (http_out_send.c) runs the POSTs
  * on a curl multi handle, several at once (the runner's max_in_flight, at
@@ -42,7 +46,11 @@
 #define COMP_GZIP HTTPO_COMP_GZIP
 #define COMP_ZSTD HTTPO_COMP_ZSTD
 
-static const char *const httpo_formats[] = {"spool", "ndjson", "json", "fields", NULL};
+static const char *const httpo_formats[] = {"spool",         "ndjson", "json", "fields",
+                                            "elasticsearch", "loki",   "otlp", NULL};
+static const char *const httpo_actions[] = {"create", "index", NULL};
+static const char *const httpo_ids[] = {"auto", "none", NULL};
+static const char *const httpo_lines[] = {"value", "json", NULL};
 static const char *const httpo_compressions[] = {"auto", "none", "gzip", "zstd", NULL};
 
 static const spool_option httpo_options[] = {
@@ -50,7 +58,29 @@ static const spool_option httpo_options[] = {
                   "destination URL, e.g. http://127.0.0.1:8080/v1/batches"),
     SPOOL_OPT_CHOICE("format", httpo_ctx, format, "spool", httpo_formats,
                      "body format: spool (native batches), ndjson, json (array), fields (ndjson of "
-                     "field documents)"),
+                     "field documents), elasticsearch (bulk API), loki (push API), otlp (OTLP/HTTP "
+                     "JSON logs)"),
+    SPOOL_OPT_STR("index", httpo_ctx, fmt.index, "spool-%Y.%m.%d", 0,
+                  "elasticsearch: index, a template over fields with strftime of the record's "
+                  "time in UTC"),
+    SPOOL_OPT_CHOICE("action", httpo_ctx, fmt.action, "create", httpo_actions,
+                     "elasticsearch: bulk action, create (data streams; idempotent) or index"),
+    SPOOL_OPT_CHOICE("id", httpo_ctx, fmt.id, "auto", httpo_ids,
+                     "elasticsearch: _id, auto (from the record's log position and content: a "
+                     "resend is idempotent) or none"),
+    SPOOL_OPT_STR("timestamp_field", httpo_ctx, fmt.timestamp_field, "@timestamp", 0,
+                  "elasticsearch: document field with the record's time in RFC 3339, empty for "
+                  "none"),
+    SPOOL_OPT_STRMAP("labels", httpo_ctx, fmt.labels,
+                     "loki: stream labels, name -> template over fields (few, low cardinality)"),
+    SPOOL_OPT_CHOICE("line_format", httpo_ctx, fmt.line_format, "value", httpo_lines,
+                     "loki: the log line, the record's value or its field document (json)"),
+    SPOOL_OPT_STRMAP("structured_metadata", httpo_ctx, fmt.meta,
+                     "loki: structured metadata per entry, name -> template over fields"),
+    SPOOL_OPT_STRMAP("resource", httpo_ctx, fmt.resource,
+                     "otlp: resource attributes, name -> template over fields"),
+    SPOOL_OPT_STR("severity_field", httpo_ctx, fmt.severity_field, NULL, 0,
+                  "otlp: the field holding the level (info, warn, error, syslog names)"),
     SPOOL_OPT_CHOICE("compression", httpo_ctx, compression, "auto", httpo_compressions,
                      "body compression: auto (zstd for spool, none otherwise), none, gzip, zstd"),
     SPOOL_OPT_INTEGER("compression_level", httpo_ctx, compression_level, "1", 1, 19,
@@ -197,6 +227,10 @@ static int httpo_check(spool_instance *ins, void *vctx)
             rc = -EINVAL;
         }
     }
+    c->fmt.format = c->format;
+    if (httpo_fmt_check(ins, &c->fmt) < 0) {
+        rc = -EINVAL;
+    }
     return rc;
 }
 
@@ -204,8 +238,9 @@ static size_t httpo_on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
     httpo_req *r = arg;
     size_t n = size * nmemb;
-    if (r->resp.len < HTTPO_RESP_MAX) {
-        size_t take = n < HTTPO_RESP_MAX - r->resp.len ? n : HTTPO_RESP_MAX - r->resp.len;
+    size_t max = r->c->resp_max;
+    if (r->resp.len < max) {
+        size_t take = n < max - r->resp.len ? n : max - r->resp.len;
         if (spool_buf_append(&r->resp, ptr, take) < 0) {
             return 0;
         }
@@ -260,6 +295,14 @@ static int httpo_init(spool_instance *ins, void *vctx)
         return rc;
     }
     pthread_once(&httpo_curl_once, httpo_curl_global);
+    c->resp_max = c->format == HTTPO_FMT_ES     ? HTTPO_RESP_MAX_ES
+                  : c->format >= HTTPO_FMT_LOKI ? HTTPO_RESP_MAX_FMT
+                                                : HTTPO_RESP_MAX;
+    rc = httpo_fmt_init(&c->fmt);
+    if (rc < 0) {
+        spool_log_error(ins, "format %s: %s", httpo_formats[c->format], strerror(-rc));
+        return rc;
+    }
     c->comp = c->compression;
     if (c->comp == COMP_AUTO) {
         c->comp = c->format == FMT_SPOOL ? COMP_ZSTD : COMP_NONE;
@@ -382,6 +425,14 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         next = chunk->first_offset + (int64_t)chunk->count;
         payload = r->body.data;
         payload_len = r->body.len;
+    } else if (c->format >= HTTPO_FMT_ES) {
+        rc = httpo_fmt_encode(&c->fmt, chunk, &r->body, &r->aux);
+        if (rc < 0) {
+            spool_log_error(ins, "encoding a %s body: %s", httpo_formats[c->format], strerror(-rc));
+            goto retry;
+        }
+        payload = r->body.data;
+        payload_len = r->body.len;
     } else {
         rc = spool_wire_json_encode(&r->body,
                                     c->format == FMT_JSON           ? SPOOL_WIRE_JSON
@@ -420,7 +471,8 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
     struct curl_slist *hl = NULL;
     static const char *const ctypes[] = {SPOOL_WIRE_CT_BATCH, SPOOL_WIRE_CT_NDJSON,
                                          SPOOL_WIRE_CT_JSON, SPOOL_WIRE_CT_NDJSON};
-    hl = httpo_add(hl, &failed, "Content-Type: %s", ctypes[c->format]);
+    hl = httpo_add(hl, &failed, "Content-Type: %s",
+                   c->format >= HTTPO_FMT_ES ? httpo_fmt_content_type(&c->fmt) : ctypes[c->format]);
     hl = httpo_add(hl, &failed, "Expect:");
     if (comp == COMP_ZSTD) {
         hl = httpo_add(hl, &failed, "Content-Encoding: zstd");
@@ -471,6 +523,7 @@ static void httpo_destroy(spool_instance *ins, void *vctx)
 {
     httpo_ctx *c = vctx;
     httpo_sender_stop(c);
+    httpo_fmt_free(&c->fmt);
     free(c->token_value);
     c->token_value = NULL;
 }

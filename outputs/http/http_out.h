@@ -16,12 +16,14 @@
 
 #include <curl/curl.h>
 
+#include "http_fmt.h"
 #include "spool/spool.h"
 
 #define HTTPO_RESP_MAX 2048          /* response bytes kept for a reject reason */
+#define HTTPO_RESP_MAX_ES (64 << 20) /* an Elasticsearch bulk response, read item by item */
+#define HTTPO_RESP_MAX_FMT (1 << 20) /* a Loki or OTLP response */
 #define HTTPO_MAX_RETRY_AFTER 300000 /* ms; a larger Retry-After is capped */
 
-enum { HTTPO_FMT_SPOOL = 0, HTTPO_FMT_NDJSON = 1, HTTPO_FMT_JSON = 2, HTTPO_FMT_FIELDS = 3 };
 enum { HTTPO_COMP_AUTO = 0, HTTPO_COMP_NONE = 1, HTTPO_COMP_GZIP = 2, HTTPO_COMP_ZSTD = 3 };
 
 typedef struct httpo_ctx httpo_ctx;
@@ -35,7 +37,8 @@ typedef struct httpo_req {
     struct curl_slist *hl;    /* this request's headers */
     spool_buf body;           /* encoded body (JSON, or re-encoded native) */
     spool_buf packed;         /* compressed body */
-    spool_buf resp;           /* first HTTPO_RESP_MAX bytes of the response */
+    spool_buf resp;           /* first resp_max bytes of the response */
+    spool_buf aux;            /* what the format needs to read the response */
     int64_t retry_after_ms;   /* from the response, -1 if none */
     char errbuf[CURL_ERROR_SIZE];
 } httpo_req;
@@ -55,10 +58,12 @@ struct httpo_ctx {
     int verify;                /* tls.verify: check the server's certificate and name */
     int64_t connect_timeout;   /* ms */
     int64_t timeout;           /* ms, whole request */
+    httpo_fmt fmt;             /* elasticsearch, loki, otlp: their options and state */
 
     /* runner-thread state */
     spool_instance *ins;
     int comp;                    /* resolved HTTPO_COMP_NONE/GZIP/ZSTD */
+    size_t resp_max;             /* response bytes kept (an ES bulk answer is read whole) */
     char *token_value;           /* current bearer token, NULL for none */
     struct timespec token_mtime; /* of token_file when read */
     int64_t token_checked_ms;    /* monotonic ms of the last stat */

@@ -121,6 +121,7 @@ void httpo_req_free(httpo_req *r)
     spool_buf_free(&r->body);
     spool_buf_free(&r->packed);
     spool_buf_free(&r->resp);
+    spool_buf_free(&r->aux);
     free(r);
 }
 
@@ -150,6 +151,71 @@ static void finish(httpo_ctx *c, httpo_req *r, int result, const char *reason)
     pthread_mutex_unlock(&c->lock);
 }
 
+typedef struct reject_arg {
+    httpo_ctx *c;
+    const spool_chunk *chunk;
+    int failed;
+} reject_arg;
+
+static void reject_one(void *arg, size_t i, const char *reason)
+{
+    reject_arg *a = arg;
+    if (spool_output_reject_record(a->c->ins, a->chunk, i, reason) < 0) {
+        a->failed = 1;
+    }
+}
+
+/* A destination format reads the response (http_fmt.h): records refused
+ * one by one are marked for the dead-letter topic. -1: the generic rule. */
+static int classify_fmt(httpo_ctx *c, httpo_req *r, long status, char *reason, size_t cap)
+{
+    const spool_chunk *ch = r->chunk;
+    if (spool_buf_reserve(&r->resp, 1) < 0) {
+        return SPOOL_RETRY;
+    }
+    r->resp.data[r->resp.len] = '\0';
+    httpo_verdict v;
+    reject_arg a = {c, ch, 0};
+    httpo_fmt_response(&c->fmt, ch, status, (const char *)r->resp.data, r->resp.len, &r->aux, &v,
+                       reject_one, &a);
+    if (v.result < 0) {
+        return -1;
+    }
+    if (a.failed) {
+        spool_log_error(c->ins, "out of memory marking refused records: the chunk is retried");
+        return SPOOL_RETRY;
+    }
+    if (v.result == SPOOL_RETRY) {
+        spool_log_warn(
+            c->ins,
+            "POST %s: HTTP %ld: %s; the chunk of %s[%" PRId32 "] at offset %" PRId64 " is retried",
+            c->url, status, v.reason, ch->topic ? ch->topic : "?", ch->partition, ch->first_offset);
+        spool_count(c->ins, SPOOL_COUNT_ERRORS, 1);
+        return SPOOL_RETRY;
+    }
+    if (v.result == SPOOL_REJECT) {
+        snprintf(reason, cap, "%s", v.reason);
+        return SPOOL_REJECT;
+    }
+    if (v.rejected) {
+        spool_log_warn(c->ins,
+                       "POST %s: the destination refused %zu of %zu records of %s[%" PRId32
+                       "] at offset %" PRId64 " (first: %s): to the dead-letter topic",
+                       c->url, v.rejected, ch->count, ch->topic ? ch->topic : "?", ch->partition,
+                       ch->first_offset, v.reason);
+    }
+    if (v.partial > 0) {
+        spool_log_warn(c->ins,
+                       "POST %s: the collector rejected %" PRId64
+                       " of %zu log records of %s[%" PRId32 "] at offset %" PRId64
+                       " (it does not say which): %s",
+                       c->url, v.partial, ch->count, ch->topic ? ch->topic : "?", ch->partition,
+                       ch->first_offset, v.reason[0] ? v.reason : "no message");
+        spool_count(c->ins, SPOOL_COUNT_REJECTED, (uint64_t)v.partial);
+    }
+    return SPOOL_OK;
+}
+
 /* Turns curl's result and the status into SPOOL_OK/RETRY/REJECT; fills
  * reason for a rejection. */
 static int classify(httpo_ctx *c, httpo_req *r, CURLcode cc, char *reason, size_t cap)
@@ -163,12 +229,18 @@ static int classify(httpo_ctx *c, httpo_req *r, CURLcode cc, char *reason, size_
     }
     long status = 0;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (c->fmt.format >= HTTPO_FMT_ES) {
+        int res = classify_fmt(c, r, status, reason, cap);
+        if (res >= 0) {
+            return res;
+        }
+    }
     if (status >= 200 && status < 300) {
         return SPOOL_OK;
     }
     /* The response body on one line, for logs and dead letters. */
     char body[HTTPO_RESP_MAX + 1];
-    size_t bl = r->resp.len;
+    size_t bl = r->resp.len < HTTPO_RESP_MAX ? r->resp.len : HTTPO_RESP_MAX;
     memcpy(body, r->resp.data ? (const char *)r->resp.data : "", bl);
     body[bl] = '\0';
     for (size_t i = 0; i < bl; i++) {

@@ -4,7 +4,9 @@
  * in-order commit with completions arriving out of order from another
  * thread, retries, max_in_flight over several partitions, rejection into a
  * full dead-letter topic (kept, retried, never blocking the writer), and a
- * cursor that cannot be saved. Threaded: run under TSan.
+ * cursor that cannot be saved; records refused one by one
+ * (spool_output_reject_record) reaching the dead-letter topic exactly.
+ * Threaded: run under TSan.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -25,7 +27,7 @@
 
 /* ---- the fake output ---- */
 
-enum { FM_OK, FM_PENDING, FM_REJECT, FM_REJECT_P0 };
+enum { FM_OK, FM_PENDING, FM_REJECT, FM_REJECT_P0, FM_MARK };
 
 typedef struct fchunk {
     int32_t partition;
@@ -43,6 +45,8 @@ static struct {
     size_t npending;
     fchunk ok[4096]; /* accepted chunks, in acceptance order */
     size_t nok;
+    int mark_then_retry; /* FM_MARK: mark every record, then answer RETRY, this many times */
+    int mark_pending;    /* FM_MARK: answer PENDING, mark and complete from another thread */
 } F = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void f_reset(int mode)
@@ -55,7 +59,22 @@ static void f_reset(int mode)
     F.inflight = F.max_inflight = 0;
     F.npending = 0;
     F.nok = 0;
+    F.mark_then_retry = 0;
+    F.mark_pending = 0;
     pthread_mutex_unlock(&F.mu);
+}
+
+/* FM_MARK: records whose offset is a multiple of 3 are refused one by one. */
+static void f_mark(spool_instance *ins, const spool_chunk *c)
+{
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->records[i].offset % 3 == 0) {
+            char why[64];
+            snprintf(why, sizeof(why), "bad record %lld", (long long)c->records[i].offset);
+            assert_int_equal(spool_output_reject_record(ins, c, i, why), 0);
+        }
+    }
+    assert_int_equal(spool_output_reject_record(ins, c, c->count, "x"), -EINVAL);
 }
 
 static void f_accept(const spool_chunk *c)
@@ -82,7 +101,21 @@ static int f_flush(spool_instance *ins, void *ctx, const spool_chunk *c)
         spool_output_set_reject_reason(ins, "the test says no");
         return SPOOL_REJECT;
     }
-    if (F.mode == FM_PENDING) {
+    if (F.mode == FM_MARK && F.mark_then_retry > 0) {
+        F.mark_then_retry--;
+        pthread_mutex_unlock(&F.mu);
+        for (size_t i = 0; i < c->count; i++) {
+            assert_int_equal(spool_output_reject_record(ins, c, i, "all bad"), 0);
+        }
+        return SPOOL_RETRY; /* clears the marks */
+    }
+    if (F.mode == FM_MARK && !F.mark_pending) {
+        f_accept(c);
+        pthread_mutex_unlock(&F.mu);
+        f_mark(ins, c);
+        return SPOOL_OK;
+    }
+    if (F.mode == FM_PENDING || F.mode == FM_MARK) {
         F.pending[F.npending++] = c;
         F.inflight++;
         if (F.inflight > F.max_inflight) {
@@ -104,7 +137,11 @@ static void f_complete(spool_instance *ins, size_t i)
     F.pending[i] = NULL;
     f_accept(c);
     F.inflight--;
+    int mark = F.mode == FM_MARK;
     pthread_mutex_unlock(&F.mu);
+    if (mark) {
+        f_mark(ins, c);
+    }
     spool_output_complete(ins, c, SPOOL_OK, NULL);
 }
 
@@ -455,6 +492,131 @@ static void stuck_dead_letter_holds_only_its_partition(void **state)
     h_free(h);
 }
 
+/* Every record of the dead-letter partition: "value|reason|offset" each. */
+static size_t dead_letters(harness *h, int topic, char ***out)
+{
+    spool_buf raw = {0};
+    spool_rb_decoded dec = {0};
+    int64_t off = 0, next = 0;
+    size_t n = 0;
+    char **vals = calloc(4096, sizeof(*vals));
+    assert_non_null(vals);
+    for (;;) {
+        raw.len = 0;
+        long rc = spool_plog_read(h->svc.log, topic, 0, off, 1 << 20, &raw, &next);
+        assert_true(rc >= 0);
+        if (rc == 0 || next == off) {
+            break;
+        }
+        size_t at = 0;
+        while (at < raw.len) {
+            spool_rb_info bi;
+            long sz = spool_rb_parse_header(raw.data + at, raw.len - at, 0, &bi);
+            assert_true(sz > 0);
+            spool_rb_decoded_reset(&dec);
+            assert_true(spool_rb_decode(raw.data + at, (size_t)sz, 0, 0, &dec) >= 0);
+            for (size_t i = 0; i < dec.count && n < 4096; i++) {
+                const spool_record *r = &dec.records[i];
+                const spool_header *why = spool_record_header(r, "dead_letter.reason");
+                const spool_header *o = spool_record_header(r, "dead_letter.offset");
+                assert_non_null(why);
+                assert_non_null(o);
+                char line[512];
+                snprintf(line, sizeof(line), "%.*s|%.*s|%.*s", (int)r->value_len, r->value,
+                         (int)why->value_len, why->value, (int)o->value_len, o->value);
+                vals[n++] = strdup(line);
+            }
+            at += (size_t)sz;
+        }
+        off = next;
+    }
+    spool_buf_free(&raw);
+    spool_rb_decoded_free(&dec);
+    *out = vals;
+    return n;
+}
+
+/* Records refused one by one (spool_output_reject_record) in chunks the
+ * destination otherwise accepted: exactly those reach the dead-letter topic,
+ * each with its own reason, once; marks made before a RETRY are dropped. */
+static void run_reject_records(int pending, int retries)
+{
+    harness *h = h_new();
+    h_topic(h, "app", 1, 0);
+    h_topic(h, "dead", 1, 0);
+    h_start(h, 2000);
+    f_reset(FM_MARK);
+    F.mark_pending = pending;
+    F.mark_then_retry = retries;
+    spool_instance *in = h_input(h, "in", 0);
+    submit_n(h, in, "r", 0, 100, 25, 0);
+    assert_true(h_wait_records(h, 0, 100, 10000));
+    /* Sync answers with retries: one in flight, so acceptance is in order. */
+    spool_instance *o = out_new(h, "app", 10, pending ? 2 : 1, "dead");
+    completer c = {.o = o, .h = h, .total = 100};
+    pthread_t th;
+    if (pending) {
+        assert_int_equal(pthread_create(&th, NULL, completer_main, &c), 0);
+    }
+    cursor_q q = {h, 0, 100};
+    assert_true(h_wait(cursor_reached, &q, 20000));
+    if (pending) {
+        atomic_store(&c.stop, 1);
+        pthread_join(th, NULL);
+    }
+    expect_contiguous(0, 100);
+    char **vals;
+    size_t n = dead_letters(h, 1, &vals);
+    assert_int_equal(n, 34); /* offsets 0, 3, ... 99 */
+    for (size_t i = 0; i < n; i++) {
+        char want[128];
+        snprintf(want, sizeof(want), "r-%08zu|bad record %zu|%zu", i * 3, i * 3, i * 3);
+        assert_string_equal(vals[i], want);
+    }
+    h_free_values(vals, n);
+    out_stop(h, o, 1000);
+    spool__instance_free(in);
+    h_free(h);
+}
+
+static void reject_records_sync(void **state)
+{
+    (void)state;
+    run_reject_records(0, 0);
+}
+
+static void reject_records_pending(void **state)
+{
+    (void)state;
+    run_reject_records(1, 0);
+}
+
+static void reject_records_cleared_by_retry(void **state)
+{
+    (void)state;
+    run_reject_records(0, 3);
+}
+
+/* No dead_letter_topic: the marked records are counted and skipped; the
+ * cursor still moves past every chunk. */
+static void reject_records_without_dead_letter(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "app", 1, 0);
+    h_start(h, 2000);
+    f_reset(FM_MARK);
+    spool_instance *in = h_input(h, "in", 0);
+    submit_n(h, in, "r", 0, 30, 10, 0);
+    spool_instance *o = out_new(h, "app", 10, 1, NULL);
+    cursor_q q = {h, 0, 30};
+    assert_true(h_wait(cursor_reached, &q, 10000));
+    expect_contiguous(0, 30);
+    out_stop(h, o, 1000);
+    spool__instance_free(in);
+    h_free(h);
+}
+
 typedef struct file_cursor_q {
     int64_t offset;
 } file_cursor_q;
@@ -522,6 +684,10 @@ int main(void)
         cmocka_unit_test(reject_into_full_dead_letter),
         cmocka_unit_test(stuck_dead_letter_holds_only_its_partition),
         cmocka_unit_test(cursor_save_failure),
+        cmocka_unit_test(reject_records_sync),
+        cmocka_unit_test(reject_records_pending),
+        cmocka_unit_test(reject_records_cleared_by_retry),
+        cmocka_unit_test(reject_records_without_dead_letter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -485,6 +485,10 @@ SPOOL_API int spool_batch_drop(spool_batch *b, size_t i, const char *reason);
  * it. Emitting after a dropped record is allowed (replace one record by
  * several). */
 SPOOL_API int spool_batch_emit(spool_batch *b, size_t after, const spool_record *r);
+/* As spool_batch_emit, to the log topic named `topic` (NULL: the input's
+ * topic). -ENOENT, and nothing emitted, if the service has no such topic. */
+SPOOL_API int spool_batch_emit_to(spool_batch *b, size_t after, const spool_record *r,
+                                  const char *topic);
 
 /* ------------------------------------------------------------------------ */
 /* Inputs: positions, and submitting batches to the pipeline.               */
@@ -568,6 +572,17 @@ struct spool_chunk {
  * flush, never after destroy returned. */
 SPOOL_API void spool_output_complete(spool_instance *ins, const spool_chunk *chunk, int result,
                                      const char *reason);
+
+/* The destination refused record i of `chunk` (an index into records) and
+ * accepted the others: from flush, or before spool_output_complete of a
+ * pending chunk. When the chunk then completes with SPOOL_OK, the core
+ * writes exactly the marked records, each with its reason (copied; NULL =
+ * a generic one), to the dead-letter topic before the cursor moves (or logs
+ * and counts them when no dead_letter_topic is set); any other answer
+ * clears the marks. 0, -EINVAL (i out of range) or -ENOMEM (then answer
+ * SPOOL_RETRY). Any thread. */
+SPOOL_API int spool_output_reject_record(spool_instance *ins, const spool_chunk *chunk, size_t i,
+                                         const char *reason);
 
 /* An output's chunk was rejected: sets the reason (copied) the dead-letter
  * record carries. From flush, before it returns SPOOL_REJECT (or before
