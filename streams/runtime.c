@@ -248,6 +248,15 @@ static void optlist_free(optlist *l)
     free(l->items);
 }
 
+/* The option the last failed compile named (config loading is one thread). */
+static char last_failed[96];
+
+static int compile_failed_on(spool_instance *ins, const char *option)
+{
+    (void)ins;
+    return strcmp(last_failed, option) == 0;
+}
+
 /* Compiles the engine's definition of a stream entry; errors go to ins at
  * the option's position. 0, -EINVAL (reported) or -ENOMEM. */
 static int stream_compile(spool_instance *ins, const spool_cnode *entry, sx_def **out)
@@ -277,6 +286,7 @@ static int stream_compile(spool_instance *ins, const spool_cnode *entry, sx_def 
         sx_error err;
         memset(&err, 0, sizeof(err));
         rc = sx_def_compile(l.items, l.count, out, &err);
+        snprintf(last_failed, sizeof(last_failed), "%s", rc == -EINVAL ? err.option : "");
         if (rc == -EINVAL) {
             const char *opt = err.option[0] ? err.option : NULL;
             if (opt && !strcmp(opt, "allowed_lateness")) {
@@ -365,17 +375,26 @@ static int load_one(spool_service_conf *conf, const spool_cnode *entry, size_t i
     if (o->emit_value && !(sc->emit_value = spool_template_compile(o->emit_value, &terr))) {
         spool_config_error(ins, "emit.value", "%s", terr ? terr : "invalid template");
     }
-    if (nerr == 0) {
-        int have_p = spool_cnode_get(entry, "pattern") != NULL;
-        int have_v = spool_cnode_get(entry, "view") != NULL;
-        if (have_p == have_v) {
-            spool_config_error(ins, NULL, "a stream needs exactly one of 'pattern' or 'view'");
-        } else if (stream_compile(ins, entry, &sc->def) < 0 && ins->config_errors == 0) {
-            spool_config_error(ins, have_p ? "pattern" : "view", "invalid definition");
-        }
-        if (o->from && o->key && ins->config_errors == 0) {
-            check_keyed(ins, conf, o->from, o->key);
-        }
+    /* The definition is compiled even when other options had errors (they
+     * hold their values or defaults), so one run reports every error. */
+    int have_p = spool_cnode_get(entry, "pattern") != NULL;
+    int have_v = spool_cnode_get(entry, "view") != NULL;
+    int before = ins->config_errors;
+    if (have_p == have_v) {
+        spool_config_error(ins, NULL, "a stream needs exactly one of 'pattern' or 'view'");
+    } else if (stream_compile(ins, entry, &sc->def) < 0 && ins->config_errors == before) {
+        spool_config_error(ins, have_p ? "pattern" : "view", "invalid definition");
+    }
+    /* The engine reports its first error only: the key template too if it was
+     * not that one. */
+    spool_template *kt = NULL;
+    if (o->key && (have_p != have_v) && sc->def == NULL &&
+        !(kt = spool_template_compile(o->key, &terr)) && !compile_failed_on(ins, "key")) {
+        spool_config_error(ins, "key", "%s", terr ? terr : "invalid template");
+    }
+    spool_template_destroy(kt);
+    if (o->from && o->key && nerr == 0 && ins->config_errors == 0) {
+        check_keyed(ins, conf, o->from, o->key);
     }
     nerr += ins->config_errors;
     ins->errs = NULL;

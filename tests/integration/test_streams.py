@@ -534,6 +534,12 @@ streams:
     from: auth
     key: "{{{{ ip }}}}"
     emit: {{topic: auth}}
+  - name: s3
+    from: auth
+    key: k
+    when: 'a =='
+    pattern: {{type: threshold, count: 2, within: 1m}}
+    emit: {{topic: nope3}}
 """)
     r = spoolt.run(["check", "-c", cfg])
     out = (r.stdout + r.stderr).decode()
@@ -543,6 +549,9 @@ streams:
     check(re.search(r"bad\.yaml:15:19: streams\[0\]\.emit\.topic: unknown topic 'auth2'", out),
           out)
     check("streams[1]" in out and "exactly one of 'pattern' or 'view'" in out, out)
+    # Every error of a stream at once: the condition and the unknown topic.
+    check(re.search(r"bad\.yaml:23:16: streams\[2\]\.when: ", out), out)
+    check(re.search(r"bad\.yaml:25:19: streams\[2\]\.emit\.topic: unknown topic", out), out)
     check(re.search(r"bad\.yaml:16:11: streams\[1\]\.name: '\.\./s2': a stream name is", out),
           out)
 
