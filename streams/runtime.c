@@ -984,6 +984,9 @@ static void *stream_main(void *arg)
                 any = 1;
             } else if (rc < 0) {
                 failed = 1;
+            } else {
+                /* Quiet partition: its tick does not wait for busy ones. */
+                maybe_tick(r, &r->parts[p], spool_monotonic_ms());
             }
         }
         int64_t now = spool_monotonic_ms();
@@ -993,9 +996,6 @@ static void *stream_main(void *arg)
         }
         if (any) {
             continue;
-        }
-        for (int32_t p = 0; p < r->nparts && !stopping(r); p++) {
-            maybe_tick(r, &r->parts[p], now);
         }
         spool_plog_wait_since(r->svc->log, r->from, gen, failed ? 1000 : WAIT_MS);
     }
