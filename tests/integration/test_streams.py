@@ -278,7 +278,7 @@ def ssh_alerts_kill9(tmp):
             sp.kill()
             if i == 4:
                 # A damaged snapshot is refused and the state rebuilt from the log.
-                for name in ("bruteforce", "perip"):
+                for name in ("bruteforce", "breakin"):  # snapshots by record count
                     snap = os.path.join(tmp, "data", "streams", name, "0.snap")
                     if os.path.exists(snap):
                         with open(snap, "r+b") as f:
