@@ -531,7 +531,7 @@ static int header_edit(spool_batch *b, size_t i, int op, const char *name, const
     }
     spool__brec *br = &b->recs[i];
     size_t first = br->hdr_first, count = br->hdr_count, match = SIZE_MAX, nmatch = 0;
-    for (size_t j = first; j < first + count; j++) {
+    for (size_t j = first; op != HDR_ADD && j < first + count; j++) { /* add: no match */
         if (b->hdrs[j].key_len == nlen && memcmp(b->arena + b->hdrs[j].key_off, name, nlen) == 0) {
             match = match == SIZE_MAX ? j : match;
             nmatch++;
@@ -561,6 +561,16 @@ static int header_edit(spool_batch *b, size_t i, int op, const char *name, const
             return rc;
         }
     }
+    if ((op == HDR_ADD || (op == HDR_SET && match == SIZE_MAX)) && first + count == b->hcount) {
+        /* The record's run is the last one (a processor adding several fields to one
+         * record): append to it in place, O(1), instead of copying the run. The slots
+         * before stay as they are, so views already built stay valid. */
+        b->hdrs[b->hcount++] = nh;
+        br->hdr_first = (uint32_t)first;
+        br->hdr_count = (uint32_t)(count + 1);
+        b->bytes += hdr_bytes(&nh);
+        return 0;
+    }
     size_t start = b->hcount, n = 0;
     for (size_t j = first; j < first + count; j++) {
         if (j == match && op == HDR_SET) {
@@ -585,6 +595,63 @@ static int header_edit(spool_batch *b, size_t i, int op, const char *name, const
     b->hcount += n;
     br->hdr_first = (uint32_t)start;
     br->hdr_count = (uint32_t)n;
+    return 0;
+}
+
+int spool_batch_add_headers(spool_batch *b, size_t i, const spool_header *h, size_t n)
+{
+    size_t bytes = 0;
+    int rc;
+    if ((rc = rec_check(b, i)) < 0) {
+        return rc;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    if (!h) {
+        return -EINVAL;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (!h[k].key || h[k].value_len < -1 || (h[k].value_len > 0 && !h[k].value)) {
+            return -EINVAL;
+        }
+        bytes += h[k].key_len + (size_t)(h[k].value_len > 0 ? h[k].value_len : 0);
+    }
+    spool__brec *br = &b->recs[i];
+    size_t first = br->hdr_first, count = br->hdr_count;
+    int in_place = first + count == b->hcount; /* the record's run is the last one */
+    size_t need = b->hcount + (in_place ? 0 : count) + n;
+    if (need > UINT32_MAX || b->alen + bytes > UINT32_MAX) {
+        return -E2BIG;
+    }
+    if ((rc = grow((void **)&b->hdrs, &b->hcap, need, sizeof(*b->hdrs), 256)) < 0 ||
+        (rc = grow_keep(b, (void **)&b->arena, &b->acap, b->alen + bytes, 1, BATCH_ARENA_INITIAL,
+                        b->alen)) < 0) {
+        return rc;
+    }
+    if (!in_place) {
+        /* A new run at the end: the old slots stay as they are, as do views of them. */
+        memcpy(b->hdrs + b->hcount, b->hdrs + first, count * sizeof(*b->hdrs));
+        first = b->hcount;
+        b->hcount += count;
+    }
+    for (size_t k = 0; k < n; k++) {
+        spool__bhdr nh = {0};
+        nh.key_len = h[k].key_len;
+        nh.key_off = (uint32_t)b->alen;
+        memcpy(b->arena + b->alen, h[k].key, h[k].key_len);
+        b->alen += h[k].key_len;
+        nh.value_len = h[k].value ? h[k].value_len : -1;
+        if (nh.value_len > 0) {
+            nh.value_off = (uint32_t)b->alen;
+            memcpy(b->arena + b->alen, h[k].value, (size_t)nh.value_len);
+            b->alen += (size_t)nh.value_len;
+        }
+        b->hdrs[b->hcount++] = nh;
+        b->bytes += hdr_bytes(&nh);
+    }
+    br->hdr_first = (uint32_t)first;
+    br->hdr_count = (uint32_t)(count + n);
     return 0;
 }
 

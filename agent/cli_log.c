@@ -73,8 +73,7 @@ static int common_open(cli_common *c, spool_plog **log)
     if (c->data_dir == NULL) {
         if (spool_config_data_dir(c->config, c->dir_buf, sizeof(c->dir_buf), &c->topics,
                                   &c->ntopics, &c->consumers, &c->nconsumers) < 0) {
-            fprintf(stderr, "spool: cannot load %s\n", c->config);
-            return 2;
+            return 2; /* spool_config_data_dir printed why (file:line:column) */
         }
         c->data_dir = c->dir_buf;
     }
@@ -96,83 +95,52 @@ static int common_open(cli_common *c, spool_plog **log)
 
 /* ---- spool topics ---- */
 
-typedef struct lag_entry {
-    char consumer[128];
-    char topic[256];
-    int32_t partition;
-    int64_t offset;
-} lag_entry;
-
-typedef struct lag_list {
-    lag_entry *items;
-    size_t count, cap;
-} lag_list;
-
-static void collect_cursor(void *arg, const char *consumer, const char *topic, int32_t partition,
-                           int64_t offset)
-{
-    lag_list *l = arg;
-    if (l->count == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        lag_entry *n = realloc(l->items, cap * sizeof(*n));
-        if (n == NULL) {
-            return;
-        }
-        l->items = n;
-        l->cap = cap;
-    }
-    lag_entry *e = &l->items[l->count++];
-    snprintf(e->consumer, sizeof(e->consumer), "%s", consumer);
-    snprintf(e->topic, sizeof(e->topic), "%s", topic);
-    e->partition = partition;
-    e->offset = offset;
-}
-
 /* Adds a cursor at the partition's beginning (offset -1) for every
  * configured consumer with none saved: an output that never saved a
  * cursor starts at the beginning, so its lag is the whole partition. */
-static void add_configured(spool_plog *log, lag_list *l, const spool_plog_consumer_conf *cons,
-                           size_t ncons)
+static void add_configured(spool_plog *log, spool_plog_cursor_lines *l,
+                           const spool_plog_consumer_conf *cons, size_t ncons)
 {
     for (size_t i = 0; i < ncons; i++) {
         for (size_t k = 0; k < cons[i].topic_count; k++) {
             int t = spool_plog_topic_index(log, cons[i].topics[k]);
             const spool_topic_conf *tc = spool_plog_topic_conf(log, t);
             for (int32_t p = 0; tc != NULL && p < tc->partitions; p++) {
-                size_t j = 0;
-                while (j < l->count && (l->items[j].partition != p ||
-                                        strcmp(l->items[j].consumer, cons[i].name) != 0 ||
-                                        strcmp(l->items[j].topic, tc->name) != 0)) {
-                    j++;
-                }
-                if (j == l->count) {
-                    collect_cursor(l, cons[i].name, tc->name, p, -1);
+                if (!spool_plog_cursor_lines_find(l, cons[i].name, tc->name, p)) {
+                    (void)spool_plog_cursor_lines_add(l, cons[i].name, tc->name, p, -1);
                 }
             }
         }
     }
 }
 
-static void collect_lags(spool_plog *log, lag_list *l, const spool_plog_consumer_conf *cons,
-                         size_t ncons)
+/* The saved cursors and the configured consumers without one; a line
+ * that could not be stored (out of memory) is left out of the lag. */
+static void collect_lags(spool_plog *log, spool_plog_cursor_lines *l,
+                         const spool_plog_consumer_conf *cons, size_t ncons)
 {
-    spool_plog_cursor_foreach(log, collect_cursor, l);
+    (void)spool_plog_cursor_lines_read(log, l);
     add_configured(log, l, cons, ncons);
 }
 
-static int buf_printf(spool_buf *out, const char *fmt, ...) SPOOL_PRINTF(2, 3);
-
-static int buf_printf(spool_buf *out, const char *fmt, ...)
+/* The next consumer at or after *k reading topic/partition, with its lag
+ * in *lag (records from its cursor, or from the beginning, to the end);
+ * NULL after the last. */
+static const spool_plog_cursor_line *next_lag(const spool_plog_cursor_lines *l, size_t *k,
+                                              const char *topic, int32_t partition,
+                                              const spool_partition_info *info, int64_t *lag)
 {
-    char tmp[1200];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        return -EINVAL;
+    for (; *k < l->count; (*k)++) {
+        const spool_plog_cursor_line *e = &l->items[*k];
+        if (e->partition != partition || strcmp(e->topic, topic) != 0) {
+            continue;
+        }
+        int64_t from = e->offset > info->begin_offset ? e->offset : info->begin_offset;
+        *lag = info->end_offset > from ? info->end_offset - from : 0;
+        (*k)++;
+        return e;
     }
-    return spool_buf_append(out, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    return NULL;
 }
 
 static int buf_json_str(spool_buf *out, const char *s)
@@ -183,47 +151,44 @@ static int buf_json_str(spool_buf *out, const char *s)
 int spool_plog_topics_json(spool_plog *log, const spool_plog_consumer_conf *consumers,
                            size_t nconsumers, spool_buf *out)
 {
-    lag_list lags = {0};
+    spool_plog_cursor_lines lags = {0};
     int rc = 0;
     collect_lags(log, &lags, consumers, nconsumers);
-    rc |= buf_printf(out, "{\"topics\":[");
+    rc |= spool_buf_printf(out, "{\"topics\":[");
     for (size_t t = 0; t < spool_plog_topic_count(log); t++) {
         const spool_topic_conf *tc = spool_plog_topic_conf(log, (int)t);
-        rc |= buf_printf(out, "%s{\"name\":", t ? "," : "");
+        rc |= spool_buf_printf(out, "%s{\"name\":", t ? "," : "");
         rc |= buf_json_str(out, tc->name);
-        rc |= buf_printf(out, ",\"partitions\":[");
+        rc |= spool_buf_printf(out, ",\"partitions\":[");
         int firstp = 1;
         for (int32_t p = 0; p < tc->partitions; p++) {
             spool_partition_info info;
             if (spool_plog_partition_info(log, (int)t, p, &info) < 0) {
                 continue;
             }
-            rc |= buf_printf(out,
-                             "%s{\"partition\":%d,\"begin\":%" PRId64 ",\"end\":%" PRId64
-                             ",\"bytes\":%" PRId64 ",\"segments\":%d,\"dropped\":%" PRId64
-                             ",\"lag\":{",
-                             firstp ? "" : ",", p, info.begin_offset, info.end_offset, info.bytes,
-                             info.segments, info.dropped);
+            rc |= spool_buf_printf(out,
+                                   "%s{\"partition\":%d,\"begin\":%" PRId64 ",\"end\":%" PRId64
+                                   ",\"bytes\":%" PRId64 ",\"segments\":%d,\"dropped\":%" PRId64
+                                   ",\"lag\":{",
+                                   firstp ? "" : ",", p, info.begin_offset, info.end_offset,
+                                   info.bytes, info.segments, info.dropped);
             firstp = 0;
             int first = 1;
-            for (size_t k = 0; k < lags.count; k++) {
-                const lag_entry *e = &lags.items[k];
-                if (e->partition != p || strcmp(e->topic, tc->name) != 0) {
-                    continue;
-                }
-                int64_t from = e->offset > info.begin_offset ? e->offset : info.begin_offset;
-                int64_t lag = info.end_offset > from ? info.end_offset - from : 0;
-                rc |= buf_printf(out, "%s", first ? "" : ",");
+            size_t k = 0;
+            int64_t lag;
+            const spool_plog_cursor_line *e;
+            while ((e = next_lag(&lags, &k, tc->name, p, &info, &lag)) != NULL) {
+                rc |= spool_buf_printf(out, "%s", first ? "" : ",");
                 rc |= buf_json_str(out, e->consumer);
-                rc |= buf_printf(out, ":%" PRId64, lag);
+                rc |= spool_buf_printf(out, ":%" PRId64, lag);
                 first = 0;
             }
-            rc |= buf_printf(out, "}}");
+            rc |= spool_buf_printf(out, "}}");
         }
-        rc |= buf_printf(out, "]}");
+        rc |= spool_buf_printf(out, "]}");
     }
-    rc |= buf_printf(out, "]}");
-    free(lags.items);
+    rc |= spool_buf_printf(out, "]}");
+    spool_plog_cursor_lines_free(&lags);
     return rc ? -ENOMEM : 0;
 }
 
@@ -272,7 +237,7 @@ int spool_cli_topics(int argc, char **argv)
         common_free(&c);
         return rc == 0 && fflush(stdout) == 0 ? 0 : 1;
     }
-    lag_list lags = {0};
+    spool_plog_cursor_lines lags = {0};
     collect_lags(log, &lags, c.consumers, c.nconsumers);
     printf("%-20s %5s %12s %12s %14s %8s  %s\n", "TOPIC", "PART", "BEGIN", "END", "BYTES",
            "SEGMENTS", "LAG");
@@ -286,20 +251,17 @@ int spool_cli_topics(int argc, char **argv)
             printf("%-20s %5d %12" PRId64 " %12" PRId64 " %14" PRId64 " %8d  ", tc->name, p,
                    info.begin_offset, info.end_offset, info.bytes, info.segments);
             int first = 1;
-            for (size_t k = 0; k < lags.count; k++) {
-                const lag_entry *e = &lags.items[k];
-                if (e->partition != p || strcmp(e->topic, tc->name) != 0) {
-                    continue;
-                }
-                int64_t from = e->offset > info.begin_offset ? e->offset : info.begin_offset;
-                int64_t lag = info.end_offset > from ? info.end_offset - from : 0;
+            size_t k = 0;
+            int64_t lag;
+            const spool_plog_cursor_line *e;
+            while ((e = next_lag(&lags, &k, tc->name, p, &info, &lag)) != NULL) {
                 printf("%s%s=%" PRId64, first ? "" : " ", e->consumer, lag);
                 first = 0;
             }
             printf("%s\n", first ? "-" : "");
         }
     }
-    free(lags.items);
+    spool_plog_cursor_lines_free(&lags);
     spool_plog_close(log);
     common_free(&c);
     return fflush(stdout) == 0 ? 0 : 1;

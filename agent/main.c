@@ -5,6 +5,7 @@
  *   spool check [-c] FILE      validate a config; every error with file:line:column; exit 2
  *   spool topics ...           topics, partitions, offsets, sizes, lag (agent/cli_log.c)
  *   spool read TOPIC ...       print records (agent/cli_log.c)
+ *   spool top [-c FILE|--url URL]  live view of a running spool (agent/cli_top.c)
  *   spool plugins              built-in and loaded plugins with their option tables, and
  *                              spool's optional modules present but not loaded
  *   spool version | help
@@ -22,6 +23,7 @@
 
 #include "core.h"
 #include "cli_log.h"
+#include "cli_top.h"
 
 static const char usage_text[] =
     "usage: spool <command> [options]\n"
@@ -37,6 +39,8 @@ static const char usage_text[] =
     "                           print records of a topic; exit 3 if some could not be read\n"
     "  query VIEW [-c FILE | --http ADDR] [--key K] [--from MS] [--to MS] [--json]\n"
     "                           a running stream's open windows (docs/streams.md)\n"
+    "  top [-c FILE | --url URL] [--interval S] [--once]\n"
+    "                           live view of a running spool: rates, lag, errors, health\n"
     "  plugins [-c FILE] [--plugin-dir DIR]\n"
     "                           list plugins and their options\n"
     "  version                  print the version\n"
@@ -330,6 +334,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "topics") == 0) {
         return spool_cli_topics(argc - 2, argv + 2);
+    }
+    if (strcmp(cmd, "top") == 0) {
+        return spool_cli_top(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "read") == 0) {
         return spool_cli_read(argc - 2, argv + 2);

@@ -541,11 +541,14 @@ static int retry_due(spool_output_runner *r, int64_t *next_wake)
 static int part_blocked(spool_output_runner *r, size_t p)
 {
     for (size_t i = 0; i < r->nslots; i++) {
-        /* A chunk waiting for a retry, or for the dead-letter topic to take
-         * it: read no further in this partition; the others go on. */
+        /* A chunk waiting for a retry (also one just answered SPOOL_RETRY,
+         * not settled yet: flush answers synchronously), or for the
+         * dead-letter topic to take it: read no further in this partition;
+         * the others go on. */
         int st = atomic_load(&r->slots[i].state);
         if (r->slots[i].part == (int)p &&
-            (st == SLOT_WAIT_RETRY || (st == SLOT_DONE && r->slots[i].dl_retry_at))) {
+            (st == SLOT_WAIT_RETRY ||
+             (st == SLOT_DONE && (r->slots[i].dl_retry_at || r->slots[i].result == SPOOL_RETRY)))) {
             return 1;
         }
     }

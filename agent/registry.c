@@ -337,6 +337,8 @@ static const struct {
     {SPOOL_PLUGIN_INPUT, "journald", "spool-journald.so", "spool-plugin-journald"},
     {SPOOL_PLUGIN_INPUT, "http", "spool-http-in.so", "spool-plugin-http"},
     {SPOOL_PLUGIN_OUTPUT, "http", "spool-http-out.so", "spool-plugin-http"},
+    {SPOOL_PLUGIN_OUTPUT, "postgresql", "spool-postgresql.so", "spool-plugin-postgresql"},
+    {SPOOL_PLUGIN_OUTPUT, "clickhouse", "spool-clickhouse.so", "spool-plugin-clickhouse"},
 };
 
 int spool_registry_load_type(const char *dir, spool_plugin_kind kind, const char *name,

@@ -180,7 +180,7 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
         lo.consumers = cons;
         lo.consumer_count = conf->noutputs;
     }
-    char why[512] = "";
+    char why[8448] = ""; /* a refusal names partitions, counts and what to do */
     lo.error = why;
     lo.error_cap = sizeof(why);
     rc = spool_plog_open(&lo, &svc->log);

@@ -228,3 +228,65 @@ int keytable_record_key(const spool_template *tpl, const spool_record *r, const 
     *len = n;
     return 0;
 }
+
+/* ---- per-key state of a processor ---- */
+
+static spool_template *key_template(spool_instance *ins, const char *text, int *rc)
+{
+    const char *err = NULL;
+    spool_template *t = spool_template_compile(text, &err);
+    if (!t) {
+        spool_config_error(ins, "key", "bad template: %s", err ? err : "out of memory");
+        *rc = -EINVAL;
+    }
+    return t;
+}
+
+int keyed_check(spool_instance *ins, const char *key_template_text)
+{
+    int rc = 0;
+    if (key_template_text) {
+        spool_template_destroy(key_template(ins, key_template_text, &rc));
+    }
+    return rc;
+}
+
+int keyed_init(keyed *k, spool_instance *ins, const char *key_template_text, int64_t max_keys)
+{
+    int rc = 0;
+    keytable_init(&k->keys, (size_t)max_keys);
+    if (key_template_text && !(k->tpl = key_template(ins, key_template_text, &rc))) {
+        return rc;
+    }
+    k->evictions = spool_counter_register(
+        ins, "evictions", "Keys forgotten (least recently used) to admit new ones at max_keys");
+    return k->evictions ? 0 : -ENOMEM;
+}
+
+int64_t *keyed_slots(keyed *k, spool_batch *b, size_t i, int *fresh)
+{
+    spool_record r;
+    const uint8_t *key;
+    size_t len;
+    spool_batch_get(b, i, &r);
+    if (keytable_record_key(k->tpl, &r, spool_batch_topic(b, i), &k->keybuf, &key, &len) < 0) {
+        return NULL;
+    }
+    return keytable_get(&k->keys, key, len, fresh);
+}
+
+void keyed_flush(keyed *k)
+{
+    if (k->keys.evictions != k->evictions_seen) {
+        spool_counter_add(k->evictions, k->keys.evictions - k->evictions_seen);
+        k->evictions_seen = k->keys.evictions;
+    }
+}
+
+void keyed_destroy(keyed *k)
+{
+    spool_template_destroy(k->tpl);
+    k->tpl = NULL;
+    keytable_free(&k->keys);
+    spool_buf_free(&k->keybuf);
+}

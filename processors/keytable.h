@@ -65,4 +65,28 @@ int64_t *keytable_get(keytable *t, const void *key, size_t len, int *fresh);
 int keytable_record_key(const spool_template *tpl, const spool_record *r, const char *topic,
                         spool_buf *buf, const uint8_t **key, size_t *len);
 
+/*
+ * Per-key state of a processor, as sample and throttle keep it: the `key` template (NULL = the
+ * record's key), the bounded table, the rendered key's buffer and the evictions counter.
+ */
+typedef struct keyed {
+    spool_template *tpl;      /* compiled `key`, NULL = the record key */
+    keytable keys;            /* key -> the caller's two slots */
+    spool_buf keybuf;         /* the rendered key */
+    uint64_t evictions_seen;  /* keys.evictions already added to the counter */
+    spool_counter *evictions; /* keys forgotten for new ones */
+} keyed;
+
+/* check(): reports a bad `key` template (option "key"). 0 or -EINVAL. */
+int keyed_check(spool_instance *ins, const char *key_template);
+/* init(): compiles the template, sizes the table, registers the evictions counter. 0,
+ * -EINVAL (bad template, reported) or -ENOMEM. */
+int keyed_init(keyed *k, spool_instance *ins, const char *key_template, int64_t max_keys);
+/* The slots of record i's key (see keytable_get); NULL on ENOMEM. */
+int64_t *keyed_slots(keyed *k, spool_batch *b, size_t i, int *fresh);
+/* After a batch: adds the evictions since the last call to the counter. */
+void keyed_flush(keyed *k);
+/* destroy(): frees what init made. Accepts a half-built one. */
+void keyed_destroy(keyed *k);
+
 #endif /* SPOOL_PROCESSORS_KEYTABLE_H */

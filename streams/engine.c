@@ -7,8 +7,9 @@
  * Invariants: a state is a pure function of the records and ticks it was
  * given, in order; nothing here reads a clock or does I/O. Keys live in a
  * dense array addressed by id, found through an open-addressing table of ids
- * (linear probing, backward-shift deletion), chained in LRU order (head =
- * least recently touched: the one max_keys evicts). A key has at most one
+ * (linear probing, backward-shift deletion, the hash's high half in each
+ * slot); each key carries the counter value of its last update, and at
+ * max_keys the least recently updated key is evicted (lru_victim). A key has at most one
  * timer (absence deadline, or the end of its earliest open window); the heap
  * orders timers by (time, key bytes), so firing order never depends on
  * allocation or hashing. A record is applied only if its timestamp is at
@@ -568,35 +569,40 @@ static int threshold_apply(sx_state *s, uint32_t id, const spool_record *r, sx_e
     int64_t ts = r->timestamp;
     int64_t w = watermark(s);
     /* Prune what no future record can share a window with. */
-    if (w != INT64_MIN && k->nts && k->ts[0] <= w - d->within) {
+    int64_t *t = sx__ts(k);
+    if (w != INT64_MIN && k->nts && t[0] <= w - d->within) {
         uint32_t drop = 0;
-        while (drop < k->nts && k->ts[drop] <= w - d->within) {
+        while (drop < k->nts && t[drop] <= w - d->within) {
             drop++;
         }
-        memmove(k->ts, k->ts + drop, (size_t)(k->nts - drop) * sizeof(int64_t));
+        memmove(t, t + drop, (size_t)(k->nts - drop) * sizeof(int64_t));
         k->nts -= drop;
     }
-    if (k->nts == k->ts_cap) {
-        uint32_t cap = k->ts_cap ? k->ts_cap * 2 : (d->count < 8 ? 8 : d->count);
-        int64_t *t = realloc(k->ts, (size_t)cap * sizeof(int64_t));
-        if (t == NULL) {
+    if (k->nts == (k->ts ? k->ts_cap : SX_TS_INLINE)) {
+        uint32_t cap = k->ts ? k->ts_cap * 2 : 2 * SX_TS_INLINE;
+        int64_t *g = k->ts ? realloc(k->ts, (size_t)cap * sizeof(int64_t))
+                           : malloc((size_t)cap * sizeof(int64_t));
+        if (g == NULL) {
             return -ENOMEM;
         }
-        k->ts = t;
+        if (k->ts == NULL) {
+            memcpy(g, k->ts_in, sizeof(k->ts_in));
+        }
+        k->ts = t = g;
         k->ts_cap = cap;
     }
     /* Insert after the entries with the same timestamp. */
     uint32_t lo = 0, hi = k->nts;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        if (k->ts[mid] <= ts) {
+        if (t[mid] <= ts) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
-    memmove(k->ts + lo + 1, k->ts + lo, (size_t)(k->nts - lo) * sizeof(int64_t));
-    k->ts[lo] = ts;
+    memmove(t + lo + 1, t + lo, (size_t)(k->nts - lo) * sizeof(int64_t));
+    t[lo] = ts;
     k->nts++;
     uint32_t c = d->count;
     if (k->nts < c) {
@@ -604,8 +610,8 @@ static int threshold_apply(sx_state *s, uint32_t id, const spool_record *r, sx_e
     }
     uint32_t s0 = lo + 1 >= c ? lo + 1 - c : 0;
     for (; s0 <= lo && s0 + c <= k->nts; s0++) {
-        if (k->ts[s0 + c - 1] - k->ts[s0] < d->within) {
-            int64_t first = k->ts[s0], last = k->ts[s0 + c - 1];
+        if (t[s0 + c - 1] - t[s0] < d->within) {
+            int64_t first = t[s0], last = t[s0 + c - 1];
             k->nts = 0;
             ev_src src;
             src_of_record(&src, r);
@@ -850,6 +856,10 @@ int sx_process(sx_state *s, const spool_record *r, const char *topic, sx_emit_fn
     s->emit_rc = 0;
     int64_t ts = r->timestamp;
     int rc;
+    if (!SX_TS_OK(ts)) {
+        s->st.late++;
+        return SX_LATE;
+    }
     if (d->when && !spool_expr_eval_record(d->when, r, topic)) {
         s->st.skipped++;
         rc = advance(s, ts, emit, arg);
@@ -890,6 +900,12 @@ int sx_process(sx_state *s, const spool_record *r, const char *topic, sx_emit_fn
 int sx_advance(sx_state *s, int64_t event_time_ms, sx_emit_fn emit, void *arg)
 {
     s->emit_rc = 0;
+    if (event_time_ms > SX_TS_LIMIT) {
+        event_time_ms = SX_TS_LIMIT;
+    }
+    if (event_time_ms < -SX_TS_LIMIT) {
+        return 0;
+    }
     int rc = advance(s, event_time_ms, emit, arg);
     return rc < 0 ? rc : s->emit_rc;
 }
@@ -967,7 +983,7 @@ void sx_stats(const sx_state *s, sx_stats_t *out)
         if (!k->live) {
             continue;
         }
-        bytes += (k->kb ? k->klen : 0) + (size_t)k->ts_cap * 8 + k->first_rec.cap +
+        bytes += (k->kb ? k->klen : 0) + (k->ts ? (size_t)k->ts_cap * 8 : 0) + k->first_rec.cap +
                  (size_t)k->win_cap * sizeof(void *);
         windows += k->nwin;
         for (uint32_t i = 0; i < k->nwin; i++) {

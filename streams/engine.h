@@ -102,11 +102,10 @@ enum {
  * the sx_process/sx_advance call returns the first such error. */
 typedef int (*sx_emit_fn)(void *arg, const spool_record *ev);
 
-/* Feeds one record (event time = r->timestamp) read from `topic` (may be
- * NULL). Calls emit for each derived event, in a deterministic order. Returns
- * SX_OK, SX_LATE, SX_SKIPPED, or -errno (-ENOMEM: the record may be partly
- * applied, so the runtime must rebuild the state from its snapshot and the
- * log; an emit error: see sx_emit_fn). */
+/* Feeds one record (event time = r->timestamp; beyond +-2^62 ms: late)
+ * read from `topic` (may be NULL). Calls emit for each derived event, in a deterministic order.
+ * Returns SX_OK, SX_LATE, SX_SKIPPED, or -errno (-ENOMEM: the record may be partly applied, so the
+ * runtime must rebuild the state from its snapshot and the log; an emit error: see sx_emit_fn). */
 int sx_process(sx_state *s, const spool_record *r, const char *topic, sx_emit_fn emit, void *arg);
 /* Advances event time without a record (a tick from the log): max event
  * time becomes max(current, event_time_ms); closes windows and fires

@@ -239,6 +239,60 @@ static uint64_t fingerprint(const sx_opt *opts, size_t n)
     return h;
 }
 
+/* Edit distance of a and b, capped at 9 (names are short). */
+static int distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40) {
+        return 9;
+    }
+    int row[41];
+    for (size_t j = 0; j <= lb; j++) {
+        row[j] = (int)j;
+    }
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            best = up + 1 < best ? up + 1 : best;
+            best = row[j - 1] + 1 < best ? row[j - 1] + 1 : best;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb] < 9 ? row[lb] : 9;
+}
+
+/* The known option nearest to an unknown one (at most 2 edits), or NULL. */
+static const char *nearest_option(const char *name)
+{
+    static const char *const known[] = {"key",
+                                        "when",
+                                        "allowed_lateness",
+                                        "max_keys",
+                                        "pattern.type",
+                                        "pattern.count",
+                                        "pattern.within",
+                                        "pattern.first",
+                                        "pattern.then",
+                                        "view.group_by",
+                                        "view.window.tumbling",
+                                        "view.window.hopping",
+                                        "view.window.every"};
+    const char *best = NULL;
+    int bd = 3;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        int dist = distance(name, known[i]);
+        if (dist < bd) {
+            bd = dist;
+            best = known[i];
+        }
+    }
+    return best;
+}
+
 typedef struct seen {
     const sx_opt *count, *within, *first, *then, *tumbling, *hopping, *every, *group_by, *key;
     const sx_opt *type, *steps_any, *aggs_any;
@@ -354,6 +408,10 @@ static int one_opt(sx_def *d, const sx_opt *o, seen *sn, sx_error *err)
         }
         return parse_agg(o, &d->aggs[i], err);
     } else {
+        const char *near = nearest_option(nm);
+        if (near) {
+            return fail(err, nm, 0, "unknown stream option '%s', did you mean '%s'?", nm, near);
+        }
         return fail(err, nm, 0, "unknown stream option '%s'", nm);
     }
 #undef ONCE

@@ -68,7 +68,14 @@ typedef struct sx_window {
 } sx_window;
 
 #define SX_NONE UINT32_MAX
-#define SX_KEY_INLINE 24 /* keys shorter than this live inside sx_key */
+/* Timestamps beyond +-2^62 ms (146 million years) are treated as late: with
+ * durations at most INT64_MAX / 4, no time arithmetic can overflow. */
+#define SX_TS_LIMIT ((int64_t)1 << 62)
+#define SX_TS_OK(t) ((t) >= -SX_TS_LIMIT && (t) <= SX_TS_LIMIT)
+#define SX_KEY_INLINE 24
+#define SX_TS_INLINE                                                                               \
+    6 /* threshold timestamps kept inside sx_key */ /* keys shorter than this live inside sx_key   \
+                                                     */
 
 typedef struct sx_key {
     /* First cache line: what finding, touching and a threshold need. */
@@ -78,9 +85,12 @@ typedef struct sx_key {
     uint32_t free_next;      /* free slots: the next free id, SX_NONE at the end */
     uint64_t touch;          /* when last updated (state's touch counter): LRU order */
     uint32_t nts;            /* threshold: timestamps held */
-    int64_t *ts;             /* threshold: the key's pending timestamps, ascending */
-    uint32_t ts_cap;         /* threshold: timestamps allocated */
+    int64_t *ts;             /* threshold: timestamps on the heap, NULL = in ts_in */
+    uint32_t ts_cap;         /* threshold: timestamps allocated on the heap */
     bool live;               /* slot in use */
+    /* threshold: the key's pending timestamps, ascending, here while they
+     * fit (next to the hot line: usually fetched with it). sx__ts. */
+    int64_t ts_in[SX_TS_INLINE];
     /* Then the rest. */
     char *kb;         /* key bytes (heap) when klen >= SX_KEY_INLINE, else NULL */
     int32_t heap_pos; /* position in the timer heap, -1 if none */
@@ -145,6 +155,12 @@ typedef struct ev_src {
 static inline const char *sx__kb(const sx_key *k)
 {
     return k->klen < SX_KEY_INLINE ? k->kin : k->kb;
+}
+
+/* A threshold key's timestamps (same rule as sx__kb). */
+static inline int64_t *sx__ts(sx_key *k)
+{
+    return k->ts ? k->ts : k->ts_in;
 }
 
 /* engine.c */

@@ -102,7 +102,7 @@ static void put_key(wr *w, const sx_def *d, const sx_key *k)
     case SX_THRESHOLD:
         put_u32(w, k->nts);
         for (uint32_t i = 0; i < k->nts; i++) {
-            put_u64(w, (uint64_t)k->ts[i]);
+            put_u64(w, (uint64_t)sx__ts((sx_key *)k)[i]);
         }
         break;
     case SX_SEQUENCE:
@@ -369,14 +369,16 @@ static int get_key(rd *r, sx_state *s)
         if (r->bad || (size_t)n * 8 > r->len - r->off) {
             return -EBADMSG;
         }
-        k->ts = malloc((n ? n : 1) * sizeof(int64_t));
-        if (k->ts == NULL) {
-            return -ENOMEM;
+        if (n > SX_TS_INLINE) {
+            if ((k->ts = malloc((size_t)n * sizeof(int64_t))) == NULL) {
+                return -ENOMEM;
+            }
+            k->ts_cap = n;
         }
-        k->ts_cap = n ? n : 1;
+        int64_t *t = sx__ts(k);
         for (uint32_t i = 0; i < n; i++) {
-            k->ts[i] = (int64_t)get_u64(r);
-            if (i && k->ts[i] < k->ts[i - 1]) {
+            t[i] = (int64_t)get_u64(r);
+            if ((i && t[i] < t[i - 1]) || !SX_TS_OK(t[i])) {
                 return -EBADMSG;
             }
         }
@@ -391,8 +393,9 @@ static int get_key(rd *r, sx_state *s)
         k->run_min = (int64_t)get_u64(r);
         k->run_max = (int64_t)get_u64(r);
         if (r->bad || active > 1 ||
-            (active && (k->step >= d->nsteps || k->step_count == 0 ||
-                        k->step_count > d->steps[k->step].max || k->run_min > k->run_max))) {
+            (active &&
+             (k->step >= d->nsteps || k->step_count == 0 || k->step_count > d->steps[k->step].max ||
+              k->run_min > k->run_max || !SX_TS_OK(k->run_min) || !SX_TS_OK(k->run_max)))) {
             return -EBADMSG;
         }
         k->active = active;
@@ -405,8 +408,8 @@ static int get_key(rd *r, sx_state *s)
         const uint8_t *p = get(r, len);
         uint32_t nh;
         if (p == NULL || pending > 1 ||
-            (pending && (sx__record_decode(p, len, NULL, NULL, 0, &nh) ||
-                         k->first_ts > INT64_MAX - d->within))) {
+            (pending &&
+             (sx__record_decode(p, len, NULL, NULL, 0, &nh) || !SX_TS_OK(k->first_ts)))) {
             return -EBADMSG;
         }
         if (spool_buf_append(&k->first_rec, p, len) < 0) {
@@ -430,7 +433,7 @@ static int get_key(rd *r, sx_state *s)
         k->win_cap = n ? n : 1;
         for (uint32_t i = 0; i < n; i++) {
             int64_t start = (int64_t)get_u64(r);
-            if (r->bad || (i && start <= k->win[i - 1]->start) || start > INT64_MAX - d->size ||
+            if (r->bad || (i && start <= k->win[i - 1]->start) || !SX_TS_OK(start) ||
                 start % d->every != 0) {
                 return -EBADMSG;
             }
@@ -471,7 +474,8 @@ static int restore_into(sx_state *t, const uint8_t *p, size_t len)
     t->st.matches = get_u64(&r);
     t->st.evictions = get_u64(&r);
     uint32_t nkeys = get_u32(&r);
-    if (r.bad || has_time > 1 || nkeys > t->def->max_keys || (!has_time && nkeys)) {
+    if (r.bad || has_time > 1 || nkeys > t->def->max_keys || (!has_time && nkeys) ||
+        !SX_TS_OK(t->max_ts)) {
         return -EBADMSG;
     }
     t->has_time = has_time;

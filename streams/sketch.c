@@ -4,10 +4,10 @@
  *
  * Invariants: an HLL register holds the largest rank (leading zeros + 1 of
  * the 52 hash bits left after the register index) seen for it. A DDS store's
- * counts cover buckets offset .. offset + n - 1 with counts[0] and
- * counts[n - 1] non-zero when n > 0, at most SX_DDS_MAX_BINS of them; total
- * is the sum of zero and both stores. Sketches never look at the wall clock
- * and give the same answers for the same values in any order.
+ * counts cover buckets offset .. offset + n - 1, at most SX_DDS_MAX_BINS of
+ * them; total is the sum of zero and both stores. Sketches never look at
+ * the wall clock and give the same answers for the same values in any
+ * order (for the DDS: as long as no buckets had to collapse).
  */
 #include "sketch.h"
 

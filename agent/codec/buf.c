@@ -5,6 +5,8 @@
  * owner at a time.
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,32 @@ int spool_buf_append(spool_buf *b, const void *p, size_t n)
     }
     memcpy(b->data + b->len, p, n);
     b->len += n;
+    return 0;
+}
+
+int spool_buf_printf(spool_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    size_t room = b->cap - b->len;
+    va_start(ap, fmt);
+    int n = vsnprintf(room ? (char *)b->data + b->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return -EINVAL;
+    }
+    if ((size_t)n >= room) { /* did not fit (with its NUL): grow, format again */
+        int rc = spool_buf_reserve(b, (size_t)n + 1);
+        if (rc < 0) {
+            if (room) {
+                b->data[b->len] = '\0';
+            }
+            return rc;
+        }
+        va_start(ap, fmt);
+        vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    b->len += (size_t)n;
     return 0;
 }
 

@@ -228,40 +228,66 @@ int spool_check_address(spool_instance *ins, const char *option, const char *tex
     return 0;
 }
 
-int spool_check_url(spool_instance *ins, const char *option, const char *url,
-                    const char *const *schemes, int flags)
+int spool_parse_url(const char *url, const char *const *schemes, int flags, spool_url *out,
+                    char *why, size_t cap)
 {
-    char why[512], authority[512], list[256] = "";
-    if (!url) {
-        return 0;
+    char authority[512], list[256] = "";
+    why[0] = '\0';
+    if (!url || !*url) {
+        snprintf(why, cap, "empty URL");
+        return -EINVAL;
     }
     const char *sep = strstr(url, "://");
-    int known = 0;
+    int scheme = -1;
     for (size_t i = 0; schemes[i]; i++) {
         size_t n = strlen(schemes[i]);
-        known |= sep && (size_t)(sep - url) == n && strncasecmp(url, schemes[i], n) == 0;
+        if (scheme < 0 && sep && (size_t)(sep - url) == n && strncasecmp(url, schemes[i], n) == 0) {
+            scheme = (int)i;
+        }
         size_t used = strlen(list);
         snprintf(list + used, sizeof(list) - used, "%s%s://", i ? ", " : "", schemes[i]);
     }
-    if (!known) {
-        spool_config_error(ins, option, "invalid URL '%s': the scheme must be one of %s", url,
-                           list);
+    if (scheme < 0) {
+        snprintf(why, cap, "the scheme must be one of %s", list);
         return -EINVAL;
     }
     const char *a = sep + 3;
     size_t n = strcspn(a, "/?#");
+    const char *path = a + n;
     const char *at = memchr(a, '@', n);
     if (at) { /* user:password@ */
         n -= (size_t)(at + 1 - a);
         a = at + 1;
     }
-    if (n == 0 || n >= sizeof(authority)) {
-        spool_config_error(ins, option, "invalid URL '%s': no host", url);
+    if (n == 0) {
+        snprintf(why, cap, "no host");
+        return -EINVAL;
+    }
+    if (n >= sizeof(authority)) {
+        snprintf(why, cap, "host and port longer than %zu bytes", sizeof(authority) - 1);
         return -EINVAL;
     }
     memcpy(authority, a, n);
     authority[n] = '\0';
-    if (spool__address_valid(authority, flags & ~SPOOL_ADDR_LISTEN, why, sizeof(why)) < 0) {
+    spool_url u = {.scheme = scheme, .path = path};
+    if (spool_parse_address(authority, flags & ~SPOOL_ADDR_LISTEN, u.host, sizeof(u.host), &u.port,
+                            why, cap) < 0) {
+        return -EINVAL;
+    }
+    if (out) {
+        *out = u;
+    }
+    return 0;
+}
+
+int spool_check_url(spool_instance *ins, const char *option, const char *url,
+                    const char *const *schemes, int flags)
+{
+    char why[512];
+    if (!url) {
+        return 0;
+    }
+    if (spool_parse_url(url, schemes, flags, NULL, why, sizeof(why)) < 0) {
         spool_config_error(ins, option, "invalid URL '%s': %s", url, why);
         return -EINVAL;
     }

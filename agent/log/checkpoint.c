@@ -440,12 +440,7 @@ int spool__ckpt_load(spool_plog *log, spool__ckpt *out)
         free(buf);
         log->io->close(fd);
     }
-    if (present && !found && !log->read_only) {
-        spool_log_warn(NULL,
-                       "log: no valid checkpoint in %s/state: keeping every valid batch, "
-                       "source positions are lost",
-                       log->data_dir);
-    }
+    out->damaged = present && !found; /* the opener decides what that means */
     return found;
 }
 

@@ -539,6 +539,70 @@ int spool_plog_cursor_foreach(spool_plog *log,
     return 0;
 }
 
+int spool_plog_cursor_lines_add(spool_plog_cursor_lines *l, const char *consumer, const char *topic,
+                                int32_t partition, int64_t offset)
+{
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        spool_plog_cursor_line *n = realloc(l->items, cap * sizeof(*n));
+        if (n == NULL) {
+            l->oom = 1;
+            return -ENOMEM;
+        }
+        l->items = n;
+        l->cap = cap;
+    }
+    spool_plog_cursor_line *c = &l->items[l->count];
+    c->consumer = strdup(consumer);
+    c->topic = strdup(topic);
+    if (c->consumer == NULL || c->topic == NULL) {
+        free(c->consumer);
+        free(c->topic);
+        l->oom = 1;
+        return -ENOMEM;
+    }
+    c->partition = partition;
+    c->offset = offset;
+    l->count++;
+    return 0;
+}
+
+static void add_line(void *arg, const char *consumer, const char *topic, int32_t partition,
+                     int64_t offset)
+{
+    (void)spool_plog_cursor_lines_add(arg, consumer, topic, partition, offset);
+}
+
+int spool_plog_cursor_lines_read(spool_plog *log, spool_plog_cursor_lines *l)
+{
+    int rc = spool_plog_cursor_foreach(log, add_line, l);
+    return rc < 0 ? rc : l->oom ? -ENOMEM : 0;
+}
+
+const spool_plog_cursor_line *spool_plog_cursor_lines_find(const spool_plog_cursor_lines *l,
+                                                           const char *consumer, const char *topic,
+                                                           int32_t partition)
+{
+    for (size_t i = 0; i < l->count; i++) {
+        const spool_plog_cursor_line *c = &l->items[i];
+        if (c->partition == partition && strcmp(c->consumer, consumer) == 0 &&
+            strcmp(c->topic, topic) == 0) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+void spool_plog_cursor_lines_free(spool_plog_cursor_lines *l)
+{
+    for (size_t i = 0; i < l->count; i++) {
+        free(l->items[i].consumer);
+        free(l->items[i].topic);
+    }
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
+
 int64_t spool__cursor_min(spool_plog *log, int topic, int32_t partition)
 {
     int64_t m = INT64_MAX;

@@ -173,7 +173,8 @@ static int open_partitions(spool_plog *log, const spool__ckpt *ck, int have_ckpt
 /* What a writable open refuses before it changes anything (preflight.c):
  * starting without positions while the log holds data, and partitions
  * beyond a topic's count that hold undelivered records. */
-static int refusals(spool_plog *log, const spool_plog_options *opt, int have_ckpt)
+static int refusals(spool_plog *log, const spool_plog_options *opt, const spool__ckpt *ck,
+                    int have_ckpt)
 {
     int rc;
     if (!have_ckpt) {
@@ -182,7 +183,8 @@ static int refusals(spool_plog *log, const spool_plog_options *opt, int have_ckp
             return rc;
         }
         if (rc > 0 && !(spool_plog_overrides() & SPOOL_PLOG_RESET_POSITIONS)) {
-            spool_log_error(NULL, "log: refusing to start: %s", msg);
+            /* Refused: the caller reports it (the one line). */
+            snprintf(log->last_error, sizeof(log->last_error), "refusing to start: %s", msg);
             free(msg);
             return -ESTALE;
         }
@@ -191,6 +193,11 @@ static int refusals(spool_plog *log, const spool_plog_options *opt, int have_ckp
                            "log: no valid checkpoint in %s/state and --reset-positions "
                            "given: source positions start afresh, every tailed file is read "
                            "again from its beginning",
+                           log->data_dir);
+        } else if (ck->damaged) {
+            spool_log_warn(NULL,
+                           "log: no valid checkpoint in %s/state (both slots are damaged) and "
+                           "the log holds no data: source positions start afresh",
                            log->data_dir);
         }
         free(msg);
@@ -266,7 +273,7 @@ int spool_plog_open(const spool_plog_options *opt, spool_plog **out)
         goto fail;
     }
     log->ckpt_seq = have ? ck.seq : 0;
-    if (!log->read_only && (rc = refusals(log, opt, have)) < 0) {
+    if (!log->read_only && (rc = refusals(log, opt, &ck, have)) < 0) {
         goto fail;
     }
     if ((rc = open_partitions(log, &ck, have)) < 0) {
@@ -408,7 +415,7 @@ int spool_plog_append(spool_plog *log, int topic, int32_t partition, const spool
         return rc == -ENOSPC ? rc : -EIO;
     }
     log->enc.len = 0;
-    int64_t now = spool__now_ms();
+    int64_t now = spool_now_ms();
     if ((rc = spool_rb_encode(&log->enc, p->end, recs, n, now, c->compression, 3)) < 0) {
         return rc;
     }
@@ -526,7 +533,7 @@ int spool_plog_commit(spool_plog *log, int force, int idle, int64_t *next_ms)
     if (log->read_only) {
         return -EROFS;
     }
-    int64_t now = spool__mono_ms();
+    int64_t now = spool_monotonic_ms();
     int64_t next = -1;
     int any_sync = 0;
     int rc;

@@ -81,9 +81,11 @@ typedef struct spool_plog_options {
                                                        * what is delivered; NULL = judge
                                                        * by the cursor files */
     size_t consumer_count;
-    char *error;      /* if set: on failure, what could not be done (a file and the system
-                       * error, "" if the failure was logged already or has no detail), for
-                       * the caller's one message; if NULL the log logs it itself */
+    char *error;      /* if set: on failure, what could not be done or why the open is
+                       * refused (a file and the system error; the lost checkpoint, the
+                       * partitions with undelivered records), "" if it has no detail, for
+                       * the caller's one message (the log logs none); if NULL the log
+                       * logs it itself, one line */
     size_t error_cap; /* bytes at error */
 } spool_plog_options;
 
@@ -93,8 +95,10 @@ typedef struct spool_plog_options {
  * the middle is logged, the rest of that segment moved to <segment>.corrupt;
  * a missing or stale index is rebuilt. Takes an exclusive lock on data_dir
  * (-EBUSY if another spool holds it) unless read_only. Topics found on
- * disk but not configured stay readable. 0 or negative errno; *out NULL on
- * failure.
+ * disk but not configured stay readable. Refuses (-ESTALE) a lost
+ * checkpoint while the log holds data, and (-ENOTEMPTY) fewer partitions
+ * than hold undelivered records, unless spool_plog_set_overrides says
+ * otherwise. 0 or negative errno; *out NULL on failure.
  */
 int spool_plog_open(const spool_plog_options *opt, spool_plog **out);
 /* Closes everything. Does not commit. Accepts NULL. */
@@ -227,6 +231,32 @@ int spool_plog_cursor_foreach(spool_plog *log,
                                          int32_t partition, int64_t offset),
                               void *arg);
 
+/* The saved cursors, as a list (`spool topics` lag, the partition-cut
+ * preflight). A zeroed struct is empty; strings are owned by the list. */
+typedef struct spool_plog_cursor_line {
+    char *consumer;
+    char *topic;
+    int32_t partition;
+    int64_t offset; /* next offset to read; -1: none saved (added by the caller) */
+} spool_plog_cursor_line;
+typedef struct spool_plog_cursor_lines {
+    spool_plog_cursor_line *items;
+    size_t count, cap;
+    int oom; /* a line could not be stored: the list is incomplete */
+} spool_plog_cursor_lines;
+/* Appends every cursor file line under data_dir. 0, -ENOMEM (l->oom) or
+ * another negative errno. */
+int spool_plog_cursor_lines_read(spool_plog *log, spool_plog_cursor_lines *l);
+/* Appends one line (copies the strings). 0 or -ENOMEM (l->oom set). */
+int spool_plog_cursor_lines_add(spool_plog_cursor_lines *l, const char *consumer, const char *topic,
+                                int32_t partition, int64_t offset);
+/* The consumer's line for topic/partition, or NULL. */
+const spool_plog_cursor_line *spool_plog_cursor_lines_find(const spool_plog_cursor_lines *l,
+                                                           const char *consumer, const char *topic,
+                                                           int32_t partition);
+/* Frees the lines; accepts an empty list; l is empty (zeroed) afterwards. */
+void spool_plog_cursor_lines_free(spool_plog_cursor_lines *l);
+
 /* ---- additions (log module, additive) ---- */
 
 /* What recovery did on open (for tests, metrics and `spool topics`). */
@@ -291,6 +321,7 @@ typedef struct spool_plog_consumer_conf {
 enum spool_plog_problem {
     SPOOL_PLOG_POSITIONS_LOST = 1, /* no valid checkpoint, but the log holds data */
     SPOOL_PLOG_PARTITIONS_CUT = 2, /* fewer partitions configured than hold undelivered data */
+    SPOOL_PLOG_DATA_DIR = 3,       /* data_dir cannot be created: a file is in the way */
 };
 
 /*
@@ -300,8 +331,10 @@ enum spool_plog_problem {
  * while the partitions beyond it hold records that one of `consumers`
  * reading the topic has not read (or any record, when none reads it).
  * Calls fn once per problem with a message for the user (what is at
- * stake, how to resolve it); topic is NULL for SPOOL_PLOG_POSITIONS_LOST.
- * A missing data_dir is no problem. Honours spool_plog_overrides(). Returns
+ * stake, how to resolve it); topic is NULL but for
+ * SPOOL_PLOG_PARTITIONS_CUT. A missing data_dir is no problem, unless a
+ * file stands where it or a folder above it would be created
+ * (SPOOL_PLOG_DATA_DIR). Honours spool_plog_overrides(). Returns
  * the number of problems or a negative errno. Any thread.
  */
 int spool_plog_preflight(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,

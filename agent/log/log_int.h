@@ -154,8 +154,6 @@ struct spool_plog {
 };
 
 /* ---- segment.c ---- */
-int64_t spool__now_ms(void);
-int64_t spool__mono_ms(void);
 void spool__seg_path(char *buf, size_t cap, const char *dir, int64_t base, const char *ext);
 /* Creates a new empty segment file (and index) at base. */
 int spool__seg_create(spool_plog *log, spool__part *p, int64_t base, spool__seg **out);
@@ -213,9 +211,11 @@ typedef struct spool__ckpt {
     spool__ckpt_part *parts;
     size_t nparts;
     spool__pos_table positions;
+    int damaged; /* spool__ckpt_load found none: a slot exists but none is valid */
 } spool__ckpt;
 
-/* Loads the newest valid slot. 1 loaded, 0 none, negative errno. */
+/* Loads the newest valid slot. 1 loaded, 0 none (out->damaged: a slot
+ * exists but none is valid), negative errno. Logs nothing. */
 int spool__ckpt_load(spool_plog *log, spool__ckpt *out);
 void spool__ckpt_free(spool__ckpt *c);
 int64_t spool__ckpt_end(const spool__ckpt *c, const char *topic, int32_t partition, int *found);

@@ -29,7 +29,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,37 +51,10 @@ int spool_plog_overrides(void)
 
 /* ---- a small string builder ---- */
 
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) SPOOL_PRINTF(2, 3);
-
-static void sb_printf(sbuf *b, const char *fmt, ...)
+/* The text of a buffer filled by spool_buf_printf ("" when empty). */
+static const char *text_of(const spool_buf *b)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || b->oom) {
-        return;
-    }
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = (b->len + (size_t)n + 1) * 2;
-        char *s = realloc(b->s, cap);
-        if (s == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
+    return b->data ? (const char *)b->data : "";
 }
 
 /* ---- 1. positions ---- */
@@ -95,7 +67,7 @@ static int numeric(const char *name)
 
 /* Sums the bytes of every segment file under data_dir/topics and names the
  * first partitions that hold some in `where`. */
-static int64_t log_bytes(const char *data_dir, sbuf *where, int *nparts)
+static int64_t log_bytes(const char *data_dir, spool_buf *where, int *nparts)
 {
     char path[4096];
     int64_t total = 0;
@@ -145,9 +117,10 @@ static int64_t log_bytes(const char *data_dir, sbuf *where, int *nparts)
             if (bytes > 0) {
                 (*nparts)++;
                 if (*nparts <= 4) {
-                    sb_printf(where, "%s%s/%s", *nparts > 1 ? ", " : "", te->d_name, pe->d_name);
+                    (void)spool_buf_printf(where, "%s%s/%s", *nparts > 1 ? ", " : "", te->d_name,
+                                           pe->d_name); /* shorter if out of memory */
                 } else if (*nparts == 5) {
-                    sb_printf(where, ", ...");
+                    (void)spool_buf_printf(where, ", ...");
                 }
                 total += bytes;
             }
@@ -184,11 +157,11 @@ int spool__positions_lost(const char *data_dir, const spool_plog_io *io, char **
     if (have != 0) {
         return have < 0 ? have : 0;
     }
-    sbuf where = {0};
+    spool_buf where = {0};
     int nparts = 0;
     int64_t bytes = log_bytes(data_dir, &where, &nparts);
     if (bytes == 0) {
-        free(where.s);
+        spool_buf_free(&where);
         return 0;
     }
     char ck0[4200];
@@ -196,22 +169,23 @@ int spool__positions_lost(const char *data_dir, const spool_plog_io *io, char **
     int present = access(ck0, F_OK) == 0;
     snprintf(ck0, sizeof(ck0), "%s/state/checkpoint.1", data_dir);
     present |= access(ck0, F_OK) == 0;
-    sbuf m = {0};
-    sb_printf(&m,
-              "no valid checkpoint in %s/state (%s) but the log holds %" PRId64
-              " bytes in %d partition%s (%s): the source positions (how far each tailed file "
-              "was read) are lost, so starting would read every tailed file again from its "
-              "beginning and duplicate what the log already holds; restore "
-              "state/checkpoint.0 and .1 if you have a copy, or accept the re-read with "
-              "`spool run --reset-positions`",
-              data_dir, present ? "both slots are damaged" : "the files are missing", bytes, nparts,
-              nparts == 1 ? "" : "s", where.s ? where.s : "");
-    free(where.s);
-    if (m.oom) {
-        free(m.s);
-        return -ENOMEM;
+    spool_buf m = {0};
+    int rc = spool_buf_printf(
+        &m,
+        "no valid checkpoint in %s/state (%s) but the log holds %" PRId64
+        " bytes in %d partition%s (%s): the source positions (how far each tailed file "
+        "was read) are lost, so starting would read every tailed file again from its "
+        "beginning and duplicate what the log already holds; restore "
+        "state/checkpoint.0 and .1 if you have a copy, or accept the re-read with "
+        "`spool run --reset-positions`",
+        data_dir, present ? "both slots are damaged" : "the files are missing", bytes, nparts,
+        nparts == 1 ? "" : "s", text_of(&where));
+    spool_buf_free(&where);
+    if (rc < 0) {
+        spool_buf_free(&m);
+        return rc;
     }
-    *msg = m.s;
+    *msg = (char *)m.data; /* the caller frees it */
     return 1;
 }
 
@@ -240,74 +214,18 @@ static int32_t disk_partitions(const char *data_dir, const char *topic)
     return n;
 }
 
-typedef struct cursor_line {
-    char *consumer;
-    char *topic;
-    int32_t partition;
-    int64_t offset;
-} cursor_line;
-
-typedef struct cursor_lines {
-    cursor_line *items;
-    size_t count, cap;
-    int oom;
-} cursor_lines;
-
-static void collect(void *arg, const char *consumer, const char *topic, int32_t partition,
-                    int64_t offset)
-{
-    cursor_lines *l = arg;
-    if (l->count == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        cursor_line *n = realloc(l->items, cap * sizeof(*n));
-        if (n == NULL) {
-            l->oom = 1;
-            return;
-        }
-        l->items = n;
-        l->cap = cap;
-    }
-    cursor_line *c = &l->items[l->count];
-    c->consumer = strdup(consumer);
-    c->topic = strdup(topic);
-    if (c->consumer == NULL || c->topic == NULL) {
-        free(c->consumer);
-        free(c->topic);
-        l->oom = 1;
-        return;
-    }
-    c->partition = partition;
-    c->offset = offset;
-    l->count++;
-}
-
-static void lines_free(cursor_lines *l)
-{
-    for (size_t i = 0; i < l->count; i++) {
-        free(l->items[i].consumer);
-        free(l->items[i].topic);
-    }
-    free(l->items);
-}
-
 /* The consumer's saved cursor for topic/partition, -1 if none. */
-static int64_t cursor_of(const cursor_lines *l, const char *consumer, const char *topic,
+static int64_t cursor_of(const spool_plog_cursor_lines *l, const char *consumer, const char *topic,
                          int32_t partition)
 {
-    for (size_t i = 0; i < l->count; i++) {
-        const cursor_line *c = &l->items[i];
-        if (c->partition == partition && strcmp(c->consumer, consumer) == 0 &&
-            strcmp(c->topic, topic) == 0) {
-            return c->offset;
-        }
-    }
-    return -1;
+    const spool_plog_cursor_line *c = spool_plog_cursor_lines_find(l, consumer, topic, partition);
+    return c ? c->offset : -1;
 }
 
 /* The names judged for topic: the configured consumers reading it, or
  * (cons == NULL) every consumer with a cursor file line for it. */
-static size_t readers_of(const cursor_lines *l, const spool_plog_consumer_conf *cons, size_t ncons,
-                         const char *topic, const char **out, size_t cap)
+static size_t readers_of(const spool_plog_cursor_lines *l, const spool_plog_consumer_conf *cons,
+                         size_t ncons, const char *topic, const char **out, size_t cap)
 {
     size_t n = 0;
     if (cons != NULL) {
@@ -349,12 +267,13 @@ void spool__shrink_free(spool__shrink *s, size_t n)
 
 /* Judges the partitions of one topic beyond its configured count. */
 static int judge_topic(spool_plog *ro, int t, const spool_topic_conf *tc, int32_t disk,
-                       const cursor_lines *lines, const spool_plog_consumer_conf *cons,
+                       const spool_plog_cursor_lines *lines, const spool_plog_consumer_conf *cons,
                        size_t ncons, spool__shrink *out)
 {
     const char *readers[MAX_READERS];
     size_t nr = readers_of(lines, cons, ncons, tc->name, readers, MAX_READERS);
-    sbuf m = {0};
+    spool_buf m = {0};
+    int oom = 0;
     int64_t at_stake = 0;
     int32_t first_bad = -1, last_bad = -1;
     memset(out, 0, sizeof(*out));
@@ -378,57 +297,54 @@ static int judge_topic(spool_plog *ro, int t, const spool_topic_conf *tc, int32_
             continue;
         }
         int64_t worst = 0;
-        sbuf who = {0};
+        spool_buf who = {0};
         for (size_t k = 0; k < nr; k++) {
             int64_t c = cursor_of(lines, readers[k], tc->name, p);
             int64_t from = c > sp->begin ? c : sp->begin;
             int64_t lag = sp->end > from ? sp->end - from : 0;
             if (lag > 0) {
-                sb_printf(&who, "%s%s has not read %" PRId64 "%s", who.len ? ", " : "", readers[k],
-                          lag, c < 0 ? " (no cursor saved yet)" : "");
+                oom |=
+                    spool_buf_printf(&who, "%s%s has not read %" PRId64 "%s", who.len ? ", " : "",
+                                     readers[k], lag, c < 0 ? " (no cursor saved yet)" : "") < 0;
                 worst = lag > worst ? lag : worst;
             }
         }
         if (nr == 0) {
             worst = sp->end - sp->begin;
-            sb_printf(&who, "no output reads topic '%s'", tc->name);
+            oom |= spool_buf_printf(&who, "no output reads topic '%s'", tc->name) < 0;
         }
         if (worst > 0) {
             sp->undelivered = worst;
             at_stake += worst;
             first_bad = first_bad < 0 ? p : first_bad;
             last_bad = p;
-            sb_printf(&m, "%spartition %d: offsets %" PRId64 "..%" PRId64 ", %s", m.len ? "; " : "",
-                      p, sp->begin, sp->end - 1, who.s ? who.s : "");
+            oom |=
+                spool_buf_printf(&m, "%spartition %d: offsets %" PRId64 "..%" PRId64 ", %s",
+                                 m.len ? "; " : "", p, sp->begin, sp->end - 1, text_of(&who)) < 0;
         }
-        if (who.oom) {
-            m.oom = 1;
-        }
-        free(who.s);
+        spool_buf_free(&who);
     }
     out->undelivered = at_stake;
     if (at_stake > 0) {
-        sbuf full = {0};
+        spool_buf full = {0};
         char range[64];
         if (first_bad == last_bad) {
             snprintf(range, sizeof(range), "partition %d", first_bad);
         } else {
             snprintf(range, sizeof(range), "partitions %d-%d", first_bad, last_bad);
         }
-        sb_printf(&full,
-                  "topic '%s' has %d partitions on disk but partitions: %d would leave "
-                  "%s with %" PRId64 " records not yet delivered to every output (%s); they "
-                  "would never be read again. Drain them first: keep partitions: %d until "
-                  "`spool topics` shows lag 0 for %s, then lower it; or discard them with "
-                  "`spool run --drop-partitions`",
-                  tc->name, disk, tc->partitions, range, at_stake, m.s ? m.s : "", disk, range);
-        out->msg = full.s;
-        if (full.oom) {
-            m.oom = 1;
-        }
+        oom |= spool_buf_printf(
+                   &full,
+                   "topic '%s' has %d partitions on disk but partitions: %d would leave "
+                   "%s with %" PRId64 " records not yet delivered to every output (%s); they "
+                   "would never be read again. Drain them first: keep partitions: %d until "
+                   "`spool topics` shows lag 0 for %s, then lower it; or discard them with "
+                   "`spool run --drop-partitions`",
+                   tc->name, disk, tc->partitions, range, at_stake, text_of(&m), disk, range) < 0;
+        out->msg = (char *)full.data; /* freed with the result */
     }
-    free(m.s);
-    return m.oom ? -ENOMEM : 0;
+    spool_buf_free(&m);
+    return oom ? -ENOMEM : 0;
 }
 
 int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, size_t ntopics,
@@ -441,7 +357,7 @@ int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, siz
     spool_topic_conf *wide = calloc(ntopics ? ntopics : 1, sizeof(*wide));
     spool__shrink *res = NULL;
     spool_plog *ro = NULL;
-    cursor_lines lines = {0};
+    spool_plog_cursor_lines lines = {0};
     size_t nres = 0, any = 0;
     int rc = 0;
     if (disk == NULL || wide == NULL) {
@@ -466,11 +382,7 @@ int spool__shrink_find(const char *data_dir, const spool_topic_conf *topics, siz
     if ((rc = spool_plog_open(&o, &ro)) < 0) {
         goto out;
     }
-    if ((rc = spool_plog_cursor_foreach(ro, collect, &lines)) < 0) {
-        goto out;
-    }
-    if (lines.oom) {
-        rc = -ENOMEM;
+    if ((rc = spool_plog_cursor_lines_read(ro, &lines)) < 0) {
         goto out;
     }
     res = calloc(any, sizeof(*res));
@@ -498,7 +410,7 @@ out:
         res = NULL;
         nres = 0;
     }
-    lines_free(&lines);
+    spool_plog_cursor_lines_free(&lines);
     spool_plog_close(ro);
     free(wide);
     free(disk);
@@ -547,17 +459,20 @@ int spool__shrink_apply(spool_plog *log, const spool_topic_conf *topics, size_t 
     spool__shrink *res = NULL;
     size_t n = 0;
     int rc = spool__shrink_find(log->data_dir, topics, ntopics, cons, ncons, &res, &n);
+    /* Failures and refusals go to log->last_error: the opener's caller
+     * reports them, one line. What is done is logged here. */
     if (rc < 0) {
-        spool_log_error(NULL,
-                        "log: cannot check the partitions beyond the configured count in "
-                        "%s: %s",
-                        log->data_dir, strerror(-rc));
+        snprintf(log->last_error, sizeof(log->last_error),
+                 "cannot check the partitions beyond the configured count in %s: %s", log->data_dir,
+                 strerror(-rc));
         return rc;
     }
     int drop = (spool_plog_overrides() & SPOOL_PLOG_DROP_PARTITIONS) != 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (res[i].undelivered > 0 && !drop) {
-            spool_log_error(NULL, "log: %s", res[i].msg);
+            size_t used = strlen(log->last_error);
+            snprintf(log->last_error + used, sizeof(log->last_error) - used, "%s%s",
+                     used ? "; " : "", res[i].msg);
             rc = -ENOTEMPTY;
         }
     }
@@ -573,7 +488,8 @@ int spool__shrink_apply(spool_plog *log, const spool_topic_conf *topics, size_t 
             snprintf(dir, sizeof(dir), "%s/topics/%s/%d", log->data_dir, name, sp->partition);
             int erc = empty_partition(dir, sp->end);
             if (erc < 0) {
-                spool_log_error(NULL, "log: cannot empty %s: %s", dir, strerror(-erc));
+                snprintf(log->last_error, sizeof(log->last_error), "cannot empty %s: %s", dir,
+                         strerror(-erc));
                 rc = erc;
                 break;
             }
@@ -605,7 +521,28 @@ int spool_plog_preflight(const char *data_dir, const spool_topic_conf *topics, s
 {
     struct stat st;
     int problems = 0;
-    if (data_dir == NULL || stat(data_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+    if (data_dir == NULL) {
+        return 0;
+    }
+    if (stat(data_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        /* What the open's mkdir -p would meet: data_dir or the nearest
+         * existing folder above it is not a folder. Nothing else to read. */
+        char msg[4200], at[4096];
+        snprintf(at, sizeof(at), "%s", data_dir);
+        for (int depth = 0;
+             depth < 256 && stat(at, &st) < 0 && (errno == ENOENT || errno == ENOTDIR); depth++) {
+            char *slash = strrchr(at, '/');
+            if (slash == NULL || slash == at) {
+                return 0; /* reached the root or a relative start: fine */
+            }
+            *slash = '\0';
+        }
+        if (stat(at, &st) == 0 && !S_ISDIR(st.st_mode)) {
+            snprintf(msg, sizeof(msg), "cannot create data_dir %s: %s is not a directory", data_dir,
+                     at);
+            fn(arg, SPOOL_PLOG_DATA_DIR, NULL, msg);
+            return 1;
+        }
         return 0;
     }
     if (!(spool_plog_overrides() & SPOOL_PLOG_RESET_POSITIONS)) {

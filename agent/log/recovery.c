@@ -679,7 +679,7 @@ int spool__part_recover(spool_plog *log, spool__part *p, int have_ckpt, int64_t 
     p->end = end;
     p->durable_end = end;
     p->committed_end = end;
-    p->last_sync_ms = spool__mono_ms();
+    p->last_sync_ms = spool_monotonic_ms();
 out:
     free(bases);
     return rc;

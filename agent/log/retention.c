@@ -37,12 +37,12 @@ int spool_plog_retention_run(spool_plog *log, int force)
     if (log->read_only) {
         return -EROFS;
     }
-    int64_t mono = spool__mono_ms();
+    int64_t mono = spool_monotonic_ms();
     if (!force && mono - log->last_retention_ms < 1000) {
         return 0;
     }
     log->last_retention_ms = mono;
-    int64_t now = spool__now_ms();
+    int64_t now = spool_now_ms();
     int rc = 0;
     for (size_t t = 0; t < log->ntopics; t++) {
         const spool_topic_conf *c = &log->topics[t].conf;

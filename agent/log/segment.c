@@ -22,20 +22,6 @@
 
 #include "log/log_int.h"
 
-int64_t spool__now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t spool__mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void spool__seg_path(char *buf, size_t cap, const char *dir, int64_t base, const char *ext)
 {
     snprintf(buf, cap, "%s/%020" PRId64 "%s", dir, base, ext);
@@ -52,7 +38,7 @@ static spool__seg *seg_new(int64_t base)
     s->index_fd = -1;
     s->end = base;
     s->max_ts = -1;
-    s->created_ms = spool__now_ms();
+    s->created_ms = spool_now_ms();
     s->last_index_pos = -1;
     return s;
 }
@@ -106,7 +92,7 @@ int spool__seg_open(spool_plog *log, spool__part *p, int64_t base, spool__seg **
     }
     s->size = st.st_size;
     s->synced_size = st.st_size;
-    s->created_ms = spool__now_ms();
+    s->created_ms = spool_now_ms();
     *out = s;
     return 0;
 fail:

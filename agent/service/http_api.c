@@ -304,9 +304,10 @@ static int count_open_fds(void)
 }
 
 /* The standard process_* metrics client libraries export, from /proc/self,
- * unless the registry already provides one of the same name. Best effort:
+ * and spool_healthy (the /health verdict as a gauge, for dashboards and
+ * alerts), unless the registry already provides one of the same name. Best effort:
  * a file that cannot be read leaves its metric out. */
-static void collect_process(mcollect *c)
+static void collect_process(mcollect *c, const spool_http_api_hooks *hooks)
 {
     long page = sysconf(_SC_PAGESIZE);
     long tck = sysconf(_SC_CLK_TCK);
@@ -359,6 +360,11 @@ static void collect_process(mcollect *c)
     if (fds >= 0 && !collect_has(c, "process_open_fds")) {
         collect_add(c, "process_open_fds", "Number of open file descriptors.", "gauge", "", fds, 0,
                     0);
+    }
+    if (hooks->health_check && !collect_has(c, "spool_healthy")) {
+        char reason[HTTP_REASON_MAX];
+        collect_add(c, "spool_healthy", "1 when /health answers ok, else 0.", "gauge", "",
+                    hooks->health_check(hooks->ctx, reason, sizeof(reason)) == 1, 0, 0);
     }
     if (!collect_has(c, "spool_build_info")) {
         spool_buf l = {0};
@@ -538,7 +544,7 @@ int spool_http_api_render_metrics(const spool_http_api_hooks *hooks, spool_buf *
         hooks->metrics_foreach(hooks->ctx, collect_cb, &c);
     }
     if (hooks->process_metrics) {
-        collect_process(&c);
+        collect_process(&c, hooks);
     }
     if (c.err) {
         rc = c.err;

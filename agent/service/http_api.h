@@ -4,6 +4,7 @@
  *
  *   GET /metrics        Prometheus text exposition format 0.0.4, from
  *                       spool_metrics_foreach() plus a few process_* gauges
+ *                       and spool_healthy (1 when /health is 200, else 0)
  *   GET /health         200 {"status":"ok"} or
  *                       503 {"status":"unhealthy","reason":"..."} from
  *                       spool_service_health()

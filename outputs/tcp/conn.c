@@ -43,27 +43,33 @@ static void ssl_err(char *err, size_t cap, const char *what)
     snprintf(err, cap, "%s: %s", what, buf);
 }
 
+int tcpout_parse_url(const char *url, const char *const *schemes, spool_url *u, char *why,
+                     size_t cap)
+{
+    if (spool_parse_url(url, schemes, 0, u, why, cap) < 0) {
+        return -EINVAL;
+    }
+    if (u->path[0] != '\0' && strcmp(u->path, "/") != 0) {
+        snprintf(why, cap, "a tcp:// or tls:// URL has no path ('%s')", u->path);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int tcpout_conn_init(tcpout_conn *c, const char *url, const tcpout_tls_opts *opts, char *err,
                      size_t cap)
 {
     memset(c, 0, sizeof(*c));
     c->fd = -1;
-    const char *rest;
-    if (url != NULL && strncmp(url, "tcp://", 6) == 0) {
-        rest = url + 6;
-    } else if (url != NULL && strncmp(url, "tls://", 6) == 0) {
-        rest = url + 6;
-        c->tls = 1;
-    } else {
-        snprintf(err, cap, "expected tcp://host:port or tls://host:port");
-        return -EINVAL;
+    static const char *const schemes[] = {"tcp", "tls", NULL};
+    spool_url u;
+    int rc = tcpout_parse_url(url, schemes, &u, err, cap);
+    if (rc < 0) {
+        return rc;
     }
-    char why[256];
-    int port;
-    if (spool_parse_address(rest, 0, c->host, sizeof(c->host), &port, why, sizeof(why)) < 0) {
-        snprintf(err, cap, "%s", why);
-        return -EINVAL;
-    }
+    c->tls = u.scheme == 1;
+    int port = u.port;
+    snprintf(c->host, sizeof(c->host), "%s", u.host);
     snprintf(c->port, sizeof(c->port), "%d", port);
     snprintf(c->peer, sizeof(c->peer), "%s:%d", c->host, port);
     if (!c->tls) {

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "spool/spool.h"
+
 typedef struct tcpout_conn {
     char host[256]; /* from the URL, without brackets */
     char port[8];
@@ -30,6 +32,11 @@ typedef struct tcpout_tls_opts {
     const char *server_name; /* name to verify and send as SNI; NULL = URL host */
 } tcpout_tls_opts;
 
+/* Parses the output's URL: scheme one of schemes, host and port (required),
+ * no path (a lone "/" allowed). 0, or -EINVAL with the reason in why. The
+ * one parser behind check() and tcpout_conn_init. Any thread. */
+int tcpout_parse_url(const char *url, const char *const *schemes, spool_url *u, char *why,
+                     size_t cap);
 /* Parses tcp://host:port or tls://host:port into c (not connected); for
  * tls:// builds the TLS context from opts. 0, or -EINVAL with a message in
  * err. init thread. */

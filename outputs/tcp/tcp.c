@@ -231,15 +231,11 @@ static int tcpout_check(spool_instance *ins, void *ctx)
 {
     tcpout *t = ctx;
     int rc = 0;
-    const char *u = t->url ? t->url : "";
     static const char *const schemes[] = {"tcp", "tls", NULL};
-    if (strncmp(u, "tcp://", 6) != 0 && strncmp(u, "tls://", 6) != 0) {
-        spool_config_error(ins, "url", "expected tcp://host:port or tls://host:port, got '%s'", u);
-        rc = -EINVAL;
-    } else if (strrchr(u + 6, ':') == NULL) {
-        spool_config_error(ins, "url", "'%s' has no port", u);
-        rc = -EINVAL;
-    } else if (spool_check_url(ins, "url", u, schemes, 0) < 0) {
+    char why[512];
+    spool_url u;
+    if (tcpout_parse_url(t->url, schemes, &u, why, sizeof(why)) < 0) {
+        spool_config_error(ins, "url", "invalid URL '%s': %s", t->url ? t->url : "", why);
         rc = -EINVAL;
     }
     if (spool_check_tls_files(ins, "tls.cert", t->tls_cert, "tls.key", t->tls_key, "tls.ca",

@@ -37,11 +37,7 @@ typedef struct throttle_ctx {
     char *key;        /* template, NULL = the record key */
     int64_t max_keys; /* bound on the keys remembered */
     /* State, on the processor thread. */
-    spool_template *tpl;      /* compiled `key`, NULL = the record key */
-    keytable keys;            /* key -> slot[0] window start (ms), slot[1] records passed */
-    spool_buf keybuf;         /* the rendered key */
-    uint64_t evictions_seen;  /* keys.evictions already added to the counter */
-    spool_counter *evictions; /* keys forgotten for new ones */
+    keyed state; /* key -> slot[0] window start (ms), slot[1] records passed */
 } throttle_ctx;
 
 static throttle_clock_fn throttle_clock; /* NULL = spool_monotonic_ms */
@@ -68,34 +64,13 @@ static const spool_option throttle_options[] = {
 
 static int throttle_check(spool_instance *ins, void *vctx)
 {
-    throttle_ctx *ctx = vctx;
-    if (ctx->key) {
-        const char *err = NULL;
-        spool_template *t = spool_template_compile(ctx->key, &err);
-        if (!t) {
-            spool_config_error(ins, "key", "bad template: %s", err ? err : "out of memory");
-            return -EINVAL;
-        }
-        spool_template_destroy(t);
-    }
-    return 0;
+    return keyed_check(ins, ((throttle_ctx *)vctx)->key);
 }
 
 static int throttle_init(spool_instance *ins, void *vctx)
 {
     throttle_ctx *ctx = vctx;
-    keytable_init(&ctx->keys, (size_t)ctx->max_keys);
-    if (ctx->key) {
-        const char *err = NULL;
-        ctx->tpl = spool_template_compile(ctx->key, &err);
-        if (!ctx->tpl) {
-            spool_config_error(ins, "key", "bad template: %s", err ? err : "out of memory");
-            return -EINVAL;
-        }
-    }
-    ctx->evictions = spool_counter_register(
-        ins, "evictions", "Keys forgotten (least recently used) to admit new ones at max_keys");
-    return ctx->evictions ? 0 : -ENOMEM;
+    return keyed_init(&ctx->state, ins, ctx->key, ctx->max_keys);
 }
 
 static int throttle_process(spool_instance *ins, void *vctx, spool_batch *b)
@@ -105,16 +80,8 @@ static int throttle_process(spool_instance *ins, void *vctx, spool_batch *b)
     int64_t now = throttle_clock ? throttle_clock() : spool_monotonic_ms();
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        spool_record r;
-        const uint8_t *key;
-        size_t len;
         int fresh;
-        spool_batch_get(b, i, &r);
-        if ((rc = keytable_record_key(ctx->tpl, &r, spool_batch_topic(b, i), &ctx->keybuf, &key,
-                                      &len)) < 0) {
-            break;
-        }
-        int64_t *w = keytable_get(&ctx->keys, key, len, &fresh);
+        int64_t *w = keyed_slots(&ctx->state, b, i, &fresh);
         if (!w) {
             rc = -ENOMEM; /* this and later records are kept */
             break;
@@ -129,20 +96,13 @@ static int throttle_process(spool_instance *ins, void *vctx, spool_batch *b)
             break;
         }
     }
-    if (ctx->keys.evictions != ctx->evictions_seen) {
-        spool_counter_add(ctx->evictions, ctx->keys.evictions - ctx->evictions_seen);
-        ctx->evictions_seen = ctx->keys.evictions;
-    }
+    keyed_flush(&ctx->state);
     return rc;
 }
 
 static void throttle_destroy(spool_instance *ins, void *vctx)
 {
-    throttle_ctx *ctx = vctx;
-    spool_template_destroy(ctx->tpl);
-    ctx->tpl = NULL;
-    keytable_free(&ctx->keys);
-    spool_buf_free(&ctx->keybuf);
+    keyed_destroy(&((throttle_ctx *)vctx)->state);
 }
 
 const spool_plugin spool_plugin_throttle = {

@@ -107,7 +107,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                              {"v", 1, (const uint8_t *)"5", 1}};
         spool_record r = {.key_len = -1, .value_len = -1, .headers = h, .header_count = 3};
         for (int i = 0; i < 4; i++) {
-            r.timestamp = sx_watermark(s) == INT64_MIN ? 0 : sx_watermark(s) + i * 3000;
+            int64_t w = sx_watermark(s);
+            r.timestamp = w == INT64_MIN ? 0 : w > INT64_MAX / 2 ? w : w + i * 3000;
             h[1].value = (const uint8_t *)(i & 1 ? "b" : "a");
             sx_process(s, &r, NULL, sink, NULL);
         }

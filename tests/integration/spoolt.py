@@ -24,9 +24,11 @@ Never sleep to let something happen: wait for what can be observed
 (wait_for on a file's content, a log line, a metric; poke_until when the
 condition needs an action repeated, such as a probe message).
 """
+import json
 import os
 import signal
 import socket
+import urllib.request
 import subprocess
 import sys
 import tempfile
@@ -170,6 +172,27 @@ def read_lines(path):
     with open(path, "rb") as f:
         data = f.read()
     return data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n") if data else []
+
+
+def metric(port, name, labels=()):
+    """The value of the first series of `name` whose line contains every string of labels
+    (e.g. 'reason="filter"'), read from spool's /metrics on 127.0.0.1:port; None if absent."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        body = r.read().decode()
+    for ln in body.splitlines():
+        if (ln.startswith(name + "{") or ln.startswith(name + " ")) and \
+                all(lab in ln for lab in labels):
+            return int(float(ln.split()[-1]))
+    return None
+
+
+def read_json_lines(path):
+    """The JSON documents of the complete lines of path ([] if it does not exist yet)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    return [json.loads(x) for x in data.split(b"\n")[:-1]]
 
 
 def seq_check(values, expected_n=None, start=1):

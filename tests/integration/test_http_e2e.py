@@ -23,6 +23,11 @@ import spoolt  # noqa: E402
 from spoolt import check  # noqa: E402
 
 SLOW = 3.0 if spoolt.SANITIZE else 1.0
+# In a build with the http plugins as external modules (-DSPOOL_WITH_HTTP=MODULE,
+# scripts/test stage plugins-off) tests/CMakeLists.txt sets SPOOL_PLUGIN_DIR to
+# where they are, and every config names it; with http built in it is unset.
+PLUGIN_DIR = os.environ.get("SPOOL_PLUGIN_DIR", "")
+SERVICE_EXTRA = "  plugin_dir: %s\n" % PLUGIN_DIR if PLUGIN_DIR else ""
 LINE_RE = re.compile(rb"^(\S+) (\d+)$")
 
 
@@ -40,7 +45,7 @@ def aggregator_config(tmp, port, out_path, extra_input="", name="agg", topic_ext
 service:
   data_dir: %(d)s/data
   log_level: info
-topics:
+%(service_extra)stopics:
   logs:
     partitions: 4
     fsync: always
@@ -57,7 +62,7 @@ outputs:
     topics: [logs]
     path: %(out)s
     format: raw
-%(json)s%(outputs_extra)s""" % {"d": d, "port": port, "out": out_path,
+%(json)s%(outputs_extra)s""" % {"d": d, "port": port, "out": out_path, "service_extra": SERVICE_EXTRA,
        "extra_input": extra_input, "topic_extra": topic_extra, "outputs_extra": outputs_extra,
        "json": ("  - type: file\n    name: as-json\n    topics: [logs]\n    path: %s\n"
                 "    format: json\n" % json_out) if json_out else ""})
@@ -75,7 +80,7 @@ def agent_config(tmp, name, port, logdir, extra_output="", topics_extra="", outp
 service:
   data_dir: %(d)s/data
   log_level: info
-%(api)s
+%(service_extra)s%(api)s
 topics:
   app:
     partitions: 2
@@ -99,6 +104,7 @@ outputs:
 %(extra_output)s
 %(outputs_extra)s
 """ % {"d": d, "port": port, "logdir": logdir, "extra_output": extra_output,
+       "service_extra": SERVICE_EXTRA,
        "topics_extra": topics_extra, "outputs_extra": outputs_extra, "scheme": scheme,
        "api": "  http: { listen: 127.0.0.1:%d }" % api_port if api_port else ""})
     return cfg

@@ -15,7 +15,8 @@
   drained (lag 0) the lower count starts and the extra partitions are
   removed; every record was delivered exactly once.
 - the checkpoint deleted while the log holds data: check and run refuse and
-  name --reset-positions; with the flag, spool starts.
+  name --reset-positions, in one line; with the flag, spool starts and says
+  so in one line.
 """
 import json
 import os
@@ -391,6 +392,19 @@ def lower_partitions_by_reload_is_refused(tmp):
         check(s.terminate() == 0, s.stderr()[-2000:])
 
 
+@case
+def cli_config_errors_one_line_each(tmp):
+    # spool topics / read with a config that cannot be loaded: each error once,
+    # where it is found (file:line:column), no second line repeating it.
+    bad = write(os.path.join(tmp, "bad.yaml"), "service:\n  data_dir: 5: x\n")
+    for cmd in (["topics", "-c", bad], ["read", "app", "-c", bad],
+                ["topics", "-c", os.path.join(tmp, "missing.yaml")]):
+        r = spoolt.run(cmd)
+        lines = [ln for ln in r.stderr.decode().splitlines() if ln.strip()]
+        check(r.returncode == 2 and len(lines) == 1, "spool %s: exit %d, stderr %r"
+              % (" ".join(cmd), r.returncode, lines))
+
+
 # ---- 13.6: the checkpoint deleted ----
 
 @case
@@ -429,6 +443,8 @@ outputs:
         check(r.returncode == 2, "spool %s: exit %d, want 2: %s" % (cmd[0], r.returncode, err))
         check("no valid checkpoint" in err and "source positions" in err and
               "spool run --reset-positions" in err and "app/0" in err, err)
+        # One refusal, one line (logged by the layer that decides, not also by its caller).
+        check(err.count("no valid checkpoint") == 1, "spool %s: %s" % (cmd[0], err))
     check(len(spoolt.read_lines(out)) == 1000, "the refused run delivered something")
     # Both slots damaged: the same refusal.
     os.makedirs(os.path.join(tmp, "data/state"), exist_ok=True)
@@ -436,11 +452,15 @@ outputs:
         write(os.path.join(tmp, "data/state/checkpoint.%d" % slot), "garbage" * 10)
     r = spoolt.run(["run", "-c", cfg], timeout=60)
     check(r.returncode == 2 and b"both slots are damaged" in r.stderr, r.stderr)
+    check(r.stderr.count(b"no valid checkpoint") == 1, r.stderr)
     # With the flag: starts, and (as it says) reads the file again.
     s = start(cfg, args=["--reset-positions"])
     spoolt.wait_for(lambda: len(spoolt.read_lines(out)) >= 2000, what="the re-read")
     check(s.terminate() == 0, s.stderr()[-2000:])
     check("--reset-positions given" in s.stderr(), s.stderr())
+    # The damaged checkpoint overridden: one line says so (not the checkpoint
+    # loader and the opener each).
+    check(s.stderr().count("no valid checkpoint") == 1, s.stderr())
     # The checkpoint exists again: a plain start is accepted.
     r = spoolt.run(["check", cfg])
     check(r.returncode == 0, r.stderr)

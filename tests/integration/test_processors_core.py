@@ -10,16 +10,15 @@
 
 spool-test-requires: tail
 """
-import json
 import os
 import re
 import signal
-import urllib.request
 
 import spoolt
 from spoolt import check, write
 
 t = spoolt.Suite(__file__)
+jl = spoolt.read_json_lines
 N = 600  # lines per phase
 
 
@@ -88,26 +87,8 @@ CHAIN = """      - type: set
 """
 
 
-def read_json(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as f:
-        data = f.read()
-    # Only complete lines: the output may be writing.
-    return [json.loads(x) for x in data.split(b"\n")[:-1]]
-
-
 def numbers(recs):
     return [int(r["value"].split()[0][2:]) for r in recs]
-
-
-def metric(port, name, labels):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
-        body = r.read().decode()
-    for ln in body.splitlines():
-        if ln.startswith(name + "{") and all(l in ln for l in labels):
-            return int(float(ln.split()[-1]))
-    return None
 
 
 @t.case
@@ -120,20 +101,20 @@ def chain_set_filter_route(tmp):
     s = spoolt.Spool(cfg)
     try:
         s.wait_running()
-        spoolt.wait_for(lambda: len(read_json(os.path.join(tmp, "access.json"))) >= len(access)
-                        and len(read_json(os.path.join(tmp, "errors.json"))) >= len(errors),
+        spoolt.wait_for(lambda: len(jl(os.path.join(tmp, "access.json"))) >= len(access)
+                        and len(jl(os.path.join(tmp, "errors.json"))) >= len(errors),
                         timeout=60, what="every record delivered")
-        spoolt.wait_for(lambda: metric(port, "spool_processor_dropped_total",
+        spoolt.wait_for(lambda: spoolt.metric(port, "spool_processor_dropped_total",
                                        ['processor="web.filter"', 'reason="filter"']) == dropped,
                         timeout=30, what="%d drops counted for web.filter" % dropped)
-        check(metric(port, "spool_records_in_total",
+        check(spoolt.metric(port, "spool_records_in_total",
                      ['kind="processor"', 'name="web.route"']) == N - dropped,
               "web.route's records in")
     finally:
         rc = s.terminate()
     check(rc == 0, "spool exited %d" % rc)
-    got_a = read_json(os.path.join(tmp, "access.json"))
-    got_e = read_json(os.path.join(tmp, "errors.json"))
+    got_a = jl(os.path.join(tmp, "access.json"))
+    got_e = jl(os.path.join(tmp, "errors.json"))
     check(numbers(got_a) == access, "access: %d records, want %d" % (len(got_a), len(access)))
     check(numbers(got_e) == errors, "errors: %d records, want %d" % (len(got_e), len(errors)))
     for r, topic in [(x, "access") for x in got_a] + [(x, "errors") for x in got_e]:
@@ -183,8 +164,8 @@ def reload_changed_chain(tmp):
     s = spoolt.Spool(cfg)
     try:
         s.wait_running()
-        spoolt.wait_for(lambda: len(read_json(os.path.join(tmp, "access.json"))) >= len(access1)
-                        and len(read_json(os.path.join(tmp, "errors.json"))) >= len(errors1),
+        spoolt.wait_for(lambda: len(jl(os.path.join(tmp, "access.json"))) >= len(access1)
+                        and len(jl(os.path.join(tmp, "errors.json"))) >= len(errors1),
                         timeout=60, what="phase 1 delivered")
         # The new chain: no filter, no route (everything stays on access), another field.
         write(cfg, conf(tmp, """      - type: set
@@ -196,13 +177,13 @@ def reload_changed_chain(tmp):
         s.wait_log(" running: ")
         with open(src, "a") as f:
             f.write("".join(line(i) + "\n" for i in range(N + 1, 2 * N + 1)))
-        spoolt.wait_for(lambda: len(read_json(os.path.join(tmp, "access.json"))) >=
+        spoolt.wait_for(lambda: len(jl(os.path.join(tmp, "access.json"))) >=
                         len(access1) + N, timeout=60, what="phase 2 delivered")
     finally:
         rc = s.terminate()
     check(rc == 0, "spool exited %d" % rc)
-    got_a = read_json(os.path.join(tmp, "access.json"))
-    got_e = read_json(os.path.join(tmp, "errors.json"))
+    got_a = jl(os.path.join(tmp, "access.json"))
+    got_e = jl(os.path.join(tmp, "errors.json"))
     check(numbers(got_e) == errors1, "errors: only phase 1's 5xx")
     check(numbers(got_a) == access1 + list(range(N + 1, 2 * N + 1)),
           "access: phase 1 filtered and routed, then every line of phase 2")

@@ -820,6 +820,32 @@ static void test_throughput_print(void **state)
     test_free(recs);
 }
 
+/* spool_buf_printf: appends after existing bytes, grows past the first
+ * guess, keeps a NUL after the text, and formats into spare room in place. */
+static void test_buf_printf(void **state)
+{
+    (void)state;
+    spool_buf b = {0};
+    assert_int_equal(spool_buf_printf(&b, "%s=%d", "a", 1), 0);
+    assert_int_equal(b.len, 3);
+    assert_string_equal((const char *)b.data, "a=1");
+    char big[3000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(spool_buf_printf(&b, ",%s,", big), 0);
+    assert_int_equal(b.len, 3 + 1 + 2999 + 1);
+    assert_int_equal(b.data[b.len], '\0');
+    assert_memory_equal(b.data, "a=1,xx", 6);
+    assert_int_equal(b.data[b.len - 1], ',');
+    size_t cap = b.cap;
+    assert_int_equal(spool_buf_printf(&b, "%c", 'z'), 0); /* fits: no growth */
+    assert_int_equal(b.cap, cap);
+    assert_int_equal(b.data[b.len - 1], 'z');
+    assert_int_equal(spool_buf_printf(&b, "%s", ""), 0);
+    assert_int_equal(b.len, 3 + 1 + 2999 + 1 + 1);
+    spool_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -841,6 +867,7 @@ int main(void)
         cmocka_unit_test(test_malformed_fields),
         cmocka_unit_test(test_random_mutations),
         cmocka_unit_test(test_many_batches_one_decoded),
+        cmocka_unit_test(test_buf_printf),
         cmocka_unit_test(test_throughput_print),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

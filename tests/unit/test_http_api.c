@@ -309,6 +309,31 @@ static void test_metrics_over_http(void **state)
     spool_http_api_stop(api);
 }
 
+/* spool_healthy: /health's verdict as a gauge beside the process_* ones. */
+static void test_healthy_gauge(void **state)
+{
+    spool_http_api_hooks h = fake_hooks;
+    for (int want = 0; want <= 2; want++) {
+        healthy = want == 1;
+        unhealthy_reason = "output x: destination failing for 2s";
+        h.health_check = want == 2 ? NULL : fake_health;
+        spool_buf b = {0};
+        assert_int_equal(spool_http_api_render_metrics(&h, &b), 0);
+        assert_int_equal(spool_buf_append(&b, "", 1), 0);
+        const char *t = (const char *)b.data;
+        check_exposition(t);
+        if (want == 2) {
+            assert_null(strstr(t, "spool_healthy")); /* no health source: left out */
+        } else {
+            assert_non_null(strstr(t, "\n# TYPE spool_healthy gauge\n"));
+            assert_non_null(strstr(t, want ? "\nspool_healthy 1\n" : "\nspool_healthy 0\n"));
+        }
+        spool_buf_free(&b);
+    }
+    healthy = 0;
+    unhealthy_reason = "";
+}
+
 static void test_health(void **state)
 {
     spool_http_api *api = NULL;
@@ -521,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_render_exact),
         cmocka_unit_test(test_escape_helper),
         cmocka_unit_test(test_metrics_over_http),
+        cmocka_unit_test(test_healthy_gauge),
         cmocka_unit_test(test_health),
         cmocka_unit_test(test_topics),
         cmocka_unit_test(test_not_found_and_methods),

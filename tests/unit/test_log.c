@@ -1147,8 +1147,15 @@ static void test_lost_checkpoint_refused(void **state)
         unlink(path);
     }
     spool_plog *other = NULL;
+    char why[8448] = "";
+    f->opt.error = why; /* the refusal goes to the caller, for its one line */
+    f->opt.error_cap = sizeof(why);
     assert_int_equal(spool_plog_open(&f->opt, &other), -ESTALE);
+    f->opt.error = NULL;
+    f->opt.error_cap = 0;
     assert_null(other);
+    assert_non_null(strstr(why, "no valid checkpoint"));
+    assert_non_null(strstr(why, "--reset-positions"));
     int n = 0;
     assert_int_equal(spool_plog_preflight(f->dir, &f->topic, 1, NULL, 0, count_problem, &n), 1);
     assert_int_equal(n, 100);
@@ -1163,6 +1170,30 @@ static void test_lost_checkpoint_refused(void **state)
     spool_plog_close(log);
 }
 
+/* A data_dir that cannot be created (a file where it, or a folder above
+ * it, would be) is a preflight problem, so `spool check` finds what the
+ * run's mkdir -p would fail on; a data_dir merely missing is none. */
+static void test_data_dir_blocked(void **state)
+{
+    fixture *f = *state;
+    char file[512], below[600], missing[600];
+    snprintf(file, sizeof(file), "%s/a-file", f->dir);
+    FILE *fp = fopen(file, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    snprintf(below, sizeof(below), "%s/data/deeper", file);
+    snprintf(missing, sizeof(missing), "%s/not/yet/there", f->dir);
+    int n = 0;
+    assert_int_equal(spool_plog_preflight(file, &f->topic, 1, NULL, 0, count_problem, &n), 1);
+    assert_int_equal(n, 100);
+    n = 0;
+    assert_int_equal(spool_plog_preflight(below, &f->topic, 1, NULL, 0, count_problem, &n), 1);
+    assert_int_equal(n, 100);
+    n = 0;
+    assert_int_equal(spool_plog_preflight(missing, &f->topic, 1, NULL, 0, count_problem, &n), 0);
+    assert_int_equal(n, 0);
+}
+
 /* 12.3: fewer partitions than hold undelivered records: refused; once a
  * consumer read them, the extra partition is emptied and its offsets
  * continue if the count goes up again. */
@@ -1175,7 +1206,13 @@ static void test_lower_partitions(void **state)
     spool_plog_close(log);
     f->topic.partitions = 1;
     spool_plog *other = NULL;
+    char why[8448] = "";
+    f->opt.error = why; /* the refusal goes to the caller, for its one line */
+    f->opt.error_cap = sizeof(why);
     assert_int_equal(spool_plog_open(&f->opt, &other), -ENOTEMPTY); /* no cursor at all */
+    f->opt.error = NULL;
+    f->opt.error_cap = 0;
+    assert_non_null(strstr(why, "--drop-partitions"));
     const char *topics[] = {"app"};
     spool_plog_consumer_conf c = {.name = "c", .topics = topics, .topic_count = 1};
     int n = 0;
@@ -1262,6 +1299,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fsync_interval_publication, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_bad_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_checkpoint_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_data_dir_blocked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lower_partitions, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

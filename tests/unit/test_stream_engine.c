@@ -390,15 +390,27 @@ static const char *const threshold_opts[] = {"key",
                                              "3s",
                                              NULL};
 
-static void test_threshold_reference(void **st)
+static void threshold_case(const char *count, const char *within_s, int nkeys, size_t min_out)
 {
-    sx_def *d = compile(threshold_opts);
+    const char *opts[32];
+    size_t n = 0;
+    for (; threshold_opts[n]; n++) {
+        opts[n] = threshold_opts[n];
+        if (n % 2 == 1 && strcmp(threshold_opts[n - 1], "pattern.count") == 0) {
+            opts[n] = count;
+        }
+        if (n % 2 == 1 && strcmp(threshold_opts[n - 1], "pattern.within") == 0) {
+            opts[n] = within_s;
+        }
+    }
+    opts[n] = NULL;
+    sx_def *d = compile(opts);
     for (uint64_t seed = 1; seed <= 6; seed++) {
-        tev *e = gen(seed, NEV, 5, 3000, 1500);
+        tev *e = gen(seed, NEV, nkeys, 3000, 1500);
         outs a = {0}, b = {0};
         run_engine(d, e, NEV, 0, &a);
-        ref_threshold(e, NEV, 3000, 4, 20000, 1000, &b);
-        assert_true(b.n > 20);
+        ref_threshold(e, NEV, 3000, (uint32_t)atoi(count), atoi(within_s) * 1000, 1000, &b);
+        assert_true(b.n > min_out);
         compare(&a, &b, 0);
         free(a.v);
         free(b.v);
@@ -407,9 +419,18 @@ static void test_threshold_reference(void **st)
     sx_def_free(d);
 }
 
-/* max_keys 3 over 5 keys: evictions of the least recently updated key, as
- * the reference does them. */
-static void test_threshold_eviction_reference(void **st)
+static void test_threshold_reference(void **st)
+{
+    threshold_case("4", "20s", 5, 20);
+    /* 12 of 20: more timestamps than sx_key holds inline (then on the heap). */
+    threshold_case("12", "60s", 3, 5);
+    threshold_case("1", "1s", 5, 100);
+}
+
+/* max_keys 3 over 5 keys, and 40 over 60 (the engine's candidate list then
+ * holds fewer keys than the state): evictions of the least recently updated
+ * key, as the reference does them. */
+static void eviction_case(const char *max_keys, int nkeys, int64_t step_ms, size_t min_out)
 {
     const char *opts[32];
     size_t n = 0;
@@ -417,11 +438,11 @@ static void test_threshold_eviction_reference(void **st)
         opts[n] = threshold_opts[n];
     }
     opts[n++] = "max_keys";
-    opts[n++] = "3";
+    opts[n++] = max_keys;
     opts[n] = NULL;
     sx_def *d = compile(opts);
     for (uint64_t seed = 41; seed <= 44; seed++) {
-        tev *e = gen(seed, NEV, 5, 3000, 600);
+        tev *e = gen(seed, NEV, nkeys, 3000, step_ms);
         outs a = {0}, b = {0};
         sx_state *s = sx_state_new(d);
         for (size_t i = 0; i < NEV; i++) {
@@ -431,17 +452,23 @@ static void test_threshold_eviction_reference(void **st)
         sx_stats_t stt;
         sx_stats(s, &stt);
         sx_state_free(s);
-        long ev = ref_threshold(e, NEV, 3000, 4, 20000, 3, &b);
+        long ev = ref_threshold(e, NEV, 3000, 4, 20000, atoi(max_keys), &b);
         assert_true(ev > 50);
         assert_int_equal(stt.evictions, ev);
-        assert_int_equal(stt.keys, 3);
-        assert_true(b.n > 10);
+        assert_int_equal(stt.keys, atoi(max_keys));
+        assert_true(b.n >= min_out);
         compare(&a, &b, 0);
         free(a.v);
         free(b.v);
         free(e);
     }
     sx_def_free(d);
+}
+
+static void test_threshold_eviction_reference(void **st)
+{
+    eviction_case("3", 5, 600, 10);
+    eviction_case("40", 60, 50, 1);
 }
 
 /* ---- sequence ------------------------------------------------------------ */
@@ -835,9 +862,14 @@ static void snapshot_cuts(const char *const *opts, size_t n, int nkeys, int64_t 
     sx_def_free(d);
 }
 
+static const char *const threshold12_opts[] = {
+    "key", "{{ k }}",          "pattern.type", "threshold", "pattern.count", "12", "pattern.within",
+    "60s", "allowed_lateness", "3s",           NULL};
+
 static void test_snapshot_restore_continue(void **st)
 {
     snapshot_cuts(threshold_opts, 600, 8, 3000);
+    snapshot_cuts(threshold12_opts, 600, 3, 3000);
     snapshot_cuts(sequence_opts, 600, 4, 2000);
     snapshot_cuts(absence_opts, 600, 10, 2500);
     snapshot_cuts(tumbling_opts, 500, 5, 2000);
@@ -972,6 +1004,36 @@ static void test_eviction_bounded(void **st)
     sx_def_free(d);
 }
 
+/* Timestamps beyond +-2^62 ms are late, so they cannot move event time to
+ * the end of the range (or overflow the windows' arithmetic). */
+static void test_extreme_timestamps_late(void **st)
+{
+    static const char *const opts[] = {"view.window.hopping", "1h", "view.window.every", "1m",
+                                       NULL};
+    sx_def *d = compile(opts);
+    sx_state *s = sx_state_new(d);
+    spool_record r = {.key_len = -1, .value_len = -1};
+    const int64_t bad[] = {INT64_MAX, INT64_MIN, ((int64_t)1 << 62) + 1};
+    for (size_t i = 0; i < 3; i++) {
+        r.timestamp = bad[i];
+        assert_int_equal(sx_process(s, &r, NULL, NULL, NULL), SX_LATE);
+    }
+    r.timestamp = 1000;
+    assert_int_equal(sx_process(s, &r, NULL, NULL, NULL), SX_OK);
+    r.timestamp = -((int64_t)1 << 62);
+    assert_int_equal(sx_process(s, &r, NULL, NULL, NULL), SX_LATE); /* below the watermark */
+    outs o = {0};
+    assert_int_equal(sx_advance(s, INT64_MAX, capture, &o), 0);
+    assert_int_equal(o.n, 60); /* the 60 hopping windows holding ts 1000 */
+    assert_int_equal(sx_watermark(s), (int64_t)1 << 62);
+    sx_stats_t stt;
+    sx_stats(s, &stt);
+    assert_int_equal(stt.late, 4);
+    free(o.v);
+    sx_state_free(s);
+    sx_def_free(d);
+}
+
 static void expect_error(const char *const *kv, const char *option, size_t column,
                          const char *needle)
 {
@@ -996,7 +1058,9 @@ static void expect_error(const char *const *kv, const char *option, size_t colum
 static void test_compile_errors(void **st)
 {
     const char *const unknown[] = {"pattern.type", "threshold", "pattern.cnt", "3", NULL};
-    expect_error(unknown, "pattern.cnt", 0, "unknown stream option");
+    expect_error(unknown, "pattern.cnt", 0, "did you mean 'pattern.count'?");
+    const char *const far[] = {"pattern.type", "threshold", "colour", "red", NULL};
+    expect_error(far, "colour", 0, "unknown stream option 'colour'");
     const char *const badexpr[] = {
         "pattern.type",     "absence", "pattern.within", "1m", "pattern.first",
         "a == 1 && b == 2", NULL};
@@ -1044,6 +1108,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_corrupt_refused),
         cmocka_unit_test(test_query_open_windows),
         cmocka_unit_test(test_eviction_bounded),
+        cmocka_unit_test(test_extreme_timestamps_late),
         cmocka_unit_test(test_compile_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -302,6 +302,21 @@ SPOOL_API int spool_check_address(spool_instance *ins, const char *option, const
  * -EINVAL with a one-line reason in why. Pure, any thread. */
 SPOOL_API int spool_parse_address(const char *text, int flags, char *host, size_t host_cap,
                                   int *port, char *why, size_t why_cap);
+/* A URL as spool_parse_url splits it. */
+typedef struct spool_url {
+    int scheme;       /* index of the URL's scheme in `schemes` */
+    char host[256];   /* without brackets, NUL-terminated */
+    int port;         /* -1 when absent (SPOOL_ADDR_PORT_OPTIONAL) */
+    const char *path; /* into the URL: what follows host[:port] ("/...", "?...", "#..." or "") */
+} spool_url;
+/* Parses "scheme://[userinfo@]host[:port][path]": the scheme (compared
+ * without case) must be one of `schemes` (NULL-terminated, without "://"),
+ * host[:port] follows spool_parse_address's rules (flags as there, except
+ * SPOOL_ADDR_LISTEN, ignored). out may be NULL. 0, or -EINVAL with a
+ * one-line reason in why. spool_check_url reports the same reasons. Pure,
+ * any thread. */
+SPOOL_API int spool_parse_url(const char *url, const char *const *schemes, int flags,
+                              spool_url *out, char *why, size_t why_cap);
 SPOOL_API int spool_check_url(spool_instance *ins, const char *option, const char *url,
                               const char *const *schemes, int flags);
 SPOOL_API int spool_check_file(spool_instance *ins, const char *option, const char *path);
@@ -457,6 +472,10 @@ SPOOL_API int spool_batch_set_header(spool_batch *b, size_t i, const char *name,
 SPOOL_API int spool_batch_add_header(spool_batch *b, size_t i, const char *name, const void *value,
                                      int32_t value_len);
 SPOOL_API int spool_batch_remove_header(spool_batch *b, size_t i, const char *name);
+/* Appends n headers to record i at once, in order, as n calls of
+ * spool_batch_add_header would (names need no NUL: key_len bytes), at the
+ * cost of one: for processors writing many fields (parse). */
+SPOOL_API int spool_batch_add_headers(spool_batch *b, size_t i, const spool_header *h, size_t n);
 /* The first header of record i named `name`, or NULL; points into the
  * batch (see above). */
 SPOOL_API const spool_header *spool_batch_header(const spool_batch *b, size_t i, const char *name);
@@ -787,6 +806,10 @@ typedef struct spool_buf {
 SPOOL_API int spool_buf_reserve(spool_buf *b, size_t extra);
 /* Appends n bytes of p (copied). 0 or -ENOMEM (b unchanged). */
 SPOOL_API int spool_buf_append(spool_buf *b, const void *p, size_t n);
+/* Appends printf-formatted text; a NUL byte follows it (not counted in
+ * len), so data is a C string when only text was appended. 0, -ENOMEM
+ * (len unchanged) or -EINVAL (bad format). */
+SPOOL_API int spool_buf_printf(spool_buf *b, const char *fmt, ...) SPOOL_PRINTF(2, 3);
 SPOOL_API void spool_buf_free(spool_buf *b);
 
 /* JSON. Strings are escaped one way everywhere: valid UTF-8 passes through,
