@@ -685,7 +685,8 @@ static int preflight(spool_service_conf *conf, const spool_cnode *root, spool_er
 
 int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_errors *errs)
 {
-    static const char *const top_keys[] = {"service", "topics", "inputs", "processors", "outputs"};
+    static const char *const top_keys[] = {"service",    "topics",  "inputs",
+                                           "processors", "outputs", "streams"};
     int nerr = 0, rc;
     memset(conf, 0, sizeof(*conf));
     if (path) {
@@ -720,12 +721,12 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
     }
     for (size_t i = 0; i < root->count; i++) {
         int known = 0;
-        for (size_t k = 0; k < 5; k++) {
+        for (size_t k = 0; k < 6; k++) {
             known |= strcmp(root->keys[i], top_keys[k]) == 0;
         }
         if (!known) {
             int l, c;
-            const char *dym = spool_did_you_mean(root->keys[i], top_keys, 5);
+            const char *dym = spool_did_you_mean(root->keys[i], top_keys, 6);
             key_pos(root, i, &l, &c);
             if (dym) {
                 spool_errors_add(errs, conf->doc.file, l, c, root->keys[i],
@@ -733,7 +734,7 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
             } else {
                 spool_errors_add(errs, conf->doc.file, l, c, root->keys[i],
                                  "unknown section '%s' (service, topics, inputs, processors, "
-                                 "outputs)",
+                                 "outputs, streams)",
                                  root->keys[i]);
             }
             nerr++;
@@ -752,6 +753,7 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
     nerr += load_chains(conf, errs);
     nerr += load_section(conf, root, 4, SPOOL_PLUGIN_OUTPUT, &conf->outputs, &conf->noutputs, errs);
     nerr += check_refs(conf, errs);
+    nerr += spool__streams_load(conf, root, errs);
     {
         /* Plugins' own checks (files, addresses, semantics), on every entry
          * whose own options were valid, so one run reports every error. */
@@ -782,6 +784,7 @@ int spool_service_conf_load(const char *path, spool_service_conf *conf, spool_er
 
 void spool_service_conf_free(spool_service_conf *conf)
 {
+    spool__streams_free(conf);
     spool_instance **lists[3] = {conf->inputs, conf->processors, conf->outputs};
     size_t counts[3] = {conf->ninputs, conf->nprocessors, conf->noutputs};
     for (int k = 0; k < 3; k++) {

@@ -360,6 +360,7 @@ typedef struct spool_service_conf {
     size_t nprocessors;
     spool_instance **outputs;
     size_t noutputs;
+    struct spool__streams_conf *streams; /* the `streams:` section (streams/runtime.c) */
 } spool_service_conf;
 
 /* Loads and validates a configuration (from a file, or the embedded default
@@ -400,6 +401,7 @@ typedef struct spool_service {
     _Atomic int64_t shutdown_deadline;
     struct spool__wlanes
         *lanes; /* writer lanes, topic gates, lost counts (writer.c, pipeline_int.h) */
+    struct spool__streams_rt *streams; /* running streams (streams/runtime.c) */
 } spool_service;
 
 /* Shutdown takes at most shutdown_timeout plus this slack (final commit,
@@ -425,6 +427,10 @@ void spool__pipeline_free(spool_service *svc);
  * sticky one) and committing before it answers 0. -EAGAIN at once, nothing
  * appended, if the topic is full or the disk or memory refuses; -ESHUTDOWN
  * once the writer stopped. Blocks the caller only for the append and commit.
+ * A batch with positions or with records of several topics (streams) is
+ * written atomically instead: each record to its own topic and its key's
+ * partition, then its positions, in one commit (a batch with no records
+ * just moves its positions); -EAGAIN if refused, nothing recorded.
  */
 int spool__writer_append_direct(spool_service *svc, spool_batch *b);
 /* Test hook (fault injection, tests/unit/test_writer.c): while [k] > 0, the
@@ -437,6 +443,23 @@ int spool__output_start(spool_service *svc, spool_instance *ins);
 void spool__output_join(spool_service *svc, spool_instance *ins);
 /* Frees the runner; call after the plugin's destroy. Accepts none. */
 void spool__output_free(spool_instance *ins);
+
+/* ---- streams (streams/runtime.c, docs/streams.md) ---- */
+
+/* Loads and checks the top-level `streams:` section into conf->streams
+ * (topics must be loaded). Returns the number of errors added. */
+int spool__streams_load(spool_service_conf *conf, const spool_cnode *root, spool_errors *errs);
+void spool__streams_free(spool_service_conf *conf);
+/* Starts one thread per stream (after the pipeline); 0 or -errno (logged). */
+int spool__streams_start(spool_service *svc);
+/* Stops and joins them (before the pipeline stops). Idempotent. */
+void spool__streams_stop(spool_service *svc);
+/* A view's open windows as a JSON array: -ENOENT for no such stream,
+ * -ENOTSUP if it is not a view. Any thread. */
+int spool__streams_query(spool_service *svc, const char *name, const char *key, int64_t from,
+                         int64_t to, spool_buf *out);
+/* `spool query`. */
+int spool__cli_query(int argc, char **argv);
 
 /* Requests a shutdown of the running service (signal-safe flag). */
 void spool__service_request_stop(void);

@@ -37,6 +37,8 @@ static const char usage_text[] =
     "  read TOPIC [-c FILE | --data-dir DIR] [-p N] [--from beginning|end|OFFSET|@MS]\n"
     "             [-n COUNT] [-f] [--format FMT]\n"
     "                           print records of a topic; exit 3 if some could not be read\n"
+    "  query VIEW [-c FILE | --http ADDR] [--key K] [--from MS] [--to MS] [--json]\n"
+    "                           a running stream's open windows (docs/streams.md)\n"
     "  top [-c FILE | --url URL] [--interval S] [--once]\n"
     "                           live view of a running spool: rates, lag, errors, health\n"
     "  plugins [-c FILE] [--plugin-dir DIR]\n"
@@ -338,6 +340,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "read") == 0) {
         return spool_cli_read(argc - 2, argv + 2);
+    }
+    if (strcmp(cmd, "query") == 0) {
+        return spool__cli_query(argc - 2, argv + 2);
     }
     fprintf(stderr, "spool: unknown command '%s'\n\n", cmd);
     return usage(stderr, 2);

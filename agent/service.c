@@ -245,6 +245,10 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
             goto out_pipeline;
         }
     }
+    if ((rc = spool__streams_start(svc)) < 0) {
+        result = -1;
+        goto out_pipeline;
+    }
     for (size_t i = 0; i < conf->ninputs; i++) {
         spool_instance *ins = conf->inputs[i];
         if (ins->plugin->start && (rc = ins->plugin->start(ins, ins->ctx)) < 0) {
@@ -338,6 +342,7 @@ static int run_conf(spool_service_conf *conf, const char *config_path, spool_ser
 out_pipeline:
     /* One deadline for the whole stop: inputs' submits, the writer (parked
      * batches, the final commit) and the outputs' delivery all end by it. */
+    spool__streams_stop(svc); /* they commit through the writer: before it stops */
     spool__pipeline_begin_stop(svc);
     stop_inputs(svc);
     spool__pipeline_finish(svc);

@@ -626,23 +626,97 @@ static void writer_abandon_parked(writer_state *w, int rc)
     }
 }
 
+/*
+ * The direct lane, atomic form (streams: streams/runtime.c): a batch that
+ * carries positions or records for several topics. Every record goes to
+ * its own topic and its key's partition (runs of records with the same
+ * topic and partition are appended as one batch each, in order), then the
+ * positions are recorded, then one commit makes all of it durable at once:
+ * no commit can fall between the records and the positions. An empty batch
+ * with positions just moves them. On a refusal nothing is recorded and the
+ * caller gets -EAGAIN; runs appended before the refusal stay in the log
+ * uncommitted (a later commit makes them durable: a disk full in the middle
+ * of one such batch can repeat those records once).
+ */
+static void writer_direct_atomic(writer_state *w, spool_batch *b)
+{
+    spool_service *svc = w->svc;
+    spool__durable *d = b->durable;
+    spool_record *recs = NULL;
+    int rc = 0, t = b->topic;
+    int32_t p = 0;
+    int64_t base;
+
+    if (ensure_pending(w) < 0 || (b->count && spool__batch_views(b, &recs) < 0)) {
+        rc = -ENOMEM;
+    }
+    for (size_t i = 0; rc == 0 && i < b->count;) {
+        t = b->recs[i].topic >= 0 ? b->recs[i].topic : b->topic;
+        if ((size_t)t >= w->ntopics) {
+            rc = -EINVAL;
+            break;
+        }
+        int32_t np = svc->conf->topics[t].partitions;
+        p = recs[i].key ? spool_partition_for_key(recs[i].key, (size_t)recs[i].key_len, np)
+                        : w->sticky[t];
+        size_t j = i + 1;
+        while (j < b->count) {
+            int tj = b->recs[j].topic >= 0 ? b->recs[j].topic : b->topic;
+            int32_t pj = recs[j].key
+                             ? spool_partition_for_key(recs[j].key, (size_t)recs[j].key_len, np)
+                             : w->sticky[t];
+            if (tj != t || pj != p) {
+                break;
+            }
+            j++;
+        }
+        rc = spool_plog_append(svc->log, t, p, recs + i, j - i, &base);
+        i = j;
+    }
+    for (size_t k = 0; rc == 0 && k < b->npos; k++) {
+        const spool__bpos *ps = &b->pos[k];
+        rc = spool_plog_position_set(svc->log, ps->source, ps->pos, ps->len);
+    }
+    if (rc < 0) {
+        if (rc != -EINVAL && rc != -ENOMEM) {
+            topic_refusing(w, t, rc == -EDQUOT ? -ENOSPC : rc, p);
+        }
+        spool__durable_done(d, rc == -EINVAL ? -EINVAL : -EAGAIN);
+        spool_batch_destroy(b);
+        return;
+    }
+    if (b->count && w->topics[t].refusing) {
+        topic_accepting(w, t);
+    }
+    w->pending[w->npending++] = d;
+    b->durable = NULL;
+    w->batches_since_commit++;
+    spool_batch_destroy(b);
+    writer_commit(w, 0, 1);
+}
+
 /* The direct lane: one dead-letter batch, written now or refused now. */
 static void writer_direct(writer_state *w, spool_batch *b)
 {
     spool_service *svc = w->svc;
-    int32_t nparts = svc->conf->topics[b->topic].partitions;
+    int32_t nparts;
     spool__durable *d = b->durable;
     spool_record *recs;
     int rc;
     int32_t p = 0;
     int64_t base;
 
+    if ((size_t)b->topic < w->ntopics && (b->npos || b->topics_changed)) {
+        writer_direct_atomic(w, b);
+        return;
+    }
     if ((size_t)b->topic >= w->ntopics || b->count == 0) {
         /* No topic table (out of memory at start), or nothing to write. */
         spool__durable_done(d, b->count ? -EAGAIN : 0);
         spool_batch_destroy(b);
         return;
     }
+    nparts = svc->conf->topics[b->topic].partitions;
     if (spool__batch_views(b, &recs) < 0 || ensure_pending(w) < 0) {
         rc = -ENOMEM;
     } else {

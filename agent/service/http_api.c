@@ -26,6 +26,7 @@
 
 #include <microhttpd.h>
 
+#include "core.h"
 #include "service/http_api.h"
 
 #define HTTP_MAX_CONNECTIONS 16u      /* concurrent connections */
@@ -677,19 +678,57 @@ static enum MHD_Result serve_topics(spool_http_api *api, struct MHD_Connection *
     return respond(conn, MHD_HTTP_OK, CT_JSON, &b, NULL);
 }
 
+/* GET /api/v1/views/<name>: a stream's open windows (docs/streams.md). */
+static enum MHD_Result serve_view(spool_http_api *api, struct MHD_Connection *conn,
+                                  const char *name)
+{
+    spool_buf b = {0};
+    if (!api->hooks.view_query) {
+        return respond_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "views not available\n", NULL);
+    }
+    const char *key = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "key");
+    const char *from = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "from");
+    const char *to = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "to");
+    char *end;
+    long long f = 0, t = 0;
+    if (from && from[0] && ((f = strtoll(from, &end, 10)), *end != '\0')) {
+        return respond_text(conn, MHD_HTTP_BAD_REQUEST, "from: expected ms since the epoch\n",
+                            NULL);
+    }
+    if (to && to[0] && ((t = strtoll(to, &end, 10)), *end != '\0')) {
+        return respond_text(conn, MHD_HTTP_BAD_REQUEST, "to: expected ms since the epoch\n", NULL);
+    }
+    int err = api->hooks.view_query(api->hooks.ctx, name, key && key[0] ? key : NULL, f, t, &b);
+    if (err == -ENOENT) {
+        spool_buf_free(&b);
+        return respond_text(conn, MHD_HTTP_NOT_FOUND, "no such stream\n", NULL);
+    }
+    if (err == -EAGAIN) {
+        spool_buf_free(&b);
+        return respond_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "streams starting\n", NULL);
+    }
+    if (err < 0) {
+        spool_buf_free(&b);
+        return respond_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, strerror(-err), NULL);
+    }
+    return respond(conn, MHD_HTTP_OK, CT_JSON, &b, NULL);
+}
+
 static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
                                       void **con_cls)
 {
     spool_http_api *api = cls;
-    enum { P_NONE, P_METRICS, P_HEALTH, P_TOPICS } path = P_NONE;
+    enum { P_NONE, P_METRICS, P_HEALTH, P_TOPICS, P_VIEW } path = P_NONE;
     if (strcmp(url, "/metrics") == 0) {
         path = P_METRICS;
     } else if (strcmp(url, "/health") == 0) {
         path = P_HEALTH;
     } else if (strcmp(url, "/api/v1/topics") == 0) {
         path = P_TOPICS;
+    } else if (strncmp(url, "/api/v1/views/", 14) == 0 && url[14] && !strchr(url + 14, '/')) {
+        path = P_VIEW;
     }
     /* Every answer is queued on the first call, before any request body is
      * read: libmicrohttpd then discards the body or closes the connection. */
@@ -704,6 +743,8 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
         return serve_metrics(api, conn);
     case P_HEALTH:
         return serve_health(api, conn);
+    case P_VIEW:
+        return serve_view(api, conn, url + 14);
     default:
         return serve_topics(api, conn);
     }
@@ -773,6 +814,12 @@ static int core_topics(void *ctx, spool_buf *out)
     return spool_topics_json(ctx, out);
 }
 
+static int core_view(void *ctx, const char *name, const char *key, int64_t from, int64_t to,
+                     spool_buf *out)
+{
+    return spool__streams_query(ctx, name, key, from, to, out);
+}
+
 static spool_http_api_hooks core_hooks(struct spool_service *svc)
 {
     return (spool_http_api_hooks){
@@ -781,6 +828,7 @@ static spool_http_api_hooks core_hooks(struct spool_service *svc)
         .health_check = core_health,
         .topics_json = core_topics,
         .process_metrics = 1,
+        .view_query = core_view,
     };
 }
 

@@ -57,6 +57,10 @@ typedef struct spool_http_api_hooks {
     int (*health_check)(void *ctx, char *reason, size_t cap); /* 1 healthy, 0 + reason */
     int (*topics_json)(void *ctx, spool_buf *out);            /* 0 or -errno */
     int process_metrics; /* 1: add process_* gauges read from /proc/self */
+    /* GET /api/v1/views/<name>?key=&from=&to= (streams): 0, -ENOENT (no such
+     * stream) or -errno; appends a JSON array to out. */
+    int (*view_query)(void *ctx, const char *name, const char *key, int64_t from, int64_t to,
+                      spool_buf *out);
 } spool_http_api_hooks;
 
 /*
