@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -97,6 +99,9 @@ static const spool_option httpo_options[] = {
                   "client private key (PEM) for mutual TLS"),
     SPOOL_OPT_FLAG("tls.verify", httpo_ctx, verify, "true",
                    "verify the server's certificate and host name"),
+    SPOOL_OPT_FLAG("idempotent", httpo_ctx, idempotent, "true",
+                   "format spool: send this node's producer id so that the aggregator appends "
+                   "each record once (exactly once; docs/protocol.md)"),
     SPOOL_OPT_TIME("connect_timeout", httpo_ctx, connect_timeout, "10s", 1, 3600000,
                    "TCP/TLS connect timeout"),
     SPOOL_OPT_TIME("timeout", httpo_ctx, timeout, "60s", 1, 86400000, "timeout of a whole request"),
@@ -287,6 +292,112 @@ static size_t httpo_on_header(char *ptr, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+/*
+ * The node's producer id: data_dir/producer.id holds it with the identity
+ * of the directory it was made in (device:inode of data_dir, and the
+ * machine id, or the host name without one). A file whose recorded
+ * identity differs belongs to a copy of another node's data directory: a
+ * new id is made, so two nodes never share an id (a shared id would make
+ * the aggregator drop one node's records as duplicates of the other's).
+ * The file is written to a temporary name, fsynced and renamed. One id per
+ * process and directory (cached), so every http output of a node sends
+ * the same one.
+ */
+static pthread_mutex_t httpo_pid_lock = PTHREAD_MUTEX_INITIALIZER;
+static char httpo_pid_dir[4096];
+static char httpo_pid_value[33];
+
+static void httpo_machine(char *buf, size_t cap)
+{
+    FILE *f = fopen("/etc/machine-id", "r");
+    buf[0] = '\0';
+    if (f) {
+        if (fgets(buf, (int)cap, f)) {
+            buf[strcspn(buf, "\r\n")] = '\0';
+        }
+        fclose(f);
+    }
+    if (!buf[0]) {
+        snprintf(buf, cap, "host:%s", spool_hostname());
+    }
+}
+
+static int httpo_producer_id(spool_instance *ins, char out[33])
+{
+    const char *dir = spool_instance_data_dir(ins);
+    char path[4200], tmp[4300], ident[512], machine[256], line[1024];
+    struct stat st;
+    int rc = 0;
+    if (!dir || stat(dir, &st) < 0) {
+        spool_log_error(ins, "data directory %s: %s", dir ? dir : "?", strerror(errno));
+        return -EIO;
+    }
+    pthread_mutex_lock(&httpo_pid_lock);
+    if (httpo_pid_value[0] && strcmp(httpo_pid_dir, dir) == 0) {
+        memcpy(out, httpo_pid_value, 33);
+        goto out;
+    }
+    httpo_machine(machine, sizeof(machine));
+    snprintf(ident, sizeof(ident), "%llu:%llu %s", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino, machine);
+    snprintf(path, sizeof(path), "%s/producer.id", dir);
+    char id[33] = "", had[1024] = "";
+    FILE *f = fopen(path, "r");
+    if (f) {
+        while (fgets(line, sizeof(line), f)) {
+            line[strcspn(line, "\r\n")] = '\0';
+            if (strncmp(line, "id ", 3) == 0 && strlen(line + 3) == 32) {
+                memcpy(id, line + 3, 33);
+            } else if (strncmp(line, "dir ", 4) == 0) {
+                snprintf(had, sizeof(had), "%s", line + 4);
+            }
+        }
+        fclose(f);
+        if (id[0] && strcmp(had, ident) != 0) {
+            spool_log_warn(ins,
+                           "%s was made for another data directory or machine (%s, here %s): a "
+                           "copy of a data directory gets a new producer id",
+                           path, had, ident);
+            id[0] = '\0';
+        }
+    }
+    if (!id[0]) {
+        uint8_t rnd[16];
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+            rc = -errno;
+            spool_log_error(ins, "getrandom: %s", strerror(errno));
+            goto out;
+        }
+        for (int i = 0; i < 16; i++) {
+            snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+        }
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int n = snprintf(line, sizeof(line), "spool producer id\nid %s\ndir %s\n", id, ident);
+        if (fd < 0 || write(fd, line, (size_t)n) != n || fsync(fd) < 0 || rename(tmp, path) < 0) {
+            rc = -errno;
+            spool_log_error(ins, "writing %s: %s", path, strerror(errno));
+            if (fd >= 0) {
+                close(fd);
+            }
+            goto out;
+        }
+        close(fd);
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        spool_log_info(ins, "new producer id %s (in %s)", id, path);
+    }
+    memcpy(out, id, 33);
+    memcpy(httpo_pid_value, id, 33);
+    snprintf(httpo_pid_dir, sizeof(httpo_pid_dir), "%s", dir);
+out:
+    pthread_mutex_unlock(&httpo_pid_lock);
+    return rc;
+}
+
 static int httpo_init(spool_instance *ins, void *vctx)
 {
     httpo_ctx *c = vctx;
@@ -321,6 +432,11 @@ static int httpo_init(spool_instance *ins, void *vctx)
         c->token_checked_ms = spool_monotonic_ms();
     }
     c->ins = ins;
+    c->producer_id[0] = '\0';
+    if (c->format == FMT_SPOOL && c->idempotent &&
+        (rc = httpo_producer_id(ins, c->producer_id)) < 0) {
+        return rc;
+    }
     rc = httpo_sender_start(c);
     if (rc < 0) {
         spool_log_error(ins, "cannot start the sender: %s", strerror(-rc));
@@ -485,6 +601,9 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
     }
     hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_TOPIC ": %s", chunk->topic ? chunk->topic : "");
     hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_PARTITION ": %" PRId32, chunk->partition);
+    if (c->producer_id[0]) {
+        hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_PRODUCER_ID ": %s", c->producer_id);
+    }
     if (c->token_value) {
         hl = httpo_add(hl, &failed, "Authorization: Bearer %s", c->token_value);
     }

@@ -59,6 +59,7 @@ struct httpo_ctx {
     int64_t connect_timeout;   /* ms */
     int64_t timeout;           /* ms, whole request */
     httpo_fmt fmt;             /* elasticsearch, loki, otlp: their options and state */
+    int idempotent;            /* format spool: send Spool-Producer-Id (exactly once) */
 
     /* runner-thread state */
     spool_instance *ins;
@@ -67,6 +68,7 @@ struct httpo_ctx {
     char *token_value;           /* current bearer token, NULL for none */
     struct timespec token_mtime; /* of token_file when read */
     int64_t token_checked_ms;    /* monotonic ms of the last stat */
+    char producer_id[33];        /* this node's producer id (hex), "" when not idempotent */
 
     /* shared with the sender thread */
     CURLM *multi;
