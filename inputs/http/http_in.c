@@ -289,6 +289,15 @@ static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const cha
                       sizeof(req->agent));
         }
     }
+    if (strcmp(url, "/health") == 0 && strcmp(method, MHD_HTTP_METHOD_GET) == 0) {
+        /* The senders' failover probe (no token needed: it says nothing). */
+        if (atomic_load(&c->stopping)) {
+            *why = "shutting down";
+            return MHD_HTTP_SERVICE_UNAVAILABLE;
+        }
+        *why = "ok";
+        return MHD_HTTP_OK;
+    }
     if (strcmp(url, HTTPI_PATH) != 0) {
         *why = "not found; POST " HTTPI_PATH;
         return MHD_HTTP_NOT_FOUND;
@@ -381,7 +390,7 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
         if (status) {
             httpi_conn_phase(&c->conns, httpi_conn_of(conn), HTTPI_PHASE_BUSY, 0);
             spool_log_debug(c->ins, "%s %s: HTTP %u: %s", method, url, status, why);
-            if (status != MHD_HTTP_UNAUTHORIZED && status != MHD_HTTP_NOT_FOUND) {
+            if (status >= 400 && status != MHD_HTTP_UNAUTHORIZED && status != MHD_HTTP_NOT_FOUND) {
                 spool_log_warn(c->ins, "%s: HTTP %u: %s", req->agent[0] ? req->agent : "client",
                                status, why);
             }

@@ -56,8 +56,16 @@ static const char *const httpo_lines[] = {"value", "json", NULL};
 static const char *const httpo_compressions[] = {"auto", "none", "gzip", "zstd", NULL};
 
 static const spool_option httpo_options[] = {
-    SPOOL_OPT_STR("url", httpo_ctx, url, NULL, 1,
-                  "destination URL, e.g. http://127.0.0.1:8080/v1/batches"),
+    SPOOL_OPT_STR("url", httpo_ctx, url, NULL, 0,
+                  "destination URL, e.g. http://127.0.0.1:8080/v1/batches (or urls)"),
+    SPOOL_OPT_STRLIST("urls", httpo_ctx, urls, 0,
+                      "destination URLs: the first is preferred, the next used when it keeps "
+                      "failing"),
+    SPOOL_OPT_INTEGER("failover_after", httpo_ctx, failover_after, "3", 1, 1000000,
+                      "with urls: consecutive failed requests before switching to the next URL"),
+    SPOOL_OPT_TIME("failback_interval", httpo_ctx, failback_interval, "10s", 100, 86400000,
+                   "with urls: how often the preferred URL is probed (GET /health) while "
+                   "another is in use"),
     SPOOL_OPT_CHOICE("format", httpo_ctx, format, "spool", httpo_formats,
                      "body format: spool (native batches), ndjson, json (array), fields (ndjson of "
                      "field documents), elasticsearch (bulk API), loki (push API), otlp (OTLP/HTTP "
@@ -191,8 +199,22 @@ static int httpo_check(spool_instance *ins, void *vctx)
     httpo_ctx *c = vctx;
     int rc = 0;
     static const char *const schemes[] = {"http", "https", NULL};
-    if (spool_check_url(ins, "url", c->url, schemes, SPOOL_ADDR_PORT_OPTIONAL) < 0) {
+    if (!c->url && c->urls.count == 0) {
+        spool_config_error(ins, NULL, "the http output needs url or urls");
         rc = -EINVAL;
+    } else if (c->url && c->urls.count > 0) {
+        spool_config_error(ins, "urls", "give url or urls, not both");
+        rc = -EINVAL;
+    } else if (c->url &&
+               spool_check_url(ins, "url", c->url, schemes, SPOOL_ADDR_PORT_OPTIONAL) < 0) {
+        rc = -EINVAL;
+    }
+    for (size_t i = 0; i < c->urls.count; i++) {
+        char opt[32];
+        snprintf(opt, sizeof(opt), "urls[%zu]", i);
+        if (spool_check_url(ins, opt, c->urls.items[i], schemes, SPOOL_ADDR_PORT_OPTIONAL) < 0) {
+            rc = -EINVAL;
+        }
     }
     if (c->token_file && spool_check_file(ins, "token_file", c->token_file) < 0) {
         rc = -EINVAL;
@@ -432,6 +454,16 @@ static int httpo_init(spool_instance *ins, void *vctx)
         c->token_checked_ms = spool_monotonic_ms();
     }
     c->ins = ins;
+    if (c->url) {
+        c->targets = &c->url;
+        c->ntargets = 1;
+    } else {
+        c->targets = c->urls.items;
+        c->ntargets = c->urls.count;
+        c->c_failovers =
+            spool_counter_register(ins, "failovers", "switches from a failing URL to the next one");
+    }
+    atomic_store(&c->cur, 0);
     c->producer_id[0] = '\0';
     if (c->format == FMT_SPOOL && c->idempotent &&
         (rc = httpo_producer_id(ins, c->producer_id)) < 0) {
@@ -443,6 +475,13 @@ static int httpo_init(spool_instance *ins, void *vctx)
         return rc;
     }
     return 0;
+}
+
+static size_t httpo_discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
 }
 
 /* A new request with its easy handle set up. NULL on ENOMEM. */
@@ -460,7 +499,6 @@ static httpo_req *httpo_req_new(httpo_ctx *c)
     }
     CURL *h = r->easy;
     curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)r);
-    curl_easy_setopt(h, CURLOPT_URL, c->url);
     curl_easy_setopt(h, CURLOPT_POST, 1L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout);
@@ -501,6 +539,94 @@ static struct curl_slist *httpo_add(struct curl_slist *l, int *failed, const cha
         return l;
     }
     return n;
+}
+
+const char *httpo_url(httpo_ctx *c)
+{
+    return c->targets ? c->targets[atomic_load(&c->cur)] : c->url;
+}
+
+void httpo_target_result(httpo_ctx *c, const httpo_req *r, int res)
+{
+    if (c->ntargets < 2 || r->target != atomic_load(&c->cur)) {
+        return; /* sent before a switch: says nothing about the URL in use */
+    }
+    if (res != SPOOL_RETRY) {
+        c->fails = 0; /* it answered (even a rejection says the server is up) */
+        return;
+    }
+    if (++c->fails < c->failover_after) {
+        return;
+    }
+    size_t next = (r->target + 1) % c->ntargets;
+    c->fails = 0;
+    atomic_store(&c->cur, next);
+    spool_counter_add(c->c_failovers, 1);
+    spool_log_warn(c->ins, "%s failed %lld times in a row: failing over to %s",
+                   c->targets[r->target], (long long)c->failover_after, c->targets[next]);
+}
+
+/* Sets buf to the /health URL of the server of url. 0, or -EINVAL. */
+static int httpo_health_url(const char *url, char *buf, size_t cap)
+{
+    const char *p = strstr(url, "://");
+    if (!p) {
+        return -EINVAL;
+    }
+    p += 3;
+    size_t hostlen = strcspn(p, "/?#");
+    int n = snprintf(buf, cap, "%.*s/health", (int)(p - url + hostlen), url);
+    return n < 0 || (size_t)n >= cap ? -EINVAL : 0;
+}
+
+/*
+ * While failed over: every failback_interval, GET <preferred>/health (the
+ * http input answers 200 while it accepts requests); on 200 the preferred
+ * URL is used again. The probe runs on the runner's thread, bounded by
+ * connect_timeout and 2 s. Runner thread.
+ */
+static void httpo_failback(httpo_ctx *c)
+{
+    if (c->ntargets < 2 || atomic_load(&c->cur) == 0) {
+        return;
+    }
+    int64_t now = spool_monotonic_ms();
+    if (now - c->probed_ms < c->failback_interval) {
+        return;
+    }
+    c->probed_ms = now;
+    char url[2048];
+    if (httpo_health_url(c->targets[0], url, sizeof(url)) < 0) {
+        return;
+    }
+    if (!c->probe && !(c->probe = curl_easy_init())) {
+        return;
+    }
+    CURL *h = c->probe;
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+                     (long)(c->connect_timeout < 2000 ? c->connect_timeout : 2000));
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, httpo_discard);
+    if (c->ca_file) {
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+    }
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, c->verify ? 1L : 0L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, c->verify ? 2L : 0L);
+    if (c->cert_file) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert_file);
+        curl_easy_setopt(h, CURLOPT_SSLKEY, c->key_file);
+    }
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK &&
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200) {
+        atomic_store(&c->cur, 0);
+        spool_log_info(c->ins, "%s is healthy again: back to it", c->targets[0]);
+    }
 }
 
 static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk)
@@ -614,6 +740,9 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         curl_slist_free_all(hl);
         goto retry;
     }
+    httpo_failback(c);
+    r->target = atomic_load(&c->cur);
+    curl_easy_setopt(r->easy, CURLOPT_URL, c->targets[r->target]);
     r->chunk = chunk;
     r->hl = hl;
     r->resp.len = 0;
@@ -642,6 +771,10 @@ static void httpo_destroy(spool_instance *ins, void *vctx)
 {
     httpo_ctx *c = vctx;
     httpo_sender_stop(c);
+    if (c->probe) {
+        curl_easy_cleanup(c->probe);
+        c->probe = NULL;
+    }
     httpo_fmt_free(&c->fmt);
     free(c->token_value);
     c->token_value = NULL;

@@ -267,4 +267,5 @@ def copied_data_dir_gets_a_new_producer_id(tmp):
             copy.kill()
 
 
-t.main()
+if __name__ == "__main__":
+    t.main()
