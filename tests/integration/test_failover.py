@@ -1,7 +1,7 @@
 """Failover between aggregators (issue 17): an agent ships a stream of
 numbered lines with the `http` output to `urls: [A, B]`. A (preferred) is
 killed -9 mid-stream: the agent fails over to B and goes on; A stays down
-until B took a good share of the stream, then comes back, and the agent
+10 s and until B took a good share of the stream, then comes back, and the agent
 returns to A (its GET /health probe). Every record is in A's or B's log
 (read back with `spool read`): 0 lost. A record can be in both (sent to A,
 acknowledgement lost in the kill, resent to B, which has no record of the
@@ -9,6 +9,7 @@ agent's offsets): those duplicates are counted and printed.
 """
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import spoolt  # noqa: E402
@@ -18,6 +19,7 @@ from test_exactly_once import (Writer, agent_config, aggregator_config, agg_reco
                                read_log, SLOW)
 
 N = 20000 if spoolt.SANITIZE else 200000
+DOWN = 10.0  # seconds A stays down at least
 
 t = spoolt.Suite(__file__)
 
@@ -36,7 +38,9 @@ def preferred_aggregator_down_then_back(tmp):
                        extra="    failover_after: 2\n    failback_interval: 300ms\n")
     spoolt.write(cfg, open(cfg).read().replace(
         "  log_level: info\n", "  log_level: info\n  http: { listen: 127.0.0.1:%d }\n" % apig))
-    w = Writer(logdir, N, gate_at=N // 2, batch=2000)
+    # The writer parks at 3/4 of the stream until A is back: the rest of the
+    # stream is what brings the agent back to A (it probes while it sends).
+    w = Writer(logdir, N, gate_at=N * 3 // 4, batch=1000, pause=0.05)
     a = spoolt.Spool(cfga)
     b = spoolt.Spool(cfgb)
     agent = spoolt.Spool(cfg)
@@ -45,14 +49,19 @@ def preferred_aggregator_down_then_back(tmp):
         spoolt.wait_for(lambda: agg_records(apia) >= N // 10, timeout=60 * SLOW, interval=0.02,
                         what="A to take %d records" % (N // 10))
         a.kill()
+        killed_at = time.monotonic()
         print("     killed -9 A (preferred)")
         spoolt.wait_for(lambda: agg_records(apib) > 0, timeout=60 * SLOW,
                         what="the agent to fail over to B")
-        w.release()
-        # A stays down while B takes a good share of the rest of the stream.
-        spoolt.wait_for(lambda: agg_records(apib) >= N // 4, timeout=120 * SLOW, interval=0.05,
+        # A stays down for at least DOWN seconds (the issue's scenario; a lower
+        # bound, not synchronization) and until B took a good share of the
+        # stream (the condition).
+        spoolt.wait_for(lambda: agg_records(apib) >= N // 4 and
+                        time.monotonic() - killed_at >= DOWN, timeout=120 * SLOW, interval=0.05,
                         what="B to take %d records" % (N // 4))
+        down = time.monotonic() - killed_at
         a = spoolt.Spool(cfga)
+        w.release()
         spoolt.wait_for(lambda: agg_records(apia) > 0, timeout=60 * SLOW, interval=0.05,
                         what="the agent to return to A")
 
@@ -76,10 +85,10 @@ def preferred_aggregator_down_then_back(tmp):
         lost = sum(1 for i in range(1, N + 1) if i not in seen)
         dup = sum(c - 1 for c in seen.values())
         within = (len(va) - len(set(va))) + (len(vb) - len(set(vb)))
-        print("     A %d records, B %d: %d lost, %d in both logs (across the failover), %d "
+        print("     A down %.1f s; A %d records, B %d: %d lost, %d in both logs (across the failover), %d "
               "duplicated within one log; failovers %s; requests acknowledged as duplicates: "
               "A %s, B %s; gaps seen by A on return: %s"
-              % (len(va), len(vb), lost, dup - within, within, failovers, dup_a, dup_b, gaps_a))
+              % (down, len(va), len(vb), lost, dup - within, within, failovers, dup_a, dup_b, gaps_a))
         check(lost == 0, "%d records lost" % lost)
         check(within == 0, "%d duplicates within one aggregator's log" % within)
         check(failovers and failovers >= 1, "no failover counted")
