@@ -10,6 +10,8 @@ Kill points are counted in records the aggregator took since the last event
 (its /metrics), and the writer parks before the end of the file until the
 last kill, so every kill is mid-stream however fast or slow the machine.
 Set SPOOL_EO_SEED to replay a run.
+
+spool-test-requires: http, tail
 """
 import os
 import random

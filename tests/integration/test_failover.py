@@ -6,6 +6,8 @@ returns to A (its GET /health probe). Every record is in A's or B's log
 (read back with `spool read`): 0 lost. A record can be in both (sent to A,
 acknowledgement lost in the kill, resent to B, which has no record of the
 agent's offsets): those duplicates are counted and printed.
+
+spool-test-requires: http, tail
 """
 import os
 import sys
