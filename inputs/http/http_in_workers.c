@@ -4,6 +4,9 @@
  * connection suspended; a worker decompresses, decodes, submits and waits
  * for durability (up to ack_timeout), then resumes the connection, and the
  * server thread sends the answer. So a slow log never stalls the event loop.
+ * A native request with a producer id holds its producer/topic/partition
+ * key (http_in_idem.c) from before decoding until its outcome is known, and
+ * its batch carries the key's new next offset as the input's position.
  *
  * Invariants: a request (httpi_req) is owned by the server thread, except
  * between being queued and resumed, when exactly one worker owns it; the
