@@ -63,9 +63,21 @@ def preferred_aggregator_down_then_back(tmp):
                         what="B to take %d records" % (N // 4))
         down = time.monotonic() - killed_at
         a = spoolt.Spool(cfga)
+        a.wait_log("listening on", timeout=60 * SLOW)
         w.release()
-        spoolt.wait_for(lambda: agg_records(apia) > 0, timeout=60 * SLOW, interval=0.05,
-                        what="the agent to return to A")
+        # The agent probes A while it sends: the rest of the stream brings it
+        # back. Should the stream end first (a slow machine), more lines are
+        # added until it is back (numbered after N, counted in `total`).
+        total = [N]
+
+        def poke():
+            if w.is_alive():
+                return
+            spoolt.write(w.path, "".join("%d\n" % i for i in range(total[0] + 1, total[0] + 11)),
+                         mode="a")
+            total[0] += 10
+        spoolt.poke_until(poke, lambda: agg_records(apia) > 0, timeout=60 * SLOW, every=0.5,
+                          what="the agent to return to A")
 
         def all_there():
             n = set()
@@ -73,7 +85,7 @@ def preferred_aggregator_down_then_back(tmp):
                 for line in spoolt.read_lines(path):
                     if line.isdigit():
                         n.add(int(line))
-            return len(n) >= N
+            return len(n) >= total[0]
         spoolt.wait_for(all_there, timeout=120 * SLOW, interval=0.5, what="every record")
         failovers = metric_sum(apig, "spool_http_failovers_total", name="ship")
         dup_a = metric_sum(apia, "spool_http_duplicates_total", name="ingest")
@@ -84,13 +96,14 @@ def preferred_aggregator_down_then_back(tmp):
         seen = {}
         for v in va + vb:
             seen[v] = seen.get(v, 0) + 1
-        lost = sum(1 for i in range(1, N + 1) if i not in seen)
+        lost = sum(1 for i in range(1, total[0] + 1) if i not in seen)
         dup = sum(c - 1 for c in seen.values())
         within = (len(va) - len(set(va))) + (len(vb) - len(set(vb)))
-        print("     A down %.1f s; A %d records, B %d: %d lost, %d in both logs (across the failover), %d "
+        print("     %d records; A down %.1f s; A %d records, B %d: %d lost, %d in both logs (across the failover), %d "
               "duplicated within one log; failovers %s; requests acknowledged as duplicates: "
               "A %s, B %s; gaps seen by A on return: %s"
-              % (down, len(va), len(vb), lost, dup - within, within, failovers, dup_a, dup_b, gaps_a))
+              % (total[0], down, len(va), len(vb), lost, dup - within, within, failovers,
+                 dup_a, dup_b, gaps_a))
         check(lost == 0, "%d records lost" % lost)
         check(within == 0, "%d duplicates within one aggregator's log" % within)
         check(failovers and failovers >= 1, "no failover counted")
