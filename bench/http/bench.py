@@ -9,7 +9,11 @@ MiB/s end to end (from the agent's start to the last record durable in the
 aggregator's log), CPU seconds per million records for each process, and
 the peak RSS of each.
 
-Usage: bench/http/bench.py [--bytes 1GiB] [--line 120] [--build DIR] [--no-append]
+With --idempotent both it runs the http output with idempotent: false and
+true alternately (--rounds each) and prints the cost of the exactly-once
+bookkeeping (throughput, CPU per million records on each side).
+
+Usage: bench/http/bench.py [--idempotent true|false|both] [--rounds 2] [--bytes 1GiB] [--line 120] [--build DIR] [--no-append]
        [--max-bytes 4MiB] [--max-in-flight 4] [--partitions 4] [--agg-fsync always]
        [--compression zstd] [--agent-compression none] [--agg-compression none]
        [--keep] [--dir DIR]
@@ -85,36 +89,8 @@ def metric_sum(port, name, label_filter=""):
     return total
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bytes", default="1GiB")
-    ap.add_argument("--line", type=int, default=120)
-    ap.add_argument("--build", default=os.path.join(SRC, "build"))
-    ap.add_argument("--max-bytes", default="4MiB", help="the http output's chunk size")
-    ap.add_argument("--max-in-flight", type=int, default=4, help="the http output's max_in_flight")
-    ap.add_argument("--partitions", type=int, default=4, help="partitions of both topics")
-    ap.add_argument("--agg-fsync", default="always",
-                    help="fsync policy of the aggregator's topic (always, never or a duration)")
-    ap.add_argument("--agent-compression", default="none", choices=["none", "zstd"],
-                    help="compression of the agent's topic on disk")
-    ap.add_argument("--agg-compression", default="none", choices=["none", "zstd"],
-                    help="compression of the aggregator's topic on disk")
-    ap.add_argument("--compression", default="zstd", choices=["auto", "none", "gzip", "zstd"],
-                    help="the http output's body compression")
-    ap.add_argument("--no-append", action="store_true")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
-    args = ap.parse_args()
-
-    spool = os.path.join(args.build, "spool")
-    work = args.dir or tempfile.mkdtemp(prefix="spool-bench-http-")
-    os.makedirs(work, exist_ok=True)
-    data = os.path.join(work, "input.log")
-    size = parse_size(args.bytes)
-    print("generating %s of %d-byte lines in %s ..." % (args.bytes, args.line, data), flush=True)
-    n = make_file(data, size, args.line)
-    mib = n * args.line / float(1 << 20)
-
+def run_once(args, spool, work, data, n, mib, idem):
+    """One agent -> aggregator run; returns its figures."""
     port, agg_api, agent_api = free_port(), free_port(), free_port()
     for d in ("agg-data", "agent-data"):
         shutil.rmtree(os.path.join(work, d), ignore_errors=True)
@@ -152,7 +128,8 @@ outputs:
     max_bytes: %(mb)s
     max_records: 100000
     max_in_flight: %(mif)d
-""" % {"w": work, "api": agent_api, "port": port, "data": data, "mb": args.max_bytes,
+    idempotent: %(idem)s
+""" % {"idem": idem, "w": work, "api": agent_api, "port": port, "data": data, "mb": args.max_bytes,
        "mif": args.max_in_flight, "parts": args.partitions, "comp": args.compression,
        "tcomp": args.agent_compression})
 
@@ -200,13 +177,70 @@ outputs:
         err_agent.close()
 
     mrec = n / 1e6
-    res = {
+    return {"idempotent": idem,
         "records": n, "mib": mib, "elapsed": elapsed, "rps": n / elapsed, "mibps": mib / elapsed,
         "agent_tail_s": agent_done or float("nan"),
         "cpu_agent": cpu_agent / mrec, "cpu_agg": cpu_agg / mrec,
         "rss_agent": rss_agent, "rss_agg": rss_agg,
         "wire_ratio": (wire / float(n * args.line)) if wire > 0 else float("nan"),
     }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bytes", default="1GiB")
+    ap.add_argument("--line", type=int, default=120)
+    ap.add_argument("--build", default=os.path.join(SRC, "build"))
+    ap.add_argument("--max-bytes", default="4MiB", help="the http output's chunk size")
+    ap.add_argument("--max-in-flight", type=int, default=4, help="the http output's max_in_flight")
+    ap.add_argument("--partitions", type=int, default=4, help="partitions of both topics")
+    ap.add_argument("--agg-fsync", default="always",
+                    help="fsync policy of the aggregator's topic (always, never or a duration)")
+    ap.add_argument("--agent-compression", default="none", choices=["none", "zstd"],
+                    help="compression of the agent's topic on disk")
+    ap.add_argument("--agg-compression", default="none", choices=["none", "zstd"],
+                    help="compression of the aggregator's topic on disk")
+    ap.add_argument("--compression", default="zstd", choices=["auto", "none", "gzip", "zstd"],
+                    help="the http output's body compression")
+    ap.add_argument("--idempotent", default="true", choices=["true", "false", "both"],
+                    help="the http output's idempotent option (producer id, exactly once); "
+                         "both: runs off/on alternately --rounds times each and compares")
+    ap.add_argument("--rounds", type=int, default=2, help="with --idempotent both")
+    ap.add_argument("--no-append", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
+    args = ap.parse_args()
+
+    spool = os.path.join(args.build, "spool")
+    work = args.dir or tempfile.mkdtemp(prefix="spool-bench-http-")
+    os.makedirs(work, exist_ok=True)
+    data = os.path.join(work, "input.log")
+    size = parse_size(args.bytes)
+    print("generating %s of %d-byte lines in %s ..." % (args.bytes, args.line, data), flush=True)
+    n = make_file(data, size, args.line)
+    mib = n * args.line / float(1 << 20)
+
+    load_start = os.getloadavg()[0]
+    if args.idempotent == "both":
+        runs = {"false": [], "true": []}
+        for r in range(args.rounds):
+            for idem in ("false", "true"):
+                res = run_once(args, spool, work, data, n, mib, idem)
+                runs[idem].append(res)
+                print("  round %d idempotent %s: %.0f records/s, CPU s/M rec agent %.3f, "
+                      "aggregator %.3f" % (r + 1, idem, res["rps"], res["cpu_agent"],
+                                           res["cpu_agg"]), flush=True)
+
+        def mean(idem, k):
+            return sum(x[k] for x in runs[idem]) / len(runs[idem])
+        for k, what in (("rps", "records/s"), ("cpu_agent", "agent CPU s/M rec"),
+                        ("cpu_agg", "aggregator CPU s/M rec")):
+            off, on = mean("false", k), mean("true", k)
+            print("%s: idempotent off %.3f, on %.3f (%+.1f%%)" % (what, off, on,
+                                                                 (on - off) / off * 100))
+        res = runs["true"][-1]
+    else:
+        res = run_once(args, spool, work, data, n, mib, args.idempotent)
     print("records %(records)d (%(mib).0f MiB) in %(elapsed).1f s: %(rps).0f records/s, "
           "%(mibps).1f MiB/s end to end (agent's own log complete after %(agent_tail_s).1f s)" % res)
     print("load average at the start: %.1f" % load_start)
@@ -226,7 +260,8 @@ outputs:
                     "--max-in-flight %d --partitions %d --agg-fsync %s --compression %s "
                     "--agent-compression %s --agg-compression %s`: "
                     "agent tails one file (read_from: beginning, topic fsync 1s) -> "
-                    "`http` output (format spool, compression %s, max_in_flight %d) -> "
+                    "`http` output (format spool, idempotent " + res["idempotent"] + ", "
+                    "compression %s, max_in_flight %d) -> "
                     "aggregator `http` input -> topic with as many partitions, fsync: %s. Timed "
                     "from the agent's start to the last record durable in the aggregator's "
                     "log.\n\n"

@@ -40,8 +40,13 @@
  * with the peer's IP address replaces any `agent` header they had. The core
  * partitions them by key.
  *
- * What it does not do: chunked responses, HTTP/2, or deduplicate a batch
- * an agent re-sends after a lost acknowledgement (delivery is at least once).
+ * A native request with Spool-Producer-Id (and Topic, Partition, First and
+ * Next) is idempotent: http_in_idem.c keeps per producer/topic/partition
+ * the next source offset, stored as this input's position with the batch,
+ * so a resent batch is acknowledged without being appended again, even
+ * after a crash of either side. JSON bodies stay at least once.
+ *
+ * What it does not do: chunked responses, HTTP/2.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -101,6 +106,8 @@ static const spool_option httpi_options[] = {
                    "included)"),
     SPOOL_OPT_INTEGER("workers", httpi_ctx, workers, "16", 1, 1024,
                       "threads that decode requests and wait for their durability"),
+    SPOOL_OPT_TIME("producer_expiry", httpi_ctx, producer_expiry, "7d", 60000, INT64_MAX / 4,
+                   "idempotent ingest: forget a producer/topic/partition idle this long"),
     SPOOL_OPT_END,
 };
 
@@ -238,6 +245,29 @@ static int httpi_offsets(struct MHD_Connection *conn, httpi_req *req, char *why,
                  req->first, req->next);
         return -EINVAL;
     }
+    req->idem_key[0] = '\0';
+    const char *producer =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, SPOOL_WIRE_HDR_PRODUCER_ID);
+    if (producer && req->kind == KIND_NATIVE) {
+        /* Idempotent ingest: the range and its source must be complete. */
+        const char *topic =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, SPOOL_WIRE_HDR_TOPIC);
+        if (req->first == INT64_MIN || req->next == INT64_MAX || partition < 0 || !topic) {
+            snprintf(why, whycap, "%s needs %s, %s, %s and %s", SPOOL_WIRE_HDR_PRODUCER_ID,
+                     SPOOL_WIRE_HDR_TOPIC, SPOOL_WIRE_HDR_PARTITION, SPOOL_WIRE_HDR_FIRST_OFFSET,
+                     SPOOL_WIRE_HDR_NEXT_OFFSET);
+            return -EINVAL;
+        }
+        int rc = httpi_idem_key(req->idem_key, sizeof(req->idem_key), producer, topic, partition);
+        if (rc < 0) {
+            req->idem_key[0] = '\0';
+            snprintf(why, whycap, "%s",
+                     rc == -EINVAL ? "Spool-Producer-Id must be 1 to 64 printable characters "
+                                     "without '/' or blanks"
+                                   : "Spool-Topic too long");
+            return -EINVAL;
+        }
+    }
     return 0;
 }
 
@@ -258,6 +288,15 @@ static unsigned httpi_admit(httpi_ctx *c, struct MHD_Connection *conn, const cha
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->agent,
                       sizeof(req->agent));
         }
+    }
+    if (strcmp(url, "/health") == 0 && strcmp(method, MHD_HTTP_METHOD_GET) == 0) {
+        /* The senders' failover probe (no token needed: it says nothing). */
+        if (atomic_load(&c->stopping)) {
+            *why = "shutting down";
+            return MHD_HTTP_SERVICE_UNAVAILABLE;
+        }
+        *why = "ok";
+        return MHD_HTTP_OK;
     }
     if (strcmp(url, HTTPI_PATH) != 0) {
         *why = "not found; POST " HTTPI_PATH;
@@ -351,7 +390,7 @@ static enum MHD_Result httpi_access(void *cls, struct MHD_Connection *conn, cons
         if (status) {
             httpi_conn_phase(&c->conns, httpi_conn_of(conn), HTTPI_PHASE_BUSY, 0);
             spool_log_debug(c->ins, "%s %s: HTTP %u: %s", method, url, status, why);
-            if (status != MHD_HTTP_UNAUTHORIZED && status != MHD_HTTP_NOT_FOUND) {
+            if (status >= 400 && status != MHD_HTTP_UNAUTHORIZED && status != MHD_HTTP_NOT_FOUND) {
                 spool_log_warn(c->ins, "%s: HTTP %u: %s", req->agent[0] ? req->agent : "client",
                                status, why);
             }
@@ -601,6 +640,28 @@ static int read_file(const char *path, char **out)
     return 0;
 }
 
+/* The durable next offset of an idempotent-ingest key (httpi_idem_durable_fn). */
+static int httpi_durable_offset(void *arg, const char *key, int64_t *next)
+{
+    uint8_t pos[HTTPI_IDEM_POS_LEN];
+    size_t len = 0;
+    int64_t seen;
+    int rc = spool_input_get_position(arg, key, pos, sizeof(pos), &len);
+    if (rc < 0) {
+        return rc;
+    }
+    return httpi_idem_pos_decode(pos, len, next, &seen);
+}
+
+/* spool_input_foreach_position: one stored offset into the table. */
+static void httpi_load_offset(void *arg, const char *source, const void *pos, size_t len)
+{
+    httpi_ctx *c = arg;
+    if (httpi_idem_load(&c->idem, source, pos, len, spool_now_ms()) == -EINVAL) {
+        spool_log_warn(c->ins, "ignoring a malformed stored offset for %s", source);
+    }
+}
+
 static int httpi_init(spool_instance *ins, void *vctx)
 {
     httpi_ctx *c = vctx;
@@ -643,6 +704,18 @@ static int httpi_init(spool_instance *ins, void *vctx)
     c->c_busy = spool_counter_register(ins, "requests_busy", "requests answered 503");
     c->c_body = spool_counter_register(ins, "body_bytes",
                                        "request body bytes received, as sent (compressed)");
+    c->c_dup = spool_counter_register(ins, "duplicates",
+                                      "native requests already accepted (acknowledged again)");
+    c->c_overlap = spool_counter_register(
+        ins, "overlaps", "native requests partly accepted before (only the new records taken)");
+    c->c_gap = spool_counter_register(
+        ins, "gaps", "native requests starting after the expected offset (sender dropped records)");
+    if ((rc = httpi_idem_init(&c->idem, c->producer_expiry, 10 * c->ack_timeout,
+                              httpi_durable_offset, ins)) < 0) {
+        spool_log_error(ins, "out of memory");
+        return rc;
+    }
+    c->idem_init = 1;
     c->wake_fd = -1;
     if ((rc = httpi_conns_init(&c->conns, ins)) < 0) {
         spool_log_error(ins, "out of memory");
@@ -728,6 +801,14 @@ static int httpi_start(spool_instance *ins, void *vctx)
         flags |= MHD_USE_IPv6;
     }
     atomic_store(&c->stopping, 0);
+    if (!c->idem_loaded) {
+        rc = spool_input_foreach_position(ins, httpi_load_offset, c);
+        if (rc < 0) {
+            spool_log_error(ins, "reading the stored producer offsets: %s", strerror(-rc));
+            return rc;
+        }
+        c->idem_loaded = 1;
+    }
     c->conns.max_total = httpi_fd_budget(ins, c->max_connections);
     c->conns.max_per_client = c->max_per_client;
     c->conns.header_timeout_ms = c->header_timeout;
@@ -858,6 +939,10 @@ static void httpi_destroy(spool_instance *ins, void *vctx)
     if (c->jobs_init) {
         pthread_mutex_destroy(&c->jobs_lock);
         c->jobs_init = 0;
+    }
+    if (c->idem_init) {
+        httpi_idem_destroy(&c->idem);
+        c->idem_init = 0;
     }
 }
 

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "http_in_idem.h"
 #include "spool/spool.h"
 
 /* Bearer tokens read from tokens_file, re-read when its mtime changes. */
@@ -114,6 +115,7 @@ typedef struct httpi_ctx {
     int64_t body_timeout;    /* ms for a complete body after its header */
     int64_t read_timeout;    /* ms without any byte from the client */
     int64_t workers;         /* threads that decode, submit and wait for durability */
+    int64_t producer_expiry; /* ms: idle producer entries are forgotten after this */
 
     /* state */
     spool_instance *ins;
@@ -122,12 +124,16 @@ typedef struct httpi_ctx {
     int use_tokens;
     httpi_tokens tokens;
     struct sockaddr_storage addr;
-    spool_counter *c_bad;  /* 4xx answered */
-    spool_counter *c_busy; /* 503 answered */
-    spool_counter *c_body; /* request body bytes as received (compressed) */
-    httpi_conns conns;     /* open connections, limits, deadlines (server thread) */
-    int conns_init;        /* 1 once conns is initialised */
-    pthread_t server;      /* runs MHD's loop */
+    spool_counter *c_bad;                     /* 4xx answered */
+    spool_counter *c_busy;                    /* 503 answered */
+    spool_counter *c_body;                    /* request body bytes as received (compressed) */
+    spool_counter *c_dup, *c_overlap, *c_gap; /* idempotent ingest (http_in_idem.c) */
+    httpi_idem idem;                          /* per producer/topic/partition next offset */
+    int idem_init;                            /* 1 once idem is initialised */
+    int idem_loaded;                          /* 1 once the stored offsets are in idem */
+    httpi_conns conns; /* open connections, limits, deadlines (server thread) */
+    int conns_init;    /* 1 once conns is initialised */
+    pthread_t server;  /* runs MHD's loop */
     int server_started;
     int wake_fd;         /* eventfd: wakes the server thread to stop */
     atomic_int stopping; /* stop() began */
@@ -168,9 +174,10 @@ typedef struct httpi_req {
     int64_t first;               /* Spool-First-Offset, INT64_MIN if absent */
     int64_t next;                /* Spool-Next-Offset, INT64_MAX if absent */
     int64_t queued_ms;           /* monotonic ms it was handed to the workers */
-    spool_buf body;              /* request body as received */
-    unsigned status;             /* REQ_DONE: the answer */
-    char why[1024];              /* REQ_DONE: its one-line reason */
+    char idem_key[HTTPI_IDEM_MAX_PRODUCER + 320]; /* producer/topic/partition, "" = none */
+    spool_buf body;                               /* request body as received */
+    unsigned status;                              /* REQ_DONE: the answer */
+    char why[1024];                               /* REQ_DONE: its one-line reason */
     char agent[INET6_ADDRSTRLEN];
 } httpi_req;
 

@@ -4,6 +4,9 @@
  * connection suspended; a worker decompresses, decodes, submits and waits
  * for durability (up to ack_timeout), then resumes the connection, and the
  * server thread sends the answer. So a slow log never stalls the event loop.
+ * A native request with a producer id holds its producer/topic/partition
+ * key (http_in_idem.c) from before decoding until its outcome is known, and
+ * its batch carries the key's new next offset as the input's position.
  *
  * Invariants: a request (httpi_req) is owned by the server thread, except
  * between being queued and resumed, when exactly one worker owns it; the
@@ -132,8 +135,9 @@ static int httpi_sink_add(void *arg, const spool_record *r)
 }
 
 /* Decodes native batches from body into the sink. 0 or a status with why. */
-static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body, httpi_sink *sink,
-                                    spool_wire_reader *rd, char *why, size_t whycap)
+static unsigned httpi_decode_native(const httpi_req *req, int64_t first, const spool_buf *body,
+                                    httpi_sink *sink, spool_wire_reader *rd, char *why,
+                                    size_t whycap)
 {
     unsigned status = 0;
     size_t pos = 0;
@@ -151,7 +155,7 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
             break;
         }
         spool_wire_reader_reset(rd, SIZE_MAX);
-        int m = spool_wire_reader_read(rd, body->data + pos, (size_t)n, -1, req->first);
+        int m = spool_wire_reader_read(rd, body->data + pos, (size_t)n, -1, first);
         if (m < 0) {
             /* Tell a CRC mismatch from other damage (error path only). */
             int crc_bad =
@@ -192,10 +196,33 @@ static unsigned httpi_decode_native(const httpi_req *req, const spool_buf *body,
         snprintf(why, whycap,
                  "no record of the body is in [Spool-First-Offset, Spool-Next-Offset) = "
                  "[%" PRId64 ", %" PRId64 "): the body would be dropped",
-                 req->first == INT64_MIN ? 0 : req->first, req->next);
+                 first == INT64_MIN ? 0 : first, req->next);
         status = MHD_HTTP_BAD_REQUEST;
     }
     return status;
+}
+
+/*
+ * Idempotent ingest: the key's new next offset goes with the batch, as the
+ * input's position (durable exactly with the records), with the removal of
+ * keys that expired. 0, or 503 on ENOMEM.
+ */
+static unsigned httpi_idem_attach(httpi_ctx *c, spool_batch *b, const httpi_idem_ticket *tk)
+{
+    uint8_t pos[HTTPI_IDEM_POS_LEN];
+    httpi_idem_pos_encode(pos, tk->next, spool_now_ms());
+    if (spool_batch_set_position(b, tk->key, pos, sizeof(pos)) < 0) {
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    }
+    char *gone[16];
+    size_t n = httpi_idem_take_forgotten(&c->idem, gone, sizeof(gone) / sizeof(gone[0]));
+    for (size_t i = 0; i < n; i++) {
+        if (spool_batch_set_position(b, gone[i], NULL, 0) < 0) {
+            /* still in the store: it expires again at the next start */
+        }
+        free(gone[i]);
+    }
+    return 0;
 }
 
 /* A worker's job: decode, submit, wait for durability. Sets req->status
@@ -208,6 +235,8 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
     spool_batch *b = NULL;
     httpi_scratch *sc = httpi_scratch_get();
     const spool_buf *plain = &req->body;
+    httpi_idem_ticket tk = {0};
+    int outcome = HTTPI_IDEM_NOT_SENT;
 
     why[0] = '\0';
     if (!sc) {
@@ -246,8 +275,34 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
     sink->batch = b;
     sink->agent = req->agent;
     sink->agent_len = (int32_t)strlen(req->agent);
-    if (req->kind == KIND_NATIVE) {
-        status = httpi_decode_native(req, plain, sink, sc->dec, why, whycap);
+    if (req->kind == KIND_NATIVE && req->idem_key[0]) {
+        int v = httpi_idem_begin(&c->idem, req->idem_key, req->first, req->next, spool_now_ms(),
+                                 req->queued_ms + c->ack_timeout, &tk);
+        if (v < 0) {
+            status = MHD_HTTP_SERVICE_UNAVAILABLE;
+            snprintf(why, whycap, "%s",
+                     v == -ENOMEM ? "out of memory"
+                                  : "busy: an earlier request of this producer and partition is "
+                                    "still being written, retry later");
+            goto out;
+        }
+        if (v == HTTPI_IDEM_DUP) {
+            spool_counter_add(c->c_dup, 1);
+            status = MHD_HTTP_OK;
+            snprintf(why, whycap,
+                     "ok 0 records (duplicate: offsets before %" PRId64 " were accepted before)",
+                     req->next);
+            goto out;
+        }
+        if (tk.overlap || tk.gap) {
+            spool_counter_add(tk.overlap ? c->c_overlap : c->c_gap, 1);
+        }
+        status = httpi_decode_native(req, tk.from, plain, sink, sc->dec, why, whycap);
+        if (status == 0 && (status = httpi_idem_attach(c, b, &tk)) != 0) {
+            snprintf(why, whycap, "out of memory");
+        }
+    } else if (req->kind == KIND_NATIVE) {
+        status = httpi_decode_native(req, req->first, plain, sink, sc->dec, why, whycap);
     } else {
         long n = spool_wire_json_parse(&sc->parser, plain->data ? plain->data : (const uint8_t *)"",
                                        plain->len, httpi_sink_add, sink, why, whycap);
@@ -288,6 +343,9 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
     spool_memory_release(req->mem);
     req->mem = 0;
     int rc = spool_input_submit_durable(c->ins, b, left);
+    outcome = rc == -EAGAIN || rc == -ESHUTDOWN || rc == -ENOMEM ? HTTPI_IDEM_NOT_SENT
+              : rc == 0                                          ? HTTPI_IDEM_DURABLE
+                                                                 : HTTPI_IDEM_UNKNOWN;
     if (rc == 0) {
         b = NULL;
         status = MHD_HTTP_OK;
@@ -310,6 +368,7 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
         }
     }
 out:
+    httpi_idem_end(&c->idem, &tk, outcome);
     if (status >= 400 && status != MHD_HTTP_SERVICE_UNAVAILABLE) {
         spool_log_warn(c->ins, "%s: HTTP %u: %s", req->agent, status, why);
     }

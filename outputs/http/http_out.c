@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,8 +56,16 @@ static const char *const httpo_lines[] = {"value", "json", NULL};
 static const char *const httpo_compressions[] = {"auto", "none", "gzip", "zstd", NULL};
 
 static const spool_option httpo_options[] = {
-    SPOOL_OPT_STR("url", httpo_ctx, url, NULL, 1,
-                  "destination URL, e.g. http://127.0.0.1:8080/v1/batches"),
+    SPOOL_OPT_STR("url", httpo_ctx, url, NULL, 0,
+                  "destination URL, e.g. http://127.0.0.1:8080/v1/batches (or urls)"),
+    SPOOL_OPT_STRLIST("urls", httpo_ctx, urls, 0,
+                      "destination URLs: the first is preferred, the next used when it keeps "
+                      "failing"),
+    SPOOL_OPT_INTEGER("failover_after", httpo_ctx, failover_after, "3", 1, 1000000,
+                      "with urls: consecutive failed requests before switching to the next URL"),
+    SPOOL_OPT_TIME("failback_interval", httpo_ctx, failback_interval, "10s", 100, 86400000,
+                   "with urls: how often the preferred URL is probed (GET /health) while "
+                   "another is in use"),
     SPOOL_OPT_CHOICE("format", httpo_ctx, format, "spool", httpo_formats,
                      "body format: spool (native batches), ndjson, json (array), fields (ndjson of "
                      "field documents), elasticsearch (bulk API), loki (push API), otlp (OTLP/HTTP "
@@ -97,6 +107,9 @@ static const spool_option httpo_options[] = {
                   "client private key (PEM) for mutual TLS"),
     SPOOL_OPT_FLAG("tls.verify", httpo_ctx, verify, "true",
                    "verify the server's certificate and host name"),
+    SPOOL_OPT_FLAG("idempotent", httpo_ctx, idempotent, "true",
+                   "format spool: send this node's producer id so that the aggregator appends "
+                   "each record once (exactly once; docs/protocol.md)"),
     SPOOL_OPT_TIME("connect_timeout", httpo_ctx, connect_timeout, "10s", 1, 3600000,
                    "TCP/TLS connect timeout"),
     SPOOL_OPT_TIME("timeout", httpo_ctx, timeout, "60s", 1, 86400000, "timeout of a whole request"),
@@ -186,8 +199,22 @@ static int httpo_check(spool_instance *ins, void *vctx)
     httpo_ctx *c = vctx;
     int rc = 0;
     static const char *const schemes[] = {"http", "https", NULL};
-    if (spool_check_url(ins, "url", c->url, schemes, SPOOL_ADDR_PORT_OPTIONAL) < 0) {
+    if (!c->url && c->urls.count == 0) {
+        spool_config_error(ins, NULL, "the http output needs url or urls");
         rc = -EINVAL;
+    } else if (c->url && c->urls.count > 0) {
+        spool_config_error(ins, "urls", "give url or urls, not both");
+        rc = -EINVAL;
+    } else if (c->url &&
+               spool_check_url(ins, "url", c->url, schemes, SPOOL_ADDR_PORT_OPTIONAL) < 0) {
+        rc = -EINVAL;
+    }
+    for (size_t i = 0; i < c->urls.count; i++) {
+        char opt[32];
+        snprintf(opt, sizeof(opt), "urls[%zu]", i);
+        if (spool_check_url(ins, opt, c->urls.items[i], schemes, SPOOL_ADDR_PORT_OPTIONAL) < 0) {
+            rc = -EINVAL;
+        }
     }
     if (c->token_file && spool_check_file(ins, "token_file", c->token_file) < 0) {
         rc = -EINVAL;
@@ -287,6 +314,112 @@ static size_t httpo_on_header(char *ptr, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+/*
+ * The node's producer id: data_dir/producer.id holds it with the identity
+ * of the directory it was made in (device:inode of data_dir, and the
+ * machine id, or the host name without one). A file whose recorded
+ * identity differs belongs to a copy of another node's data directory: a
+ * new id is made, so two nodes never share an id (a shared id would make
+ * the aggregator drop one node's records as duplicates of the other's).
+ * The file is written to a temporary name, fsynced and renamed. One id per
+ * process and directory (cached), so every http output of a node sends
+ * the same one.
+ */
+static pthread_mutex_t httpo_pid_lock = PTHREAD_MUTEX_INITIALIZER;
+static char httpo_pid_dir[4096];
+static char httpo_pid_value[33];
+
+static void httpo_machine(char *buf, size_t cap)
+{
+    FILE *f = fopen("/etc/machine-id", "r");
+    buf[0] = '\0';
+    if (f) {
+        if (fgets(buf, (int)cap, f)) {
+            buf[strcspn(buf, "\r\n")] = '\0';
+        }
+        fclose(f);
+    }
+    if (!buf[0]) {
+        snprintf(buf, cap, "host:%s", spool_hostname());
+    }
+}
+
+static int httpo_producer_id(spool_instance *ins, char out[33])
+{
+    const char *dir = spool_instance_data_dir(ins);
+    char path[4200], tmp[4300], ident[512], machine[256], line[1024];
+    struct stat st;
+    int rc = 0;
+    if (!dir || stat(dir, &st) < 0) {
+        spool_log_error(ins, "data directory %s: %s", dir ? dir : "?", strerror(errno));
+        return -EIO;
+    }
+    pthread_mutex_lock(&httpo_pid_lock);
+    if (httpo_pid_value[0] && strcmp(httpo_pid_dir, dir) == 0) {
+        memcpy(out, httpo_pid_value, 33);
+        goto out;
+    }
+    httpo_machine(machine, sizeof(machine));
+    snprintf(ident, sizeof(ident), "%llu:%llu %s", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino, machine);
+    snprintf(path, sizeof(path), "%s/producer.id", dir);
+    char id[33] = "", had[1024] = "";
+    FILE *f = fopen(path, "r");
+    if (f) {
+        while (fgets(line, sizeof(line), f)) {
+            line[strcspn(line, "\r\n")] = '\0';
+            if (strncmp(line, "id ", 3) == 0 && strlen(line + 3) == 32) {
+                memcpy(id, line + 3, 33);
+            } else if (strncmp(line, "dir ", 4) == 0) {
+                snprintf(had, sizeof(had), "%s", line + 4);
+            }
+        }
+        fclose(f);
+        if (id[0] && strcmp(had, ident) != 0) {
+            spool_log_warn(ins,
+                           "%s was made for another data directory or machine (%s, here %s): a "
+                           "copy of a data directory gets a new producer id",
+                           path, had, ident);
+            id[0] = '\0';
+        }
+    }
+    if (!id[0]) {
+        uint8_t rnd[16];
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+            rc = -errno;
+            spool_log_error(ins, "getrandom: %s", strerror(errno));
+            goto out;
+        }
+        for (int i = 0; i < 16; i++) {
+            snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+        }
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int n = snprintf(line, sizeof(line), "spool producer id\nid %s\ndir %s\n", id, ident);
+        if (fd < 0 || write(fd, line, (size_t)n) != n || fsync(fd) < 0 || rename(tmp, path) < 0) {
+            rc = -errno;
+            spool_log_error(ins, "writing %s: %s", path, strerror(errno));
+            if (fd >= 0) {
+                close(fd);
+            }
+            goto out;
+        }
+        close(fd);
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+        spool_log_info(ins, "new producer id %s (in %s)", id, path);
+    }
+    memcpy(out, id, 33);
+    memcpy(httpo_pid_value, id, 33);
+    snprintf(httpo_pid_dir, sizeof(httpo_pid_dir), "%s", dir);
+out:
+    pthread_mutex_unlock(&httpo_pid_lock);
+    return rc;
+}
+
 static int httpo_init(spool_instance *ins, void *vctx)
 {
     httpo_ctx *c = vctx;
@@ -321,12 +454,34 @@ static int httpo_init(spool_instance *ins, void *vctx)
         c->token_checked_ms = spool_monotonic_ms();
     }
     c->ins = ins;
+    if (c->url) {
+        c->targets = &c->url;
+        c->ntargets = 1;
+    } else {
+        c->targets = c->urls.items;
+        c->ntargets = c->urls.count;
+        c->c_failovers =
+            spool_counter_register(ins, "failovers", "switches from a failing URL to the next one");
+    }
+    atomic_store(&c->cur, 0);
+    c->producer_id[0] = '\0';
+    if (c->format == FMT_SPOOL && c->idempotent &&
+        (rc = httpo_producer_id(ins, c->producer_id)) < 0) {
+        return rc;
+    }
     rc = httpo_sender_start(c);
     if (rc < 0) {
         spool_log_error(ins, "cannot start the sender: %s", strerror(-rc));
         return rc;
     }
     return 0;
+}
+
+static size_t httpo_discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
 }
 
 /* A new request with its easy handle set up. NULL on ENOMEM. */
@@ -344,7 +499,6 @@ static httpo_req *httpo_req_new(httpo_ctx *c)
     }
     CURL *h = r->easy;
     curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)r);
-    curl_easy_setopt(h, CURLOPT_URL, c->url);
     curl_easy_setopt(h, CURLOPT_POST, 1L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout);
@@ -385,6 +539,94 @@ static struct curl_slist *httpo_add(struct curl_slist *l, int *failed, const cha
         return l;
     }
     return n;
+}
+
+const char *httpo_url(httpo_ctx *c)
+{
+    return c->targets ? c->targets[atomic_load(&c->cur)] : c->url;
+}
+
+void httpo_target_result(httpo_ctx *c, const httpo_req *r, int res)
+{
+    if (c->ntargets < 2 || r->target != atomic_load(&c->cur)) {
+        return; /* sent before a switch: says nothing about the URL in use */
+    }
+    if (res != SPOOL_RETRY) {
+        c->fails = 0; /* it answered (even a rejection says the server is up) */
+        return;
+    }
+    if (++c->fails < c->failover_after) {
+        return;
+    }
+    size_t next = (r->target + 1) % c->ntargets;
+    c->fails = 0;
+    atomic_store(&c->cur, next);
+    spool_counter_add(c->c_failovers, 1);
+    spool_log_warn(c->ins, "%s failed %lld times in a row: failing over to %s",
+                   c->targets[r->target], (long long)c->failover_after, c->targets[next]);
+}
+
+/* Sets buf to the /health URL of the server of url. 0, or -EINVAL. */
+static int httpo_health_url(const char *url, char *buf, size_t cap)
+{
+    const char *p = strstr(url, "://");
+    if (!p) {
+        return -EINVAL;
+    }
+    p += 3;
+    size_t hostlen = strcspn(p, "/?#");
+    int n = snprintf(buf, cap, "%.*s/health", (int)(p - url + hostlen), url);
+    return n < 0 || (size_t)n >= cap ? -EINVAL : 0;
+}
+
+/*
+ * While failed over: every failback_interval, GET <preferred>/health (the
+ * http input answers 200 while it accepts requests); on 200 the preferred
+ * URL is used again. The probe runs on the runner's thread, bounded by
+ * connect_timeout and 2 s. Runner thread.
+ */
+static void httpo_failback(httpo_ctx *c)
+{
+    if (c->ntargets < 2 || atomic_load(&c->cur) == 0) {
+        return;
+    }
+    int64_t now = spool_monotonic_ms();
+    if (now - c->probed_ms < c->failback_interval) {
+        return;
+    }
+    c->probed_ms = now;
+    char url[2048];
+    if (httpo_health_url(c->targets[0], url, sizeof(url)) < 0) {
+        return;
+    }
+    if (!c->probe && !(c->probe = curl_easy_init())) {
+        return;
+    }
+    CURL *h = c->probe;
+    curl_easy_reset(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+                     (long)(c->connect_timeout < 2000 ? c->connect_timeout : 2000));
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, httpo_discard);
+    if (c->ca_file) {
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+    }
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, c->verify ? 1L : 0L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, c->verify ? 2L : 0L);
+    if (c->cert_file) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert_file);
+        curl_easy_setopt(h, CURLOPT_SSLKEY, c->key_file);
+    }
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK &&
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200) {
+        atomic_store(&c->cur, 0);
+        spool_log_info(c->ins, "%s is healthy again: back to it", c->targets[0]);
+    }
 }
 
 static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk)
@@ -485,6 +727,9 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
     }
     hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_TOPIC ": %s", chunk->topic ? chunk->topic : "");
     hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_PARTITION ": %" PRId32, chunk->partition);
+    if (c->producer_id[0]) {
+        hl = httpo_add(hl, &failed, SPOOL_WIRE_HDR_PRODUCER_ID ": %s", c->producer_id);
+    }
     if (c->token_value) {
         hl = httpo_add(hl, &failed, "Authorization: Bearer %s", c->token_value);
     }
@@ -495,6 +740,9 @@ static int httpo_flush(spool_instance *ins, void *vctx, const spool_chunk *chunk
         curl_slist_free_all(hl);
         goto retry;
     }
+    httpo_failback(c);
+    r->target = atomic_load(&c->cur);
+    curl_easy_setopt(r->easy, CURLOPT_URL, c->targets[r->target]);
     r->chunk = chunk;
     r->hl = hl;
     r->resp.len = 0;
@@ -523,6 +771,10 @@ static void httpo_destroy(spool_instance *ins, void *vctx)
 {
     httpo_ctx *c = vctx;
     httpo_sender_stop(c);
+    if (c->probe) {
+        curl_easy_cleanup(c->probe);
+        c->probe = NULL;
+    }
     httpo_fmt_free(&c->fmt);
     free(c->token_value);
     c->token_value = NULL;

@@ -11,6 +11,7 @@
 #define SPOOL_HTTP_OUT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -33,6 +34,7 @@ typedef struct httpo_req {
     struct httpo_req *next; /* in incoming, the sender's lists, or free_reqs */
     httpo_ctx *c;
     const spool_chunk *chunk; /* the runner's chunk, valid until completed */
+    size_t target;            /* index of the URL it was sent to */
     CURL *easy;               /* keeps its options between uses */
     struct curl_slist *hl;    /* this request's headers */
     spool_buf body;           /* encoded body (JSON, or re-encoded native) */
@@ -45,7 +47,10 @@ typedef struct httpo_req {
 
 struct httpo_ctx {
     /* options (filled by the core) */
-    char *url;                 /* destination URL */
+    char *url;                 /* destination URL (or urls) */
+    spool_strlist urls;        /* destination URLs: the first preferred, the others standby */
+    int64_t failover_after;    /* consecutive failed requests before the next URL is used */
+    int64_t failback_interval; /* ms between health probes of the preferred URL */
     int format;                /* HTTPO_FMT_* */
     int compression;           /* HTTPO_COMP_*; auto = zstd for spool, none for JSON */
     int64_t compression_level; /* zstd 1-19, gzip 1-9 */
@@ -59,6 +64,7 @@ struct httpo_ctx {
     int64_t connect_timeout;   /* ms */
     int64_t timeout;           /* ms, whole request */
     httpo_fmt fmt;             /* elasticsearch, loki, otlp: their options and state */
+    int idempotent;            /* format spool: send Spool-Producer-Id (exactly once) */
 
     /* runner-thread state */
     spool_instance *ins;
@@ -67,6 +73,14 @@ struct httpo_ctx {
     char *token_value;           /* current bearer token, NULL for none */
     struct timespec token_mtime; /* of token_file when read */
     int64_t token_checked_ms;    /* monotonic ms of the last stat */
+    char producer_id[33];        /* this node's producer id (hex), "" when not idempotent */
+    char **targets;              /* the URLs, preferred first (url, or the items of urls) */
+    size_t ntargets;
+    CURL *probe;                /* GET <preferred>/health while failed over */
+    int64_t probed_ms;          /* monotonic ms of the last probe */
+    spool_counter *c_failovers; /* switches away from a failing URL */
+    _Atomic size_t cur;         /* index of the URL in use (any thread) */
+    int fails;                  /* consecutive failures of targets[cur] (sender thread) */
 
     /* shared with the sender thread */
     CURLM *multi;
@@ -91,6 +105,13 @@ void httpo_sender_drain(httpo_ctx *c, int64_t timeout_ms);
 /* Stops the sender (outstanding chunks are completed as SPOOL_RETRY), joins
  * it and frees every request. Accepts a never-started sender. */
 void httpo_sender_stop(httpo_ctx *c);
+
+/* The URL in use now. Any thread. */
+const char *httpo_url(httpo_ctx *c);
+/* A request's outcome (SPOOL_OK/RETRY/REJECT) for failover: after
+ * failover_after consecutive retries of the URL in use, the next one is
+ * used. Sender thread. */
+void httpo_target_result(httpo_ctx *c, const httpo_req *r, int res);
 
 /* Frees a request and its handle. Accepts NULL. */
 void httpo_req_free(httpo_req *r);

@@ -186,10 +186,11 @@ static int classify_fmt(httpo_ctx *c, httpo_req *r, long status, char *reason, s
         return SPOOL_RETRY;
     }
     if (v.result == SPOOL_RETRY) {
-        spool_log_warn(
-            c->ins,
-            "POST %s: HTTP %ld: %s; the chunk of %s[%" PRId32 "] at offset %" PRId64 " is retried",
-            c->url, status, v.reason, ch->topic ? ch->topic : "?", ch->partition, ch->first_offset);
+        spool_log_warn(c->ins,
+                       "POST %s: HTTP %ld: %s; the chunk of %s[%" PRId32 "] at offset %" PRId64
+                       " is retried",
+                       httpo_url(c), status, v.reason, ch->topic ? ch->topic : "?", ch->partition,
+                       ch->first_offset);
         spool_count(c->ins, SPOOL_COUNT_ERRORS, 1);
         return SPOOL_RETRY;
     }
@@ -201,16 +202,16 @@ static int classify_fmt(httpo_ctx *c, httpo_req *r, long status, char *reason, s
         spool_log_warn(c->ins,
                        "POST %s: the destination refused %zu of %zu records of %s[%" PRId32
                        "] at offset %" PRId64 " (first: %s): to the dead-letter topic",
-                       c->url, v.rejected, ch->count, ch->topic ? ch->topic : "?", ch->partition,
-                       ch->first_offset, v.reason);
+                       httpo_url(c), v.rejected, ch->count, ch->topic ? ch->topic : "?",
+                       ch->partition, ch->first_offset, v.reason);
     }
     if (v.partial > 0) {
         spool_log_warn(c->ins,
                        "POST %s: the collector rejected %" PRId64
                        " of %zu log records of %s[%" PRId32 "] at offset %" PRId64
                        " (it does not say which): %s",
-                       c->url, v.partial, ch->count, ch->topic ? ch->topic : "?", ch->partition,
-                       ch->first_offset, v.reason[0] ? v.reason : "no message");
+                       httpo_url(c), v.partial, ch->count, ch->topic ? ch->topic : "?",
+                       ch->partition, ch->first_offset, v.reason[0] ? v.reason : "no message");
         spool_count(c->ins, SPOOL_COUNT_REJECTED, (uint64_t)v.partial);
     }
     return SPOOL_OK;
@@ -222,7 +223,7 @@ static int classify(httpo_ctx *c, httpo_req *r, CURLcode cc, char *reason, size_
 {
     const spool_chunk *ch = r->chunk;
     if (cc != CURLE_OK) {
-        spool_log_warn(c->ins, "POST %s: %s", c->url,
+        spool_log_warn(c->ins, "POST %s: %s", httpo_url(c),
                        r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc));
         spool_count(c->ins, SPOOL_COUNT_ERRORS, 1);
         return SPOOL_RETRY;
@@ -252,15 +253,16 @@ static int classify(httpo_ctx *c, httpo_req *r, CURLcode cc, char *reason, size_
         body[--bl] = '\0';
     }
     if (status >= 500 || status == 408 || status == 425 || status == 429) {
-        spool_log_warn(c->ins, "POST %s: HTTP %ld %s (Retry-After: %" PRId64 " ms)", c->url, status,
-                       body, r->retry_after_ms);
+        spool_log_warn(c->ins, "POST %s: HTTP %ld %s (Retry-After: %" PRId64 " ms)", httpo_url(c),
+                       status, body, r->retry_after_ms);
         spool_count(c->ins, SPOOL_COUNT_ERRORS, 1);
         return SPOOL_RETRY;
     }
     snprintf(reason, cap, "HTTP %ld: %s", status, body);
-    spool_log_error(
-        c->ins, "POST %s rejected %zu records of %s[%" PRId32 "] at offset %" PRId64 ": %s", c->url,
-        ch->count, ch->topic ? ch->topic : "?", ch->partition, ch->first_offset, reason);
+    spool_log_error(c->ins,
+                    "POST %s rejected %zu records of %s[%" PRId32 "] at offset %" PRId64 ": %s",
+                    httpo_url(c), ch->count, ch->topic ? ch->topic : "?", ch->partition,
+                    ch->first_offset, reason);
     return SPOOL_REJECT;
 }
 
@@ -347,6 +349,7 @@ static void *sender_main(void *arg)
             list_remove(&active, r);
             reason[0] = '\0';
             int res = classify(c, r, cc, reason, sizeof(reason));
+            httpo_target_result(c, r, res);
             if (res == SPOOL_RETRY) {
                 floor_raise(&floors, r->chunk, spool_monotonic_ms());
                 /* Followers of its partition must not overtake it. */

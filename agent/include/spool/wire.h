@@ -47,6 +47,10 @@ extern "C" {
 #define SPOOL_WIRE_HDR_NEXT_OFFSET "Spool-Next-Offset"
 #define SPOOL_WIRE_HDR_PARTITION "Spool-Partition"
 #define SPOOL_WIRE_HDR_TOPIC "Spool-Topic"
+/* The sending node's producer id (hex, at most 64 characters): with Topic,
+ * Partition, First and Next on a batch body, the receiver appends each
+ * source offset once (docs/protocol.md, "Exactly once"). */
+#define SPOOL_WIRE_HDR_PRODUCER_ID "Spool-Producer-Id"
 
 enum spool_wire_kind {
     SPOOL_WIRE_NDJSON = 0, /* one object per line */
