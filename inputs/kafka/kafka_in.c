@@ -47,6 +47,7 @@ typedef struct kin_part {
     int64_t next;    /* next offset after the records read into the batch; -1 none */
     int64_t durable; /* next offset after the records durable in the log; -1 none */
     int committed;   /* durable was committed to Kafka */
+    int64_t acked;   /* the offset Kafka confirmed committed (or the start); -1 none */
 } kin_part;
 
 typedef struct kin_ctx {
@@ -69,7 +70,9 @@ typedef struct kin_ctx {
     spool_header *hdrs;
     size_t cap_hdrs;
     int fatal;
-    int closed; /* rd_kafka_consumer_close done */
+    int closed;         /* rd_kafka_consumer_close done */
+    spool_counter *lag; /* gauge: records read whose offsets Kafka has not confirmed */
+    spool_counter *commit_errors;
 } kin_ctx;
 
 static const char *const kin_start_names[] = {"earliest", "latest", NULL};
@@ -226,6 +229,7 @@ static kin_part *kin_part_get(kin_ctx *ctx, const char *topic, int32_t partition
     p->next = -1;
     p->durable = -1;
     p->committed = 1;
+    p->acked = -1;
     ctx->last_part = ctx->nparts++;
     return p;
 }
@@ -245,6 +249,21 @@ static void kin_part_remove(kin_ctx *ctx, const char *topic, int32_t partition)
 static void kin_source(char *buf, size_t cap, const char *topic, int32_t partition)
 {
     snprintf(buf, cap, "%s/%" PRId32, topic, partition);
+}
+
+/* The gauge of records read but not yet confirmed committed by Kafka: a
+ * node with 0 has told Kafka everything its log holds (tests wait on it). */
+static void kin_lag_update(kin_ctx *ctx)
+{
+    int64_t sum = 0;
+
+    for (size_t i = 0; i < ctx->nparts; i++) {
+        const kin_part *p = &ctx->parts[i];
+        if (p->next >= 0 && p->acked >= 0 && p->next > p->acked) {
+            sum += p->next - p->acked;
+        }
+    }
+    spool_gauge_set(ctx->lag, sum);
 }
 
 /* Spool's durable next offset of (topic, partition), or -1. */
@@ -271,7 +290,6 @@ static int64_t kin_local_offset(kin_ctx *ctx, const char *topic, int32_t partiti
 static void kin_commit(kin_ctx *ctx, const rd_kafka_topic_partition_list_t *only, int async)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)ctx->nparts + 1);
-    rd_kafka_resp_err_t err;
 
     for (size_t i = 0; i < ctx->nparts; i++) {
         kin_part *p = &ctx->parts[i];
@@ -285,13 +303,8 @@ static void kin_commit(kin_ctx *ctx, const rd_kafka_topic_partition_list_t *only
         p->committed = 1;
     }
     if (l->cnt > 0) {
-        err = rd_kafka_commit(ctx->rk, l, async);
-        if (err && !async) {
-            spool_log_warn(ctx->ins,
-                           "committing offsets to Kafka failed: %s (spool's own "
-                           "positions stay exact; the next owner may re-read those records)",
-                           rd_kafka_err2str(err));
-        }
+        /* The outcome (sync or async) reaches kin_commit_cb from a poll. */
+        (void)rd_kafka_commit(ctx->rk, l, async);
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -310,6 +323,7 @@ static int kin_flush(kin_ctx *ctx)
     if (!ctx->batch || spool_batch_count(ctx->batch) == 0) {
         return 0;
     }
+    kin_lag_update(ctx);
     for (size_t i = 0; i < ctx->nparts; i++) {
         kin_part *p = &ctx->parts[i];
         if (p->next < 0 || p->next == p->durable) {
@@ -381,6 +395,7 @@ static void kin_assign(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
             p->next = start;
             p->durable = start;
             p->committed = local <= kafka;
+            p->acked = kafka >= 0 ? kafka : start;
         }
         spool_log_info(ctx->ins, "assigned %s/%d from %s (spool %" PRId64 ", kafka %" PRId64 ")",
                        tp->topic, (int)tp->partition,
@@ -405,6 +420,38 @@ static void kin_revoke(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
     for (int i = 0; i < l->cnt; i++) {
         kin_part_remove(ctx, l->elems[i].topic, l->elems[i].partition);
     }
+    kin_lag_update(ctx);
+}
+
+/* Kafka answered a commit (on the run thread, from poll). */
+static void kin_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                          rd_kafka_topic_partition_list_t *l, void *opaque)
+{
+    kin_ctx *ctx = opaque;
+
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        return;
+    }
+    if (err) {
+        spool_counter_add(ctx->commit_errors, 1);
+        spool_log_warn(ctx->ins,
+                       "committing offsets to Kafka failed: %s (spool's own positions "
+                       "stay exact; it is retried with the next batch)",
+                       rd_kafka_err2str(err));
+    }
+    for (int i = 0; l && i < l->cnt; i++) {
+        kin_part *p = kin_part_get(ctx, l->elems[i].topic, l->elems[i].partition, 0);
+        if (!p) {
+            continue;
+        }
+        if (err || l->elems[i].err) {
+            p->committed = 0; /* sent again with the next commit */
+        } else if (l->elems[i].offset > p->acked) {
+            p->acked = l->elems[i].offset;
+        }
+    }
+    kin_lag_update(ctx);
 }
 
 static void kin_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -452,12 +499,17 @@ static int kin_init(spool_instance *ins, void *vctx)
     int rc = -EINVAL;
 
     ctx->ins = ins;
+    ctx->lag = spool_gauge_register(ins, "uncommitted_records",
+                                    "records read whose offsets Kafka has not confirmed committed");
+    ctx->commit_errors =
+        spool_counter_register(ins, "commit_errors", "offset commits to Kafka that failed");
     if (kin_conf_build(ctx, ins, &conf)) {
         return -EINVAL;
     }
     rd_kafka_conf_set_opaque(conf, ctx);
     rd_kafka_conf_set_rebalance_cb(conf, kin_rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, kin_error_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, kin_commit_cb);
     rd_kafka_conf_set_log_cb(conf, kin_log_cb);
     ctx->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!ctx->rk) {
@@ -574,6 +626,9 @@ static int kin_run(spool_instance *ins, void *vctx)
         }
         if (n == 0) {
             first_ms = spool_monotonic_ms();
+        }
+        if (p->acked < 0) {
+            p->acked = m->offset; /* started at earliest/latest */
         }
         p->next = m->offset + 1;
         rd_kafka_message_destroy(m);
