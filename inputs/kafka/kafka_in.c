@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -74,6 +75,9 @@ typedef struct kin_ctx {
     spool_counter *lag; /* gauge: records read whose offsets Kafka has not confirmed */
     spool_counter *commit_errors;
 } kin_ctx;
+
+/* Messages taken from the consumer queue per call. */
+#define KIN_POLL_MAX 1000
 
 static const char *const kin_start_names[] = {"earliest", "latest", NULL};
 
@@ -579,9 +583,39 @@ static int kin_append(kin_ctx *ctx, const rd_kafka_message_t *m)
     return rc;
 }
 
+/* Appends one consumed message (or skips it); 0, or -ENOMEM. */
+static int kin_take(kin_ctx *ctx, rd_kafka_message_t *m, int64_t *first_ms)
+{
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            spool_log_warn(ctx->ins, "consume error: %s", rd_kafka_message_errstr(m));
+        }
+        return 0;
+    }
+    /* Only partitions assigned now: one revoked during this poll is not
+     * read here again (its new owner reads it). */
+    kin_part *p = kin_part_get(ctx, rd_kafka_topic_name(m->rkt), m->partition, 0);
+    if (!p || (p->next >= 0 && m->offset < p->next)) {
+        return 0;
+    }
+    if (spool_batch_count(ctx->batch) == 0) {
+        *first_ms = spool_monotonic_ms();
+    }
+    if (kin_append(ctx, m)) {
+        return -ENOMEM;
+    }
+    if (p->acked < 0) {
+        p->acked = m->offset; /* started at earliest/latest */
+    }
+    p->next = m->offset + 1;
+    return 0;
+}
+
 static int kin_run(spool_instance *ins, void *vctx)
 {
     kin_ctx *ctx = vctx;
+    rd_kafka_message_t *msgs[KIN_POLL_MAX];
+    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(ctx->rk);
     int64_t first_ms = 0;
 
     while (!spool_instance_stopping(ins) && !ctx->fatal) {
@@ -593,46 +627,28 @@ static int kin_run(spool_instance *ins, void *vctx)
             }
         }
         size_t n = spool_batch_count(ctx->batch);
-        int64_t now = spool_monotonic_ms();
-        int wait = n == 0 ? 100 : (int)(first_ms + ctx->batch_wait - now);
+        int wait = n == 0 ? 100 : (int)(first_ms + ctx->batch_wait - spool_monotonic_ms());
         if (n > 0 && (wait <= 0 || (int64_t)n >= ctx->batch_records)) {
             kin_flush(ctx);
             kin_commit(ctx, NULL, 1);
             continue;
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(ctx->rk, wait > 100 ? 100 : wait);
-        if (!m) {
-            continue;
-        }
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                spool_log_warn(ins, "consume error: %s", rd_kafka_message_errstr(m));
+        size_t room = (size_t)ctx->batch_records - n;
+        ssize_t got = rd_kafka_consume_batch_queue(q, wait > 100 ? 100 : wait, msgs,
+                                                   room < KIN_POLL_MAX ? room : KIN_POLL_MAX);
+        int rc = 0;
+        for (ssize_t i = 0; i < got; i++) {
+            if (rc == 0) {
+                rc = kin_take(ctx, msgs[i], &first_ms);
             }
-            rd_kafka_message_destroy(m);
-            continue;
+            rd_kafka_message_destroy(msgs[i]);
         }
-        const char *topic = rd_kafka_topic_name(m->rkt);
-        kin_part *p = kin_part_get(ctx, topic, m->partition, 1);
-        if (!p || (p->next >= 0 && m->offset < p->next)) {
-            /* ENOMEM, or a message before what the batch already holds
-             * (not expected after an assign at explicit offsets). */
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        if (kin_append(ctx, m)) {
-            rd_kafka_message_destroy(m);
+        if (rc) {
             spool_log_error(ins, "out of memory");
             break;
         }
-        if (n == 0) {
-            first_ms = spool_monotonic_ms();
-        }
-        if (p->acked < 0) {
-            p->acked = m->offset; /* started at earliest/latest */
-        }
-        p->next = m->offset + 1;
-        rd_kafka_message_destroy(m);
     }
+    rd_kafka_queue_destroy(q);
     /* Shutdown: what was read becomes durable, then Kafka hears of it. */
     kin_flush(ctx);
     kin_commit(ctx, NULL, 0);
