@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -46,6 +47,7 @@ typedef struct kin_part {
     char *topic;
     int32_t partition;
     int64_t next;    /* next offset after the records read into the batch; -1 none */
+    int64_t sent;    /* next offset after the records submitted to the pipeline; -1 none */
     int64_t durable; /* next offset after the records durable in the log; -1 none */
     int committed;   /* durable was committed to Kafka */
     int64_t acked;   /* the offset Kafka confirmed committed (or the start); -1 none */
@@ -231,6 +233,7 @@ static kin_part *kin_part_get(kin_ctx *ctx, const char *topic, int32_t partition
     }
     p->partition = partition;
     p->next = -1;
+    p->sent = -1;
     p->durable = -1;
     p->committed = 1;
     p->acked = -1;
@@ -287,13 +290,18 @@ static int64_t kin_local_offset(kin_ctx *ctx, const char *topic, int32_t partiti
     return (*end || v < 0) ? -1 : (int64_t)v;
 }
 
+static void kin_refresh(kin_ctx *ctx);
+
 /*
  * Commits the durable offsets not yet committed (only those of `only`'s
  * partitions when given) to Kafka; async or sync.
  */
 static void kin_commit(kin_ctx *ctx, const rd_kafka_topic_partition_list_t *only, int async)
 {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)ctx->nparts + 1);
+    rd_kafka_topic_partition_list_t *l;
+
+    kin_refresh(ctx);
+    l = rd_kafka_topic_partition_list_new((int)ctx->nparts + 1);
 
     for (size_t i = 0; i < ctx->nparts; i++) {
         kin_part *p = &ctx->parts[i];
@@ -319,7 +327,7 @@ static void kin_commit(kin_ctx *ctx, const rd_kafka_topic_partition_list_t *only
  * not be made durable (shutdown): its records are dropped and, their
  * positions never stored, read again after restart.
  */
-static int kin_flush(kin_ctx *ctx)
+static int kin_flush(kin_ctx *ctx, int durable)
 {
     char src[512], pos[32];
     int rc = 0;
@@ -330,7 +338,7 @@ static int kin_flush(kin_ctx *ctx)
     kin_lag_update(ctx);
     for (size_t i = 0; i < ctx->nparts; i++) {
         kin_part *p = &ctx->parts[i];
-        if (p->next < 0 || p->next == p->durable) {
+        if (p->next < 0 || p->next == p->sent) {
             continue;
         }
         kin_source(src, sizeof(src), p->topic, p->partition);
@@ -341,7 +349,8 @@ static int kin_flush(kin_ctx *ctx)
         }
     }
     for (;;) {
-        rc = spool_input_submit_durable(ctx->ins, ctx->batch, 30000);
+        rc = durable ? spool_input_submit_durable(ctx->ins, ctx->batch, 30000)
+                     : spool_input_submit(ctx->ins, ctx->batch, 1000);
         if (rc == -EAGAIN && !spool_instance_stopping(ctx->ins)) {
             continue; /* the pipeline is full: wait (backpressure) */
         }
@@ -351,7 +360,8 @@ static int kin_flush(kin_ctx *ctx)
         ctx->batch = NULL;
         for (size_t i = 0; i < ctx->nparts; i++) {
             kin_part *p = &ctx->parts[i];
-            if (p->next >= 0 && p->next != p->durable) {
+            p->sent = p->next;
+            if (durable && p->next >= 0 && p->next != p->durable) {
                 p->durable = p->next;
                 p->committed = 0;
             }
@@ -366,16 +376,65 @@ static int kin_flush(kin_ctx *ctx)
     ctx->batch = NULL;
     spool_log_warn(ctx->ins, "a batch was not confirmed durable: %s", strerror(-rc));
     for (size_t i = 0; i < ctx->nparts; i++) {
-        ctx->parts[i].next = ctx->parts[i].durable;
+        ctx->parts[i].sent = ctx->parts[i].next;
     }
     return rc;
 fail:
+    /* Dropped: read again after a restart from the stored positions. */
     spool_batch_destroy(ctx->batch);
     ctx->batch = NULL;
     for (size_t i = 0; i < ctx->nparts; i++) {
-        ctx->parts[i].next = ctx->parts[i].durable;
+        ctx->parts[i].next = ctx->parts[i].sent;
     }
     return rc;
+}
+
+/* Picks up what became durable from the position store (batches submitted
+ * without waiting become durable in order, their positions with them). */
+static void kin_refresh(kin_ctx *ctx)
+{
+    for (size_t i = 0; i < ctx->nparts; i++) {
+        kin_part *p = &ctx->parts[i];
+        if (p->sent < 0 || p->durable >= p->sent) {
+            continue;
+        }
+        int64_t d = kin_local_offset(ctx, p->topic, p->partition);
+        if (d > p->durable) {
+            p->durable = d;
+            p->committed = 0;
+        }
+    }
+}
+
+/* Waits (bounded by commit_timeout) until everything submitted for the
+ * partitions of `only` (all when NULL) is durable. 0 or -ETIMEDOUT. */
+static int kin_wait_durable(kin_ctx *ctx, const rd_kafka_topic_partition_list_t *only)
+{
+    int64_t deadline = spool_monotonic_ms() + ctx->commit_timeout;
+
+    for (;;) {
+        int behind = 0;
+        kin_refresh(ctx);
+        for (size_t i = 0; i < ctx->nparts; i++) {
+            const kin_part *p = &ctx->parts[i];
+            if (p->sent >= 0 && p->durable < p->sent &&
+                (!only || rd_kafka_topic_partition_list_find(only, p->topic, p->partition))) {
+                behind = 1;
+            }
+        }
+        if (!behind) {
+            return 0;
+        }
+        if (spool_monotonic_ms() >= deadline) {
+            spool_log_warn(ctx->ins,
+                           "records submitted to the log not durable after %" PRId64
+                           " ms; their offsets are not committed to Kafka",
+                           ctx->commit_timeout);
+            return -ETIMEDOUT;
+        }
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* the log commits in the background */
+    }
 }
 
 static void kin_assign(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
@@ -397,6 +456,7 @@ static void kin_assign(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
         tp->offset = start >= 0 ? start : RD_KAFKA_OFFSET_INVALID;
         if (p) {
             p->next = start;
+            p->sent = start;
             p->durable = start;
             p->committed = local <= kafka;
             p->acked = kafka >= 0 ? kafka : start;
@@ -418,7 +478,8 @@ static void kin_revoke(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
 {
     /* What was read is submitted and made durable, then committed
      * synchronously: the next owner starts right after it. */
-    kin_flush(ctx);
+    kin_flush(ctx, 1);
+    kin_wait_durable(ctx, l);
     kin_commit(ctx, l, 0);
     rd_kafka_assign(ctx->rk, NULL);
     for (int i = 0; i < l->cnt; i++) {
@@ -629,7 +690,7 @@ static int kin_run(spool_instance *ins, void *vctx)
         size_t n = spool_batch_count(ctx->batch);
         int wait = n == 0 ? 100 : (int)(first_ms + ctx->batch_wait - spool_monotonic_ms());
         if (n > 0 && (wait <= 0 || (int64_t)n >= ctx->batch_records)) {
-            kin_flush(ctx);
+            kin_flush(ctx, 0);
             kin_commit(ctx, NULL, 1);
             continue;
         }
@@ -647,10 +708,14 @@ static int kin_run(spool_instance *ins, void *vctx)
             spool_log_error(ins, "out of memory");
             break;
         }
+        if (got <= 0 && n == 0) {
+            kin_commit(ctx, NULL, 1); /* idle: tell Kafka what became durable */
+        }
     }
     rd_kafka_queue_destroy(q);
     /* Shutdown: what was read becomes durable, then Kafka hears of it. */
-    kin_flush(ctx);
+    kin_flush(ctx, 1);
+    kin_wait_durable(ctx, NULL);
     kin_commit(ctx, NULL, 0);
     /* Leaves the group now (the revoke callback runs while the pipeline
      * still accepts batches), so the others take the partitions over. */
