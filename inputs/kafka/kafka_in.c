@@ -2,16 +2,18 @@
  * kafka_in.c: the `kafka` input. A librdkafka consumer in the consumer
  * group `group_id` reads `topics` and turns each Kafka message into a
  * spool record: Kafka key -> key, value -> value, headers -> headers,
- * Kafka timestamp -> timestamp. The run thread polls the consumer, fills
- * one batch (up to batch_records records or batch_wait), and submits it
- * with spool_input_submit_durable.
+ * Kafka timestamp -> timestamp. The run thread takes messages from the
+ * consumer queue (up to 1000 per call), fills one batch (up to
+ * batch_records records or batch_wait), and submits it without waiting for
+ * durability (the next batch is read meanwhile).
  *
  * Positions: each batch carries, per Kafka (topic, partition) it holds,
  * the source position "<topic>/<partition>" = the next offset (decimal
  * text), so spool's checkpoint stores it atomically with the records: after
  * a kill -9 the log holds exactly the records before the stored offsets.
- * Once a batch is durable its offsets are committed to Kafka asynchronously
- * (for lag tools and for the next owner of a partition).
+ * Offsets are committed to Kafka asynchronously once the position store
+ * shows them durable (read back after each batch and when idle), for lag
+ * tools and for the next owner of a partition.
  *
  * Assignment (eager rebalancing, the rebalance callback on the run thread):
  * a partition starts at max(spool's durable position, the group's committed
@@ -20,8 +22,8 @@
  * follow durability), so a larger committed offset means another node made
  * those records durable, and a larger local position means this node made
  * them durable but died before committing: either way no record is read
- * twice. Revocation: the batch being filled is submitted and waited for
- * until durable, its offsets are committed to Kafka SYNCHRONOUSLY, then the
+ * twice. Revocation: the batch being filled is submitted, everything
+ * submitted is waited for until durable, its offsets are committed to Kafka SYNCHRONOUSLY, then the
  * partitions are unassigned; so the next owner starts exactly after what
  * this node holds. The one window left is a kill -9 between a batch's
  * durability and its commit to Kafka when another node takes the partition
