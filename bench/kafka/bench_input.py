@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kafka input benchmark: librdkafka's mock cluster (3 brokers) holding N
 records of 120 bytes (a key each) in a topic of 16 partitions (the mock
-keeps ~5 MiB per partition: the default fills 4.5 MiB of each), read by
+keeps ~5 MiB per partition: the default fills ~2.3 MiB of each), read by
 `kcat -C` to the end (the librdkafka speed limit) and by spool's kafka input
 into spool's log (1 partition, fsync 1s). Prints records/s, MiB/s, CPU
 seconds per million records and peak RSS for both, and appends them to
@@ -11,7 +11,7 @@ spool's wall time runs from its first partition assignment (the group join
 is logged, and kcat -C without a group has none) until /metrics counts N
 records in; its CPU is the whole process's (join and shutdown included).
 
-Usage: bench/kafka/bench_input.py [--records 600000] [--build DIR] [--no-append]
+Usage: bench/kafka/bench_input.py [--records 300000] [--build DIR] [--no-append]
 Not a test: nothing is asserted; figures depend on the machine.
 """
 import argparse
@@ -119,7 +119,7 @@ inputs:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=600000)
+    ap.add_argument("--records", type=int, default=300000)
     ap.add_argument("--build", default=os.environ.get("SPOOL_BUILD",
                                                       os.path.join(bench.SRC, "build")))
     ap.add_argument("--timeout", type=float, default=600)
