@@ -21,8 +21,8 @@
  * (kafka, journald, http; packaged as spool-plugin-<type>): load_dir skips
  * them, and spool_registry_load_type loads one only when a config names its
  * type, so an agent maps only the plugins it uses. A file holds one plugin, so
- * a type that is both an input and an output (http) has one file per kind
- * (spool-http-in.so, spool-http-out.so; the table `packaged` names them).
+ * a type that is both an input and an output (http, kafka) has one file per kind
+ * (spool-http-in.so, spool-http-out.so, spool-kafka-in.so; the table `packaged` names them).
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -334,6 +334,7 @@ static const struct {
     const char *package;
 } packaged[] = {
     {SPOOL_PLUGIN_OUTPUT, "kafka", "spool-kafka.so", "spool-plugin-kafka"},
+    {SPOOL_PLUGIN_INPUT, "kafka", "spool-kafka-in.so", "spool-plugin-kafka"},
     {SPOOL_PLUGIN_INPUT, "journald", "spool-journald.so", "spool-plugin-journald"},
     {SPOOL_PLUGIN_INPUT, "http", "spool-http-in.so", "spool-plugin-http"},
     {SPOOL_PLUGIN_OUTPUT, "http", "spool-http-out.so", "spool-plugin-http"},

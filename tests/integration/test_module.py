@@ -120,6 +120,7 @@ def plugins_lists_modules_without_loading(tmp):
     out = c.stdout.decode()
     check(c.returncode == 0, c)
     for kind, name, f in (("output", "kafka", "spool-kafka.so"),
+                          ("input", "kafka", "spool-kafka-in.so"),
                           ("input", "journald", "spool-journald.so"),
                           ("input", "http", "spool-http-in.so"),
                           ("output", "http", "spool-http-out.so")):
