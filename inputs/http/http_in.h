@@ -122,12 +122,13 @@ typedef struct httpi_ctx {
     int use_tokens;
     httpi_tokens tokens;
     struct sockaddr_storage addr;
-    spool_counter *c_bad;  /* 4xx answered */
-    spool_counter *c_busy; /* 503 answered */
-    spool_counter *c_body; /* request body bytes as received (compressed) */
-    httpi_conns conns;     /* open connections, limits, deadlines (server thread) */
-    int conns_init;        /* 1 once conns is initialised */
-    pthread_t server;      /* runs MHD's loop */
+    spool_counter *c_bad;   /* 4xx answered */
+    spool_counter *c_busy;  /* 503 answered */
+    spool_counter *c_body;  /* request body bytes as received (compressed) */
+    spool_counter *c_ticks; /* stream tick records dropped on ingest */
+    httpi_conns conns;      /* open connections, limits, deadlines (server thread) */
+    int conns_init;         /* 1 once conns is initialised */
+    pthread_t server;       /* runs MHD's loop */
     int server_started;
     int wake_fd;         /* eventfd: wakes the server thread to stop */
     atomic_int stopping; /* stop() began */

@@ -414,23 +414,56 @@ streams:
               "%s: distinct %s vs %d" % (k, w["distinct_client"], d))
 
 
+def metric_re(port, pattern):
+    """The first sample of /metrics matching pattern (a regex with one group), or None."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            text = r.read().decode()
+    except Exception:
+        return None
+    m = re.search(pattern, text, re.M)
+    return int(m.group(1)) if m else None
+
+
 @t.case
 def idle_tick(tmp):
     """A quiet partition: after idle_close a tick in the input log closes the open windows;
-    after a kill -9 the replay sees the tick: nothing emitted twice, no second tick."""
-    http_port, in_port = spoolt.free_port(), spoolt.free_port()
+    after a kill -9 the replay sees the tick: nothing emitted twice, no second tick.
+    Outputs of the input topic never deliver the tick: a file output writes the 500 records
+    only, and an http output (native format: the raw batches, tick included, sent as one
+    chunk of 501 offsets thanks to max_records and linger) to a second http input, which
+    drops the tick on ingest and counts it."""
+    http_port, in_port, relay_port = spoolt.free_port(), spoolt.free_port(), spoolt.free_port()
     cfg = os.path.join(tmp, "spool.yaml")
+    out = os.path.join(tmp, "access.ndjson")
     write(cfg, f"""service:
   data_dir: {tmp}/data
   http: {{listen: 127.0.0.1:{http_port}}}
 topics:
   access: {{partitions: 1}}
   stats: {{partitions: 1}}
+  relay: {{partitions: 1}}
 inputs:
   - type: http
     name: ingest
     topic: access
     listen: 127.0.0.1:{in_port}
+  - type: http
+    name: relay_in
+    topic: relay
+    listen: 127.0.0.1:{relay_port}
+outputs:
+  - type: file
+    name: archive
+    topics: [access]
+    path: {out}
+    format: json
+  - type: http
+    name: ship
+    topics: [access]
+    url: http://127.0.0.1:{relay_port}/v1/batches
+    max_records: 501
+    linger: 1h
 streams:
   - name: paths
     from: access
@@ -448,6 +481,17 @@ streams:
         k = "%s %d" % (rec["key"], rec["timestamp"] // MIN * MIN)
         want[k] = want.get(k, 0) + 1
     want = sorted("%s %d" % (k, c) for k, c in want.items())
+
+    def archived():
+        if not os.path.exists(out):
+            return []
+        with open(out) as f:
+            return [json.loads(l) for l in f if l.strip()]
+
+    def output_lag(name):
+        return metric_re(http_port, r'^spool_output_lag_records\{[^}]*output="%s"[^}]*\} (\d+)'
+                         % name)
+
     sp = spoolt.Spool(cfg)
     try:
         sp.wait_running()
@@ -457,6 +501,20 @@ streams:
         check(sorted(read_topic(cfg, "stats", "%v\n")) == want, "closed windows differ")
         ticks = [h for h in read_topic(cfg, "access", "%h\n") if "spool.tick=paths" in h]
         check(len(ticks) == 1, "%d ticks in the input" % len(ticks))
+        # Both outputs move their cursors past the tick (offset 500) ...
+        spoolt.wait_for(lambda: output_lag("archive") == 0 and output_lag("ship") == 0, 30,
+                        what="the outputs delivered the input topic, tick included")
+        # ... but the file holds the 500 records only, and the relay drops the tick.
+        got = archived()
+        check(len(got) == 500 and all("spool.tick" not in json.dumps(r) for r in got),
+              "the file output wrote %d records, ticks: %d"
+              % (len(got), sum("spool.tick" in json.dumps(r) for r in got)))
+        check([r["value"] for r in got] == [r["value"] for r in recs], "file output records")
+        relayed = read_topic(cfg, "relay", "%h\n")
+        check(len(relayed) == 500 and not [h for h in relayed if "spool.tick" in h],
+              "the relay topic holds %d records: %s" % (len(relayed), relayed[-2:]))
+        dropped = metric_re(http_port, r'^spool_\w*ticks_dropped\w*\{[^}]*relay_in[^}]*\} (\d+)')
+        check(dropped == 1, "ticks dropped by the relay input: %s" % dropped)
         sp.kill()
         sp = spoolt.Spool(cfg)
         sp.wait_log("replaying to")
@@ -470,6 +528,8 @@ streams:
         check(sp.terminate() == 0, "spool did not stop cleanly")
     finally:
         sp.kill()
+    check(not [r for r in archived() if "spool.tick" in json.dumps(r)],
+          "the file output wrote a tick after the restart")
 
 
 @t.case
