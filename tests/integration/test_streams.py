@@ -532,7 +532,8 @@ streams:
         relayed = read_topic(cfg, "relay", "%h\n")
         check(len(relayed) == 500 and not [h for h in relayed if "spool.tick" in h],
               "the relay topic holds %d records: %s" % (len(relayed), relayed[-2:]))
-        dropped = metric_re(http_port, r'^spool_\w*ticks_dropped\w*\{[^}]*relay_in[^}]*\} (\d+)')
+        dropped = metric_re(http_port,
+                            r'^spool_http_ticks_dropped_total\{[^}]*"relay_in"[^}]*\} (\d+)')
         check(dropped == 1, "ticks dropped by the relay input: %s" % dropped)
         sp.kill()
         sp = spoolt.Spool(cfg)
