@@ -23,7 +23,7 @@
 - check_positions: `spool check` reports stream errors at file:line:column (an unknown topic,
   a bad condition inside a step with its column, a missing pattern/view), exit 2.
 
-spool-test-requires: http
+spool-test-requires: http, tail
 spool-test-labels: threaded
 """
 import json
