@@ -43,6 +43,7 @@
 #define CURSOR_FLUSH_MS 200 /* bounds what a kill -9 makes an output resend */
 #define DL_RETRY_MIN_MS 50
 #define DL_RETRY_MAX_MS 2000
+#define SPOOL_TICK_HEADER "spool.tick" /* stream ticks (streams/runtime.c): never delivered */
 
 enum slot_state {
     SLOT_FREE = 0,
@@ -655,6 +656,23 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
         ps->read_pos = next; /* a gap (compacted or skipped offsets) */
         return 0;
     }
+    /* Stream ticks (header spool.tick) are never delivered: they leave
+     * `records` but stay covered by the chunk's offsets (and stay in `raw`,
+     * which a receiving http input drops). A chunk of ticks only is settled
+     * without a flush (fill_chunk's caller). */
+    int64_t first = s->dec.records[0].offset;
+    size_t kept = 0;
+    for (size_t i = 0; i < count; i++) {
+        const spool_record *rec = &s->dec.records[i];
+        if (rec->header_count && spool_record_header(rec, SPOOL_TICK_HEADER)) {
+            continue;
+        }
+        if (kept != i) {
+            s->dec.records[kept] = *rec;
+        }
+        kept++;
+    }
+    count = kept;
     size_t bytes = 0;
     for (size_t i = 0; i < count; i++) {
         const spool_record *rec = &s->dec.records[i];
@@ -668,7 +686,7 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
     s->chunk = (spool_chunk){
         .topic = ps->topic_name,
         .partition = ps->partition,
-        .first_offset = s->dec.records[0].offset,
+        .first_offset = first,
         .next_offset = next,
         .records = s->dec.records,
         .count = count,
@@ -802,7 +820,16 @@ static void *runner_main(void *arg)
                 continue;
             }
             int rc = fill_chunk(r, p, s, &next_wake);
-            if (rc == 1) {
+            if (rc == 1 && s->chunk.count == 0) {
+                /* Ticks only: nothing to deliver, the cursor moves in order. */
+                pthread_mutex_lock(&r->lock);
+                s->result = SPOOL_OK;
+                atomic_store(&s->state, SLOT_DONE);
+                pthread_mutex_unlock(&r->lock);
+                busy = 1;
+                tried = 0;
+                r->rr = (p + 1) % r->nparts;
+            } else if (rc == 1) {
                 call_flush(r, s);
                 busy = 1;
                 tried = 0;

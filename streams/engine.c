@@ -1,8 +1,8 @@
 /*
  * streams/engine.c: running a stream definition over one input partition:
  * the key table, the timer heap, the patterns (threshold, sequence,
- * absence) and the views' windows (docs/streams-engine.md has the
- * semantics).
+ * absence) and the views' windows (docs/streams.md, "What the engine
+ * computes", has the semantics).
  *
  * Invariants: a state is a pure function of the records and ticks it was
  * given, in order; nothing here reads a clock or does I/O. Keys live in a

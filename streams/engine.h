@@ -12,7 +12,7 @@
  * compiles one def per thread (compiling is cheap).
  *
  * Semantics (threshold, sequence, absence, windows, aggregates, sketches):
- * docs/streams-engine.md.
+ * docs/streams.md, "What the engine computes".
  */
 #ifndef SPOOL_STREAMS_ENGINE_H
 #define SPOOL_STREAMS_ENGINE_H

@@ -1,5 +1,6 @@
 /*
- * streams/sketch.h: the two sketches of stream views (docs/streams-engine.md).
+ * streams/sketch.h: the two sketches of stream views (docs/streams.md,
+ * "What the engine computes").
  *
  * sx_hll: HyperLogLog with p = 12 (4096 one-byte registers, 64-bit hash),
  * standard error 1.04 / sqrt(4096) = 1.625%; linear counting below 2.5 m.

@@ -38,7 +38,10 @@
  *
  * Records keep their key, value, timestamp and headers; a header `agent`
  * with the peer's IP address replaces any `agent` header they had. The core
- * partitions them by key.
+ * partitions them by key. Stream ticks (header spool.tick, in the raw
+ * batches an agent's http output sends unchanged) are dropped, counted in
+ * ticks_dropped: they are the sender's time; a body of ticks only is
+ * "ok 0 records".
  *
  * A native request with Spool-Producer-Id (and Topic, Partition, First and
  * Next) is idempotent: http_in_idem.c keeps per producer/topic/partition
@@ -704,6 +707,8 @@ static int httpi_init(spool_instance *ins, void *vctx)
     c->c_busy = spool_counter_register(ins, "requests_busy", "requests answered 503");
     c->c_body = spool_counter_register(ins, "body_bytes",
                                        "request body bytes received, as sent (compressed)");
+    c->c_ticks = spool_counter_register(
+        ins, "ticks_dropped", "stream tick records (header spool.tick) dropped on ingest");
     c->c_dup = spool_counter_register(ins, "duplicates",
                                       "native requests already accepted (acknowledged again)");
     c->c_overlap = spool_counter_register(

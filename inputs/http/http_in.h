@@ -127,6 +127,7 @@ typedef struct httpi_ctx {
     spool_counter *c_bad;                     /* 4xx answered */
     spool_counter *c_busy;                    /* 503 answered */
     spool_counter *c_body;                    /* request body bytes as received (compressed) */
+    spool_counter *c_ticks;                   /* stream tick records dropped on ingest */
     spool_counter *c_dup, *c_overlap, *c_gap; /* idempotent ingest (http_in_idem.c) */
     httpi_idem idem;                          /* per producer/topic/partition next offset */
     int idem_init;                            /* 1 once idem is initialised */

@@ -34,12 +34,16 @@
 
 #define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
 #define HTTPI_KEEP_BYTES ((size_t)64 << 10) /* per-thread buffers larger are freed */
+#define HTTPI_TICK_HEADER "spool.tick"      /* a sending agent's stream ticks: dropped */
 
-/* Appends records to a batch, with their headers but `agent`, then agent. */
+/* Appends records to a batch, with their headers but `agent`, then agent.
+ * Stream ticks (header spool.tick) are dropped and counted: they mark the
+ * sending agent's time, not this one's (docs/streams.md, "Time"). */
 typedef struct httpi_sink {
     spool_batch *batch;
     const char *agent;
     int32_t agent_len;
+    size_t ticks; /* tick records dropped */
     spool_header hdrs[HTTPI_MAX_HEADERS + 1];
 } httpi_sink;
 
@@ -111,6 +115,10 @@ static int httpi_sink_add(void *arg, const spool_record *r)
 {
     httpi_sink *s = arg;
     uint32_t n = 0;
+    if (r->header_count && spool_record_header(r, HTTPI_TICK_HEADER)) {
+        s->ticks++;
+        return 0;
+    }
     for (uint32_t i = 0; i < r->header_count && n < HTTPI_MAX_HEADERS; i++) {
         const spool_header *h = &r->headers[i];
         if (h->key_len == 5 && memcmp(h->key, "agent", 5) == 0) {
@@ -191,7 +199,7 @@ static unsigned httpi_decode_native(const httpi_req *req, int64_t first, const s
         }
         pos += (size_t)n;
     }
-    if (status == 0 && pos > 0 && spool_batch_count(sink->batch) == 0 &&
+    if (status == 0 && pos > 0 && spool_batch_count(sink->batch) == 0 && sink->ticks == 0 &&
         (req->first != INT64_MIN || req->next != INT64_MAX)) {
         snprintf(why, whycap,
                  "no record of the body is in [Spool-First-Offset, Spool-Next-Offset) = "
@@ -275,6 +283,7 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
     sink->batch = b;
     sink->agent = req->agent;
     sink->agent_len = (int32_t)strlen(req->agent);
+    sink->ticks = 0;
     if (req->kind == KIND_NATIVE && req->idem_key[0]) {
         int v = httpi_idem_begin(&c->idem, req->idem_key, req->first, req->next, spool_now_ms(),
                                  req->queued_ms + c->ack_timeout, &tk);
@@ -322,6 +331,7 @@ static void httpi_process(httpi_ctx *c, httpi_req *req)
     if (status) {
         goto out;
     }
+    spool_counter_add(c->c_ticks, sink->ticks);
     size_t count = spool_batch_count(b);
     if (count == 0) {
         status = MHD_HTTP_OK;

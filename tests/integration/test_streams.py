@@ -1,11 +1,13 @@
 """Streams (issue 16: docs/streams.md) against the real binary.
 
-- ssh_alerts_kill9: OpenSSH-style auth lines generated here (known attackers among normal
-  users) are parsed by the test (the role of the `parse` processor) into records keyed by the
-  client address with headers event/ip/user and the line's time, posted to the http input,
-  and read by three streams: `threshold` (5 failed logins within 1m), `sequence` (>= 5 failed
-  then an accepted login within 10m) and a 1-minute count view. Posting goes in 10 rounds and
-  spool is killed with SIGKILL after each round at a random moment (seeded). The alerts topic
+- ssh_alerts_kill9: the issue's pipeline. OpenSSH auth lines generated here (known
+  attackers among normal users; rsyslog's high-precision time stamps) are appended to a file
+  that `tail` follows; `parse` (format regex) gives each record the fields time, event, user
+  and ip and the line's time as timestamp, and the input's `key: "{{ ip }}"` keys it by the
+  client address. Three streams read the topic: `threshold` (5 failed logins within 1m),
+  `sequence` (>= 5 failed then an accepted login within 10m) and a 1-minute count view.
+  The lines are appended in 10 rounds and spool is killed with SIGKILL after each round at a
+  random moment (seeded), whatever tail had read by then. The alerts topic
   must equal a Python reference (written here from docs/streams.md, over the input exactly as
   the log stored it) exactly: none missing, none repeated; the closed windows emitted likewise;
   and after each restart, once the streams caught up, `spool query` and GET /api/v1/views
@@ -21,7 +23,7 @@
 - check_positions: `spool check` reports stream errors at file:line:column (an unknown topic,
   a bad condition inside a step with its column, a missing pattern/view), exit 2.
 
-spool-test-requires: http
+spool-test-requires: http, tail
 spool-test-labels: threaded
 """
 import json
@@ -44,7 +46,8 @@ MIN = 60_000
 # ---- the auth log ----------------------------------------------------------------------
 
 def auth_lines(seed, n):
-    """n (ts_ms, line) in time order: normal users and brute-forcing attackers."""
+    """n (ts_ms, line) in time order: normal users and brute-forcing attackers. The time
+    stamp is rsyslog's RSYSLOG_FileFormat (RFC 3339, here to the millisecond)."""
     rnd = random.Random(seed)
     users = ["alice", "bob", "carol", "dave", "erin"]
     normal = ["10.0.%d.%d" % (i // 200, i % 200 + 1) for i in range(60)]
@@ -66,7 +69,8 @@ def auth_lines(seed, n):
             ip = rnd.choice(normal)
             ev = "failed" if rnd.random() < 0.2 else "accepted"
         user = "root" if ip.startswith("203.") else rnd.choice(users)
-        stamp = time.strftime("%b %e %H:%M:%S", time.gmtime(ts // 1000))
+        stamp = "%s.%03d+00:00" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1000)),
+                                   ts % 1000)
         if ev == "failed":
             line = "%s web1 sshd[%d]: Failed password for %s from %s port %d ssh2" % (
                 stamp, 1000 + len(out), user, ip, rnd.randint(1024, 65535))
@@ -77,15 +81,9 @@ def auth_lines(seed, n):
     return out
 
 
-AUTH_RE = re.compile(r"sshd\[\d+\]: (Failed|Accepted) password for (\S+) from (\S+) port")
-
-
-def parse(ts, line):
-    """The parse step: a record keyed by the address, the line kept as value."""
-    m = AUTH_RE.search(line)
-    ev = "failed" if m.group(1) == "Failed" else "accepted"
-    return {"key": m.group(3), "value": line, "timestamp": ts,
-            "headers": {"event": ev, "user": m.group(2), "ip": m.group(3)}}
+# The parse processor's pattern: each named group becomes a field of the record.
+AUTH_PATTERN = (r"^(?<time>\S+) \S+ sshd\[\d+\]: (?<event>Failed|Accepted) password for "
+                r"(?<user>\S+) from (?<ip>\S+) port \d+")
 
 
 def post(port, recs, timeout=60):
@@ -168,7 +166,7 @@ def reference(records, nparts):
 
 # ---- running spool ---------------------------------------------------------------------
 
-def conf(tmp, http_port, in_port, extra=""):
+def conf(tmp, http_port, extra=""):
     return f"""service:
   data_dir: {tmp}/data
   shutdown_timeout: 20s
@@ -178,15 +176,23 @@ topics:
   alerts: {{partitions: 1}}
   windows: {{partitions: 1}}
 inputs:
-  - type: http
-    name: ingest
+  - type: tail
+    name: sshd
     topic: auth
-    listen: 127.0.0.1:{in_port}
+    paths: [{tmp}/auth.log]
+    read_from: beginning
+    key: "{{{{ ip }}}}"
+    processors:
+      - type: parse
+        format: regex
+        pattern: '{AUTH_PATTERN}'
+        timestamp: {{field: time, format: rfc3339}}
+        on_error: drop
 streams:
   - name: bruteforce
     from: auth
     key: "{{{{ ip }}}}"
-    when: 'event == "failed"'
+    when: 'event == "Failed"'
     pattern: {{type: threshold, count: 5, within: 1m}}
     emit:
       topic: alerts
@@ -200,8 +206,8 @@ streams:
       type: sequence
       within: 10m
       steps:
-        - {{when: 'event == "failed"', min: 5}}
-        - {{when: 'event == "accepted"'}}
+        - {{when: 'event == "Failed"', min: 5}}
+        - {{when: 'event == "Accepted"'}}
     emit:
       topic: alerts
       value: "sequence {{{{ key }}}} {{{{ count }}}} {{{{ first_ts }}}} {{{{ last_ts }}}}"
@@ -243,7 +249,7 @@ def stored_input(cfg):
     out = []
     for l in read_topic(cfg, "auth", "%p\t%o\t%T\t%k\t%h\n"):
         p, o, ts, k, h = l.split("\t")
-        ev = "failed" if "event=failed" in h else "accepted"
+        ev = "failed" if "event=Failed" in h else "accepted"
         out.append((int(p), int(o), int(ts), k, ev))
     return out
 
@@ -256,9 +262,11 @@ def query_cli(cfg):
 
 @t.case
 def ssh_alerts_kill9(tmp):
-    http_port, in_port = spoolt.free_port(), spoolt.free_port()
+    http_port = spoolt.free_port()
     cfg = os.path.join(tmp, "spool.yaml")
-    write(cfg, conf(tmp, http_port, in_port))
+    auth_log = os.path.join(tmp, "auth.log")
+    write(auth_log, "")
+    write(cfg, conf(tmp, http_port))
     rc = spoolt.run(["check", "-c", cfg])
     check(rc.returncode == 0, "spool check: %s" % (rc.stdout + rc.stderr).decode())
     n = 1500 if spoolt.SANITIZE else 6000
@@ -272,8 +280,11 @@ def ssh_alerts_kill9(tmp):
     try:
         for i in range(rounds):
             chunk = lines[i * per:(i + 1) * per]
-            for k in range(0, len(chunk), 100):
-                post(in_port, [parse(ts, l) for ts, l in chunk[k:k + 100]])
+            with open(auth_log, "a") as f:
+                for k in range(0, len(chunk), 100):
+                    f.write("".join(l + "\n" for _, l in chunk[k:k + 100]))
+                    f.flush()
+            written = min(n, (i + 1) * per)
             time.sleep(rnd.uniform(0, 0.3))  # the kill's random moment, not a synchronization
             sp.kill()
             if i == 4:
@@ -289,6 +300,10 @@ def ssh_alerts_kill9(tmp):
                         damaged += 1
             sp = spoolt.Spool(cfg)
             sp.wait_running()
+            # tail reads what it had not by the kill (exactly once), then the streams catch up.
+            spoolt.wait_for(lambda: len(stored_input(cfg)) == written, 120,
+                            what="tail stored the %d lines written after restart %d"
+                            % (written, i + 1))
             spoolt.wait_for(lambda: caught_up(http_port, streams), 120,
                             what="streams caught up after restart %d" % (i + 1))
             _, _, want_open = reference(stored_input(cfg), 2)
@@ -306,7 +321,11 @@ def ssh_alerts_kill9(tmp):
     finally:
         sp.kill()
     stored = stored_input(cfg)
-    check(len(stored) == n, "the input holds %d records, %d posted" % (len(stored), n))
+    check(len(stored) == n, "the input holds %d records, %d lines written" % (len(stored), n))
+    # parse set each record's timestamp from its line, the input's key its address.
+    want_in = sorted((ts, re.search(r" from (\S+) port ", l).group(1)) for ts, l in lines)
+    check(sorted((r[2], r[3]) for r in stored) == want_in,
+          "the stored timestamps and keys are not the lines' times and addresses")
     want_alerts, want_closed, _ = reference(stored, 2)
     got_alerts = sorted(read_topic(cfg, "alerts", "%v\n"))
     got_closed = sorted(read_topic(cfg, "windows", "%v\n"))
@@ -414,23 +433,56 @@ streams:
               "%s: distinct %s vs %d" % (k, w["distinct_client"], d))
 
 
+def metric_re(port, pattern):
+    """The first sample of /metrics matching pattern (a regex with one group), or None."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            text = r.read().decode()
+    except Exception:
+        return None
+    m = re.search(pattern, text, re.M)
+    return int(m.group(1)) if m else None
+
+
 @t.case
 def idle_tick(tmp):
     """A quiet partition: after idle_close a tick in the input log closes the open windows;
-    after a kill -9 the replay sees the tick: nothing emitted twice, no second tick."""
-    http_port, in_port = spoolt.free_port(), spoolt.free_port()
+    after a kill -9 the replay sees the tick: nothing emitted twice, no second tick.
+    Outputs of the input topic never deliver the tick: a file output writes the 500 records
+    only, and an http output (native format: the raw batches, tick included, sent as one
+    chunk of 501 offsets thanks to max_records and linger) to a second http input, which
+    drops the tick on ingest and counts it."""
+    http_port, in_port, relay_port = spoolt.free_port(), spoolt.free_port(), spoolt.free_port()
     cfg = os.path.join(tmp, "spool.yaml")
+    out = os.path.join(tmp, "access.ndjson")
     write(cfg, f"""service:
   data_dir: {tmp}/data
   http: {{listen: 127.0.0.1:{http_port}}}
 topics:
   access: {{partitions: 1}}
   stats: {{partitions: 1}}
+  relay: {{partitions: 1}}
 inputs:
   - type: http
     name: ingest
     topic: access
     listen: 127.0.0.1:{in_port}
+  - type: http
+    name: relay_in
+    topic: relay
+    listen: 127.0.0.1:{relay_port}
+outputs:
+  - type: file
+    name: archive
+    topics: [access]
+    path: {out}
+    format: json
+  - type: http
+    name: ship
+    topics: [access]
+    url: http://127.0.0.1:{relay_port}/v1/batches
+    max_records: 501
+    linger: 1h
 streams:
   - name: paths
     from: access
@@ -448,6 +500,17 @@ streams:
         k = "%s %d" % (rec["key"], rec["timestamp"] // MIN * MIN)
         want[k] = want.get(k, 0) + 1
     want = sorted("%s %d" % (k, c) for k, c in want.items())
+
+    def archived():
+        if not os.path.exists(out):
+            return []
+        with open(out) as f:
+            return [json.loads(l) for l in f if l.strip()]
+
+    def output_lag(name):
+        return metric_re(http_port, r'^spool_output_lag_records\{[^}]*output="%s"[^}]*\} (\d+)'
+                         % name)
+
     sp = spoolt.Spool(cfg)
     try:
         sp.wait_running()
@@ -457,6 +520,21 @@ streams:
         check(sorted(read_topic(cfg, "stats", "%v\n")) == want, "closed windows differ")
         ticks = [h for h in read_topic(cfg, "access", "%h\n") if "spool.tick=paths" in h]
         check(len(ticks) == 1, "%d ticks in the input" % len(ticks))
+        # Both outputs move their cursors past the tick (offset 500) ...
+        spoolt.wait_for(lambda: output_lag("archive") == 0 and output_lag("ship") == 0, 30,
+                        what="the outputs delivered the input topic, tick included")
+        # ... but the file holds the 500 records only, and the relay drops the tick.
+        got = archived()
+        check(len(got) == 500 and all("spool.tick" not in json.dumps(r) for r in got),
+              "the file output wrote %d records, ticks: %d"
+              % (len(got), sum("spool.tick" in json.dumps(r) for r in got)))
+        check([r["value"] for r in got] == [r["value"] for r in recs], "file output records")
+        relayed = read_topic(cfg, "relay", "%h\n")
+        check(len(relayed) == 500 and not [h for h in relayed if "spool.tick" in h],
+              "the relay topic holds %d records: %s" % (len(relayed), relayed[-2:]))
+        dropped = metric_re(http_port,
+                            r'^spool_http_ticks_dropped_total\{[^}]*"relay_in"[^}]*\} (\d+)')
+        check(dropped == 1, "ticks dropped by the relay input: %s" % dropped)
         sp.kill()
         sp = spoolt.Spool(cfg)
         sp.wait_log("replaying to")
@@ -470,6 +548,8 @@ streams:
         check(sp.terminate() == 0, "spool did not stop cleanly")
     finally:
         sp.kill()
+    check(not [r for r in archived() if "spool.tick" in json.dumps(r)],
+          "the file output wrote a tick after the restart")
 
 
 @t.case

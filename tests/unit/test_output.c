@@ -5,7 +5,8 @@
  * thread, retries, max_in_flight over several partitions, rejection into a
  * full dead-letter topic (kept, retried, never blocking the writer), and a
  * cursor that cannot be saved; records refused one by one
- * (spool_output_reject_record) reaching the dead-letter topic exactly.
+ * (spool_output_reject_record) reaching the dead-letter topic exactly;
+ * stream ticks (header spool.tick) never reaching flush().
  * Threaded: run under TSan.
  */
 #include <errno.h>
@@ -45,8 +46,11 @@ static struct {
     size_t npending;
     fchunk ok[4096]; /* accepted chunks, in acceptance order */
     size_t nok;
-    int mark_then_retry; /* FM_MARK: mark every record, then answer RETRY, this many times */
-    int mark_pending;    /* FM_MARK: answer PENDING, mark and complete from another thread */
+    int mark_then_retry;     /* FM_MARK: mark every record, then answer RETRY, this many times */
+    int mark_pending;        /* FM_MARK: answer PENDING, mark and complete from another thread */
+    int64_t delivered[4096]; /* offsets of the records of accepted chunks */
+    size_t ndelivered;
+    int ticks_seen; /* records with a spool.tick header handed to flush() */
 } F = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void f_reset(int mode)
@@ -61,6 +65,8 @@ static void f_reset(int mode)
     F.nok = 0;
     F.mark_then_retry = 0;
     F.mark_pending = 0;
+    F.ndelivered = 0;
+    F.ticks_seen = 0;
     pthread_mutex_unlock(&F.mu);
 }
 
@@ -80,6 +86,12 @@ static void f_mark(spool_instance *ins, const spool_chunk *c)
 static void f_accept(const spool_chunk *c)
 {
     F.ok[F.nok++] = (fchunk){c->partition, c->first_offset, c->next_offset};
+    for (size_t i = 0; i < c->count; i++) {
+        if (F.ndelivered < sizeof(F.delivered) / sizeof(F.delivered[0])) {
+            F.delivered[F.ndelivered++] = c->records[i].offset;
+        }
+        F.ticks_seen += spool_record_header(&c->records[i], "spool.tick") != NULL;
+    }
 }
 
 static int f_flush(spool_instance *ins, void *ctx, const spool_chunk *c)
@@ -674,6 +686,76 @@ static void cursor_save_failure(void **state)
     h_free(h);
 }
 
+/* Records i of [first, first + n) for which is_tick(i) get the header
+ * spool.tick, as streams/runtime.c appends them. */
+static void submit_ticks(spool_instance *in, int first, int n, int (*is_tick)(int))
+{
+    spool_batch *b = h_batch(in, "t", first, n, 0, NULL);
+    for (int i = 0; i < n; i++) {
+        if (is_tick(first + i)) {
+            assert_int_equal(spool_batch_set_header(b, (size_t)i, "spool.tick", "s", 1), 0);
+        }
+    }
+    assert_int_equal(spool_input_submit(in, b, 5000), 0);
+}
+
+static int tick_0_1_7(int i)
+{
+    return i == 0 || i == 1 || i == 7;
+}
+
+static int tick_all(int i)
+{
+    (void)i;
+    return 1;
+}
+
+static int tick_none(int i)
+{
+    (void)i;
+    return 0;
+}
+
+/* Stream ticks leave a chunk's records but not its offsets: chunk [0, 5)
+ * starts at offset 0 with records 2..4; a chunk of ticks only [10, 15) is
+ * never flushed; the cursor still moves past all 20 offsets, in order. */
+static void ticks_never_delivered(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "app", 1, 0);
+    h_start(h, 2000);
+    f_reset(FM_OK);
+    spool_instance *in = h_input(h, "in", 0);
+    submit_ticks(in, 0, 10, tick_0_1_7);
+    submit_ticks(in, 10, 5, tick_all);
+    submit_ticks(in, 15, 5, tick_none);
+    assert_true(h_wait_records(h, 0, 20, 10000));
+    spool_instance *o = out_new(h, "app", 5, 2, NULL);
+    cursor_q q = {h, 0, 20};
+    assert_true(h_wait(cursor_reached, &q, 10000));
+    assert_int_equal(cursor_of(h, 0, 0), 20);
+    pthread_mutex_lock(&F.mu);
+    assert_int_equal(F.ticks_seen, 0);
+    assert_int_equal(F.flushes, 3);
+    assert_int_equal(F.nok, 3);
+    assert_int_equal(F.ok[0].first, 0);
+    assert_int_equal(F.ok[0].next, 5);
+    assert_int_equal(F.ok[1].first, 5);
+    assert_int_equal(F.ok[1].next, 10);
+    assert_int_equal(F.ok[2].first, 15);
+    assert_int_equal(F.ok[2].next, 20);
+    static const int64_t want[] = {2, 3, 4, 5, 6, 8, 9, 15, 16, 17, 18, 19};
+    assert_int_equal(F.ndelivered, sizeof(want) / sizeof(want[0]));
+    for (size_t i = 0; i < F.ndelivered; i++) {
+        assert_int_equal(F.delivered[i], want[i]);
+    }
+    pthread_mutex_unlock(&F.mu);
+    out_stop(h, o, 1000);
+    spool__instance_free(in);
+    h_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -688,6 +770,7 @@ int main(void)
         cmocka_unit_test(reject_records_pending),
         cmocka_unit_test(reject_records_cleared_by_retry),
         cmocka_unit_test(reject_records_without_dead_letter),
+        cmocka_unit_test(ticks_never_delivered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -567,9 +567,9 @@ SPOOL_API int spool_input_submit_durable(spool_instance *ins, spool_batch *b, in
 struct spool_chunk {
     const char *topic; /* the log topic */
     int32_t partition;
-    int64_t first_offset;        /* offset of records[0] */
+    int64_t first_offset;        /* records[0]'s offset, or a left-out tick's */
     int64_t next_offset;         /* the cursor moves here when the chunk is done */
-    const spool_record *records; /* count records in offset order */
+    const spool_record *records; /* count records in offset order, stream ticks left out */
     size_t count;
     size_t bytes; /* sum of key, value and header bytes */
     /* raw: the RecordBatch v2 bytes the records came from, for outputs that
