@@ -441,24 +441,7 @@ static int ch_flush(spool_instance *ins, void *vctx, const spool_chunk *ch)
         spool_buf_free(&c->body);
         spool_memory_adjust(&c->body_held, 0);
     }
-    if (rc == SPOOL_OK) {
-        if (c->failing) {
-            spool_log_info(ins, "delivering again");
-            c->failing = 0;
-        }
-        return SPOOL_OK;
-    }
-    spool_output_set_reject_reason(ins, reason);
-    if (rc == SPOOL_REJECT) {
-        spool_log_warn(ins, "%s/%" PRId32 " offsets %" PRId64 "-%" PRId64 " rejected: %s",
-                       ch->topic, ch->partition, ch->first_offset, ch->next_offset - 1, reason);
-        return SPOOL_REJECT;
-    }
-    if (!c->failing) {
-        spool_log_warn(ins, "%s; retrying", reason);
-        c->failing = 1;
-    }
-    return SPOOL_RETRY;
+    return spool_output_flush_report(ins, ch, rc, reason, &c->failing);
 }
 
 static void ch_stop(spool_instance *ins, void *vctx)
