@@ -237,9 +237,7 @@ static int ch_check(spool_instance *ins, void *vctx)
         spool_config_error(ins, "password", "a password needs a user");
         rc = -EINVAL;
     }
-    if (c->columns.count == 0) {
-        spool_config_error(ins, "columns",
-                           "required: a mapping column: field, e.g. {ts: timestamp, msg: value}");
+    if (spool_check_column_map(ins, "columns", &c->columns) < 0) {
         rc = -EINVAL;
     }
     for (size_t i = 0; i < c->columns.count; i++) {
@@ -248,16 +246,6 @@ static int ch_check(spool_instance *ins, void *vctx)
             spool_config_error(ins, "columns",
                                "column \"%s\": a plain identifier ([A-Za-z_][A-Za-z0-9_]*)", k);
             rc = -EINVAL;
-        }
-        if (!c->columns.values[i][0]) {
-            spool_config_error(ins, "columns", "column \"%s\": empty field name", k);
-            rc = -EINVAL;
-        }
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(k, c->columns.keys[j]) == 0) {
-                spool_config_error(ins, "columns", "column \"%s\" mapped twice", k);
-                rc = -EINVAL;
-            }
         }
     }
     return rc;

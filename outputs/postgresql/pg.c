@@ -394,9 +394,7 @@ static int pg_check(spool_instance *ins, void *vctx)
         spool_config_error(ins, "offsets_id", "must not be empty");
         rc = -EINVAL;
     }
-    if (c->columns.count == 0) {
-        spool_config_error(ins, "columns",
-                           "required: a mapping column: field, e.g. {ts: timestamp, msg: value}");
+    if (spool_check_column_map(ins, "columns", &c->columns) < 0) {
         rc = -EINVAL;
     }
     for (size_t i = 0; i < c->columns.count; i++) {
@@ -404,18 +402,6 @@ static int pg_check(spool_instance *ins, void *vctx)
             spool_config_error(ins, "columns", "column name \"%s\": 1-63 bytes",
                                c->columns.keys[i]);
             rc = -EINVAL;
-        }
-        if (!c->columns.values[i][0]) {
-            spool_config_error(ins, "columns", "column \"%s\": empty field name",
-                               c->columns.keys[i]);
-            rc = -EINVAL;
-        }
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(c->columns.keys[i], c->columns.keys[j]) == 0) {
-                spool_config_error(ins, "columns", "column \"%s\" mapped twice",
-                                   c->columns.keys[i]);
-                rc = -EINVAL;
-            }
         }
     }
     return rc;

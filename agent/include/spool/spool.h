@@ -319,6 +319,11 @@ SPOOL_API int spool_parse_url(const char *url, const char *const *schemes, int f
                               spool_url *out, char *why, size_t why_cap);
 SPOOL_API int spool_check_url(spool_instance *ins, const char *option, const char *url,
                               const char *const *schemes, int flags);
+/* A mapping option of column: field (the database outputs): at least one
+ * entry, no empty field name, no column twice. Reports each fault with
+ * spool_config_error. 0 or -EINVAL. */
+SPOOL_API int spool_check_column_map(spool_instance *ins, const char *option,
+                                     const spool_strmap *map);
 SPOOL_API int spool_check_file(spool_instance *ins, const char *option, const char *path);
 SPOOL_API int spool_check_directory(spool_instance *ins, const char *option, const char *path);
 SPOOL_API int spool_check_tls_files(spool_instance *ins, const char *cert_opt, const char *cert,
