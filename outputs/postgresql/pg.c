@@ -35,6 +35,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -407,6 +408,19 @@ static int pg_check(spool_instance *ins, void *vctx)
     return rc;
 }
 
+/* A statement of the offsets table, printf-formatted, as a new string (NULL:
+ * out of memory or longer than 1 KiB). */
+static char *pg_sqlf(const char *fmt, ...) SPOOL_PRINTF(1, 2);
+static char *pg_sqlf(const char *fmt, ...)
+{
+    char sql[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    return n >= 0 && (size_t)n < sizeof(sql) ? strdup(sql) : NULL;
+}
+
 static int pg_build_sql(pg_ctx *c)
 {
     spool_buf b = {0};
@@ -429,24 +443,18 @@ static int pg_build_sql(pg_ctx *c)
     }
     spool_buf_append(&o, "", 1);
     const char *ot = (const char *)o.data;
-    char sql[1024];
-    snprintf(sql, sizeof(sql),
-             "SELECT last_offset FROM %s WHERE output = $1 AND topic = $2 AND partition = $3 "
-             "FOR UPDATE",
-             ot);
-    c->select_sql = strdup(sql);
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO %s (output, topic, partition, last_offset) VALUES ($1, $2, $3, $4) "
-             "ON CONFLICT (output, topic, partition) DO UPDATE SET last_offset = "
-             "EXCLUDED.last_offset, updated_at = now()",
-             ot);
-    c->upsert_sql = strdup(sql);
-    snprintf(sql, sizeof(sql),
-             "CREATE TABLE IF NOT EXISTS %s (output text NOT NULL, topic text NOT NULL, "
-             "partition integer NOT NULL, last_offset bigint NOT NULL, updated_at timestamptz "
-             "NOT NULL DEFAULT now(), PRIMARY KEY (output, topic, partition))",
-             ot);
-    c->create_sql = strdup(sql);
+    c->select_sql = pg_sqlf("SELECT last_offset FROM %s WHERE output = $1 AND topic = $2 AND "
+                            "partition = $3 FOR UPDATE",
+                            ot);
+    c->upsert_sql = pg_sqlf("INSERT INTO %s (output, topic, partition, last_offset) VALUES ($1, "
+                            "$2, $3, $4) ON CONFLICT (output, topic, partition) DO UPDATE SET "
+                            "last_offset = EXCLUDED.last_offset, updated_at = now()",
+                            ot);
+    c->create_sql = pg_sqlf("CREATE TABLE IF NOT EXISTS %s (output text NOT NULL, topic text "
+                            "NOT NULL, partition integer NOT NULL, last_offset bigint NOT NULL, "
+                            "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (output, "
+                            "topic, partition))",
+                            ot);
     spool_buf_free(&o);
     if (!c->select_sql || !c->upsert_sql || !c->create_sql) {
         return -ENOMEM;
