@@ -33,6 +33,7 @@
  */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,6 +312,28 @@ void spool_output_set_reject_reason(spool_instance *ins, const char *reason)
 {
     free(ins->reject_reason);
     ins->reject_reason = reason ? strdup(reason) : NULL;
+}
+
+int spool_output_flush_report(spool_instance *ins, const spool_chunk *chunk, int rc,
+                              const char *reason, int *failing)
+{
+    if (rc == SPOOL_OK) {
+        if (*failing) {
+            spool_log_info(ins, "delivering again");
+            *failing = 0;
+        }
+        return rc;
+    }
+    spool_output_set_reject_reason(ins, reason);
+    if (rc == SPOOL_REJECT) {
+        spool_log_warn(ins, "%s/%" PRId32 " offsets %" PRId64 "-%" PRId64 " rejected: %s",
+                       chunk->topic, chunk->partition, chunk->first_offset, chunk->next_offset - 1,
+                       reason);
+    } else if (!*failing) {
+        spool_log_warn(ins, "%s; retrying", reason);
+        *failing = 1;
+    }
+    return rc == SPOOL_REJECT ? SPOOL_REJECT : SPOOL_RETRY;
 }
 
 void spool_output_retry_after(spool_instance *ins, int64_t ms)

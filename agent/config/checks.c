@@ -294,6 +294,30 @@ int spool_check_url(spool_instance *ins, const char *option, const char *url,
     return 0;
 }
 
+int spool_check_column_map(spool_instance *ins, const char *option, const spool_strmap *map)
+{
+    int rc = 0;
+    if (map->count == 0) {
+        spool_config_error(ins, option,
+                           "required: a mapping column: field, e.g. {ts: timestamp, msg: value}");
+        rc = -EINVAL;
+    }
+    for (size_t i = 0; i < map->count; i++) {
+        if (!map->values[i][0]) {
+            spool_config_error(ins, option, "column \"%s\": empty field name", map->keys[i]);
+            rc = -EINVAL;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(map->keys[i], map->keys[j]) == 0) {
+                spool_config_error(ins, option, "column \"%s\" mapped twice", map->keys[i]);
+                rc = -EINVAL;
+                break;
+            }
+        }
+    }
+    return rc;
+}
+
 int spool_check_file(spool_instance *ins, const char *option, const char *path)
 {
     struct stat st;

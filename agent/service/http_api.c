@@ -53,20 +53,6 @@ static int buf_puts(spool_buf *b, const char *s)
     return spool_buf_append(b, s, strlen(s));
 }
 
-static int buf_printf(spool_buf *b, const char *fmt, ...) SPOOL_PRINTF(2, 3);
-static int buf_printf(spool_buf *b, const char *fmt, ...)
-{
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp)) {
-        return -EINVAL;
-    }
-    return spool_buf_append(b, tmp, (size_t)n);
-}
-
 /* Appends s as the inside of a JSON string (spool_json_escape: invalid
  * UTF-8 becomes U+FFFD). */
 static int json_escape(spool_buf *b, const char *s)
@@ -522,8 +508,8 @@ static int write_sample(spool_buf *out, const msample *m)
         rc = write_labels(out, m->labels);
     }
     if (rc == 0) {
-        rc = m->is_float ? buf_printf(out, " %.3f\n", m->fvalue)
-                         : buf_printf(out, " %" PRId64 "\n", m->ivalue);
+        rc = m->is_float ? spool_buf_printf(out, " %.3f\n", m->fvalue)
+                         : spool_buf_printf(out, " %" PRId64 "\n", m->ivalue);
     }
     if (rc == -EBADMSG) {
         /* A malformed label string must not make the page unparseable: the

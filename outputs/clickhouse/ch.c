@@ -237,9 +237,7 @@ static int ch_check(spool_instance *ins, void *vctx)
         spool_config_error(ins, "password", "a password needs a user");
         rc = -EINVAL;
     }
-    if (c->columns.count == 0) {
-        spool_config_error(ins, "columns",
-                           "required: a mapping column: field, e.g. {ts: timestamp, msg: value}");
+    if (spool_check_column_map(ins, "columns", &c->columns) < 0) {
         rc = -EINVAL;
     }
     for (size_t i = 0; i < c->columns.count; i++) {
@@ -248,16 +246,6 @@ static int ch_check(spool_instance *ins, void *vctx)
             spool_config_error(ins, "columns",
                                "column \"%s\": a plain identifier ([A-Za-z_][A-Za-z0-9_]*)", k);
             rc = -EINVAL;
-        }
-        if (!c->columns.values[i][0]) {
-            spool_config_error(ins, "columns", "column \"%s\": empty field name", k);
-            rc = -EINVAL;
-        }
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(k, c->columns.keys[j]) == 0) {
-                spool_config_error(ins, "columns", "column \"%s\" mapped twice", k);
-                rc = -EINVAL;
-            }
         }
     }
     return rc;
@@ -441,24 +429,7 @@ static int ch_flush(spool_instance *ins, void *vctx, const spool_chunk *ch)
         spool_buf_free(&c->body);
         spool_memory_adjust(&c->body_held, 0);
     }
-    if (rc == SPOOL_OK) {
-        if (c->failing) {
-            spool_log_info(ins, "delivering again");
-            c->failing = 0;
-        }
-        return SPOOL_OK;
-    }
-    spool_output_set_reject_reason(ins, reason);
-    if (rc == SPOOL_REJECT) {
-        spool_log_warn(ins, "%s/%" PRId32 " offsets %" PRId64 "-%" PRId64 " rejected: %s",
-                       ch->topic, ch->partition, ch->first_offset, ch->next_offset - 1, reason);
-        return SPOOL_REJECT;
-    }
-    if (!c->failing) {
-        spool_log_warn(ins, "%s; retrying", reason);
-        c->failing = 1;
-    }
-    return SPOOL_RETRY;
+    return spool_output_flush_report(ins, ch, rc, reason, &c->failing);
 }
 
 static void ch_stop(spool_instance *ins, void *vctx)

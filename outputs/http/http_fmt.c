@@ -257,6 +257,42 @@ const char *hj_item(const char *p, const char *e, const char **end)
     return p < e ? p : NULL;
 }
 
+httpo_ent *httpo_ents(httpo_fmt *f, size_t n)
+{
+    if (f->ents_cap < n) {
+        httpo_ent *e = realloc(f->ents, n * sizeof(*e));
+        if (!e) {
+            return NULL;
+        }
+        f->ents = e;
+        f->ents_cap = n;
+    }
+    return f->ents;
+}
+
+int httpo_ent_cmp(const void *a, const void *b, void *arg)
+{
+    const httpo_ent *x = a, *y = b;
+    const uint8_t *base = arg;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(base + x->off, base + y->off, n);
+    if (c) {
+        return c;
+    }
+    if (x->len != y->len) {
+        return x->len < y->len ? -1 : 1;
+    }
+    if (x->ts != y->ts) {
+        return x->ts < y->ts ? -1 : 1;
+    }
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+int httpo_ent_same(const uint8_t *base, const httpo_ent *a, const httpo_ent *b)
+{
+    return a->len == b->len && memcmp(base + a->off, base + b->off, a->len) == 0;
+}
+
 int hj_eq(const char *s, size_t n, const char *lit)
 {
     return strlen(lit) == n && memcmp(s, lit, n) == 0;

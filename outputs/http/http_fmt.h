@@ -70,9 +70,17 @@ typedef struct httpo_fmt {
     size_t nused;
     /* runner-thread scratch (encode) */
     spool_buf s1, s2;
-    void *ents;
+    struct httpo_ent *ents;
     size_t ents_cap;
 } httpo_fmt;
+
+/* loki and otlp: a record of a chunk grouped by a key, the bytes [off,
+ * off + len) of a scratch buffer (its label set, its resource). */
+typedef struct httpo_ent {
+    size_t off, len;
+    int64_t ts; /* loki: the record's timestamp; otlp: 0 */
+    size_t idx; /* the record's index in the chunk */
+} httpo_ent;
 
 /* What a response means for its chunk. */
 typedef struct httpo_verdict {
@@ -104,6 +112,13 @@ void httpo_fmt_response(const httpo_fmt *f, const spool_chunk *ch, long status, 
                         void *arg);
 
 /* ---- shared by the three (http_fmt.c) ---- */
+/* f->ents with room for n entries, or NULL (out of memory). */
+httpo_ent *httpo_ents(httpo_fmt *f, size_t n);
+/* qsort_r order of httpo_ent, arg the keys' buffer: by key bytes (a prefix
+ * first), then ts, then idx. */
+int httpo_ent_cmp(const void *a, const void *b, void *arg);
+/* 1 if a and b have the same key in base, else 0. */
+int httpo_ent_same(const uint8_t *base, const httpo_ent *a, const httpo_ent *b);
 
 int httpo_tfmt_check(spool_instance *ins, const char *option, const char *text);
 int httpo_tfmt_init(httpo_tfmt *t, const char *text);

@@ -78,30 +78,6 @@ int httpo_loki_check(spool_instance *ins, const httpo_fmt *f)
     return rc;
 }
 
-typedef struct lk_ent {
-    size_t off, len; /* the record's label set in s1 */
-    int64_t ts;
-    size_t idx;
-} lk_ent;
-
-static int lk_cmp(const void *a, const void *b, void *arg)
-{
-    const lk_ent *x = a, *y = b;
-    const uint8_t *base = arg;
-    size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(base + x->off, base + y->off, n);
-    if (c) {
-        return c;
-    }
-    if (x->len != y->len) {
-        return x->len < y->len ? -1 : 1;
-    }
-    if (x->ts != y->ts) {
-        return x->ts < y->ts ? -1 : 1;
-    }
-    return x->idx < y->idx ? -1 : x->idx > y->idx;
-}
-
 static int put(spool_buf *b, const char *s)
 {
     return spool_buf_append(b, s, strlen(s));
@@ -169,33 +145,26 @@ static int put_u32(spool_buf *b, size_t v)
 int httpo_loki_encode(httpo_fmt *f, const spool_chunk *ch, spool_buf *b, spool_buf *aux)
 {
     int rc = 0;
-    if (f->ents_cap < ch->count) {
-        void *n = realloc(f->ents, ch->count * sizeof(lk_ent));
-        if (!n) {
-            return -ENOMEM;
-        }
-        f->ents = n;
-        f->ents_cap = ch->count;
+    httpo_ent *ents = httpo_ents(f, ch->count);
+    if (!ents) {
+        return -ENOMEM;
     }
-    lk_ent *ents = f->ents;
     f->s1.len = 0;
     for (size_t i = 0; i < ch->count; i++) {
         size_t at = f->s1.len;
         rc |= lk_labels(f, &ch->records[i], ch->topic, &f->s1, 0);
-        ents[i] = (lk_ent){at, f->s1.len - at, ch->records[i].timestamp, i};
+        ents[i] = (httpo_ent){at, f->s1.len - at, ch->records[i].timestamp, i};
     }
     if (rc) {
         return -ENOMEM;
     }
-    qsort_r(ents, ch->count, sizeof(lk_ent), lk_cmp, f->s1.data);
+    qsort_r(ents, ch->count, sizeof(*ents), httpo_ent_cmp, f->s1.data);
     rc |= put(b, "{\"streams\":[");
     size_t count_at = 0, nrec = 0;
     for (size_t i = 0; i < ch->count; i++) {
-        const lk_ent *x = &ents[i];
+        const httpo_ent *x = &ents[i];
         const spool_record *r = &ch->records[x->idx];
-        int fresh = i == 0 || x->len != ents[i - 1].len ||
-                    memcmp(f->s1.data + x->off, f->s1.data + ents[i - 1].off, x->len) != 0;
-        if (fresh) {
+        if (i == 0 || !httpo_ent_same(f->s1.data, x, &ents[i - 1])) {
             if (i > 0 && rc == 0) {
                 rc |= put(b, "]},");
                 memcpy(aux->data + count_at, &(uint32_t){(uint32_t)nrec}, 4);

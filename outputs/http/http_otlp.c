@@ -118,26 +118,6 @@ static int severity_number(const uint8_t *s, size_t n)
     return 0;
 }
 
-typedef struct ot_ent {
-    size_t off, len; /* the record's resource attributes in s1 */
-    size_t idx;
-} ot_ent;
-
-static int ot_cmp(const void *a, const void *b, void *arg)
-{
-    const ot_ent *x = a, *y = b;
-    const uint8_t *base = arg;
-    size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(base + x->off, base + y->off, n);
-    if (c) {
-        return c;
-    }
-    if (x->len != y->len) {
-        return x->len < y->len ? -1 : 1;
-    }
-    return x->idx < y->idx ? -1 : x->idx > y->idx;
-}
-
 static int put(spool_buf *b, const char *s)
 {
     return spool_buf_append(b, s, strlen(s));
@@ -213,15 +193,10 @@ static int put_record(httpo_fmt *f, spool_buf *b, const spool_record *r)
 int httpo_otlp_encode(httpo_fmt *f, const spool_chunk *ch, spool_buf *b)
 {
     int rc = 0;
-    if (f->ents_cap < ch->count) {
-        void *n = realloc(f->ents, ch->count * sizeof(ot_ent));
-        if (!n) {
-            return -ENOMEM;
-        }
-        f->ents = n;
-        f->ents_cap = ch->count;
+    httpo_ent *ents = httpo_ents(f, ch->count);
+    if (!ents) {
+        return -ENOMEM;
     }
-    ot_ent *ents = f->ents;
     f->s1.len = 0;
     char v[HTTPO_FMT_NAME_MAX];
     for (size_t i = 0; i < ch->count; i++) {
@@ -240,18 +215,17 @@ int httpo_otlp_encode(httpo_fmt *f, const spool_chunk *ch, spool_buf *b)
                          n > sizeof(v) ? sizeof(v) : n);
         }
         rc |= put(&f->s1, "]");
-        ents[i] = (ot_ent){at, f->s1.len - at, i};
+        ents[i] = (httpo_ent){at, f->s1.len - at, 0, i};
     }
     if (rc) {
         return -ENOMEM;
     }
     /* Group by resource; a resource's records stay in offset order. The
      * groups follow the order of their first record. */
-    qsort_r(ents, ch->count, sizeof(ot_ent), ot_cmp, f->s1.data);
+    qsort_r(ents, ch->count, sizeof(*ents), httpo_ent_cmp, f->s1.data);
     size_t ngroups = 0;
     for (size_t i = 0; i < ch->count; i++) {
-        if (i == 0 || ot_cmp(&(ot_ent){ents[i].off, ents[i].len, 0},
-                             &(ot_ent){ents[i - 1].off, ents[i - 1].len, 0}, f->s1.data) != 0) {
+        if (i == 0 || !httpo_ent_same(f->s1.data, &ents[i], &ents[i - 1])) {
             ngroups++;
         }
     }
@@ -263,9 +237,7 @@ int httpo_otlp_encode(httpo_fmt *f, const spool_chunk *ch, spool_buf *b)
     while (emitted < ngroups && rc == 0) {
         size_t best = SIZE_MAX, best_at = 0;
         for (size_t i = 0; i < ch->count; i++) {
-            int start =
-                i == 0 || ot_cmp(&(ot_ent){ents[i].off, ents[i].len, 0},
-                                 &(ot_ent){ents[i - 1].off, ents[i - 1].len, 0}, f->s1.data) != 0;
+            int start = i == 0 || !httpo_ent_same(f->s1.data, &ents[i], &ents[i - 1]);
             if (start && (emitted == 0 || ents[i].idx > last_first) && ents[i].idx < best) {
                 best = ents[i].idx;
                 best_at = i;
@@ -277,9 +249,7 @@ int httpo_otlp_encode(httpo_fmt *f, const spool_chunk *ch, spool_buf *b)
         rc |= spool_buf_append(b, f->s1.data + ents[best_at].off, ents[best_at].len);
         rc |= put(b, "},\"scopeLogs\":[{\"scope\":{\"name\":\"spool\"},\"logRecords\":[");
         for (size_t i = best_at; i < ch->count; i++) {
-            if (i > best_at &&
-                ot_cmp(&(ot_ent){ents[i].off, ents[i].len, 0},
-                       &(ot_ent){ents[best_at].off, ents[best_at].len, 0}, f->s1.data) != 0) {
+            if (i > best_at && !httpo_ent_same(f->s1.data, &ents[i], &ents[best_at])) {
                 break;
             }
             rc |= put(b, i > best_at ? "," : "");

@@ -35,6 +35,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -394,9 +395,7 @@ static int pg_check(spool_instance *ins, void *vctx)
         spool_config_error(ins, "offsets_id", "must not be empty");
         rc = -EINVAL;
     }
-    if (c->columns.count == 0) {
-        spool_config_error(ins, "columns",
-                           "required: a mapping column: field, e.g. {ts: timestamp, msg: value}");
+    if (spool_check_column_map(ins, "columns", &c->columns) < 0) {
         rc = -EINVAL;
     }
     for (size_t i = 0; i < c->columns.count; i++) {
@@ -405,20 +404,21 @@ static int pg_check(spool_instance *ins, void *vctx)
                                c->columns.keys[i]);
             rc = -EINVAL;
         }
-        if (!c->columns.values[i][0]) {
-            spool_config_error(ins, "columns", "column \"%s\": empty field name",
-                               c->columns.keys[i]);
-            rc = -EINVAL;
-        }
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(c->columns.keys[i], c->columns.keys[j]) == 0) {
-                spool_config_error(ins, "columns", "column \"%s\" mapped twice",
-                                   c->columns.keys[i]);
-                rc = -EINVAL;
-            }
-        }
     }
     return rc;
+}
+
+/* A statement of the offsets table, printf-formatted, as a new string (NULL:
+ * out of memory or longer than 1 KiB). */
+static char *pg_sqlf(const char *fmt, ...) SPOOL_PRINTF(1, 2);
+static char *pg_sqlf(const char *fmt, ...)
+{
+    char sql[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    return n >= 0 && (size_t)n < sizeof(sql) ? strdup(sql) : NULL;
 }
 
 static int pg_build_sql(pg_ctx *c)
@@ -443,24 +443,18 @@ static int pg_build_sql(pg_ctx *c)
     }
     spool_buf_append(&o, "", 1);
     const char *ot = (const char *)o.data;
-    char sql[1024];
-    snprintf(sql, sizeof(sql),
-             "SELECT last_offset FROM %s WHERE output = $1 AND topic = $2 AND partition = $3 "
-             "FOR UPDATE",
-             ot);
-    c->select_sql = strdup(sql);
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO %s (output, topic, partition, last_offset) VALUES ($1, $2, $3, $4) "
-             "ON CONFLICT (output, topic, partition) DO UPDATE SET last_offset = "
-             "EXCLUDED.last_offset, updated_at = now()",
-             ot);
-    c->upsert_sql = strdup(sql);
-    snprintf(sql, sizeof(sql),
-             "CREATE TABLE IF NOT EXISTS %s (output text NOT NULL, topic text NOT NULL, "
-             "partition integer NOT NULL, last_offset bigint NOT NULL, updated_at timestamptz "
-             "NOT NULL DEFAULT now(), PRIMARY KEY (output, topic, partition))",
-             ot);
-    c->create_sql = strdup(sql);
+    c->select_sql = pg_sqlf("SELECT last_offset FROM %s WHERE output = $1 AND topic = $2 AND "
+                            "partition = $3 FOR UPDATE",
+                            ot);
+    c->upsert_sql = pg_sqlf("INSERT INTO %s (output, topic, partition, last_offset) VALUES ($1, "
+                            "$2, $3, $4) ON CONFLICT (output, topic, partition) DO UPDATE SET "
+                            "last_offset = EXCLUDED.last_offset, updated_at = now()",
+                            ot);
+    c->create_sql = pg_sqlf("CREATE TABLE IF NOT EXISTS %s (output text NOT NULL, topic text "
+                            "NOT NULL, partition integer NOT NULL, last_offset bigint NOT NULL, "
+                            "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (output, "
+                            "topic, partition))",
+                            ot);
     spool_buf_free(&o);
     if (!c->select_sql || !c->upsert_sql || !c->create_sql) {
         return -ENOMEM;
@@ -677,24 +671,7 @@ static int pg_flush(spool_instance *ins, void *vctx, const spool_chunk *ch)
     if (c->conn && PQstatus(c->conn) != CONNECTION_OK) {
         pg_disconnect(c);
     }
-    if (rc == SPOOL_OK) {
-        if (c->failing) {
-            spool_log_info(ins, "delivering again");
-            c->failing = 0;
-        }
-        return SPOOL_OK;
-    }
-    spool_output_set_reject_reason(ins, reason);
-    if (rc == SPOOL_REJECT) {
-        spool_log_warn(ins, "%s/%" PRId32 " offsets %" PRId64 "-%" PRId64 " rejected: %s",
-                       ch->topic, ch->partition, ch->first_offset, ch->next_offset - 1, reason);
-        return SPOOL_REJECT;
-    }
-    if (!c->failing) {
-        spool_log_warn(ins, "%s; retrying", reason);
-        c->failing = 1;
-    }
-    return SPOOL_RETRY;
+    return spool_output_flush_report(ins, ch, rc, reason, &c->failing);
 }
 
 static void pg_stop(spool_instance *ins, void *vctx)

@@ -9,6 +9,7 @@
  *
  * spool-test-requires: http
  */
+#define _GNU_SOURCE /* qsort_r */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -435,6 +436,41 @@ static void strftime_templates(void **state)
     assert_string_equal(ts, "1969-12-31T23:59:59.999Z");
 }
 
+/* The grouping loki and otlp share: entries ordered by key bytes (a prefix
+ * first), then timestamp, then index; equal keys found; the array grows. */
+static void grouping_entries(void **state)
+{
+    (void)state;
+    httpo_fmt f = {0};
+    const uint8_t keys[] = "abab"
+                           "abc"
+                           "ab";
+    httpo_ent *e = httpo_ents(&f, 2);
+    assert_non_null(e);
+    e = httpo_ents(&f, 5);
+    assert_non_null(e);
+    assert_true(f.ents_cap >= 5);
+    e[0] = (httpo_ent){0, 2, 7, 0}; /* "ab" ts 7 */
+    e[1] = (httpo_ent){4, 3, 0, 1}; /* "abc" */
+    e[2] = (httpo_ent){2, 2, 5, 2}; /* "ab" ts 5 */
+    e[3] = (httpo_ent){7, 2, 5, 3}; /* "ab" ts 5, a later index */
+    e[4] = (httpo_ent){0, 1, 9, 4}; /* "a" */
+    qsort_r(e, 5, sizeof(*e), httpo_ent_cmp, (void *)keys);
+    size_t order[5];
+    for (size_t i = 0; i < 5; i++) {
+        order[i] = e[i].idx;
+    }
+    assert_int_equal(order[0], 4);
+    assert_int_equal(order[1], 2);
+    assert_int_equal(order[2], 3);
+    assert_int_equal(order[3], 0);
+    assert_int_equal(order[4], 1);
+    assert_true(httpo_ent_same(keys, &e[1], &e[3]));
+    assert_false(httpo_ent_same(keys, &e[0], &e[1]));
+    assert_false(httpo_ent_same(keys, &e[3], &e[4]));
+    free(f.ents);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +485,7 @@ int main(void)
         cmocka_unit_test(otlp_responses),
         cmocka_unit_test(truncated_responses),
         cmocka_unit_test(strftime_templates),
+        cmocka_unit_test(grouping_entries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -362,6 +362,57 @@ static void failing_output_is_reported(void **state)
     h_free(h);
 }
 
+/* spool_output_flush_report: the reject reason, one warning per failing
+ * stretch, one "delivering again" after it, and every rejection logged. */
+static void flush_report_logs_transitions(void **state)
+{
+    (void)state;
+    spool_instance *o = spool__instance_new(&fake_out, SPOOL_PLUGIN_OUTPUT, 0, "fake");
+    assert_non_null(o);
+    spool_chunk c = {.topic = "app", .partition = 3, .first_offset = 10, .next_offset = 15};
+    char path[] = "/tmp/spool-unit-report-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(2);
+    fflush(stderr);
+    assert_true(dup2(fd, 2) == 2);
+    int failing = 0;
+    int r1 = spool_output_flush_report(o, &c, SPOOL_RETRY, "down", &failing);
+    int f1 = failing;
+    int r2 = spool_output_flush_report(o, &c, SPOOL_RETRY, "still down", &failing);
+    int r3 = spool_output_flush_report(o, &c, 99, "odd", &failing);
+    int r4 = spool_output_flush_report(o, &c, SPOOL_OK, NULL, &failing);
+    int f4 = failing;
+    int r5 = spool_output_flush_report(o, &c, SPOOL_OK, NULL, &failing);
+    int r6 = spool_output_flush_report(o, &c, SPOOL_REJECT, "bad row", &failing);
+    fflush(stderr);
+    assert_true(dup2(saved, 2) == 2);
+    close(saved);
+    assert_int_equal(r1, SPOOL_RETRY);
+    assert_int_equal(f1, 1);
+    assert_int_equal(r2, SPOOL_RETRY);
+    assert_int_equal(r3, SPOOL_RETRY);
+    assert_int_equal(r4, SPOOL_OK);
+    assert_int_equal(f4, 0);
+    assert_int_equal(r5, SPOOL_OK);
+    assert_int_equal(r6, SPOOL_REJECT);
+    assert_string_equal(o->reject_reason, "bad row");
+    char text[4096];
+    ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "down; retrying"));
+    assert_null(strstr(text, "still down"));
+    assert_null(strstr(text, "odd"));
+    const char *again = strstr(text, "delivering again");
+    assert_non_null(again);
+    assert_null(strstr(again + 1, "delivering again"));
+    assert_non_null(strstr(text, "app/3 offsets 10-14 rejected: bad row"));
+    spool__instance_free(o);
+}
+
 typedef struct completer {
     spool_instance *o;
     harness *h;
@@ -762,6 +813,7 @@ int main(void)
         cmocka_unit_test(commits_in_order),
         cmocka_unit_test(retries_keep_order),
         cmocka_unit_test(failing_output_is_reported),
+        cmocka_unit_test(flush_report_logs_transitions),
         cmocka_unit_test(max_in_flight_across_partitions),
         cmocka_unit_test(reject_into_full_dead_letter),
         cmocka_unit_test(stuck_dead_letter_holds_only_its_partition),

@@ -319,6 +319,11 @@ SPOOL_API int spool_parse_url(const char *url, const char *const *schemes, int f
                               spool_url *out, char *why, size_t why_cap);
 SPOOL_API int spool_check_url(spool_instance *ins, const char *option, const char *url,
                               const char *const *schemes, int flags);
+/* A mapping option of column: field (the database outputs): at least one
+ * entry, no empty field name, no column twice. Reports each fault with
+ * spool_config_error. 0 or -EINVAL. */
+SPOOL_API int spool_check_column_map(spool_instance *ins, const char *option,
+                                     const spool_strmap *map);
 SPOOL_API int spool_check_file(spool_instance *ins, const char *option, const char *path);
 SPOOL_API int spool_check_directory(spool_instance *ins, const char *option, const char *path);
 SPOOL_API int spool_check_tls_files(spool_instance *ins, const char *cert_opt, const char *cert,
@@ -607,6 +612,16 @@ SPOOL_API int spool_output_reject_record(spool_instance *ins, const spool_chunk 
  * record carries. From flush, before it returns SPOOL_REJECT (or before
  * SPOOL_RETRY: the reason /health shows while the destination fails). */
 SPOOL_API void spool_output_set_reject_reason(spool_instance *ins, const char *reason);
+
+/* For an output's synchronous flush about to return rc (SPOOL_OK,
+ * SPOOL_RETRY or SPOOL_REJECT) for `chunk`: reports it the way spool's
+ * outputs do and returns it (any other rc counts as SPOOL_RETRY). Not SPOOL_OK: sets `reason` as
+ * the reject reason; SPOOL_REJECT logs a warning naming the chunk's offsets; SPOOL_RETRY logs
+ * "<reason>; retrying" only at the first failure of a stretch, and the first SPOOL_OK after one
+ * logs "delivering again". *failing (0 at first) is the caller's state of that stretch, kept
+ * between flushes. */
+SPOOL_API int spool_output_flush_report(spool_instance *ins, const spool_chunk *chunk, int rc,
+                                        const char *reason, int *failing);
 
 /* For an output about to return SPOOL_RETRY from flush (or to complete a
  * pending chunk with SPOOL_RETRY): the destination asked for at least ms
