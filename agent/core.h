@@ -386,9 +386,9 @@ typedef struct spool_service {
     spool_queue in_queue;    /* inputs -> processors */
     spool_queue write_queue; /* processors -> log writer */
     pthread_t processor_thread, writer_thread;
-    int processor_running, writer_running;
-    _Atomic int writer_done;          /* writer drained and committed */
-    _Atomic int64_t writer_heartbeat; /* monotonic ms of the writer's last loop */
+    _Atomic int processor_running, writer_running; /* read by /health and /metrics (any thread) */
+    _Atomic int writer_done;                       /* writer drained and committed */
+    _Atomic int64_t writer_heartbeat;              /* monotonic ms of the writer's last loop */
     _Atomic int64_t processor_heartbeat;
     _Atomic int writer_blocked; /* 1 while the log refuses appends (disk full...) */
     char writer_error[256];
