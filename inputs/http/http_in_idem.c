@@ -116,10 +116,13 @@ int httpi_idem_key(char *buf, size_t cap, const char *producer, const char *topi
             return -EINVAL;
         }
     }
-    int w = snprintf(buf, cap, "%s/%s/%" PRId64, producer, topic ? topic : "", partition);
+    /* Measured first: a key that does not fit is refused, never cut. */
+    const char *t = topic ? topic : "";
+    int w = snprintf(NULL, 0, "%s/%s/%" PRId64, producer, t, partition);
     if (w < 0 || (size_t)w >= cap) {
         return -ENAMETOOLONG;
     }
+    snprintf(buf, cap, "%s/%s/%" PRId64, producer, t, partition);
     return 0;
 }
 
