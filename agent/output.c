@@ -44,7 +44,6 @@
 #define CURSOR_FLUSH_MS 200 /* bounds what a kill -9 makes an output resend */
 #define DL_RETRY_MIN_MS 50
 #define DL_RETRY_MAX_MS 2000
-#define SPOOL_TICK_HEADER "spool.tick" /* stream ticks (streams/runtime.c): never delivered */
 
 enum slot_state {
     SLOT_FREE = 0,

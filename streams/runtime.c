@@ -43,11 +43,10 @@
 
 #include "runtime_int.h"
 
-#define READ_BYTES (4u << 20)    /* raw bytes read (one commit) per round and partition */
-#define WAIT_MS 200              /* longest sleep without new input */
-#define RETRY_MS 100             /* a refused commit is retried after this */
-#define TICK_HEADER "spool.tick" /* marks tick records */
-#define SNAP_MAGIC "SPSXSNP1"    /* snapshot file: magic, offset, length, crc, state */
+#define READ_BYTES (4u << 20) /* raw bytes read (one commit) per round and partition */
+#define WAIT_MS 200           /* longest sleep without new input */
+#define RETRY_MS 100          /* a refused commit is retried after this */
+#define SNAP_MAGIC "SPSXSNP1" /* snapshot file: magic, offset, length, crc, state */
 #define SNAP_HDR (8 + 8 + 8 + 4)
 
 /* ---- running ---- */
@@ -152,7 +151,7 @@ static int on_emit(void *arg, const spool_record *m)
 
 static int is_tick(const spool_record *rec)
 {
-    return rec->header_count && spool_record_header(rec, TICK_HEADER) != NULL;
+    return rec->header_count && spool_record_header(rec, SPOOL_TICK_HEADER) != NULL;
 }
 
 /* ---- snapshots ---- */
@@ -501,8 +500,8 @@ static void maybe_tick(srun *r, spart *sp, int64_t now)
         return;
     }
     b->topic = r->from;
-    spool_header h = {TICK_HEADER, (uint32_t)strlen(TICK_HEADER), (const uint8_t *)r->o->name,
-                      (int32_t)strlen(r->o->name)};
+    spool_header h = {SPOOL_TICK_HEADER, (uint32_t)strlen(SPOOL_TICK_HEADER),
+                      (const uint8_t *)r->o->name, (int32_t)strlen(r->o->name)};
     spool_record rec = {
         .key = (const uint8_t *)sp->tick_key,
         .key_len = (int32_t)strlen(sp->tick_key),

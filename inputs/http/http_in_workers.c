@@ -34,7 +34,6 @@
 
 #define HTTPI_MAX_HEADERS 256               /* headers per record this input keeps, plus `agent` */
 #define HTTPI_KEEP_BYTES ((size_t)64 << 10) /* per-thread buffers larger are freed */
-#define HTTPI_TICK_HEADER "spool.tick"      /* a sending agent's stream ticks: dropped */
 
 /* Appends records to a batch, with their headers but `agent`, then agent.
  * Stream ticks (header spool.tick) are dropped and counted: they mark the
@@ -115,7 +114,7 @@ static int httpi_sink_add(void *arg, const spool_record *r)
 {
     httpi_sink *s = arg;
     uint32_t n = 0;
-    if (r->header_count && spool_record_header(r, HTTPI_TICK_HEADER)) {
+    if (r->header_count && spool_record_header(r, SPOOL_TICK_HEADER)) {
         s->ticks++;
         return 0;
     }

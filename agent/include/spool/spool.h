@@ -99,6 +99,10 @@ typedef struct spool_record {
  * the result points into r's headers and lives as long as they do. Any
  * thread. */
 SPOOL_API const spool_header *spool_record_header(const spool_record *r, const char *name);
+/* The header that marks a stream's tick record (docs/streams.md, "Time"):
+ * such records advance a stream's event time; outputs never deliver them
+ * (the core strips them from chunks) and the http input drops them. */
+#define SPOOL_TICK_HEADER "spool.tick"
 
 /*
  * Fields (DESIGN.md, "Processing records"): what conditions, templates and
