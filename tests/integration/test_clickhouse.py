@@ -227,6 +227,7 @@ def at_least_once_through_kill9(tmp):
         check(at_kill[0] < N, "the first kill came after the end of the stream")
         spoolt.wait_for(lambda: seq_stats(ch)["distinct"] >= N, timeout=180, interval=0.2,
                         what="%d distinct rows" % N)
+        s.wait_running()  # a SIGTERM before spool handles signals would kill it (-15)
         rc = s.terminate(60)
         check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
         st = seq_stats(ch)
@@ -260,6 +261,7 @@ def server_restart_retried(tmp):
         spoolt.wait_for(lambda: seq_stats(ch)["distinct"] >= n, timeout=120, interval=0.2,
                         what="%d distinct rows" % n)
         s.wait_log("delivering again", timeout=60)
+        s.wait_running()  # a SIGTERM before spool handles signals would kill it (-15)
         rc = s.terminate(60)
         check(rc == 0, "spool exit %s: %s" % (rc, s.stderr()[-2000:]))
         st = seq_stats(ch)
