@@ -36,7 +36,9 @@
  *
  * Invariants: one request per agent at a time, on that agent's connection;
  * every loop is bounded by the agent count or by the bytes at hand; the run
- * ends by --records or --duration plus --drain seconds at most.
+ * ends by -n or -d plus -D seconds at most, or when one batch stays
+ * unacknowledged for -D seconds (an aggregator gone: the agents left count
+ * as unfinished).
  *
  * usage: fleetgen -p PORT [-a AGENTS] [-n RECORDS | -d SECONDS] [options]
  * (fleetgen -h lists them). Prints "key value" lines on stdout at the end.
@@ -139,6 +141,7 @@ static body *bodies;
 static size_t nbodies, capbodies;
 static uint32_t batches_per_agent; /* count mode; UINT32_MAX in duration mode */
 static int64_t t_start, t_stop_sending, t_hard_end;
+static int64_t t_last_scan; /* ns: the last check for a batch stuck longer than -D */
 static uint64_t hist[HIST_BUCKETS];
 static int64_t lat_max_us, lat_sum_us;
 static uint64_t lat_n;
@@ -490,7 +493,6 @@ static void start_request(agent *a, int64_t t)
     if (a->fd < 0) {
         int rc = open_conn(a);
         if (rc < 0) {
-            a->attempts--;
             conn_error(a, "connect", -rc);
         }
         return; /* sent once connected */
@@ -730,7 +732,8 @@ static void usage(FILE *f)
                "  -a N          simulated agents (default 10)\n"
                "  -n RECORDS    total records (split evenly; rounded up to whole batches)\n"
                "  -d SECONDS    or send for this long (default 20), then wait for the answers\n"
-               "  -D SECONDS    at most this long for the last answers (default 60)\n"
+               "  -D SECONDS    at most this long for the last answers, and without any\n"
+               "                acknowledgement before giving up (default 60)\n"
                "  -b RECORDS    records per batch (default 300)\n"
                "  -l BYTES      bytes per line (default 120)\n"
                "  -r RATE       open loop: records/s per agent (default 0: closed loop)\n"
@@ -923,6 +926,7 @@ int main(int argc, char **argv)
         schedule(a, a->sched);
     }
     double cpu0 = cpu_seconds();
+    t_last_scan = now_ns();
 
     struct epoll_event evs[MAX_EVENTS];
     int64_t last_progress = t_start;
@@ -935,6 +939,23 @@ int main(int argc, char **argv)
         }
         if (t_hard_end && t >= t_hard_end) {
             break;
+        }
+        if (t - t_last_scan > 1000000000LL) {
+            /* A batch unacknowledged for -D seconds (aggregator gone): give up. */
+            int stuck = -1;
+            for (int i = 0; i < opt.agents && stuck < 0; i++) {
+                if (agents[i].state != A_DONE && agents[i].attempts > 0 &&
+                    t - agents[i].t_first > (int64_t)(opt.drain * 1e9)) {
+                    stuck = i;
+                }
+            }
+            if (stuck >= 0) {
+                fprintf(stderr,
+                        "fleetgen: agent %d: batch %u unacknowledged for %.0f s: giving up\n",
+                        stuck, agents[stuck].k, opt.drain);
+                break;
+            }
+            t_last_scan = t;
         }
         if (t_hard_end && !stop_swept) {
             /* Past the end: agents waiting for their next batch stop now;
