@@ -764,6 +764,14 @@ static int64_t httpi_fd_budget(spool_instance *ins, int64_t want)
     return want;
 }
 
+void httpi_wake_server(httpi_ctx *c)
+{
+    uint64_t one = 1;
+    if (c->wake_fd >= 0 && write(c->wake_fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is full, the server thread is woken anyway */
+    }
+}
+
 /* The server thread: MHD's epoll loop, the connection deadlines. */
 static void *httpi_server(void *arg)
 {
@@ -908,10 +916,7 @@ static void httpi_stop(spool_instance *ins, void *vctx)
     httpi_workers_stop(c);
     if (c->server_started) {
         atomic_store(&c->stopping, 2);
-        uint64_t one = 1;
-        if (write(c->wake_fd, &one, sizeof(one)) < 0) {
-            spool_log_debug(c->ins, "eventfd write: %s", strerror(errno));
-        }
+        httpi_wake_server(c);
         pthread_join(c->server, NULL);
         c->server_started = 0;
     }

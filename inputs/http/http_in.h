@@ -186,6 +186,9 @@ typedef struct httpi_req {
  * submit, wait for durability, resume the connection) until c->stopping is
  * set and no job is left. */
 void *httpi_worker_main(void *arg);
+/* Wakes the server thread (its poll on MHD's epoll fd and wake_fd): after
+ * MHD_resume_connection, and to stop. Any thread. */
+void httpi_wake_server(httpi_ctx *c);
 /* Wakes and joins the workers (set c->stopping first; queued requests are
  * answered 503 by them) and frees the pool. Any thread but a worker. */
 void httpi_workers_stop(httpi_ctx *c);

@@ -424,6 +424,9 @@ void *httpi_worker_main(void *arg)
         req->state = REQ_DONE;
         /* From here the server thread owns req again. */
         MHD_resume_connection(req->conn);
+        /* MHD's own signal does not wake our poll on its epoll fd: without
+         * this the answer waits for the next timeout (up to 200 ms). */
+        httpi_wake_server(c);
     }
 }
 
