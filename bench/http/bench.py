@@ -255,14 +255,20 @@ def main():
             res["round"] = r + 1
             runs.append(res)
             print("  round %d idempotent %s: %.0f records/s (%.1f MiB/s), CPU s/M rec agent "
-                  "%.3f, aggregator %.3f; peak RSS agent %.0f, aggregator %.0f MiB"
+                  "%.3f, aggregator %.3f; peak RSS agent %.0f, aggregator %.0f MiB; page faults per "
+                  "record agent %.3f, aggregator %.3f"
                   % (r + 1, idem, res["rps"], res["mibps"], res["cpu_agent"], res["cpu_agg"],
-                     res["rss_agent"], res["rss_agg"]), flush=True)
+                     res["rss_agent"], res["rss_agg"], res["flt_agent_rec"], res["flt_agg_rec"]),
+                  flush=True)
     load_end = os.getloadavg()[0]
 
-    def mean(idem, k):
-        xs = [x[k] for x in runs if x["idempotent"] == idem]
-        return sum(xs) / len(xs)
+    def stat(idem, k):
+        xs = sorted(x[k] for x in runs if x["idempotent"] == idem)
+        return sum(xs) / len(xs), xs[len(xs) // 2] if len(xs) % 2 else (
+            xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2.0
+
+    def pct(on, off):
+        return (on - off) / off * 100 if off else float("nan")
     summary = []
     if args.idempotent == "both":
         for k, what in (("rps", "records/s"), ("mibps", "MiB/s"),
@@ -270,9 +276,10 @@ def main():
                         ("cpu_agg", "aggregator CPU s/M rec"),
                         ("rss_agent", "agent peak RSS MiB"),
                         ("rss_agg", "aggregator peak RSS MiB")):
-            off, on = mean("false", k), mean("true", k)
-            summary.append((what, off, on, (on - off) / off * 100 if off else float("nan")))
-            print("%s: idempotent off %.3f, on %.3f (%+.1f%%)" % summary[-1])
+            (off, off_med), (on, on_med) = stat("false", k), stat("true", k)
+            summary.append((what, off, on, pct(on, off), off_med, on_med, pct(on_med, off_med)))
+            print("%s: idempotent off %.3f, on %.3f (%+.1f%%); medians %.3f, %.3f (%+.1f%%)"
+                  % summary[-1])
     print("load average: %.1f at the start, %.1f at the end" % (load_start, load_end))
 
     if not args.no_append:
@@ -303,9 +310,10 @@ def main():
                         "%(rss_agg).0f | %(flt_agent_rec).3f | %(flt_agg_rec).3f | "
                         "%(wire_ratio).3f |\n" % res)
             if summary:
-                f.write("\n| mean | idempotent off | on | on vs off |\n|---|---|---|---|\n")
+                f.write("\n| | mean off | mean on | on vs off | median off | median on | "
+                        "on vs off |\n" + "|---" * 7 + "|\n")
                 for row in summary:
-                    f.write("| %s | %.3f | %.3f | %+.1f%% |\n" % row)
+                    f.write("| %s | %.3f | %.3f | %+.1f%% | %.3f | %.3f | %+.1f%% |\n" % row)
     if not args.keep and not args.dir:
         shutil.rmtree(work, ignore_errors=True)
 
