@@ -10,7 +10,8 @@ aggregator's log), CPU seconds per million records for each process, and
 the peak RSS of each.
 
 With --idempotent both (the default) it runs the http output with
-idempotent: false and true alternately (--rounds each) and prints the cost
+idempotent: false and true alternately (--rounds each, the order swapped
+every round) and prints the cost
 of the exactly-once bookkeeping (throughput, CPU per million records on
 each side, peak RSS). Also reported: minor page faults per record of each
 process (memory freed and faulted in again per request shows there).
@@ -20,6 +21,7 @@ max_records 10000).
 Usage: bench/http/bench.py [--idempotent true|false|both] [--rounds 3] [--bytes 1GiB] [--line 120] [--build DIR] [--no-append]
        [--max-bytes 1MiB] [--max-records 10000] [--max-in-flight 4] [--partitions 4] [--agg-fsync always]
        [--compression zstd] [--agent-compression none] [--agg-compression none]
+       [--agg-memory-limit 64MiB] [--agent-memory-limit 64MiB]
        [--keep] [--dir DIR]
 Not a test: nothing is asserted; figures depend on the machine.
 """
@@ -117,18 +119,19 @@ def run_once(args, spool, work, data, n, mib, idem):
     agg_cfg = os.path.join(work, "aggregator.yaml")
     with open(agg_cfg, "w") as f:
         f.write("""
-service: {data_dir: %(w)s/agg-data, log_level: warn, http: {listen: "127.0.0.1:%(api)d"}}
+service: {data_dir: %(w)s/agg-data, log_level: warn, http: {listen: "127.0.0.1:%(api)d"}%(ml)s}
 topics:
   logs: {partitions: %(parts)d, fsync: %(fsync)s, segment_bytes: 256MiB, compression: %(comp)s}
 inputs:
   - {type: http, name: ingest, topic: logs, listen: "127.0.0.1:%(port)d", max_body_bytes: 256MiB}
 outputs: []
 """ % {"w": work, "api": agg_api, "port": port, "parts": args.partitions,
-       "fsync": args.agg_fsync, "comp": args.agg_compression})
+       "fsync": args.agg_fsync, "comp": args.agg_compression,
+       "ml": ", memory_limit: %s" % args.agg_memory_limit if args.agg_memory_limit else ""})
     agent_cfg = os.path.join(work, "agent.yaml")
     with open(agent_cfg, "w") as f:
         f.write("""
-service: {data_dir: %(w)s/agent-data, log_level: warn, http: {listen: "127.0.0.1:%(api)d"}}
+service: {data_dir: %(w)s/agent-data, log_level: warn, http: {listen: "127.0.0.1:%(api)d"}%(ml)s}
 topics:
   app: {partitions: %(parts)d, fsync: 1s, segment_bytes: 256MiB, compression: %(tcomp)s}
 inputs:
@@ -151,7 +154,8 @@ outputs:
     idempotent: %(idem)s
 """ % {"idem": idem, "w": work, "api": agent_api, "port": port, "data": data, "mb": args.max_bytes,
        "mif": args.max_in_flight, "mr": args.max_records, "parts": args.partitions, "comp": args.compression,
-       "tcomp": args.agent_compression})
+       "tcomp": args.agent_compression,
+       "ml": ", memory_limit: %s" % args.agent_memory_limit if args.agent_memory_limit else ""})
 
     err_agg = open(os.path.join(work, "aggregator.stderr"), "wb")
     err_agent = open(os.path.join(work, "agent.stderr"), "wb")
@@ -221,6 +225,10 @@ def main():
     ap.add_argument("--partitions", type=int, default=4, help="partitions of both topics")
     ap.add_argument("--agg-fsync", default="always",
                     help="fsync policy of the aggregator's topic (always, never or a duration)")
+    ap.add_argument("--agg-memory-limit", default="",
+                    help="the aggregator's service.memory_limit (default: spool's default)")
+    ap.add_argument("--agent-memory-limit", default="",
+                    help="the agent's service.memory_limit (default: spool's default)")
     ap.add_argument("--agent-compression", default="none", choices=["none", "zstd"],
                     help="compression of the agent's topic on disk")
     ap.add_argument("--agg-compression", default="none", choices=["none", "zstd"],
@@ -250,7 +258,9 @@ def main():
     rounds = args.rounds if args.idempotent == "both" else 1
     runs = []
     for r in range(rounds):
-        for idem in modes:
+        # The order alternates (off, on; on, off; ...): a run after another
+        # one inherits its dirty page cache and writeback.
+        for idem in (modes if r % 2 == 0 else tuple(reversed(modes))):
             res = run_once(args, spool, work, data, n, mib, idem)
             res["round"] = r + 1
             runs.append(res)
@@ -293,13 +303,17 @@ def main():
             f.write("Machine: %s. `bench/http/bench.py --bytes %s --line %d --max-bytes %s "
                     "--max-records %d --max-in-flight %d --partitions %d --agg-fsync %s "
                     "--compression %s --agent-compression %s --agg-compression %s "
-                    "--idempotent %s --rounds %d`: agent tails one file (read_from: beginning, "
+                    "--idempotent %s --rounds %d%s`: agent tails one file (read_from: beginning, "
                     "topic fsync 1s) -> `http` output (format spool) -> aggregator `http` "
                     "input -> topic with as many partitions. Timed from the agent's start to "
                     "the last record durable in the aggregator's log.\n\n"
                     % (machine, args.bytes, args.line, args.max_bytes, args.max_records,
                        args.max_in_flight, args.partitions, args.agg_fsync, args.compression,
-                       args.agent_compression, args.agg_compression, args.idempotent, rounds))
+                       args.agent_compression, args.agg_compression, args.idempotent, rounds,
+                       (" --agg-memory-limit " + args.agg_memory_limit
+                        if args.agg_memory_limit else "") +
+                       (" --agent-memory-limit " + args.agent_memory_limit
+                        if args.agent_memory_limit else "")))
             f.write("| round | idempotent | records | seconds | records/s | MiB/s | "
                     "agent CPU s/M rec | aggregator CPU s/M rec | agent peak RSS MiB | "
                     "aggregator peak RSS MiB | agent faults/rec | aggregator faults/rec | "
