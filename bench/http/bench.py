@@ -11,10 +11,11 @@ the peak RSS of each.
 
 With --idempotent both (the default) it runs the http output with
 idempotent: false and true alternately (--rounds each, the order swapped
-every round) and prints the cost
-of the exactly-once bookkeeping (throughput, CPU per million records on
-each side, peak RSS). Also reported: minor page faults per record of each
-process (memory freed and faulted in again per request shows there).
+every round) and prints the cost of the exactly-once bookkeeping
+(throughput, CPU per million records on each side, peak RSS; means and
+medians). Also reported: minor page faults per record of each process
+(memory freed and faulted in again per request shows there).
+bench/http/idem_bench measures the bookkeeping alone, per request.
 The chunk size defaults to the http output's own defaults (max_bytes 1MiB,
 max_records 10000).
 
