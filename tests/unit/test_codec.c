@@ -86,6 +86,31 @@ static void test_crc32c_chaining(void **state)
     test_free(buf);
 }
 
+/* Buffers of three 4 KiB streams and more take the three-way hardware
+ * loop (joined by polynomial shifts): it must agree with the table
+ * version and with chaining through pieces too short for it. */
+static void test_crc32c_long(void **state)
+{
+    (void)state;
+    size_t n = 3 * 4096 * 5 + 100;
+    uint8_t *buf = test_malloc(n + 8);
+    for (size_t i = 0; i < n + 8; i++) {
+        buf[i] = (uint8_t)rnd();
+    }
+    for (int iter = 0; iter < 40; iter++) {
+        size_t off = rnd() % 8;
+        size_t len = iter < 4 ? 3 * 4096 * (size_t)(iter + 1) + (size_t)iter : rnd() % n;
+        uint32_t whole = spool_crc32c(0, buf + off, len);
+        assert_int_equal(whole, spool__crc32c_sw(0, buf + off, len));
+        uint32_t chained = 0;
+        for (size_t at = 0; at < len; at += 1000) {
+            chained = spool_crc32c(chained, buf + off + at, len - at < 1000 ? len - at : 1000);
+        }
+        assert_int_equal(whole, chained);
+    }
+    test_free(buf);
+}
+
 /* ------------------------------------------------------------- varints */
 
 static void check_varint(int32_t v, const uint8_t *bytes, size_t n)
@@ -851,6 +876,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c_vector),
         cmocka_unit_test(test_crc32c_chaining),
+        cmocka_unit_test(test_crc32c_long),
         cmocka_unit_test(test_varint_boundaries),
         cmocka_unit_test(test_varint_rejects),
         cmocka_unit_test(test_varlong_boundaries),
