@@ -50,7 +50,7 @@ static inline uint64_t get_be64(const uint8_t *p)
 
 static inline size_t varint_size(int32_t v)
 {
-    return spool_varlong_size(v); /* zigzag of an int32 is the same value */
+    return spool__varint_size(v);
 }
 
 static inline int64_t stamp(const spool_record *r, int64_t now_ms)
@@ -62,7 +62,7 @@ static inline int64_t stamp(const spool_record *r, int64_t now_ms)
  * field is invalid. A body is at least 7 bytes, so 0 is never valid. */
 static uint64_t record_body_size(const spool_record *r, size_t i, int64_t delta)
 {
-    uint64_t s = 1 + spool_varlong_size(delta) + varint_size((int32_t)i);
+    uint64_t s = 1 + spool__varlong_size(delta) + varint_size((int32_t)i);
     if (r->key_len < -1 || r->value_len < -1 || (r->key_len > 0 && !r->key) ||
         (r->value_len > 0 && !r->value) || r->header_count > INT32_MAX ||
         (r->header_count > 0 && !r->headers)) {
@@ -85,7 +85,7 @@ static uint64_t record_body_size(const spool_record *r, size_t i, int64_t delta)
 
 static inline uint8_t *put_bytes(uint8_t *p, const void *src, int32_t len)
 {
-    p += spool_varint_encode(p, len);
+    p += spool__varint_put(p, len);
     if (len > 0) {
         memcpy(p, src, (size_t)len);
         p += len;
@@ -101,13 +101,13 @@ static uint8_t *write_records(uint8_t *p, const spool_record *recs, size_t n, in
         const spool_record *r = &recs[i];
         int64_t delta = (int64_t)((uint64_t)stamp(r, now_ms) - (uint64_t)base_ts);
         uint64_t body = record_body_size(r, i, delta);
-        p += spool_varint_encode(p, (int32_t)body);
+        p += spool__varint_put(p, (int32_t)body);
         *p++ = 0; /* record attributes: unused */
-        p += spool_varlong_encode(p, delta);
-        p += spool_varint_encode(p, (int32_t)i);
+        p += spool__varlong_put(p, delta);
+        p += spool__varint_put(p, (int32_t)i);
         p = put_bytes(p, r->key, r->key_len);
         p = put_bytes(p, r->value, r->value_len);
-        p += spool_varint_encode(p, (int32_t)r->header_count);
+        p += spool__varint_put(p, (int32_t)r->header_count);
         for (uint32_t h = 0; h < r->header_count; h++) {
             const spool_header *hd = &r->headers[h];
             p = put_bytes(p, hd->key, (int32_t)hd->key_len);

@@ -138,13 +138,19 @@ typedef struct cursor {
 
 static inline int cur_varint(cursor *c, int32_t *v)
 {
-    size_t n = spool_varint_decode(c->p, (size_t)(c->end - c->p), v);
+    size_t n = spool__varint_get(c->p, (size_t)(c->end - c->p), v);
     c->p += n;
     return n ? 0 : -EBADMSG;
 }
 
 static inline int cur_varlong(cursor *c, int64_t *v)
 {
+    if (c->p < c->end && c->p[0] < 0x80) { /* one byte: the usual timestamp delta */
+        uint64_t z = c->p[0];
+        *v = (int64_t)((z >> 1) ^ (0u - (z & 1)));
+        c->p++;
+        return 0;
+    }
     size_t n = spool_varlong_decode(c->p, (size_t)(c->end - c->p), v);
     c->p += n;
     return n ? 0 : -EBADMSG;
