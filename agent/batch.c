@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/codec.h"
 #include "core.h"
 
 #define BATCH_ARENA_INITIAL (64 * 1024)
@@ -302,9 +303,9 @@ static inline uint32_t arena_copy(spool_batch *b, size_t *at, const void *src, s
 {
     uint32_t off = (uint32_t)*at;
     if (n) {
-        memcpy(b->arena + *at, src, n);
+        spool__copy(b->arena + *at, src, n);
+        *at += n;
     }
-    *at += n;
     return off;
 }
 
@@ -315,10 +316,12 @@ int spool_batch_append(spool_batch *b, const spool_record *r)
     spool__brec *br;
     int rc;
 
-    if ((rc = grow((void **)&b->recs, &b->cap, b->count + 1, sizeof(*b->recs), 256)) < 0) {
+    if (b->count + 1 > b->cap &&
+        (rc = grow((void **)&b->recs, &b->cap, b->count + 1, sizeof(*b->recs), 256)) < 0) {
         return rc;
     }
-    if ((rc = grow((void **)&b->hdrs, &b->hcap, b->hcount + r->header_count, sizeof(*b->hdrs),
+    if (b->hcount + r->header_count > b->hcap &&
+        (rc = grow((void **)&b->hdrs, &b->hcap, b->hcount + r->header_count, sizeof(*b->hdrs),
                    256)) < 0) {
         return rc;
     }
@@ -334,8 +337,8 @@ int spool_batch_append(spool_batch *b, const spool_record *r)
     if (b->alen + need > UINT32_MAX) {
         return -E2BIG;
     }
-    if (grow_keep(b, (void **)&b->arena, &b->acap, b->alen + need, 1, BATCH_ARENA_INITIAL,
-                  b->alen) < 0) {
+    if (b->alen + need > b->acap && grow_keep(b, (void **)&b->arena, &b->acap, b->alen + need, 1,
+                                              BATCH_ARENA_INITIAL, b->alen) < 0) {
         return -ENOMEM;
     }
     size_t at = b->alen;

@@ -88,7 +88,7 @@ static inline uint8_t *put_bytes(uint8_t *p, const void *src, int32_t len)
 {
     p += spool__varint_put(p, len);
     if (len > 0) {
-        memcpy(p, src, (size_t)len);
+        spool__copy(p, src, (size_t)len);
         p += len;
     }
     return p;

@@ -111,6 +111,27 @@ static void test_crc32c_long(void **state)
     test_free(buf);
 }
 
+/* spool__copy: every length from 0 to 40 at every alignment copies
+ * exactly n bytes and touches nothing around them. */
+static void test_copy_short(void **state)
+{
+    (void)state;
+    uint8_t src[64], dst[80];
+    for (size_t i = 0; i < sizeof(src); i++) {
+        src[i] = (uint8_t)(i * 7 + 1);
+    }
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t a = 0; a < 8; a++) {
+            memset(dst, 0xEE, sizeof(dst));
+            spool__copy(dst + 8 + a, src + a, n);
+            for (size_t i = 0; i < sizeof(dst); i++) {
+                int inside = i >= 8 + a && i < 8 + a + n;
+                assert_int_equal(dst[i], inside ? src[a + (i - 8 - a)] : 0xEE);
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------- varints */
 
 /* The inline helpers of the batch codec agree with the public functions
@@ -921,6 +942,7 @@ int main(void)
         cmocka_unit_test(test_crc32c_chaining),
         cmocka_unit_test(test_crc32c_long),
         cmocka_unit_test(test_varint_inline),
+        cmocka_unit_test(test_copy_short),
         cmocka_unit_test(test_varint_boundaries),
         cmocka_unit_test(test_varint_rejects),
         cmocka_unit_test(test_varlong_boundaries),
