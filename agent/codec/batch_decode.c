@@ -145,10 +145,18 @@ static inline int cur_varint(cursor *c, int32_t *v)
 
 static inline int cur_varlong(cursor *c, int64_t *v)
 {
-    if (c->p < c->end && c->p[0] < 0x80) { /* one byte: the usual timestamp delta */
+    /* One or two bytes: the usual timestamp delta (under 8 s). */
+    size_t left = (size_t)(c->end - c->p);
+    if (left >= 1 && c->p[0] < 0x80) {
         uint64_t z = c->p[0];
         *v = (int64_t)((z >> 1) ^ (0u - (z & 1)));
         c->p++;
+        return 0;
+    }
+    if (left >= 2 && c->p[1] < 0x80) {
+        uint64_t z = (uint64_t)(c->p[0] & 0x7f) | (uint64_t)c->p[1] << 7;
+        *v = (int64_t)((z >> 1) ^ (0u - (z & 1)));
+        c->p += 2;
         return 0;
     }
     size_t n = spool_varlong_decode(c->p, (size_t)(c->end - c->p), v);

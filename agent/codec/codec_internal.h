@@ -44,7 +44,10 @@ int spool__decoded_scratch_reserve(spool_rb_decoded *d, size_t extra);
  */
 static inline size_t spool__zz_size(uint64_t z)
 {
-    /* 7 bits a byte: bytes = ceil(bits / 7), at least 1. */
+    if (z < 0x80) {
+        return 1; /* most lengths and deltas of a record */
+    }
+    /* 7 bits a byte: bytes = ceil(bits / 7). */
     unsigned bits = 64u - (unsigned)__builtin_clzll(z | 1);
     return (bits + 6) / 7;
 }
