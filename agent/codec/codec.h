@@ -125,6 +125,16 @@ typedef struct spool_rb_decoded {
  */
 int spool_rb_decode(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
                     spool_rb_decoded *d);
+/*
+ * spool_rb_decode keeping only the headers named `keep` (keep_len bytes;
+ * keep NULL: every header, as spool_rb_decode): the others are checked as
+ * strictly but get no view, so a record's header_count counts only those
+ * kept. For readers that use keys and values only (an output sending raw
+ * values keeps just the stream-tick header to leave ticks out): no header
+ * views are built per record.
+ */
+int spool_rb_decode_keep(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
+                         const char *keep, size_t keep_len, spool_rb_decoded *d);
 /* Forgets all records (keeps the allocations for reuse). */
 void spool_rb_decoded_reset(spool_rb_decoded *d);
 /* Frees everything; accepts NULL; d is empty (zeroed) afterwards. */

@@ -293,6 +293,10 @@ static int tcpout_init_common(spool_instance *ins, tcpout *t, int is_syslog)
 
 static int tcp_init(spool_instance *ins, void *ctx)
 {
+    tcpout *t = ctx;
+    if (t->format == 0) {
+        spool_output_values_only(ins); /* raw: the value and a newline */
+    }
     return tcpout_init_common(ins, ctx, 0);
 }
 

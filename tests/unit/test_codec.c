@@ -579,6 +579,63 @@ static void round_trip(int compression, int expect_attr, size_t n)
     fixture_free(&f);
 }
 
+/* spool_rb_decode_keep: the same records, with views only for headers of
+ * the kept name; a header cut short is still refused. */
+static void test_decode_keep(void **state)
+{
+    (void)state;
+    size_t n = 10;
+    fixture f;
+    fixture_init(&f, n);
+    const int64_t now = 1800000000000;
+    spool_buf out = {0};
+    assert_int_equal(spool_rb_encode(&out, 0, f.recs, n, now, SPOOL_COMPRESS_NONE, 0), 0);
+    spool_rb_decoded d = {0};
+    assert_int_equal(spool_rb_decode_keep(out.data, out.len, 0, 0, "hdr-51", 6, &d), (int)n);
+    for (size_t i = 0; i < n; i++) {
+        const spool_record *want = &f.recs[i];
+        const spool_record *got = &d.records[i];
+        assert_int_equal(got->value_len, want->value_len);
+        if (want->value_len > 0) {
+            assert_memory_equal(got->value, want->value, (size_t)want->value_len);
+        }
+        assert_int_equal(got->key_len, want->key_len);
+        assert_true(got->offset == (int64_t)i);
+        uint32_t expect = (i == 4 || i == 6) ? 1 : 0;
+        assert_int_equal(got->header_count, expect);
+        if (expect) {
+            assert_int_equal(got->headers[0].key_len, 6);
+            assert_memory_equal(got->headers[0].key, "hdr-51", 6);
+            assert_true(got->headers[0].value == NULL); /* 51 % 3 == 0: a null value */
+        }
+    }
+    /* No name matches: no header at all. */
+    spool_rb_decoded_reset(&d);
+    assert_int_equal(spool_rb_decode_keep(out.data, out.len, 0, 0, "spool.tick", 10, &d), (int)n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(d.records[i].header_count, 0);
+    }
+    /* A header key length past its record: refused in keep mode too (the
+     * CRC is fixed up so that only the structure is wrong). */
+    spool_rb_decoded_reset(&d);
+    spool_rb_decoded full = {0};
+    assert_int_equal(spool_rb_decode(out.data, out.len, 0, 0, &full), (int)n);
+    const uint8_t *hk = (const uint8_t *)full.records[6].headers[0].key;
+    size_t at = (size_t)(hk - out.data) - 1; /* the key's length varint */
+    out.data[at] = 0x7e;                     /* 63 bytes: past the record */
+    uint32_t crc = spool_crc32c(0, out.data + SPOOL_RB_ATTR_OFFSET, out.len - SPOOL_RB_ATTR_OFFSET);
+    out.data[SPOOL_RB_CRC_OFFSET] = (uint8_t)(crc >> 24);
+    out.data[SPOOL_RB_CRC_OFFSET + 1] = (uint8_t)(crc >> 16);
+    out.data[SPOOL_RB_CRC_OFFSET + 2] = (uint8_t)(crc >> 8);
+    out.data[SPOOL_RB_CRC_OFFSET + 3] = (uint8_t)crc;
+    assert_int_equal(spool_rb_decode_keep(out.data, out.len, 0, 0, "hdr-51", 6, &d), -EBADMSG);
+    assert_int_equal(d.count, 0);
+    spool_rb_decoded_free(&full);
+    spool_rb_decoded_free(&d);
+    spool_buf_free(&out);
+    fixture_free(&f);
+}
+
 static void test_round_trip_none(void **state)
 {
     (void)state;
@@ -943,6 +1000,7 @@ int main(void)
         cmocka_unit_test(test_crc32c_long),
         cmocka_unit_test(test_varint_inline),
         cmocka_unit_test(test_copy_short),
+        cmocka_unit_test(test_decode_keep),
         cmocka_unit_test(test_varint_boundaries),
         cmocka_unit_test(test_varint_rejects),
         cmocka_unit_test(test_varlong_boundaries),
