@@ -47,6 +47,9 @@ static inline size_t spool__zz_size(uint64_t z)
     if (z < 0x80) {
         return 1; /* most lengths and deltas of a record */
     }
+    if (z < 0x4000) {
+        return 2; /* a line's length, a record's */
+    }
     /* 7 bits a byte: bytes = ceil(bits / 7). */
     unsigned bits = 64u - (unsigned)__builtin_clzll(z | 1);
     return (bits + 6) / 7;
@@ -64,6 +67,15 @@ static inline size_t spool__varint_size(int32_t v)
 
 static inline size_t spool__zz_put(uint8_t *dst, uint64_t z)
 {
+    if (z < 0x80) {
+        dst[0] = (uint8_t)z;
+        return 1;
+    }
+    if (z < 0x4000) {
+        dst[0] = (uint8_t)(z | 0x80);
+        dst[1] = (uint8_t)(z >> 7);
+        return 2;
+    }
     size_t n = 0;
     while (z >= 0x80) {
         dst[n++] = (uint8_t)(z | 0x80);
