@@ -630,7 +630,8 @@ SPOOL_API int spool_output_flush_report(spool_instance *ins, const spool_chunk *
 /* From an output's init: this instance reads only the keys, values,
  * timestamps and offsets of its chunks' records (tcp with format raw), so
  * the core builds no header views when it decodes them: records come
- * with header_count 0. Such an output must never reject records
+ * with header_count 0 (and a chunk's bytes, the bytes_out counter, count
+ * keys and values only). Such an output must never reject records
  * (SPOOL_REJECT, spool_output_reject_record): the dead-letter topic would
  * get them without their headers. */
 SPOOL_API void spool_output_values_only(spool_instance *ins);
