@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/codec.h"
 #include "core.h"
 
 #define BATCH_ARENA_INITIAL (64 * 1024)
@@ -296,61 +297,75 @@ static int arena_put(spool_batch *b, const void *src, size_t n, uint32_t *off)
     return 0;
 }
 
+/* Copies n bytes to the arena at *at (room reserved by the caller); returns
+ * their offset. */
+static inline uint32_t arena_copy(spool_batch *b, size_t *at, const void *src, size_t n)
+{
+    uint32_t off = (uint32_t)*at;
+    if (n) {
+        spool__copy(b->arena + *at, src, n);
+        *at += n;
+    }
+    return off;
+}
+
+/* One record: its bytes are summed first and the arena grown once, then
+ * copied (a line's value and its headers: no check per field). */
 int spool_batch_append(spool_batch *b, const spool_record *r)
 {
-    size_t alen0 = b->alen, hcount0 = b->hcount;
     spool__brec *br;
     int rc;
 
-    if ((rc = grow((void **)&b->recs, &b->cap, b->count + 1, sizeof(*b->recs), 256)) < 0) {
+    if (b->count + 1 > b->cap &&
+        (rc = grow((void **)&b->recs, &b->cap, b->count + 1, sizeof(*b->recs), 256)) < 0) {
         return rc;
     }
-    if ((rc = grow((void **)&b->hdrs, &b->hcap, b->hcount + r->header_count, sizeof(*b->hdrs),
+    if (b->hcount + r->header_count > b->hcap &&
+        (rc = grow((void **)&b->hdrs, &b->hcap, b->hcount + r->header_count, sizeof(*b->hdrs),
                    256)) < 0) {
         return rc;
     }
-    br = &b->recs[b->count];
-    br->key_len = r->key ? r->key_len : -1;
-    br->value_len = r->value ? r->value_len : -1;
-    br->key_off = br->value_off = 0;
-    if (br->key_len > 0 && (rc = arena_put(b, r->key, (size_t)r->key_len, &br->key_off)) < 0) {
-        goto fail;
-    }
-    if (br->value_len > 0 &&
-        (rc = arena_put(b, r->value, (size_t)r->value_len, &br->value_off)) < 0) {
-        goto fail;
-    }
-    br->hdr_first = (uint32_t)b->hcount;
-    br->hdr_count = r->header_count;
-    size_t bytes = (size_t)(br->key_len > 0 ? br->key_len : 0) +
-                   (size_t)(br->value_len > 0 ? br->value_len : 0);
+    int32_t key_len = r->key ? r->key_len : -1;
+    int32_t value_len = r->value ? r->value_len : -1;
+    size_t bytes = (size_t)(key_len > 0 ? key_len : 0) + (size_t)(value_len > 0 ? value_len : 0);
+    size_t hbytes = 0;
     for (uint32_t i = 0; i < r->header_count; i++) {
         const spool_header *h = &r->headers[i];
-        spool__bhdr *bh = &b->hdrs[b->hcount];
+        hbytes += h->key_len + (size_t)(h->value && h->value_len > 0 ? h->value_len : 0);
+    }
+    size_t need = bytes + hbytes;
+    if (b->alen + need > UINT32_MAX) {
+        return -E2BIG;
+    }
+    if (b->alen + need > b->acap && grow_keep(b, (void **)&b->arena, &b->acap, b->alen + need, 1,
+                                              BATCH_ARENA_INITIAL, b->alen) < 0) {
+        return -ENOMEM;
+    }
+    size_t at = b->alen;
+    br = &b->recs[b->count];
+    br->key_len = key_len;
+    br->value_len = value_len;
+    br->key_off = key_len > 0 ? arena_copy(b, &at, r->key, (size_t)key_len) : 0;
+    br->value_off = value_len > 0 ? arena_copy(b, &at, r->value, (size_t)value_len) : 0;
+    br->hdr_first = (uint32_t)b->hcount;
+    br->hdr_count = r->header_count;
+    for (uint32_t i = 0; i < r->header_count; i++) {
+        const spool_header *h = &r->headers[i];
+        spool__bhdr *bh = &b->hdrs[b->hcount + i];
         bh->key_len = h->key_len;
         bh->value_len = h->value ? h->value_len : -1;
-        bh->value_off = 0;
-        if ((rc = arena_put(b, h->key, h->key_len, &bh->key_off)) < 0) {
-            goto fail;
-        }
-        if (bh->value_len > 0 &&
-            (rc = arena_put(b, h->value, (size_t)h->value_len, &bh->value_off)) < 0) {
-            goto fail;
-        }
-        bytes += h->key_len + (size_t)(bh->value_len > 0 ? bh->value_len : 0);
-        b->hcount++;
+        bh->key_off = arena_copy(b, &at, h->key, h->key_len);
+        bh->value_off = bh->value_len > 0 ? arena_copy(b, &at, h->value, (size_t)bh->value_len) : 0;
     }
+    b->alen = at;
+    b->hcount += r->header_count;
     br->timestamp = r->timestamp ? r->timestamp : spool_now_ms();
     br->topic = -1;
     br->flags = b->proc ? SPOOL__BREC_EMITTED : 0;
     br->parent = SIZE_MAX; /* appended during process(): after every record */
-    b->bytes += bytes;
+    b->bytes += bytes + hbytes;
     b->count++;
     return 0;
-fail:
-    b->alen = alen0;
-    b->hcount = hcount0;
-    return rc;
 }
 
 size_t spool_batch_count(const spool_batch *b)

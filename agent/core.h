@@ -240,6 +240,7 @@ typedef struct spool_output_common {
     int64_t retry_backoff;     /* ms */
     int64_t retry_backoff_max; /* ms */
     char *dead_letter_topic;
+    int values_only; /* not an option: spool_output_values_only() */
 } spool_output_common;
 
 extern const spool_option spool__input_common_options[];

@@ -345,6 +345,11 @@ void spool_output_retry_after(spool_instance *ins, int64_t ms)
     pthread_mutex_unlock(&r->lock);
 }
 
+void spool_output_values_only(spool_instance *ins)
+{
+    ins->out.values_only = 1;
+}
+
 /* ---- the runner ---- */
 
 static void call_flush(spool_output_runner *r, chunk_slot *s)
@@ -647,8 +652,14 @@ static int fill_chunk(spool_output_runner *r, size_t p, chunk_slot *s, int64_t *
         if (sz <= 0) {
             break;
         }
+        /* An output of values only gets no header views, but ticks keep
+         * theirs so they are still left out below. */
         int rc =
-            spool_rb_decode(s->raw.data + off, (size_t)sz, ps->partition, ps->read_pos, &s->dec);
+            ins->out.values_only
+                ? spool_rb_decode_keep(s->raw.data + off, (size_t)sz, ps->partition, ps->read_pos,
+                                       SPOOL_TICK_HEADER, sizeof(SPOOL_TICK_HEADER) - 1, &s->dec)
+                : spool_rb_decode(s->raw.data + off, (size_t)sz, ps->partition, ps->read_pos,
+                                  &s->dec);
         if (rc < 0) {
             spool_log_error(ins, "topic %s partition %d: cannot decode batch at offset %lld: %s",
                             ps->topic_name, ps->partition, (long long)bi.base_offset,

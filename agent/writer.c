@@ -358,6 +358,15 @@ static int ensure_pending(writer_state *w)
     return 0;
 }
 
+/* What the writer makes of a refused append: the retryable refusals as
+ * they are (-EDQUOT as -ENOSPC), anything else -EIO. */
+static int append_refusal(int rc)
+{
+    return rc == -ENOSPC || rc == -EAGAIN || rc == -ENOMEM || rc == -EDQUOT
+               ? (rc == -EDQUOT ? -ENOSPC : rc)
+               : -EIO;
+}
+
 /*
  * Writes what is left of b (from *pg): its records, partition by partition,
  * then its positions. 0 = all written; else the refusal, with *pg telling
@@ -375,42 +384,53 @@ static int writer_batch(writer_state *w, spool_batch *b, wprog *pg, int32_t *whe
         return -ENOMEM;
     }
     if (b->count && pg->next_part < nparts) {
-        if (injected_enomem(0) || spool__batch_views(b, &recs) < 0 || ensure_cap(w, b->count) < 0) {
+        if (injected_enomem(0) || spool__batch_views(b, &recs) < 0) {
             return -ENOMEM;
         }
-        if (pg->sticky < 0) {
-            /* Unkeyed records of one batch stick to one partition; the next
-             * batch moves on (Kafka's sticky partitioner, per batch). */
-            pg->sticky = w->sticky[b->topic];
-            w->sticky[b->topic] = (pg->sticky + 1) % nparts;
-        }
-        size_t counts[4096 + 1], starts[4096 + 1];
-        memset(counts, 0, sizeof(size_t) * (size_t)(nparts + 1));
-        for (size_t i = 0; i < b->count; i++) {
-            int32_t p = nparts == 1 ? 0
-                        : recs[i].key
-                            ? spool_partition_for_key(recs[i].key, (size_t)recs[i].key_len, nparts)
-                            : pg->sticky;
-            w->parts[i] = p;
-            counts[p + 1]++;
-        }
-        for (int32_t p = 0; p < nparts; p++) {
-            counts[p + 1] += counts[p];
-        }
-        memcpy(starts, counts, sizeof(size_t) * (size_t)(nparts + 1));
-        for (size_t i = 0; i < b->count; i++) {
-            w->grouped[counts[w->parts[i]]++] = recs[i];
-        }
-        for (int32_t p = pg->next_part; p < nparts; p++) {
-            size_t n = starts[p + 1] - starts[p];
+        if (nparts == 1) {
+            /* One partition: the views go to the log as they are (no
+             * grouping copy). */
             int64_t base;
-            if (n && (rc = spool_plog_append(svc->log, b->topic, p, w->grouped + starts[p], n,
-                                             &base)) < 0) {
-                pg->next_part = p;
-                *where = p;
-                return rc == -ENOSPC || rc == -EAGAIN || rc == -ENOMEM || rc == -EDQUOT
-                           ? (rc == -EDQUOT ? -ENOSPC : rc)
-                           : -EIO;
+            if ((rc = spool_plog_append(svc->log, b->topic, 0, recs, b->count, &base)) < 0) {
+                pg->next_part = 0;
+                *where = 0;
+                return append_refusal(rc);
+            }
+        } else {
+            if (ensure_cap(w, b->count) < 0) {
+                return -ENOMEM;
+            }
+            if (pg->sticky < 0) {
+                /* Unkeyed records of one batch stick to one partition; the next
+                 * batch moves on (Kafka's sticky partitioner, per batch). */
+                pg->sticky = w->sticky[b->topic];
+                w->sticky[b->topic] = (pg->sticky + 1) % nparts;
+            }
+            size_t counts[4096 + 1], starts[4096 + 1];
+            memset(counts, 0, sizeof(size_t) * (size_t)(nparts + 1));
+            for (size_t i = 0; i < b->count; i++) {
+                int32_t p = recs[i].key ? spool_partition_for_key(recs[i].key,
+                                                                  (size_t)recs[i].key_len, nparts)
+                                        : pg->sticky;
+                w->parts[i] = p;
+                counts[p + 1]++;
+            }
+            for (int32_t p = 0; p < nparts; p++) {
+                counts[p + 1] += counts[p];
+            }
+            memcpy(starts, counts, sizeof(size_t) * (size_t)(nparts + 1));
+            for (size_t i = 0; i < b->count; i++) {
+                w->grouped[counts[w->parts[i]]++] = recs[i];
+            }
+            for (int32_t p = pg->next_part; p < nparts; p++) {
+                size_t n = starts[p + 1] - starts[p];
+                int64_t base;
+                if (n && (rc = spool_plog_append(svc->log, b->topic, p, w->grouped + starts[p], n,
+                                                 &base)) < 0) {
+                    pg->next_part = p;
+                    *where = p;
+                    return append_refusal(rc);
+                }
             }
         }
         pg->next_part = nparts;

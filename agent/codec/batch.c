@@ -1,11 +1,12 @@
 /*
  * batch.c: RecordBatch v2 (magic 2) encoding and header parsing.
  *
- * Encoding makes two passes over the records and one allocation at most:
- * the first pass stamps timestamps (0 -> now_ms), finds base/max timestamps
- * and computes the exact encoded size; then the output buffer is reserved
- * once and every field is written in place (varints directly, no per-record
- * allocation). With compression, the raw records are written past the
+ * Encoding makes two passes over the records and no allocation beyond
+ * the output buffer's growth: the first pass stamps timestamps (0 ->
+ * now_ms), finds base/max timestamps and computes each record's size once
+ * (kept in the output buffer's spare room); then the buffer is reserved
+ * for the exact encoded size and every field is written in place (varints
+ * directly, no per-record allocation). With compression, the raw records are written past the
  * compression bound in the same reservation and compressed into place; if
  * compression does not shrink them, the batch is written uncompressed
  * (attributes say so). Fixed fields: timestampType CreateTime, producerId
@@ -50,7 +51,7 @@ static inline uint64_t get_be64(const uint8_t *p)
 
 static inline size_t varint_size(int32_t v)
 {
-    return spool_varlong_size(v); /* zigzag of an int32 is the same value */
+    return spool__varint_size(v);
 }
 
 static inline int64_t stamp(const spool_record *r, int64_t now_ms)
@@ -62,7 +63,7 @@ static inline int64_t stamp(const spool_record *r, int64_t now_ms)
  * field is invalid. A body is at least 7 bytes, so 0 is never valid. */
 static uint64_t record_body_size(const spool_record *r, size_t i, int64_t delta)
 {
-    uint64_t s = 1 + spool_varlong_size(delta) + varint_size((int32_t)i);
+    uint64_t s = 1 + spool__varlong_size(delta) + varint_size((int32_t)i);
     if (r->key_len < -1 || r->value_len < -1 || (r->key_len > 0 && !r->key) ||
         (r->value_len > 0 && !r->value) || r->header_count > INT32_MAX ||
         (r->header_count > 0 && !r->headers)) {
@@ -85,29 +86,32 @@ static uint64_t record_body_size(const spool_record *r, size_t i, int64_t delta)
 
 static inline uint8_t *put_bytes(uint8_t *p, const void *src, int32_t len)
 {
-    p += spool_varint_encode(p, len);
+    p += spool__varint_put(p, len);
     if (len > 0) {
-        memcpy(p, src, (size_t)len);
+        spool__copy(p, src, (size_t)len);
         p += len;
     }
     return p;
 }
 
-/* Writes records in their uncompressed form at p; returns the end. */
+/* Writes records in their uncompressed form at p; returns the end.
+ * sizes holds each record's body size (uint32, native order, unaligned),
+ * computed by the first pass. */
 static uint8_t *write_records(uint8_t *p, const spool_record *recs, size_t n, int64_t now_ms,
-                              int64_t base_ts)
+                              int64_t base_ts, const uint8_t *sizes)
 {
     for (size_t i = 0; i < n; i++) {
         const spool_record *r = &recs[i];
         int64_t delta = (int64_t)((uint64_t)stamp(r, now_ms) - (uint64_t)base_ts);
-        uint64_t body = record_body_size(r, i, delta);
-        p += spool_varint_encode(p, (int32_t)body);
+        uint32_t body;
+        memcpy(&body, sizes + i * sizeof(body), sizeof(body));
+        p += spool__varint_put(p, (int32_t)body);
         *p++ = 0; /* record attributes: unused */
-        p += spool_varlong_encode(p, delta);
-        p += spool_varint_encode(p, (int32_t)i);
+        p += spool__varlong_put(p, delta);
+        p += spool__varint_put(p, (int32_t)i);
         p = put_bytes(p, r->key, r->key_len);
         p = put_bytes(p, r->value, r->value_len);
-        p += spool_varint_encode(p, (int32_t)r->header_count);
+        p += spool__varint_put(p, (int32_t)r->header_count);
         for (uint32_t h = 0; h < r->header_count; h++) {
             const spool_header *hd = &r->headers[h];
             p = put_bytes(p, hd->key, (int32_t)hd->key_len);
@@ -132,6 +136,16 @@ int spool_rb_encode(spool_buf *out, int64_t base_offset, const spool_record *rec
         base_ts = ts < base_ts ? ts : base_ts;
         max_ts = ts > max_ts ? ts : max_ts;
     }
+    /* The body sizes of the first pass are kept for the second in out's
+     * spare room: first at the batch's place, then (once the batch's size
+     * is known and reserved) moved just past it, out of the way of what
+     * is written. No allocation beyond out's. */
+    size_t len0 = out->len;
+    size_t sizes_len = n * sizeof(uint32_t);
+    int rc = spool_buf_reserve(out, sizes_len);
+    if (rc < 0) {
+        return rc;
+    }
     uint64_t raw = 0;
     for (size_t i = 0; i < n; i++) {
         int64_t delta = (int64_t)((uint64_t)stamp(&recs[i], now_ms) - (uint64_t)base_ts);
@@ -139,6 +153,8 @@ int spool_rb_encode(spool_buf *out, int64_t base_offset, const spool_record *rec
         if (body == 0 || body > INT32_MAX) {
             return -EINVAL;
         }
+        uint32_t b32 = (uint32_t)body;
+        memcpy(out->data + len0 + i * sizeof(b32), &b32, sizeof(b32));
         raw += varint_size((int32_t)body) + body;
         if (raw > INT32_MAX - SPOOL_RB_HEADER_SIZE) {
             return -EINVAL;
@@ -150,19 +166,25 @@ int spool_rb_encode(spool_buf *out, int64_t base_offset, const spool_record *rec
         bound = spool__compress_bound(compression, (size_t)raw);
         reserve += bound;
     }
-    int rc = spool_buf_reserve(out, reserve);
+    out->len = len0 + sizes_len; /* keeps the sizes across a reallocation */
+    rc = spool_buf_reserve(out, reserve);
+    out->len = len0;
     if (rc < 0) {
         return rc;
     }
+    /* reserve > 8n >= sizes_len (each record takes at least 7 bytes, plus
+     * the header): the ranges do not overlap. */
+    const uint8_t *sizes = out->data + len0 + reserve;
+    memcpy(out->data + len0 + reserve, out->data + len0, sizes_len);
     uint8_t *hdr = out->data + out->len;
     uint8_t *recs_at = hdr + SPOOL_RB_HEADER_SIZE;
     size_t section = (size_t)raw;
     int attrs = SPOOL_COMPRESS_NONE;
     if (compression == SPOOL_COMPRESS_NONE) {
-        write_records(recs_at, recs, n, now_ms, base_ts);
+        write_records(recs_at, recs, n, now_ms, base_ts, sizes);
     } else {
         uint8_t *tmp = recs_at + bound;
-        write_records(tmp, recs, n, now_ms, base_ts);
+        write_records(tmp, recs, n, now_ms, base_ts, sizes);
         long clen = spool__compress(compression, level, recs_at, bound, tmp, (size_t)raw);
         if (clen < 0) {
             return (int)clen;

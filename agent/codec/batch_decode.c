@@ -138,13 +138,27 @@ typedef struct cursor {
 
 static inline int cur_varint(cursor *c, int32_t *v)
 {
-    size_t n = spool_varint_decode(c->p, (size_t)(c->end - c->p), v);
+    size_t n = spool__varint_get(c->p, (size_t)(c->end - c->p), v);
     c->p += n;
     return n ? 0 : -EBADMSG;
 }
 
 static inline int cur_varlong(cursor *c, int64_t *v)
 {
+    /* One or two bytes: the usual timestamp delta (under 8 s). */
+    size_t left = (size_t)(c->end - c->p);
+    if (left >= 1 && c->p[0] < 0x80) {
+        uint64_t z = c->p[0];
+        *v = (int64_t)((z >> 1) ^ (0u - (z & 1)));
+        c->p++;
+        return 0;
+    }
+    if (left >= 2 && c->p[1] < 0x80) {
+        uint64_t z = (uint64_t)(c->p[0] & 0x7f) | (uint64_t)c->p[1] << 7;
+        *v = (int64_t)((z >> 1) ^ (0u - (z & 1)));
+        c->p += 2;
+        return 0;
+    }
     size_t n = spool_varlong_decode(c->p, (size_t)(c->end - c->p), v);
     c->p += n;
     return n ? 0 : -EBADMSG;
@@ -171,10 +185,16 @@ static inline int cur_bytes(cursor *c, int nullable, const uint8_t **out, int32_
     return 0;
 }
 
+/* Which headers get a view: all (keep NULL) or those named keep. */
+typedef struct keep_spec {
+    const char *keep;
+    size_t keep_len;
+} keep_spec;
+
 /* Decodes one record at c into d (appended unless its offset is below
  * min_offset). */
 static int decode_record(cursor *c, const spool_rb_info *bi, int32_t partition, int64_t min_offset,
-                         spool_rb_decoded *d)
+                         const keep_spec *ks, spool_rb_decoded *d)
 {
     int32_t rlen;
     if (cur_varint(c, &rlen) < 0 || rlen < MIN_RECORD_SIZE - 1 ||
@@ -205,17 +225,26 @@ static int decode_record(cursor *c, const spool_rb_info *bi, int32_t partition, 
         return rv;
     }
     size_t first = d->header_count;
+    size_t kept = 0;
     for (int32_t i = 0; i < hcount; i++) {
-        spool_header *h = &d->headers[first + (size_t)i];
         const uint8_t *hk;
+        const uint8_t *hv;
         int32_t hk_len;
-        if (cur_bytes(&rc, 0, &hk, &hk_len) < 0 ||
-            cur_bytes(&rc, 1, &h->value, &h->value_len) < 0) {
+        int32_t hv_len;
+        if (cur_bytes(&rc, 0, &hk, &hk_len) < 0 || cur_bytes(&rc, 1, &hv, &hv_len) < 0) {
             return -EBADMSG;
         }
+        if (ks->keep &&
+            ((size_t)hk_len != ks->keep_len || memcmp(hk, ks->keep, ks->keep_len) != 0)) {
+            continue; /* checked, not kept */
+        }
+        spool_header *h = &d->headers[first + kept++];
         h->key = (const char *)hk;
         h->key_len = (uint32_t)hk_len;
+        h->value = hv;
+        h->value_len = hv_len;
     }
+    hcount = (int32_t)kept;
     if (rc.p != rc.end) {
         return -EBADMSG; /* the record's length disagrees with its fields */
     }
@@ -241,6 +270,13 @@ static int decode_record(cursor *c, const spool_rb_info *bi, int32_t partition, 
 int spool_rb_decode(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
                     spool_rb_decoded *d)
 {
+    return spool_rb_decode_keep(buf, len, partition, min_offset, NULL, 0, d);
+}
+
+int spool_rb_decode_keep(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
+                         const char *keep, size_t keep_len, spool_rb_decoded *d)
+{
+    keep_spec ks = {keep, keep_len};
     spool_rb_info bi;
     long total = spool_rb_parse_header(buf, len, 1, &bi);
     if (total <= 0) {
@@ -275,7 +311,7 @@ int spool_rb_decode(const uint8_t *buf, size_t len, int32_t partition, int64_t m
         goto fail;
     }
     for (int32_t i = 0; i < bi.record_count; i++) {
-        rc = decode_record(&c, &bi, partition, min_offset, d);
+        rc = decode_record(&c, &bi, partition, min_offset, &ks, d);
         if (rc < 0) {
             goto fail;
         }

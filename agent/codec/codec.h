@@ -125,9 +125,50 @@ typedef struct spool_rb_decoded {
  */
 int spool_rb_decode(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
                     spool_rb_decoded *d);
+/*
+ * spool_rb_decode keeping only the headers named `keep` (keep_len bytes;
+ * keep NULL: every header, as spool_rb_decode): the others are checked as
+ * strictly but get no view, so a record's header_count counts only those
+ * kept. For readers that use keys and values only (an output sending raw
+ * values keeps just the stream-tick header to leave ticks out): no header
+ * views are built per record.
+ */
+int spool_rb_decode_keep(const uint8_t *buf, size_t len, int32_t partition, int64_t min_offset,
+                         const char *keep, size_t keep_len, spool_rb_decoded *d);
 /* Forgets all records (keeps the allocations for reuse). */
 void spool_rb_decoded_reset(spool_rb_decoded *d);
 /* Frees everything; accepts NULL; d is empty (zeroed) afterwards. */
 void spool_rb_decoded_free(spool_rb_decoded *d);
+
+/*
+ * Copies n bytes from src to dst (not overlapping) without a call for
+ * the short fields of a record (header names and values, lengths up to
+ * 16): two overlapping fixed-size moves, never a byte outside [0, n) of
+ * either side. Longer runs go to memcpy.
+ */
+static inline void spool__copy(uint8_t *dst, const void *src, size_t n)
+{
+    const uint8_t *s = (const uint8_t *)src;
+    if (n > 16) {
+        __builtin_memcpy(dst, s, n);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        __builtin_memcpy(&a, s, 8);
+        __builtin_memcpy(&b, s + n - 8, 8);
+        __builtin_memcpy(dst, &a, 8);
+        __builtin_memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        __builtin_memcpy(&a, s, 4);
+        __builtin_memcpy(&b, s + n - 4, 4);
+        __builtin_memcpy(dst, &a, 4);
+        __builtin_memcpy(dst + n - 4, &b, 4);
+    } else if (n > 0) {
+        uint8_t a = s[0], b = s[n / 2], c = s[n - 1];
+        dst[0] = a;
+        dst[n / 2] = b;
+        dst[n - 1] = c;
+    }
+}
 
 #endif /* SPOOL_CODEC_H */

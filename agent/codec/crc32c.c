@@ -64,13 +64,68 @@ static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t len)
 }
 
 #ifdef CRC_HAVE_SSE42
-/* The SSE4.2 instruction: 8 bytes per instruction, about 1 cycle each. */
+/* Multiplies a and b modulo the CRC polynomial (reflected bit order: bit
+ * 31 is x^0). Shifting a CRC register state over n zero bytes multiplies
+ * it by x^(8n); that is how three streams are joined (crc_hw). */
+static uint32_t multmodp(uint32_t a, uint32_t b)
+{
+    uint32_t m = (uint32_t)1 << 31;
+    uint32_t p = 0;
+    for (int i = 0; i < 32; i++) {
+        if (a & m) {
+            p ^= b;
+        }
+        m >>= 1;
+        b = (b & 1) ? (b >> 1) ^ CRC32C_POLY : b >> 1;
+    }
+    return p;
+}
+
+/* x^(8n) modulo the polynomial, by repeated squaring (n bytes of zeros). */
+static uint32_t x8nmodp(uint64_t n)
+{
+    uint32_t p = (uint32_t)1 << 31;  /* x^0 */
+    uint32_t sq = (uint32_t)1 << 23; /* x^8 */
+    while (n) {
+        if (n & 1) {
+            p = multmodp(sq, p);
+        }
+        sq = multmodp(sq, sq);
+        n >>= 1;
+    }
+    return p;
+}
+
+/* Bytes per stream of the three-way loop: the crc32 instruction has a
+ * latency of 3 cycles and a throughput of 1, so three independent streams
+ * over adjacent blocks run about 3x faster than one; the three register
+ * states are then joined by shifting (multmodp by x^(8 * CRC_STREAM) and
+ * x^(16 * CRC_STREAM), computed once in crc_init). */
+#define CRC_STREAM 4096
+static uint32_t crc_shift1, crc_shift2;
+
+/* The SSE4.2 instruction: 8 bytes per instruction. */
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t len)
 {
     uint64_t c = crc;
     while (len > 0 && ((uintptr_t)p & 7) != 0) {
         c = _mm_crc32_u8((uint32_t)c, *p++);
         len--;
+    }
+    while (len >= 3 * CRC_STREAM) {
+        uint64_t c1 = 0, c2 = 0;
+        for (size_t i = 0; i < CRC_STREAM; i += 8) {
+            uint64_t v0, v1, v2;
+            memcpy(&v0, p + i, 8);
+            memcpy(&v1, p + CRC_STREAM + i, 8);
+            memcpy(&v2, p + 2 * CRC_STREAM + i, 8);
+            c = _mm_crc32_u64(c, v0);
+            c1 = _mm_crc32_u64(c1, v1);
+            c2 = _mm_crc32_u64(c2, v2);
+        }
+        c = multmodp(crc_shift2, (uint32_t)c) ^ multmodp(crc_shift1, (uint32_t)c1) ^ (uint32_t)c2;
+        p += 3 * CRC_STREAM;
+        len -= 3 * CRC_STREAM;
     }
     while (len >= 8) {
         uint64_t v;
@@ -106,6 +161,8 @@ static void crc_init(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("sse4.2")) {
         crc_impl = crc_hw;
+        crc_shift1 = x8nmodp(CRC_STREAM);
+        crc_shift2 = x8nmodp(2 * CRC_STREAM);
     }
 #endif
 }

@@ -96,6 +96,9 @@ static int file_init(spool_instance *ins, void *vctx)
         return -EINVAL;
     }
     ctx->has_strftime = strchr(ctx->path, '%') != NULL;
+    if (ctx->format == FMT_RAW && spool_template_is_literal(ctx->tpl)) {
+        spool_output_values_only(ins); /* the value, the timestamp for strftime */
+    }
     ctx->files = calloc((size_t)ctx->max_open_files, sizeof(*ctx->files));
     return ctx->files ? 0 : -ENOMEM;
 }
@@ -104,6 +107,9 @@ static int stdout_init(spool_instance *ins, void *vctx)
 {
     file_ctx *ctx = vctx;
     ctx->is_stdout = 1;
+    if (ctx->format == FMT_RAW) {
+        spool_output_values_only(ins);
+    }
     return 0;
 }
 

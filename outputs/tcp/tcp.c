@@ -220,11 +220,18 @@ static int format_record(tcpout *t, const spool_chunk *c, const spool_record *r)
                                 : spool_json_append_fields(&t->out, r, SPOOL_JSON_TYPED);
         return rc ? rc : put(t, "\n", 1);
     }
-    int rc = 0;
-    if (r->value_len > 0) {
-        rc = put(t, r->value, (size_t)r->value_len);
+    /* raw: the value and a newline, one reservation per record. */
+    size_t n = r->value_len > 0 ? (size_t)r->value_len : 0;
+    if (t->out.cap - t->out.len < n + 1 && spool_buf_reserve(&t->out, n + 1) < 0) {
+        return -ENOMEM;
     }
-    return rc | put(t, "\n", 1);
+    uint8_t *d = t->out.data + t->out.len;
+    if (n) {
+        memcpy(d, r->value, n);
+    }
+    d[n] = '\n';
+    t->out.len += n + 1;
+    return 0;
 }
 
 static int tcpout_check(spool_instance *ins, void *ctx)
@@ -286,6 +293,10 @@ static int tcpout_init_common(spool_instance *ins, tcpout *t, int is_syslog)
 
 static int tcp_init(spool_instance *ins, void *ctx)
 {
+    tcpout *t = ctx;
+    if (t->format == 0) {
+        spool_output_values_only(ins); /* raw: the value and a newline */
+    }
     return tcpout_init_common(ins, ctx, 0);
 }
 

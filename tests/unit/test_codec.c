@@ -86,7 +86,89 @@ static void test_crc32c_chaining(void **state)
     test_free(buf);
 }
 
+/* Buffers of three 4 KiB streams and more take the three-way hardware
+ * loop (joined by polynomial shifts): it must agree with the table
+ * version and with chaining through pieces too short for it. */
+static void test_crc32c_long(void **state)
+{
+    (void)state;
+    size_t n = 3 * 4096 * 5 + 100;
+    uint8_t *buf = test_malloc(n + 8);
+    for (size_t i = 0; i < n + 8; i++) {
+        buf[i] = (uint8_t)rnd();
+    }
+    for (int iter = 0; iter < 40; iter++) {
+        size_t off = rnd() % 8;
+        size_t len = iter < 4 ? 3 * 4096 * (size_t)(iter + 1) + (size_t)iter : rnd() % n;
+        uint32_t whole = spool_crc32c(0, buf + off, len);
+        assert_int_equal(whole, spool__crc32c_sw(0, buf + off, len));
+        uint32_t chained = 0;
+        for (size_t at = 0; at < len; at += 1000) {
+            chained = spool_crc32c(chained, buf + off + at, len - at < 1000 ? len - at : 1000);
+        }
+        assert_int_equal(whole, chained);
+    }
+    test_free(buf);
+}
+
+/* spool__copy: every length from 0 to 40 at every alignment copies
+ * exactly n bytes and touches nothing around them. */
+static void test_copy_short(void **state)
+{
+    (void)state;
+    uint8_t src[64], dst[80];
+    for (size_t i = 0; i < sizeof(src); i++) {
+        src[i] = (uint8_t)(i * 7 + 1);
+    }
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t a = 0; a < 8; a++) {
+            memset(dst, 0xEE, sizeof(dst));
+            spool__copy(dst + 8 + a, src + a, n);
+            for (size_t i = 0; i < sizeof(dst); i++) {
+                int inside = i >= 8 + a && i < 8 + a + n;
+                assert_int_equal(dst[i], inside ? src[a + (i - 8 - a)] : 0xEE);
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------- varints */
+
+/* The inline helpers of the batch codec agree with the public functions
+ * on every length boundary. */
+static void test_varint_inline(void **state)
+{
+    (void)state;
+    int64_t vals[200];
+    size_t nv = 0;
+    vals[nv++] = 0;
+    vals[nv++] = INT64_MAX;
+    vals[nv++] = INT64_MIN;
+    for (int b = 0; b < 63; b++) {
+        int64_t v = (int64_t)1 << b;
+        vals[nv++] = v;
+        vals[nv++] = v - 1;
+        vals[nv++] = -v;
+    }
+    for (size_t i = 0; i < nv; i++) {
+        uint8_t a[10], b[10];
+        int64_t v = vals[i];
+        assert_int_equal(spool__varlong_size(v), spool_varlong_size(v));
+        assert_int_equal(spool__varlong_put(a, v), spool_varlong_encode(b, v));
+        assert_memory_equal(a, b, spool_varlong_size(v));
+        int32_t v32 = (int32_t)v;
+        size_t n = spool_varint_encode(b, v32);
+        assert_int_equal(spool__varint_size(v32), n);
+        assert_int_equal(spool__varint_put(a, v32), n);
+        assert_memory_equal(a, b, n);
+        for (size_t cut = 0; cut <= n; cut++) {
+            int32_t x = 0, y = 0;
+            size_t got = spool__varint_get(b, cut, &x);
+            assert_int_equal(got, spool_varint_decode(b, cut, &y));
+            assert_int_equal(x, y);
+        }
+    }
+}
 
 static void check_varint(int32_t v, const uint8_t *bytes, size_t n)
 {
@@ -464,7 +546,14 @@ static void round_trip(int compression, int expect_attr, size_t n)
     fixture_init(&f, n);
     const int64_t now = 1800000000000;
     spool_buf out = {0};
+    /* Batches of several records go after 3 bytes already in the buffer:
+     * the encoder keeps its per-record sizes in the spare room, unaligned. */
+    size_t pre = n > 1 ? 3 : 0;
+    assert_int_equal(spool_buf_append(&out, "abc", pre), 0);
     assert_int_equal(spool_rb_encode(&out, 5000, f.recs, n, now, compression, 3), 0);
+    assert_memory_equal(out.data, "abc", pre);
+    out.len -= pre;
+    memmove(out.data, out.data + pre, out.len);
     spool_rb_info bi;
     assert_int_equal(spool_rb_parse_header(out.data, out.len, 1, &bi), (long)out.len);
     assert_int_equal(bi.attributes & 7, expect_attr);
@@ -485,6 +574,63 @@ static void round_trip(int compression, int expect_attr, size_t n)
         assert_same_record(&f.recs[i], &d.records[i], 5000 + (int64_t)i, now);
         assert_int_equal(d.records[i].partition, 7);
     }
+    spool_rb_decoded_free(&d);
+    spool_buf_free(&out);
+    fixture_free(&f);
+}
+
+/* spool_rb_decode_keep: the same records, with views only for headers of
+ * the kept name; a header cut short is still refused. */
+static void test_decode_keep(void **state)
+{
+    (void)state;
+    size_t n = 10;
+    fixture f;
+    fixture_init(&f, n);
+    const int64_t now = 1800000000000;
+    spool_buf out = {0};
+    assert_int_equal(spool_rb_encode(&out, 0, f.recs, n, now, SPOOL_COMPRESS_NONE, 0), 0);
+    spool_rb_decoded d = {0};
+    assert_int_equal(spool_rb_decode_keep(out.data, out.len, 0, 0, "hdr-51", 6, &d), (int)n);
+    for (size_t i = 0; i < n; i++) {
+        const spool_record *want = &f.recs[i];
+        const spool_record *got = &d.records[i];
+        assert_int_equal(got->value_len, want->value_len);
+        if (want->value_len > 0) {
+            assert_memory_equal(got->value, want->value, (size_t)want->value_len);
+        }
+        assert_int_equal(got->key_len, want->key_len);
+        assert_true(got->offset == (int64_t)i);
+        uint32_t expect = (i == 4 || i == 6) ? 1 : 0;
+        assert_int_equal(got->header_count, expect);
+        if (expect) {
+            assert_int_equal(got->headers[0].key_len, 6);
+            assert_memory_equal(got->headers[0].key, "hdr-51", 6);
+            assert_true(got->headers[0].value == NULL); /* 51 % 3 == 0: a null value */
+        }
+    }
+    /* No name matches: no header at all. */
+    spool_rb_decoded_reset(&d);
+    assert_int_equal(spool_rb_decode_keep(out.data, out.len, 0, 0, "spool.tick", 10, &d), (int)n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(d.records[i].header_count, 0);
+    }
+    /* A header key length past its record: refused in keep mode too (the
+     * CRC is fixed up so that only the structure is wrong). */
+    spool_rb_decoded_reset(&d);
+    spool_rb_decoded full = {0};
+    assert_int_equal(spool_rb_decode(out.data, out.len, 0, 0, &full), (int)n);
+    const uint8_t *hk = (const uint8_t *)full.records[6].headers[0].key;
+    size_t at = (size_t)(hk - out.data) - 1; /* the key's length varint */
+    out.data[at] = 0x7e;                     /* 63 bytes: past the record */
+    uint32_t crc = spool_crc32c(0, out.data + SPOOL_RB_ATTR_OFFSET, out.len - SPOOL_RB_ATTR_OFFSET);
+    out.data[SPOOL_RB_CRC_OFFSET] = (uint8_t)(crc >> 24);
+    out.data[SPOOL_RB_CRC_OFFSET + 1] = (uint8_t)(crc >> 16);
+    out.data[SPOOL_RB_CRC_OFFSET + 2] = (uint8_t)(crc >> 8);
+    out.data[SPOOL_RB_CRC_OFFSET + 3] = (uint8_t)crc;
+    assert_int_equal(spool_rb_decode_keep(out.data, out.len, 0, 0, "hdr-51", 6, &d), -EBADMSG);
+    assert_int_equal(d.count, 0);
+    spool_rb_decoded_free(&full);
     spool_rb_decoded_free(&d);
     spool_buf_free(&out);
     fixture_free(&f);
@@ -851,6 +997,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c_vector),
         cmocka_unit_test(test_crc32c_chaining),
+        cmocka_unit_test(test_crc32c_long),
+        cmocka_unit_test(test_varint_inline),
+        cmocka_unit_test(test_copy_short),
+        cmocka_unit_test(test_decode_keep),
         cmocka_unit_test(test_varint_boundaries),
         cmocka_unit_test(test_varint_rejects),
         cmocka_unit_test(test_varlong_boundaries),

@@ -50,7 +50,8 @@ static struct {
     int mark_pending;        /* FM_MARK: answer PENDING, mark and complete from another thread */
     int64_t delivered[4096]; /* offsets of the records of accepted chunks */
     size_t ndelivered;
-    int ticks_seen; /* records with a spool.tick header handed to flush() */
+    int ticks_seen;   /* records with a spool.tick header handed to flush() */
+    int headers_seen; /* records with any header handed to flush() */
 } F = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void f_reset(int mode)
@@ -67,6 +68,7 @@ static void f_reset(int mode)
     F.mark_pending = 0;
     F.ndelivered = 0;
     F.ticks_seen = 0;
+    F.headers_seen = 0;
     pthread_mutex_unlock(&F.mu);
 }
 
@@ -91,6 +93,7 @@ static void f_accept(const spool_chunk *c)
             F.delivered[F.ndelivered++] = c->records[i].offset;
         }
         F.ticks_seen += spool_record_header(&c->records[i], "spool.tick") != NULL;
+        F.headers_seen += c->records[i].header_count > 0;
     }
 }
 
@@ -167,6 +170,9 @@ static const spool_plugin fake_out = {
 
 /* ---- helpers ---- */
 
+/* The next outputs ask for values only (spool_output_values_only). */
+static int out_values_only;
+
 static spool_instance *out_new(harness *h, const char *topic, int64_t max_records,
                                int64_t max_in_flight, const char *dead_letter)
 {
@@ -184,6 +190,9 @@ static spool_instance *out_new(harness *h, const char *topic, int64_t max_record
     o->out.retry_backoff = 5;
     o->out.retry_backoff_max = 20;
     o->out.dead_letter_topic = dead_letter ? strdup(dead_letter) : NULL;
+    if (out_values_only) {
+        spool_output_values_only(o); /* as the plugin's init would */
+    }
     assert_int_equal(spool__output_start(&h->svc, o), 0);
     return o;
 }
@@ -743,6 +752,7 @@ static void submit_ticks(spool_instance *in, int first, int n, int (*is_tick)(in
 {
     spool_batch *b = h_batch(in, "t", first, n, 0, NULL);
     for (int i = 0; i < n; i++) {
+        assert_int_equal(spool_batch_set_header(b, (size_t)i, "h", "v", 1), 0);
         if (is_tick(first + i)) {
             assert_int_equal(spool_batch_set_header(b, (size_t)i, "spool.tick", "s", 1), 0);
         }
@@ -769,10 +779,11 @@ static int tick_none(int i)
 
 /* Stream ticks leave a chunk's records but not its offsets: chunk [0, 5)
  * starts at offset 0 with records 2..4; a chunk of ticks only [10, 15) is
- * never flushed; the cursor still moves past all 20 offsets, in order. */
-static void ticks_never_delivered(void **state)
+ * never flushed; the cursor still moves past all 20 offsets, in order.
+ * The same for an output of values only, whose records have no headers. */
+static void ticks_case(int values_only)
 {
-    (void)state;
+    out_values_only = values_only;
     harness *h = h_new();
     h_topic(h, "app", 1, 0);
     h_start(h, 2000);
@@ -788,6 +799,7 @@ static void ticks_never_delivered(void **state)
     assert_int_equal(cursor_of(h, 0, 0), 20);
     pthread_mutex_lock(&F.mu);
     assert_int_equal(F.ticks_seen, 0);
+    assert_int_equal(F.headers_seen, values_only ? 0 : 12);
     assert_int_equal(F.flushes, 3);
     assert_int_equal(F.nok, 3);
     assert_int_equal(F.ok[0].first, 0);
@@ -805,6 +817,19 @@ static void ticks_never_delivered(void **state)
     out_stop(h, o, 1000);
     spool__instance_free(in);
     h_free(h);
+    out_values_only = 0;
+}
+
+static void ticks_never_delivered(void **state)
+{
+    (void)state;
+    ticks_case(0);
+}
+
+static void ticks_never_delivered_values_only(void **state)
+{
+    (void)state;
+    ticks_case(1);
 }
 
 int main(void)
@@ -823,6 +848,7 @@ int main(void)
         cmocka_unit_test(reject_records_cleared_by_retry),
         cmocka_unit_test(reject_records_without_dead_letter),
         cmocka_unit_test(ticks_never_delivered),
+        cmocka_unit_test(ticks_never_delivered_values_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

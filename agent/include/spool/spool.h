@@ -627,6 +627,15 @@ SPOOL_API void spool_output_set_reject_reason(spool_instance *ins, const char *r
 SPOOL_API int spool_output_flush_report(spool_instance *ins, const spool_chunk *chunk, int rc,
                                         const char *reason, int *failing);
 
+/* From an output's init: this instance reads only the keys, values,
+ * timestamps and offsets of its chunks' records (tcp with format raw), so
+ * the core builds no header views when it decodes them: records come
+ * with header_count 0 (and a chunk's bytes, the bytes_out counter, count
+ * keys and values only). Such an output must never reject records
+ * (SPOOL_REJECT, spool_output_reject_record): the dead-letter topic would
+ * get them without their headers. */
+SPOOL_API void spool_output_values_only(spool_instance *ins);
+
 /* For an output about to return SPOOL_RETRY from flush (or to complete a
  * pending chunk with SPOOL_RETRY): the destination asked for at least ms
  * milliseconds before the next attempt (HTTP Retry-After). The runner
