@@ -29,7 +29,7 @@ const spool_option spool__output_common_options[] = {
      0, NULL, "topics of the log this output delivers"},
     SPOOL_OPT_INTEGER("max_records", spool_output_common, max_records, "10000", 1, 10000000,
                       "records per chunk handed to the output"),
-    SPOOL_OPT_BYTES("max_bytes", spool_output_common, max_bytes, "256KiB", 1, 1LL << 30,
+    SPOOL_OPT_BYTES("max_bytes", spool_output_common, max_bytes, "512KiB", 1, 1LL << 30,
                     "payload bytes per chunk (a single larger batch still passes alone)"),
     SPOOL_OPT_TIME("linger", spool_output_common, linger, "0", 0, 3600000,
                    "wait up to this long to fill a chunk before sending"),
