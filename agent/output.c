@@ -867,6 +867,12 @@ static void *runner_main(void *arg)
                 busy = 1;
                 tried = 0;
                 r->rr = (p + 1) % r->nparts;
+                if (atomic_load(&s->state) == SLOT_DONE) {
+                    /* Answered inside flush (a synchronous output): settle
+                     * it first, so the next chunk reuses this slot's warm
+                     * buffers rather than filling (and keeping) every slot. */
+                    break;
+                }
             } else {
                 slot_release_memory(r, s);
             }

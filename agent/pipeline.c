@@ -36,6 +36,11 @@
 
 #define KEY_BUF 1024
 
+/* Bytes (batch_weight) each of the two queues holds at most: a few input
+ * batches (the tail and socket inputs cut them at 256 KiB). Deeper queues
+ * bought no throughput on 2 cores and held ~16 MiB resident (issue 18). */
+#define PIPELINE_QUEUE_MAX_BYTES (1u << 20)
+
 /* ---- lanes: topic gates (the submission side) ---- */
 
 static int topic_gated(spool_service *svc, int topic)
@@ -348,9 +353,13 @@ int spool__pipeline_start(spool_service *svc)
 {
     /* memory_limit is one account (memory.c) that batches, the batch pool,
      * output chunks, request bodies and read buffers count against; the two
-     * queues also hold at most an eighth of it each (a few batches are all
-     * a stage needs to stay busy). */
+     * queues also hold at most an eighth of it each, and at most
+     * PIPELINE_QUEUE_MAX_BYTES (a few batches are all a stage needs to stay
+     * busy; more only adds resident memory). */
     size_t qbytes = (size_t)svc->conf->memory_limit / 8;
+    if (qbytes > PIPELINE_QUEUE_MAX_BYTES) {
+        qbytes = PIPELINE_QUEUE_MAX_BYTES;
+    }
     spool__mem_init(svc->conf->memory_limit);
     spool__wlanes *l = calloc(1, sizeof(*l));
     if (!l) {

@@ -13,8 +13,8 @@
 
 #define SOCK_READ_BUF (64 * 1024)      /* one read from a stream socket, bytes */
 #define SOCK_DGRAM_BUF (64 * 1024 + 1) /* one datagram (+1 detects truncation) */
-#define SOCK_BATCH_RECORDS 10000       /* submit when the batch holds this many */
-#define SOCK_BATCH_BYTES (1024 * 1024) /* ... or this many bytes */
+#define SOCK_BATCH_RECORDS 4096        /* submit when the batch holds this many */
+#define SOCK_BATCH_BYTES (256 * 1024)  /* ... or this many bytes */
 #define SOCK_LINGER_MS 50              /* submit a non-empty batch after this long */
 #define SOCK_RETRY_MS 5                /* retry a refused submit this often */
 #define SOCK_DROP_WARN_MS 10000        /* at most one drop warning per this long */

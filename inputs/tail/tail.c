@@ -13,10 +13,10 @@
  * unread bytes waits a cycle), fire timers, and submit the batch.
  *
  * Batches: one batch accumulates records of every file; it is submitted at
- * ~1 MiB / 10k records and at the end of every cycle, with the position of
- * every file that has records in it. spool_input_submit blocks while the
- * pipeline is full (backpressure): reading simply pauses, the data waits
- * in the files.
+ * TAIL_BATCH_BYTES / TAIL_BATCH_RECORDS (256 KiB / 4096) and at the end of
+ * every cycle, with the position of every file that has records in it.
+ * spool_input_submit blocks while the pipeline is full (backpressure):
+ * reading simply pauses, the data waits in the files.
  *
  * Not done here: the core renders the `key` template from the headers this
  * input sets (host, path, input); `file` is the basename of `path`.
@@ -54,7 +54,7 @@ static const spool_option tail_options[] = {
                    "poll watcher: how often files are checked for growth and rotation"),
     SPOOL_OPT_TIME("rescan_interval", tail_ctx, rescan_interval_ms, "10s", 100, 86400000,
                    "inotify watcher: safety rescan of the globs and file sizes"),
-    SPOOL_OPT_BYTES("read_buffer", tail_ctx, read_buffer, "256KiB", 4096, 64 << 20,
+    SPOOL_OPT_BYTES("read_buffer", tail_ctx, read_buffer, "128KiB", 4096, 64 << 20,
                     "bytes per read() call"),
     SPOOL_OPT_FLAG("strip_cr", tail_ctx, strip_cr, "false", "drop a '\\r' before each '\\n'"),
     SPOOL_OPT_TIME("flush_partial_after", tail_ctx, flush_partial_after_ms, "5s", 1, 86400000,

@@ -23,6 +23,16 @@
 
 #include "spool/spool.h"
 
+/* A batch is submitted once its payload reaches TAIL_BATCH_BYTES or it holds
+ * TAIL_BATCH_RECORDS records (checked after each read() block, so it ends
+ * at most one read_buffer above), and at the end of every read cycle. Small
+ * batches keep the pipeline's resident memory small and their buffers warm
+ * in the batch pool (docs/memory.md); larger ones bought no throughput. */
+#define TAIL_BATCH_BYTES (256u << 10)
+#define TAIL_BATCH_RECORDS 4096
+#define tail_batch_full(b)                                                                         \
+    (spool_batch_bytes(b) >= TAIL_BATCH_BYTES || spool_batch_count(b) >= TAIL_BATCH_RECORDS)
+
 /* ------------------------------------------------------------------------ */
 /* Lines (tail_lines.c).                                                    */
 /* ------------------------------------------------------------------------ */

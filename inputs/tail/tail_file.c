@@ -991,8 +991,7 @@ static int dz_block(void *arg, const uint8_t *p, size_t n)
     if (f->sp.emit_off != emit_before && (r = tail_file_touch(rt, f)) < 0) {
         return r;
     }
-    if (rt->batch &&
-        (spool_batch_bytes(rt->batch) >= (1u << 20) || spool_batch_count(rt->batch) >= 10000)) {
+    if (rt->batch && tail_batch_full(rt->batch)) {
         return tail_batch_submit(rt);
     }
     return 0;
@@ -1178,8 +1177,7 @@ int tail_file_read(tail_rt *rt, tail_file *f, size_t budget)
                 return r;
             }
         }
-        if (rt->batch &&
-            (spool_batch_bytes(rt->batch) >= (1u << 20) || spool_batch_count(rt->batch) >= 10000)) {
+        if (rt->batch && tail_batch_full(rt->batch)) {
             if ((r = tail_batch_submit(rt)) < 0) {
                 return r;
             }

@@ -21,7 +21,10 @@ accepted was lost.
     because a blocked write() is not interrupted by shutdown_timeout);
 (b) an aggregator: several concurrent clients post ndjson bodies near
     max_body_bytes to the http input;
-(c) 1,000 tailed files being appended.
+(c) 1,000 tailed files being appended;
+(d) the default settings moving a file to TCP (bench/run's W1, issue 18):
+    every byte arrives; the peak RSS (VmHWM) is printed, not asserted (memory
+    targets are measured by bench/, never asserted in tests).
 
 Under sanitizers the RSS bound is not asserted (ASan's shadow memory and
 quarantine are not spool's); the workloads still run, smaller, and every
@@ -556,6 +559,96 @@ inputs:
           s.stderr()[-2000:])
     r = spoolt.run(["read", "app", "-c", cfg, "--format", "%v\\n"], timeout=60)
     check(r.stdout == b"hello\nworld\n", "the log holds %r" % r.stdout[:200])
+
+
+# ---------------------------------------------------------------- (d) the defaults
+
+def vm_hwm_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+class CountingSink(threading.Thread):
+    """Accepts one connection and reads until it has `want` bytes (or EOF)."""
+
+    def __init__(self, want):
+        super().__init__(daemon=True)
+        self.want = want
+        self.received = 0
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(4)
+        self.ls.settimeout(120)
+        self.port = self.ls.getsockname()[1]
+
+    def run(self):
+        try:
+            c, _ = self.ls.accept()
+        except OSError:
+            return
+        with c:
+            c.settimeout(120)
+            while self.received < self.want:
+                try:
+                    d = c.recv(1 << 20)
+                except OSError:
+                    break
+                if not d:
+                    break
+                self.received += len(d)
+
+
+@t.case
+def defaults_file_to_tcp_stay_small(tmp):
+    nlines = 50000 if spoolt.SANITIZE else 400000
+    line = b"%s host=web-01 method=GET path=/api/v1/orders status=200 bytes=5123 " \
+           b"duration_ms=12 user_agent=curl/8.0 seq=%010d\n"
+    src = os.path.join(tmp, "app.log")
+    size = 0
+    with open(src, "wb") as f:
+        for i in range(nlines):
+            b = line % (b"2026-12-01T19:00:00Z", i)
+            f.write(b)
+            size += len(b)
+    sink = CountingSink(size)
+    sink.start()
+    cfg = os.path.join(tmp, "spool.yaml")
+    write(cfg, f"""
+service:
+  data_dir: {tmp}/data
+topics:
+  logs:
+    fsync: never
+inputs:
+  - type: tail
+    topic: logs
+    paths: [{src}]
+    read_from: beginning
+outputs:
+  - type: tcp
+    topics: [logs]
+    url: tcp://127.0.0.1:{sink.port}
+    format: raw
+""")
+    s = spoolt.Spool(cfg, env=ASAN_ENV)
+    try:
+        spoolt.wait_for(lambda: sink.received >= size or s.proc.poll() is not None,
+                        timeout=240, what="the sink has every line")
+        check(sink.received == size, "the sink has %d of %d bytes" % (sink.received, size))
+        hwm = vm_hwm_kib(s.proc.pid) / 1024.0
+        # Issue 18's target is 24 MiB (17 measured when the defaults were sized
+        # for it; 48-54 before): bench/run measures it, this only reports it.
+        print("     defaults, %d lines file -> tcp: peak RSS %.1f MiB" % (nlines, hwm),
+              flush=True)
+        rc = s.terminate(timeout=60)
+        check(rc == 0, "spool exited %d" % rc)
+    finally:
+        s.kill()
+        sink.ls.close()
+        sink.join(5)
 
 
 t.main()

@@ -50,8 +50,10 @@ static struct {
     int mark_pending;        /* FM_MARK: answer PENDING, mark and complete from another thread */
     int64_t delivered[4096]; /* offsets of the records of accepted chunks */
     size_t ndelivered;
-    int ticks_seen;   /* records with a spool.tick header handed to flush() */
-    int headers_seen; /* records with any header handed to flush() */
+    int ticks_seen;             /* records with a spool.tick header handed to flush() */
+    int headers_seen;           /* records with any header handed to flush() */
+    const spool_chunk *seen[8]; /* distinct chunks (runner slots) flush() was handed */
+    size_t nseen;
 } F = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void f_reset(int mode)
@@ -69,6 +71,7 @@ static void f_reset(int mode)
     F.ndelivered = 0;
     F.ticks_seen = 0;
     F.headers_seen = 0;
+    F.nseen = 0;
     pthread_mutex_unlock(&F.mu);
 }
 
@@ -102,6 +105,13 @@ static int f_flush(spool_instance *ins, void *ctx, const spool_chunk *c)
     (void)ctx;
     pthread_mutex_lock(&F.mu);
     F.flushes++;
+    size_t k = 0;
+    while (k < F.nseen && F.seen[k] != c) {
+        k++;
+    }
+    if (k == F.nseen && F.nseen < sizeof(F.seen) / sizeof(F.seen[0])) {
+        F.seen[F.nseen++] = c;
+    }
     if (F.retry_first > 0) {
         F.retry_first--;
         const char *why = F.retry_reason;
@@ -301,6 +311,34 @@ static void commits_in_order(void **state)
     q.want = 40;
     assert_true(h_wait(cursor_reached, &q, 10000));
     assert_int_equal(cursor_of(h, 0, 0), 40);
+    out_stop(h, o, 1000);
+    spool__instance_free(in);
+    h_free(h);
+}
+
+/* An output that answers inside flush() has one chunk at a time, so the
+ * runner reuses one slot (its buffers stay warm) however large
+ * max_in_flight is, rather than filling and keeping every slot (issue 18:
+ * four slots of read, decoded and formatted chunks held resident). */
+static void sync_output_reuses_one_slot(void **state)
+{
+    (void)state;
+    harness *h = h_new();
+    h_topic(h, "app", 1, 0);
+    h_start(h, 2000);
+    f_reset(FM_OK);
+    spool_instance *in = h_input(h, "in", 0);
+    submit_n(h, in, "r", 0, 80, 80, 0);
+    assert_true(h_wait_records(h, 0, 80, 10000));
+    spool_instance *o = out_new(h, "app", 10, 4, NULL);
+    cursor_q q = {h, 0, 80};
+    assert_true(h_wait(cursor_reached, &q, 10000));
+    pthread_mutex_lock(&F.mu);
+    int flushes = F.flushes;
+    size_t slots = F.nseen;
+    pthread_mutex_unlock(&F.mu);
+    assert_int_equal(flushes, 8);
+    assert_int_equal(slots, 1);
     out_stop(h, o, 1000);
     spool__instance_free(in);
     h_free(h);
@@ -836,6 +874,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(commits_in_order),
+        cmocka_unit_test(sync_output_reuses_one_slot),
         cmocka_unit_test(retries_keep_order),
         cmocka_unit_test(failing_output_is_reported),
         cmocka_unit_test(flush_report_logs_transitions),
