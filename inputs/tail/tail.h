@@ -160,6 +160,10 @@ void tail_pos_source(uint64_t dev, uint64_t ino, char *buf, size_t cap);
 /* Fingerprint of the first up to TAIL_FP_MAX bytes of fd (pread). 0 or -errno. */
 int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len);
 uint64_t tail_fnv1a(const uint8_t *p, size_t n);
+/* pre[i] = the fingerprint hash of fd's first i bytes, for i = 0..*len, where
+ * *len = min(size, TAIL_FP_MAX) (one pread): compares one file's beginning
+ * with many fingerprints of any length without reading it again. 0 or -errno. */
+int tail_head_hashes(int fd, uint64_t pre[TAIL_FP_MAX + 1], uint32_t *len);
 /* Hash of the min(off, TAIL_FP_MAX) bytes before off (pread). 0, -ENODATA
  * if the file is shorter than off, or -errno. */
 int tail_back_hash(int fd, int64_t off, uint64_t *hash, uint32_t *len);
