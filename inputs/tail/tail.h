@@ -354,6 +354,9 @@ int tail_file_finish(tail_rt *rt, tail_file *f);
 int tail_file_timers(tail_rt *rt, tail_file *f);
 /* Earliest monotonic ms a timer of f fires, or INT64_MAX. */
 int64_t tail_file_next_timer(const tail_rt *rt, const tail_file *f);
+/* ms the loop lets inotify events gather after an idle wakeup, n files
+ * followed: 10, plus 1 per 100 files, at most 100 (tail.c). */
+int tail_coalesce_ms(size_t n);
 /* Marks f's position to go with the current batch. -ENOMEM. */
 int tail_file_touch(tail_rt *rt, tail_file *f);
 /* A truncation was seen (trunc_pending): restarts f at 0 now (after the
