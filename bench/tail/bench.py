@@ -272,11 +272,13 @@ def main():
         text += ("\n%d files in one directory (one line each before the start), %d of them "
                  "appended at %d lines/s in total for %d s after start-up, then all quiet for "
                  "%d s; CPU of spool over each window (100%% = one CPU):\n\n"
-                 "| files | start-up s | lines | in log | CPU %% growing (min-max) | CPU %% idle "
+                 "| files | start-up s | lines | all in log | CPU %% growing (min-max) | CPU %% idle "
                  "| peak RSS MiB |\n|---|---|---|---|---|---|---|\n"
-                 "| %d | %.0f | %d | %d | %.2f (%.2f-%.2f) | %.2f | %.1f |\n"
+                 "| %d | %.0f | %d | %s | %.2f (%.2f-%.2f) | %.2f | %.1f |\n"
                  % (a.files, a.busy, a.rate, a.seconds, a.seconds, a.files,
-                    med(manys, "startup_s"), manys[0]["lines"], min(m["in_log"] for m in manys),
+                    med(manys, "startup_s"), med(manys, "lines"),
+                    "yes" if all(m["in_log"] == m["lines"] for m in manys) else
+                    "NO (%s)" % ", ".join("%d/%d" % (m["in_log"], m["lines"]) for m in manys),
                     med(manys, "cpu_pct_growing"), min(m["cpu_pct_growing"] for m in manys),
                     max(m["cpu_pct_growing"] for m in manys), med(manys, "cpu_pct_idle"),
                     med(manys, "peak_rss_mib")))
