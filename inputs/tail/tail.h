@@ -15,6 +15,7 @@
 #define SPOOL_TAIL_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <limits.h>
 #include <pcre2.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -316,6 +317,9 @@ struct tail_rt {
     int64_t now_ms;      /* monotonic, per cycle */
     int64_t now_wall_ms; /* record timestamps, per read */
     int need_rescan;
+    int rdir_ok;                  /* rdir_* hold a directory of this scan (tail_scan.c) */
+    char rdir_key[PATH_MAX];      /* the directory as the globs spell it */
+    char rdir_real[PATH_MAX];     /* its realpath */
     int check_all;                /* stat every file at the next cycle */
     int more;                     /* a file has unread data (read budget): don't sleep */
     int initial;                  /* the first scan after start is running */

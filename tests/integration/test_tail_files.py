@@ -300,4 +300,28 @@ def many_new_files_read_once(tmp):
     log_seqs_exact(cfg, nfiles)
 
 
+@t.case
+def directory_symlink_events(tmp):
+    """The globs name a symlinked directory: files are known by their real
+    path (dir's realpath + name, resolved once per directory per scan), so
+    inotify's events on the real directory find them with no rescan."""
+    real = os.path.join(tmp, "real")
+    os.makedirs(real)
+    dlink = os.path.join(tmp, "dlink")
+    os.symlink(real, dlink)
+    tailt.append_seq(os.path.join(real, "a.log"), 1, 10)
+    os.symlink(os.path.join(real, "a.log"), os.path.join(real, "c.log"))  # a file symlink too
+    cfg = tailt.config(tmp, ["%s/*.log" % dlink], extra="read_from: beginning\n"
+                       "rescan_interval: 24h\n")
+    s = start(cfg)
+    tailt.wait_lines(tmp, 10)
+    tailt.append_seq(os.path.join(real, "a.log"), 11, 20)
+    tailt.append_seq(os.path.join(dlink, "b.log"), 21, 30)  # a new file: a rescan by event
+    tailt.wait_lines(tmp, 30, timeout=60)
+    tailt.append_seq(os.path.join(real, "b.log"), 31, 40)
+    tailt.wait_lines(tmp, 40, timeout=60)
+    stop(s)
+    log_seqs_exact(cfg, 40)
+
+
 t.main()
