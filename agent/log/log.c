@@ -336,6 +336,7 @@ void spool_plog_close(spool_plog *log)
     spool__pos_table_free(&log->pos_staged);
     spool__pos_table_free(&log->pos_durable);
     spool_buf_free(&log->enc);
+    spool_buf_free(&log->ckpt_buf);
     for (int i = 0; i < 2; i++) {
         if (log->ckpt_fd[i] >= 0) {
             log->io->close(log->ckpt_fd[i]);

@@ -131,6 +131,7 @@ struct spool_plog {
     uint64_t ckpt_seq;           /* sequence of the last checkpoint written */
     int ckpt_fd[2];              /* the two slots, opened on first write */
     int ckpt_unsynced;           /* the newest slot was written without fdatasync */
+    spool_buf ckpt_buf;          /* a checkpoint being built, kept warm between commits */
     spool__pos_table pos_ckpt;   /* positions of the last checkpoint, to publish */
     int pos_published_dirty;     /* pos_ckpt holds a table to publish */
     spool__pos_table pos_staged; /* positions set since open (writer) */

@@ -8,7 +8,11 @@ runs twice: plain (the issue's reference) and with the three headers
 spool's tail input puts on every record (host, path, input), which is the
 same Kafka traffic as spool's.
 
-Usage: bench/kafka/bench.py [--bytes 1GiB] [--build DIR] [--no-append]
+Each round starts a fresh mock cluster and runs kcat, kcat -H and spool in
+turn; the table shows the median of each figure over --rounds (default 3)
+and the ratios are medians of the per-round ratios (range in brackets).
+
+Usage: bench/kafka/bench.py [--bytes 1GiB] [--rounds 3] [--build DIR] [--no-append]
 Needs a build with the spool binary and tests/helpers/kafka_mock, and kcat.
 Not a test: nothing is asserted; figures depend on the machine.
 """
@@ -18,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,6 +181,7 @@ def main():
     ap.add_argument("--bytes", default="1GiB")
     ap.add_argument("--build", default=os.environ.get("SPOOL_BUILD", os.path.join(SRC, "build")))
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--out-opt", action="append", default=[],
                     help="extra kafka output option, name=value (repeatable)")
@@ -191,41 +197,63 @@ def main():
     size = parse_size(a.bytes)
     path = os.path.join(tmp, "input.log")
     n = make_file(path, size)
-    m = subprocess.Popen([mock, "bench.spool:4", "bench.kcat:4", "bench.kcath:4"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    bootstrap = m.stdout.readline().strip()
-    try:
-        k = run_kcat(kcat, bootstrap, path, n)
-        kh = run_kcat(kcat, bootstrap, path, n, "bench.kcath", headers=True)
-        s = run_spool(spool, kcat, bootstrap, path, n, tmp, a.timeout)
-    finally:
-        m.stdin.close()
-        m.wait(60)
+    with open("/proc/loadavg") as f:
+        load0 = " ".join(f.read().split()[:3])
+    rows = {"k": [], "kh": [], "s": []}
+    for rnd in range(a.rounds):
+        m = subprocess.Popen([mock, "bench.spool:4", "bench.kcat:4", "bench.kcath:4"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        bootstrap = m.stdout.readline().strip()
+        try:
+            rows["k"].append(run_kcat(kcat, bootstrap, path, n))
+            rows["kh"].append(run_kcat(kcat, bootstrap, path, n, "bench.kcath", headers=True))
+            rows["s"].append(run_spool(spool, kcat, bootstrap, path, n, tmp, a.timeout))
+        finally:
+            m.stdin.close()
+            m.wait(60)
+        print("round %d: %s" % (rnd + 1, "; ".join(row(rows[w][-1], LINE)
+                                                  for w in ("k", "kh", "s"))), flush=True)
+    with open("/proc/loadavg") as f:
+        load1 = " ".join(f.read().split()[:3])
+
+    def median_row(rs):
+        out = dict(rs[0])
+        for key in ("wall", "cpu", "rss_kib"):
+            out[key] = statistics.median(r[key] for r in rs)
+        out["n"] = min(r["n"] for r in rs)
+        return out
+
+    def ratios(ref):
+        v = []
+        for sr, rr in zip(rows["s"], rows[ref]):
+            if sr["wall"] and rr["wall"] and rr["n"]:
+                v.append((sr["n"] / sr["wall"]) / (rr["n"] / rr["wall"]) * 100)
+        return (statistics.median(v), min(v), max(v)) if v else (0, 0, 0)
+
+    k, kh, s = median_row(rows["k"]), median_row(rows["kh"]), median_row(rows["s"])
     head = ("| producer | records in Kafka | wall s | records/s | MiB/s | CPU s per 1M records "
             "| peak RSS MiB |\n|---|---|---|---|---|---|---|")
-    def ratio_to(ref):
-        if not (ref["wall"] and s["wall"] and ref["n"]):
-            return 0
-        return (s["n"] / s["wall"]) / (ref["n"] / ref["wall"])
     text = "\n".join([
         "",
-        "## kafka output (bench/kafka/bench.py)",
+        "### kafka output (bench/kafka/bench.py): %s" % time.strftime("%Y-%m-%dT%H:%MZ",
+                                                                      time.gmtime()),
         "",
-        "%s, %d CPUs, %s of %d-byte lines (%d records), librdkafka mock cluster with 3 brokers "
-        "in the same run; spool: tail -> log (4 partitions, fsync 1s) -> kafka output "
-        "(%s, idempotent, acks all); kcat -P -l with idempotence and acks all. "
-        "Mock cluster, spool and kcat share the machine." % (
-            datetime.date.today().isoformat(), os.cpu_count(), a.bytes, LINE, n,
-            ", ".join("%s %s" % kv for kv in out_options().items())),
+        "%s, %d CPUs, load average %s before, %s after; %s of %d-byte lines (%d records), "
+        "librdkafka mock cluster with 3 brokers (fresh each round); spool: tail -> log "
+        "(4 partitions, fsync 1s) -> kafka output (%s, idempotent, acks all); kcat -P -l with "
+        "idempotence and acks all. Mock cluster, spool and kcat share the machine. Median of "
+        "%d rounds." % (
+            datetime.date.today().isoformat(), os.cpu_count(), load0, load1, a.bytes, LINE, n,
+            ", ".join("%s %s" % kv for kv in out_options().items()), a.rounds),
         "",
         head,
         row(k, LINE),
         row(kh, LINE),
         row(s, LINE),
         "",
-        "spool reaches %.0f%% of kcat's record rate (goal: 80%%), %.0f%% of kcat sending "
-        "the same three headers per message as spool." % (ratio_to(k) * 100,
-                                                             ratio_to(kh) * 100),
+        "spool reaches %.0f%% (%.0f-%.0f%%) of kcat's record rate, %.0f%% (%.0f-%.0f%%) of kcat "
+        "sending the same three headers per message as spool (goal: 80%%)." % (
+            ratios("k") + ratios("kh")),
         "",
     ])
     print(text)

@@ -8,16 +8,29 @@
  * (interval 1000 ms) or always. Time runs until the final forced commit,
  * so every byte counted is durable. Read: the same partition read back
  * sequentially in 1 MiB chunks from the page cache. Baseline: dd writing the
- * same number of bytes with one fdatasync at the end, in the same directory.
+ * same number of bytes in the same directory right after each append run,
+ * under the same durability: `conv=fdatasync` (one sync at the end) against
+ * fsync 1s, and `oflag=dsync` with 4 MiB blocks (a sync per 4 MiB, the most
+ * the writer groups into one commit) against fsync always. The log's I/O
+ * goes through a counting wrapper of the posix table: the table reports how
+ * many fdatasync calls the log made and the time spent in them.
  *
- * usage: bench_log [DIR] [MB per run] [producers]
- * Prints one line per figure, and a markdown table on stdout at the end.
+ * Each configuration runs `rounds` times (append, then dd); the table shows
+ * the median of each figure, and of append/dd taken per round.
+ *
+ * With 0 producers the writer thread builds nothing per batch: it appends the
+ * same ~64 KiB batch of records over and over (the log's append path alone,
+ * no queue hand-off), committing every 64 batches and at the end.
+ *
+ * usage: bench_log [DIR] [MB per run] [producers] [rounds]
+ * Prints a markdown table on stdout.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* nftw */
 #endif
 #include <errno.h>
 #include <ftw.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -30,6 +43,24 @@
 #include "log/log.h"
 
 #define QCAP 64
+#define MAX_ROUNDS 15
+
+/* Counts the log's fdatasync calls and their time (one writer thread). */
+static long n_syncs;
+static double sync_s;
+
+static double now_s(void);
+
+static int counting_fdatasync(int fd)
+{
+    double t0 = now_s();
+    int rc = spool_plog_io_posix.fdatasync(fd);
+    sync_s += now_s() - t0;
+    n_syncs++;
+    return rc;
+}
+
+static spool_plog_io counting_io;
 
 typedef struct job {
     spool_record *recs;
@@ -96,7 +127,7 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 }
 
 typedef struct result {
-    double append_mbs, append_rps, read_gbs, seconds;
+    double append_mbs, append_rps, read_gbs, seconds, dd_mbs, ratio, syncs, sync_s;
     int64_t bytes, records;
 } result;
 
@@ -109,7 +140,11 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
                            .segment_bytes = 64LL << 20,
                            .fsync_mode = fsync_mode,
                            .fsync_interval_ms = 1000};
-    spool_plog_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1};
+    counting_io = spool_plog_io_posix;
+    counting_io.fdatasync = counting_fdatasync;
+    n_syncs = 0;
+    sync_s = 0;
+    spool_plog_options opt = {.data_dir = dir, .topics = &tc, .topic_count = 1, .io = &counting_io};
     spool_plog *log = NULL;
     int rc = spool_plog_open(&opt, &log);
     if (rc < 0) {
@@ -123,19 +158,46 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
     b.value_size = value_size;
     b.batch_records = (64 * 1024) / value_size; /* ~64 KiB batches */
     int64_t per_batch = (int64_t)(b.batch_records * value_size);
-    b.batches_per_producer = total_bytes / per_batch / producers;
+    b.batches_per_producer = producers > 0 ? total_bytes / per_batch / producers : 0;
     b.value = malloc(value_size);
     for (size_t i = 0; i < value_size; i++) {
         b.value[i] = (uint8_t)("0123456789abcdefghijklmnopqrstuvwxyz ."[i % 38]);
     }
     b.q.producers_left = producers;
     pthread_t th[64];
+    int64_t records = 0, since_commit = 0;
     double t0 = now_s();
+    if (producers == 0) {
+        /* One thread, no queue: the log's own append path, as dd is one
+         * process writing. Commits every 64 batches (not idle: fsync 1s
+         * syncs when a second has passed), a forced one at the end. */
+        spool_record *recs = calloc(b.batch_records, sizeof(spool_record));
+        for (size_t k = 0; k < b.batch_records; k++) {
+            recs[k] = (spool_record){.key_len = -1,
+                                     .value = b.value,
+                                     .value_len = (int32_t)value_size,
+                                     .partition = -1,
+                                     .offset = -1};
+        }
+        int64_t nbatches = total_bytes / per_batch;
+        for (int64_t i = 0; i < nbatches; i++) {
+            int64_t base;
+            if ((rc = spool_plog_append(log, 0, 0, recs, b.batch_records, &base)) < 0) {
+                fprintf(stderr, "append: %s\n", strerror(-rc));
+                return rc;
+            }
+            records += (int64_t)b.batch_records;
+            if (++since_commit >= 64) {
+                spool_plog_commit(log, 0, 0, NULL);
+                since_commit = 0;
+            }
+        }
+        free(recs);
+    }
     for (int i = 0; i < producers; i++) {
         pthread_create(&th[i], NULL, producer, &b);
     }
-    int64_t records = 0, since_commit = 0;
-    for (;;) {
+    for (; producers > 0;) {
         pthread_mutex_lock(&b.q.mu);
         while (b.q.count == 0 && b.q.producers_left > 0) {
             pthread_mutex_unlock(&b.q.mu);
@@ -182,6 +244,8 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
     res->seconds = t1 - t0;
     res->append_mbs = (double)info.bytes / (1 << 20) / (t1 - t0);
     res->append_rps = (double)records / (t1 - t0);
+    res->syncs = (double)n_syncs;
+    res->sync_s = sync_s;
     /* Sequential read from the page cache. */
     spool_buf buf = {0};
     spool_buf_reserve(&buf, 2 << 20);
@@ -205,13 +269,22 @@ static int run_append(const char *dir, size_t value_size, int fsync_mode, int64_
     return 0;
 }
 
-static double run_dd(const char *dir, int64_t bytes)
+/* dd of the same bytes (rounded up to MiB) in dir: one fdatasync at the
+ * end, or (always) a synchronous write per 4 MiB block. MB/s. */
+static double run_dd(const char *dir, int64_t bytes, int always)
 {
     char cmd[4096 + 128];
     int64_t mb = (bytes + (1 << 20) - 1) >> 20;
-    snprintf(cmd, sizeof(cmd),
-             "dd if=/dev/zero of=%s/dd.bin bs=1M count=%" PRId64 " conv=fdatasync 2>/dev/null", dir,
-             mb);
+    if (always) {
+        snprintf(cmd, sizeof(cmd),
+                 "dd if=/dev/zero of=%s/dd.bin bs=4M count=%" PRId64 " oflag=dsync 2>/dev/null",
+                 dir, (mb + 3) / 4);
+        mb = (mb + 3) / 4 * 4;
+    } else {
+        snprintf(cmd, sizeof(cmd),
+                 "dd if=/dev/zero of=%s/dd.bin bs=1M count=%" PRId64 " conv=fdatasync 2>/dev/null",
+                 dir, mb);
+    }
     double t0 = now_s();
     int rc = system(cmd);
     double t1 = now_s();
@@ -220,13 +293,34 @@ static double run_dd(const char *dir, int64_t bytes)
     return rc == 0 ? (double)mb / (t1 - t0) : -1;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median of field at byte offset off over n results. */
+static double median(const result *r, int n, size_t off)
+{
+    double v[MAX_ROUNDS];
+    for (int i = 0; i < n; i++) {
+        memcpy(&v[i], (const char *)&r[i] + off, sizeof(double));
+    }
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+#define MED(r, n, field) median(r, n, offsetof(result, field))
+
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "./bench-log-data";
     int64_t mb = argc > 2 ? atoll(argv[2]) : 256;
     int producers = argc > 3 ? atoi(argv[3]) : 4;
-    if (producers < 1 || producers > 64 || mb < 1) {
-        fprintf(stderr, "usage: bench_log [DIR] [MB per run] [producers 1..64]\n");
+    int rounds = argc > 4 ? atoi(argv[4]) : 3;
+    if (producers < 0 || producers > 64 || mb < 1 || rounds < 1 || rounds > MAX_ROUNDS) {
+        fprintf(stderr, "usage: bench_log [DIR] [MB per run] [producers 0..64] [rounds 1..%d]\n",
+                MAX_ROUNDS);
         return 2;
     }
     mkdir(dir, 0750);
@@ -242,17 +336,32 @@ int main(int argc, char **argv)
         {100, SPOOL_FSYNC_ALWAYS, "fsync always"},
         {1024, SPOOL_FSYNC_ALWAYS, "fsync always"},
     };
-    printf("| record | fsync | producers | MB | append MB/s | records/s | dd MB/s | append/dd "
-           "| read GB/s |\n|---|---|---|---|---|---|---|---|---|\n");
+    printf("| record | fsync | MB | append MB/s | records/s | dd MB/s | append/dd (min-max) "
+           "| log syncs | s in sync | read GB/s |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
-        result r;
-        if (run_append(data, runs[i].size, runs[i].mode, mb << 20, producers, &r) < 0) {
-            return 1;
+        result r[MAX_ROUNDS];
+        double lo = 1e9, hi = 0;
+        int always = runs[i].mode == SPOOL_FSYNC_ALWAYS;
+        for (int k = 0; k < rounds; k++) {
+            if (run_append(data, runs[i].size, runs[i].mode, mb << 20, producers, &r[k]) < 0) {
+                return 1;
+            }
+            r[k].dd_mbs = run_dd(dir, r[k].bytes, always);
+            r[k].ratio = r[k].dd_mbs > 0 ? 100.0 * r[k].append_mbs / r[k].dd_mbs : 0.0;
+            lo = r[k].ratio < lo ? r[k].ratio : lo;
+            hi = r[k].ratio > hi ? r[k].ratio : hi;
+            fprintf(stderr,
+                    "%zu B %s round %d: append %.0f MB/s, dd %.0f MB/s, %.0f%%, %.0f syncs "
+                    "%.2f s, read %.2f GB/s\n",
+                    runs[i].size, runs[i].name, k + 1, r[k].append_mbs, r[k].dd_mbs, r[k].ratio,
+                    r[k].syncs, r[k].sync_s, r[k].read_gbs);
         }
-        double dd = run_dd(dir, r.bytes);
-        printf("| %zu B | %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f%% | %.2f |\n", runs[i].size,
-               runs[i].name, producers, (double)r.bytes / (1 << 20), r.append_mbs, r.append_rps, dd,
-               dd > 0 ? 100.0 * r.append_mbs / dd : 0.0, r.read_gbs);
+        printf("| %zu B | %s | %.0f | %.0f | %.0f | %.0f | %.0f%% (%.0f-%.0f%%) | %.0f | %.2f | "
+               "%.2f |\n",
+               runs[i].size, runs[i].name, (double)r[0].bytes / (1 << 20),
+               MED(r, rounds, append_mbs), MED(r, rounds, append_rps), MED(r, rounds, dd_mbs),
+               MED(r, rounds, ratio), lo, hi, MED(r, rounds, syncs), MED(r, rounds, sync_s),
+               MED(r, rounds, read_gbs));
         fflush(stdout);
     }
     nftw(data, rm_one, 16, FTW_DEPTH | FTW_PHYS);

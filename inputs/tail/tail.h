@@ -15,6 +15,7 @@
 #define SPOOL_TAIL_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <limits.h>
 #include <pcre2.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -170,6 +171,10 @@ void tail_pos_source(uint64_t dev, uint64_t ino, char *buf, size_t cap);
 /* Fingerprint of the first up to TAIL_FP_MAX bytes of fd (pread). 0 or -errno. */
 int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len);
 uint64_t tail_fnv1a(const uint8_t *p, size_t n);
+/* pre[i] = the fingerprint hash of fd's first i bytes, for i = 0..*len, where
+ * *len = min(size, TAIL_FP_MAX) (one pread): compares one file's beginning
+ * with many fingerprints of any length without reading it again. 0 or -errno. */
+int tail_head_hashes(int fd, uint64_t pre[TAIL_FP_MAX + 1], uint32_t *len);
 /* Hash of the min(off, TAIL_FP_MAX) bytes before off (pread). 0, -ENODATA
  * if the file is shorter than off, or -errno. */
 int tail_back_hash(int fd, int64_t off, uint64_t *hash, uint32_t *len);
@@ -322,6 +327,9 @@ struct tail_rt {
     int64_t now_ms;      /* monotonic, per cycle */
     int64_t now_wall_ms; /* record timestamps, per read */
     int need_rescan;
+    int rdir_ok;                  /* rdir_* hold a directory of this scan (tail_scan.c) */
+    char rdir_key[PATH_MAX];      /* the directory as the globs spell it */
+    char rdir_real[PATH_MAX];     /* its realpath */
     int check_all;                /* stat every file at the next cycle */
     int more;                     /* a file has unread data (read budget): don't sleep */
     int initial;                  /* the first scan after start is running */
@@ -360,6 +368,9 @@ int tail_file_finish(tail_rt *rt, tail_file *f);
 int tail_file_timers(tail_rt *rt, tail_file *f);
 /* Earliest monotonic ms a timer of f fires, or INT64_MAX. */
 int64_t tail_file_next_timer(const tail_rt *rt, const tail_file *f);
+/* ms the loop lets inotify events gather after an idle wakeup, n files
+ * followed: 10, plus 1 per 100 files, at most 100 (tail.c). */
+int tail_coalesce_ms(size_t n);
 /* Marks f's position to go with the current batch. -ENOMEM. */
 int tail_file_touch(tail_rt *rt, tail_file *f);
 /* A truncation was seen (trunc_pending): restarts f at 0 now (after the

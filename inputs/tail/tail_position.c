@@ -65,6 +65,34 @@ int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len)
     return 0;
 }
 
+int tail_head_hashes(int fd, uint64_t pre[TAIL_FP_MAX + 1], uint32_t *len)
+{
+    uint8_t buf[TAIL_FP_MAX];
+    size_t got = 0;
+    while (got < TAIL_FP_MAX) {
+        ssize_t n = pread(fd, buf + got, TAIL_FP_MAX - got, (off_t)got);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (n == 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    uint64_t h = 14695981039346656037ULL; /* tail_fnv1a, one prefix at a time */
+    pre[0] = h;
+    for (size_t i = 0; i < got; i++) {
+        h ^= buf[i];
+        h *= 1099511628211ULL;
+        pre[i + 1] = h;
+    }
+    *len = (uint32_t)got;
+    return 0;
+}
+
 int tail_back_hash(int fd, int64_t off, uint64_t *hash, uint32_t *len)
 {
     uint8_t buf[TAIL_FP_MAX];

@@ -276,4 +276,52 @@ def thousand_files(tmp):
     log_seqs_exact(cfg, 6 * nfiles)
 
 
+@t.case
+def many_new_files_read_once(tmp):
+    """2,000 files found at start, read from the beginning: each is checked
+    for being a copy of one already read (copytruncate) by its beginning,
+    read once, not re-read once per other file (N x N preads before). The
+    files are the same length: a file shorter than another's fingerprint
+    (256 bytes) is still compared with it by reading (a copy being made)."""
+    logs = os.path.join(tmp, "logs")
+    os.makedirs(logs)
+    nfiles = 2000
+    for i in range(nfiles):
+        spoolt.write(os.path.join(logs, "f%04d.log" % i), "%06d %s\n" % (i + 1, tailt.PAD))
+    cfg = tailt.config(tmp, ["%s/*.log" % logs], extra="read_from: beginning\n")
+    s = start(cfg)
+    tailt.wait_lines(tmp, nfiles, timeout=120)
+    with open("/proc/%d/io" % s.proc.pid) as f:
+        io = dict(line.split(": ") for line in f.read().splitlines())
+    reads = int(io["syscr"])
+    tailt.report("many_new_files_read_once", read_syscalls=reads, files=nfiles)
+    check(reads < 30 * nfiles, "%d read calls for %d one-line files" % (reads, nfiles))
+    stop(s)
+    log_seqs_exact(cfg, nfiles)
+
+
+@t.case
+def directory_symlink_events(tmp):
+    """The globs name a symlinked directory: files are known by their real
+    path (dir's realpath + name, resolved once per directory per scan), so
+    inotify's events on the real directory find them with no rescan."""
+    real = os.path.join(tmp, "real")
+    os.makedirs(real)
+    dlink = os.path.join(tmp, "dlink")
+    os.symlink(real, dlink)
+    tailt.append_seq(os.path.join(real, "a.log"), 1, 10)
+    os.symlink(os.path.join(real, "a.log"), os.path.join(real, "c.log"))  # a file symlink too
+    cfg = tailt.config(tmp, ["%s/*.log" % dlink], extra="read_from: beginning\n"
+                       "rescan_interval: 24h\n")
+    s = start(cfg)
+    tailt.wait_lines(tmp, 10)
+    tailt.append_seq(os.path.join(real, "a.log"), 11, 20)
+    tailt.append_seq(os.path.join(dlink, "b.log"), 21, 30)  # a new file: a rescan by event
+    tailt.wait_lines(tmp, 30, timeout=60)
+    tailt.append_seq(os.path.join(real, "b.log"), 31, 40)
+    tailt.wait_lines(tmp, 40, timeout=60)
+    stop(s)
+    log_seqs_exact(cfg, 40)
+
+
 t.main()

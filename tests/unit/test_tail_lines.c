@@ -593,17 +593,77 @@ static void position_back_hash(void **state)
     unlink(path);
 }
 
+/* A file's beginning hashed at every length at once: what link_copy
+ * compares with every followed file's fingerprint (tail_fingerprint). */
+static void position_head_hashes(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/spool-tail-hh-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    uint8_t buf[300];
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        buf[i] = (uint8_t)('a' + i * 7 % 26);
+    }
+    uint64_t pre[TAIL_FP_MAX + 1], h;
+    uint32_t len, flen;
+    assert_int_equal(tail_head_hashes(fd, pre, &len), 0); /* empty */
+    assert_int_equal(len, 0);
+    assert_int_equal(pre[0], tail_fnv1a(NULL, 0));
+    assert_int_equal(write(fd, buf, 100), 100);
+    assert_int_equal(tail_head_hashes(fd, pre, &len), 0); /* shorter than TAIL_FP_MAX */
+    assert_int_equal(len, 100);
+    for (uint32_t i = 0; i <= len; i++) {
+        assert_int_equal(pre[i], tail_fnv1a(buf, i));
+    }
+    assert_int_equal(write(fd, buf + 100, 200), 200);
+    assert_int_equal(tail_head_hashes(fd, pre, &len), 0);
+    assert_int_equal(len, TAIL_FP_MAX);
+    for (uint32_t i = 0; i <= len; i++) {
+        assert_int_equal(pre[i], tail_fnv1a(buf, i));
+    }
+    assert_int_equal(tail_fingerprint(fd, 77, &h, &flen), 0);
+    assert_int_equal(h, pre[77]);
+    assert_int_equal(tail_fingerprint(fd, TAIL_FP_MAX, &h, &flen), 0);
+    assert_int_equal(h, pre[TAIL_FP_MAX]);
+    assert_int_equal(tail_head_hashes(-1, pre, &len), -EBADF);
+    close(fd);
+    unlink(path);
+}
+
+/* Events gather longer with more files (a cycle costs O(files)), within
+ * bounds: 10 ms for a few files, at most 100 ms. */
+static void coalesce_grows_with_files(void **state)
+{
+    (void)state;
+    assert_int_equal(tail_coalesce_ms(0), 10);
+    assert_int_equal(tail_coalesce_ms(99), 10);
+    assert_int_equal(tail_coalesce_ms(1000), 20);
+    assert_int_equal(tail_coalesce_ms(5000), 60);
+    assert_int_equal(tail_coalesce_ms(9000), 100);
+    assert_int_equal(tail_coalesce_ms(1000000), 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(lines_basic),   cmocka_unit_test(position_back_hash),
-        cmocka_unit_test(lines_cr),      cmocka_unit_test(lines_partial_flush),
-        cmocka_unit_test(lines_binary),  cmocka_unit_test(lines_chunking),
-        cmocka_unit_test(long_split),    cmocka_unit_test(long_truncate),
-        cmocka_unit_test(long_big_line), cmocka_unit_test(ml_java),
-        cmocka_unit_test(ml_python),     cmocka_unit_test(ml_positions_and_limits),
-        cmocka_unit_test(glob_match),    cmocka_unit_test(glob_expand),
+        cmocka_unit_test(lines_basic),
+        cmocka_unit_test(position_back_hash),
+        cmocka_unit_test(lines_cr),
+        cmocka_unit_test(lines_partial_flush),
+        cmocka_unit_test(lines_binary),
+        cmocka_unit_test(lines_chunking),
+        cmocka_unit_test(long_split),
+        cmocka_unit_test(long_truncate),
+        cmocka_unit_test(long_big_line),
+        cmocka_unit_test(ml_java),
+        cmocka_unit_test(ml_python),
+        cmocka_unit_test(ml_positions_and_limits),
+        cmocka_unit_test(glob_match),
+        cmocka_unit_test(glob_expand),
         cmocka_unit_test(position_blob),
+        cmocka_unit_test(position_head_hashes),
+        cmocka_unit_test(coalesce_grows_with_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
