@@ -166,6 +166,12 @@ def count_log(values, n):
     return lost, dup
 
 
+def agg_records(api):
+    """Records the aggregator's http input took since it started (its /metrics)."""
+    v = metric_sum(api, "spool_records_in_total", kind="input", name="ingest")
+    return v or 0
+
+
 def wait_all(out, n, procs, timeout):
     def done():
         for p in procs:
