@@ -31,7 +31,7 @@ PARTS = 6
 API_PORTS = {}
 
 
-def consumer_config(tmp, name, bootstrap, extra=None):
+def consumer_config(tmp, name, bootstrap, extra=None, session="6s"):
     d = os.path.join(tmp, name)
     os.makedirs(d, exist_ok=True)
     cfg = os.path.join(d, "spool.yaml")
@@ -53,9 +53,9 @@ def consumer_config(tmp, name, bootstrap, extra=None):
              "    topics: [src]",
              "    group_id: spool-test",
              "    start_from: earliest",
-             "    librdkafka:",
-             "      session.timeout.ms: \"6000\"",
-             "      heartbeat.interval.ms: \"500\""]
+             "    session_timeout: %s" % session]
+    if extra:
+        lines.append("    librdkafka:")
     for k, v in (extra or {}).items():
         lines.append("      %s: \"%s\"" % (k, v))
     lines.append("outputs: []")
