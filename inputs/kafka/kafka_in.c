@@ -91,7 +91,7 @@ typedef struct kin_ctx {
     int closed;         /* rd_kafka_consumer_close done */
     spool_counter *lag; /* gauge: records read whose offsets Kafka has not confirmed */
     spool_counter *commit_errors;
-    spool_counter *rebalances; /* partitions assigned, counted per rebalance */
+    spool_counter *assigned; /* gauge: partitions assigned to this node */
 } kin_ctx;
 
 /* Messages taken from the consumer queue per call. */
@@ -498,12 +498,13 @@ static void kin_assignment_apply(kin_ctx *ctx, rd_kafka_topic_partition_list_t *
 static void kin_assign(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
 {
     rd_kafka_resp_err_t err;
+    char msg[2048];
+    size_t used = 0;
 
     if (l->cnt == 0) {
         kin_assignment_apply(ctx, l, 1); /* an incremental round that moved nothing here */
         return;
     }
-    spool_counter_add(ctx->rebalances, 1);
 
     err = rd_kafka_committed(ctx->rk, l, (int)ctx->commit_timeout);
     if (err) {
@@ -525,14 +526,21 @@ static void kin_assign(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
             p->committed = local <= kafka;
             p->acked = kafka >= 0 ? kafka : start;
         }
-        spool_log_info(ctx->ins, "assigned %s/%d from %s (spool %" PRId64 ", kafka %" PRId64 ")",
-                       tp->topic, (int)tp->partition,
-                       start >= 0        ? "the stored offset"
-                       : ctx->start_from ? "latest"
-                                         : "earliest",
-                       local, kafka);
+        /* One line per rebalance (a line per partition would be rate limited). */
+        char at[32];
+        snprintf(at, sizeof(at), "%" PRId64, start);
+        int n = snprintf(msg + used, sizeof(msg) - used,
+                         "%s%s/%d at %s (spool %" PRId64 ", kafka %" PRId64 ")", i ? "; " : "",
+                         tp->topic, (int)tp->partition,
+                         start >= 0        ? at
+                         : ctx->start_from ? "latest"
+                                           : "earliest",
+                         local, kafka);
+        used = n < 0 || (size_t)n >= sizeof(msg) - used ? sizeof(msg) - 1 : used + (size_t)n;
     }
+    spool_log_info(ctx->ins, "assigned %d partition(s): %s", l->cnt, msg);
     kin_assignment_apply(ctx, l, 1);
+    spool_gauge_set(ctx->assigned, (int64_t)ctx->nparts);
 }
 
 static void kin_revoke(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
@@ -562,6 +570,7 @@ static void kin_revoke(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
     for (int i = 0; i < l->cnt; i++) {
         kin_part_remove(ctx, l->elems[i].topic, l->elems[i].partition);
     }
+    spool_gauge_set(ctx->assigned, (int64_t)ctx->nparts);
     kin_lag_update(ctx);
 }
 
@@ -645,8 +654,8 @@ static int kin_init(spool_instance *ins, void *vctx)
                                     "records read whose offsets Kafka has not confirmed committed");
     ctx->commit_errors =
         spool_counter_register(ins, "commit_errors", "offset commits to Kafka that failed");
-    ctx->rebalances =
-        spool_counter_register(ins, "assignments", "rebalances that gave this node partitions");
+    ctx->assigned =
+        spool_gauge_register(ins, "assigned_partitions", "partitions assigned to this node");
     if (kin_conf_build(ctx, ins, &conf)) {
         return -EINVAL;
     }
@@ -787,9 +796,11 @@ static int kin_run(spool_instance *ins, void *vctx)
             spool_log_error(ins, "out of memory");
             break;
         }
-        if (got <= 0 && n == 0) {
-            kin_commit(ctx, NULL, 1); /* idle: tell Kafka what became durable */
-        }
+        /* Tell Kafka promptly what became durable (also when idle): the
+         * records durable here but unknown to Kafka are what a new owner
+         * would read again should this node die for longer than its
+         * session. One position look-up per partition per poll. */
+        kin_commit(ctx, NULL, 1);
     }
     rd_kafka_queue_destroy(q);
     /* Shutdown: what was read becomes durable, then Kafka hears of it. */
