@@ -796,11 +796,9 @@ static int kin_run(spool_instance *ins, void *vctx)
             spool_log_error(ins, "out of memory");
             break;
         }
-        /* Tell Kafka promptly what became durable (also when idle): the
-         * records durable here but unknown to Kafka are what a new owner
-         * would read again should this node die for longer than its
-         * session. One position look-up per partition per poll. */
-        kin_commit(ctx, NULL, 1);
+        if (got <= 0 && n == 0) {
+            kin_commit(ctx, NULL, 1); /* idle: tell Kafka what became durable */
+        }
     }
     rd_kafka_queue_destroy(q);
     /* Shutdown: what was read becomes durable, then Kafka hears of it. */

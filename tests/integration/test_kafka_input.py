@@ -17,6 +17,7 @@ import random
 import re
 import sys
 import threading
+import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -132,6 +133,25 @@ def start(cfg):
     return sp
 
 
+def start_two(cfg1, cfg2):
+    """Starts node1; once it holds every partition and has committed the
+    offsets of the first CHUNK records (0..CHUNK-1, produced here) to Kafka,
+    node2, and waits until each holds half. (On librdkafka 2.0.2's mock a
+    member joining while the other is still in its first rebalance can leave
+    the group stuck until a session times out.)"""
+    n1 = start(cfg1)
+    spoolt.wait_for(lambda: gauge(cfg1, "assigned_partitions") == PARTS, timeout=60,
+                    what="node1 holding every partition")
+    tk.post(produce.port, 0, CHUNK)
+    spoolt.wait_for(lambda: count_in(cfg1) >= CHUNK and uncommitted(cfg1) == 0, timeout=60,
+                    what="node1 holding and having committed the first records")
+    n2 = start(cfg2)
+    spoolt.wait_for(lambda: gauge(cfg1, "assigned_partitions") == PARTS // 2 and
+                    gauge(cfg2, "assigned_partitions") == PARTS // 2, timeout=90,
+                    what="each node holding half the partitions")
+    return n1, n2
+
+
 def count_in(cfg):
     r = spoolt.run(["read", "in", "-c", cfg, "-p", "0", "--format", "x\\n"], timeout=60)
     return r.stdout.count(b"\n") if r.returncode == 0 else 0
@@ -191,14 +211,14 @@ def kill_busy(mock, cfg, sp, rnd, inject=True):
     until its gauge of such records reaches a random figure (without inject:
     until it holds a random count of records and the gauge is above 0).
     Returns the gauge."""
+    have = count_in(cfg)
+    more = rnd.randrange(1000, 10000)
+    spoolt.wait_for(lambda: count_in(cfg) >= have + more, timeout=120,
+                    what="records flowing into the node to kill")
+    want = 1
     if inject:
         mock.cmd("err %d %d 50000" % (API_OFFSET_COMMIT, ERR_OFFSET_METADATA_TOO_LARGE))
         want = rnd.randrange(3000, 20000)
-    else:
-        have = count_in(cfg)
-        spoolt.wait_for(lambda: count_in(cfg) >= have + rnd.randrange(1000, 10000),
-                        timeout=120, what="records flowing into the node to kill")
-        want = 1
     got = spoolt.wait_for(lambda: (uncommitted(cfg) or 0) >= want and uncommitted(cfg),
                           timeout=120, interval=0.01,
                           what="%d uncommitted records in the node to kill" % want)
@@ -242,11 +262,11 @@ def two_nodes_one_killed_busy_and_restarted_exactly_once(tmp):
     mock = tk.Mock(["src:%d" % PARTS])
     try:
         start_producer(tmp, mock)
-        cfg = [consumer_config(tmp, "node%d" % i, mock.bootstrap, session="12s")
+        cfg = [consumer_config(tmp, "node%d" % i, mock.bootstrap, session="20s")
                for i in (1, 2)]
-        nodes = [start(cfg[0]), start(cfg[1])]
+        nodes = list(start_two(cfg[0], cfg[1]))
         fifth = N // 5
-        produce(tmp, mock, 0, fifth)
+        produce(tmp, mock, CHUNK, fifth - CHUNK)
         spoolt.wait_for(lambda: count_in(cfg[0]) > 0 and count_in(cfg[1]) > 0, timeout=60,
                         what="both nodes consuming")
         window = 0
@@ -255,6 +275,12 @@ def two_nodes_one_killed_busy_and_restarted_exactly_once(tmp):
             bg = Background((1 + 2 * k) * fifth, 2 * fifth if k == 0 else N - 3 * fifth)
             unc = kill_busy(mock, cfg[victim], nodes[victim], rnd)
             flowing = bg.running()
+            # Down for a quarter of its session timeout (a scenario figure,
+            # not a synchronisation): the mock of librdkafka 2.0.2 does not
+            # refresh the session of a member waiting in JoinGroup, so a
+            # restart right after the kill can see the live node expire in
+            # the same check as the dead one (fixed in later librdkafka).
+            time.sleep(5)
             nodes[victim] = start(cfg[victim])
             spoolt.wait_for(lambda: assigned(nodes[victim]), timeout=120,
                             what="node%d restarted and assigned partitions" % (victim + 1))
@@ -300,8 +326,8 @@ def node_down_past_session_timeout_partitions_move_none_lost(tmp):
         start_producer(tmp, mock)
         cfg1 = consumer_config(tmp, "node1", mock.bootstrap, session="3s")
         cfg2 = consumer_config(tmp, "node2", mock.bootstrap, session="3s", extra={"debug": "cgrp"})
-        n1, n2 = start(cfg1), start(cfg2)
-        produce(tmp, mock, 0, n // 4)
+        n1, n2 = start_two(cfg1, cfg2)
+        produce(tmp, mock, CHUNK, n // 4 - CHUNK)
         spoolt.wait_for(lambda: count_in(cfg1) > 0 and count_in(cfg2) > 0, timeout=60,
                         what="both nodes consuming")
         bg = Background(n // 4, n // 2)
@@ -338,10 +364,9 @@ def two_nodes_one_killed_every_record_in_exactly_one_log(tmp):
         start_producer(tmp, mock)
         cfg1 = consumer_config(tmp, "node1", mock.bootstrap)
         cfg2 = consumer_config(tmp, "node2", mock.bootstrap)
-        n1 = start(cfg1)
-        n2 = start(cfg2)
+        n1, n2 = start_two(cfg1, cfg2)
         third = N // 3
-        produce(tmp, mock, 0, third)
+        produce(tmp, mock, CHUNK, third - CHUNK)
         spoolt.wait_for(lambda: count_in(cfg1) > 0 and count_in(cfg2) > 0, timeout=60,
                         what="both nodes consuming")
         produce(tmp, mock, third, third)
