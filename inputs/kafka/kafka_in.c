@@ -15,19 +15,31 @@
  * shows them durable (read back after each batch and when idle), for lag
  * tools and for the next owner of a partition.
  *
- * Assignment (eager rebalancing, the rebalance callback on the run thread):
- * a partition starts at max(spool's durable position, the group's committed
- * offset); with neither, at start_from (auto.offset.reset). Kafka's offset is
- * never ahead of a durable position of the node that committed it (commits
- * follow durability), so a larger committed offset means another node made
- * those records durable, and a larger local position means this node made
- * them durable but died before committing: either way no record is read
- * twice. Revocation: the batch being filled is submitted, everything
- * submitted is waited for until durable, its offsets are committed to Kafka SYNCHRONOUSLY, then the
- * partitions are unassigned; so the next owner starts exactly after what
- * this node holds. The one window left is a kill -9 between a batch's
- * durability and its commit to Kafka when another node takes the partition
- * over (docs/kafka.md).
+ * Assignment (the rebalance callback on the run thread): a partition starts
+ * at max(spool's durable position, the group's committed offset); with
+ * neither, at start_from (auto.offset.reset). Kafka's offset is never ahead
+ * of a durable position of the node that committed it (commits follow
+ * durability), so a larger committed offset means another node made those
+ * records durable, and a larger local position means this node made them
+ * durable but died before committing: either way no record is read twice.
+ * Revocation: the batch being filled is submitted, everything submitted is
+ * waited for until durable, its offsets are committed to Kafka
+ * SYNCHRONOUSLY, then the partitions are unassigned; so the next owner
+ * starts exactly after what this node holds.
+ *
+ * The group uses incremental (cooperative-sticky) rebalancing: a partition
+ * moves only when it must, and a node killed -9 and restarted before its
+ * session timeout gets back exactly the partitions it held (they had no
+ * other owner meanwhile: the dead member keeps them until its session
+ * expires), so it resumes at its own durable positions even for records it
+ * had not yet committed to Kafka; the other nodes keep their partitions and
+ * are not even revoked. Under eager rebalancing ("range") a restarted node
+ * gets a new member id and often another node's partitions, whose durable
+ * but uncommitted records are then read twice. The one window left is a
+ * node down longer than session_timeout: its partitions move at Kafka's
+ * committed offsets, and the records it had made durable but not yet
+ * committed (at most about one batch: commits follow each batch) are read
+ * again by the new owner (docs/kafka.md).
  *
  * Invariants: only the run thread touches the consumer, the batch and the
  * partition table; no malloc per record beyond spool_batch_append (the
@@ -64,6 +76,7 @@ typedef struct kin_ctx {
     int64_t batch_records;
     int64_t batch_wait;
     int64_t commit_timeout;
+    int64_t session_timeout;
     spool_strmap rdkafka;
     /* state */
     spool_instance *ins;
@@ -78,6 +91,7 @@ typedef struct kin_ctx {
     int closed;         /* rd_kafka_consumer_close done */
     spool_counter *lag; /* gauge: records read whose offsets Kafka has not confirmed */
     spool_counter *commit_errors;
+    spool_counter *assigned; /* gauge: partitions assigned to this node */
 } kin_ctx;
 
 /* Messages taken from the consumer queue per call. */
@@ -97,6 +111,9 @@ static const spool_option kin_options[] = {
                    "submit a partly filled batch after this long"),
     SPOOL_OPT_TIME("commit_timeout", kin_ctx, commit_timeout, "10s", 1, 600000,
                    "how long a rebalance waits for the synchronous commit to Kafka"),
+    SPOOL_OPT_TIME("session_timeout", kin_ctx, session_timeout, "45s", 1000, 1800000,
+                   "a node silent this long leaves the group and its partitions move; one "
+                   "restarted sooner gets them back and stays exactly once"),
     SPOOL_OPT_STRMAP("librdkafka", kin_ctx, rdkafka,
                      "further librdkafka consumer properties (security.protocol, ssl.*, sasl.*)"),
     SPOOL_OPT_END,
@@ -104,8 +121,10 @@ static const spool_option kin_options[] = {
 
 /* Properties the input sets itself: overriding them would break positions. */
 static const char *const kin_reserved[] = {
-    "enable.auto.commit", "enable.auto.offset.store",      "group.id", "bootstrap.servers",
-    "auto.offset.reset",  "partition.assignment.strategy", NULL,
+    "enable.auto.commit", "enable.auto.offset.store",
+    "group.id",           "bootstrap.servers",
+    "auto.offset.reset",  "partition.assignment.strategy",
+    "session.timeout.ms", NULL,
 };
 
 static int kin_reserved_prop(const char *k)
@@ -122,7 +141,7 @@ static int kin_reserved_prop(const char *k)
 static int kin_conf_build(kin_ctx *ctx, spool_instance *ins, rd_kafka_conf_t **out)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char errstr[512], servers[4096];
+    char errstr[512], servers[4096], session[32], heartbeat[32];
     size_t used = 0;
     int rc = -EINVAL;
 
@@ -139,13 +158,20 @@ static int kin_conf_build(kin_ctx *ctx, spool_instance *ins, rd_kafka_conf_t **o
         }
         used += (size_t)n;
     }
+    /* The heartbeat a third of the session (librdkafka's default 3 s at most):
+     * a live node is never taken for dead. */
+    int64_t hb = ctx->session_timeout / 3 < 3000 ? ctx->session_timeout / 3 : 3000;
+    snprintf(session, sizeof(session), "%" PRId64, ctx->session_timeout);
+    snprintf(heartbeat, sizeof(heartbeat), "%" PRId64, hb);
     const char *fixed[][2] = {
         {"bootstrap.servers", servers},
         {"group.id", ctx->group_id},
         {"enable.auto.commit", "false"},
         {"enable.auto.offset.store", "false"},
         {"auto.offset.reset", ctx->start_from ? "latest" : "earliest"},
-        {"partition.assignment.strategy", "range,roundrobin"},
+        {"partition.assignment.strategy", "cooperative-sticky"},
+        {"session.timeout.ms", session},
+        {"heartbeat.interval.ms", heartbeat},
         {"client.id", spool_instance_name(ins)},
     };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
@@ -163,7 +189,7 @@ static int kin_conf_build(kin_ctx *ctx, spool_instance *ins, rd_kafka_conf_t **o
         if (kin_reserved_prop(k)) {
             spool_config_error(ins, opt,
                                "'%s' is set by the kafka input itself (use brokers, group_id, "
-                               "start_from)",
+                               "start_from, session_timeout)",
                                k);
             goto out;
         }
@@ -296,11 +322,14 @@ static void kin_refresh(kin_ctx *ctx);
 
 /*
  * Commits the durable offsets not yet committed (only those of `only`'s
- * partitions when given) to Kafka; async or sync.
+ * partitions when given) to Kafka; async or sync. Returns Kafka's answer
+ * to a synchronous commit (0 for an async one or nothing to commit).
  */
-static void kin_commit(kin_ctx *ctx, const rd_kafka_topic_partition_list_t *only, int async)
+static rd_kafka_resp_err_t kin_commit(kin_ctx *ctx, const rd_kafka_topic_partition_list_t *only,
+                                      int async)
 {
     rd_kafka_topic_partition_list_t *l;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
     kin_refresh(ctx);
     l = rd_kafka_topic_partition_list_new((int)ctx->nparts + 1);
@@ -318,9 +347,10 @@ static void kin_commit(kin_ctx *ctx, const rd_kafka_topic_partition_list_t *only
     }
     if (l->cnt > 0) {
         /* The outcome (sync or async) reaches kin_commit_cb from a poll. */
-        (void)rd_kafka_commit(ctx->rk, l, async);
+        err = rd_kafka_commit(ctx->rk, l, async);
     }
     rd_kafka_topic_partition_list_destroy(l);
+    return async ? RD_KAFKA_RESP_ERR_NO_ERROR : err;
 }
 
 /*
@@ -439,9 +469,42 @@ static int kin_wait_durable(kin_ctx *ctx, const rd_kafka_topic_partition_list_t 
     }
 }
 
+/* Hands the (incremental or whole) assignment change to librdkafka. */
+static void kin_assignment_apply(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l, int assign)
+{
+    const char *proto = rd_kafka_rebalance_protocol(ctx->rk);
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    const char *what = NULL;
+
+    if (proto && strcmp(proto, "COOPERATIVE") == 0) {
+        rd_kafka_error_t *e = assign ? rd_kafka_incremental_assign(ctx->rk, l)
+                                     : rd_kafka_incremental_unassign(ctx->rk, l);
+        if (e) {
+            err = rd_kafka_error_code(e);
+            spool_log_error(ctx->ins, "%s failed: %s", assign ? "assign" : "unassign",
+                            rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            return;
+        }
+    } else {
+        err = rd_kafka_assign(ctx->rk, assign ? l : NULL);
+        what = assign ? "assign" : "unassign";
+    }
+    if (err && what) {
+        spool_log_error(ctx->ins, "%s failed: %s", what, rd_kafka_err2str(err));
+    }
+}
+
 static void kin_assign(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
 {
     rd_kafka_resp_err_t err;
+    char msg[2048];
+    size_t used = 0;
+
+    if (l->cnt == 0) {
+        kin_assignment_apply(ctx, l, 1); /* an incremental round that moved nothing here */
+        return;
+    }
 
     err = rd_kafka_committed(ctx->rk, l, (int)ctx->commit_timeout);
     if (err) {
@@ -463,30 +526,51 @@ static void kin_assign(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
             p->committed = local <= kafka;
             p->acked = kafka >= 0 ? kafka : start;
         }
-        spool_log_info(ctx->ins, "assigned %s/%d from %s (spool %" PRId64 ", kafka %" PRId64 ")",
-                       tp->topic, (int)tp->partition,
-                       start >= 0        ? "the stored offset"
-                       : ctx->start_from ? "latest"
-                                         : "earliest",
-                       local, kafka);
+        /* One line per rebalance (a line per partition would be rate limited). */
+        char at[32];
+        snprintf(at, sizeof(at), "%" PRId64, start);
+        int n = snprintf(msg + used, sizeof(msg) - used,
+                         "%s%s/%d at %s (spool %" PRId64 ", kafka %" PRId64 ")", i ? "; " : "",
+                         tp->topic, (int)tp->partition,
+                         start >= 0        ? at
+                         : ctx->start_from ? "latest"
+                                           : "earliest",
+                         local, kafka);
+        used = n < 0 || (size_t)n >= sizeof(msg) - used ? sizeof(msg) - 1 : used + (size_t)n;
     }
-    err = rd_kafka_assign(ctx->rk, l);
-    if (err) {
-        spool_log_error(ctx->ins, "assign failed: %s", rd_kafka_err2str(err));
-    }
+    spool_log_info(ctx->ins, "assigned %d partition(s): %s", l->cnt, msg);
+    kin_assignment_apply(ctx, l, 1);
+    spool_gauge_set(ctx->assigned, (int64_t)ctx->nparts);
 }
 
 static void kin_revoke(kin_ctx *ctx, rd_kafka_topic_partition_list_t *l)
 {
     /* What was read is submitted and made durable, then committed
-     * synchronously: the next owner starts right after it. */
+     * synchronously: the next owner starts right after it. Partitions
+     * lost (this node's session expired: another node may own them
+     * already) cannot be committed any more. */
     kin_flush(ctx, 1);
     kin_wait_durable(ctx, l);
-    kin_commit(ctx, l, 0);
-    rd_kafka_assign(ctx->rk, NULL);
+    if (rd_kafka_assignment_lost(ctx->rk)) {
+        spool_log_warn(ctx->ins,
+                       "%d partition(s) lost (this node was taken for dead by the group): "
+                       "records it made durable but had not committed to Kafka may be read "
+                       "again by their new owner",
+                       l->cnt);
+    } else {
+        rd_kafka_resp_err_t err = kin_commit(ctx, l, 0);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+            spool_log_warn(ctx->ins,
+                           "committing the offsets of revoked partitions failed: %s (their "
+                           "next owner may read again what this node holds)",
+                           rd_kafka_err2str(err));
+        }
+    }
+    kin_assignment_apply(ctx, l, 0);
     for (int i = 0; i < l->cnt; i++) {
         kin_part_remove(ctx, l->elems[i].topic, l->elems[i].partition);
     }
+    spool_gauge_set(ctx->assigned, (int64_t)ctx->nparts);
     kin_lag_update(ctx);
 }
 
@@ -570,6 +654,8 @@ static int kin_init(spool_instance *ins, void *vctx)
                                     "records read whose offsets Kafka has not confirmed committed");
     ctx->commit_errors =
         spool_counter_register(ins, "commit_errors", "offset commits to Kafka that failed");
+    ctx->assigned =
+        spool_gauge_register(ins, "assigned_partitions", "partitions assigned to this node");
     if (kin_conf_build(ctx, ins, &conf)) {
         return -EINVAL;
     }

@@ -9,6 +9,7 @@
  *   up <broker>                         bring it back
  *   err <apikey> <errcode> <count>      next <count> requests of <apikey> fail
  *   berr <broker> <apikey> <errcode> <count>   the same on one broker only
+ *   clear <apikey>                      drop the errors still queued for <apikey>
  *   topic <name> <partitions>           create a topic
  *   topicerr <name> <errcode>           metadata for <name> reports errcode
  *   leader <topic> <partition> <broker> move a partition's leader
@@ -94,6 +95,10 @@ static int mock_command(rd_kafka_mock_cluster_t *mc, char *line)
                 return -1;
             }
         }
+        return 0;
+    }
+    if (!strcmp(cmd, "clear") && sscanf(line, "%*s %ld", &b) == 1) {
+        rd_kafka_mock_clear_request_errors(mc, (int16_t)b);
         return 0;
     }
     if (!strcmp(cmd, "topic") && sscanf(line, "%*s %511s %ld", a, &b) == 2 && b > 0) {
