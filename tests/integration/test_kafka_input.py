@@ -208,24 +208,48 @@ class Background:
             raise self.error
 
 
-def kill_busy(mock, cfg, sp, rnd, inject=True):
-    """Kills -9 node `sp` at a busy moment: records flowing and (inject) offset
-    commits to Kafka failing, so its log holds records whose offsets Kafka
-    does not know: the window where a new owner would read them again. Waits
-    until its gauge of such records reaches a random figure (without inject:
-    until it holds a random count of records and the gauge is above 0).
-    Returns the gauge."""
-    have = count_in(cfg)
-    more = rnd.randrange(N // 200, N // 20)
-    spoolt.wait_for(lambda: count_in(cfg) >= have + more, timeout=120,
-                    what="records flowing into the node to kill")
-    want = 1
+class Drained:
+    """True once the producer `bg` has finished and the node's gauge `value()`
+    has not moved for `quiet` seconds: no more records are coming, so a
+    figure not reached yet never will be (the producer can finish before a
+    loaded node reaches a random threshold). A fallback end for a wait, not
+    synchronization: the kill then happens with what the node holds."""
+
+    def __init__(self, bg, value, quiet=3.0):
+        self.bg, self.value, self.quiet = bg, value, quiet
+        self.last, self.since = None, time.monotonic()
+
+    def __call__(self):
+        v = self.value()
+        if v != self.last:
+            self.last, self.since = v, time.monotonic()
+        return not self.bg.running() and time.monotonic() - self.since >= self.quiet
+
+
+def kill_busy(mock, cfg, sp, rnd, bg, inject=True):
+    """Kills -9 node `sp` at a busy moment: records flowing (from `bg`) and
+    (inject) offset commits to Kafka failing, so its log holds records whose
+    offsets Kafka does not know: the window where a new owner would read them
+    again. Commits fail from the start, then it waits until the node took a
+    random count of records and its gauge of such records reaches a random
+    figure (without inject: until the gauge is above 0), or until the
+    producer is done and the node drained what it had. Returns the gauge."""
     if inject:
         mock.cmd("err %d %d 50000" % (API_OFFSET_COMMIT, ERR_OFFSET_METADATA_TOO_LARGE))
-        want = rnd.randrange(N // 60, N // 10)
-    got = spoolt.wait_for(lambda: (uncommitted(cfg) or 0) >= want and uncommitted(cfg),
-                          timeout=120, interval=0.01,
-                          what="%d uncommitted records in the node to kill" % want)
+    have = count_in(cfg)
+    more = rnd.randrange(N // 200, N // 20)
+    drained = Drained(bg, lambda: count_in(cfg))
+    spoolt.wait_for(lambda: count_in(cfg) >= have + more or drained(), timeout=120,
+                    what="records flowing into the node to kill")
+    want = rnd.randrange(N // 60, N // 10) if inject else 1
+    drained = Drained(bg, lambda: uncommitted(cfg))
+
+    def ready():
+        u = uncommitted(cfg) or 0
+        return u >= want or drained() and (u > 0 or not inject)
+    spoolt.wait_for(ready, timeout=120, interval=0.01,
+                    what="%d uncommitted records in the node to kill" % want)
+    got = uncommitted(cfg) or 0
     sp.kill()
     tk.RUNNING.remove(sp)
     if inject:
@@ -277,7 +301,7 @@ def two_nodes_one_killed_busy_and_restarted_exactly_once(tmp):
         helds = []
         for k, victim in enumerate((0, 1)):
             bg = Background((1 + 2 * k) * fifth, 2 * fifth if k == 0 else N - 3 * fifth)
-            unc = kill_busy(mock, cfg[victim], nodes[victim], rnd)
+            unc = kill_busy(mock, cfg[victim], nodes[victim], rnd, bg)
             flowing = bg.running()
             # Down for a quarter of its session timeout (a scenario figure,
             # not a synchronisation): the mock of librdkafka 2.0.2 does not
@@ -336,7 +360,7 @@ def node_down_past_session_timeout_partitions_move_none_lost(tmp):
                         what="both nodes consuming")
         bg = Background(CHUNK + n // 4, n // 2)
         base = len(assigned(n2))
-        unc = kill_busy(mock, cfg1, n1, rnd, inject=False)
+        unc = kill_busy(mock, cfg1, n1, rnd, bg, inject=False)
         spoolt.wait_for(lambda: gauge(cfg2, "assigned_partitions") == PARTS, timeout=120,
                         what="node2 taking node1's partitions over")
         took = assigned(n2)[base:]
