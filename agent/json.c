@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -50,6 +51,22 @@ static size_t utf8_valid(const uint8_t *s, size_t n)
     return len;
 }
 
+/* 1 if none of the 8 bytes at p needs escaping (each in 0x20..0x7f and
+ * neither '"' nor '\\'), 0 if one may (the byte loop then decides). SWAR:
+ * a byte's high bit is set in the mask if the byte is >= 0x80, below 0x20
+ * ("has less"), or equal to '"' or '\\' ("has zero" after the xor); each
+ * test is exact as "some byte matches" once the >= 0x80 bytes are out. */
+static inline int plain8(const uint8_t *p)
+{
+    const uint64_t ones = 0x0101010101010101ULL;
+    uint64_t x, q, b;
+    memcpy(&x, p, 8);
+    q = x ^ (ones * '"');
+    b = x ^ (ones * '\\');
+    return ((x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) &
+            (ones * 0x80)) == 0;
+}
+
 size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -67,6 +84,9 @@ size_t spool_json_escape(char *dst, size_t cap, const uint8_t *src, size_t len)
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             /* Fast path: a run of plain ASCII. */
             size_t j = i + 1;
+            while (j + 8 <= len && plain8(src + j)) {
+                j += 8;
+            }
             while (j < len && src[j] >= 0x20 && src[j] < 0x80 && src[j] != '"' && src[j] != '\\') {
                 j++;
             }

@@ -46,6 +46,53 @@ static void test_escape_vectors(void **state)
     expect_escape("ok\xe2\x82", 4, "ok\\ufffd\\ufffd");
 }
 
+/* The escaper scans 8 bytes at a time: one byte to escape at every
+ * position of strings of every length up to 40 (word-aligned or not, first,
+ * last), and long runs of the plain bytes next to the ones it must catch
+ * (0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7e, 0x7f) passed through unchanged. */
+static void test_escape_every_position(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        size_t n;
+        const char *out;
+    } special[] = {
+        {"\"", 1, "\\\""},      {"\\", 1, "\\\\"},           {"\n", 1, "\\n"},
+        {"\x1f", 1, "\\u001f"}, {"\0", 1, "\\u0000"},        {"\xff", 1, "\\ufffd"},
+        {"\x80", 1, "\\ufffd"}, {"\xc3\xa9", 2, "\xc3\xa9"},
+    };
+    char in[64], want[128];
+    for (size_t len = 1; len <= 40; len++) {
+        for (size_t k = 0; k < len; k++) {
+            for (size_t s = 0; s < sizeof(special) / sizeof(special[0]); s++) {
+                size_t n = 0, w = 0;
+                for (size_t i = 0; i < len; i++) {
+                    if (i == k) {
+                        memcpy(in + n, special[s].in, special[s].n);
+                        n += special[s].n;
+                        memcpy(want + w, special[s].out, strlen(special[s].out));
+                        w += strlen(special[s].out);
+                    } else {
+                        in[n++] = (char)('a' + i % 26);
+                        want[w++] = (char)('a' + i % 26);
+                    }
+                }
+                want[w] = '\0';
+                expect_escape(in, n, want);
+            }
+        }
+    }
+    static const char edge[] = " !#[]~\x7f";
+    for (size_t len = 1; len <= 40; len++) {
+        for (size_t i = 0; i < len; i++) {
+            in[i] = edge[i % (sizeof(edge) - 1)];
+        }
+        in[len] = '\0';
+        expect_escape(in, len, in);
+    }
+}
+
 static void test_escape_length_contract(void **state)
 {
     (void)state;
@@ -173,9 +220,9 @@ static void test_fields_document(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_escape_vectors),  cmocka_unit_test(test_escape_length_contract),
-        cmocka_unit_test(test_append_string),   cmocka_unit_test(test_record_exact_bytes),
-        cmocka_unit_test(test_fields_document),
+        cmocka_unit_test(test_escape_vectors),         cmocka_unit_test(test_escape_every_position),
+        cmocka_unit_test(test_escape_length_contract), cmocka_unit_test(test_append_string),
+        cmocka_unit_test(test_record_exact_bytes),     cmocka_unit_test(test_fields_document),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
