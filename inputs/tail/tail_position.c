@@ -40,12 +40,9 @@ uint64_t tail_fnv1a(const uint8_t *p, size_t n)
     return h;
 }
 
-int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len)
+/* Reads up to `want` bytes from the start of fd: bytes read, or -errno. */
+static ssize_t read_head(int fd, uint8_t *buf, size_t want)
 {
-    uint8_t buf[TAIL_FP_MAX];
-    if (want > TAIL_FP_MAX) {
-        want = TAIL_FP_MAX;
-    }
     size_t got = 0;
     while (got < want) {
         ssize_t n = pread(fd, buf + got, want - got, (off_t)got);
@@ -60,7 +57,20 @@ int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len)
         }
         got += (size_t)n;
     }
-    *hash = tail_fnv1a(buf, got);
+    return (ssize_t)got;
+}
+
+int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len)
+{
+    uint8_t buf[TAIL_FP_MAX];
+    if (want > TAIL_FP_MAX) {
+        want = TAIL_FP_MAX;
+    }
+    ssize_t got = read_head(fd, buf, want);
+    if (got < 0) {
+        return (int)got;
+    }
+    *hash = tail_fnv1a(buf, (size_t)got);
     *len = (uint32_t)got;
     return 0;
 }
@@ -68,20 +78,11 @@ int tail_fingerprint(int fd, uint32_t want, uint64_t *hash, uint32_t *len)
 int tail_head_hashes(int fd, uint64_t pre[TAIL_FP_MAX + 1], uint32_t *len)
 {
     uint8_t buf[TAIL_FP_MAX];
-    size_t got = 0;
-    while (got < TAIL_FP_MAX) {
-        ssize_t n = pread(fd, buf + got, TAIL_FP_MAX - got, (off_t)got);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        if (n == 0) {
-            break;
-        }
-        got += (size_t)n;
+    ssize_t r = read_head(fd, buf, TAIL_FP_MAX);
+    if (r < 0) {
+        return (int)r;
     }
+    size_t got = (size_t)r;
     uint64_t h = 14695981039346656037ULL; /* tail_fnv1a, one prefix at a time */
     pre[0] = h;
     for (size_t i = 0; i < got; i++) {
